@@ -1,0 +1,418 @@
+"""Graph cutting: trace a model with torch.fx, find where its execution can be cut, and split it into stages.
+
+Tracing carries the concrete values of the example input alongside the symbolic ones (a "concrete" tracer):
+
+* Python control flow on *shapes* (``if h % 32 != 0: raise ...``, as segmentation_models_pytorch does) is
+  specialised to the branch the example takes, and a guard node is left in the graph that raises
+  :class:`~mess_core.errors.GuardFailure` if a later input would take the other branch. The graph never silently
+  computes something the model would not.
+* Python control flow on tensor *values* (``if x.max() > 0``) cannot be captured by a graph and is refused with a
+  message naming the module and the source line.
+* Reads of ``x.shape`` are metadata: the graph keeps the (small) shape value alive, not the tensor it was read from.
+
+A *cut point* is a position in topological order where execution can stop and resume later: everything computed
+before it that is used after it (the *live set*) is known, and consists of tensors and shape metadata only. Cuts are
+only placed between blocks: a cut inside a call of a module that is not a plain container (``nn.Sequential``,
+``nn.ModuleList``, ``nn.ModuleDict`` or the backbone itself) is not a cut point, so exits never split a residual
+block from its skip connection. Models with skip connections (U-Net, FPN, DeepLabV3+) carry several live tensors
+across their cut points; the exit attaches to the most recent 4-D feature map of the live set.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import traceback
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import torch
+import torchvision
+from torch import fx, nn
+from torch.fx.node import map_aggregate, map_arg
+
+from .errors import GuardFailure, TraceFailure
+
+__all__ = [
+    "ValueInfo",
+    "TracedModel",
+    "CutPoint",
+    "trace",
+    "find_cut_points",
+    "split",
+    "shape_guard",
+]
+
+# Classes exported by torchvision.ops are kept as single graph nodes (as torchvision's own feature extractor does):
+# Conv2dNormActivation, SqueezeExcitation, FrozenBatchNorm2d, StochasticDepth, ... are units, never cut inside.
+TORCHVISION_LEAF_MODULES: tuple[type, ...] = tuple(
+    obj for obj in vars(torchvision.ops).values() if isinstance(obj, type) and issubclass(obj, nn.Module)
+)
+
+_TORCH_DIR = os.path.dirname(torch.__file__)
+_THIS_FILE = os.path.abspath(__file__)
+
+
+@dataclass(frozen=True)
+class ValueInfo:
+    """What a graph node produced on the example input.
+
+    ``kind`` is ``"tensor"``, ``"meta"`` (shapes, numbers, None: metadata that costs nothing to keep),
+    ``"tensors"`` (a tuple or list of tensors and metadata) or ``"other"`` (anything else: dicts, objects).
+    """
+
+    kind: str
+    shape: tuple[int, ...] | None = None
+    dtype: str | None = None
+
+    @property
+    def is_feature_map(self) -> bool:
+        return self.kind == "tensor" and self.shape is not None and len(self.shape) == 4
+
+
+def _is_metadata(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str, torch.Size, torch.dtype, torch.device)):
+        return True
+    if isinstance(value, (tuple, list)):
+        return all(_is_metadata(v) for v in value)
+    return False
+
+
+def describe(value: Any) -> ValueInfo:
+    if isinstance(value, torch.Tensor):
+        return ValueInfo("tensor", tuple(value.shape), str(value.dtype).replace("torch.", ""))
+    if _is_metadata(value):
+        return ValueInfo("meta")
+    if isinstance(value, (tuple, list)) and all(isinstance(v, torch.Tensor) or _is_metadata(v) for v in value):
+        return ValueInfo("tensors")
+    return ValueInfo("other")
+
+
+def shape_guard(value: Any, expected: bool, where: str) -> None:
+    """Runtime check left in the graph where tracing specialised Python control flow on a shape."""
+    if bool(value) != expected:
+        raise GuardFailure(
+            f"this input takes a different branch at {where} than the example input the network was converted "
+            f"with (the condition was {expected} there). Convert the model with an example input of this size, "
+            f"or make that code independent of the input size."
+        )
+
+
+class _DataDependentControlFlow(fx.proxy.TraceError):
+    pass
+
+
+class _ConcreteTracer(fx.Tracer):
+    """An fx tracer that also computes every node's value on the example input (see the module docstring)."""
+
+    def __init__(self, example: torch.Tensor, leaf_types: tuple[type, ...], leaf_names: frozenset[str]):
+        super().__init__(autowrap_modules=(math, torchvision.ops))
+        self.example = example
+        self.leaf_types = leaf_types
+        self.leaf_names = leaf_names
+        self.values: dict[fx.Node, Any] = {}
+        self.specialisations: list[str] = []
+        self._placeholders = 0
+        self._concrete = False
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if module_qualified_name in self.leaf_names or isinstance(m, self.leaf_types):
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+    def call_module(self, m, forward, args, kwargs):
+        if self._concrete:  # computing a leaf module's value: run it for real, record nothing
+            return forward(*args, **kwargs)
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception as exc:  # remember the innermost module only
+            if not hasattr(exc, "_mess_module"):
+                try:
+                    path = self.path_of_module(m)
+                except NameError:
+                    path = f"<{type(m).__name__} not registered as a submodule>"
+                exc._mess_module = (path, type(m).__name__)
+            raise
+
+    def getattr(self, attr, attr_val, parameter_proxy_cache):
+        if self._concrete:
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+    def create_node(self, kind, target, args, kwargs, name=None, type_expr=None):
+        node = super().create_node(kind, target, args, kwargs, name, type_expr)
+        self.values[node] = self._compute(node)
+        return node
+
+    def _compute(self, node: fx.Node) -> Any:
+        if node.op == "placeholder":
+            self._placeholders += 1
+            if self._placeholders == 1:
+                return self.example
+            if node.args:  # a further argument of forward() with a default value
+                return node.args[0]
+            raise TraceFailure(
+                f"the model's forward() takes more than one input (argument '{node.target}'); mess_core converts "
+                "models with a single image input. Wrap the model in a module whose forward(x) supplies the rest."
+            )
+        args = map_arg(node.args, self.values.__getitem__)
+        kwargs = map_arg(node.kwargs, self.values.__getitem__)
+        if node.op == "call_function":
+            return node.target(*args, **kwargs)
+        if node.op == "call_method":
+            self_obj, *rest = args
+            return getattr(self_obj, node.target)(*rest, **kwargs)
+        if node.op == "call_module":
+            # fx patches Module.__call__ and __getattr__ while tracing; in concrete mode they pass straight through
+            self._concrete = True
+            try:
+                return self.root.get_submodule(node.target)(*args, **kwargs)
+            finally:
+                self._concrete = False
+        if node.op == "get_attr":
+            obj: Any = self.root
+            for part in node.target.split("."):
+                obj = getattr(obj, part)
+            return obj
+        return None  # the output node
+
+    def to_bool(self, obj: fx.Proxy) -> bool:
+        value = self.values[obj.node]
+        where = _user_location(traceback.extract_stack())
+        if isinstance(value, torch.Tensor):
+            raise _DataDependentControlFlow(
+                "Python control flow depends on the values of a tensor, which a static graph cannot capture"
+            )
+        result = bool(value)
+        self.create_proxy("call_function", shape_guard, (obj, result, where), {})
+        self.specialisations.append(f"{where}: condition on a shape fixed to {result}")
+        return result
+
+    def iter(self, obj: fx.Proxy) -> Iterable:
+        value = self.values[obj.node]
+        if isinstance(value, torch.Tensor):
+            raise _DataDependentControlFlow("iterating over a tensor cannot be captured in a static graph")
+        return iter([obj[i] for i in range(len(value))])
+
+
+def _user_location(frames: Sequence[traceback.FrameSummary]) -> str:
+    """The innermost frame outside torch and this file: the user's (or library's) line that tracing stopped on."""
+    for frame in reversed(frames):
+        path = os.path.abspath(frame.filename)
+        if not path.startswith(_TORCH_DIR) and path != _THIS_FILE:
+            return f"{frame.filename}:{frame.lineno} `{(frame.line or '').strip()}`"
+    return "<unknown location>"
+
+
+@dataclass
+class TracedModel:
+    """A traced model: its graph module, what every node produced, and which module calls each node belongs to."""
+
+    graph_module: fx.GraphModule
+    nodes: list[fx.Node]
+    info: dict[str, ValueInfo]
+    # per node: the chain of module *calls* it was created in, outermost first, as (call key, qualified name, type)
+    module_calls: dict[str, tuple[tuple[str, str, type], ...]]
+    specialisations: list[str]
+    output: Any
+
+    def index(self, name: str) -> int:
+        for i, n in enumerate(self.nodes):
+            if n.name == name:
+                return i
+        raise KeyError(name)
+
+
+def trace(
+    model: nn.Module,
+    example: torch.Tensor,
+    *,
+    leaf_modules: Iterable[str | type] = (),
+) -> TracedModel:
+    """Trace ``model`` on ``example`` (in eval mode, without gradients) into an fx graph.
+
+    ``leaf_modules`` lists module classes or qualified names to keep as single opaque nodes (exits are never placed
+    inside them); use it for submodules FX cannot trace.
+    """
+    leaf_types = TORCHVISION_LEAF_MODULES + tuple(m for m in leaf_modules if isinstance(m, type))
+    leaf_names = frozenset(m for m in leaf_modules if isinstance(m, str))
+    missing = [n for n in leaf_names if n not in dict(model.named_modules())]
+    if missing:
+        raise TraceFailure(f"leaf_modules names {missing} are not submodules of {type(model).__name__}")
+    tracer = _ConcreteTracer(example, leaf_types, leaf_names)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            graph = tracer.trace(model)
+    except TraceFailure:
+        raise
+    except Exception as exc:
+        try:
+            with torch.no_grad():
+                model(example)
+        except Exception as plain:
+            raise TraceFailure(
+                f"the model fails on example_input {tuple(example.shape)} even without tracing: "
+                f"{type(plain).__name__}: {plain}. Give convert() an input the model accepts."
+            ) from plain
+        raise _explain_trace_failure(model, exc) from exc
+    finally:
+        model.train(was_training)
+    gm = fx.GraphModule(tracer.root, graph, class_name=type(model).__name__ + "Traced")
+    nodes = list(gm.graph.nodes)
+    info = {n.name: describe(tracer.values.get(n)) for n in nodes if n.op != "output"}
+    output_node = nodes[-1]
+    output = map_aggregate(output_node.args[0], lambda a: tracer.values[a] if isinstance(a, fx.Node) else a)
+    calls = {}
+    for n in nodes:
+        stack = n.meta.get("nn_module_stack", {})
+        chain = tuple((key, qual, typ) for key, (qual, typ) in stack.items())
+        if n.op == "call_module" and chain and chain[-1][1] == n.target:
+            chain = chain[:-1]  # a leaf module's own call is the node itself, not something it is inside
+        calls[n.name] = chain
+    return TracedModel(gm, nodes, info, calls, tracer.specialisations, output)
+
+
+def _explain_trace_failure(model: nn.Module, exc: Exception) -> TraceFailure:
+    module_path, module_type = getattr(exc, "_mess_module", ("", type(model).__name__))
+    where = _user_location(traceback.extract_tb(exc.__traceback__))
+    shown = f"in module '{module_path}' ({module_type})" if module_path else f"in {module_type}.forward itself"
+    hint = (
+        f"pass leaf_modules=['{module_path}'] to convert() to keep that module as one opaque step (no exit can be "
+        "placed inside it)"
+        if module_path
+        else "wrap the offending code in a submodule and pass its name in leaf_modules"
+    )
+    return TraceFailure(
+        f"torch.fx could not trace the model: {shown} at {where}: {type(exc).__name__}: {exc}. "
+        f"To work around it, {hint}, or rewrite that line without Python control flow on tensor values."
+    )
+
+
+@dataclass(frozen=True)
+class CutPoint:
+    """A place where execution can stop after node ``position`` and resume later from the ``live`` values.
+
+    ``module`` names what has just been computed: the outermost module call that ends at the cut (a block, or a
+    whole layer), or the node's own module when none ends there.
+    """
+
+    position: int
+    node: str
+    live: tuple[str, ...]
+    feature: str
+    module: str
+
+    @property
+    def num_live_tensors(self) -> int:
+        return len(self.live)
+
+
+def _is_container(qualname: str, typ: type, transparent: frozenset[str]) -> bool:
+    return (
+        qualname in transparent
+        or typ is nn.Sequential
+        or issubclass(typ, (nn.ModuleList, nn.ModuleDict))
+    )
+
+
+def live_sets(traced: TracedModel) -> list[tuple[int, ...]]:
+    """For every position p, the indices of values computed at or before p and used after p (graph order).
+
+    get_attr nodes (parameters and buffers) are constants, re-read by every stage that needs them, never live.
+    """
+    index = {n: i for i, n in enumerate(traced.nodes)}
+    last_use = {}
+    for i, n in enumerate(traced.nodes):
+        if n.op in ("get_attr", "output") or not n.users:
+            continue
+        last_use[i] = max(index[u] for u in n.users)
+    live: set[int] = set()
+    result = []
+    for p in range(len(traced.nodes)):
+        if p in last_use:
+            live.add(p)
+        live = {i for i in live if last_use[i] > p}
+        result.append(tuple(sorted(live)))
+    return result
+
+
+def find_cut_points(traced: TracedModel, *, region: str = "") -> list[CutPoint]:
+    """Every valid cut point inside the call of submodule ``region`` ('' = the whole model), in graph order."""
+    nodes = traced.nodes
+    transparent = frozenset({region, ""})
+    if region:
+        inside = [i for i, n in enumerate(nodes) if any(q == region for _, q, _ in traced.module_calls[n.name])]
+        if not inside:
+            raise KeyError(region)
+        first_key = next(k for k, q, _ in traced.module_calls[nodes[inside[0]].name] if q == region)
+        inside = [i for i in inside if any(k == first_key for k, _, _ in traced.module_calls[nodes[i].name])]
+        start, end = inside[0], inside[-1]
+    else:
+        start = next(i for i, n in enumerate(nodes) if n.op != "placeholder")
+        end = len(nodes) - 3  # leave at least the last computing node after the cut, or the exit saves nothing
+    live = live_sets(traced)
+    batch = traced.info[nodes[0].name].shape[0]
+    cuts = []
+    for p in range(start, end + 1):
+        a, b = nodes[p], nodes[p + 1]
+        calls_a, calls_b = traced.module_calls[a.name], traced.module_calls[b.name]
+        shared = [c for c, d in zip(calls_a, calls_b) if c[0] == d[0]]
+        if any(not _is_container(qual, typ, transparent) for _, qual, typ in shared):
+            continue  # inside a block: cutting here would split it from its own skip path
+        names = tuple(nodes[i].name for i in live[p])
+        infos = [traced.info[n] for n in names]
+        if not names or any(i.kind == "other" for i in infos):
+            continue
+        features = [
+            n for n, i in zip(names, infos)
+            if i.is_feature_map and i.shape[0] == batch and nodes[traced.index(n)].op != "placeholder"
+        ]
+        if not features:
+            continue
+        ending = [qual for key, qual, _ in calls_a if key not in {c[0] for c in shared} and qual != region]
+        module = ending[0] if ending else (a.target if a.op == "call_module" else (calls_a[-1][1] if calls_a else ""))
+        cuts.append(CutPoint(p, a.name, names, features[-1], module))
+    return cuts
+
+
+def split(traced: TracedModel, positions: Sequence[int]) -> list[fx.GraphModule]:
+    """Split the graph after each position into len(positions)+1 sequential stages.
+
+    Stage k takes the live values at cut k-1 (stage 0 takes the model's input) and returns the live values at cut k
+    as a tuple in graph order; the last stage returns whatever the model returns. Stages share the model's
+    submodules and parameters (no copies).
+    """
+    nodes = traced.nodes
+    live = live_sets(traced)
+    bounds = [-1, *positions, len(nodes) - 1]
+    placeholders = [n for n in nodes if n.op == "placeholder"]
+    stages = []
+    for k in range(len(bounds) - 1):
+        lo, hi = bounds[k], bounds[k + 1]
+        graph = fx.Graph()
+        env: dict[fx.Node, fx.Node] = {}
+        inputs = placeholders if k == 0 else [nodes[i] for i in live[lo]]
+        for n in inputs:
+            env[n] = graph.placeholder(n.name)
+
+        def lookup(a: fx.Node) -> fx.Node:
+            if a not in env:
+                if a.op != "get_attr":
+                    raise AssertionError(f"stage {k} uses {a.name}, which is neither live nor a constant")
+                env[a] = graph.get_attr(a.target)
+            return env[a]
+
+        for n in nodes[lo + 1 : hi + 1]:
+            if n.op == "placeholder":
+                continue
+            if n.op == "output":
+                graph.output(map_arg(n.args[0], lookup))
+            else:
+                env[n] = graph.node_copy(n, lookup)
+        if k < len(bounds) - 2:
+            graph.output(tuple(lookup(nodes[i]) for i in live[hi]))
+        graph.lint()
+        stages.append(fx.GraphModule(traced.graph_module, graph, class_name=f"Stage{k + 1}"))
+    return stages
