@@ -1,0 +1,553 @@
+"""The multi-exit network: :func:`convert` turns a segmentation CNN into a :class:`MultiExitNet`.
+
+Which part of the model carries the early exits (the *backbone*) follows one rule:
+
+1. the submodule the caller names with ``backbone=`` ("" means the whole model);
+2. else the submodule called ``backbone`` (torchvision) or ``encoder`` (segmentation_models_pytorch), if present;
+3. else the whole model.
+
+Exits are only placed inside the backbone because heads such as DeepLabV3's ASPP can cost most of the model: an
+exit inside them would save nothing. The N-1 early exits sit at about k/N of the backbone's cumulative workload
+(k = 1..N-1), snapped to cut points (see :mod:`mess_core.placement`); the N-th exit is the model's own output.
+
+Example:
+    >>> import torch, torchvision
+    >>> import mess_core
+    >>> model = torchvision.models.segmentation.fcn_resnet50(weights=None, weights_backbone=None, num_classes=11)
+    >>> net = mess_core.convert(model, torch.randn(1, 3, 64, 64), num_exits=4)
+    >>> [e.module for e in net.exits]
+    ['backbone.layer3.2', 'backbone.layer3', 'backbone.layer4.1']
+    >>> outs = net.eval()(torch.randn(2, 3, 96, 80))
+    >>> len(outs), tuple(outs[-1].shape)
+    (4, (2, 11, 96, 80))
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Literal, Mapping, Sequence
+
+import torch
+from torch import fx, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .errors import ConversionError, SpecError
+from .exits import LIGHT_EXIT, ExitHead, ExitSpace, ExitSpec
+from .graph import CutPoint, TracedModel, ValueInfo, find_cut_points, split, trace
+from .placement import equidistant_targets, snap_to_cuts
+from .profiling import COST_KINDS, NodeCost, count_flops, profile_nodes
+
+__all__ = ["ExitPoint", "WorkloadProfile", "MultiExitNet", "convert", "resolve_backbone"]
+
+
+@dataclass(frozen=True)
+class ExitPoint:
+    """Where early exit ``index`` (1 = shallowest) attaches.
+
+    ``node`` is the graph node after which the network is cut, ``feature_node`` the 4-D feature map the exit reads
+    (the most recent one of the ``live`` values crossing the cut), ``module`` the module that produced it.
+    ``flops`` is the cumulative workload of one image before the exit (``seconds`` likewise, when latency was
+    measured) and ``cost_fraction`` that cost over the whole model's, in the cost kind the network was converted
+    with. ``channels`` and ``stride`` (input pixels per feature pixel) describe the feature map.
+    """
+
+    index: int
+    node: str
+    feature_node: str
+    module: str
+    live: tuple[str, ...]
+    flops: float
+    seconds: float | None
+    cost_fraction: float
+    channels: int
+    stride: int
+    feature_shape: tuple[int, int, int]
+
+    @property
+    def gflops(self) -> float:
+        return self.flops / 1e9
+
+    @property
+    def gmacs(self) -> float:
+        return self.flops / 2e9
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(gflops=self.gflops, gmacs=self.gmacs)
+        return d
+
+
+@dataclass
+class WorkloadProfile:
+    """The per-node workload of a traced model for one image of ``input_size``."""
+
+    nodes: list[NodeCost]
+    modules: list[str]  # per node: the module it belongs to ('' = the model's own forward)
+    cost: str  # "flops" or "latency": what exit placement and cost_fraction use
+    input_size: tuple[int, int]
+    backbone: str
+    backbone_end: int  # index of the backbone's last node
+    cut_points: list[CutPoint] = field(default_factory=list)
+
+    def node_costs(self) -> list[float]:
+        if self.cost == "latency":
+            return [n.seconds or 0.0 for n in self.nodes]
+        return [n.flops for n in self.nodes]
+
+    def cumulative(self) -> list[float]:
+        out, total = [], 0.0
+        for c in self.node_costs():
+            total += c
+            out.append(total)
+        return out
+
+    @property
+    def total(self) -> float:
+        return sum(self.node_costs())
+
+    @property
+    def total_flops(self) -> float:
+        return sum(n.flops for n in self.nodes)
+
+    @property
+    def total_seconds(self) -> float | None:
+        return sum(n.seconds or 0.0 for n in self.nodes) if self.cost == "latency" else None
+
+    @property
+    def backbone_cost(self) -> float:
+        return self.cumulative()[self.backbone_end]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cost": self.cost,
+            "input_size": list(self.input_size),
+            "backbone": self.backbone,
+            "total_flops": self.total_flops,
+            "total_gflops": self.total_flops / 1e9,
+            "total_gmacs": self.total_flops / 2e9,
+            "total_seconds": self.total_seconds,
+            "backbone_fraction": self.backbone_cost / self.total if self.total else 0.0,
+            "nodes": [dict(n.to_dict(), module=m) for n, m in zip(self.nodes, self.modules)],
+            "cut_points": [
+                {"node": c.node, "position": c.position, "feature": c.feature, "live": list(c.live)}
+                for c in self.cut_points
+            ],
+        }
+
+
+def resolve_backbone(model: nn.Module, backbone: str | None) -> str:
+    """The qualified name of the submodule that carries the exits (see the module docstring for the rule)."""
+    modules = dict(model.named_modules())
+    if backbone is None:
+        for name in ("backbone", "encoder"):
+            if isinstance(getattr(model, name, None), nn.Module):
+                return name
+        return ""
+    if backbone not in modules:
+        top = [n for n, _ in model.named_children()]
+        raise ConversionError(
+            f"backbone='{backbone}' is not a submodule of {type(model).__name__}; its top-level submodules are "
+            f"{top}. Name the submodule that extracts features (dotted path), or pass backbone='' for the whole model."
+        )
+    return backbone
+
+
+class MultiExitNet(nn.Module):
+    """A segmentation model cut into N sequential stages with an exit head after each of the first N-1.
+
+    ``net(x)`` returns N logit tensors ``(B, num_classes, H, W)`` at the input resolution: one per early exit
+    (shallowest first, each from its active head) and last the original model's own output. The stages share
+    parameters with the model passed to :func:`convert`.
+    """
+
+    def __init__(
+        self,
+        *,
+        stages: Sequence[fx.GraphModule],
+        exits: Sequence[ExitPoint],
+        feature_slots: Sequence[int],
+        profile: WorkloadProfile,
+        num_classes: int,
+        output_key: str | int | None,
+        specialisations: Sequence[str],
+        example_shape: tuple[int, int, int],
+        value_info: Mapping[str, ValueInfo],
+    ):
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+        self.heads = nn.ModuleDict({str(e.index): nn.ModuleDict() for e in exits})
+        self.exits: tuple[ExitPoint, ...] = tuple(exits)
+        self.feature_slots = tuple(feature_slots)
+        self.profile = profile
+        self.num_classes = num_classes
+        self.output_key = output_key
+        self.specialisations = tuple(specialisations)
+        self.example_shape = example_shape  # (C, H, W) of the example the network was converted with
+        self.value_info = dict(value_info)  # what each graph node produced on the example (kind, shape)
+        self.active: dict[int, str] = {}
+        self._shape_cache: dict[tuple[int, int], tuple[list[tuple[int, int, int]], list[float]]] = {}
+
+    # ----------------------------------------------------------------------------------------------- structure
+    @property
+    def num_exits(self) -> int:
+        """N: the early exits plus the final one."""
+        return len(self.exits) + 1
+
+    def exit_point(self, index: int) -> ExitPoint:
+        if not 1 <= index <= len(self.exits):
+            raise IndexError(f"early exits are numbered 1..{len(self.exits)}, not {index}")
+        return self.exits[index - 1]
+
+    def attach(
+        self, spec_or_space: ExitSpec | str | ExitSpace | Iterable[ExitSpec | str], *, exits: Iterable[int] | None = None
+    ) -> "MultiExitNet":
+        """Build a head for every given configuration at every early exit (or the given ``exits``).
+
+        Heads already attached are kept. An exit with no active head activates the first configuration given.
+        """
+        if isinstance(spec_or_space, (ExitSpec, str)):
+            specs = [ExitSpec.coerce(spec_or_space)]
+        else:
+            specs = [ExitSpec.coerce(s) for s in spec_or_space]
+        if not specs:
+            raise SpecError("attach() needs at least one exit configuration")
+        device, dtype = self._placement()
+        for index in exits if exits is not None else range(1, self.num_exits):
+            point = self.exit_point(index)
+            bank = self.heads[str(index)]
+            for spec in specs:
+                if spec.id not in bank:
+                    head = ExitHead(spec, point.channels, self.num_classes).to(device=device, dtype=dtype)
+                    head.train(self.training)
+                    bank[spec.id] = head
+            self.active.setdefault(index, specs[0].id)
+        return self
+
+    def activate(self, spec: ExitSpec | str | Mapping[int, ExitSpec | str]) -> "MultiExitNet":
+        """Choose which attached head each early exit uses in :meth:`forward` (one spec for all, or per exit)."""
+        chosen = spec if isinstance(spec, Mapping) else {i: spec for i in range(1, self.num_exits)}
+        for index, s in chosen.items():
+            spec_id = ExitSpec.coerce(s).id
+            if spec_id not in self.heads[str(self.exit_point(index).index)]:
+                raise SpecError(f"exit {index} has no head '{spec_id}'; attach it first with net.attach('{spec_id}')")
+            self.active[index] = spec_id
+        return self
+
+    def head(self, index: int, spec: ExitSpec | str | None = None) -> ExitHead:
+        bank = self.heads[str(self.exit_point(index).index)]
+        spec_id = ExitSpec.coerce(spec).id if spec is not None else self.active.get(index)
+        if spec_id is None or spec_id not in bank:
+            raise SpecError(
+                f"exit {index} has no head {spec_id!r} attached; call net.attach(spec_or_space) first "
+                f"(attached: {sorted(bank.keys())})"
+            )
+        return bank[spec_id]
+
+    def _placement(self) -> tuple[torch.device, torch.dtype]:
+        for p in self.stages.parameters():
+            return p.device, p.dtype
+        return torch.device("cpu"), torch.float32
+
+    # --------------------------------------------------------------------------------------------- execution
+    def run_stage(self, index: int, live: Sequence[Any]) -> Any:
+        """Run stage ``index`` (1..N) on the live values handed on by the previous stage (stage 1: ``(x,)``)."""
+        return self.stages[index - 1](*live)
+
+    def exit_features(self, index: int, live: Sequence[Any]) -> torch.Tensor:
+        """The feature map early exit ``index`` reads, from the live values returned by stage ``index``."""
+        return live[self.feature_slots[index - 1]]
+
+    def final_logits(self, output: Any) -> torch.Tensor:
+        return output if self.output_key is None else output[self.output_key]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        size = x.shape[-2:]
+        live: Any = (x,)
+        outputs = []
+        for index in range(1, self.num_exits):
+            live = self.run_stage(index, live)
+            outputs.append(self.head(index)(self.exit_features(index, live), size))
+        outputs.append(self.final_logits(self.run_stage(self.num_exits, live)))
+        return outputs
+
+    def forward_features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """One pass through the backbone: the feature map at every early exit and the final exit's logits."""
+        live: Any = (x,)
+        features = []
+        for index in range(1, self.num_exits):
+            live = self.run_stage(index, live)
+            features.append(self.exit_features(index, live))
+        return features, self.final_logits(self.run_stage(self.num_exits, live))
+
+    def forward_all(self, x: torch.Tensor) -> tuple[dict[int, dict[str, torch.Tensor]], torch.Tensor]:
+        """Logits of every attached head at every early exit from one backbone pass, and the final logits."""
+        features, final = self.forward_features(x)
+        size = x.shape[-2:]
+        heads = {
+            index: {spec_id: head(feat, size) for spec_id, head in self.heads[str(index)].items()}
+            for index, feat in enumerate(features, start=1)
+        }
+        return heads, final
+
+    # ------------------------------------------------------------------------------------------------- costs
+    def _shapes_and_stage_flops(self, input_size: Sequence[int] | None) -> tuple[list[tuple[int, int, int]], list[float]]:
+        size = tuple(input_size) if input_size is not None else self.example_shape[1:]
+        if size not in self._shape_cache:
+            shapes: list[tuple[int, int, int]] = []
+            flops: list[float] = []
+
+            def run(x: torch.Tensor) -> None:
+                shapes.clear()  # count_flops may retry with real tensors after a fake-tensor failure
+                flops.clear()
+                live: Any = (x,)
+                for index in range(1, self.num_exits + 1):
+                    with FlopCounterMode(display=False) as counter:
+                        live = self.run_stage(index, live)
+                    flops.append(float(counter.get_total_flops()))
+                    if index < self.num_exits:
+                        shapes.append(tuple(self.exit_features(index, live).shape[1:]))
+
+            was_training = self.training
+            self.eval()
+            try:
+                count_flops(run, (1, self.example_shape[0], *size))
+            finally:
+                self.train(was_training)
+            self._shape_cache[size] = (shapes, flops)
+        return self._shape_cache[size]
+
+    def feature_shape(self, index: int, input_size: Sequence[int] | None = None) -> tuple[int, int, int]:
+        """(C, H, W) of the feature map early exit ``index`` reads, for an input of ``input_size`` (H, W)."""
+        self.exit_point(index)
+        return self._shapes_and_stage_flops(input_size)[0][index - 1]
+
+    def stage_flops(self, input_size: Sequence[int] | None = None) -> list[float]:
+        """FLOPs of each of the N stages for one image of ``input_size`` (default: the example's size)."""
+        return list(self._shapes_and_stage_flops(input_size)[1])
+
+    def head_flops(self, index: int, spec: ExitSpec | str, input_size: Sequence[int] | None = None) -> float:
+        """FLOPs of one head (``spec``) at early exit ``index`` for one image of ``input_size``, upsampling
+        included. The head need not be attached: it is built on the meta device, costing no memory."""
+        spec = ExitSpec.coerce(spec)
+        c, h, w = self.feature_shape(index, input_size)
+        size = tuple(input_size) if input_size is not None else self.example_shape[1:]
+        with torch.device("meta"):
+            head = ExitHead(spec, c, self.num_classes).eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            head(torch.empty(1, c, h, w, device="meta"), size)
+        return float(counter.get_total_flops())
+
+    def exit_flops(self, index: int, spec: ExitSpec | str | None = None, input_size: Sequence[int] | None = None) -> float:
+        """FLOPs of the static path to exit ``index`` (1..N): stages up to it plus its head (the final exit's head is
+        part of the last stage)."""
+        stages = self.stage_flops(input_size)
+        if index == self.num_exits:
+            return sum(stages)
+        spec = spec if spec is not None else self.active.get(index, LIGHT_EXIT)
+        return sum(stages[:index]) + self.head_flops(index, spec, input_size)
+
+    def describe(self) -> dict[str, Any]:
+        """Everything :func:`convert` found, as JSON-ready data."""
+        return {
+            "num_exits": self.num_exits,
+            "num_classes": self.num_classes,
+            "example_shape": list(self.example_shape),
+            "exits": [e.to_dict() for e in self.exits],
+            "specialisations": list(self.specialisations),
+            "profile": self.profile.to_dict(),
+        }
+
+
+def _final_tensor(output: Any, output_key: str | int | None) -> tuple[torch.Tensor, str | int | None]:
+    if output_key is None:
+        if isinstance(output, torch.Tensor):
+            return output, None
+        if isinstance(output, Mapping) and "out" in output:
+            return output["out"], "out"
+        kind = type(output).__name__
+        keys = f" with keys {list(output.keys())}" if isinstance(output, Mapping) else ""
+        raise ConversionError(
+            f"the model returns a {kind}{keys}, not per-pixel logits; pass output_key= naming the entry that holds the "
+            "(B, num_classes, H, W) logits"
+        )
+    try:
+        return output[output_key], output_key
+    except (KeyError, IndexError, TypeError) as exc:
+        raise ConversionError(f"output_key={output_key!r} does not select an entry of the model's output: {exc}") from exc
+
+
+def _check_logits(logits: Any, example: torch.Tensor) -> int:
+    if (
+        not isinstance(logits, torch.Tensor)
+        or logits.dim() != 4
+        or not logits.is_floating_point()
+        or logits.shape[0] != example.shape[0]
+    ):
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ConversionError(
+            f"the model's output {shape} is not per-pixel logits (B, num_classes, H, W) for an input of shape "
+            f"{tuple(example.shape)}; MESS converts semantic-segmentation models"
+        )
+    if logits.shape[-2:] != example.shape[-2:]:
+        raise ConversionError(
+            f"the model's logits are {tuple(logits.shape[-2:])} pixels for a {tuple(example.shape[-2:])} input; "
+            "exits are compared with the final output per pixel, so wrap the model to upsample its logits to the "
+            "input size (F.interpolate(..., mode='bilinear'))"
+        )
+    return logits.shape[1]
+
+
+def convert(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    *,
+    num_exits: int = 4,
+    cost: Literal["flops", "latency"] = "flops",
+    backbone: str | None = None,
+    leaf_modules: Iterable[str | type] = (),
+    output_key: str | int | None = None,
+    exit_head: ExitSpec | str | ExitSpace | None = LIGHT_EXIT,
+    verify: bool = True,
+) -> MultiExitNet:
+    """Turn ``model`` into a :class:`MultiExitNet` with ``num_exits`` exits (``num_exits - 1`` early ones).
+
+    Args:
+        model: a segmentation CNN returning (B, classes, H, W) logits, or a dict holding them under ``"out"``.
+        example_input: an input batch; tracing, profiling and verification use it (profiling: its first image).
+        num_exits: N, counting the model's own output as the last exit.
+        cost: ``"flops"`` (torch.utils.flop_counter) or ``"latency"`` (median time per node on the model's
+            device) for placing exits at equidistant workload.
+        backbone: the submodule that carries the exits; see the module docstring for the default.
+        leaf_modules: module classes or qualified names that tracing keeps opaque (for code FX cannot trace).
+        output_key: which entry of a dict/tuple output holds the logits, if not ``"out"``.
+        exit_head: configuration(s) to attach at every early exit right away (None: attach later).
+        verify: check that running the stages reproduces the model's output on ``example_input``.
+    """
+    if not isinstance(num_exits, int) or num_exits < 2:
+        raise ConversionError(f"num_exits must be an int >= 2 (early exits plus the final one), not {num_exits!r}")
+    if cost not in COST_KINDS:
+        raise ConversionError(f"cost must be one of {COST_KINDS}, not {cost!r}")
+    if not isinstance(example_input, torch.Tensor) or example_input.dim() != 4:
+        shape = tuple(example_input.shape) if isinstance(example_input, torch.Tensor) else type(example_input).__name__
+        raise ConversionError(f"example_input must be an image batch (B, C, H, W), not {shape}")
+    backbone_name = resolve_backbone(model, backbone)
+
+    traced = trace(model, example_input, leaf_modules=leaf_modules)
+    logits, key = _final_tensor(traced.output, output_key)
+    num_classes = _check_logits(logits, example_input)
+
+    try:
+        cuts = find_cut_points(traced, region=backbone_name)
+    except KeyError:
+        raise ConversionError(
+            f"the backbone '{backbone_name}' is never called in {type(model).__name__}.forward; name the submodule "
+            "that computes the features with backbone="
+        ) from None
+    where = f"the backbone '{backbone_name}'" if backbone_name else f"{type(model).__name__}"
+    if not cuts:
+        raise ConversionError(
+            f"{where} has no place where a 4-D feature map (B, C, H, W) can be taken between blocks; MESS exits need "
+            "spatial features. If the features live in another submodule, name it with backbone="
+        )
+    node_costs = profile_nodes(traced.graph_module, example_input, cost=cost)
+    profile = _build_profile(traced, node_costs, cost, backbone_name, cuts, example_input)
+    if len(cuts) < num_exits - 1:
+        raise ConversionError(
+            f"num_exits={num_exits} needs {num_exits - 1} early exits, but {where} has only {len(cuts)} valid cut "
+            f"points; use num_exits <= {len(cuts) + 1}, or name a deeper backbone"
+        )
+    cumulative = profile.cumulative()
+    targets = equidistant_targets(profile.backbone_cost, num_exits)
+    chosen = [cuts[i] for i in snap_to_cuts([cumulative[c.position] for c in cuts], targets)]
+
+    flops_cumulative = []
+    running = 0.0
+    for n in node_costs:
+        running += n.flops
+        flops_cumulative.append(running)
+    seconds_cumulative = None
+    if cost == "latency":
+        seconds_cumulative = []
+        running = 0.0
+        for n in node_costs:
+            running += n.seconds or 0.0
+            seconds_cumulative.append(running)
+    height = example_input.shape[-2]
+    exits, slots = [], []
+    for index, cut in enumerate(chosen, start=1):
+        shape = traced.info[cut.feature].shape
+        exits.append(
+            ExitPoint(
+                index=index,
+                node=cut.node,
+                feature_node=cut.feature,
+                module=cut.module,
+                live=cut.live,
+                flops=flops_cumulative[cut.position],
+                seconds=seconds_cumulative[cut.position] if seconds_cumulative else None,
+                cost_fraction=cumulative[cut.position] / profile.total if profile.total else 0.0,
+                channels=shape[1],
+                stride=max(1, round(height / shape[2])),
+                feature_shape=tuple(shape[1:]),
+            )
+        )
+        slots.append(cut.live.index(cut.feature))
+
+    net = MultiExitNet(
+        stages=split(traced, [c.position for c in chosen]),
+        exits=exits,
+        feature_slots=slots,
+        profile=profile,
+        num_classes=num_classes,
+        output_key=key,
+        specialisations=traced.specialisations,
+        example_shape=tuple(example_input.shape[1:]),
+        value_info=traced.info,
+    )
+    net.train(model.training)
+    if verify:
+        _verify(net, model, key, example_input)
+    if exit_head is not None:
+        net.attach(exit_head)
+    return net
+
+
+def _build_profile(
+    traced: TracedModel,
+    node_costs: list[NodeCost],
+    cost: str,
+    backbone: str,
+    cuts: list[CutPoint],
+    example: torch.Tensor,
+) -> WorkloadProfile:
+    modules = []
+    for n in traced.nodes:
+        chain = traced.module_calls[n.name]
+        modules.append(n.target if n.op == "call_module" else (chain[-1][1] if chain else ""))
+    if backbone:
+        backbone_end = max(i for i, n in enumerate(traced.nodes) if any(q == backbone for _, q, _ in traced.module_calls[n.name]))
+    else:
+        backbone_end = len(traced.nodes) - 1
+    return WorkloadProfile(node_costs, modules, cost, tuple(example.shape[-2:]), backbone, backbone_end, cuts)
+
+
+def _verify(net: MultiExitNet, model: nn.Module, key: str | int | None, example: torch.Tensor) -> None:
+    was_training = net.training
+    net.eval()
+    model.eval()
+    try:
+        with torch.no_grad():
+            live: Any = (example,)
+            for index in range(1, net.num_exits + 1):
+                live = net.run_stage(index, live)
+            ours = net.final_logits(live)
+            theirs = _final_tensor(model(example), key)[0]
+    finally:
+        net.train(was_training)
+        model.train(was_training)
+    if not torch.allclose(ours, theirs, atol=1e-5, rtol=0):
+        raise ConversionError(
+            "running the model stage by stage does not reproduce its output on the example input (max difference "
+            f"{(ours - theirs).abs().max().item():.3g}); the model may be nondeterministic in eval mode"
+        )
+
