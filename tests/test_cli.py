@@ -1,0 +1,35 @@
+import json
+
+from mess_core.cli import main
+
+
+def test_profile_prints_the_table_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "profile.json"
+    assert main(["profile", "--model", "resnet18_fcn", "--size", "64", "80", "--exits", "4", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "model resnet18_fcn  input 64x80" in printed and "GMACs" in printed
+    report = json.loads(out.read_text())
+    exits = report["exits"]
+    assert [e["index"] for e in exits] == [1, 2, 3]
+    assert [e["cost_fraction"] for e in exits] == sorted(e["cost_fraction"] for e in exits)
+    for e in exits:
+        assert e["node"] in printed and f"{e['gflops']:.3f}" in printed
+    assert report["profile"]["total_gflops"] > exits[-1]["gflops"]
+    assert len(report["profile"]["nodes"]) > 50
+    assert not list(tmp_path.glob(".*.tmp"))  # the atomic write left no temporary file
+
+
+def test_profile_with_heads_lists_the_default_space(capsys):
+    assert main(["profile", "--model", "resnet18_fcn", "--size", "64", "64", "--exits", "3", "--heads"]) == 0
+    printed = capsys.readouterr().out
+    assert "crm25p-b2-rdi-deeplab" in printed and "exit 2" in printed
+
+
+def test_unknown_model_is_a_clear_error(capsys):
+    assert main(["profile", "--model", "resnet1000", "--size", "64", "64"]) == 2
+    assert "unknown model 'resnet1000'; registered models: mobilenetv2_fcn" in capsys.readouterr().err
+
+
+def test_too_many_exits_is_reported_not_raised(capsys):
+    assert main(["profile", "--model", "resnet18_fcn", "--size", "64", "64", "--exits", "30"]) == 2
+    assert "valid cut points" in capsys.readouterr().err

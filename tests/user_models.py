@@ -1,0 +1,128 @@
+"""Small user-style models for tests: skip connections, untraceable code, wrong outputs."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def conv_block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class TinyUNet(nn.Module):
+    """A U-Net written as one module (no `backbone`/`encoder`): skips carried across the whole encoder."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.enc1 = conv_block(3, 8)
+        self.enc2 = conv_block(8, 16, 2)
+        self.enc3 = conv_block(16, 32, 2)
+        self.dec2 = conv_block(32 + 16, 16)
+        self.dec1 = conv_block(16 + 8, 8)
+        self.classifier = nn.Conv2d(8, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e1 = self.enc1(x)
+        e2 = self.enc2(e1)
+        e3 = self.enc3(e2)
+        d2 = self.dec2(torch.cat([F.interpolate(e3, size=e2.shape[-2:]), e2], 1))
+        d1 = self.dec1(torch.cat([F.interpolate(d2, size=e1.shape[-2:]), e1], 1))
+        return self.classifier(d1)
+
+
+class _Encoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stages = nn.ModuleList([conv_block(3, 8), conv_block(8, 16, 2), conv_block(16, 32, 2), conv_block(32, 64, 2)])
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+
+
+class EncoderUNet(nn.Module):
+    """A U-Net with an `encoder` submodule returning a list of features, like segmentation_models_pytorch."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.encoder = _Encoder()
+        self.decoder = nn.ModuleList([conv_block(64 + 32, 32), conv_block(32 + 16, 16), conv_block(16 + 8, 8)])
+        self.head = nn.Conv2d(8, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        *skips, x = self.encoder(x)
+        for block, skip in zip(self.decoder, reversed(skips)):
+            x = block(torch.cat([F.interpolate(x, size=skip.shape[-2:], mode="nearest"), skip], 1))
+        return self.head(x)
+
+
+class Gate(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.mean() > 0:  # control flow on tensor values: a static graph cannot hold both branches
+            return x
+        return -x
+
+
+class DataDependent(nn.Module):
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.backbone = nn.Sequential(conv_block(3, 8), conv_block(8, 16, 2), conv_block(16, 16))
+        self.gate = Gate()
+        self.classifier = nn.Conv2d(16, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.classifier(self.gate(self.backbone(x)))
+        return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class SizeBranch(nn.Module):
+    """Shape-dependent control flow: traced for the example's branch, guarded for other sizes."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.backbone = nn.Sequential(conv_block(3, 8), conv_block(8, 16, 2), conv_block(16, 16), conv_block(16, 16))
+        self.classifier = nn.Conv2d(16, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.backbone(x)
+        if x.shape[-1] > 100:
+            f = F.avg_pool2d(f, 2)
+        return F.interpolate(self.classifier(f), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class FlatBackbone(nn.Module):
+    """No 4-D features in its backbone: everything is flattened first."""
+
+    def __init__(self, num_classes: int = 3, size: int = 8):
+        super().__init__()
+        self.size, self.num_classes = size, num_classes
+        self.backbone = nn.Sequential(nn.Flatten(), nn.Linear(3 * size * size, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU())
+        self.head = nn.Linear(32, num_classes * size * size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x)).view(x.shape[0], self.num_classes, self.size, self.size)
+
+
+class LowResLogits(nn.Module):
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.backbone = nn.Sequential(conv_block(3, 8, 2), conv_block(8, 16, 2), conv_block(16, 16))
+        self.classifier = nn.Conv2d(16, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.backbone(x))
+
+
+class DictWithoutOut(nn.Module):
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.backbone = nn.Sequential(conv_block(3, 8), conv_block(8, 8), conv_block(8, 8))
+        self.classifier = nn.Conv2d(8, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.classifier(self.backbone(x))}
