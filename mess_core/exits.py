@@ -132,10 +132,6 @@ class ExitSpace:
         """CRM none / 1/2 / 1/4 x 0-2 blocks x RDI on/off (with blocks) x FCN/DeepLab head: 30 configurations."""
         return cls()
 
-    @classmethod
-    def of(cls, specs: Sequence[ExitSpec | str]) -> tuple[ExitSpec, ...]:
-        return tuple(ExitSpec.coerce(s) for s in specs)
-
     def __iter__(self) -> Iterator[ExitSpec]:
         for crm, blocks, rdi, head in itertools.product(self.crm, self.blocks, self.rdi, self.heads):
             if rdi and blocks == 0:

@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
@@ -89,17 +90,15 @@ class WorkloadProfile:
     backbone_end: int  # index of the backbone's last node
     cut_points: list[CutPoint] = field(default_factory=list)
 
-    def node_costs(self) -> list[float]:
-        if self.cost == "latency":
+    def node_costs(self, kind: str | None = None) -> list[float]:
+        """Per-node cost in ``kind`` ("flops" or "latency"; default: the kind exits were placed by)."""
+        if (kind or self.cost) == "latency":
             return [n.seconds or 0.0 for n in self.nodes]
         return [n.flops for n in self.nodes]
 
-    def cumulative(self) -> list[float]:
-        out, total = [], 0.0
-        for c in self.node_costs():
-            total += c
-            out.append(total)
-        return out
+    def cumulative(self, kind: str | None = None) -> list[float]:
+        """Cost of everything up to and including each node, in ``kind`` (see :meth:`node_costs`)."""
+        return list(itertools.accumulate(self.node_costs(kind)))
 
     @property
     def total(self) -> float:
@@ -460,18 +459,8 @@ def convert(
     targets = equidistant_targets(profile.backbone_cost, num_exits)
     chosen = [cuts[i] for i in snap_to_cuts([cumulative[c.position] for c in cuts], targets)]
 
-    flops_cumulative = []
-    running = 0.0
-    for n in node_costs:
-        running += n.flops
-        flops_cumulative.append(running)
-    seconds_cumulative = None
-    if cost == "latency":
-        seconds_cumulative = []
-        running = 0.0
-        for n in node_costs:
-            running += n.seconds or 0.0
-            seconds_cumulative.append(running)
+    flops_cumulative = profile.cumulative("flops")
+    seconds_cumulative = profile.cumulative("latency") if cost == "latency" else None
     height = example_input.shape[-2]
     exits, slots = [], []
     for index, cut in enumerate(chosen, start=1):
