@@ -32,6 +32,7 @@ from torch import fx, nn
 from torch.fx.node import map_aggregate, map_arg
 
 from .errors import GuardFailure, TraceFailure
+from .profiling import evaluating
 
 __all__ = [
     "ValueInfo",
@@ -39,6 +40,7 @@ __all__ = [
     "CutPoint",
     "trace",
     "find_cut_points",
+    "region_span",
     "split",
     "shape_guard",
 ]
@@ -240,25 +242,20 @@ def trace(
     if missing:
         raise TraceFailure(f"leaf_modules names {missing} are not submodules of {type(model).__name__}")
     tracer = _ConcreteTracer(example, leaf_types, leaf_names)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            graph = tracer.trace(model)
-    except TraceFailure:
-        raise
-    except Exception as exc:
+    with evaluating(model):
         try:
-            with torch.no_grad():
+            graph = tracer.trace(model)
+        except TraceFailure:
+            raise
+        except Exception as exc:
+            try:
                 model(example)
-        except Exception as plain:
-            raise TraceFailure(
-                f"the model fails on example_input {tuple(example.shape)} even without tracing: "
-                f"{type(plain).__name__}: {plain}. Give convert() an input the model accepts."
-            ) from plain
-        raise _explain_trace_failure(model, exc) from exc
-    finally:
-        model.train(was_training)
+            except Exception as plain:
+                raise TraceFailure(
+                    f"the model fails on example_input {tuple(example.shape)} even without tracing: "
+                    f"{type(plain).__name__}: {plain}. Give convert() an input the model accepts."
+                ) from plain
+            raise _explain_trace_failure(model, exc) from exc
     gm = fx.GraphModule(tracer.root, graph, class_name=type(model).__name__ + "Traced")
     nodes = list(gm.graph.nodes)
     info = {n.name: describe(tracer.values.get(n)) for n in nodes if n.op != "output"}
@@ -338,20 +335,27 @@ def live_sets(traced: TracedModel) -> list[tuple[int, ...]]:
     return result
 
 
+def region_span(traced: TracedModel, region: str) -> tuple[int, int]:
+    """Indices of the first and last node of the first call of submodule ``region`` ('' = the whole model's
+    computing nodes). Raises KeyError if the submodule is never called."""
+    nodes = traced.nodes
+    if not region:
+        return next(i for i, n in enumerate(nodes) if n.op != "placeholder"), len(nodes) - 2
+    inside = [i for i, n in enumerate(nodes) if any(q == region for _, q, _ in traced.module_calls[n.name])]
+    if not inside:
+        raise KeyError(region)
+    first_key = next(k for k, q, _ in traced.module_calls[nodes[inside[0]].name] if q == region)
+    inside = [i for i in inside if any(k == first_key for k, _, _ in traced.module_calls[nodes[i].name])]
+    return inside[0], inside[-1]
+
+
 def find_cut_points(traced: TracedModel, *, region: str = "") -> list[CutPoint]:
     """Every valid cut point inside the call of submodule ``region`` ('' = the whole model), in graph order."""
     nodes = traced.nodes
     transparent = frozenset({region, ""})
-    if region:
-        inside = [i for i, n in enumerate(nodes) if any(q == region for _, q, _ in traced.module_calls[n.name])]
-        if not inside:
-            raise KeyError(region)
-        first_key = next(k for k, q, _ in traced.module_calls[nodes[inside[0]].name] if q == region)
-        inside = [i for i in inside if any(k == first_key for k, _, _ in traced.module_calls[nodes[i].name])]
-        start, end = inside[0], inside[-1]
-    else:
-        start = next(i for i, n in enumerate(nodes) if n.op != "placeholder")
-        end = len(nodes) - 3  # leave at least the last computing node after the cut, or the exit saves nothing
+    start, end = region_span(traced, region)
+    if not region:
+        end -= 1  # leave at least the last computing node after the cut, or the exit saves nothing
     live = live_sets(traced)
     batch = traced.info[nodes[0].name].shape[0]
     cuts = []

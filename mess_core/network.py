@@ -34,9 +34,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .errors import ConversionError, SpecError
 from .exits import LIGHT_EXIT, ExitHead, ExitSpace, ExitSpec
-from .graph import CutPoint, TracedModel, ValueInfo, find_cut_points, split, trace
+from .graph import CutPoint, TracedModel, ValueInfo, find_cut_points, region_span, split, trace
 from .placement import equidistant_targets, snap_to_cuts
-from .profiling import COST_KINDS, NodeCost, count_flops, profile_nodes
+from .profiling import COST_KINDS, NodeCost, count_flops, evaluating, profile_nodes
 
 __all__ = ["ExitPoint", "WorkloadProfile", "MultiExitNet", "convert", "resolve_backbone"]
 
@@ -306,12 +306,8 @@ class MultiExitNet(nn.Module):
                     if index < self.num_exits:
                         shapes.append(tuple(self.exit_features(index, live).shape[1:]))
 
-            was_training = self.training
-            self.eval()
-            try:
+            with evaluating(self):
                 count_flops(run, (1, self.example_shape[0], *size))
-            finally:
-                self.train(was_training)
             self._shape_cache[size] = (shapes, flops)
         return self._shape_cache[size]
 
@@ -513,27 +509,17 @@ def _build_profile(
     for n in traced.nodes:
         chain = traced.module_calls[n.name]
         modules.append(n.target if n.op == "call_module" else (chain[-1][1] if chain else ""))
-    if backbone:
-        backbone_end = max(i for i, n in enumerate(traced.nodes) if any(q == backbone for _, q, _ in traced.module_calls[n.name]))
-    else:
-        backbone_end = len(traced.nodes) - 1
+    backbone_end = region_span(traced, backbone)[1]
     return WorkloadProfile(node_costs, modules, cost, tuple(example.shape[-2:]), backbone, backbone_end, cuts)
 
 
 def _verify(net: MultiExitNet, model: nn.Module, key: str | int | None, example: torch.Tensor) -> None:
-    was_training = net.training
-    net.eval()
-    model.eval()
-    try:
-        with torch.no_grad():
-            live: Any = (example,)
-            for index in range(1, net.num_exits + 1):
-                live = net.run_stage(index, live)
-            ours = net.final_logits(live)
-            theirs = _final_tensor(model(example), key)[0]
-    finally:
-        net.train(was_training)
-        model.train(was_training)
+    with evaluating(net), evaluating(model):
+        live: Any = (example,)
+        for index in range(1, net.num_exits + 1):
+            live = net.run_stage(index, live)
+        ours = net.final_logits(live)
+        theirs = _final_tensor(model(example), key)[0]
     if not torch.allclose(ours, theirs, atol=1e-5, rtol=0):
         raise ConversionError(
             "running the model stage by stage does not reproduce its output on the example input (max difference "

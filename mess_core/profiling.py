@@ -17,7 +17,7 @@ from torch import fx, nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["NodeCost", "profile_nodes", "count_flops", "COST_KINDS"]
+__all__ = ["NodeCost", "profile_nodes", "count_flops", "evaluating", "COST_KINDS"]
 
 COST_KINDS = ("flops", "latency")
 CostKind = Literal["flops", "latency"]
@@ -91,7 +91,8 @@ def _synchronize() -> None:
 
 
 @contextmanager
-def _inference(module: nn.Module) -> Iterator[None]:
+def evaluating(module: nn.Module) -> Iterator[None]:
+    """Run ``module`` in eval mode without gradients, then restore its training mode."""
     was_training = module.training
     module.eval()
     try:
@@ -117,7 +118,7 @@ def profile_nodes(
     if cost not in COST_KINDS:
         raise ValueError(f"cost must be one of {COST_KINDS}, not {cost!r}")
     one = example[:1]
-    with _inference(gm):
+    with evaluating(gm):
         with FlopCounterMode(display=False) as counter:
             flop_run = _FlopInterpreter(gm, counter)
             flop_run.run(one)
