@@ -25,3 +25,11 @@ class SpecError(MessError):
 
 class GuardFailure(RuntimeError):
     """An input took a different branch of shape-dependent control flow than the example used for conversion."""
+
+
+class DataError(MessError):
+    """A dataset file or folder is unusable; the message names the file and what is wrong with it."""
+
+
+class TrainingError(MessError):
+    """Training cannot go on (a non-finite loss, a checkpoint that does not fit); the message says what to do."""

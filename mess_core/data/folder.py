@@ -1,0 +1,150 @@
+"""Your own data: a folder of images and single-channel PNG masks, described by a small ``dataset.yaml``.
+
+Layout (``split`` optional: without it, ``images/`` and ``masks/`` sit directly in ``root``)::
+
+    root/dataset.yaml            classes: [background, road, car]   # index = label value in the masks
+                                 ignore_index: 255                  # optional, default 255
+                                 palette: [[0,0,0], [128,64,128], [0,0,142]]   # optional
+                                 name: streets                      # optional, default: the folder name
+    root/{split}/images/X.jpg    (.jpg .jpeg .png .bmp .tif .tiff)
+    root/{split}/masks/X.png     same stem as its image, one class index per pixel
+
+Example:
+    >>> import tempfile, pathlib
+    >>> import numpy as np
+    >>> from PIL import Image
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (root / "dataset.yaml").write_text("classes: [background, thing]\\n")
+    >>> for sub in ("images", "masks"):
+    ...     (root / sub).mkdir()
+    >>> Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "images" / "a.jpg")
+    >>> Image.fromarray(np.eye(8, dtype=np.uint8)).save(root / "masks" / "a.png")
+    >>> data = FolderDataset(root)
+    >>> len(data), data.info.classes, data.info.ignore_index, data.name_of(0)
+    (1, ('background', 'thing'), 255, 'a.jpg')
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torchvision import tv_tensors
+
+from ..errors import DataError
+from .base import SegmentationDataset, Transform
+from .files import IMAGE_SUFFIXES, read_label, read_rgb
+from .info import DatasetInfo, distinct_palette
+from .layout import require_dir, some_of
+
+__all__ = ["FolderDataset", "read_dataset_yaml"]
+
+_YAML_FIELDS = ("name", "classes", "ignore_index", "palette")
+
+
+class FolderDataset(SegmentationDataset):
+    """Images and masks paired by file stem; classes from ``root/dataset.yaml``."""
+
+    def __init__(self, root: str | os.PathLike, *, split: str | None = None, transform: Transform | None = None,
+                 seed: int = 0) -> None:
+        super().__init__(transform=transform, seed=seed)
+        self.root = require_dir(root, what="dataset folder")
+        self.split = split
+        self.info = read_dataset_yaml(self.root / "dataset.yaml", default_name=self.root.name)
+        base = self.root if split is None else require_dir(self.root / split, what=f"split {split!r} folder")
+        image_dir = require_dir(base / "images", what="image folder")
+        mask_dir = require_dir(base / "masks", what="mask folder")
+        images = _by_stem(image_dir, IMAGE_SUFFIXES, kind="image")
+        masks = _by_stem(mask_dir, (".png",), kind="mask")
+        if not images and not masks:
+            raise DataError(f"{image_dir} and {mask_dir} are empty; put images ({' '.join(IMAGE_SUFFIXES)}) in the "
+                            "first and a .png mask of the same stem for each in the second")
+        problems = []
+        if unmatched := [images[stem] for stem in sorted(images.keys() - masks.keys())]:
+            problems.append(f"{len(unmatched)} images have no mask {mask_dir}/<stem>.png: {some_of(unmatched)}")
+        if unmatched := [masks[stem] for stem in sorted(masks.keys() - images.keys())]:
+            problems.append(f"{len(unmatched)} masks have no image of the same stem in {image_dir} "
+                            f"({' '.join(IMAGE_SUFFIXES)}): {some_of(unmatched)}")
+        if problems:
+            raise DataError("; ".join(problems) + "; add the missing files or remove the unpaired ones")
+        stems = sorted(images)
+        self.images = [images[stem] for stem in stems]
+        self.labels = [masks[stem] for stem in stems]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+        return read_rgb(self.images[index]), tv_tensors.Mask(read_label(self.labels[index]))
+
+    def name_of(self, index: int) -> str:
+        return self.images[index].name
+
+    def files_of(self, index: int) -> tuple[str, str]:
+        return str(self.images[index]), str(self.labels[index])
+
+    def __repr__(self) -> str:
+        split = "" if self.split is None else f", split={self.split!r}"
+        return f"FolderDataset({str(self.root)!r}{split}, {len(self)} samples)"
+
+
+def read_dataset_yaml(path: Path, *, default_name: str) -> DatasetInfo:
+    """Parse and check ``dataset.yaml``; every problem names the file and the field."""
+    example = "e.g. 'classes: [background, road, car]' and 'ignore_index: 255' on two lines"
+    if not path.is_file():
+        raise DataError(f"{path} not found; a folder dataset describes its classes there, {example}")
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: not valid YAML ({error})") from error
+    if not isinstance(spec, dict):
+        raise DataError(f"{path}: expected a mapping with fields {', '.join(_YAML_FIELDS)}, {example}")
+    if unknown := sorted(str(key) for key in spec.keys() - set(_YAML_FIELDS)):
+        raise DataError(f"{path}: unknown field(s) {', '.join(unknown)}; the fields are {', '.join(_YAML_FIELDS)}")
+
+    classes = spec.get("classes")
+    if (not isinstance(classes, list) or not classes
+            or not all(isinstance(c, (str, int)) and not isinstance(c, bool) and str(c).strip() for c in classes)):
+        raise DataError(f"{path}: field 'classes' must be a non-empty list of class names (index = label value), "
+                        f"got {classes!r}")
+    classes = [str(c) for c in classes]
+    if duplicates := sorted({c for c in classes if classes.count(c) > 1}):
+        raise DataError(f"{path}: field 'classes' names {', '.join(duplicates)} more than once")
+
+    ignore_index = spec.get("ignore_index", 255)
+    if not _is_int(ignore_index) or ignore_index < len(classes):
+        raise DataError(f"{path}: field 'ignore_index' must be a whole number that is not a class index "
+                        f"(>= {len(classes)}), e.g. 255; got {ignore_index!r}")
+
+    palette: Any = spec.get("palette")
+    if palette is None:
+        palette = distinct_palette(len(classes))
+    elif not (isinstance(palette, list) and len(palette) == len(classes)
+              and all(isinstance(rgb, list) and len(rgb) == 3 and all(_is_int(v) and 0 <= v <= 255 for v in rgb)
+                      for rgb in palette)):
+        raise DataError(f"{path}: field 'palette' must list one [r, g, b] (0..255) per class, {len(classes)} in "
+                        f"all; got {palette!r}")
+
+    name = spec.get("name", default_name)
+    if not isinstance(name, str) or not name.strip():
+        raise DataError(f"{path}: field 'name' must be a non-empty string, got {name!r}")
+    return DatasetInfo(name=name, classes=tuple(classes), ignore_index=ignore_index,
+                       palette=tuple(tuple(rgb) for rgb in palette))
+
+
+def _by_stem(folder: Path, suffixes: tuple[str, ...], *, kind: str) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    # Hidden files (.DS_Store, editor swap files) are never data.
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        if path.suffix.lower() not in suffixes:
+            continue
+        if path.stem in found:
+            raise DataError(f"{found[path.stem]} and {path} are two {kind}s with the same stem; keep one")
+        found[path.stem] = path
+    return found
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,63 @@
+"""Build any dataset by name, for the CLI and the app.
+
+Every path is a parameter: nothing here knows where datasets live on a machine.
+
+Example:
+    >>> from mess_core.data import build_dataset, list_datasets
+    >>> list_datasets()
+    ('synthetic', 'camvid', 'cityscapes', 'voc', 'folder')
+    >>> build_dataset("synthetic", split="val", length=4)
+    SyntheticSegmentation(split='val', length=4, size=(120, 160), seed=0)
+    >>> build_dataset("camvid", split="train")
+    Traceback (most recent call last):
+    ...
+    mess_core.errors.DataError: dataset 'camvid' reads files: pass root=<folder of the CamVid copy>
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any, Callable
+
+from ..errors import DataError
+from .base import SegmentationDataset, Transform
+from .camvid import CamVid
+from .cityscapes import Cityscapes
+from .folder import FolderDataset
+from .synthetic import SyntheticSegmentation
+from .voc import PascalVOC
+
+__all__ = ["build_dataset", "list_datasets"]
+
+_DATASETS: dict[str, tuple[Callable[..., SegmentationDataset], str | None]] = {
+    # name: (class, what root is; None = no files)
+    "synthetic": (SyntheticSegmentation, None),
+    "camvid": (CamVid, "folder of the CamVid copy"),
+    "cityscapes": (Cityscapes, "folder holding leftImg8bit/ and gtFine/"),
+    "voc": (PascalVOC, "folder holding VOCdevkit/"),
+    "folder": (FolderDataset, "folder holding dataset.yaml"),
+}
+
+
+def list_datasets() -> tuple[str, ...]:
+    return tuple(_DATASETS)
+
+
+def build_dataset(name: str, *, root: str | os.PathLike | None = None, split: str, transform: Transform | None = None,
+                  seed: int = 0, **options: Any) -> SegmentationDataset:
+    """``name`` is one of ``list_datasets()``; ``options`` go to its class (e.g. ``length``/``size`` for synthetic)."""
+    if name not in _DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(_DATASETS)}")
+    cls, root_is = _DATASETS[name]
+    accepted = [p for p in inspect.signature(cls).parameters if p not in ("root", "split", "transform", "seed")]
+    if unknown := sorted(set(options) - set(accepted)):
+        takes = f"it takes: {', '.join(accepted)}" if accepted else "it takes none"
+        raise DataError(f"dataset {name!r} has no option(s) {', '.join(unknown)}; {takes}")
+    if root_is is None:
+        if root is not None:
+            raise DataError(f"dataset {name!r} is generated, it reads no files: drop root={str(root)!r}")
+        return cls(split=split, transform=transform, seed=seed, **options)
+    if root is None:
+        raise DataError(f"dataset {name!r} reads files: pass root=<{root_is}>")
+    return cls(root, split=split, transform=transform, seed=seed, **options)
