@@ -8,6 +8,7 @@ import sys
 from typing import Sequence
 
 import torch
+import yaml
 
 from . import models
 from .errors import MessError
@@ -76,6 +77,50 @@ def format_profile(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _size(text: str) -> tuple[int, int]:
+    return tuple(int(v) for v in text.lower().split("x"))  # "180x240"
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .training import TrainConfig, load_run_config, train
+
+    if args.resume:
+        config = load_run_config(args.out)
+        overrides = {"epochs": args.epochs} if args.epochs is not None else {}
+        if args.stage and args.stage != config.stage:
+            print(f"error: {args.out} holds a '{config.stage}' run, not '{args.stage}'", file=sys.stderr)
+            return 2
+        config = TrainConfig.from_dict({**config.to_dict(), **overrides})
+    else:
+        if not args.stage:
+            print("error: --stage is required for a new run (backbone, pretrain or exits)", file=sys.stderr)
+            return 2
+        options = {}
+        for item in args.data_option:
+            key, _, value = item.partition("=")
+            options[key] = yaml.safe_load(value)
+        fields = {
+            "stage": args.stage, "out": args.out, "model": args.model, "dataset": args.data, "data_root": args.data_root,
+            "init": args.init, "num_exits": args.exits, "profile_size": args.profile_size, "exit_space": args.space,
+            "exit_loss": args.loss, "alpha": args.alpha, "temperature": args.temperature,
+            "exit_schedule": args.exit_schedule, "crop": args.crop, "scale": args.scale, "hflip": not args.no_flip,
+            "jitter": args.jitter, "eval_size": args.eval_size, "epochs": args.epochs or 10,
+            "batch_size": args.batch_size, "accumulate": args.accumulate, "optimizer": args.optimizer, "lr": args.lr,
+            "weight_decay": args.weight_decay, "lr_schedule": args.lr_schedule, "precision": args.precision,
+            "device": args.device, "workers": args.workers, "seed": args.seed, "sync_bn": not args.no_sync_bn,
+            "eval_every": args.eval_every, "train_limit": args.train_limit, "val_limit": args.val_limit,
+            "steps_per_epoch": args.steps_per_epoch, "progress": not args.no_progress, "data_options": options,
+        }
+        config = TrainConfig(**{k: v for k, v in fields.items() if v is not None})
+    try:
+        train(config, resume=args.resume)
+    finally:
+        from .distributed import teardown
+
+        teardown()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mess_core", description="MESS Explorer engine")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -88,6 +133,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heads", action="store_true", help="also list every head's GFLOPs at every exit")
     p.add_argument("--json", metavar="FILE", help="also write the full profile (every node) as JSON")
     p.set_defaults(run=_profile)
+
+    t = sub.add_parser(
+        "train",
+        help="train a backbone, pre-train it exit-aware (stage 1) or train every exit configuration (stage 2)",
+        description="One stage of MESS training. Runs as one process, or under torchrun --nproc-per-node K.",
+    )
+    t.add_argument("--stage", choices=("backbone", "pretrain", "exits"), help="required unless --resume")
+    t.add_argument("--out", required=True, help="run directory (config.yaml, checkpoint.pt, metrics.csv, result)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--model", help=f"registered model (default mobilenetv2_fcn): {', '.join(models.list_models())}")
+    t.add_argument("--data", help="synthetic (default), camvid, cityscapes, voc or folder")
+    t.add_argument("--data-root", help="dataset folder (all but synthetic)")
+    t.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra dataset argument, e.g. length=512 or size=[120,160] for synthetic (repeatable)")
+    t.add_argument("--init", help="model.pt (or checkpoint) of a previous stage to start from")
+    t.add_argument("--exits", type=int, help="N, exits including the final one (default 6)")
+    t.add_argument("--profile-size", type=_size, metavar="HxW", help="input size exits are placed for (default: crop)")
+    t.add_argument("--space", help="stage 2 exit space: default (30 configurations), light, or comma-separated ids")
+    t.add_argument("--loss", choices=("pfd", "kd", "ce"), help="stage 2 exit loss (default pfd)")
+    t.add_argument("--alpha", type=float, help="PFD weight of the filtered cross-entropy (default 0.5)")
+    t.add_argument("--temperature", type=float, help="distillation temperature (default 1)")
+    t.add_argument("--exit-schedule", choices=("modulo", "every"),
+                   help="stage 1: exit i counts on every i-th step (modulo, default) or on every step")
+    t.add_argument("--crop", type=_size, metavar="HxW", help="training crop (default 180x240)")
+    t.add_argument("--scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="random scale range (default 0.5 2)")
+    t.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
+    t.add_argument("--jitter", type=float, help="colour jitter strength (default 0.2)")
+    t.add_argument("--eval-size", type=_size, metavar="HxW", help="resize validation images (default: native size)")
+    t.add_argument("--epochs", type=int, help="default 10")
+    t.add_argument("--batch-size", type=int, help="per process and accumulation step (default 8)")
+    t.add_argument("--accumulate", type=int, help="gradient accumulation steps (default 1)")
+    t.add_argument("--optimizer", choices=("sgd", "adamw"))
+    t.add_argument("--lr", type=float, help="default 0.01 (sgd) or 0.001 (adamw)")
+    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--lr-schedule", choices=("poly", "constant"))
+    t.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="mixed precision (fp16 needs CUDA)")
+    t.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    t.add_argument("--workers", type=int, help="data loading processes per training process (default 2)")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--no-sync-bn", action="store_true", help="keep BatchNorm statistics per process under torchrun")
+    t.add_argument("--eval-every", type=int, help="evaluate every K epochs (and after the last)")
+    t.add_argument("--train-limit", type=int, help="use only the first N training images")
+    t.add_argument("--val-limit", type=int, help="evaluate on the first N validation images")
+    t.add_argument("--steps-per-epoch", type=int, help="cap optimiser steps per epoch")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines are still printed)")
+    t.set_defaults(run=_train)
     return parser
 
 

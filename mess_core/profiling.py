@@ -92,14 +92,19 @@ def _synchronize() -> None:
 
 @contextmanager
 def evaluating(module: nn.Module) -> Iterator[None]:
-    """Run ``module`` in eval mode without gradients, then restore its training mode."""
-    was_training = module.training
+    """Run ``module`` in eval mode without gradients, then restore every submodule's own mode.
+
+    Submodules are restored one by one because training mixes modes: stage 2 keeps a frozen backbone in eval mode
+    while its exit heads train, and a blanket ``train()`` afterwards would unfreeze its BatchNorm statistics.
+    """
+    modes = [(m, m.training) for m in module.modules()]
     module.eval()
     try:
         with torch.no_grad():
             yield
     finally:
-        module.train(was_training)
+        for m, training in modes:
+            m.training = training
 
 
 def profile_nodes(

@@ -1,0 +1,101 @@
+"""Trained-weight files: a plain model (``model.pt``) and a multi-exit network with its exit heads
+(``multi_exit.pt``), each with the metadata needed to rebuild it exactly.
+
+A multi-exit file stores the registered model name, the number of exits and the input size exits were placed for;
+loading re-runs :func:`~mess_core.convert` with those, which places the exits at the same nodes, then loads the
+backbone and every head. Files are read with ``torch.load(weights_only=True)`` (see :mod:`mess_core.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import checkpoint, models
+from .errors import TrainingError
+from .network import MultiExitNet, convert
+
+__all__ = ["save_model", "save_multi_exit", "load_model", "load_multi_exit", "MODEL_FORMAT", "MULTI_EXIT_FORMAT"]
+
+MODEL_FORMAT = "mess-model/1"
+MULTI_EXIT_FORMAT = "mess-multi-exit/1"
+
+
+def save_model(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any]) -> Path:
+    """Write a plain model's weights with ``meta`` (at least ``model``: its registered name, ``num_classes``)."""
+    return checkpoint.save(path, {"format": MODEL_FORMAT, "model": model.state_dict(), "meta": dict(meta)})
+
+
+def save_multi_exit(path: str | os.PathLike, net: MultiExitNet, model: nn.Module, meta: dict[str, Any]) -> Path:
+    """Write a multi-exit network: the model's weights, every attached head, and how to rebuild it."""
+    meta = {
+        **meta,
+        "num_exits": net.num_exits,
+        "num_classes": net.num_classes,
+        "profile_size": list(net.example_shape[1:]),
+        "exit_modules": [e.module for e in net.exits],
+        "exit_space": {str(i): list(net.heads[str(i)].keys()) for i in range(1, net.num_exits)},
+    }
+    payload = {"format": MULTI_EXIT_FORMAT, "model": model.state_dict(), "heads": net.heads.state_dict(), "meta": meta}
+    return checkpoint.save(path, payload)
+
+
+def _load_into(model: nn.Module, weights: dict[str, torch.Tensor], path: Path) -> None:
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        raise TrainingError(
+            f"{path}: its weights do not fit a {type(model).__name__} ({' '.join(lines[1:3])[:300]}); was it trained "
+            "for another model or number of classes?"
+        ) from None
+
+
+def load_model(path: str | os.PathLike, model: nn.Module | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """A model from a ``model.pt`` (or any checkpoint with ``model`` weights): built from the registry by the name in
+    its metadata, or ``model`` when given."""
+    path = Path(path)
+    payload = checkpoint.load(path)
+    meta = dict(payload.get("meta", {}))
+    if model is None:
+        if "model" not in meta or "num_classes" not in meta:
+            raise TrainingError(f"{path}: has no model name and class count in its metadata; pass the model to load into")
+        model = models.create(meta["model"], num_classes=meta["num_classes"])
+    _load_into(model, checkpoint.load_weights(path), path)
+    return model, meta
+
+
+def load_multi_exit(
+    path: str | os.PathLike, model: nn.Module | None = None, **convert_kwargs: Any
+) -> tuple[MultiExitNet, dict[str, Any]]:
+    """Rebuild a trained multi-exit network from ``multi_exit.pt``; returns it in eval mode with its metadata.
+
+    For a model that is not registered, pass the same (untrained) ``model`` and ``convert`` arguments it was
+    converted with."""
+    path = Path(path)
+    payload = checkpoint.load(path)
+    if payload.get("format") != MULTI_EXIT_FORMAT:
+        raise TrainingError(f"{path}: not a multi-exit file (format {payload.get('format')!r}); stage 2 writes them")
+    meta = dict(payload["meta"])
+    if model is None:
+        model = models.create(meta["model"], num_classes=meta["num_classes"])
+    _load_into(model, payload["model"], path)
+    h, w = meta["profile_size"]
+    net = convert(model.eval(), torch.zeros(1, 3, h, w), num_exits=meta["num_exits"], exit_head=None, **convert_kwargs)
+    placed = [e.module for e in net.exits]
+    if placed != meta["exit_modules"]:
+        raise TrainingError(
+            f"{path}: exits were trained at {meta['exit_modules']} but converting now places them at {placed}; "
+            "the model definition or conversion arguments changed"
+        )
+    for index, specs in meta["exit_space"].items():
+        net.attach(specs, exits=[int(index)])
+    try:
+        net.heads.load_state_dict(payload["heads"])
+    except RuntimeError as exc:
+        raise TrainingError(f"{path}: exit head weights do not fit: {str(exc).splitlines()[0]}") from None
+    return net.eval(), meta

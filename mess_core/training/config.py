@@ -1,0 +1,108 @@
+"""The configuration of a training run: one flat dataclass, saved beside the run as ``config.yaml``."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import TrainingError
+from ..losses import EXIT_LOSSES
+
+__all__ = ["TrainConfig", "STAGES", "PRECISIONS", "OPTIMIZERS", "EXIT_SCHEDULES"]
+
+STAGES = ("backbone", "pretrain", "exits")
+PRECISIONS = ("fp32", "bf16", "fp16")
+OPTIMIZERS = ("sgd", "adamw")
+LR_SCHEDULES = ("poly", "constant")
+EXIT_SCHEDULES = ("modulo", "every")
+DEFAULT_LR = {"sgd": 0.01, "adamw": 1e-3}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a run. ``batch_size`` is per process and per accumulation step: the global batch
+    is ``batch_size * accumulate * world_size``.
+
+    Stages (see :mod:`mess_core.training`): ``backbone`` trains the plain model; ``pretrain`` trains it with a light
+    exit at every candidate point (exit i weighted in on every i-th step with ``exit_schedule="modulo"``); ``exits``
+    freezes it and trains every configuration of ``exit_space`` at every exit with ``exit_loss``.
+    """
+
+    stage: str
+    out: str
+    model: str = "mobilenetv2_fcn"
+    dataset: str = "synthetic"
+    data_root: str | None = None
+    init: str | None = None  # a model.pt / checkpoint whose "model" weights start this run
+    num_exits: int = 6
+    profile_size: tuple[int, int] | None = None  # input size exits are placed for (default: crop)
+    exit_space: str = "default"  # "default", "light", or comma-separated exit ids
+    exit_loss: str = "pfd"
+    alpha: float = 0.5
+    temperature: float = 1.0
+    exit_schedule: str = "modulo"
+    crop: tuple[int, int] = (180, 240)
+    scale: tuple[float, float] = (0.5, 2.0)
+    hflip: bool = True
+    jitter: float = 0.2
+    eval_size: tuple[int, int] | None = None  # resize validation images (None: native size)
+    epochs: int = 10
+    batch_size: int = 8
+    accumulate: int = 1
+    optimizer: str = "sgd"
+    lr: float | None = None  # default per optimizer: DEFAULT_LR
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_schedule: str = "poly"
+    poly_power: float = 0.9
+    precision: str = "fp32"
+    device: str | None = None
+    workers: int = 2
+    seed: int = 0
+    sync_bn: bool = True
+    eval_every: int = 1
+    train_limit: int | None = None  # use only the first N training images (quick runs, benchmarks)
+    val_limit: int | None = None
+    steps_per_epoch: int | None = None  # cap optimiser steps per epoch (benchmarks)
+    progress: bool = True
+    data_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("crop", "scale", "profile_size", "eval_size"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, tuple(value))
+        checks = [
+            (self.stage in STAGES, f"stage must be one of {STAGES}, not {self.stage!r}"),
+            (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, not {self.precision!r}"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}"),
+            (self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {LR_SCHEDULES}, not {self.lr_schedule!r}"),
+            (self.exit_schedule in EXIT_SCHEDULES, f"exit_schedule must be one of {EXIT_SCHEDULES}"),
+            (self.exit_loss in EXIT_LOSSES, f"exit_loss must be one of {EXIT_LOSSES}, not {self.exit_loss!r}"),
+            (self.epochs >= 1, f"epochs must be >= 1, not {self.epochs}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, not {self.batch_size}"),
+            (self.accumulate >= 1, f"accumulate must be >= 1, not {self.accumulate}"),
+            (self.num_exits >= 2, f"num_exits must be >= 2, not {self.num_exits}"),
+            (len(self.crop) == 2 and min(self.crop) >= 8, f"crop must be (H, W) of at least 8 pixels, not {self.crop}"),
+            (self.eval_every >= 1, f"eval_every must be >= 1, not {self.eval_every}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise TrainingError(message)
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise TrainingError(f"unknown configuration fields {unknown}; known fields: {sorted(known)}")
+        return cls(**data)

@@ -1,0 +1,276 @@
+"""The one training loop every stage shares: plain PyTorch, one process or many.
+
+Per optimiser step it draws ``accumulate`` micro-batches, counts the valid (non-ignored) pixels of the whole global
+batch across processes, and back-propagates each micro-batch's per-pixel loss sum divided by that count, times the
+world size because DistributedDataParallel averages gradients. The result is the gradient of one big batch, whatever
+the number of processes or accumulation steps. Samples are assigned by ``DistributedSampler`` (also with one
+process, so the order of samples is the same for any process count) and augmented with per-sample seeds (see
+:class:`mess_core.data.SegmentationDataset`), so runs are reproducible and resumable.
+
+After every epoch rank 0 writes ``checkpoint.pt`` atomically (weights, optimiser, scheduler, gradient scaler, every
+process's RNG state, the epoch, the configuration and the metric history) and rewrites ``metrics.csv`` from that
+history, so the two never disagree. A non-finite loss stops the run before the optimiser touches the weights; the
+last checkpoint stays intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+
+from .. import checkpoint
+from ..data import pad_collate
+from ..distributed import DistEnv, all_gather_objects, all_reduce_sum, barrier, rng_state, set_rng_state, shard_indices
+from ..errors import TrainingError
+from ..io import atomic_write_text
+from .config import TrainConfig
+
+__all__ = ["fit", "CHECKPOINT", "METRICS", "write_metrics_csv"]
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.csv"
+EVAL = "eval.json"
+_FORMAT = "mess-checkpoint/1"
+
+
+def _loaders(config: TrainConfig, env: DistEnv, train_set, val_set, ignore_index: int):
+    collate = partial(pad_collate, ignore_index=ignore_index)
+    sampler = DistributedSampler(
+        train_set, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=config.seed, drop_last=True
+    )
+    pin = env.device.type == "cuda"
+    train = DataLoader(
+        train_set, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
+        drop_last=True, collate_fn=collate, pin_memory=pin,
+    )
+    val = None
+    if val_set is not None:
+        val = DataLoader(
+            Subset(val_set, shard_indices(len(val_set), env.rank, env.world_size)),
+            batch_size=config.batch_size, num_workers=config.workers, collate_fn=collate, pin_memory=pin,
+        )
+    return train, sampler, val
+
+
+def _optimizer(config: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if not params:
+        raise TrainingError("nothing to train: every parameter of the task is frozen")
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.learning_rate, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int):
+    if config.lr_schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    power = config.poly_power
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total_steps) ** power)
+
+
+def _autocast(config: TrainConfig, device: torch.device):
+    if config.precision == "fp32":
+        return contextlib.nullcontext
+    if config.precision == "fp16" and device.type != "cuda":
+        raise TrainingError("precision fp16 needs a CUDA device (it relies on a gradient scaler); use bf16 or fp32")
+    dtype = torch.bfloat16 if config.precision == "bf16" else torch.float16
+    return partial(torch.autocast, device_type=device.type, dtype=dtype)
+
+
+def write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
+    """Write the metric history as CSV (atomically; columns in order of first appearance)."""
+    columns: list[str] = []
+    for row in history:
+        columns += [k for k in row if k not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=True, dynamic_ncols=True, unit="step")
+
+
+def fit(
+    task,
+    *,
+    config: TrainConfig,
+    env: DistEnv,
+    train_set,
+    val_set,
+    run_dir: str | Path,
+    ignore_index: int,
+    resume: bool = False,
+    evaluate_before: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train ``task`` (see :mod:`mess_core.training.tasks`) for ``config.epochs`` epochs; returns the history and the
+    last detailed evaluation. ``resume`` continues from ``run_dir/checkpoint.pt``."""
+    run_dir = Path(run_dir)
+    device = env.device
+    task.module.to(device)
+    train_loader, sampler, val_loader = _loaders(config, env, train_set, val_set, ignore_index)
+    steps = len(train_loader) // config.accumulate
+    if config.steps_per_epoch:
+        steps = min(steps, config.steps_per_epoch)
+    global_batch = config.batch_size * config.accumulate * env.world_size
+    if steps == 0:
+        raise TrainingError(
+            f"the training split has {len(train_set)} images, fewer than one global batch of {global_batch} "
+            f"(batch_size {config.batch_size} x accumulate {config.accumulate} x {env.world_size} processes); "
+            "lower the batch size or use more data"
+        )
+    wrapped: nn.Module = task.module
+    if env.distributed:
+        wrapped = DistributedDataParallel(
+            task.module,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=task.find_unused_parameters,
+        )
+    optimizer = _optimizer(config, task.trainable_parameters())
+    scheduler = _scheduler(config, optimizer, config.epochs * steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
+    autocast = _autocast(config, device)
+
+    history: list[dict[str, Any]] = []
+    detail: dict[str, Any] = {}
+    start_epoch, global_step = 1, 0
+    ckpt_path = run_dir / CHECKPOINT
+    if resume:
+        state = checkpoint.load(ckpt_path)
+        if state.get("format") != _FORMAT or state.get("stage") != task.stage:
+            raise TrainingError(
+                f"{ckpt_path}: not a checkpoint of a '{task.stage}' run (stage {state.get('stage')!r}); resume the run "
+                "directory the checkpoint belongs to"
+            )
+        try:
+            task.module.load_state_dict(state["module"])
+        except RuntimeError as exc:
+            raise TrainingError(f"{ckpt_path}: its weights do not fit this network: {str(exc).splitlines()[0]}") from None
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, global_step, history = state["epoch"] + 1, state["global_step"], list(state["history"])
+        if len(state["rng"]) == env.world_size:
+            set_rng_state(state["rng"][env.rank])
+        else:
+            log(f"note: {ckpt_path} was written by {len(state['rng'])} processes, this run has {env.world_size}; "
+                "random streams (dropout) restart from the seed")
+            torch.manual_seed(config.seed + 7919 * env.rank + start_epoch)
+        log(f"resuming {ckpt_path} after epoch {state['epoch']} (global step {global_step})")
+        if start_epoch > config.epochs:
+            log(f"the run already finished its {config.epochs} epochs")
+    else:
+        torch.manual_seed(config.seed + 7919 * env.rank)  # per-process dropout streams, reproducible
+        if evaluate_before and val_loader is not None:
+            metrics, detail = task.evaluate(val_loader, device)
+            history.append({"epoch": 0, "step": 0, **metrics})
+            log(f"before training: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+    for epoch in range(start_epoch, config.epochs + 1):
+        sampler.set_epoch(epoch)
+        if hasattr(train_set, "set_epoch"):
+            train_set.set_epoch(epoch)
+        task.set_train_mode()
+        sums: dict[str, float] = {}
+        bar = _progress(steps, f"{task.stage} {epoch}/{config.epochs}", env.is_main and config.progress)
+        started = time.perf_counter()
+        batches = iter(train_loader)
+        for _ in range(steps):
+            global_step += 1
+            micro = [next(batches) for _ in range(config.accumulate)]
+            local_valid = sum(int((labels != ignore_index).sum()) for _, labels in micro)
+            num_valid = float(all_reduce_sum(torch.tensor([local_valid], dtype=torch.float64, device=device)))
+            optimizer.zero_grad(set_to_none=True)
+            step_parts: dict[str, torch.Tensor] = {}
+            step_loss = torch.zeros((), device=device, dtype=torch.float64)
+            for k, (images, labels) in enumerate(micro):
+                images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+                last = k == len(micro) - 1
+                sync = contextlib.nullcontext() if (last or not env.distributed) else wrapped.no_sync()
+                with sync:
+                    with autocast():
+                        outputs = wrapped(images, **task.forward_kwargs(global_step))
+                        loss, parts = task.loss(outputs, labels, global_step, num_valid)
+                    scaler.scale(loss * env.world_size).backward()
+                step_loss += loss.detach().double()
+                for name, value in parts.items():
+                    step_parts[name] = step_parts.get(name, 0) + value.double()
+            names = sorted(step_parts)
+            reduced = all_reduce_sum(torch.stack([step_loss] + [step_parts[n] for n in names]))
+            loss_value = float(reduced[0])
+            if not math.isfinite(loss_value):
+                kept = (
+                    f"{ckpt_path} still holds epoch {epoch - 1}, the last good one"
+                    if epoch > 1
+                    else "no epoch had finished, so no checkpoint was written"
+                )
+                raise TrainingError(
+                    f"the loss became {loss_value} at epoch {epoch}, global step {global_step}; the weights were not "
+                    f"updated by this step and {kept}. Lower the learning rate (now {scheduler.get_last_lr()[0]:.3g}), "
+                    "use fp32/bf16 instead of fp16, or check the data for NaN/inf values"
+                )
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            sums["loss"] = sums.get("loss", 0.0) + loss_value
+            for n, v in zip(names, reduced[1:].tolist()):
+                sums[n] = sums.get(n, 0.0) + v
+            done = bar.n + 1
+            elapsed = time.perf_counter() - started
+            bar.set_postfix(loss=f"{sums['loss'] / done:.4f}", img_s=f"{done * global_batch / elapsed:.1f}")
+            bar.update()
+        seconds = time.perf_counter() - started
+        bar.close()
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "step": global_step,
+            "lr": optimizer.param_groups[0]["lr"],
+            **{k: v / steps for k, v in sums.items()},
+            "images_per_s": steps * global_batch / seconds,
+            "train_seconds": seconds,
+        }
+        if val_loader is not None and (epoch % config.eval_every == 0 or epoch == config.epochs):
+            metrics, detail = task.evaluate(val_loader, device)
+            row.update(metrics)
+        history.append(row)
+        rngs = all_gather_objects(rng_state())
+        if env.is_main:
+            checkpoint.save(
+                ckpt_path,
+                {
+                    "format": _FORMAT,
+                    "stage": task.stage,
+                    "epoch": epoch,
+                    "global_step": global_step,
+                    "config": config.to_dict(),
+                    "module": task.module.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "history": history,
+                    "rng": rngs,
+                },
+            )
+            write_metrics_csv(run_dir / METRICS, history)
+            if detail:
+                atomic_write_text(run_dir / EVAL, json.dumps(detail, indent=2))
+            log(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "step")))
+        barrier()
+    return {"history": history, "detail": detail}

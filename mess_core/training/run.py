@@ -1,0 +1,175 @@
+"""One entry point for every stage: build data, model and task from a :class:`TrainConfig`, train, export.
+
+A run directory holds ``config.yaml`` (the resolved configuration), ``checkpoint.pt`` (the last epoch, for
+``resume``), ``metrics.csv``, ``eval.json`` (the last detailed evaluation) and the stage's result: ``model.pt`` for
+``backbone`` and ``pretrain`` (the pre-training exits are discarded), ``multi_exit.pt`` for ``exits``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import Dataset, Subset
+
+from .. import artifacts, models
+from ..data import build_dataset, eval_transform, train_transform
+from ..distributed import DistEnv, barrier, setup, sync_batchnorm
+from ..errors import TrainingError
+from ..exits import LIGHT_EXIT, ExitSpace, ExitSpec
+from ..io import atomic_write_text
+from ..losses import ExitLoss
+from ..network import MultiExitNet, convert
+from .config import TrainConfig
+from .loop import CHECKPOINT, fit
+from .tasks import BackboneTask, ExitsTask, PretrainTask
+
+__all__ = ["train", "build_datasets", "exit_space", "RESULT_FILES", "load_run_config"]
+
+RESULT_FILES = {"backbone": "model.pt", "pretrain": "model.pt", "exits": "multi_exit.pt"}
+CONFIG_FILE = "config.yaml"
+
+
+def exit_space(text: str) -> list[ExitSpec]:
+    """``"default"`` (30 configurations), ``"light"`` (nocrm-b0-fcn) or comma-separated exit ids."""
+    if text == "default":
+        return list(ExitSpace.default())
+    if text == "light":
+        return [LIGHT_EXIT]
+    return [ExitSpec.parse(s.strip()) for s in text.split(",") if s.strip()]
+
+
+class _Limited(Subset):
+    """The first ``n`` samples of a dataset, still forwarding ``set_epoch`` to it."""
+
+    def __init__(self, dataset: Dataset, n: int):
+        super().__init__(dataset, list(range(min(n, len(dataset)))))
+        self.info = getattr(dataset, "info", None)
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+
+def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
+    """The training split (augmented) and validation split of ``config.dataset``."""
+    probe = build_dataset(config.dataset, root=config.data_root, split="train", seed=config.seed, **config.data_options)
+    ignore = probe.info.ignore_index
+    probe.transform = train_transform(
+        crop=config.crop, scale=config.scale, hflip=config.hflip, jitter=config.jitter, ignore_index=ignore
+    )
+    val = build_dataset(
+        config.dataset, root=config.data_root, split="val", seed=config.seed,
+        transform=eval_transform(size=config.eval_size), **config.data_options,
+    )
+    train_set: Dataset = _Limited(probe, config.train_limit) if config.train_limit else probe
+    val_set: Dataset = _Limited(val, config.val_limit) if config.val_limit else val
+    return train_set, val_set
+
+
+def load_run_config(run_dir: str | Path) -> TrainConfig:
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise TrainingError(f"{path}: missing; --resume continues a run directory that a previous run created")
+    return TrainConfig.from_dict(yaml.safe_load(path.read_text()))
+
+
+def _convert(model: nn.Module, config: TrainConfig) -> MultiExitNet:
+    h, w = config.profile_size or config.crop
+    return convert(model.eval(), torch.zeros(1, 3, h, w), num_exits=config.num_exits, exit_head=None)
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    model: nn.Module | None = None,
+    datasets: tuple[Dataset, Dataset | None] | None = None,
+    env: DistEnv | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run one stage as ``config`` says; returns ``{"history", "detail", "result", ...}``.
+
+    ``model`` replaces the registry model ``config.model`` (any segmentation nn.Module), ``datasets`` the datasets
+    ``config.dataset`` names. Under ``torchrun`` every process calls this; rank 0 writes the files.
+    """
+    env = env or setup(config.device)
+    say = log or (print if env.is_main else (lambda _msg: None))
+    run_dir = Path(config.out)
+    if not resume and (run_dir / CHECKPOINT).exists():
+        raise TrainingError(
+            f"{run_dir} already holds a run ({CHECKPOINT}); pass --resume to continue it, or choose another --out"
+        )
+    if env.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    barrier()
+
+    train_set, val_set = datasets or build_datasets(config)
+    info = getattr(train_set, "info", None)
+    if info is None:
+        raise TrainingError("the training dataset has no .info (classes and ignore index); use a mess_core.data dataset")
+    torch.manual_seed(config.seed)  # identical initial weights in every process
+    name = config.model if model is None else type(model).__name__
+    if model is None:
+        model = models.create(config.model, num_classes=info.num_classes)
+    if config.init:
+        model, init_meta = artifacts.load_model(config.init, model)
+        if "model" in init_meta and init_meta["model"] != name:
+            raise TrainingError(f"{config.init}: trained for model '{init_meta['model']}', not '{name}'")
+    common = {"ignore_index": info.ignore_index, "class_names": info.classes}
+
+    net: MultiExitNet | None = None
+    if config.stage == "backbone":
+        task: Any = BackboneTask(model, **common)
+    elif config.stage == "pretrain":
+        net = _convert(model, config).attach(LIGHT_EXIT)
+        task = PretrainTask(net, model, schedule=config.exit_schedule, **common)
+    else:
+        net = _convert(model, config).attach(exit_space(config.exit_space))
+        exit_loss = ExitLoss(config.exit_loss, alpha=config.alpha, temperature=config.temperature)
+        task = ExitsTask(net, exit_loss=exit_loss, **common)
+    if env.distributed and config.sync_bn:
+        sync_batchnorm(task.module, env.device)
+
+    say(
+        f"{config.stage}: {name} on {config.dataset} ({len(train_set)} train / {len(val_set) if val_set else 0} val "
+        f"images), {env.world_size} process(es) on {env.device}"
+        + (f", exits at {[e.module for e in net.exits]}, {len(net.heads['1'])} head(s) per exit" if net else "")
+    )
+    outcome = fit(
+        task, config=config, env=env, train_set=train_set, val_set=val_set, run_dir=run_dir,
+        ignore_index=info.ignore_index, resume=resume, evaluate_before=config.stage == "pretrain", log=say,
+    )
+    meta = {"model": name, "num_classes": info.num_classes, "dataset": config.dataset, "classes": list(info.classes),
+            "ignore_index": info.ignore_index, "stage": config.stage}
+    result = run_dir / RESULT_FILES[config.stage]
+    if env.is_main:
+        if config.stage == "exits":
+            artifacts.save_multi_exit(result, net, model, meta)
+        else:
+            artifacts.save_model(result, model, meta)
+        summary = _summary(config, outcome["history"])
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+        for line in summary.get("notes", []):
+            say(line)
+        say(f"wrote {result}")
+    barrier()
+    return {**outcome, "result": result, "net": net, "model": model}
+
+
+def _summary(config: TrainConfig, history: list[dict[str, Any]]) -> dict[str, Any]:
+    evaluated = [row for row in history if "miou_final" in row]
+    summary: dict[str, Any] = {"stage": config.stage, "epochs": config.epochs, "last": history[-1] if history else {}}
+    if config.stage == "pretrain" and evaluated and evaluated[0]["epoch"] == 0:
+        before, after = evaluated[0]["miou_final"], evaluated[-1]["miou_final"]
+        summary.update(final_miou_before=before, final_miou_after=after)
+        summary["notes"] = [
+            f"final exit mIoU before exit-aware pre-training {before:.4f}, after {after:.4f} "
+            f"({100 * (after - before):+.2f} points)"
+        ]
+    return summary

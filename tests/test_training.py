@@ -1,0 +1,208 @@
+"""The three training stages on synthetic data with tiny models, single-process (see test_distributed.py for DDP)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from mess_core import artifacts, checkpoint
+from mess_core.data import SyntheticSegmentation, eval_transform, train_transform
+from mess_core.distributed import setup
+from mess_core.errors import TrainingError
+from mess_core.training import TrainConfig, build_datasets, exits_due, fit, train
+from mess_core.training.tasks import BackboneTask, ExitsTask
+from mess_core.losses import ExitLoss
+from mess_core.network import convert
+
+from .user_models import TinyUNet
+
+SIZE = (48, 64)
+QUIET = dict(progress=False, workers=0)
+
+
+def config(tmp_path, stage, name="run", **kw):
+    base = dict(
+        stage=stage, out=str(tmp_path / name), dataset="synthetic", crop=SIZE, batch_size=4, epochs=2,
+        train_limit=16, val_limit=8, num_exits=3, optimizer="adamw", lr=3e-3, lr_schedule="constant",
+        data_options={"size": SIZE, "length": 32}, **QUIET,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def silent(_msg):
+    pass
+
+
+def tiny(num_classes=7):
+    """TinyUNet with the same initial weights on every call (runs compared with each other must start equal)."""
+    torch.manual_seed(0)
+    return TinyUNet(num_classes=num_classes)
+
+
+def losses(history):
+    return [row["loss"] for row in history if "loss" in row]
+
+
+def test_exit_schedule_weights_shallow_exits_most_often():
+    counts = [0] * 5
+    for step in range(1, 61):
+        for i in exits_due(step, 5):
+            counts[i - 1] += 1
+    assert counts == [60, 30, 20, 15, 12]
+    assert exits_due(7, 5, "every") == (1, 2, 3, 4, 5)
+
+
+def test_backbone_stage_lowers_the_loss_and_writes_its_run_directory(tmp_path):
+    cfg = config(tmp_path, "backbone", epochs=3)
+    out = train(cfg, model=tiny(SyntheticSegmentation(split="train").info.num_classes), log=silent)
+    loss = losses(out["history"])
+    assert loss[-1] < loss[0]
+    run = tmp_path / "run"
+    for name in ("config.yaml", "checkpoint.pt", "metrics.csv", "eval.json", "model.pt", "summary.json"):
+        assert (run / name).is_file(), name
+    header, *rows = (run / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 3 and "images_per_s" in header and "miou_final" in header
+    assert 0.0 <= out["history"][-1]["miou_final"] <= 1.0
+
+
+def test_pretrain_lowers_the_loss_and_reports_the_final_exit_before_and_after(tmp_path):
+    cfg = config(tmp_path, "pretrain", epochs=3)
+    out = train(cfg, model=tiny(), log=silent)
+    history = out["history"]
+    assert history[0]["epoch"] == 0 and "loss" not in history[0]  # the evaluation before training
+    assert {"miou_exit1", "miou_exit2", "miou_final"} <= set(history[-1])
+    loss = losses(history)
+    assert loss[-1] < loss[0]
+    summary = (tmp_path / "run" / "summary.json").read_text()
+    assert "final_miou_before" in summary and "final_miou_after" in summary
+    # the pre-training exits are discarded: model.pt loads into the plain model
+    model, meta = artifacts.load_model(tmp_path / "run" / "model.pt", TinyUNet(num_classes=7))
+    assert meta["stage"] == "pretrain"
+
+
+def test_exit_stage_trains_every_head_from_one_backbone_pass_and_leaves_the_backbone_bit_identical(tmp_path):
+    model = tiny()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train_set, val_set = build_datasets(config(tmp_path, "exits"))
+    net = convert(model.eval(), torch.zeros(1, 3, *SIZE), num_exits=3, exit_head=None)
+    specs = ["nocrm-b0-fcn", "crm50p-b1-rdi-fcn", "crm25p-b2-deeplab"]
+    net.attach(specs)
+    heads_before = {k: v.clone() for k, v in net.heads.state_dict().items()}
+    calls = {"backbone": 0, "heads": 0}
+    net.stages[0].register_forward_hook(lambda *a: calls.__setitem__("backbone", calls["backbone"] + 1))
+    for bank in net.heads.values():
+        for head in bank.values():
+            head.register_forward_hook(lambda *a: calls.__setitem__("heads", calls["heads"] + 1))
+    task = ExitsTask(net, exit_loss=ExitLoss("pfd"), ignore_index=train_set.info.ignore_index,
+                     class_names=train_set.info.classes)
+    cfg = config(tmp_path, "exits", epochs=3)
+    out = fit(task, config=cfg, env=setup("cpu"), train_set=train_set, val_set=None, run_dir=tmp_path / "run",
+              ignore_index=train_set.info.ignore_index, log=silent)
+    steps = 3 * (16 // 4)
+    assert calls["backbone"] == steps  # never once per head
+    assert calls["heads"] == steps * len(specs) * 2
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "the frozen backbone changed"
+    changed = [k for k, v in net.heads.state_dict().items() if not torch.equal(v, heads_before[k])]
+    assert any(k.startswith("1.") for k in changed) and any(k.startswith("2.") for k in changed)
+    loss = losses(out["history"])
+    assert loss[-1] < loss[0]
+
+
+def test_exit_stage_command_path_writes_a_multi_exit_file_that_rebuilds(tmp_path):
+    cfg = config(tmp_path, "exits", model="mobilenetv3_lraspp", exit_space="nocrm-b0-fcn,crm25p-b1-fcn", epochs=1,
+                 train_limit=8, val_limit=4)
+    out = train(cfg, log=silent)
+    net, meta = artifacts.load_multi_exit(out["result"])
+    assert meta["exit_space"]["1"] == ["nocrm-b0-fcn", "crm25p-b1-fcn"]
+    x = torch.randn(2, 3, *SIZE)
+    trained = out["net"].eval()
+    with torch.no_grad():
+        a, fa = trained.forward_all(x)
+        b, fb = net.forward_all(x)
+    assert torch.allclose(fa, fb, atol=1e-5)
+    assert all(torch.allclose(a[i][s], b[i][s], atol=1e-5) for i in a for s in a[i])
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+    # no BatchNorm and no dropout: then 2 x 2 accumulated images must give exactly the 4-image gradient
+    def plain():
+        torch.manual_seed(1)
+        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 7, 3, padding=1))
+
+    results = []
+    for name, batch, accumulate in (("big", 4, 1), ("acc", 2, 2)):
+        cfg = config(tmp_path, "backbone", name=name, batch_size=batch, accumulate=accumulate, epochs=2,
+                     optimizer="sgd", lr=0.05)
+        model = plain()
+        out = train(cfg, model=model, log=silent)
+        results.append((model.state_dict(), losses(out["history"])))
+    (wa, la), (wb, lb) = results
+    assert la == pytest.approx(lb, rel=1e-5)
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+def test_bf16_autocast_runs_on_cpu(tmp_path):
+    cfg = config(tmp_path, "backbone", precision="bf16", epochs=1, train_limit=8, val_limit=4)
+    out = train(cfg, model=tiny(), log=silent)
+    assert math.isfinite(losses(out["history"])[0])
+
+
+def test_fp16_without_cuda_is_refused_with_a_clear_message(tmp_path):
+    with pytest.raises(TrainingError, match="fp16 needs a CUDA device"):
+        train(config(tmp_path, "backbone", precision="fp16", epochs=1), model=tiny(), log=silent)
+
+
+class _PoisonedAfter(torch.utils.data.Dataset):
+    """Synthetic data whose images turn to NaN from ``epoch`` on: a run that diverges in its second epoch."""
+
+    def __init__(self, base, epoch):
+        self.base, self.poison_epoch, self.epoch, self.info = base, epoch, 0, base.info
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+        self.base.set_epoch(epoch)
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        image, mask = self.base[i]
+        return (image * float("nan") if self.epoch >= self.poison_epoch else image), mask
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    base = SyntheticSegmentation(split="train", size=SIZE, length=16,
+                                 transform=train_transform(crop=SIZE, ignore_index=SyntheticSegmentation(split="train").info.ignore_index))
+    val = SyntheticSegmentation(split="val", size=SIZE, length=4, transform=eval_transform())
+    cfg = config(tmp_path, "backbone", epochs=3)
+    with pytest.raises(TrainingError, match=r"loss became nan at epoch 2.*still holds .*epoch 1"):
+        train(cfg, model=tiny(), datasets=(_PoisonedAfter(base, 2), val), log=silent)
+    state = checkpoint.load(tmp_path / "run" / "checkpoint.pt")
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["module"].values() if v.is_floating_point())
+
+
+def test_a_new_run_refuses_to_overwrite_an_existing_one(tmp_path):
+    cfg = config(tmp_path, "backbone", epochs=1, train_limit=4, val_limit=2)
+    train(cfg, model=tiny(), log=silent)
+    with pytest.raises(TrainingError, match="--resume"):
+        train(cfg, model=tiny(), log=silent)
+
+
+def test_resume_continues_to_the_same_result_as_an_uninterrupted_run(tmp_path):
+    full = config(tmp_path, "pretrain", name="full", epochs=3)
+    train(full, model=tiny(), log=silent)
+    part = config(tmp_path, "pretrain", name="part", epochs=1)
+    train(part, model=tiny(), log=silent)
+    resumed = config(tmp_path, "pretrain", name="part", epochs=3)
+    out = train(resumed, model=tiny(), resume=True, log=silent)
+    a = checkpoint.load(tmp_path / "full" / "checkpoint.pt")
+    b = checkpoint.load(tmp_path / "part" / "checkpoint.pt")
+    assert b["epoch"] == 3 and len(out["history"]) == 4
+    assert all(torch.equal(a["module"][k], b["module"][k]) for k in a["module"])
+    assert [r.get("loss") for r in a["history"]] == [r.get("loss") for r in b["history"]]
