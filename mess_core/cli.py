@@ -121,6 +121,23 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_data(args: argparse.Namespace) -> int:
+    from .data import build_dataset
+
+    # a folder dataset may have no split subfolders: then the whole folder is checked
+    split = args.split or (None if args.data == "folder" else "train")
+    dataset = build_dataset(args.data, root=args.data_root, split=split)
+    info = dataset.info
+    print(f"{info.name} {split or '(no split)'}: {len(dataset)} samples, {info.num_classes} classes "
+          f"({', '.join(info.classes)}), ignore index {info.ignore_index}")
+    problems = dataset.validate(limit=args.limit)
+    checked = len(dataset) if args.limit is None else min(args.limit, len(dataset))
+    for line in problems:
+        print(f"  problem: {line}")
+    print(f"checked {checked} samples: {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mess_core", description="MESS Explorer engine")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -179,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps-per-epoch", type=int, help="cap optimiser steps per epoch")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines are still printed)")
     t.set_defaults(run=_train)
+
+    c = sub.add_parser("check-data", help="load every sample of a dataset split and list each unusable file")
+    c.add_argument("--data", required=True, help="synthetic, camvid, cityscapes, voc or folder")
+    c.add_argument("--data-root", help="dataset folder (all but synthetic)")
+    c.add_argument("--split", help="default: train (folder datasets: the folder itself, or train/ if you say so)")
+    c.add_argument("--limit", type=int, help="check only the first N samples")
+    c.set_defaults(run=_check_data)
     return parser
 
 

@@ -33,3 +33,31 @@ def test_unknown_model_is_a_clear_error(capsys):
 def test_too_many_exits_is_reported_not_raised(capsys):
     assert main(["profile", "--model", "resnet18_fcn", "--size", "64", "64", "--exits", "30"]) == 2
     assert "valid cut points" in capsys.readouterr().err
+
+
+def test_check_data_lists_every_unusable_file(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "dataset.yaml").write_text("classes: [road, car]\nignore_index: 255\n")
+    for stem, label in (("good", 1), ("bad_label", 7)):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / f"{stem}.png")
+        Image.fromarray(np.full((8, 8), label, np.uint8)).save(tmp_path / "masks" / f"{stem}.png")
+    assert main(["check-data", "--data", "folder", "--data-root", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "bad_label.png" in out and "7 (64 px)" in out and "good.png" not in out.split("problem")[-1]
+    assert "checked 2 samples: 1 problem(s)" in out
+
+
+def test_check_data_passes_a_clean_synthetic_split(capsys):
+    assert main(["check-data", "--data", "synthetic", "--split", "val", "--limit", "8"]) == 0
+    assert "checked 8 samples: 0 problem(s)" in capsys.readouterr().out
+
+
+def test_train_without_a_stage_or_with_a_wrong_resume_is_refused(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "x")]) == 2
+    assert "--stage is required" in capsys.readouterr().err
+    assert main(["train", "--resume", "--out", str(tmp_path / "x")]) == 2
+    assert "config.yaml: missing" in capsys.readouterr().err

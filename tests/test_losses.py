@@ -99,3 +99,22 @@ def test_exit_loss_kinds_and_reduction_over_global_valid_pixels():
 def test_exit_loss_rejects_bad_settings(kwargs):
     with pytest.raises(ValueError):
         ExitLoss(**kwargs)
+
+
+@pytest.mark.parametrize("kind,alpha,temperature", [("pfd", 0.5, 1.0), ("pfd", 0.3, 2.0), ("kd", 0.5, 3.0),
+                                                    ("ce", 0.5, 1.0)])
+def test_the_fused_training_loss_equals_the_per_pixel_definition_in_value_and_gradient(kind, alpha, temperature):
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.randn(2, 5, 6, 7, generator=g) * 3
+    target = torch.randint(0, 5, (2, 6, 7), generator=g)
+    target[torch.rand(target.shape, generator=g) < 0.25] = IGNORE
+    target[0, 0, :3] = teacher[0, :, 0, :3].argmax(0)  # some positives for PFD's filter
+    loss = ExitLoss(kind, alpha=alpha, temperature=temperature)
+    a = torch.randn(2, 5, 6, 7, generator=g, dtype=torch.float64).requires_grad_()
+    b = a.detach().clone().requires_grad_()
+    reference = loss(a, teacher.double(), target, ignore_index=IGNORE).sum()
+    reference.backward()
+    fused = loss.sum(b, loss.targets(teacher.double(), target, ignore_index=IGNORE))
+    fused.backward()
+    assert fused.item() == pytest.approx(reference.item(), rel=1e-9)
+    assert torch.allclose(a.grad, b.grad, atol=1e-10)

@@ -172,4 +172,9 @@ def _summary(config: TrainConfig, history: list[dict[str, Any]]) -> dict[str, An
             f"final exit mIoU before exit-aware pre-training {before:.4f}, after {after:.4f} "
             f"({100 * (after - before):+.2f} points)"
         ]
+        if after < before - 0.01:
+            summary["notes"].append(
+                "warning: exit-aware pre-training cost the final exit more than 1 mIoU point; train longer, lower "
+                "--lr, or use --exit-schedule modulo so deep exits weigh in less often"
+            )
     return summary

@@ -170,10 +170,11 @@ class ExitsTask(_Task):
 
     def loss(self, outputs, labels: torch.Tensor, step: int, num_valid: float):
         heads, teacher = outputs
+        targets = self.exit_loss.targets(teacher, labels, ignore_index=self.ignore_index)
         per_exit: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=labels.device)
         for (index, _spec), logits in heads.items():
-            value = reduce_pixels(self.exit_loss(logits, teacher, labels, ignore_index=self.ignore_index), num_valid)
+            value = self.exit_loss.sum(logits, targets) / max(num_valid, 1.0)
             total = total + value
             key = f"{self.exit_loss.kind}_exit{index}"
             per_exit[key] = per_exit.get(key, 0) + value.detach()
