@@ -42,7 +42,7 @@ def expected_pfd(alpha, t):
         if label == IGNORE:
             out[px] = 0.0
             continue
-        ps, pt = softmax(STUDENT[px]), softmax(TEACHER[px])
+        ps = softmax(STUDENT[px])
         ce = -math.log(ps[label])
         positive = max(range(3), key=lambda k: TEACHER[px][k]) == label
         ps_t, pt_t = softmax(STUDENT[px], t), softmax(TEACHER[px], t)

@@ -13,7 +13,7 @@ from mess_core.data import SyntheticSegmentation, eval_transform, train_transfor
 from mess_core.distributed import setup
 from mess_core.errors import TrainingError
 from mess_core.training import TrainConfig, build_datasets, exits_due, fit, train
-from mess_core.training.tasks import BackboneTask, ExitsTask
+from mess_core.training.tasks import ExitsTask
 from mess_core.losses import ExitLoss
 from mess_core.network import convert
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import os
 
-from torchvision import tv_tensors
 
 from ..errors import DataError
-from .base import SegmentationDataset, Transform
-from .files import IMAGE_SUFFIXES, read_label, read_rgb
+from .base import Transform
+from .files import IMAGE_SUFFIXES, FilePairDataset
 from .info import DatasetInfo
 from .layout import check_split, require_dir, some_of
 
@@ -33,7 +32,7 @@ CAMVID_INFO = DatasetInfo(
 )
 
 
-class CamVid(SegmentationDataset):
+class CamVid(FilePairDataset):
     """The SegNet CamVid split (360x480 images); every image needs a label of the same file name."""
 
     SPLITS = ("train", "val", "test")
@@ -55,19 +54,3 @@ class CamVid(SegmentationDataset):
         if missing:
             raise DataError(f"{len(missing)} of {len(self.images)} CamVid {split} images have no label file: "
                             f"{some_of(missing)}; each image {image_dir}/X.png needs {label_dir}/X.png")
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
-        return read_rgb(self.images[index]), tv_tensors.Mask(read_label(self.labels[index]))
-
-    def name_of(self, index: int) -> str:
-        return self.images[index].name
-
-    def files_of(self, index: int) -> tuple[str, str]:
-        return str(self.images[index]), str(self.labels[index])
-
-    def __repr__(self) -> str:
-        return f"CamVid({str(self.root)!r}, split={self.split!r}, {len(self)} samples)"
-

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import torch
 import torchvision
-from torchvision import tv_tensors
 
 from ..errors import DataError
-from .base import SegmentationDataset, Transform
-from .files import read_label, read_rgb
+from .base import Transform
+from .files import FilePairDataset
 from .info import DatasetInfo
 from .layout import check_split, some_of
 
@@ -45,7 +44,7 @@ def to_train_ids(label_ids: torch.Tensor) -> torch.Tensor:
     return torch.where(in_table, _LABEL_TO_TRAIN[label_ids.clamp(0, len(_LABEL_TO_TRAIN) - 1)], IGNORE)
 
 
-class Cityscapes(SegmentationDataset):
+class Cityscapes(FilePairDataset):
     """Cityscapes ``train``/``val``/``test`` with fine labels, as 19 classes (test labels are all ignore)."""
 
     SPLITS = ("train", "val", "test")
@@ -73,17 +72,5 @@ class Cityscapes(SegmentationDataset):
             raise DataError(f"{len(missing)} of {len(pairs)} Cityscapes {split} images have no label file: "
                             f"{some_of(missing)}; unpack gtFine_trainvaltest.zip into {self.root}")
 
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
-        return read_rgb(self.images[index]), tv_tensors.Mask(to_train_ids(read_label(self.labels[index])))
-
-    def name_of(self, index: int) -> str:
-        return self.images[index].name
-
-    def files_of(self, index: int) -> tuple[str, str]:
-        return str(self.images[index]), str(self.labels[index])
-
-    def __repr__(self) -> str:
-        return f"Cityscapes({str(self.root)!r}, split={self.split!r}, {len(self)} samples)"
+    def map_label(self, label: torch.Tensor) -> torch.Tensor:
+        return to_train_ids(label)

@@ -30,8 +30,9 @@ from PIL import Image
 from torchvision import tv_tensors
 
 from ..errors import DataError
+from .base import SegmentationDataset
 
-__all__ = ["read_rgb", "read_label", "IMAGE_SUFFIXES"]
+__all__ = ["read_rgb", "read_label", "FilePairDataset", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 # Pillow's errors for a corrupt file: OSError (truncated, unidentified), SyntaxError (broken PNG chunks),
@@ -84,3 +85,32 @@ def _open(path: str | os.PathLike, role: str) -> Iterator[Image.Image]:
 def _corrupt(path: str | os.PathLike, role: str, error: BaseException) -> DataError:
     return DataError(f"{path}: cannot read this {role} file ({type(error).__name__}: {error}); it is truncated or "
                      "not an image: re-copy or re-export it, or remove it (and its pair) from the dataset")
+
+
+class FilePairDataset(SegmentationDataset):
+    """A dataset of (image file, label file) pairs. Subclasses find the files and set ``root``, ``split``,
+    ``images`` and ``labels`` (parallel lists of paths); ``map_label`` turns stored label values into training ids."""
+
+    root: Path
+    split: str | None
+    images: list[Path]
+    labels: list[Path]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def map_label(self, label: torch.Tensor) -> torch.Tensor:
+        return label
+
+    def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+        return read_rgb(self.images[index]), tv_tensors.Mask(self.map_label(read_label(self.labels[index])))
+
+    def name_of(self, index: int) -> str:
+        return self.images[index].name
+
+    def files_of(self, index: int) -> tuple[str, str]:
+        return str(self.images[index]), str(self.labels[index])
+
+    def __repr__(self) -> str:
+        split = "" if self.split is None else f", split={self.split!r}"
+        return f"{type(self).__name__}({str(self.root)!r}{split}, {len(self)} samples)"

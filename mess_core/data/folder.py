@@ -31,11 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from torchvision import tv_tensors
 
 from ..errors import DataError
-from .base import SegmentationDataset, Transform
-from .files import IMAGE_SUFFIXES, read_label, read_rgb
+from .base import Transform
+from .files import IMAGE_SUFFIXES, FilePairDataset
 from .info import DatasetInfo, distinct_palette
 from .layout import require_dir, some_of
 
@@ -44,7 +43,7 @@ __all__ = ["FolderDataset", "read_dataset_yaml"]
 _YAML_FIELDS = ("name", "classes", "ignore_index", "palette")
 
 
-class FolderDataset(SegmentationDataset):
+class FolderDataset(FilePairDataset):
     """Images and masks paired by file stem; classes from ``root/dataset.yaml``."""
 
     def __init__(self, root: str | os.PathLike, *, split: str | None = None, transform: Transform | None = None,
@@ -72,22 +71,6 @@ class FolderDataset(SegmentationDataset):
         stems = sorted(images)
         self.images = [images[stem] for stem in stems]
         self.labels = [masks[stem] for stem in stems]
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
-        return read_rgb(self.images[index]), tv_tensors.Mask(read_label(self.labels[index]))
-
-    def name_of(self, index: int) -> str:
-        return self.images[index].name
-
-    def files_of(self, index: int) -> tuple[str, str]:
-        return str(self.images[index]), str(self.labels[index])
-
-    def __repr__(self) -> str:
-        split = "" if self.split is None else f", split={self.split!r}"
-        return f"FolderDataset({str(self.root)!r}{split}, {len(self)} samples)"
 
 
 def read_dataset_yaml(path: Path, *, default_name: str) -> DatasetInfo:

@@ -15,11 +15,10 @@ import os
 from pathlib import Path
 
 import torchvision
-from torchvision import tv_tensors
 
 from ..errors import DataError
-from .base import SegmentationDataset, Transform
-from .files import read_label, read_rgb
+from .base import Transform
+from .files import FilePairDataset
 from .info import DatasetInfo
 from .layout import check_split, some_of
 
@@ -51,7 +50,7 @@ VOC_INFO = DatasetInfo(
 )
 
 
-class PascalVOC(SegmentationDataset):
+class PascalVOC(FilePairDataset):
     """VOC 2012 ``train`` (1464), ``val`` (1449) or ``trainval`` segmentation images."""
 
     SPLITS = ("train", "val", "trainval")
@@ -83,17 +82,5 @@ class PascalVOC(SegmentationDataset):
                 raise DataError(f"{len(missing)} {kind} files listed in {split}.txt are missing: {some_of(missing)}; "
                                 "the VOC copy is incomplete: unpack VOCtrainval_11-May-2012.tar again")
 
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
-        return read_rgb(self.images[index]), tv_tensors.Mask(read_label(self.labels[index]))
-
     def name_of(self, index: int) -> str:
         return self.images[index].stem
-
-    def files_of(self, index: int) -> tuple[str, str]:
-        return str(self.images[index]), str(self.labels[index])
-
-    def __repr__(self) -> str:
-        return f"PascalVOC({str(self.root)!r}, split={self.split!r}, {len(self)} samples)"

@@ -181,13 +181,14 @@ def fit(
         if evaluate_before and val_loader is not None:
             metrics, detail = task.evaluate(val_loader, device)
             history.append({"epoch": 0, "step": 0, **metrics})
-            log(f"before training: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+            log("before training: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
     for epoch in range(start_epoch, config.epochs + 1):
         sampler.set_epoch(epoch)
         if hasattr(train_set, "set_epoch"):
             train_set.set_epoch(epoch)
         task.set_train_mode()
+        epoch_lr = optimizer.param_groups[0]["lr"]
         sums: dict[str, float] = {}
         bar = _progress(steps, f"{task.stage} {epoch}/{config.epochs}", env.is_main and config.progress)
         started = time.perf_counter()
@@ -241,7 +242,7 @@ def fit(
         row: dict[str, Any] = {
             "epoch": epoch,
             "step": global_step,
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": epoch_lr,  # at the epoch's start (poly decay reaches 0 after the last step)
             **{k: v / steps for k, v in sums.items()},
             "images_per_s": steps * global_batch / seconds,
             "train_seconds": seconds,
