@@ -243,7 +243,7 @@ def fit(
             "epoch": epoch,
             "step": global_step,
             "lr": epoch_lr,  # at the epoch's start (poly decay reaches 0 after the last step)
-            **{k: v / steps for k, v in sums.items()},
+            **{k: sums[k] / steps for k in sorted(sums, key=lambda k: (k != "loss", len(k), k))},
             "images_per_s": steps * global_batch / seconds,
             "train_seconds": seconds,
         }
