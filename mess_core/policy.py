@@ -1,0 +1,170 @@
+"""The MESS exit policy: when is an early exit's segmentation of an image good enough to stop?
+
+Everything here works on whole batches of tensors, on CPU or GPU, with no Python loop over images or pixels.
+
+* Per-pixel confidence: the maximum softmax probability of an exit's logits.
+* Edge masking (the MESS paper): pixels on semantic boundaries are naturally under-confident and must not veto an
+  exit. M = the pixels where the exit's predicted label map changes (a pixel whose 4-neighbourhood holds another
+  label: OpenCV's morphological gradient with a 3x3 cross, the label-map equivalent of a Canny edge), widened by a
+  ``size`` x ``size`` square. On M the confidence is replaced by the median confidence of the ``window`` x
+  ``window`` neighbourhood (borders replicated, as ``cv2.medianBlur`` does); elsewhere it is unchanged.
+* Image confidence: the fraction of pixels whose (edge-masked) confidence is at least ``th_pix``.
+* Exit rule at exit i: image confidence >= ``th_img[i]``.
+* Peers: the naive policy (image confidence = mean pixel confidence) and the oracle (each image leaves at the
+  earliest exit whose prediction is as accurate as the final exit's), an upper bound no real policy reaches.
+
+Example:
+    >>> import torch
+    >>> logits = torch.zeros(1, 2, 4, 4); logits[0, 0, :, :2] = 4.0; logits[0, 1, :, 2:] = 4.0
+    >>> policy = ConfidencePolicy(th_pix=0.9, edges=EdgeMasking(size=1, window=3))
+    >>> policy.image_confidence(logits)  # every pixel is 98% sure, boundary pixels included
+    tensor([1.])
+    >>> policy.exits(logits, th_img=0.95).tolist()
+    [True]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "EdgeMasking",
+    "ConfidencePolicy",
+    "pixel_confidence",
+    "label_edges",
+    "widen",
+    "edge_masked_confidence",
+    "image_confidence",
+    "naive_confidence",
+    "confidence_curve",
+    "oracle_exit",
+]
+
+
+def pixel_confidence(logits: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) logits -> (B, H, W) maximum softmax probability (computed in float32 at least)."""
+    wide = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    return F.softmax(wide, dim=1).amax(dim=1)
+
+
+def label_edges(labels: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) label maps -> bool (B, H, W): pixels with a 4-neighbour of another label (both sides of a
+    boundary), as OpenCV's morphological gradient with a 3x3 cross is non-zero."""
+    edges = torch.zeros_like(labels, dtype=torch.bool)
+    vertical = labels[:, 1:, :] != labels[:, :-1, :]
+    horizontal = labels[:, :, 1:] != labels[:, :, :-1]
+    edges[:, 1:, :] |= vertical
+    edges[:, :-1, :] |= vertical
+    edges[:, :, 1:] |= horizontal
+    edges[:, :, :-1] |= horizontal
+    return edges
+
+
+def widen(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """Dilate a bool (B, H, W) mask by a ``size`` x ``size`` square (odd ``size``; 1 = unchanged), like cv2.dilate."""
+    if size <= 1:
+        return mask
+    if size % 2 == 0:
+        raise ValueError(f"the structuring element size must be odd, not {size}")
+    return F.max_pool2d(mask[:, None].float(), size, stride=1, padding=size // 2)[:, 0] > 0
+
+
+def _median_at(conf: torch.Tensor, where: torch.Tensor, window: int) -> torch.Tensor:
+    """The ``window`` x ``window`` median of ``conf`` (borders replicated) at the pixels of ``where``: only those
+    pixels' neighbourhoods are gathered, so memory scales with the boundary, not the image."""
+    b, y, x = where.nonzero(as_tuple=True)
+    if b.numel() == 0:
+        return conf[where]
+    r = window // 2
+    padded = F.pad(conf[:, None], (r, r, r, r), mode="replicate")[:, 0]
+    offsets = torch.arange(window, device=conf.device)
+    rows = (y[:, None] + offsets[None, :])[:, :, None]  # (M, w, 1) in padded coordinates
+    cols = (x[:, None] + offsets[None, :])[:, None, :]  # (M, 1, w)
+    patches = padded[b[:, None, None], rows, cols].reshape(b.numel(), window * window)
+    return patches.median(dim=1).values  # window*window is odd: the exact middle value
+
+
+def edge_masked_confidence(
+    conf: torch.Tensor, labels: torch.Tensor, *, size: int = 3, window: int = 7
+) -> torch.Tensor:
+    """Replace the confidence on widened label edges by its local median (see the module docstring)."""
+    if window % 2 == 0 or window < 1:
+        raise ValueError(f"the median window must be odd and positive, not {window}")
+    mask = widen(label_edges(labels), size)
+    out = conf.clone()
+    out[mask] = _median_at(conf, mask, window)
+    return out
+
+
+def image_confidence(conf: torch.Tensor, th_pix: float) -> torch.Tensor:
+    """(B, H, W) pixel confidences -> (B,) fraction of pixels with confidence >= ``th_pix``."""
+    return (conf >= th_pix).flatten(1).float().mean(dim=1)
+
+
+def naive_confidence(conf: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) -> (B,) mean pixel confidence: the naive peer of :func:`image_confidence`."""
+    return conf.flatten(1).float().mean(dim=1)
+
+
+def confidence_curve(conf: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) confidences and a sorted grid of G thresholds -> (B, G): the fraction of each image's pixels with
+    confidence >= each threshold, from one histogram per image (what the evaluation cache stores)."""
+    thresholds = thresholds.to(conf.device, conf.dtype)
+    if thresholds.numel() > 1 and not bool((thresholds[1:] >= thresholds[:-1]).all()):
+        raise ValueError("confidence_curve needs thresholds in ascending order")
+    n, g = conf.shape[0], thresholds.numel()
+    flat = conf.reshape(n, -1)
+    # bucket k holds confidences in [t_{k-1}, t_k): a pixel counts for threshold j when its bucket index > j
+    bucket = torch.bucketize(flat, thresholds, right=True)
+    counts = torch.bincount((bucket + torch.arange(n, device=conf.device)[:, None] * (g + 1)).flatten(),
+                            minlength=n * (g + 1)).view(n, g + 1)
+    at_least = counts.flip(1).cumsum(1).flip(1)[:, 1:]  # pixels in buckets j+1.. = confidence >= t_j
+    return at_least.float() / flat.shape[1]
+
+
+def oracle_exit(scores: torch.Tensor) -> torch.Tensor:
+    """(E, B) per-image accuracy of each of E exits (the last is the final exit) -> (B,) index of the earliest exit
+    scoring at least as well as the final exit on that image (0-based; E-1 when none does earlier)."""
+    good = scores >= scores[-1:]
+    return good.float().argmax(dim=0)  # argmax returns the first maximal index: the earliest good exit
+
+
+@dataclass(frozen=True)
+class EdgeMasking:
+    """Edge-masking parameters: ``size`` widens the label edges (odd square), ``window`` is the median window."""
+
+    size: int = 3
+    window: int = 7
+
+    def __post_init__(self) -> None:
+        if self.size < 1 or self.size % 2 == 0:
+            raise ValueError(f"edge size must be an odd positive int, not {self.size}")
+        if self.window < 1 or self.window % 2 == 0:
+            raise ValueError(f"median window must be an odd positive int, not {self.window}")
+
+
+@dataclass(frozen=True)
+class ConfidencePolicy:
+    """The MESS image-confidence policy: fraction of (edge-masked) pixel confidences >= ``th_pix``;
+    ``edges=None`` switches edge masking off, ``naive=True`` uses the mean pixel confidence instead."""
+
+    th_pix: float = 0.8
+    edges: EdgeMasking | None = EdgeMasking()
+    naive: bool = False
+
+    def pixel_confidence(self, logits: torch.Tensor) -> torch.Tensor:
+        conf = pixel_confidence(logits)
+        if self.edges is None or self.naive:
+            return conf
+        return edge_masked_confidence(conf, logits.argmax(dim=1), size=self.edges.size, window=self.edges.window)
+
+    def image_confidence(self, logits: torch.Tensor) -> torch.Tensor:
+        conf = self.pixel_confidence(logits)
+        return naive_confidence(conf) if self.naive else image_confidence(conf, self.th_pix)
+
+    def exits(self, logits: torch.Tensor, th_img: float) -> torch.Tensor:
+        """(B,) bool: which images the rule lets leave at this exit."""
+        return self.image_confidence(logits) >= th_img
