@@ -25,11 +25,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from mess_core import models
 from mess_core.distributed import setup
-from mess_core.exits import LIGHT_EXIT, ExitSpace
-from mess_core.losses import ExitLoss
-from mess_core.network import convert
-from mess_core.training import TrainConfig, build_datasets, fit
-from mess_core.training.tasks import BackboneTask, ExitsTask, PretrainTask
+from mess_core.training import TrainConfig, build_datasets, build_task, fit
 
 
 def cpu_name() -> str:
@@ -79,17 +75,8 @@ def main() -> None:
             train_set, _ = build_datasets(cfg)
             info = train_set.info
             torch.manual_seed(0)
-            model = models.create(args.model, num_classes=info.num_classes)
-            common = dict(ignore_index=info.ignore_index, class_names=info.classes)
-            if stage == "backbone":
-                task = BackboneTask(model, **common)
-            else:
-                net = convert(model.eval(), torch.zeros(1, 3, *size), num_exits=args.exits, exit_head=None)
-                if stage == "pretrain":
-                    task = PretrainTask(net.attach(LIGHT_EXIT), model, **common)
-                else:
-                    space = list(ExitSpace.default()) if args.space == "default" else args.space.split(",")
-                    task = ExitsTask(net.attach(space), exit_loss=ExitLoss("pfd"), **common)
+            task = build_task(cfg, models.create(args.model, num_classes=info.num_classes), info)
+            net = getattr(task, "net", None)
             step_times: list[float] = []
             last = [time.perf_counter()]
 

@@ -18,11 +18,7 @@ from torch import nn
 
 from mess_core import checkpoint
 from mess_core.distributed import setup, sync_batchnorm, teardown
-from mess_core.exits import LIGHT_EXIT
-from mess_core.losses import ExitLoss
-from mess_core.network import convert
-from mess_core.training import TrainConfig, build_datasets, fit
-from mess_core.training.tasks import ExitsTask, PretrainTask
+from mess_core.training import TrainConfig, build_datasets, build_task, fit
 
 from .user_models import TinyUNet
 
@@ -43,17 +39,13 @@ def run_stage(stage: str, out: Path, env, batch_size: int) -> dict:
     cfg = TrainConfig(
         stage=stage, out=str(out), crop=SIZE, batch_size=batch_size, epochs=2, train_limit=16, val_limit=6,
         num_exits=3, optimizer="sgd", lr=0.05, workers=0, progress=False, data_options={"size": SIZE, "length": 32},
+        exit_space="nocrm-b0-fcn,crm50p-b1-rdi-deeplab",
     )
     train_set, val_set = build_datasets(cfg)
     info = train_set.info
     torch.manual_seed(0)
-    model = TinyUNet(num_classes=info.num_classes)
-    net = convert(model.eval(), torch.zeros(1, 3, *SIZE), num_exits=3, exit_head=None)
-    common = dict(ignore_index=info.ignore_index, class_names=info.classes)
-    if stage == "pretrain":
-        task = PretrainTask(net.attach(LIGHT_EXIT), model, **common)
-    else:
-        task = ExitsTask(net.attach(["nocrm-b0-fcn", "crm50p-b1-rdi-deeplab"]), exit_loss=ExitLoss("pfd"), **common)
+    task = build_task(cfg, TinyUNet(num_classes=info.num_classes), info)
+    net = task.net
     for m in net.modules():
         if isinstance(m, nn.Dropout):
             m.p = 0.0

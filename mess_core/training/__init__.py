@@ -16,7 +16,7 @@ Example (two tiny epochs of each stage on the synthetic dataset):
 
 from .config import STAGES, TrainConfig
 from .loop import fit
-from .run import build_datasets, exit_space, load_run_config, train
+from .run import build_datasets, build_task, exit_space, load_run_config, train
 from .tasks import BackboneTask, ExitsTask, PretrainTask, exits_due
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "train",
     "fit",
     "build_datasets",
+    "build_task",
     "exit_space",
     "load_run_config",
     "BackboneTask",

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from .. import artifacts, models
-from ..data import build_dataset, eval_transform, train_transform
+from ..data import DatasetInfo, build_dataset, eval_transform, train_transform
 from ..distributed import DistEnv, barrier, setup, sync_batchnorm
 from ..errors import TrainingError
 from ..exits import LIGHT_EXIT, ExitSpace, ExitSpec
@@ -28,7 +28,7 @@ from .config import TrainConfig
 from .loop import CHECKPOINT, fit
 from .tasks import BackboneTask, ExitsTask, PretrainTask
 
-__all__ = ["train", "build_datasets", "exit_space", "RESULT_FILES", "load_run_config"]
+__all__ = ["train", "build_datasets", "build_task", "exit_space", "RESULT_FILES", "load_run_config"]
 
 RESULT_FILES = {"backbone": "model.pt", "pretrain": "model.pt", "exits": "multi_exit.pt"}
 CONFIG_FILE = "config.yaml"
@@ -78,9 +78,18 @@ def load_run_config(run_dir: str | Path) -> TrainConfig:
     return TrainConfig.from_dict(yaml.safe_load(path.read_text()))
 
 
-def _convert(model: nn.Module, config: TrainConfig) -> MultiExitNet:
+def build_task(config: TrainConfig, model: nn.Module, info: DatasetInfo) -> BackboneTask | PretrainTask | ExitsTask:
+    """The task ``config.stage`` trains: ``model`` as is (backbone), or converted to a multi-exit net (``task.net``)
+    with a light exit at every point (pretrain) or every configuration of ``config.exit_space`` (exits)."""
+    common = {"ignore_index": info.ignore_index, "class_names": info.classes}
+    if config.stage == "backbone":
+        return BackboneTask(model, **common)
     h, w = config.profile_size or config.crop
-    return convert(model.eval(), torch.zeros(1, 3, h, w), num_exits=config.num_exits, exit_head=None)
+    net = convert(model.eval(), torch.zeros(1, 3, h, w), num_exits=config.num_exits, exit_head=None)
+    if config.stage == "pretrain":
+        return PretrainTask(net.attach(LIGHT_EXIT), model, schedule=config.exit_schedule, **common)
+    exit_loss = ExitLoss(config.exit_loss, alpha=config.alpha, temperature=config.temperature)
+    return ExitsTask(net.attach(exit_space(config.exit_space)), exit_loss=exit_loss, **common)
 
 
 def train(
@@ -121,18 +130,8 @@ def train(
         model, init_meta = artifacts.load_model(config.init, model)
         if "model" in init_meta and init_meta["model"] != name:
             raise TrainingError(f"{config.init}: trained for model '{init_meta['model']}', not '{name}'")
-    common = {"ignore_index": info.ignore_index, "class_names": info.classes}
-
-    net: MultiExitNet | None = None
-    if config.stage == "backbone":
-        task: Any = BackboneTask(model, **common)
-    elif config.stage == "pretrain":
-        net = _convert(model, config).attach(LIGHT_EXIT)
-        task = PretrainTask(net, model, schedule=config.exit_schedule, **common)
-    else:
-        net = _convert(model, config).attach(exit_space(config.exit_space))
-        exit_loss = ExitLoss(config.exit_loss, alpha=config.alpha, temperature=config.temperature)
-        task = ExitsTask(net, exit_loss=exit_loss, **common)
+    task = build_task(config, model, info)
+    net: MultiExitNet | None = getattr(task, "net", None)
     if env.distributed and config.sync_bn:
         sync_batchnorm(task.module, env.device)
 

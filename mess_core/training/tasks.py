@@ -163,6 +163,7 @@ class ExitsTask(_Task):
         for p in net.stages.parameters():
             p.requires_grad_(False)
         self.module = _ExitBank(net)
+        self.heads_per_exit = {i: len(net.heads[str(i)]) for i in range(1, net.num_exits)}
 
     def set_train_mode(self) -> None:
         self.net.heads.train()
@@ -171,16 +172,14 @@ class ExitsTask(_Task):
     def loss(self, outputs, labels: torch.Tensor, step: int, num_valid: float):
         heads, teacher = outputs
         targets = self.exit_loss.targets(teacher, labels, ignore_index=self.ignore_index)
-        per_exit: dict[str, torch.Tensor] = {}
+        per_exit: dict[int, torch.Tensor] = {}
         total = torch.zeros((), device=labels.device)
         for (index, _spec), logits in heads.items():
             value = self.exit_loss.sum(logits, targets) / max(num_valid, 1.0)
             total = total + value
-            key = f"{self.exit_loss.kind}_exit{index}"
-            per_exit[key] = per_exit.get(key, 0) + value.detach()
-        counts = {i: len(self.net.heads[str(i)]) for i in range(1, self.net.num_exits)}
+            per_exit[index] = per_exit.get(index, 0) + value.detach()
         # report each exit's mean over its heads, so figures do not scale with the size of the exit space
-        parts = {k: v / counts[int(k.rsplit("exit", 1)[1])] for k, v in per_exit.items()}
+        parts = {f"{self.exit_loss.kind}_exit{i}": v / self.heads_per_exit[i] for i, v in per_exit.items()}
         return total, parts
 
     def evaluate(self, loader: Iterable, device: torch.device) -> tuple[dict[str, float], dict[str, Any]]:
