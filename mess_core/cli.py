@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -138,6 +139,92 @@ def _check_data(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(",") if v.strip())
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from .artifacts import load_multi_exit
+    from .cache import TH_PIX_GRID, build_cache
+    from .data import build_dataset, eval_transform
+    from .policy import EdgeMasking
+
+    net, meta = load_multi_exit(args.multi_exit)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    net.to(device)
+    options = {}
+    for item in args.data_option:
+        key, _, value = item.partition("=")
+        options[key] = yaml.safe_load(value)
+    dataset = build_dataset(args.data, root=args.data_root, split=args.split, transform=eval_transform(size=args.size),
+                            **options)
+    edges = EdgeMasking(size=args.edge_size, window=args.edge_window)
+    print(f"evaluating {meta['model']} ({net.num_exits} exits x {len(meta['exit_space']['1'])} configurations) on "
+          f"{args.data} {args.split}: {len(dataset) if args.limit is None else min(args.limit, len(dataset))} images")
+    cache = build_cache(net, dataset, model=meta["model"], dataset_name=args.data, split=args.split,
+                        batch_size=args.batch_size, device=device,
+                        th_pix_grid=_floats(args.th_pix) if args.th_pix else TH_PIX_GRID, edges=edges,
+                        latency=args.latency, limit=args.limit,
+                        extra_meta={"source": str(args.multi_exit), "command": " ".join(sys.argv)})
+    cache.save(args.out)
+    miou = cache.head_miou()
+    print(f"final exit mIoU {100 * miou[cache.final_head]:.2f}%, {cache.stage_gflops.sum():.3f} GFLOPs; best early "
+          f"head per exit: " + ", ".join(f"{100 * miou[(i - 1) * len(cache.configs):i * len(cache.configs)].max():.1f}%"
+                                         for i in range(1, cache.num_exits)))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from .cache import EvaluationCache
+    from .instance import outcome_figures
+    from .report import format_table, results_table
+    from .search import Objective, SearchSpace, search
+
+    cache = EvaluationCache.load(args.cache)
+    eval_cache = EvaluationCache.load(args.eval_cache) if args.eval_cache else None
+    objective = Objective(args.objective, max_drop=args.max_drop if args.objective == "min-cost" else None,
+                          budget=args.budget if args.objective == "max-acc" else None)
+    fields = {"max_exits": args.max_exits, "policy": args.policy}
+    if args.th_pix:
+        fields["th_pix"] = _floats(args.th_pix)
+    if args.th_img:
+        fields["th_img"] = _floats(args.th_img)
+    if args.exit_ids:
+        fields["exits"] = tuple(int(v) for v in args.exit_ids.split(","))
+    space = SearchSpace(**fields)
+    unit = "ms" if args.cost == "latency" else "gflops"
+    result = search(cache, objective, mode=args.mode, unit=unit, space=space)
+    meta = cache.meta
+    print(f"{meta['model']} on {meta['dataset']} {meta['split']} ({cache.num_images} images, "
+          f"{'x'.join(map(str, meta['input_size']))}); {args.mode}; {objective.describe()}; cost in {unit}")
+    print(f"searched {result.space_size:,} instances ({result.evaluated:,} scored after lossless pruning) in "
+          f"{1e3 * result.seconds:.0f} ms")
+    if objective.kind == "pareto":
+        front = result.front
+        print(front[["cost", "miou", "description"]].to_string(index=False))
+        if args.front_csv:
+            front.drop(columns=["instance"]).to_csv(args.front_csv, index=False)
+            print(f"wrote {args.front_csv}")
+        return 0
+    table = results_table(cache, mode=args.mode, unit=unit, space=space, eval_cache=eval_cache)
+    title = (f"\nresults on {meta['split']}" + (f" (* = {eval_cache.meta['split']})" if eval_cache else "")
+             + "; speedup in GFLOPs vs the backbone")
+    print(format_table(table, title=title))
+    if result.instance is None:
+        print(f"\nno instance meets '{objective.describe()}'; nothing written", file=sys.stderr)
+        return 1
+    extra = {"objective": objective.describe(), "cost_unit": unit,
+             "source": {k: meta.get(k) for k in ("model", "dataset", "split", "input_size")} | {"cache": args.cache},
+             "tuned": outcome_figures(cache, result.instance)}
+    if eval_cache is not None:
+        extra["reported"] = {"split": eval_cache.meta.get("split"), **outcome_figures(eval_cache, result.instance)}
+    out = args.out or str(Path(args.cache).with_suffix("")) + ".instance.json"
+    result.instance.save(out, **extra)
+    print(f"\nchosen: {result.instance.describe()}\nwrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mess_core", description="MESS Explorer engine")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -203,6 +290,44 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--split", help="default: train (folder datasets: the folder itself, or train/ if you say so)")
     c.add_argument("--limit", type=int, help="check only the first N samples")
     c.set_defaults(run=_check_data)
+
+    k = sub.add_parser("cache", help="evaluate every exit x configuration of a trained multi-exit network on a split, "
+                       "once, into an evaluation cache for the search and the app")
+    k.add_argument("--multi-exit", required=True, help="multi_exit.pt written by stage 2 (train --stage exits)")
+    k.add_argument("--data", required=True, help="synthetic, camvid, cityscapes, voc or folder")
+    k.add_argument("--data-root", help="dataset folder (all but synthetic)")
+    k.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE")
+    k.add_argument("--split", default="val")
+    k.add_argument("--size", type=_size, metavar="HxW", help="resize every image (needed when sizes differ)")
+    k.add_argument("--limit", type=int, help="only the first N images")
+    k.add_argument("--out", required=True, help="the cache file to write (.npz)")
+    k.add_argument("--batch-size", type=int, default=4)
+    k.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    k.add_argument("--latency", action="store_true", help="also measure every stage's and head's latency (batch 1)")
+    k.add_argument("--th-pix", help="comma-separated th_pix grid the cache answers for (default 0.5..0.99)")
+    k.add_argument("--edge-size", type=int, default=3, help="edge masking: structuring element size s (odd)")
+    k.add_argument("--edge-window", type=int, default=7, help="edge masking: median window w (odd)")
+    k.set_defaults(run=_cache)
+
+    s = sub.add_parser("search", help="choose exits, configurations and thresholds from an evaluation cache",
+                       description="Exhaustive search of MESS instances on an evaluation cache; prints the results "
+                       "table and writes the chosen instance as JSON.")
+    s.add_argument("--cache", required=True, help="evaluation cache (python -m mess_core cache) to tune on")
+    s.add_argument("--eval-cache", help="a cache of another split: every instance is also reported there")
+    s.add_argument("--objective", choices=("min-cost", "max-acc", "pareto"), default="min-cost")
+    s.add_argument("--max-drop", type=float, default=1.0, help="min-cost: allowed mIoU drop in percentage points")
+    s.add_argument("--budget", type=float, default=1.0, help="max-acc: cost budget as a multiple of the backbone's")
+    s.add_argument("--mode", choices=("budgeted", "anytime", "input-dependent"), default="input-dependent")
+    s.add_argument("--cost", choices=("flops", "latency"), default="flops", help="latency needs a cache built with --latency")
+    s.add_argument("--max-exits", type=int, default=2, help="most early exits an instance keeps (default 2)")
+    s.add_argument("--exit-ids", help="comma-separated candidate exits the search may keep (default: all)")
+    s.add_argument("--th-pix", help="comma-separated th_pix values (on the cache's grid)")
+    s.add_argument("--th-img", help="comma-separated th_img values")
+    s.add_argument("--policy", choices=("mess", "plain", "naive"), default="mess",
+                   help="image confidence: edge-masked fraction (mess), unmasked fraction (plain), mean (naive)")
+    s.add_argument("--out", help="instance JSON to write (default: next to the cache)")
+    s.add_argument("--front-csv", help="pareto: also write the front as CSV")
+    s.set_defaults(run=_search)
     return parser
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "image_confidence",
     "naive_confidence",
     "confidence_curve",
+    "pixels_at_least",
     "oracle_exit",
 ]
 
@@ -109,20 +110,25 @@ def naive_confidence(conf: torch.Tensor) -> torch.Tensor:
     return conf.flatten(1).float().mean(dim=1)
 
 
-def confidence_curve(conf: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
-    """(B, H, W) confidences and a sorted grid of G thresholds -> (B, G): the fraction of each image's pixels with
+def pixels_at_least(conf: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) confidences and a sorted grid of G thresholds -> (B, G) int64: how many of each image's pixels have
     confidence >= each threshold, from one histogram per image (what the evaluation cache stores)."""
     thresholds = thresholds.to(conf.device, conf.dtype)
     if thresholds.numel() > 1 and not bool((thresholds[1:] >= thresholds[:-1]).all()):
-        raise ValueError("confidence_curve needs thresholds in ascending order")
+        raise ValueError("pixels_at_least needs thresholds in ascending order")
     n, g = conf.shape[0], thresholds.numel()
     flat = conf.reshape(n, -1)
     # bucket k holds confidences in [t_{k-1}, t_k): a pixel counts for threshold j when its bucket index > j
     bucket = torch.bucketize(flat, thresholds, right=True)
     counts = torch.bincount((bucket + torch.arange(n, device=conf.device)[:, None] * (g + 1)).flatten(),
                             minlength=n * (g + 1)).view(n, g + 1)
-    at_least = counts.flip(1).cumsum(1).flip(1)[:, 1:]  # pixels in buckets j+1.. = confidence >= t_j
-    return at_least.float() / flat.shape[1]
+    return counts.flip(1).cumsum(1).flip(1)[:, 1:]  # pixels in buckets j+1.. = confidence >= t_j
+
+
+def confidence_curve(conf: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) confidences and a sorted grid of G thresholds -> (B, G): the fraction of each image's pixels with
+    confidence >= each threshold (:func:`image_confidence` at every threshold at once)."""
+    return pixels_at_least(conf, thresholds).float() / conf[0].numel()
 
 
 def oracle_exit(scores: torch.Tensor) -> torch.Tensor:

@@ -153,3 +153,16 @@ def count_flops(fn: Callable[..., Any], *shapes: tuple[int, ...], dtype: torch.d
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             fn(*[torch.zeros(s, dtype=dtype) for s in shapes])
         return float(counter.get_total_flops())
+
+
+def time_call(fn: Callable[[], Any], *, warmup: int = 2, repeats: int = 10) -> float:
+    """Median wall-clock seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs (CUDA synchronised)."""
+    times = []
+    for i in range(warmup + repeats):
+        _synchronize()
+        t0 = time.perf_counter()
+        fn()
+        _synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)

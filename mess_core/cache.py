@@ -1,0 +1,430 @@
+"""The evaluation cache: everything the exit search needs from a trained multi-exit network on one data split,
+computed in one pass so that any MESS instance's exact mIoU and cost follow without running the network again.
+
+For every image b and every *head* h (each configuration at each early exit, then the final exit, last) it stores:
+
+* ``tp[b, h, k]``, ``pred[b, h, k]``: pixels of class k predicted correctly / predicted as k (pixels whose label is
+  not ignored), and ``label[b, k]``: pixels labelled k. Summing them over any assignment of images to heads gives
+  that assignment's exact confusion-matrix diagonal and marginals, hence its exact IoU per class and mIoU;
+* ``above[b, h, g]`` (edge-masked) and ``above_plain[b, h, g]`` (no masking): pixels whose confidence is at least
+  ``th_pix_grid[g]``, so the MESS image confidence c_img = above / pixels for every th_pix on the grid;
+* ``conf_sum[b, h]``: the sum of pixel confidences, for the naive policy's mean confidence;
+* ``stage_gflops[s]`` for the N stages and ``head_gflops[i - 1, c]`` for every configuration at every early exit,
+  and, when measured, the same in milliseconds (``stage_ms``, ``head_ms``).
+
+It is one ``.npz`` file with a JSON ``meta`` entry (model, dataset, split, input size, classes, exits, space,
+threshold grid, edge masking, what was measured where).
+
+Example:
+    >>> import numpy as np
+    >>> cache = EvaluationCache.random(images=4, exits=3, configs=2, classes=3, seed=0)
+    >>> cache.num_heads, cache.head_index(2, 1), cache.final_head
+    (5, 3, 4)
+    >>> cache.image_confidence(policy="mess", th_pix=0.7).shape
+    (4, 5)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Literal, Sequence
+
+import numpy as np
+import torch
+
+from .errors import MessError
+from .exits import ExitSpec
+from .io import atomic_open
+from .policy import EdgeMasking, edge_masked_confidence, pixel_confidence, pixels_at_least
+from .profiling import evaluating, time_call
+
+__all__ = ["EvaluationCache", "CacheError", "build_cache", "TH_PIX_GRID", "CACHE_FORMAT", "POLICIES"]
+
+CACHE_FORMAT = "mess-cache/1"
+# th_pix values the cache can answer for: every search and the app pick th_pix from this grid
+TH_PIX_GRID = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99)
+POLICIES = ("mess", "plain", "naive")  # edge-masked fraction, unmasked fraction, mean confidence
+Unit = Literal["gflops", "ms"]
+
+_ARRAYS = ("tp", "pred", "label", "above", "above_plain", "conf_sum", "pixels", "stage_gflops", "head_gflops")
+
+
+class CacheError(MessError):
+    """An evaluation cache file that cannot be used, or a request it cannot answer."""
+
+
+@dataclass
+class EvaluationCache:
+    """Per-image, per-head evaluation statistics of a multi-exit network on one split (see the module docstring)."""
+
+    meta: dict[str, Any]
+    tp: np.ndarray  # (B, H, K) int
+    pred: np.ndarray  # (B, H, K) int
+    label: np.ndarray  # (B, K) int
+    above: np.ndarray  # (B, H, G) int, edge-masked confidence >= th_pix_grid[g]
+    above_plain: np.ndarray  # (B, H, G) int, plain confidence >= th_pix_grid[g]
+    conf_sum: np.ndarray  # (B, H) float
+    pixels: np.ndarray  # (B,) int, pixels per image (all of them, labelled or not: the policy sees every pixel)
+    stage_gflops: np.ndarray  # (N,)
+    head_gflops: np.ndarray  # (N-1, C)
+    stage_ms: np.ndarray | None = None  # (N,) measured, or None
+    head_ms: np.ndarray | None = None  # (N-1, C)
+    _derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    # ------------------------------------------------------------------------------------------------ layout
+    @property
+    def num_images(self) -> int:
+        return self.tp.shape[0]
+
+    @property
+    def num_classes(self) -> int:
+        return self.tp.shape[2]
+
+    @property
+    def num_exits(self) -> int:
+        """N: early exits plus the final one."""
+        return self.stage_gflops.shape[0]
+
+    @property
+    def configs(self) -> list[str]:
+        return list(self.meta["space"])
+
+    @property
+    def num_heads(self) -> int:
+        return self.tp.shape[1]
+
+    @property
+    def final_head(self) -> int:
+        return self.num_heads - 1
+
+    @property
+    def th_pix_grid(self) -> tuple[float, ...]:
+        return tuple(self.meta["th_pix_grid"])
+
+    @property
+    def has_latency(self) -> bool:
+        return self.stage_ms is not None and self.head_ms is not None
+
+    def head_index(self, exit: int, config: int | str) -> int:
+        """Row of ``tp``/``above``/... holding configuration ``config`` (index or id) at early exit ``exit`` (1..N-1);
+        ``exit == N`` is the final exit."""
+        if exit == self.num_exits:
+            return self.final_head
+        if not 1 <= exit < self.num_exits:
+            raise CacheError(f"exit {exit} is not an exit of this cache: early exits are 1..{self.num_exits - 1}, "
+                             f"the final exit is {self.num_exits}")
+        return (exit - 1) * len(self.configs) + self.config_index(config)
+
+    def config_index(self, config: int | str) -> int:
+        if isinstance(config, (int, np.integer)):
+            return int(config)
+        try:
+            return self.configs.index(ExitSpec.coerce(config).id)
+        except ValueError:
+            raise CacheError(f"exit configuration '{config}' is not in this cache's space ({', '.join(self.configs)})")
+
+    def th_pix_index(self, th_pix: float) -> int:
+        grid = np.asarray(self.th_pix_grid)
+        hits = np.flatnonzero(np.isclose(grid, th_pix, rtol=0, atol=1e-9))
+        if not hits.size:
+            raise CacheError(f"th_pix={th_pix} is not on this cache's grid {list(self.th_pix_grid)}; pick one of those "
+                             "(or rebuild the cache with --th-pix listing it)")
+        return int(hits[0])
+
+    # ------------------------------------------------------------------------------------------------ derived
+    def stage_cost(self, unit: Unit = "gflops") -> np.ndarray:
+        """Per-image cost of each of the N stages."""
+        return self._cost(unit)[0]
+
+    def head_cost(self, unit: Unit = "gflops") -> np.ndarray:
+        """(N-1, C) per-image cost of each head."""
+        return self._cost(unit)[1]
+
+    def _cost(self, unit: str) -> tuple[np.ndarray, np.ndarray]:
+        if unit == "gflops":
+            return self.stage_gflops, self.head_gflops
+        if unit == "ms":
+            if not self.has_latency:
+                raise CacheError("this cache holds no measured latency; rebuild it with --latency to search by latency")
+            return self.stage_ms, self.head_ms  # type: ignore[return-value]
+        raise CacheError(f"cost unit must be 'gflops' or 'ms', not {unit!r}")
+
+    def image_confidence(self, *, policy: str = "mess", th_pix: float | None = None) -> np.ndarray:
+        """(B, H) image confidence c_img of every image at every head under ``policy`` ("mess": fraction of
+        edge-masked pixel confidences >= th_pix; "plain": the same without edge masking; "naive": mean confidence)."""
+        key = f"cimg:{policy}:{th_pix}"
+        if key not in self._derived:
+            if policy == "naive":
+                value = self.conf_sum / self.pixels[:, None]
+            elif policy in ("mess", "plain"):
+                if th_pix is None:
+                    raise CacheError(f"the {policy} policy needs th_pix")
+                counts = (self.above if policy == "mess" else self.above_plain)[:, :, self.th_pix_index(th_pix)]
+                value = counts / self.pixels[:, None]
+            else:
+                raise CacheError(f"policy must be one of {POLICIES}, not {policy!r}")
+            self._derived[key] = value.astype(np.float64)
+        return self._derived[key]
+
+    def miou_of(self, tp: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        """mIoU from summed (..., K) true-positive and prediction counts over the whole split (classes absent from
+        both labels and predictions are left out, as :class:`~mess_core.evaluation.ConfusionMatrix` does)."""
+        label = self.label.sum(0).astype(np.float64)
+        union = label + pred - tp
+        present = union > 0
+        iou = np.divide(tp, union, out=np.zeros(np.broadcast_shapes(tp.shape, union.shape)), where=present)
+        return iou.sum(-1) / np.maximum(present.sum(-1), 1)
+
+    def head_miou(self) -> np.ndarray:
+        """(H,) dataset mIoU of every head on its own."""
+        return self.miou_of(self.tp.sum(0).astype(np.float64), self.pred.sum(0).astype(np.float64))
+
+    def image_miou(self) -> np.ndarray:
+        """(B, H) per-image mIoU of every head (classes present in the image's labels or predictions)."""
+        if "image_miou" not in self._derived:
+            tp = self.tp.astype(np.float64)
+            union = self.label[:, None, :] + self.pred - tp
+            present = union > 0
+            iou = np.divide(tp, union, out=np.zeros_like(tp), where=present)
+            self._derived["image_miou"] = iou.sum(-1) / np.maximum(present.sum(-1), 1)
+        return self._derived["image_miou"]
+
+    def compatible_with(self, other: "EvaluationCache") -> None:
+        """Raise unless ``other`` comes from the same network and space (for reporting on another split)."""
+        for key in ("model", "num_classes", "exits", "space"):
+            if self.meta.get(key) != other.meta.get(key):
+                raise CacheError(f"the caches differ in '{key}' ({self.meta.get(key)!r} vs {other.meta.get(key)!r}); "
+                                 "build both from the same multi_exit.pt")
+
+    # ------------------------------------------------------------------------------------------------ files
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the cache as one ``.npz`` file atomically (never half-written)."""
+        path = Path(path)
+        arrays = {name: getattr(self, name) for name in _ARRAYS}
+        if self.has_latency:
+            arrays.update(stage_ms=self.stage_ms, head_ms=self.head_ms)
+        with atomic_open(path, "wb") as f:
+            np.savez(f, meta=np.array(json.dumps(self.meta)), **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "EvaluationCache":
+        path = Path(path)
+        if not path.is_file():
+            raise CacheError(f"{path}: no such cache file; build one with `python -m mess_core cache`")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                arrays = {name: data[name] for name in data.files if name != "meta"}
+        except (OSError, ValueError, KeyError) as exc:
+            raise CacheError(f"{path}: not a readable evaluation cache ({exc})") from None
+        if meta.get("format") != CACHE_FORMAT:
+            raise CacheError(f"{path}: format {meta.get('format')!r}, expected {CACHE_FORMAT!r}; rebuild the cache")
+        missing = [n for n in _ARRAYS if n not in arrays]
+        if missing:
+            raise CacheError(f"{path}: missing arrays {missing}; the file is damaged, rebuild it")
+        cache = cls(meta=meta, **{n: arrays[n] for n in _ARRAYS}, stage_ms=arrays.get("stage_ms"),
+                    head_ms=arrays.get("head_ms"))
+        cache.validate(str(path))
+        return cache
+
+    def validate(self, where: str = "cache") -> None:
+        b, h, k = self.tp.shape
+        n = self.stage_gflops.shape[0]
+        c = len(self.configs)
+        g = len(self.th_pix_grid)
+        expected = {
+            "pred": (b, h, k), "label": (b, k), "above": (b, h, g), "above_plain": (b, h, g), "conf_sum": (b, h),
+            "pixels": (b,), "head_gflops": (n - 1, c),
+        }
+        if self.has_latency:
+            expected.update(stage_ms=(n,), head_ms=(n - 1, c))
+        for name, shape in expected.items():
+            if getattr(self, name).shape != shape:
+                raise CacheError(f"{where}: array '{name}' has shape {getattr(self, name).shape}, expected {shape}")
+        if h != (n - 1) * c + 1:
+            raise CacheError(f"{where}: {h} heads do not match {n - 1} early exits x {c} configurations + the final")
+
+    # ------------------------------------------------------------------------------------------------ testing aid
+    @classmethod
+    def random(cls, *, images: int = 6, exits: int = 3, configs: int = 2, classes: int = 3, pixels: int = 64,
+               grid: Sequence[float] = (0.5, 0.7, 0.9), seed: int = 0, latency: bool = False) -> "EvaluationCache":
+        """A small, internally consistent cache with random statistics (deeper heads tend to be more accurate and
+        more confident), for tests and doctests of the search. ``exits`` is N, the final exit included."""
+        rng = np.random.default_rng(seed)
+        e = exits - 1
+        h = e * configs + 1
+        depth = np.concatenate([np.repeat(np.arange(1, exits), configs), [exits]]) / exits  # (H,)
+        label = rng.multinomial(pixels, rng.dirichlet(np.ones(classes)), size=images)  # (B, K)
+        skill = np.clip(depth[None, :] * rng.uniform(0.6, 1.0, (images, h)) + rng.normal(0, 0.1, (images, h)), 0, 1)
+        tp = rng.binomial(label[:, None, :], skill[..., None])  # (B, H, K)
+        wrong = label[:, None, :] - tp  # misclassified pixels are predicted as some other class
+        moved = np.zeros_like(tp)
+        others = (np.ones((classes, classes)) - np.eye(classes)) / max(classes - 1, 1)  # a miss goes to another class
+        for b, j, k in zip(*np.nonzero(wrong)):
+            moved[b, j] += rng.multinomial(wrong[b, j, k], others[k]) if classes > 1 else wrong[b, j, k]
+        pred = tp + moved
+        conf = np.clip(skill + rng.normal(0, 0.15, (images, h)), 0.05, 1.0)
+        g = np.asarray(grid)
+        fracs = np.clip(conf[..., None] - (g[None, None, :] - 0.5) * rng.uniform(0.3, 1.2, (images, h, 1)), 0, 1)
+        fracs = np.sort(fracs, axis=-1)[..., ::-1]  # never rising with the threshold
+        above = np.floor(fracs * pixels).astype(np.int64)
+        above_plain = np.floor(np.clip(fracs - 0.05, 0, 1) * pixels).astype(np.int64)
+        stage = rng.uniform(0.5, 1.5, exits)
+        head = rng.uniform(0.05, 0.4, (e, configs))
+        meta = {
+            "format": CACHE_FORMAT, "model": "random", "dataset": "random", "split": "random",
+            "input_size": [8, 8], "num_classes": classes, "classes": [f"c{k}" for k in range(classes)],
+            "exits": list(range(1, exits)), "space": [f"crm{8 * (c + 1)}-b0-fcn" for c in range(configs)],
+            "th_pix_grid": [float(v) for v in grid], "edge_masking": {"size": 3, "window": 7},
+            "images": [f"img{b}" for b in range(images)],
+        }
+        return cls(meta=meta, tp=tp, pred=pred, label=label, above=above, above_plain=above_plain,
+                   conf_sum=conf * pixels, pixels=np.full(images, pixels), stage_gflops=stage, head_gflops=head,
+                   stage_ms=stage * 3.0 if latency else None, head_ms=head * 5.0 if latency else None)
+
+
+# ---------------------------------------------------------------------------------------------------- building
+def _measure_latency(net: Any, specs: Sequence[ExitSpec], input_size: tuple[int, int], device: torch.device,
+                     repeats: int) -> tuple[np.ndarray, np.ndarray]:
+    """Median milliseconds of every stage and every head for one image on ``device``."""
+    x = torch.randn(1, 3, *input_size, device=device)
+    stage_ms = []
+    head_ms = np.zeros((net.num_exits - 1, len(specs)))
+    live: Any = (x,)
+    for index in range(1, net.num_exits + 1):
+        inputs = live
+        stage_ms.append(1e3 * time_call(lambda: net.run_stage(index, inputs), repeats=repeats))
+        live = net.run_stage(index, inputs)
+        if index < net.num_exits:
+            feat = net.exit_features(index, live)
+            for c, spec in enumerate(specs):
+                head = net.head(index, spec)
+                head_ms[index - 1, c] = 1e3 * time_call(lambda: head(feat, input_size), repeats=repeats)
+    return np.asarray(stage_ms), head_ms
+
+
+def build_cache(
+    net: Any,
+    dataset: Any,
+    *,
+    model: str,
+    dataset_name: str,
+    split: str,
+    batch_size: int = 4,
+    device: torch.device | str = "cpu",
+    th_pix_grid: Sequence[float] = TH_PIX_GRID,
+    edges: EdgeMasking = EdgeMasking(),
+    latency: bool = False,
+    latency_repeats: int = 10,
+    limit: int | None = None,
+    progress: Iterable | None = None,
+    extra_meta: dict[str, Any] | None = None,
+) -> EvaluationCache:
+    """One pass of a trained :class:`~mess_core.MultiExitNet` over ``dataset`` (items (image, label) of one size)
+    computing every statistic of :class:`EvaluationCache`. Every early exit must carry the same configurations."""
+    device = torch.device(device)
+    spaces = {i: list(net.heads[str(i)].keys()) for i in range(1, net.num_exits)}
+    specs = spaces[1]
+    if not specs:
+        raise CacheError("the network has no exit heads attached; load a stage-2 multi_exit.pt")
+    for i, ids in spaces.items():
+        if ids != specs:
+            raise CacheError(f"exit {i} carries configurations {ids} but exit 1 carries {specs}; the cache needs the "
+                             "same space at every exit")
+    grid = sorted(float(v) for v in th_pix_grid)
+    info = dataset.info
+    k, ignore = info.num_classes, info.ignore_index
+    if k != net.num_classes:
+        raise CacheError(f"the dataset has {k} classes but the network predicts {net.num_classes}")
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    if count == 0:
+        raise CacheError("the split is empty: nothing to evaluate")
+    heads = (net.num_exits - 1) * len(specs) + 1
+    tp = np.zeros((count, heads, k), np.int64)
+    pred = np.zeros((count, heads, k), np.int64)
+    label = np.zeros((count, k), np.int64)
+    above = np.zeros((count, heads, len(grid)), np.int64)
+    above_plain = np.zeros_like(above)
+    conf_sum = np.zeros((count, heads), np.float64)
+    pixels = np.zeros(count, np.int64)
+    thresholds = torch.tensor(grid, device=device)
+    size: tuple[int, int] | None = None
+    names = []
+
+    def record(h: int, rows: slice, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        conf = pixel_confidence(logits)
+        classes = logits.argmax(1)
+        masked = edge_masked_confidence(conf, classes, size=edges.size, window=edges.window)
+        above[rows, h] = pixels_at_least(masked, thresholds).cpu().numpy()
+        above_plain[rows, h] = pixels_at_least(conf, thresholds).cpu().numpy()
+        conf_sum[rows, h] = conf.double().flatten(1).sum(1).cpu().numpy()
+        n = classes.shape[0]
+        valid = labels != ignore
+        image = torch.arange(n, device=device)[:, None, None].expand_as(labels)
+        hit = valid & (classes == labels)
+        tp[rows, h] = torch.bincount((image * k + labels)[hit], minlength=n * k).view(n, k).cpu().numpy()
+        pred[rows, h] = torch.bincount((image * k + classes)[valid], minlength=n * k).view(n, k).cpu().numpy()
+
+    batches = range(0, count, batch_size)
+    with evaluating(net):
+        for start in (progress(batches) if progress else batches):
+            idx = list(range(start, min(start + batch_size, count)))
+            pairs = [dataset[i] for i in idx]
+            shapes = {tuple(img.shape[-2:]) for img, _ in pairs}
+            size = size or next(iter(shapes))
+            if shapes != {size}:
+                bad = next(dataset.name_of(i) if hasattr(dataset, "name_of") else str(i)
+                           for i, (img, _) in zip(idx, pairs) if tuple(img.shape[-2:]) != size)
+                raise CacheError(f"image '{bad}' is {sorted(shapes - {size})[0]} pixels but the cache is {size}: costs "
+                                 "are per input size, so resize every image to one size (--size HxW)")
+            images = torch.stack([torch.as_tensor(img).as_subclass(torch.Tensor) for img, _ in pairs]).to(device)
+            labels = torch.stack([torch.as_tensor(lab).as_subclass(torch.Tensor) for _, lab in pairs]).to(device).long()
+            bad_labels = (labels != ignore) & ((labels < 0) | (labels >= k))
+            if bool(bad_labels.any()):
+                raise CacheError(f"labels {sorted(set(labels[bad_labels].unique().tolist()))} lie outside "
+                                 f"0..{k - 1} and are not the ignore index {ignore}")
+            rows = slice(start, start + len(idx))
+            names += [dataset.name_of(i) if hasattr(dataset, "name_of") else str(i) for i in idx]
+            valid = labels != ignore
+            image = torch.arange(len(idx), device=device)[:, None, None].expand_as(labels)
+            label[rows] = torch.bincount((image * k + labels)[valid], minlength=len(idx) * k).view(-1, k).cpu().numpy()
+            pixels[rows] = size[0] * size[1]
+            features, final = net.forward_features(images)
+            for i, feat in enumerate(features, start=1):
+                for c, spec in enumerate(specs):
+                    record((i - 1) * len(specs) + c, rows, net.head(i, spec)(feat, size), labels)
+            record(heads - 1, rows, final, labels)
+    assert size is not None
+    stage_gflops = np.asarray(net.stage_flops(size)) / 1e9
+    head_gflops = np.array([[net.head_flops(i, s, size) / 1e9 for s in specs] for i in range(1, net.num_exits)])
+    stage_ms = head_ms = None
+    if latency:
+        with evaluating(net):
+            stage_ms, head_ms = _measure_latency(net, [ExitSpec.parse(s) for s in specs], size, device, latency_repeats)
+    meta = {
+        "format": CACHE_FORMAT,
+        "model": model,
+        "dataset": dataset_name,
+        "split": split,
+        "input_size": list(size),
+        "num_classes": k,
+        "classes": list(info.classes),
+        "ignore_index": ignore,
+        "exits": [{"index": e.index, "module": e.module} for e in net.exits],
+        "space": list(specs),
+        "th_pix_grid": grid,
+        "edge_masking": {"size": edges.size, "window": edges.window},
+        "images": names,
+        "latency_device": (torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}")
+        if latency else None,
+        **(extra_meta or {}),
+    }
+    cache = EvaluationCache(meta=meta, tp=tp, pred=pred, label=label, above=above, above_plain=above_plain,
+                            conf_sum=conf_sum, pixels=pixels, stage_gflops=stage_gflops, head_gflops=head_gflops,
+                            stage_ms=stage_ms, head_ms=head_ms)
+    cache.validate()
+    return cache

@@ -1,0 +1,594 @@
+"""The MESS search: pick the exits to keep, their configurations and the exit policy's thresholds, from an
+:class:`~mess_core.cache.EvaluationCache`, under an accuracy or a cost constraint.
+
+Objectives (``Objective``):
+
+* ``min-cost``: minimise average cost per image subject to mIoU >= final-exit mIoU - ``max_drop`` (percentage points);
+* ``max-acc``: maximise mIoU subject to average cost <= ``budget`` x the backbone's cost;
+* ``pareto``: every instance on the accuracy-vs-cost front.
+
+The space (``SearchSpace``): which candidate exits may be kept (at most ``max_exits`` of them, the final exit always
+last), each kept exit's configuration, and, in input-dependent mode, one th_pix from a grid (shared by every exit)
+and one th_img per kept exit from a grid. Budgeted and anytime instances keep one early exit (see
+:mod:`mess_core.instance`: a second one could only add cost to them), so their search is over every exit x
+configuration.
+
+The search is exhaustive. Nothing is skipped unless it provably cannot change the answer (lossless pruning):
+
+* th_img values that let the same images leave at an exit are one choice (the highest such value is kept);
+* a kept exit that no image leaves at is dominated by not keeping it (same outputs, one head more);
+* after an exit that every image leaves at, deeper exits are never reached and are not enumerated;
+* min-cost: instances costing more than the best feasible one found so far are not scored for accuracy;
+  max-acc: instances over the budget are not scored.
+
+The test suite checks the result equals brute-force enumeration of the whole space on small caches. Every instance
+that reaches accuracy scoring counts as evaluated.
+
+Example:
+    >>> from mess_core.cache import EvaluationCache
+    >>> cache = EvaluationCache.random(images=20, exits=4, configs=2, seed=3)
+    >>> result = search(cache, Objective("min-cost", max_drop=1.0), mode="input-dependent",
+    ...                 space=SearchSpace(th_pix=(0.7,), th_img=(0.3, 0.6, 0.9)))
+    >>> result.miou >= result.reference_miou - 0.01 and result.cost <= result.reference_cost
+    True
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from .cache import EvaluationCache
+from .errors import MessError
+from .instance import MODES, Instance, KeptExit
+from .policy import ConfidencePolicy, EdgeMasking
+
+__all__ = ["Objective", "SearchSpace", "SearchResult", "SearchError", "search", "pareto_front", "uniform_exit",
+           "oracle", "DEFAULT_TH_IMG", "DEFAULT_TH_PIX"]
+
+DEFAULT_TH_PIX = (0.6, 0.7, 0.8, 0.9, 0.95)
+DEFAULT_TH_IMG = tuple(round(0.05 * i, 2) for i in range(1, 21))
+_EPS = 1e-12
+_CHUNK = 20_000  # partial instances or scored candidates handled per array operation
+
+
+def _gather_product(r: np.ndarray, w: np.ndarray, cols: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """(S, 2K): row ``rows[s]`` of ``r`` (M, B) times column block ``cols[s]`` of ``w`` (B, n, 2K), in chunks."""
+    out = np.empty((len(cols), w.shape[2]), dtype=w.dtype)
+    for start in range(0, len(cols), _CHUNK):
+        c = cols[start:start + _CHUNK]
+        rr = r[rows[start:start + _CHUNK]] if rows is not None else r[start:start + _CHUNK]
+        out[start:start + _CHUNK] = np.einsum("sb,bsk->sk", rr, w[:, c, :], optimize=True)
+    return out
+
+
+class SearchError(MessError):
+    """A search that cannot be set up as asked."""
+
+
+@dataclass(frozen=True)
+class Objective:
+    kind: str  # "min-cost", "max-acc" or "pareto"
+    max_drop: float | None = None  # percentage points below the final exit's mIoU (min-cost)
+    budget: float | None = None  # multiple of the backbone's cost (max-acc)
+
+    def __post_init__(self) -> None:
+        if self.kind == "min-cost":
+            if self.max_drop is None or self.max_drop < 0:
+                raise SearchError(f"min-cost needs max_drop >= 0 percentage points, not {self.max_drop!r}")
+        elif self.kind == "max-acc":
+            if self.budget is None or self.budget <= 0:
+                raise SearchError(f"max-acc needs a budget > 0 (a multiple of the backbone's cost), not {self.budget!r}")
+        elif self.kind != "pareto":
+            raise SearchError(f"objective must be min-cost, max-acc or pareto, not {self.kind!r}")
+
+    def describe(self) -> str:
+        if self.kind == "min-cost":
+            return f"min cost, mIoU drop <= {self.max_drop:g} pp"
+        if self.kind == "max-acc":
+            return f"max mIoU, cost <= {self.budget:g}x backbone"
+        return "Pareto front"
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What the search may choose. ``exits``/``configs``: allowed candidate exits and configuration ids (None: all
+    of the cache's); ``policy``: "mess" (edge-masked), "plain" (no edge masking) or "naive" (mean confidence, which has
+    no th_pix)."""
+
+    exits: tuple[int, ...] | None = None
+    configs: tuple[str, ...] | None = None
+    max_exits: int = 2
+    th_pix: tuple[float, ...] | None = None  # None: DEFAULT_TH_PIX where the cache's grid has them, else its grid
+    th_img: tuple[float, ...] = DEFAULT_TH_IMG
+    policy: str = "mess"
+    edges: EdgeMasking = EdgeMasking()
+
+    def resolve(self, cache: EvaluationCache, mode: str = "input-dependent"
+                ) -> tuple[list[int], list[int], list[float | None]]:
+        exits = list(self.exits) if self.exits is not None else list(range(1, cache.num_exits))
+        for e in exits:
+            if not 1 <= e < cache.num_exits:
+                raise SearchError(f"candidate exit {e} is not an early exit of this cache (1..{cache.num_exits - 1})")
+        configs = [cache.config_index(c) for c in self.configs] if self.configs is not None else list(
+            range(len(cache.configs)))
+        if self.policy == "naive" or mode != "input-dependent":
+            th_pix: list[float | None] = [None]
+        elif self.th_pix is None:
+            grid = cache.th_pix_grid
+            th_pix = [p for p in DEFAULT_TH_PIX if np.isclose(grid, p, rtol=0, atol=1e-9).any()] or list(grid)
+        else:
+            th_pix = [float(p) for p in self.th_pix]
+            for p in th_pix:
+                cache.th_pix_index(p)
+        if self.max_exits < 0:
+            raise SearchError(f"max_exits must be >= 0, not {self.max_exits}")
+        return sorted(set(exits)), sorted(set(configs)), th_pix
+
+    def size(self, cache: EvaluationCache, mode: str) -> int:
+        """How many instances the space holds before any pruning (the backbone included)."""
+        exits, configs, th_pix = self.resolve(cache, mode)
+        if mode != "input-dependent":
+            return 1 + len(exits) * len(configs)
+        per_exit = len(configs) * len(self.th_img)
+        total = 0
+        # subsets of size k of the candidate exits: C(E, k) * per_exit^k, for every th_pix (k = 0 once)
+        from math import comb
+        for k in range(1, min(self.max_exits, len(exits)) + 1):
+            total += comb(len(exits), k) * per_exit**k
+        return 1 + total * len(th_pix)
+
+
+@dataclass
+class SearchResult:
+    instance: Instance | None  # None when no instance meets the constraint
+    miou: float
+    cost: float
+    unit: str
+    objective: Objective
+    mode: str
+    reference_miou: float  # the final exit's (backbone's) mIoU
+    reference_cost: float  # the backbone's cost
+    space_size: int
+    evaluated: int
+    seconds: float
+    front: pd.DataFrame | None = None
+
+    @property
+    def instances_per_second(self) -> float:
+        return self.evaluated / self.seconds if self.seconds > 0 else float("inf")
+
+
+# ------------------------------------------------------------------------------------------------- collectors
+class _Collector:
+    """Receives blocks of scored candidates and keeps what the objective asks for."""
+
+    def __init__(self, objective: Objective, target_miou: float, budget_cost: float):
+        self.objective = objective
+        self.target = target_miou
+        self.budget = budget_cost
+        self.best: tuple[float, float, Any] | None = None  # (cost, miou, key)
+        self.points: list[tuple[np.ndarray, np.ndarray, list[Any]]] = []
+        self.evaluated = 0
+
+    def cost_limit(self) -> float:
+        """Candidates above this cost cannot matter (lossless)."""
+        if self.objective.kind == "min-cost":
+            return self.best[0] if self.best is not None else np.inf
+        if self.objective.kind == "max-acc":
+            return self.budget
+        return np.inf
+
+    def miou_floor(self) -> float:
+        """Instances below this mIoU cannot matter (lossless)."""
+        if self.objective.kind == "min-cost":
+            return self.target
+        if self.objective.kind == "max-acc" and self.best is not None:
+            return self.best[1]
+        return -np.inf
+
+    def offer(self, cost: np.ndarray, miou: np.ndarray, key: Callable[[int], Any]) -> None:
+        """Score a block: ``key(i)`` names candidate i (built only for the few candidates kept)."""
+        self.evaluated += len(cost)
+        if not len(cost):
+            return
+        kind = self.objective.kind
+        if kind == "pareto":
+            keep = np.flatnonzero(_front_mask(cost, miou))
+            self.points.append((cost[keep], miou[keep], [key(int(i)) for i in keep]))
+            return
+        if kind == "min-cost":  # cheapest feasible, then most accurate among equally cheap
+            ok = miou >= self.target - _EPS
+            if not ok.any():
+                return
+            least = cost[ok].min()
+            tied = np.flatnonzero(ok & (cost <= least + _EPS))
+            i = int(tied[np.argmax(miou[tied])])
+        else:  # most accurate within budget, then cheapest among equally accurate
+            ok = cost <= self.budget + _EPS
+            if not ok.any():
+                return
+            most = miou[ok].max()
+            tied = np.flatnonzero(ok & (miou >= most - _EPS))
+            i = int(tied[np.argmin(cost[tied])])
+        if self.best is None or self._better((float(cost[i]), float(miou[i])), self.best):
+            self.best = (float(cost[i]), float(miou[i]), key(i))
+
+    def _better(self, a: tuple[float, float], b: tuple[float, float, Any]) -> bool:
+        if self.objective.kind == "min-cost":
+            return a[0] < b[0] - _EPS or (abs(a[0] - b[0]) <= _EPS and a[1] > b[1] + _EPS)
+        return a[1] > b[1] + _EPS or (abs(a[1] - b[1]) <= _EPS and a[0] < b[0] - _EPS)
+
+    def front(self) -> tuple[np.ndarray, np.ndarray, list[Any]]:
+        if not self.points:
+            return np.zeros(0), np.zeros(0), []
+        cost = np.concatenate([p[0] for p in self.points])
+        miou = np.concatenate([p[1] for p in self.points])
+        keys = [k for p in self.points for k in p[2]]
+        keep = _front_mask(cost, miou)
+        order = np.flatnonzero(keep)[np.argsort(cost[keep], kind="stable")]
+        return cost[order], miou[order], [keys[i] for i in order]
+
+
+def _front_mask(cost: np.ndarray, miou: np.ndarray) -> np.ndarray:
+    """Points no other point beats (cost no higher and mIoU higher, or cost lower and mIoU no lower); of exact
+    duplicates one is kept."""
+    order = np.lexsort((-miou, cost))
+    best_so_far = np.maximum.accumulate(np.concatenate([[-np.inf], miou[order][:-1]]))
+    keep_sorted = miou[order] > best_so_far + _EPS
+    keep = np.zeros(len(cost), bool)
+    keep[order[keep_sorted]] = True
+    return keep
+
+
+# ------------------------------------------------------------------------------------------------- the engine
+@dataclass
+class _Options:
+    """The distinct choices (configuration, th_img) at one exit for one th_pix, after lossless pruning."""
+
+    configs: np.ndarray  # (n,) config index
+    th_img: np.ndarray  # (n,)
+    capture: np.ndarray  # (n, B) float 0/1: images whose rule fires
+    head_cost: np.ndarray  # (n,)
+    config_pos: np.ndarray  # (n,) position of each option's configuration in the engine's configuration list
+    w_final: np.ndarray  # (B, n * 2K): capture x (head counts - final counts), tp then pred
+    w_head: np.ndarray  # (B, n * 2K): capture x head counts
+
+
+@dataclass
+class _States:
+    """Partial instances sharing the same kept exits: images still running, counts and costs so far."""
+
+    exits: tuple[int, ...]
+    option_ids: np.ndarray  # (M, len(exits))
+    remaining: np.ndarray  # (M, B) float 0/1
+    counts: np.ndarray  # (M, 2K): tp then pred summed over images that already left
+    paid: np.ndarray  # (M,) cost every still-running image has paid
+    done: np.ndarray  # (M,) total cost of the images that already left
+
+
+class _Engine:
+    def __init__(self, cache: EvaluationCache, unit: str, space: SearchSpace):
+        self.cache = cache
+        self.space = space
+        self.exits, self.configs, self.th_pix = space.resolve(cache)
+        self.cum = np.concatenate([[0.0], np.cumsum(cache.stage_cost(unit))])  # type: ignore[arg-type]
+        self.head = cache.head_cost(unit)  # type: ignore[arg-type]
+        self.n_exits = cache.num_exits
+        self.b = cache.num_images
+        self.k = cache.num_classes
+        counts = np.concatenate([cache.tp, cache.pred], axis=2)  # (B, H, 2K)
+        # float32 holds every integer below 2**24 exactly: when no class's count summed over the split can reach it,
+        # matrix products in float32 are exact (and twice as fast); otherwise float64
+        exact32 = counts.max(axis=1).sum(axis=0).max() < 2**24
+        self.dtype = np.float32 if exact32 else np.float64
+        self.counts = counts.astype(self.dtype)
+        self.final_counts = self.counts[:, cache.final_head]  # (B, 2K)
+        self.label = cache.label.sum(0).astype(np.float64)
+        self._options: dict[tuple[int, float | None], _Options] = {}
+        self._head_or_final: dict[int, np.ndarray] = {}
+        # optimistic per-image counts of any head after each exit (lossless accuracy bound for partial instances)
+        later = {}
+        for i in [0] + self.exits:
+            rows = [cache.head_index(j, c) for j in self.exits if j > i for c in self.configs] + [cache.final_head]
+            later[i] = (counts[:, rows, : self.k].max(1).astype(np.float64), counts[:, rows, self.k:].min(1)
+                        .astype(np.float64))
+        self._later = later
+        self._scored_classes = self.label > 0
+
+    def miou_bound(self, states: "_States", last: int) -> np.ndarray:
+        """(M,) an upper bound on the mIoU of every instance that completes ``states`` (exits after ``last``)."""
+        best_tp, least_pred = self._later[last]
+        return self._bound(states.counts[:, : self.k] + states.remaining @ best_tp,
+                           states.counts[:, self.k:] + states.remaining @ least_pred)
+
+    def _bound(self, tp: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        """mIoU upper bound from optimistic true positives and predictions (..., K)."""
+        union = self.label + pred - tp
+        iou = np.where(union > 0, np.minimum(tp / np.maximum(union, 1e-300), 1.0), 1.0)
+        # classes with no labelled pixel score 0 or drop out of the mean: leaving them out bounds from above
+        return iou[..., self._scored_classes].mean(-1) if self._scored_classes.any() else np.ones(tp.shape[:-1])
+
+    def head_or_final_bound(self, states: "_States", exit: int) -> np.ndarray:
+        """(M, C) upper bound on the mIoU of ``states`` completed with one option of each configuration at ``exit``:
+        every still-running image gets the better of that head and the final exit, class by class."""
+        if exit not in self._head_or_final:
+            rows = [self.cache.head_index(exit, c) for c in self.configs]
+            head = self.counts[:, rows].astype(np.float64)  # (B, C, 2K)
+            final = self.final_counts.astype(np.float64)[:, None, :]
+            tp = np.maximum(head[..., : self.k], final[..., : self.k])
+            pred = np.minimum(head[..., self.k:], final[..., self.k:])
+            self._head_or_final[exit] = np.concatenate([tp, pred], axis=2).reshape(self.b, -1)
+        opt = (states.remaining.astype(np.float64) @ self._head_or_final[exit]).reshape(len(states.paid), -1, 2 * self.k)
+        counts = states.counts.astype(np.float64)[:, None, :] + opt
+        return self._bound(counts[..., : self.k], counts[..., self.k:])
+
+    def miou(self, counts: np.ndarray) -> np.ndarray:
+        counts = counts.astype(np.float64, copy=False)
+        tp, pred = counts[..., : self.k], counts[..., self.k:]
+        union = self.label + pred - tp
+        present = union > 0
+        iou = np.divide(tp, union, out=np.zeros(tp.shape), where=present)
+        return iou.sum(-1) / np.maximum(present.sum(-1), 1)
+
+    def options(self, exit: int, th_pix: float | None) -> _Options:
+        key = (exit, th_pix)
+        if key not in self._options:
+            cache = self.cache
+            c_img = cache.image_confidence(policy=self.space.policy, th_pix=th_pix)
+            grid = np.sort(np.asarray(self.space.th_img, dtype=np.float64))
+            configs, ths, caps = [], [], []
+            for c in self.configs:
+                conf = c_img[:, cache.head_index(exit, c)]
+                fires = conf[None, :] >= grid[:, None]  # (T, B), nested: fewer images as th_img rises
+                n = fires.sum(1)
+                for t in range(len(grid)):
+                    # one choice per distinct set of images (the highest th_img giving it); none leaving: dominated
+                    if n[t] > 0 and (t == len(grid) - 1 or n[t + 1] != n[t]):
+                        configs.append(c)
+                        ths.append(grid[t])
+                        caps.append(fires[t])
+            cap = np.asarray(caps, dtype=self.dtype).reshape(len(caps), self.b)
+            cfg = np.asarray(configs, dtype=int)
+            rows = np.asarray([cache.head_index(exit, c) for c in cfg], dtype=int)
+            head_counts = self.counts[:, rows] if len(rows) else np.zeros((self.b, 0, 2 * self.k))  # (B, n, 2K)
+            w_head = (cap.T[:, :, None] * head_counts).reshape(self.b, -1)
+            w_final = (cap.T[:, :, None] * (head_counts - self.final_counts[:, None, :])).reshape(self.b, -1)
+            pos = np.searchsorted(np.asarray(self.configs), cfg)
+            self._options[key] = _Options(cfg, np.asarray(ths), cap, self.head[exit - 1, cfg], pos, w_final, w_head)
+        return self._options[key]
+
+    def root(self) -> _States:
+        return _States((), np.zeros((1, 0), int), np.ones((1, self.b), self.dtype),
+                       np.zeros((1, 2 * self.k), self.dtype), np.zeros(1), np.zeros(1))
+
+    def complete_root(self, collector: _Collector, th_pix: float | None) -> None:
+        cost = np.array([self.cum[self.n_exits]])
+        collector.offer(cost, self.miou(self.final_counts.sum(0))[None], lambda i: (th_pix, (), ()))
+
+    def extend(self, states: _States, exit: int, th_pix: float | None, collector: _Collector,
+               keep_states: bool) -> list[_States]:
+        """Score every state x option at ``exit`` as a complete instance (the rest go to the final exit); return
+        the extended partial instances when a deeper level follows."""
+        opts = self.options(exit, th_pix)
+        n = len(opts.configs)
+        if n == 0:
+            return []
+        last = states.exits[-1] if states.exits else 0
+        r = states.remaining
+        m = r.shape[0]
+        captured = (r @ opts.capture.T).astype(np.float64)  # (M, n)
+        left = r.sum(1, dtype=np.float64)[:, None]
+        paid = states.paid[:, None] + (self.cum[exit] - self.cum[last]) + opts.head_cost[None, :]
+        rest = self.cum[self.n_exits] - self.cum[exit]
+        cost = (states.done[:, None] + captured * paid + (left - captured) * (paid + rest)) / self.b
+        useful = captured > 0  # an exit no image leaves at only adds its head: dominated
+        score = useful & (cost <= collector.cost_limit() + _EPS)
+        floor = collector.miou_floor()
+        if floor > -np.inf and score.any():  # (lossless) skip candidates whose accuracy bound is below the floor
+            bound = self.head_or_final_bound(states, exit)  # (M, C)
+            score &= bound[:, opts.config_pos] >= floor - _EPS
+        if score.any():
+            mi, oi = np.nonzero(score)
+            base = states.counts + r @ self.final_counts  # (M, 2K): everything left goes to the final exit
+            w = opts.w_final.reshape(self.b, n, 2 * self.k)
+            rows, cols = np.flatnonzero(score.any(1)), np.flatnonzero(score.any(0))
+            if len(mi) > len(rows) * len(cols) // 4:  # most of the rows x columns hit: one matrix product
+                col_of = np.full(n, -1)
+                col_of[cols] = np.arange(len(cols))
+                row_of = np.full(m, -1)
+                row_of[rows] = np.arange(len(rows))
+                full = (r[rows] @ w[:, cols, :].reshape(self.b, -1)).reshape(len(rows) * len(cols), 2 * self.k)
+                miou = self.miou(base[mi] + full[row_of[mi] * len(cols) + col_of[oi]])
+            else:
+                miou = self.miou(base[mi] + _gather_product(r, w, oi, rows=mi))
+            ids, exits = states.option_ids, states.exits + (exit,)
+            collector.offer(cost[mi, oi], miou,
+                            lambda i: (th_pix, exits, tuple(int(v) for v in ids[mi[i]]) + (int(oi[i]),)))
+        if not keep_states:
+            return []
+        # partial instances worth extending: some image left here, some still running; (lossless) bound: their
+        # descendants cost at least what the images that left cost plus the running ones' cost so far
+        alive = useful & (captured < left - 0.5)
+        lower = (states.done[:, None] + captured * paid + (left - captured) * paid) / self.b
+        alive &= lower <= collector.cost_limit() + _EPS
+        if not alive.any():
+            return []
+        mi, oi = np.nonzero(alive)
+        w = opts.w_head.reshape(self.b, n, 2 * self.k)
+        floor = collector.miou_floor()
+        batches = []
+        for start in range(0, len(mi), _CHUNK):  # bounded memory however many partial instances survive
+            a, o = mi[start:start + _CHUNK], oi[start:start + _CHUNK]
+            nxt = _States(states.exits + (exit,), np.concatenate([states.option_ids[a], o[:, None]], axis=1),
+                          r[a] * (1 - opts.capture[o]), states.counts[a] + _gather_product(r[a], w, o),
+                          paid[a, o], states.done[a] + captured[a, o] * paid[a, o])
+            if floor > -np.inf:  # (lossless) no completion of a state can beat its accuracy bound
+                hopeful = self.miou_bound(nxt, exit) >= floor - _EPS
+                nxt = _States(nxt.exits, nxt.option_ids[hopeful], nxt.remaining[hopeful], nxt.counts[hopeful],
+                              nxt.paid[hopeful], nxt.done[hopeful])
+            if len(nxt.paid):
+                batches.append(nxt)
+        return batches
+
+    def instance(self, key: Any) -> Instance:
+        th_pix, exits, option_ids = key
+        kept = []
+        for e, o in zip(exits, option_ids):
+            opts = self.options(e, th_pix)
+            kept.append(KeptExit(e, self.cache.configs[int(opts.configs[o])], float(opts.th_img[o])))
+        policy = self.space.policy
+        return Instance("input-dependent", tuple(kept), ConfidencePolicy(
+            th_pix=th_pix if th_pix is not None else 0.5, edges=None if policy != "mess" else self.space.edges,
+            naive=policy == "naive"))
+
+
+def _input_dependent(cache: EvaluationCache, unit: str, space: SearchSpace, collector: _Collector) -> _Engine:
+    engine = _Engine(cache, unit, space)
+    engine.complete_root(collector, engine.th_pix[0])
+    # breadth first (every th_pix at one depth before the next depth) so a good incumbent prunes early
+    frontier: list[tuple[float | None, _States]] = [(p, engine.root()) for p in engine.th_pix]
+    depth_limit = min(space.max_exits, len(engine.exits))
+    for depth in range(1, depth_limit + 1):
+        deeper = []
+        for th_pix, states in frontier:
+            last = states.exits[-1] if states.exits else 0
+            for exit in [e for e in engine.exits if e > last]:
+                for nxt in engine.extend(states, exit, th_pix, collector, keep_states=depth < depth_limit):
+                    deeper.append((th_pix, nxt))
+        frontier = deeper
+    return engine
+
+
+def _single_exit(cache: EvaluationCache, unit: str, space: SearchSpace, mode: str,
+                 collector: _Collector) -> list[Instance]:
+    """Budgeted and anytime: the backbone, or one early exit (then, for anytime, the final exit)."""
+    exits, configs, _ = space.resolve(cache, mode)
+    cum = np.concatenate([[0.0], np.cumsum(cache.stage_cost(unit))])  # type: ignore[arg-type]
+    head = cache.head_cost(unit)  # type: ignore[arg-type]
+    miou = cache.head_miou()
+    instances = [Instance(mode)]
+    costs, accs = [cum[-1]], [miou[cache.final_head]]
+    for e in exits:
+        for c in configs:
+            instances.append(Instance(mode, (KeptExit(e, cache.configs[c]),)))
+            costs.append(cum[e] + head[e - 1, c])
+            accs.append(miou[cache.head_index(e, c)])
+    collector.offer(np.asarray(costs), np.asarray(accs), lambda i: i)
+    return instances
+
+
+def search(cache: EvaluationCache, objective: Objective, *, mode: str = "input-dependent", unit: str = "gflops",
+           space: SearchSpace | None = None) -> SearchResult:
+    """The best instance of ``space`` for ``objective`` in ``mode`` on ``cache`` (exhaustive, see the module
+    docstring). For ``pareto`` the result's ``front`` DataFrame lists every non-dominated instance."""
+    if mode not in MODES:
+        raise SearchError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    space = space or SearchSpace()
+    start = time.perf_counter()
+    cum_full = float(np.sum(cache.stage_cost(unit)))  # type: ignore[arg-type]
+    final_miou = float(cache.head_miou()[cache.final_head])
+    target = final_miou - (objective.max_drop or 0.0) / 100.0
+    collector = _Collector(objective, target, (objective.budget or 0.0) * cum_full)
+    if mode == "input-dependent":
+        engine = _input_dependent(cache, unit, space, collector)
+        to_instance = engine.instance
+    else:
+        instances = _single_exit(cache, unit, space, mode, collector)
+        to_instance = instances.__getitem__
+    seconds = time.perf_counter() - start
+    front = None
+    best_instance, best_cost, best_miou = None, float("nan"), float("nan")
+    if objective.kind == "pareto":
+        cost, miou, keys = collector.front()
+        front = pd.DataFrame({"cost": cost, "miou": miou, "instance": [to_instance(k) for k in keys]})
+        front["description"] = [i.describe() for i in front["instance"]]
+        seconds = time.perf_counter() - start
+    elif collector.best is not None:
+        best_cost, best_miou, key = collector.best
+        best_instance = to_instance(key)
+    return SearchResult(best_instance, best_miou, best_cost, unit, objective, mode, final_miou, cum_full,
+                        space.size(cache, mode), collector.evaluated, seconds, front)
+
+
+def pareto_front(cache: EvaluationCache, *, mode: str = "input-dependent", unit: str = "gflops",
+                 space: SearchSpace | None = None, series: str | None = None) -> pd.DataFrame:
+    """The accuracy-vs-cost front as a DataFrame (columns series, mode, cost, miou, description, instance)."""
+    result = search(cache, Objective("pareto"), mode=mode, unit=unit, space=space)
+    front = result.front.copy()  # type: ignore[union-attr]
+    front.insert(0, "mode", mode)
+    front.insert(0, "series", series or (f"MESS {mode}" if (space or SearchSpace()).policy == "mess"
+                                         else f"{(space or SearchSpace()).policy} policy"))
+    return front
+
+
+# ------------------------------------------------------------------------------------------------- peers
+def uniform_exit(cache: EvaluationCache, objective: Objective, *, unit: str = "gflops",
+                 space: SearchSpace | None = None) -> SearchResult:
+    """The status quo: the same configuration at every candidate exit, one th_pix and one th_img for all of them,
+    searched exhaustively over configuration x th_pix x th_img."""
+    space = space or SearchSpace()
+    start = time.perf_counter()
+    exits, configs, th_pixes = space.resolve(cache)
+    cum = np.concatenate([[0.0], np.cumsum(cache.stage_cost(unit))])  # type: ignore[arg-type]
+    head = cache.head_cost(unit)  # type: ignore[arg-type]
+    final_miou = float(cache.head_miou()[cache.final_head])
+    collector = _Collector(objective, final_miou - (objective.max_drop or 0.0) / 100.0,
+                           (objective.budget or 0.0) * cum[-1])
+    grid = np.asarray(sorted(space.th_img))
+    b = cache.num_images
+    counts = np.concatenate([cache.tp, cache.pred], axis=2).astype(np.float64)
+    engine_miou = _Engine(cache, unit, space).miou
+    keys = []
+    costs, accs = [], []
+    for c in configs:
+        rows = np.array([cache.head_index(e, c) for e in exits] + [cache.final_head])
+        reach = np.concatenate([cum[exits] + np.cumsum(head[np.array(exits) - 1, c]),
+                                [cum[-1] + head[np.array(exits) - 1, c].sum()]])
+        for p in th_pixes:
+            c_img = cache.image_confidence(policy=space.policy, th_pix=p)[:, rows[:-1]]  # (B, E)
+            fires = c_img[None, :, :] >= grid[:, None, None]  # (T, B, E)
+            fires = np.concatenate([fires, np.ones((len(grid), b, 1), bool)], axis=2)
+            taken = fires.argmax(2)  # (T, B): first exit whose rule fires (the final always does)
+            costs.append(reach[taken].mean(1))
+            accs.append(engine_miou(counts[np.arange(b)[None, :], rows[taken]].sum(1)))
+            keys += [(c, p, t) for t in grid]
+    collector.offer(np.concatenate(costs), np.concatenate(accs), keys.__getitem__)
+    best = collector.best
+    instance = None
+    if best is not None:
+        c, p, t = best[2]
+        instance = Instance("input-dependent", tuple(KeptExit(e, cache.configs[c], float(t)) for e in exits),
+                            ConfidencePolicy(th_pix=p if p is not None else 0.5,
+                                             edges=space.edges if space.policy == "mess" else None,
+                                             naive=space.policy == "naive"))
+    return SearchResult(instance, best[1] if best else float("nan"), best[0] if best else float("nan"), unit,
+                        objective, "input-dependent", final_miou, float(cum[-1]),
+                        len(configs) * len(th_pixes) * len(grid), collector.evaluated, time.perf_counter() - start)
+
+
+def oracle(cache: EvaluationCache, instance: Instance, *, unit: str = "gflops") -> tuple[float, float, np.ndarray]:
+    """The oracle on ``instance``'s exits: each image leaves at the earliest kept exit whose prediction is as
+    accurate (per-image mIoU) as the final exit's. Returns (mIoU, average cost, per-image output taken)."""
+    from .policy import oracle_exit
+    import torch
+
+    rows = [cache.head_index(e.exit, e.config) for e in instance.exits] + [cache.final_head]
+    scores = torch.from_numpy(cache.image_miou()[:, rows].T.copy())
+    taken = oracle_exit(scores).numpy()
+    cum = np.concatenate([[0.0], np.cumsum(cache.stage_cost(unit))])  # type: ignore[arg-type]
+    head = cache.head_cost(unit)  # type: ignore[arg-type]
+    paid = np.cumsum([head[e.exit - 1, cache.config_index(e.config)] for e in instance.exits]) if instance.exits \
+        else np.zeros(0)
+    reach = np.asarray([cum[e.exit] + paid[m] for m, e in enumerate(instance.exits)]
+                       + [cum[-1] + (paid[-1] if len(paid) else 0.0)])
+    b = cache.num_images
+    chosen = np.asarray(rows)[taken]
+    tp = cache.tp[np.arange(b), chosen].sum(0).astype(np.float64)
+    pred = cache.pred[np.arange(b), chosen].sum(0).astype(np.float64)
+    return float(cache.miou_of(tp, pred)), float(reach[taken].mean()), taken
+

@@ -1,0 +1,258 @@
+"""The search against brute force, the thresholds' monotonicity, the instance file, the peers and the results table."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from mess_core.cache import EvaluationCache
+from mess_core.instance import Instance, InstanceError, KeptExit, evaluate, exit_histogram
+from mess_core.policy import ConfidencePolicy
+from mess_core.report import all_fronts, format_table, results_table
+from mess_core.search import Objective, SearchError, SearchSpace, oracle, pareto_front, search, uniform_exit
+
+OBJECTIVES = [
+    Objective("min-cost", max_drop=0.0), Objective("min-cost", max_drop=1.0), Objective("min-cost", max_drop=5.0),
+    Objective("max-acc", budget=0.6), Objective("max-acc", budget=1.0), Objective("max-acc", budget=1.3),
+]
+
+
+def every_instance(cache, space, mode):
+    """Brute force: every instance of the space, with no pruning at all."""
+    exits = list(range(1, cache.num_exits))
+    if mode != "input-dependent":
+        return [Instance(mode)] + [Instance(mode, (KeptExit(e, c),)) for e in exits for c in cache.configs]
+    out = [Instance.input_dependent([], th_pix=space.th_pix[0], naive=space.policy == "naive")]
+    for k in range(1, space.max_exits + 1):
+        for subset in itertools.combinations(exits, k):
+            for configs in itertools.product(cache.configs, repeat=k):
+                for ths in itertools.product(space.th_img, repeat=k):
+                    for p in space.th_pix if space.policy != "naive" else [0.5]:
+                        out.append(Instance("input-dependent",
+                                            tuple(KeptExit(e, c, t) for e, c, t in zip(subset, configs, ths)),
+                                            ConfidencePolicy(th_pix=p, edges=None if space.policy != "mess" else
+                                                             space.edges, naive=space.policy == "naive")))
+    return out
+
+
+def brute_force_best(cache, instances, objective):
+    out = [evaluate(cache, i) for i in instances]
+    cost = np.array([o.cost for o in out])
+    miou = np.array([o.miou for o in out])
+    final = evaluate(cache, Instance("budgeted")).miou
+    if objective.kind == "min-cost":
+        ok = miou >= final - objective.max_drop / 100 - 1e-12
+        best_cost = cost[ok].min()
+        return best_cost, miou[ok & np.isclose(cost, best_cost, rtol=0, atol=1e-12)].max()
+    ok = cost <= objective.budget * evaluate(cache, Instance("budgeted")).cost + 1e-12
+    if not ok.any():
+        return None
+    best = miou[ok].max()
+    return cost[ok & np.isclose(miou, best, rtol=0, atol=1e-12)].min(), best
+
+
+def brute_force_front(cache, instances):
+    pts = sorted({(round(o.cost, 12), round(o.miou, 12)) for o in (evaluate(cache, i) for i in instances)},
+                 key=lambda p: (p[0], -p[1]))
+    front, best = [], -np.inf
+    for c, m in pts:
+        if m > best + 1e-12:
+            front.append((c, m))
+            best = m
+    return front
+
+
+CASES = [  # (seed, N exits, configs, max_exits, policy)
+    (0, 4, 2, 1, "mess"), (1, 4, 2, 2, "mess"), (2, 4, 2, 3, "mess"), (3, 5, 2, 2, "plain"), (4, 4, 3, 2, "naive"),
+]
+
+
+@pytest.mark.parametrize("seed,exits,configs,max_exits,policy", CASES)
+def test_input_dependent_search_equals_brute_force(seed, exits, configs, max_exits, policy):
+    cache = EvaluationCache.random(images=14, exits=exits, configs=configs, classes=3, seed=seed)
+    space = SearchSpace(th_pix=(0.5, 0.7), th_img=(0.2, 0.45, 0.7, 0.9), max_exits=max_exits, policy=policy)
+    instances = every_instance(cache, space, "input-dependent")
+    assert space.size(cache, "input-dependent") == len(instances) if policy != "naive" else True
+    for objective in OBJECTIVES:
+        result = search(cache, objective, mode="input-dependent", space=space)
+        expected = brute_force_best(cache, instances, objective)
+        if expected is None:
+            assert result.instance is None
+            continue
+        assert (result.cost, result.miou) == pytest.approx(expected, abs=1e-12), objective
+        # the returned instance really has the figures reported
+        check = evaluate(cache, result.instance)
+        assert (check.cost, check.miou) == pytest.approx((result.cost, result.miou), abs=1e-12)
+    front = search(cache, Objective("pareto"), mode="input-dependent", space=space).front
+    got = [(round(c, 12), round(m, 12)) for c, m in zip(front["cost"], front["miou"])]
+    assert got == brute_force_front(cache, instances)
+
+
+@pytest.mark.parametrize("mode", ["budgeted", "anytime"])
+def test_single_exit_modes_equal_brute_force(mode):
+    cache = EvaluationCache.random(images=10, exits=5, configs=3, seed=7)
+    instances = every_instance(cache, SearchSpace(), mode)
+    for objective in OBJECTIVES:
+        result = search(cache, objective, mode=mode)
+        expected = brute_force_best(cache, instances, objective)
+        assert (result.cost, result.miou) == pytest.approx(expected, abs=1e-12)
+    front = search(cache, Objective("pareto"), mode=mode).front
+    assert [(round(c, 12), round(m, 12)) for c, m in zip(front["cost"], front["miou"])] == brute_force_front(
+        cache, instances)
+
+
+def test_lossless_pruning_really_skips_work_on_a_larger_space():
+    cache = EvaluationCache.random(images=30, exits=6, configs=4, seed=11)
+    space = SearchSpace(th_pix=(0.5, 0.7, 0.9), th_img=(0.1, 0.3, 0.5, 0.7, 0.9), max_exits=2)
+    result = search(cache, Objective("min-cost", max_drop=1.0), space=space)
+    assert result.evaluated < result.space_size / 2
+
+
+def test_anytime_reports_every_output_and_the_total_cost():
+    cache = EvaluationCache.random(images=10, exits=4, configs=2, seed=5)
+    inst = Instance("anytime", (KeptExit(1, cache.configs[0]), KeptExit(2, cache.configs[1])))
+    out = evaluate(cache, inst)
+    assert [s["exit"] for s in out.steps] == [1, 2, 4]
+    costs = [s["cost"] for s in out.steps]
+    assert costs == sorted(costs) and out.total_cost == pytest.approx(costs[-1])
+    assert out.cost == pytest.approx(costs[0]) and out.miou == pytest.approx(out.steps[0]["miou"])
+    head = cache.head_gflops
+    assert out.total_cost == pytest.approx(cache.stage_gflops.sum() + head[0, 0] + head[1, 1])
+
+
+# ------------------------------------------------------------------------------------------------ monotonicity
+def _instance(cache, th1, th2, th_pix):
+    return Instance.input_dependent([KeptExit(1, cache.configs[0], th1), KeptExit(3, cache.configs[1], th2)],
+                                    th_pix=th_pix)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_cost_never_falls_as_any_threshold_rises(seed):
+    cache = EvaluationCache.random(images=25, exits=5, configs=2, seed=seed)
+    grid = np.linspace(0, 1, 11)
+    for a, b in itertools.product(grid, grid):
+        costs = [evaluate(cache, _instance(cache, a, b, p)).cost for p in cache.th_pix_grid]
+        assert np.all(np.diff(costs) >= -1e-12)  # stricter pixels: fewer confident images, later exits
+    for p in cache.th_pix_grid:
+        table = np.array([[evaluate(cache, _instance(cache, a, b, p)).cost for b in grid] for a in grid])
+        assert np.all(np.diff(table, axis=0) >= -1e-12) and np.all(np.diff(table, axis=1) >= -1e-12)
+
+
+def test_accuracy_never_falls_as_thresholds_rise_when_later_outputs_are_better_per_image():
+    """Raising a threshold only sends images to later outputs; when each later output is at least as good on every
+    image and class (here: a perfect final exit), mIoU cannot fall."""
+    cache = EvaluationCache.random(images=25, exits=4, configs=2, seed=3)
+    cache.tp[:, cache.final_head] = cache.label
+    cache.pred[:, cache.final_head] = cache.label
+    grid = np.linspace(0, 1, 21)
+    for p in cache.th_pix_grid:
+        mious = [evaluate(cache, Instance.input_dependent([KeptExit(2, cache.configs[1], t)], th_pix=p)).miou
+                 for t in grid]
+        assert np.all(np.diff(mious) >= -1e-12)
+    by_pix = [evaluate(cache, Instance.input_dependent([KeptExit(2, cache.configs[1], 0.4)], th_pix=p)).miou
+              for p in cache.th_pix_grid]
+    assert np.all(np.diff(by_pix) >= -1e-12)
+
+
+# ------------------------------------------------------------------------------------------------ peers
+def test_uniform_exit_equals_brute_force_over_its_own_space():
+    cache = EvaluationCache.random(images=12, exits=4, configs=3, seed=9)
+    space = SearchSpace(th_pix=(0.5, 0.9), th_img=(0.3, 0.6, 0.9))
+    objective = Objective("min-cost", max_drop=2.0)
+    result = uniform_exit(cache, objective, space=space)
+    instances = [Instance.input_dependent([KeptExit(e, c, t) for e in (1, 2, 3)], th_pix=p)
+                 for c in cache.configs for p in space.th_pix for t in space.th_img]
+    assert (result.cost, result.miou) == pytest.approx(brute_force_best(cache, instances, objective), abs=1e-12)
+    assert len({e.config for e in result.instance.exits}) == 1
+
+
+def test_oracle_takes_the_earliest_output_as_good_as_the_final_and_beats_no_real_policy():
+    cache = EvaluationCache.random(images=30, exits=4, configs=2, seed=4)
+    inst = Instance.input_dependent([KeptExit(1, cache.configs[0], 0.5), KeptExit(2, cache.configs[1], 0.5)])
+    miou, cost, taken = oracle(cache, inst)
+    scores = cache.image_miou()[:, [cache.head_index(1, 0), cache.head_index(2, 1), cache.final_head]]
+    for b, t in enumerate(taken):
+        assert scores[b, t] >= scores[b, 2] and all(scores[b, s] < scores[b, 2] for s in range(t))
+    assert 0 <= miou <= 1 and cost > 0
+
+
+# ------------------------------------------------------------------------------------------------ instance file
+def test_instance_json_round_trips_and_bad_fields_are_named(tmp_path):
+    cache = EvaluationCache.random(images=8, exits=4, configs=2, seed=1)
+    result = search(cache, Objective("min-cost", max_drop=5.0), space=SearchSpace(th_pix=(0.5, 0.7)))
+    path = result.instance.save(tmp_path / "i.json", tuned={"miou": result.miou})
+    assert Instance.load(path) == result.instance
+    data = json.loads(path.read_text())
+    for change, message in [
+        ({"format": "x"}, "format"),
+        ({"mode": "fast"}, "mode must be one of"),
+        ({"exits": [{"exit": 2, "config": "crm25p-b1-fcn", "th_img": 0.5},
+                    {"exit": 1, "config": "crm25p-b1-fcn", "th_img": 0.5}]}, "shallowest first"),
+        ({"exits": [{"exit": 1, "config": "crm25p-b1-fcn", "th_img": 1.5}]}, "th_img must be a number in"),
+        ({"exits": [{"exit": 1, "config": "crm25p-b1-fcn"}]}, "th_img must be a number in"),
+        ({"exits": [{"exit": "1", "config": "crm25p-b1-fcn", "th_img": 0.5}]}, r"exits\[0\].exit must be an integer"),
+        ({"exits": [{"config": "crm25p-b1-fcn"}]}, r"exits\[0\] needs 'exit'"),
+        ({"policy": {"th_pix": 0.8, "edges": {"size": 2, "window": 7}}}, "odd"),
+    ]:
+        (tmp_path / "bad.json").write_text(json.dumps({**data, **change}))
+        with pytest.raises((InstanceError, ValueError), match=message):
+            Instance.load(tmp_path / "bad.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(InstanceError, match="bad.json: not valid JSON"):
+        Instance.load(tmp_path / "bad.json")
+    with pytest.raises(Exception, match="exit 9 is not an early exit"):
+        evaluate(cache, Instance.input_dependent([KeptExit(9, cache.configs[0], 0.5)], th_pix=0.5))
+
+
+def test_objectives_and_spaces_refuse_nonsense():
+    with pytest.raises(SearchError, match="max_drop"):
+        Objective("min-cost")
+    with pytest.raises(SearchError, match="budget"):
+        Objective("max-acc", budget=0)
+    cache = EvaluationCache.random()
+    with pytest.raises(SearchError, match="candidate exit 7"):
+        search(cache, Objective("pareto"), space=SearchSpace(exits=(7,)))
+    with pytest.raises(Exception, match="th_pix=0.8 is not on"):
+        search(cache, Objective("pareto"), space=SearchSpace(th_pix=(0.8,)))
+    with pytest.raises(Exception, match="no measured latency"):
+        search(cache, Objective("pareto"), unit="ms")
+
+
+# ------------------------------------------------------------------------------------------------ results
+def test_results_table_has_the_seed_shape_and_true_figures():
+    cache = EvaluationCache.random(images=20, exits=5, configs=3, seed=2, latency=True)
+    other = EvaluationCache.random(images=15, exits=5, configs=3, seed=8, latency=True)
+    space = SearchSpace(th_pix=(0.5, 0.7, 0.9), th_img=(0.3, 0.5, 0.7, 0.9))
+    table = results_table(cache, space=space, eval_cache=other)
+    assert list(table["row"]) == [
+        "Backbone", "MESS max-acc <= 1x cost", "MESS min-cost <= 0.1pp drop", "MESS min-cost <= 1pp drop",
+        "uniform-exit MESS (<= 1pp)", "naive-confidence policy (<= 1pp)", "oracle (exits of MESS <= 1pp)"]
+    base = table.iloc[0]
+    assert base["speedup"] == pytest.approx(1.0)
+    assert table.loc[2, "miou"] >= base["miou"] - 0.001 - 1e-12 and table.loc[3, "miou"] >= base["miou"] - 0.01 - 1e-12
+    assert table.loc[1, "gflops"] <= base["gflops"] + 1e-12
+    for _, row in table.iterrows():
+        if row["instance"] is not None:
+            assert row["miou"] == pytest.approx(evaluate(cache, row["instance"]).miou)
+            assert row["eval_miou"] == pytest.approx(evaluate(other, row["instance"]).miou)
+            assert row["latency_ms"] == pytest.approx(evaluate(cache, row["instance"], unit="ms").cost)
+    text = format_table(table)
+    assert "oracle" in text and "on the other split" in text
+
+
+def test_fronts_and_histogram_are_dataframes_the_app_can_plot():
+    cache = EvaluationCache.random(images=12, exits=4, configs=2, seed=6)
+    space = SearchSpace(th_pix=(0.5, 0.7), th_img=(0.3, 0.6, 0.9))
+    fronts = all_fronts(cache, space=space)
+    assert {"series", "mode", "cost", "miou", "description"} <= set(fronts.columns)
+    assert set(fronts["series"]) == {"budgeted", "anytime (first output)", "MESS input-dependent", "no edge masking",
+                                     "naive policy"}
+    for _, part in fronts.groupby("series"):
+        assert np.all(np.diff(part["cost"]) > 0) and np.all(np.diff(part["miou"]) > 0)  # a front rises with cost
+    front = pareto_front(cache, space=space)
+    hist = exit_histogram(cache, front["instance"].iloc[len(front) // 2])
+    assert list(hist.columns) == ["output", "exit", "config", "images", "fraction"]
+    assert hist["images"].sum() == cache.num_images and hist["fraction"].sum() == pytest.approx(1.0)
