@@ -276,6 +276,7 @@ class _Engine:
         self.cache = cache
         self.space = space
         self.exits, self.configs, self.th_pix = space.resolve(cache)
+        self.unit = unit
         self.cum = np.concatenate([[0.0], np.cumsum(cache.stage_cost(unit))])  # type: ignore[arg-type]
         self.head = cache.head_cost(unit)  # type: ignore[arg-type]
         self.n_exits = cache.num_exits
@@ -328,39 +329,46 @@ class _Engine:
         return self._bound(counts[..., : self.k], counts[..., self.k:])
 
     def miou(self, counts: np.ndarray) -> np.ndarray:
-        counts = counts.astype(np.float64, copy=False)
-        tp, pred = counts[..., : self.k], counts[..., self.k:]
-        union = self.label + pred - tp
+        tp = counts[..., : self.k].astype(np.float64)
+        union = np.add(counts[..., self.k:], self.label, dtype=np.float64)
+        union -= tp
         present = union > 0
+        if present.all():  # the usual case: every class is labelled or predicted somewhere
+            tp /= union
+            return tp.mean(-1)
         iou = np.divide(tp, union, out=np.zeros(tp.shape), where=present)
         return iou.sum(-1) / np.maximum(present.sum(-1), 1)
 
     def options(self, exit: int, th_pix: float | None) -> _Options:
         key = (exit, th_pix)
         if key not in self._options:
-            cache = self.cache
-            c_img = cache.image_confidence(policy=self.space.policy, th_pix=th_pix)
-            grid = np.sort(np.asarray(self.space.th_img, dtype=np.float64))
-            configs, ths, caps = [], [], []
-            for c in self.configs:
-                conf = c_img[:, cache.head_index(exit, c)]
-                fires = conf[None, :] >= grid[:, None]  # (T, B), nested: fewer images as th_img rises
-                n = fires.sum(1)
-                for t in range(len(grid)):
-                    # one choice per distinct set of images (the highest th_img giving it); none leaving: dominated
-                    if n[t] > 0 and (t == len(grid) - 1 or n[t + 1] != n[t]):
-                        configs.append(c)
-                        ths.append(grid[t])
-                        caps.append(fires[t])
-            cap = np.asarray(caps, dtype=self.dtype).reshape(len(caps), self.b)
-            cfg = np.asarray(configs, dtype=int)
-            rows = np.asarray([cache.head_index(exit, c) for c in cfg], dtype=int)
-            head_counts = self.counts[:, rows] if len(rows) else np.zeros((self.b, 0, 2 * self.k))  # (B, n, 2K)
-            w_head = (cap.T[:, :, None] * head_counts).reshape(self.b, -1)
-            w_final = (cap.T[:, :, None] * (head_counts - self.final_counts[:, None, :])).reshape(self.b, -1)
-            pos = np.searchsorted(np.asarray(self.configs), cfg)
-            self._options[key] = _Options(cfg, np.asarray(ths), cap, self.head[exit - 1, cfg], pos, w_final, w_head)
+            # the same cache, exit, threshold grids and configurations always give the same options: searches
+            # re-run under the app's sliders share them
+            shared = ("options", self.space.policy, exit, th_pix, tuple(self.configs), tuple(self.space.th_img),
+                      self.unit, self.dtype)
+            if shared not in self.cache._derived:
+                self.cache._derived[shared] = self._build_options(exit, th_pix)
+            self._options[key] = self.cache._derived[shared]
         return self._options[key]
+
+    def _build_options(self, exit: int, th_pix: float | None) -> _Options:
+        cache = self.cache
+        c_img = cache.image_confidence(policy=self.space.policy, th_pix=th_pix)
+        grid = np.sort(np.asarray(self.space.th_img, dtype=np.float64))
+        configs = np.asarray(self.configs)
+        conf = c_img[:, [cache.head_index(exit, c) for c in configs]].T  # (C, B)
+        fires = conf[:, None, :] >= grid[None, :, None]  # (C, T, B), nested: fewer images as th_img rises
+        n = fires.sum(2)
+        # one choice per distinct set of images (the highest th_img giving it); a set no image leaves: dominated
+        distinct = np.concatenate([n[:, 1:] != n[:, :-1], np.ones((len(configs), 1), bool)], axis=1)
+        ci, ti = np.nonzero((n > 0) & distinct)
+        cap = fires[ci, ti].astype(self.dtype).reshape(len(ci), self.b)
+        cfg = configs[ci]
+        rows = np.asarray([cache.head_index(exit, c) for c in configs], dtype=int)[ci]
+        head_counts = self.counts[:, rows]  # (B, n, 2K)
+        w_head = (cap.T[:, :, None] * head_counts).reshape(self.b, -1)
+        w_final = (cap.T[:, :, None] * (head_counts - self.final_counts[:, None, :])).reshape(self.b, -1)
+        return _Options(cfg, grid[ti], cap, self.head[exit - 1, cfg], ci, w_final, w_head)
 
     def root(self) -> _States:
         return _States((), np.zeros((1, 0), int), np.ones((1, self.b), self.dtype),
@@ -402,7 +410,8 @@ class _Engine:
                 col_of[cols] = np.arange(len(cols))
                 row_of = np.full(m, -1)
                 row_of[rows] = np.arange(len(rows))
-                full = (r[rows] @ w[:, cols, :].reshape(self.b, -1)).reshape(len(rows) * len(cols), 2 * self.k)
+                block = opts.w_final if len(cols) == n else w[:, cols, :].reshape(self.b, -1)
+                full = ((r[rows] if len(rows) < m else r) @ block).reshape(len(rows) * len(cols), 2 * self.k)
                 miou = self.miou(base[mi] + full[row_of[mi] * len(cols) + col_of[oi]])
             else:
                 miou = self.miou(base[mi] + _gather_product(r, w, oi, rows=mi))
