@@ -139,6 +139,10 @@ class EvaluationCache:
         """Per-image cost of each of the N stages."""
         return self._cost(unit)[0]
 
+    def reach_cost(self, unit: Unit = "gflops") -> np.ndarray:
+        """(N + 1,) per-image cost of running stages 1..i (index i; 0 = nothing run, N = the whole model)."""
+        return np.concatenate([[0.0], np.cumsum(self.stage_cost(unit))])
+
     def head_cost(self, unit: Unit = "gflops") -> np.ndarray:
         """(N-1, C) per-image cost of each head."""
         return self._cost(unit)[1]

@@ -44,7 +44,8 @@ from .io import atomic_write_text
 from .policy import ConfidencePolicy, EdgeMasking
 
 __all__ = [
-    "KeptExit", "Instance", "Outcome", "InstanceError", "evaluate", "exit_histogram", "outcome_figures", "MODES",
+    "KeptExit", "Instance", "Outcome", "InstanceError", "evaluate", "exit_histogram", "outcome_figures", "output_costs",
+    "MODES",
     "INSTANCE_FORMAT",
 ]
 
@@ -205,9 +206,14 @@ class Outcome:
     total_cost: float  # anytime: everything run; otherwise equal to cost
 
 
-def _cost_tables(cache: EvaluationCache, unit: str) -> tuple[np.ndarray, np.ndarray]:
-    stage = cache.stage_cost(unit)  # type: ignore[arg-type]
-    return np.concatenate([[0.0], np.cumsum(stage)]), cache.head_cost(unit)  # type: ignore[arg-type]
+def output_costs(cache: EvaluationCache, instance: Instance, *, unit: str = "gflops") -> np.ndarray:
+    """Per-image cost of reaching each output of ``instance`` (its kept exits, then the final exit): the stages up
+    to it plus every kept head up to and including its own."""
+    cum, head = cache.reach_cost(unit), cache.head_cost(unit)  # type: ignore[arg-type]
+    paid = np.cumsum([head[e.exit - 1, cache.config_index(e.config)] for e in instance.exits]) if instance.exits \
+        else np.zeros(0)
+    return np.asarray([cum[e.exit] + paid[m] for m, e in enumerate(instance.exits)]
+                      + [cum[-1] + (paid[-1] if len(paid) else 0.0)])
 
 
 def _iou(cache: EvaluationCache, tp: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -222,13 +228,10 @@ def _miou(iou: np.ndarray) -> float:
 def evaluate(cache: EvaluationCache, instance: Instance, *, unit: str = "gflops") -> Outcome:
     """The exact mIoU and cost of ``instance`` on ``cache``'s split, from integer counts (no network)."""
     instance.check_against(cache)
-    cum, head = _cost_tables(cache, unit)
     n_exits = cache.num_exits
     kept = [(e.exit, cache.config_index(e.config)) for e in instance.exits]
     rows = [cache.head_index(i, c) for i, c in kept] + [cache.final_head]
-    # cost of reaching each output: the stages up to it plus every kept head up to and including its own
-    heads_paid = np.cumsum([head[i - 1, c] for i, c in kept]) if kept else np.zeros(0)
-    reach = [cum[i] + heads_paid[m] for m, (i, _) in enumerate(kept)] + [cum[n_exits] + (heads_paid[-1] if kept else 0.0)]
+    reach = output_costs(cache, instance, unit=unit)
     b = cache.num_images
     steps = []
     for m, row in enumerate(rows):
@@ -249,7 +252,7 @@ def evaluate(cache: EvaluationCache, instance: Instance, *, unit: str = "gflops"
     tp = cache.tp[np.arange(b), chosen].sum(0)
     pred = cache.pred[np.arange(b), chosen].sum(0)
     iou = _iou(cache, tp, pred)
-    image_cost = np.asarray(reach)[taken]
+    image_cost = reach[taken]
     total = float(reach[-1]) if instance.mode == "anytime" else float(image_cost.mean())
     return Outcome(miou=_miou(iou), iou=iou, cost=float(image_cost.mean()), unit=unit, exit_taken=taken,
                    image_cost=image_cost, steps=steps, total_cost=total)

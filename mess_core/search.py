@@ -44,7 +44,7 @@ import pandas as pd
 
 from .cache import EvaluationCache
 from .errors import MessError
-from .instance import MODES, Instance, KeptExit
+from .instance import MODES, Instance, KeptExit, output_costs
 from .policy import ConfidencePolicy, EdgeMasking
 
 __all__ = ["Objective", "SearchSpace", "SearchResult", "SearchError", "search", "pareto_front", "uniform_exit",
@@ -277,7 +277,7 @@ class _Engine:
         self.space = space
         self.exits, self.configs, self.th_pix = space.resolve(cache)
         self.unit = unit
-        self.cum = np.concatenate([[0.0], np.cumsum(cache.stage_cost(unit))])  # type: ignore[arg-type]
+        self.cum = cache.reach_cost(unit)  # type: ignore[arg-type]
         self.head = cache.head_cost(unit)  # type: ignore[arg-type]
         self.n_exits = cache.num_exits
         self.b = cache.num_images
@@ -477,7 +477,7 @@ def _single_exit(cache: EvaluationCache, unit: str, space: SearchSpace, mode: st
                  collector: _Collector) -> list[Instance]:
     """Budgeted and anytime: the backbone, or one early exit (then, for anytime, the final exit)."""
     exits, configs, _ = space.resolve(cache, mode)
-    cum = np.concatenate([[0.0], np.cumsum(cache.stage_cost(unit))])  # type: ignore[arg-type]
+    cum = cache.reach_cost(unit)  # type: ignore[arg-type]
     head = cache.head_cost(unit)  # type: ignore[arg-type]
     miou = cache.head_miou()
     instances = [Instance(mode)]
@@ -543,7 +543,7 @@ def uniform_exit(cache: EvaluationCache, objective: Objective, *, unit: str = "g
     space = space or SearchSpace()
     start = time.perf_counter()
     exits, configs, th_pixes = space.resolve(cache)
-    cum = np.concatenate([[0.0], np.cumsum(cache.stage_cost(unit))])  # type: ignore[arg-type]
+    cum = cache.reach_cost(unit)  # type: ignore[arg-type]
     head = cache.head_cost(unit)  # type: ignore[arg-type]
     final_miou = float(cache.head_miou()[cache.final_head])
     collector = _Collector(objective, final_miou - (objective.max_drop or 0.0) / 100.0,
@@ -589,12 +589,7 @@ def oracle(cache: EvaluationCache, instance: Instance, *, unit: str = "gflops") 
     rows = [cache.head_index(e.exit, e.config) for e in instance.exits] + [cache.final_head]
     scores = torch.from_numpy(cache.image_miou()[:, rows].T.copy())
     taken = oracle_exit(scores).numpy()
-    cum = np.concatenate([[0.0], np.cumsum(cache.stage_cost(unit))])  # type: ignore[arg-type]
-    head = cache.head_cost(unit)  # type: ignore[arg-type]
-    paid = np.cumsum([head[e.exit - 1, cache.config_index(e.config)] for e in instance.exits]) if instance.exits \
-        else np.zeros(0)
-    reach = np.asarray([cum[e.exit] + paid[m] for m, e in enumerate(instance.exits)]
-                       + [cum[-1] + (paid[-1] if len(paid) else 0.0)])
+    reach = output_costs(cache, instance, unit=unit)
     b = cache.num_images
     chosen = np.asarray(rows)[taken]
     tp = cache.tp[np.arange(b), chosen].sum(0).astype(np.float64)
