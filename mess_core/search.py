@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from math import comb
 from typing import Any, Callable
 
 import numpy as np
@@ -137,7 +138,6 @@ class SearchSpace:
         per_exit = len(configs) * len(self.th_img)
         total = 0
         # subsets of size k of the candidate exits: C(E, k) * per_exit^k, for every th_pix (k = 0 once)
-        from math import comb
         for k in range(1, min(self.max_exits, len(exits)) + 1):
             total += comb(len(exits), k) * per_exit**k
         return 1 + total * len(th_pix)
@@ -551,7 +551,6 @@ def uniform_exit(cache: EvaluationCache, objective: Objective, *, unit: str = "g
     grid = np.asarray(sorted(space.th_img))
     b = cache.num_images
     counts = np.concatenate([cache.tp, cache.pred], axis=2).astype(np.float64)
-    engine_miou = _Engine(cache, unit, space).miou
     keys = []
     costs, accs = [], []
     for c in configs:
@@ -564,7 +563,8 @@ def uniform_exit(cache: EvaluationCache, objective: Objective, *, unit: str = "g
             fires = np.concatenate([fires, np.ones((len(grid), b, 1), bool)], axis=2)
             taken = fires.argmax(2)  # (T, B): first exit whose rule fires (the final always does)
             costs.append(reach[taken].mean(1))
-            accs.append(engine_miou(counts[np.arange(b)[None, :], rows[taken]].sum(1)))
+            summed = counts[np.arange(b)[None, :], rows[taken]].sum(1)  # (T, 2K)
+            accs.append(cache.miou_of(summed[:, : cache.num_classes], summed[:, cache.num_classes:]))
             keys += [(c, p, t) for t in grid]
     collector.offer(np.concatenate(costs), np.concatenate(accs), keys.__getitem__)
     best = collector.best
