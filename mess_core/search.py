@@ -58,12 +58,12 @@ _CHUNK = 20_000  # partial instances or scored candidates handled per array oper
 
 
 def _gather_product(r: np.ndarray, w: np.ndarray, cols: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-    """(S, 2K): row ``rows[s]`` of ``r`` (M, B) times column block ``cols[s]`` of ``w`` (B, n, 2K), in chunks."""
-    out = np.empty((len(cols), w.shape[2]), dtype=w.dtype)
+    """(S, 2K): row ``rows[s]`` of ``r`` (M, B) times option ``cols[s]`` of ``w`` (B, 2K, n), in chunks."""
+    out = np.empty((len(cols), w.shape[1]), dtype=w.dtype)
     for start in range(0, len(cols), _CHUNK):
         c = cols[start:start + _CHUNK]
         rr = r[rows[start:start + _CHUNK]] if rows is not None else r[start:start + _CHUNK]
-        out[start:start + _CHUNK] = np.einsum("sb,bsk->sk", rr, w[:, c, :], optimize=True)
+        out[start:start + _CHUNK] = np.einsum("sb,bks->sk", rr, w[:, :, c], optimize=True)
     return out
 
 
@@ -191,9 +191,31 @@ class _Collector:
             return self.best[1]
         return -np.inf
 
-    def offer(self, cost: np.ndarray, miou: np.ndarray, key: Callable[[int], Any]) -> None:
-        """Score a block: ``key(i)`` names candidate i (built only for the few candidates kept)."""
-        self.evaluated += len(cost)
+    def shortlist(self, cost: np.ndarray, approx: np.ndarray, valid: np.ndarray, tol: float) -> np.ndarray:
+        """The candidates (``valid``) that could still matter when ``approx`` is each one's mIoU to within ``tol``:
+        every other one is provably beaten by a candidate of the same block, so only the shortlist needs its exact
+        mIoU (lossless)."""
+        kind = self.objective.kind
+        if kind == "min-cost":
+            keep = valid & (approx >= self.target - _EPS - tol)
+            surely = keep & (approx >= self.target - _EPS + tol)  # feasible whatever the rounding
+            if surely.any():  # anything dearer than the cheapest sure candidate cannot be the cheapest feasible one
+                keep &= cost <= cost[surely].min() + _EPS
+            return keep
+        if kind == "max-acc":
+            if not valid.any():
+                return valid
+            # (cost <= budget holds already); anything surely below the most accurate candidate cannot win
+            return valid & (approx >= approx[valid].max() - 2 * tol - _EPS)
+        # Pareto: drop what a candidate no dearer is surely more accurate than (even after rounding)
+        keep = np.zeros_like(valid)
+        keep[valid] = _front_mask(cost[valid], approx[valid], slack=-2 * tol - _EPS)
+        return keep
+
+    def offer(self, cost: np.ndarray, miou: np.ndarray, key: Callable[[int], Any], scored: int | None = None) -> None:
+        """Take a block of candidates with exact mIoU: ``key(i)`` names candidate i (built only for the few kept);
+        ``scored``: how many candidates the block's accuracy was computed for (default: the ones offered)."""
+        self.evaluated += len(cost) if scored is None else scored
         if not len(cost):
             return
         kind = self.objective.kind
@@ -234,12 +256,13 @@ class _Collector:
         return cost[order], miou[order], [keys[i] for i in order]
 
 
-def _front_mask(cost: np.ndarray, miou: np.ndarray) -> np.ndarray:
+def _front_mask(cost: np.ndarray, miou: np.ndarray, slack: float = _EPS) -> np.ndarray:
     """Points no other point beats (cost no higher and mIoU higher, or cost lower and mIoU no lower); of exact
-    duplicates one is kept."""
+    duplicates one is kept. A point counts as beaten only by an mIoU more than ``slack`` above its own (a negative
+    slack keeps every point within -slack of the front)."""
     order = np.lexsort((-miou, cost))
     best_so_far = np.maximum.accumulate(np.concatenate([[-np.inf], miou[order][:-1]]))
-    keep_sorted = miou[order] > best_so_far + _EPS
+    keep_sorted = miou[order] > best_so_far + slack
     keep = np.zeros(len(cost), bool)
     keep[order[keep_sorted]] = True
     return keep
@@ -248,15 +271,19 @@ def _front_mask(cost: np.ndarray, miou: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------- the engine
 @dataclass
 class _Options:
-    """The distinct choices (configuration, th_img) at one exit for one th_pix, after lossless pruning."""
+    """The distinct choices (configuration, th_img) at one exit for one th_pix, after lossless pruning. Products
+    with a state's running images give an option's counts; their columns are class-major (column ``k * n + o``:
+    class k of option o, true positives then false positives), so one matrix product serves every option and the mIoU
+    works on contiguous per-class planes."""
 
-    configs: np.ndarray  # (n,) config index
+    configs: np.ndarray  # (n,) config index, options of one configuration adjacent, th_img rising
     th_img: np.ndarray  # (n,)
     capture: np.ndarray  # (n, B) float 0/1: images whose rule fires
     head_cost: np.ndarray  # (n,)
     config_pos: np.ndarray  # (n,) position of each option's configuration in the engine's configuration list
-    w_final: np.ndarray  # (B, n * 2K): capture x (head counts - final counts), tp then pred
-    w_head: np.ndarray  # (B, n * 2K): capture x head counts
+    w_final: np.ndarray  # (B, 2K * n): capture x (head counts - final counts)
+    w_head: np.ndarray  # (B, 2K * n): capture x head counts
+    subset_next: np.ndarray  # (n,) option o + 1 has the same configuration: it lets a subset of o's images leave
 
 
 @dataclass
@@ -266,9 +293,13 @@ class _States:
     exits: tuple[int, ...]
     option_ids: np.ndarray  # (M, len(exits))
     remaining: np.ndarray  # (M, B) float 0/1
-    counts: np.ndarray  # (M, 2K): tp then pred summed over images that already left
+    counts: np.ndarray  # (M, 2K): true then false positives summed over images that already left
     paid: np.ndarray  # (M,) cost every still-running image has paid
     done: np.ndarray  # (M,) total cost of the images that already left
+
+    def take(self, keep: np.ndarray) -> "_States":
+        return _States(self.exits, self.option_ids[keep], self.remaining[keep], self.counts[keep], self.paid[keep],
+                       self.done[keep])
 
 
 class _Engine:
@@ -282,10 +313,11 @@ class _Engine:
         self.n_exits = cache.num_exits
         self.b = cache.num_images
         self.k = cache.num_classes
-        counts = np.concatenate([cache.tp, cache.pred], axis=2)  # (B, H, 2K)
-        # float32 holds every integer below 2**24 exactly: when no class's count summed over the split can reach it,
-        # matrix products in float32 are exact (and twice as fast); otherwise float64
-        exact32 = counts.max(axis=1).sum(axis=0).max() < 2**24
+        # per image and head: true positives and false positives per class (IoU = tp / (labelled + fp))
+        counts = np.concatenate([cache.tp, cache.pred - cache.tp], axis=2)  # (B, H, 2K)
+        # float32 holds every integer below 2**24 exactly: when no class's count (or union) summed over the split can
+        # reach it, matrix products and unions in float32 are exact (and twice as fast); otherwise float64
+        exact32 = (counts.max(axis=1).sum(axis=0) + np.tile(cache.label.sum(0), 2)).max() < 2**24
         self.dtype = np.float32 if exact32 else np.float64
         self.counts = counts.astype(self.dtype)
         self.final_counts = self.counts[:, cache.final_head]  # (B, 2K)
@@ -300,44 +332,68 @@ class _Engine:
                         .astype(np.float64))
         self._later = later
         self._scored_classes = self.label > 0
+        self._all_labelled = bool(self._scored_classes.all())
+        self._label32 = self.label.astype(np.float32)
+        # float32 mIoU of exact integer counts: K correctly rounded ratios in [0, 1], a float32 sum and one division
+        # err by at most (K/2 + 2) * 2**-24; four times that keeps every shortlist lossless
+        self.tol = (self.k + 2) * 2.0**-22
 
     def miou_bound(self, states: "_States", last: int) -> np.ndarray:
         """(M,) an upper bound on the mIoU of every instance that completes ``states`` (exits after ``last``)."""
-        best_tp, least_pred = self._later[last]
+        best_tp, least_fp = self._later[last]
         return self._bound(states.counts[:, : self.k] + states.remaining @ best_tp,
-                           states.counts[:, self.k:] + states.remaining @ least_pred)
+                           states.counts[:, self.k:] + states.remaining @ least_fp)
 
-    def _bound(self, tp: np.ndarray, pred: np.ndarray) -> np.ndarray:
-        """mIoU upper bound from optimistic true positives and predictions (..., K)."""
-        union = self.label + pred - tp
-        iou = np.where(union > 0, np.minimum(tp / np.maximum(union, 1e-300), 1.0), 1.0)
+    def _bound(self, tp: np.ndarray, fp: np.ndarray, axis: int = -1) -> np.ndarray:
+        """mIoU upper bound from optimistic true and false positives (classes along ``axis``)."""
+        tp, fp = np.moveaxis(tp, axis, -1), np.moveaxis(fp, axis, -1)
+        lab = self._scored_classes
+        if not lab.any():
+            return np.ones(tp.shape[:-1])
+        # optimistic true positives can exceed the labelled pixels: IoU is capped at 1
         # classes with no labelled pixel score 0 or drop out of the mean: leaving them out bounds from above
-        return iou[..., self._scored_classes].mean(-1) if self._scored_classes.any() else np.ones(tp.shape[:-1])
+        return np.minimum(tp[..., lab] / (fp[..., lab] + self.label[lab].astype(tp.dtype)), 1.0).mean(-1)
 
     def head_or_final_bound(self, states: "_States", exit: int) -> np.ndarray:
         """(M, C) upper bound on the mIoU of ``states`` completed with one option of each configuration at ``exit``:
-        every still-running image gets the better of that head and the final exit, class by class."""
+        every still-running image gets the better of that head and the final exit, class by class. Computed in
+        ``self.dtype``: within ``self.tol`` of the exact bound."""
         if exit not in self._head_or_final:
             rows = [self.cache.head_index(exit, c) for c in self.configs]
-            head = self.counts[:, rows].astype(np.float64)  # (B, C, 2K)
-            final = self.final_counts.astype(np.float64)[:, None, :]
+            head = self.counts[:, rows]  # (B, C, 2K)
+            final = self.final_counts[:, None, :]
             tp = np.maximum(head[..., : self.k], final[..., : self.k])
-            pred = np.minimum(head[..., self.k:], final[..., self.k:])
-            self._head_or_final[exit] = np.concatenate([tp, pred], axis=2).reshape(self.b, -1)
-        opt = (states.remaining.astype(np.float64) @ self._head_or_final[exit]).reshape(len(states.paid), -1, 2 * self.k)
-        counts = states.counts.astype(np.float64)[:, None, :] + opt
-        return self._bound(counts[..., : self.k], counts[..., self.k:])
+            fp = np.minimum(head[..., self.k:], final[..., self.k:])
+            best = np.concatenate([tp, fp], axis=2).transpose(0, 2, 1)  # (B, 2K, C)
+            self._head_or_final[exit] = np.ascontiguousarray(best).reshape(self.b, -1)
+        counts = (states.remaining @ self._head_or_final[exit]).reshape(len(states.paid), 2 * self.k, -1)
+        counts += states.counts[:, :, None]
+        return self._bound(counts[:, : self.k], counts[:, self.k:], axis=1)
 
     def miou(self, counts: np.ndarray) -> np.ndarray:
+        """Exact mIoU (float64) of counts (..., 2K): true then false positives."""
         tp = counts[..., : self.k].astype(np.float64)
         union = np.add(counts[..., self.k:], self.label, dtype=np.float64)
-        union -= tp
         present = union > 0
         if present.all():  # the usual case: every class is labelled or predicted somewhere
             tp /= union
             return tp.mean(-1)
         iou = np.divide(tp, union, out=np.zeros(tp.shape), where=present)
         return iou.sum(-1) / np.maximum(present.sum(-1), 1)
+
+    def approx_miou(self, full: np.ndarray, base: np.ndarray | None = None) -> np.ndarray:
+        """mIoU of the exact counts ``full`` (R, 2K, n) (+ ``base`` (R, 2K) for every column), computed in
+        ``self.dtype``: within ``self.tol`` of :meth:`miou`."""
+        k = self.k
+        tp = full[:, :k] if base is None else full[:, :k] + base[:, :k, None]
+        union = full[:, k:] + (self._label32[None, :] if base is None else base[:, k:] + self._label32)[:, :, None]
+        if self._all_labelled:  # the usual case: every union > 0
+            np.divide(tp, union, out=union)
+            return union.sum(1) / k
+        lab = self._scored_classes
+        # a class never labelled scores 0 where it is predicted and drops out of the mean where it is not
+        present = lab.sum() + (union[:, ~lab] > 0).sum(1)
+        return (tp[:, lab] / union[:, lab]).sum(1) / np.maximum(present, 1)
 
     def options(self, exit: int, th_pix: float | None) -> _Options:
         key = (exit, th_pix)
@@ -365,10 +421,11 @@ class _Engine:
         cap = fires[ci, ti].astype(self.dtype).reshape(len(ci), self.b)
         cfg = configs[ci]
         rows = np.asarray([cache.head_index(exit, c) for c in configs], dtype=int)[ci]
-        head_counts = self.counts[:, rows]  # (B, n, 2K)
-        w_head = (cap.T[:, :, None] * head_counts).reshape(self.b, -1)
-        w_final = (cap.T[:, :, None] * (head_counts - self.final_counts[:, None, :])).reshape(self.b, -1)
-        return _Options(cfg, grid[ti], cap, self.head[exit - 1, cfg], ci, w_final, w_head)
+        head_counts = self.counts[:, rows].transpose(0, 2, 1)  # (B, 2K, n)
+        w_head = np.multiply(head_counts, cap.T[:, None, :], out=np.empty(head_counts.shape, self.dtype))
+        w_final = w_head - self.final_counts[:, :, None] * cap.T[:, None, :]
+        return _Options(cfg, grid[ti], cap, self.head[exit - 1, cfg], ci, w_final.reshape(self.b, -1),
+                        w_head.reshape(self.b, -1), np.append(ci[1:] == ci[:-1], False))
 
     def root(self) -> _States:
         return _States((), np.zeros((1, 0), int), np.ones((1, self.b), self.dtype),
@@ -388,61 +445,82 @@ class _Engine:
             return []
         last = states.exits[-1] if states.exits else 0
         r = states.remaining
-        m = r.shape[0]
-        captured = (r @ opts.capture.T).astype(np.float64)  # (M, n)
-        left = r.sum(1, dtype=np.float64)[:, None]
-        paid = states.paid[:, None] + (self.cum[exit] - self.cum[last]) + opts.head_cost[None, :]
+        captured = r @ opts.capture.T  # (M, n) images leaving here (exact small integers)
+        left = r.sum(1, dtype=np.float64)
+        step = self.cum[exit] - self.cum[last]
         rest = self.cum[self.n_exits] - self.cum[exit]
-        cost = (states.done[:, None] + captured * paid + (left - captured) * (paid + rest)) / self.b
-        useful = captured > 0  # an exit no image leaves at only adds its head: dominated
+        # average cost: every running image pays the stages to here and the head; those not leaving also the rest
+        cost = np.multiply(captured, -rest / self.b, dtype=np.float64)
+        cost += ((states.done + left * (states.paid + step + rest)) / self.b)[:, None]
+        cost += np.multiply.outer(left / self.b, opts.head_cost)
+        # an exit no image leaves at only adds its head (dominated); a higher th_img of the same configuration that
+        # lets the same running images leave is the same instance (the higher one is kept)
+        useful = captured > 0
+        useful[:, :-1] &= ~(opts.subset_next[:-1] & (captured[:, :-1] == captured[:, 1:]))
         score = useful & (cost <= collector.cost_limit() + _EPS)
         floor = collector.miou_floor()
         if floor > -np.inf and score.any():  # (lossless) skip candidates whose accuracy bound is below the floor
             bound = self.head_or_final_bound(states, exit)  # (M, C)
-            score &= bound[:, opts.config_pos] >= floor - _EPS
+            score &= bound[:, opts.config_pos] >= floor - _EPS - self.tol
         if score.any():
-            mi, oi = np.nonzero(score)
-            base = states.counts + r @ self.final_counts  # (M, 2K): everything left goes to the final exit
-            w = opts.w_final.reshape(self.b, n, 2 * self.k)
-            rows, cols = np.flatnonzero(score.any(1)), np.flatnonzero(score.any(0))
-            if len(mi) > len(rows) * len(cols) // 4:  # most of the rows x columns hit: one matrix product
-                col_of = np.full(n, -1)
-                col_of[cols] = np.arange(len(cols))
-                row_of = np.full(m, -1)
-                row_of[rows] = np.arange(len(rows))
-                block = opts.w_final if len(cols) == n else w[:, cols, :].reshape(self.b, -1)
-                full = ((r[rows] if len(rows) < m else r) @ block).reshape(len(rows) * len(cols), 2 * self.k)
-                miou = self.miou(base[mi] + full[row_of[mi] * len(cols) + col_of[oi]])
-            else:
-                miou = self.miou(base[mi] + _gather_product(r, w, oi, rows=mi))
-            ids, exits = states.option_ids, states.exits + (exit,)
-            collector.offer(cost[mi, oi], miou,
-                            lambda i: (th_pix, exits, tuple(int(v) for v in ids[mi[i]]) + (int(oi[i]),)))
+            self._score(states, opts, exit, th_pix, score, cost, collector)
         if not keep_states:
             return []
         # partial instances worth extending: some image left here, some still running; (lossless) bound: their
         # descendants cost at least what the images that left cost plus the running ones' cost so far
-        alive = useful & (captured < left - 0.5)
-        lower = (states.done[:, None] + captured * paid + (left - captured) * paid) / self.b
-        alive &= lower <= collector.cost_limit() + _EPS
+        alive = useful & (captured < left[:, None] - 0.5)
+        alive &= cost - (left[:, None] - captured) * (rest / self.b) <= collector.cost_limit() + _EPS
         if not alive.any():
             return []
         mi, oi = np.nonzero(alive)
-        w = opts.w_head.reshape(self.b, n, 2 * self.k)
         floor = collector.miou_floor()
         batches = []
         for start in range(0, len(mi), _CHUNK):  # bounded memory however many partial instances survive
             a, o = mi[start:start + _CHUNK], oi[start:start + _CHUNK]
+            paid = states.paid[a] + step + opts.head_cost[o]
             nxt = _States(states.exits + (exit,), np.concatenate([states.option_ids[a], o[:, None]], axis=1),
-                          r[a] * (1 - opts.capture[o]), states.counts[a] + _gather_product(r[a], w, o),
-                          paid[a, o], states.done[a] + captured[a, o] * paid[a, o])
+                          r[a] * (1 - opts.capture[o]), states.counts[a] + self._products(r, opts.w_head, a, o),
+                          paid, states.done[a] + captured[a, o] * paid)
             if floor > -np.inf:  # (lossless) no completion of a state can beat its accuracy bound
-                hopeful = self.miou_bound(nxt, exit) >= floor - _EPS
-                nxt = _States(nxt.exits, nxt.option_ids[hopeful], nxt.remaining[hopeful], nxt.counts[hopeful],
-                              nxt.paid[hopeful], nxt.done[hopeful])
+                nxt = nxt.take(self.miou_bound(nxt, exit) >= floor - _EPS)
             if len(nxt.paid):
                 batches.append(nxt)
         return batches
+
+    def _products(self, r: np.ndarray, w: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """(S, 2K): row ``rows[s]`` of ``r`` (M, B) times option ``cols[s]`` of ``w`` (B, 2K * n)."""
+        unique, row_of = np.unique(rows, return_inverse=True)
+        n = w.shape[1] // (2 * self.k)
+        if len(rows) * 16 >= len(unique) * n:  # dense enough: one BLAS product beats one product per pair
+            return (r[unique] @ w).reshape(len(unique), 2 * self.k, n)[row_of, :, cols]
+        return _gather_product(r, w.reshape(self.b, 2 * self.k, n), cols, rows=rows)
+
+    def _score(self, states: _States, opts: _Options, exit: int, th_pix: float | None, score: np.ndarray,
+               cost: np.ndarray, collector: _Collector) -> None:
+        """Offer the candidates ``score`` (M, n) marks (state x option at ``exit``, the rest going to the final
+        exit): every one gets an mIoU within ``self.tol`` of the exact one (float32); only the collector's
+        shortlist gets the exact float64 mIoU it decides on."""
+        r, n = states.remaining, len(opts.configs)
+        rows = np.flatnonzero(score.any(1))
+        hits = score[rows]  # (R, n)
+        scored = int(np.count_nonzero(hits))
+        sub = r[rows] if len(rows) < len(r) else r
+        base = states.counts[rows] + sub @ self.final_counts  # (R, 2K): everything left goes to the final exit
+        if scored * 16 >= hits.size:  # BLAS beats a product per candidate by far unless the hits are very sparse
+            full = (sub @ opts.w_final).reshape(len(rows), 2 * self.k, n)
+            keep = collector.shortlist(cost[rows], self.approx_miou(full, base), hits, self.tol)
+            ri, oi = np.nonzero(keep)
+            counts = full[ri, :, oi] + base[ri]
+        else:
+            ri, oi = np.nonzero(hits)
+            counts = base[ri] + _gather_product(sub, opts.w_final.reshape(self.b, 2 * self.k, n), oi, rows=ri)
+            keep = collector.shortlist(cost[rows[ri], oi], self.approx_miou(counts[:, :, None])[:, 0],
+                                       np.ones(len(ri), bool), self.tol)
+            ri, oi, counts = ri[keep], oi[keep], counts[keep]
+        mi = rows[ri]
+        ids, exits = states.option_ids, states.exits + (exit,)
+        collector.offer(cost[mi, oi], self.miou(counts),
+                        lambda i: (th_pix, exits, tuple(int(v) for v in ids[mi[i]]) + (int(oi[i]),)), scored=scored)
 
     def instance(self, key: Any) -> Instance:
         th_pix, exits, option_ids = key
