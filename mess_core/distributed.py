@@ -126,7 +126,8 @@ def shard_indices(length: int, rank: int, world_size: int) -> list[int]:
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics span every process's batch (CPU/gloo; see the module docstring).
 
-    The forward pass all-reduces per-channel sums of x and x^2 and the pixel count; ``torch.distributed.nn``'s
+    The forward pass all-reduces per-channel sums of x and the pixel count, then of squared deviations from the global
+    mean; ``torch.distributed.nn``'s
     all-reduce carries gradients back through the sums, so the backward pass matches single-process BatchNorm on the
     concatenated batch. Running statistics are updated with the unbiased global variance, as BatchNorm does.
     """
@@ -136,14 +137,16 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         from torch.distributed.nn.functional import all_reduce
 
+        # Two passes (global mean, then squared deviations from it) rather than E[x^2] - E[x]^2: the one-pass form
+        # cancels catastrophically when a channel's mean is large against its spread, and DDP then drifts away
+        # from single-process training far beyond reduction-order rounding.
         dims = (0, 2, 3)
         count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
-        moments = torch.cat([x.sum(dims), (x * x).sum(dims), count])
-        moments = all_reduce(moments, op=dist.ReduceOp.SUM)
-        c = x.shape[1]
-        n = moments[-1]
-        mean = moments[:c] / n
-        var = (moments[c : 2 * c] / n - mean * mean).clamp(min=0)
+        sums = all_reduce(torch.cat([x.sum(dims), count]), op=dist.ReduceOp.SUM)
+        n = sums[-1]
+        mean = sums[:-1] / n
+        centred = x - mean[None, :, None, None]
+        var = all_reduce((centred * centred).sum(dims), op=dist.ReduceOp.SUM) / n
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
@@ -151,7 +154,7 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
                 self.running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
                 unbiased = var.detach() * (n / (n - 1).clamp(min=1))
                 self.running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)
-        y = (x - mean[None, :, None, None]) * torch.rsqrt(var + self.eps)[None, :, None, None]
+        y = centred * torch.rsqrt(var + self.eps)[None, :, None, None]
         if self.affine:
             y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
         return y

@@ -51,9 +51,11 @@ def run_stage(stage: str, out: Path, env, batch_size: int) -> dict:
             m.p = 0.0
     if env.distributed:
         assert sync_batchnorm(task.module, env.device) > 0
+    initial = {k: v.clone() for k, v in net.state_dict().items()}
     outcome = fit(task, config=cfg, env=env, train_set=train_set, val_set=val_set, run_dir=out,
                   ignore_index=info.ignore_index, log=lambda m: None)
-    return {"state": {k: v.clone() for k, v in net.state_dict().items()}, "history": outcome["history"]}
+    return {"initial": initial, "state": {k: v.clone() for k, v in net.state_dict().items()},
+            "history": outcome["history"]}
 
 
 def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
@@ -71,10 +73,17 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
 
 
 def assert_same_training(single: dict, ddp: dict) -> None:
+    """Gradients all-reduced across ranks are summed in another order than one process sums them, so the two runs
+    drift apart by float rounding, amplified by every step. The drift is measured against how far training moved
+    each tensor: averaging gradients wrongly (a sum, one rank's share, unsynchronised batch norm) moves it by a
+    sizeable fraction of that, rounding by far less than 1%."""
     for key, value in single["state"].items():
         other = ddp["state"][key]
+        assert torch.equal(single["initial"][key], ddp["initial"][key]), key
         if value.is_floating_point():
-            assert torch.allclose(value, other, rtol=1e-4, atol=1e-5), (key, (value - other).abs().max())
+            moved = (value - single["initial"][key]).norm()
+            drift = (value - other).norm()
+            assert drift <= 1e-2 * moved + 1e-6, (key, float(drift), float(moved))
         else:
             assert torch.equal(value, other), key
     rows = [(a, b) for a, b in zip(single["history"], ddp["history"])]
