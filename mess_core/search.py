@@ -203,10 +203,10 @@ class _Collector:
                 keep &= cost <= cost[surely].min() + _EPS
             return keep
         if kind == "max-acc":
-            if not valid.any():
-                return valid
-            # (cost <= budget holds already); anything surely below the most accurate candidate cannot win
-            return valid & (approx >= approx[valid].max() - 2 * tol - _EPS)
+            keep = valid & (cost <= self.budget + _EPS)
+            if keep.any():  # anything surely less accurate than the most accurate candidate cannot win
+                keep &= approx >= approx[keep].max() - 2 * tol - _EPS
+            return keep
         # Pareto: drop what a candidate no dearer is surely more accurate than (even after rounding)
         keep = np.zeros_like(valid)
         keep[valid] = _front_mask(cost[valid], approx[valid], slack=-2 * tol - _EPS)
@@ -323,6 +323,7 @@ class _Engine:
         self.final_counts = self.counts[:, cache.final_head]  # (B, 2K)
         self.label = cache.label.sum(0).astype(np.float64)
         self._options: dict[tuple[int, float | None], _Options] = {}
+        self._buffers: dict[str, np.ndarray] = {}
         self._head_or_final: dict[int, np.ndarray] = {}
         # optimistic per-image counts of any head after each exit (lossless accuracy bound for partial instances)
         later = {}
@@ -333,7 +334,7 @@ class _Engine:
         self._later = later
         self._scored_classes = self.label > 0
         self._all_labelled = bool(self._scored_classes.all())
-        self._label32 = self.label.astype(np.float32)
+        self._label_counts = self.label.astype(self.dtype)
         # float32 mIoU of exact integer counts: K correctly rounded ratios in [0, 1], a float32 sum and one division
         # err by at most (K/2 + 2) * 2**-24; four times that keeps every shortlist lossless
         self.tol = (self.k + 2) * 2.0**-22
@@ -381,19 +382,26 @@ class _Engine:
         iou = np.divide(tp, union, out=np.zeros(tp.shape), where=present)
         return iou.sum(-1) / np.maximum(present.sum(-1), 1)
 
-    def approx_miou(self, full: np.ndarray, base: np.ndarray | None = None) -> np.ndarray:
-        """mIoU of the exact counts ``full`` (R, 2K, n) (+ ``base`` (R, 2K) for every column), computed in
-        ``self.dtype``: within ``self.tol`` of :meth:`miou`."""
+    def approx_miou(self, full: np.ndarray, base: np.ndarray) -> np.ndarray:
+        """(R, n) mIoU of the exact counts ``full`` (R, 2K, n) + ``base`` (R, 2K), computed in ``self.dtype``: within
+        ``self.tol`` of :meth:`miou`. Works in place: ``full`` is left holding true positives and unions."""
         k = self.k
-        tp = full[:, :k] if base is None else full[:, :k] + base[:, :k, None]
-        union = full[:, k:] + (self._label32[None, :] if base is None else base[:, k:] + self._label32)[:, :, None]
+        full[:, :k] += base[:, :k, None]
+        full[:, k:] += (base[:, k:] + self._label_counts)[:, :, None]  # union = labelled + false positives
+        tp, union = full[:, :k], full[:, k:]
         if self._all_labelled:  # the usual case: every union > 0
-            np.divide(tp, union, out=union)
-            return union.sum(1) / k
+            return np.divide(tp, union, out=self._buffer("ratio", tp.shape)).sum(1) / k
         lab = self._scored_classes
         # a class never labelled scores 0 where it is predicted and drops out of the mean where it is not
         present = lab.sum() + (union[:, ~lab] > 0).sum(1)
         return (tp[:, lab] / union[:, lab]).sum(1) / np.maximum(present, 1)
+
+    def _buffer(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """Scratch memory reused by every block of one search: fresh multi-megabyte arrays cost page faults."""
+        size = int(np.prod(shape))
+        if name not in self._buffers or self._buffers[name].size < size:
+            self._buffers[name] = np.empty(size, self.dtype)
+        return self._buffers[name][:size].reshape(shape)
 
     def options(self, exit: int, th_pix: float | None) -> _Options:
         key = (exit, th_pix)
@@ -507,16 +515,18 @@ class _Engine:
         sub = r[rows] if len(rows) < len(r) else r
         base = states.counts[rows] + sub @ self.final_counts  # (R, 2K): everything left goes to the final exit
         if scored * 16 >= hits.size:  # BLAS beats a product per candidate by far unless the hits are very sparse
-            full = (sub @ opts.w_final).reshape(len(rows), 2 * self.k, n)
+            full = np.matmul(sub, opts.w_final, out=self._buffer("full", (len(rows), opts.w_final.shape[1])))
+            full = full.reshape(len(rows), 2 * self.k, n)
             keep = collector.shortlist(cost[rows], self.approx_miou(full, base), hits, self.tol)
             ri, oi = np.nonzero(keep)
-            counts = full[ri, :, oi] + base[ri]
+            counts = full[ri, :, oi]
         else:
             ri, oi = np.nonzero(hits)
-            counts = base[ri] + _gather_product(sub, opts.w_final.reshape(self.b, 2 * self.k, n), oi, rows=ri)
-            keep = collector.shortlist(cost[rows[ri], oi], self.approx_miou(counts[:, :, None])[:, 0],
+            counts = _gather_product(sub, opts.w_final.reshape(self.b, 2 * self.k, n), oi, rows=ri)
+            keep = collector.shortlist(cost[rows[ri], oi], self.approx_miou(counts[:, :, None], base[ri])[:, 0],
                                        np.ones(len(ri), bool), self.tol)
             ri, oi, counts = ri[keep], oi[keep], counts[keep]
+        counts[:, self.k:] -= self._label_counts  # unions back to false positives (exact integers)
         mi = rows[ri]
         ids, exits = states.option_ids, states.exits + (exit,)
         collector.offer(cost[mi, oi], self.miou(counts),
