@@ -12,7 +12,8 @@ from mess_core.cache import EvaluationCache
 from mess_core.instance import Instance, InstanceError, KeptExit, evaluate, exit_histogram
 from mess_core.policy import ConfidencePolicy
 from mess_core.report import all_fronts, format_table, results_table
-from mess_core.search import Objective, SearchError, SearchSpace, oracle, pareto_front, search, uniform_exit
+from mess_core.search import (Objective, SearchError, SearchSpace, _Collector, oracle, pareto_front, search,
+                               uniform_exit)
 
 OBJECTIVES = [
     Objective("min-cost", max_drop=0.0), Objective("min-cost", max_drop=1.0), Objective("min-cost", max_drop=5.0),
@@ -74,6 +75,75 @@ CASES = [  # (seed, N exits, configs, max_exits, policy)
 def test_input_dependent_search_equals_brute_force(seed, exits, configs, max_exits, policy):
     cache = EvaluationCache.random(images=14, exits=exits, configs=configs, classes=3, seed=seed)
     space = SearchSpace(th_pix=(0.5, 0.7), th_img=(0.2, 0.45, 0.7, 0.9), max_exits=max_exits, policy=policy)
+    assert_search_equals_brute_force(cache, space)
+
+
+def test_search_equals_brute_force_with_a_class_nobody_labelled():
+    """A class with no labelled pixel scores 0 where some output predicts it and leaves the mean where none does:
+    the search's fast scoring must follow the same rule."""
+    cache = EvaluationCache.random(images=14, exits=4, configs=2, classes=4, seed=12)
+    rng = np.random.default_rng(12)
+    cache.label[:, 3] = 0
+    cache.tp[:, :, 3] = 0
+    cache.pred[:, :, 3] = 0
+    cache.pred[:, :, 3][rng.random(cache.pred.shape[:2]) < 0.08] = 5  # a few heads predict it on a few images
+    assert_search_equals_brute_force(cache, SearchSpace(th_pix=(0.5, 0.7), th_img=(0.2, 0.45, 0.7, 0.9)))
+
+
+def test_search_equals_brute_force_when_an_early_head_is_as_good_as_the_final():
+    """Where an early head predicts exactly what the final exit does, the accuracy bound is tight: a search at
+    0 pp drop must still find that head (a bound that errs low by any margin would skip it)."""
+    cache = EvaluationCache.random(images=14, exits=4, configs=2, classes=3, seed=14)
+    perfect = cache.head_index(2, 1)
+    cache.tp[:, perfect] = cache.tp[:, cache.final_head]
+    cache.pred[:, perfect] = cache.pred[:, cache.final_head]
+    space = SearchSpace(th_pix=(0.5, 0.7), th_img=(0.0, 0.45, 0.9))
+    assert_search_equals_brute_force(cache, space)
+    # the cheapest way to lose nothing: every image leaves at that head (th_img 0)
+    best = search(cache, Objective("min-cost", max_drop=0.0), space=space)
+    assert best.instance.exits == (KeptExit(2, cache.configs[1], 0.0),)
+    assert best.cost == pytest.approx(cache.stage_gflops[:2].sum() + cache.head_gflops[1, 1], abs=1e-12)
+
+
+def test_search_equals_brute_force_when_counts_exceed_float32():
+    """Split-wide counts beyond 2**24 pixels are not exact in float32: the search must switch to float64."""
+    cache = EvaluationCache.random(images=14, exits=4, configs=2, classes=3, pixels=2**23, seed=13)
+    assert cache.label.sum(0).max() > 2**24
+    assert_search_equals_brute_force(cache, SearchSpace(th_pix=(0.5, 0.7), th_img=(0.2, 0.45, 0.7, 0.9)))
+
+
+@pytest.mark.parametrize("objective", [Objective("min-cost", max_drop=1.0), Objective("max-acc", budget=1.0),
+                                       Objective("pareto")], ids=lambda o: o.kind)
+def test_the_approximate_shortlist_decides_exactly_as_scoring_everything(objective):
+    """The search scores every candidate with an mIoU within ``tol`` of the exact one and computes the exact mIoU
+    only for the collector's shortlist. Offering only the shortlist must decide exactly as offering every candidate,
+    near-ties (closer than ``tol``) and equal costs included."""
+    rng = np.random.default_rng(0)
+    tol = 1e-6
+    for _ in range(400):
+        n = 40
+        cost = rng.choice(np.linspace(0.6, 1.2, 5), n) + rng.choice([0.0, 1e-13, 1e-9], n)
+        miou = 0.5 + rng.choice([-1, 0, 1], n) * rng.choice([0.0, 1e-12, 1e-7, 1e-6, 3e-6, 1e-3], n)
+        approx = miou + rng.uniform(-tol, tol, n)
+        valid = rng.random(n) < 0.8
+        everything, shortlisted = (_Collector(objective, target_miou=0.5, budget_cost=1.0) for _ in range(2))
+        every = np.flatnonzero(valid)
+        everything.offer(cost[every], miou[every], key=lambda i: int(every[i]))
+        short = np.flatnonzero(shortlisted.shortlist(cost, approx, valid, tol))
+        assert set(short) <= set(every)
+        shortlisted.offer(cost[short], miou[short], key=lambda i: int(short[i]))
+        if objective.kind == "pareto":
+            want, got = everything.front(), shortlisted.front()
+            assert np.array_equal(want[0], got[0]) and np.array_equal(want[1], got[1])
+        elif everything.best is None:
+            assert shortlisted.best is None
+        else:
+            assert shortlisted.best[:2] == pytest.approx(everything.best[:2], abs=1e-12)
+
+
+def assert_search_equals_brute_force(cache, space):
+    """The search gives the best (and the Pareto front of) every instance of the space, enumerated with no pruning."""
+    policy = space.policy
     instances = every_instance(cache, space, "input-dependent")
     assert space.size(cache, "input-dependent") == len(instances) if policy != "naive" else True
     for objective in OBJECTIVES:
@@ -86,9 +156,25 @@ def test_input_dependent_search_equals_brute_force(seed, exits, configs, max_exi
         # the returned instance really has the figures reported
         check = evaluate(cache, result.instance)
         assert (check.cost, check.miou) == pytest.approx((result.cost, result.miou), abs=1e-12)
+        assert_thresholds_are_the_highest_with_their_outcome(cache, result.instance, space.th_img)
     front = search(cache, Objective("pareto"), mode="input-dependent", space=space).front
     got = [(round(c, 12), round(m, 12)) for c, m in zip(front["cost"], front["miou"])]
     assert got == brute_force_front(cache, instances)
+    for instance in front["instance"]:
+        assert_thresholds_are_the_highest_with_their_outcome(cache, instance, space.th_img)
+
+
+def assert_thresholds_are_the_highest_with_their_outcome(cache, instance, grid):
+    """Of the th_img values that send every image to the same output, the search reports the highest (the most
+    cautious on other data): raising any of them to the next grid value changes where some image leaves."""
+    taken = evaluate(cache, instance).exit_taken
+    for m, kept in enumerate(instance.exits):
+        higher = [t for t in sorted(grid) if t > kept.th_img]
+        if higher:
+            exits = list(instance.exits)
+            exits[m] = KeptExit(kept.exit, kept.config, higher[0])
+            raised = Instance(instance.mode, tuple(exits), instance.policy)
+            assert not np.array_equal(evaluate(cache, raised).exit_taken, taken), (instance.describe(), m)
 
 
 @pytest.mark.parametrize("mode", ["budgeted", "anytime"])
