@@ -172,10 +172,15 @@ class _ConcreteTracer(fx.Tracer):
             finally:
                 self._concrete = False
         if node.op == "get_attr":
-            obj: Any = self.root
-            for part in node.target.split("."):
-                obj = getattr(obj, part)
-            return obj
+            # fx's patched Module.__getattr__ would turn this lookup into another get_attr node, endlessly
+            self._concrete = True
+            try:
+                obj: Any = self.root
+                for part in node.target.split("."):
+                    obj = getattr(obj, part)
+                return obj
+            finally:
+                self._concrete = False
         return None  # the output node
 
     def to_bool(self, obj: fx.Proxy) -> bool:
