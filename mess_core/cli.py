@@ -215,7 +215,8 @@ def _search(args: argparse.Namespace) -> int:
         print(f"\nno instance meets '{objective.describe()}'; nothing written", file=sys.stderr)
         return 1
     extra = {"objective": objective.describe(), "cost_unit": unit,
-             "source": {k: meta.get(k) for k in ("model", "dataset", "split", "input_size")} | {"cache": args.cache},
+             "source": {k: meta.get(k) for k in ("model", "dataset", "split", "input_size")}
+             | {"num_classes": cache.num_classes, "num_exits": cache.num_exits, "cache": args.cache},
              "tuned": outcome_figures(cache, result.instance)}
     if eval_cache is not None:
         extra["reported"] = {"split": eval_cache.meta.get("split"), **outcome_figures(eval_cache, result.instance)}

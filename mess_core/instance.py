@@ -73,6 +73,8 @@ class Instance:
     mode: str
     exits: tuple[KeptExit, ...] = ()
     policy: ConfidencePolicy = field(default_factory=ConfidencePolicy)
+    # what it was searched on (model, dataset, split, input size, class and exit counts): deployment checks it
+    source: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -123,6 +125,7 @@ class Instance:
                       for e in self.exits],
             "policy": {"th_pix": self.policy.th_pix, "naive": self.policy.naive,
                        "edges": None if edges is None else {"size": edges.size, "window": edges.window}},
+            **({"source": self.source} if self.source is not None else {}),
             **extra,
         }
 
@@ -150,9 +153,13 @@ class Instance:
                 if th is not None and not isinstance(th, (int, float)):
                     raise InstanceError(f"{where}: exits[{n}].th_img must be a number, not {th!r}")
                 kept.append(KeptExit(e["exit"], str(e["config"]), None if th is None else float(th)))
+            source = data.get("source")
+            if source is not None and not isinstance(source, dict):
+                raise InstanceError(f"{where}: 'source' must be an object")
             return cls(
                 mode=data.get("mode"),
                 exits=tuple(kept),
+                source=source,
                 policy=ConfidencePolicy(
                     th_pix=float(policy.get("th_pix", 0.8)),
                     edges=None if edges is None else EdgeMasking(size=int(edges["size"]), window=int(edges["window"])),
