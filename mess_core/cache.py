@@ -38,7 +38,7 @@ import torch
 from .errors import MessError
 from .exits import ExitSpec
 from .io import atomic_open
-from .policy import EdgeMasking, edge_masked_confidence, pixel_confidence, pixels_at_least
+from .policy import EdgeMasking, edge_masked_confidence, pixel_confidence, pixels_at_least, predicted_labels
 from .profiling import evaluating, time_call
 
 __all__ = ["EvaluationCache", "CacheError", "build_cache", "TH_PIX_GRID", "CACHE_FORMAT", "POLICIES"]
@@ -361,7 +361,7 @@ def build_cache(
 
     def record(h: int, rows: slice, logits: torch.Tensor, labels: torch.Tensor) -> None:
         conf = pixel_confidence(logits)
-        classes = logits.argmax(1)
+        classes = predicted_labels(logits)
         masked = edge_masked_confidence(conf, classes, size=edges.size, window=edges.window)
         above[rows, h] = pixels_at_least(masked, thresholds).cpu().numpy()
         above_plain[rows, h] = pixels_at_least(conf, thresholds).cpu().numpy()

@@ -10,11 +10,13 @@ from mess_core.policy import (
     EdgeMasking,
     confidence_curve,
     edge_masked_confidence,
+    edge_masked_fraction,
     image_confidence,
     label_edges,
     naive_confidence,
     oracle_exit,
     pixel_confidence,
+    predicted_labels,
     widen,
 )
 
@@ -127,3 +129,22 @@ def test_oracle_takes_the_earliest_exit_as_good_as_the_final_one():
 def test_bad_edge_parameters_are_refused(kwargs):
     with pytest.raises(ValueError):
         EdgeMasking(**kwargs)
+
+
+@pytest.mark.parametrize("backend", ["opencv", "tensor"])
+@pytest.mark.parametrize("size, window", [(1, 3), (3, 7), (5, 9)])
+def test_the_median_free_fraction_equals_thresholding_the_edge_median(backend, size, window):
+    """The deployed policy never computes a median; it must decide exactly as the median it stands for."""
+    torch.manual_seed(size + window)
+    low = torch.randn(3, 6, 12, 16) * 3
+    logits = torch.nn.functional.interpolate(low, size=(48, 64), mode="bilinear", align_corners=False)
+    conf, labels = pixel_confidence(logits), predicted_labels(logits)
+    assert torch.equal(labels, logits.argmax(1))
+    masked = edge_masked_confidence(conf, labels, size=size, window=window)
+    # thresholds at the confidences themselves: the ties between ">=" and ">" are where a wrong count would show
+    for th in [0.3, 0.5, 0.8, *conf.flatten()[::997].tolist(), *masked.flatten()[::1009].tolist()]:
+        want = image_confidence(masked, th)
+        got = edge_masked_fraction(conf, labels, th, size=size, window=window, backend=backend)
+        assert torch.equal(got, want), th
+    assert torch.equal(ConfidencePolicy(th_pix=0.5, edges=EdgeMasking(size, window)).image_confidence(logits),
+                       image_confidence(masked, 0.5))
