@@ -76,6 +76,15 @@ def load_multi_exit(
 
     For a model that is not registered, pass the same (untrained) ``model`` and ``convert`` arguments it was
     converted with."""
+    net, meta, _ = load_multi_exit_and_model(path, model, **convert_kwargs)
+    return net, meta
+
+
+def load_multi_exit_and_model(
+    path: str | os.PathLike, model: nn.Module | None = None, **convert_kwargs: Any
+) -> tuple[MultiExitNet, dict[str, Any], nn.Module]:
+    """:func:`load_multi_exit`, plus the original model it was converted from (sharing its trained weights): what a
+    benchmark compares the deployed network against."""
     path = Path(path)
     payload = checkpoint.load(path)
     if payload.get("format") != MULTI_EXIT_FORMAT:
@@ -98,4 +107,4 @@ def load_multi_exit(
         net.heads.load_state_dict(payload["heads"])
     except RuntimeError as exc:
         raise TrainingError(f"{path}: exit head weights do not fit: {str(exc).splitlines()[0]}") from None
-    return net.eval(), meta
+    return net.eval(), meta, model.eval()

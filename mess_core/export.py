@@ -44,7 +44,7 @@ from .io import atomic_write_text
 from .network import MultiExitNet
 from .runtime import BudgetedNet, deploy, probe_live
 
-__all__ = ["export_onnx", "OnnxRunner", "ExportError", "ONNX_FORMAT"]
+__all__ = ["export_onnx", "OnnxRunner", "ExportError", "ONNX_FORMAT", "session_options"]
 
 ONNX_FORMAT = "mess-onnx/1"
 
@@ -162,6 +162,18 @@ def export_onnx(net: MultiExitNet, instance: Instance, out_dir: str | os.PathLik
     return out_dir
 
 
+def session_options(threads: int | None = None) -> Any:
+    """onnxruntime options for many sessions in one process: without spinning, the idle thread pools of the sessions
+    not running would busy-wait against the one that is."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    return options
+
+
 class OnnxRunner:
     """Runs an exported instance with onnxruntime, applying the instance's exit policy between the files exactly as
     :func:`~mess_core.runtime.deploy`'s module does. Call it like that module: budgeted -> logits, anytime -> list of
@@ -193,9 +205,7 @@ class OnnxRunner:
         self.instance = Instance.from_dict(manifest["instance"], where=f"{path}: instance")
         self.input_size = tuple(manifest["input_size"])
         self.num_exits = int(manifest["num_exits"])
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
+        options = session_options(threads)
         providers = list(providers or ["CPUExecutionProvider"])
 
         def session(name: str) -> Any:

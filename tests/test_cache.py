@@ -183,3 +183,21 @@ def test_cache_and_search_commands_end_to_end(setup, tmp_path, capsys):
     saved = json.loads((tmp_path / "inst.json").read_text())
     assert saved["reported"]["split"] == "val" and "miou" in saved["tuned"]
     assert saved["tuned"]["miou"] == pytest.approx(evaluate(EvaluationCache.load(tmp_path / "train.npz"), inst).miou)
+    assert saved["source"]["num_classes"] == net.num_classes and saved["source"]["num_exits"] == net.num_exits
+
+    # bench: the instance timed beside the original model, and its latency table written into the cache
+    capsys.readouterr()
+    assert main(["bench", "--multi-exit", str(weights), "--instance", str(tmp_path / "inst.json"), "--data-option",
+                 "size=[48,64]", "--data-option", "length=8", "--images", "4", "--batch", "1", "2", "--repeats", "1",
+                 "--engines", "eager", "--skip", "cuda", "--out", str(tmp_path / "bench.json"),
+                 "--into-cache", str(tmp_path / "train.npz")]) == 0
+    text = capsys.readouterr().out
+    assert "converted network, no exit kept, vs original" in text
+    rows = json.loads((tmp_path / "bench.json").read_text())
+    assert {(r["batch"], r["variant"]) for r in rows} >= {(b, v) for b in (1, 2) for v in ("original", "converted", "inst")}
+    assert all(r["ms_per_image"] > 0 and r["runs"] == 4 // r["batch"] for r in rows)
+    timed = EvaluationCache.load(tmp_path / "train.npz")
+    assert timed.has_latency and timed.stage_ms.shape == (net.num_exits,) and (timed.head_ms > 0).all()
+    assert main(["search", "--cache", str(tmp_path / "train.npz"), "--objective", "min-cost", "--max-drop", "1",
+                 "--cost", "latency", "--th-pix", "0.5,0.7,0.9", "--th-img", "0.2,0.5,0.8",
+                 "--out", str(tmp_path / "inst_ms.json")]) == 0
