@@ -40,7 +40,7 @@ from torch import nn
 
 from .errors import MessError
 from .instance import Instance
-from .io import atomic_write_text
+from .io import atomic_write_text, read_json
 from .network import MultiExitNet
 from .runtime import BudgetedNet, deploy, probe_live
 
@@ -186,12 +186,7 @@ class OnnxRunner:
 
         self.directory = Path(directory)
         path = self.directory / "manifest.json"
-        try:
-            manifest = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ExportError(f"{path}: no manifest; export the instance with export_onnx first") from None
-        except json.JSONDecodeError as exc:
-            raise ExportError(f"{path}: not valid JSON ({exc})") from None
+        manifest = read_json(path, ExportError, "no manifest; export the instance with export_onnx first")
         if manifest.get("format") != ONNX_FORMAT:
             raise ExportError(f"{path}: format {manifest.get('format')!r}, expected {ONNX_FORMAT!r}")
         if verify:

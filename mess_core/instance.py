@@ -40,7 +40,7 @@ import pandas as pd
 from .cache import EvaluationCache
 from .errors import MessError
 from .exits import ExitSpec
-from .io import atomic_write_text
+from .io import atomic_write_text, read_json
 from .policy import ConfidencePolicy, EdgeMasking
 
 __all__ = [
@@ -179,13 +179,7 @@ class Instance:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Instance":
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise InstanceError(f"{path}: no such instance file") from None
-        except json.JSONDecodeError as exc:
-            raise InstanceError(f"{path}: not valid JSON ({exc})") from None
+        data = read_json(path, InstanceError, "no such instance file")
         return cls.from_dict(data, where=str(path))
 
     def check_against(self, cache: EvaluationCache) -> None:
