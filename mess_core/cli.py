@@ -413,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", help="write every measurement as JSON")
     b.add_argument("--into-cache", help="write the per-stage and per-head latency into this evaluation cache")
     b.set_defaults(run=_bench)
+    from .study import add_parser as add_study_parser
+
+    add_study_parser(sub)
     return parser
 
 

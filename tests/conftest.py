@@ -14,3 +14,32 @@ def _seed():
 
 def pytest_configure(config):
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+TINY_STUDY = """\
+name: tiny
+description: a study small enough to build inside the test suite
+model: mobilenetv2_fcn
+data_options: {size: [48, 64], length: 10}
+crop: [48, 64]
+exit_space: crm25p-b0-fcn,nocrm-b0-fcn
+batch_size: 5
+stages:
+  backbone: {epochs: 1}
+  pretrain: {epochs: 1}
+  exits: {epochs: 1}
+latency: false
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory):
+    """A real study built by the engine's command on a few generated scenes: (config, work folder, study folder, log)."""
+    from mess_core.study import build
+
+    root = tmp_path_factory.mktemp("study")
+    config = root / "tiny.yaml"
+    config.write_text(TINY_STUDY)
+    lines: list[str] = []
+    out = build(config, work=root / "work", out=root / "precomputed" / "tiny", log=lines.append)
+    return config, root / "work", out, lines

@@ -1,0 +1,462 @@
+"""Studies: a trained multi-exit network with everything the app and a reader need to judge it, built by one
+reproducible command from a YAML file and opened again without re-running anything.
+
+A study folder (``precomputed/<name>/``) holds
+
+* ``multi_exit.pt``: the backbone and every exit head, in float16 (loading widens them back to float32);
+* ``<split>.npz``: the evaluation cache of the split thresholds were tuned on (``val``);
+* ``results.json``: the seed-shaped results table of every mode, each row with its instance;
+* ``fronts.json``: the accuracy-vs-GFLOPs fronts of every mode and peer;
+* ``profile.json``: the per-node workload profile and where the exits sit;
+* ``study.yaml``: the configuration it was built from; ``manifest.json``: format, command, package versions, machine,
+  wall time of each step and the SHA-256 of every file.
+
+:func:`build` runs the steps in a work folder (backbone, stage 1, stage 2, cache, search) and skips what is already
+done, so an interrupted build continues where it stopped; the study folder itself is written to a temporary folder
+and renamed, so it is either complete or absent.
+
+Example:
+    >>> from mess_core.study import StudyConfig
+    >>> cfg = StudyConfig.from_dict({"name": "demo", "model": "mobilenetv2_fcn", "crop": [96, 128]})
+    >>> cfg.name, cfg.stage_fields("exits")["exit_loss"]
+    ('demo', 'pfd')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from .cache import EvaluationCache
+from .errors import MessError
+from .instance import MODES, Instance
+from .io import atomic_write_text, read_json
+
+__all__ = ["StudyError", "StudyConfig", "Study", "build", "list_studies", "open_study", "STUDY_FORMAT"]
+
+STUDY_FORMAT = "mess-study/1"
+MANIFEST = "manifest.json"
+WEIGHTS = "multi_exit.pt"
+RESULTS = "results.json"
+FRONTS = "fronts.json"
+PROFILE = "profile.json"
+CONFIG = "study.yaml"
+STAGES = ("backbone", "pretrain", "exits")
+_STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "backbone": {"epochs": 10, "optimizer": "adamw", "lr": 0.002},
+    "pretrain": {"epochs": 4, "optimizer": "adamw", "lr": 0.0005},
+    "exits": {"epochs": 3, "optimizer": "adamw", "lr": 0.002, "exit_loss": "pfd"},
+}
+
+
+class StudyError(MessError):
+    """A study configuration or folder that cannot be used; the message names the file and what to do."""
+
+
+# ----------------------------------------------------------------------------------------------------- config
+@dataclass
+class StudyConfig:
+    """What a study is built from (the YAML file, flat, plus per-stage overrides under ``stages``)."""
+
+    name: str
+    description: str = ""
+    model: str = "mobilenetv2_fcn"
+    dataset: str = "synthetic"
+    data_root: str | None = None
+    data_options: dict[str, Any] = field(default_factory=dict)
+    num_exits: int = 6
+    crop: tuple[int, int] = (180, 240)
+    eval_size: tuple[int, int] | None = None
+    exit_space: str = "default"
+    batch_size: int = 16
+    seed: int = 0
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cache_split: str = "val"
+    cache_limit: int | None = None
+    latency: bool = True
+    max_exits: int = 2
+
+    @classmethod
+    def from_dict(cls, data: Any, *, where: str = "study config") -> "StudyConfig":
+        if not isinstance(data, dict):
+            raise StudyError(f"{where}: expected a mapping of settings, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise StudyError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        if not data.get("name") or not str(data["name"]).replace("-", "").replace("_", "").isalnum():
+            raise StudyError(f"{where}: 'name' must be letters, digits, '-' or '_' (it names the study folder)")
+        for stage, overrides in (data.get("stages") or {}).items():
+            if stage not in STAGES or not isinstance(overrides, dict):
+                raise StudyError(f"{where}: stages.{stage}: expected one of {', '.join(STAGES)} with a mapping")
+        values = dict(data)
+        for key in ("crop", "eval_size"):
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
+        cfg = cls(**values)
+        from .training import TrainConfig
+
+        for stage in STAGES:  # every stage's settings must make a valid training configuration now, not hours later
+            try:
+                TrainConfig(**cfg.stage_fields(stage), stage=stage, out=".")
+            except (TypeError, MessError) as exc:
+                raise StudyError(f"{where}: stages.{stage}: {exc}") from None
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> "StudyConfig":
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise StudyError(f"{path}: no such study configuration file") from None
+        except yaml.YAMLError as exc:
+            raise StudyError(f"{path}: not valid YAML ({exc})") from None
+        return cls.from_dict(data, where=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for key in ("crop", "eval_size"):
+            if out[key] is not None:
+                out[key] = list(out[key])
+        return out
+
+    def stage_fields(self, stage: str) -> dict[str, Any]:
+        """The :class:`~mess_core.training.TrainConfig` fields of one stage (without ``stage``/``out``/``init``)."""
+        common = {"model": self.model, "dataset": self.dataset, "data_root": self.data_root,
+                  "data_options": dict(self.data_options), "num_exits": self.num_exits, "crop": tuple(self.crop),
+                  "eval_size": self.eval_size, "exit_space": self.exit_space, "batch_size": self.batch_size,
+                  "seed": self.seed, "progress": False}
+        return {**common, **_STAGE_DEFAULTS[stage], **self.stages.get(stage, {})}
+
+
+# ----------------------------------------------------------------------------------------------------- build
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import torch
+    import torchvision
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "numpy": numpy.__version__, "pandas": pd.__version__}
+
+
+def _to_half(src: Path, dst: Path) -> None:
+    """Rewrite a multi-exit file with float16 weights: half the size, and loading copies them into float32."""
+    from . import checkpoint
+
+    payload = checkpoint.load(src)
+    for key in ("model", "heads"):
+        payload[key] = {k: v.half() if v.is_floating_point() else v for k, v in payload[key].items()}
+    payload["meta"] = {**payload["meta"], "stored_dtype": "float16"}
+    checkpoint.save(dst, payload)
+
+
+def _instance_json(instance: Instance | None) -> dict[str, Any] | None:
+    return None if instance is None else instance.to_dict()
+
+
+def _frame_json(df: pd.DataFrame) -> list[dict[str, Any]]:
+    rows = []
+    for record in df.to_dict(orient="records"):
+        record["instance"] = _instance_json(record.get("instance"))
+        rows.append({k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in record.items()})
+    return rows
+
+
+def _frame_from_json(rows: list[dict[str, Any]], where: str) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    if "instance" in df:
+        df["instance"] = [None if d is None else Instance.from_dict(d, where=where) for d in df["instance"]]
+    return df.fillna(value={c: np.nan for c in df.columns if c not in ("instance",)})
+
+
+class _State:
+    """Wall time of every finished step, kept in the work folder so a resumed build still reports them all."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.times: dict[str, float] = json.loads(path.read_text()) if path.is_file() else {}
+
+    def record(self, step: str, seconds: float) -> None:
+        self.times[step] = round(self.times.get(step, 0.0) + seconds, 1)
+        atomic_write_text(self.path, json.dumps(self.times, indent=1))
+
+
+def build(config_path: str | os.PathLike, *, work: str | os.PathLike | None = None,
+          out: str | os.PathLike | None = None, log: Callable[[str], None] = print) -> Path:
+    """Build the study ``config_path`` describes end to end; returns the study folder.
+
+    ``work`` (default ``runs/<name>``) keeps the training runs and the cache; ``out`` (default
+    ``precomputed/<name>``) receives the study. Finished steps are skipped, an interrupted stage resumes from its
+    checkpoint."""
+    from . import artifacts
+    from .cache import build_cache
+    from .cli import profile_report
+    from .data import build_dataset, eval_transform
+    from .report import all_fronts, results_table
+    from .search import SearchSpace
+    from .training import TrainConfig, train
+    from .training.loop import CHECKPOINT
+    from .training.run import RESULT_FILES
+
+    config_path = Path(config_path)
+    cfg = StudyConfig.from_yaml(config_path)
+    work = Path(work or Path("runs") / cfg.name)
+    out = Path(out or Path("precomputed") / cfg.name)
+    work.mkdir(parents=True, exist_ok=True)
+    state = _State(work / "build_times.json")
+    started = time.perf_counter()
+    log(f"study {cfg.name}: work folder {work}, output {out}")
+
+    init: str | None = None
+    for n, stage in enumerate(STAGES, start=1):
+        run_dir = work / stage
+        result = run_dir / RESULT_FILES[stage]
+        if result.is_file():
+            log(f"[{n}/6] {stage}: done earlier ({result})")
+        else:
+            resume = (run_dir / CHECKPOINT).is_file()
+            log(f"[{n}/6] {stage}: {'resuming from its checkpoint' if resume else 'training'}")
+            t0 = time.perf_counter()
+            train(TrainConfig(**cfg.stage_fields(stage), stage=stage, out=str(run_dir), init=init), resume=resume,
+                  log=lambda msg, stage=stage: log(f"      {stage}: {msg}"))
+            state.record(stage, time.perf_counter() - t0)
+        init = str(result)
+
+    # the study ships float16 weights: the cache is computed from exactly those (widened back to float32), so anyone
+    # re-running the shipped weights gets the cached figures
+    weights = work / WEIGHTS
+    if not weights.is_file():
+        _to_half(work / "exits" / RESULT_FILES["exits"], weights)
+    cache_path = work / f"{cfg.cache_split}.npz"
+    net, meta = artifacts.load_multi_exit(weights)
+    if cache_path.is_file():
+        log(f"[4/6] cache: done earlier ({cache_path})")
+    else:
+        log(f"[4/6] cache: every exit x configuration on {cfg.dataset} {cfg.cache_split}"
+            + (" (and per-stage/head latency)" if cfg.latency else ""))
+        t0 = time.perf_counter()
+        size = cfg.eval_size or cfg.crop
+        dataset = build_dataset(cfg.dataset, root=cfg.data_root, split=cfg.cache_split,
+                                transform=eval_transform(size=tuple(size)), **cfg.data_options)
+        cache = build_cache(net, dataset, model=cfg.model, dataset_name=cfg.dataset, split=cfg.cache_split,
+                            batch_size=8, latency=cfg.latency, limit=cfg.cache_limit,
+                            extra_meta={"source": f"study {cfg.name}"})
+        cache.save(cache_path)
+        state.record("cache", time.perf_counter() - t0)
+    cache = EvaluationCache.load(cache_path)
+
+    log("[5/6] search: results table of every mode, fronts of every mode and peer")
+    t0 = time.perf_counter()
+    space = SearchSpace(max_exits=cfg.max_exits)
+    results = {mode: _frame_json(results_table(cache, mode=mode, space=space)) for mode in MODES}
+    fronts = _frame_json(all_fronts(cache, space=space))
+    h, w = cache.meta["input_size"]
+    profile = profile_report(net, model_name=cfg.model)
+    state.record("search", time.perf_counter() - t0)
+
+    log(f"[6/6] pack: {out}")
+    tmp = out.with_name(f".{out.name}.building")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shutil.copyfile(weights, tmp / WEIGHTS)
+    shutil.copyfile(cache_path, tmp / cache_path.name)
+    atomic_write_text(tmp / RESULTS, json.dumps(results, indent=1))
+    atomic_write_text(tmp / FRONTS, json.dumps(fronts, indent=1))
+    atomic_write_text(tmp / PROFILE, json.dumps(profile, indent=1))
+    atomic_write_text(tmp / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    from .bench import machine
+
+    manifest = {
+        "format": STUDY_FORMAT,
+        "name": cfg.name,
+        "description": cfg.description,
+        "command": f"python -m mess_core study build {config_path.as_posix()}",
+        "config": cfg.to_dict(),
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "classes": meta.get("classes"),
+        "input_size": [h, w],
+        "cache": cache_path.name,
+        "versions": _versions(),
+        "machine": machine(),
+        "wall_seconds": {**state.times, "total_this_run": round(time.perf_counter() - started, 1)},
+        "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "files": {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in sorted(tmp.iterdir())},
+    }
+    atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1))
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    total = sum(v for k, v in state.times.items())
+    log(f"study {cfg.name} written to {out} ({sum(f['bytes'] for f in manifest['files'].values()) / 1e6:.1f} MB; "
+        f"steps took {total / 60:.1f} min in all)")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------- open
+@dataclass
+class Study:
+    """An opened study folder (or a run folder with a ``multi_exit.pt`` and an evaluation cache). Files are read when
+    first used; every problem raises :class:`StudyError` naming the file."""
+
+    path: Path
+    manifest: dict[str, Any]
+    cache_path: Path
+    weights_path: Path
+
+    @property
+    def name(self) -> str:
+        return self.manifest.get("name", self.path.name)
+
+    @property
+    def is_packed(self) -> bool:
+        """Built by :func:`build` (results precomputed) rather than a bare run folder (results computed on open)."""
+        return self.manifest.get("format") == STUDY_FORMAT
+
+    @cached_property
+    def cache(self) -> EvaluationCache:
+        try:
+            return EvaluationCache.load(self.cache_path)
+        except MessError as exc:
+            raise StudyError(f"study {self.name}: {exc}") from None
+
+    def load_network(self) -> tuple[Any, dict[str, Any]]:
+        """A fresh float32 :class:`~mess_core.MultiExitNet` (eval mode) and its metadata; the caller owns it."""
+        from .artifacts import load_multi_exit
+
+        try:
+            return load_multi_exit(self.weights_path)
+        except MessError as exc:
+            raise StudyError(f"study {self.name}: {exc}") from None
+
+    def _json(self, name: str) -> Any:
+        return read_json(self.path / name, StudyError, "missing from the study; rebuild it with its manifest's command")
+
+    def results(self, mode: str) -> pd.DataFrame:
+        """The seed-shaped results table of ``mode`` (see :func:`mess_core.report.results_table`)."""
+        if mode not in MODES:
+            raise StudyError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if not self.is_packed:
+            from .report import results_table
+
+            return results_table(self.cache, mode=mode)
+        data = self._json(RESULTS)
+        if mode not in data:
+            raise StudyError(f"{self.path / RESULTS}: holds no '{mode}' table; rebuild the study")
+        return _frame_from_json(data[mode], str(self.path / RESULTS))
+
+    def fronts(self) -> pd.DataFrame:
+        """Accuracy-vs-GFLOPs fronts of every mode and peer (see :func:`mess_core.report.all_fronts`)."""
+        if not self.is_packed:
+            from .report import all_fronts
+
+            return all_fronts(self.cache)
+        return _frame_from_json(self._json(FRONTS), str(self.path / FRONTS))
+
+    def profile(self) -> dict[str, Any]:
+        """The profile report (``mess_core profile --json`` shape): nodes with FLOPs, exits, totals."""
+        if not self.is_packed:
+            from .cli import profile_report
+
+            net, meta = self.load_network()
+            return profile_report(net, model_name=meta["model"])
+        return self._json(PROFILE)
+
+    def verify(self) -> list[str]:
+        """Problems with the files the manifest lists (missing, size or SHA-256 differ); empty when all match."""
+        problems = []
+        for name, entry in self.manifest.get("files", {}).items():
+            path = self.path / name
+            if not path.is_file():
+                problems.append(f"{path}: missing")
+            elif path.stat().st_size != entry.get("bytes") or _sha256(path) != entry.get("sha256"):
+                problems.append(f"{path}: differs from the manifest (size or SHA-256); it was changed after the build")
+        return problems
+
+
+def open_study(path: str | os.PathLike) -> Study:
+    """Open a study folder built by :func:`build`, or a run folder holding ``multi_exit.pt`` (there or in
+    ``exits/``) and an evaluation cache ``*.npz`` (``val.npz`` preferred)."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise StudyError(f"{path}: no such folder; point to a study folder (precomputed/<name>) or a run folder")
+    manifest_path = path / MANIFEST
+    if manifest_path.is_file():
+        manifest = read_json(manifest_path, StudyError, "missing")
+        if not isinstance(manifest, dict) or manifest.get("format") != STUDY_FORMAT:
+            found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+            raise StudyError(f"{manifest_path}: study format {found!r}, this version reads {STUDY_FORMAT!r}; rebuild "
+                             "it with this version's `python -m mess_core study build` (its command is in the manifest)")
+        missing = [n for n in [WEIGHTS, manifest.get("cache", ""), RESULTS, FRONTS, PROFILE]
+                   if not n or not (path / n).is_file()]
+        if missing:
+            raise StudyError(f"{path}: missing {', '.join(missing or ['its cache name'])}; the study is incomplete; "
+                             f"rebuild it with `{manifest.get('command', 'python -m mess_core study build CONFIG')}`")
+        return Study(path, manifest, path / manifest["cache"], path / WEIGHTS)
+    weights = next((p for p in (path / WEIGHTS, path / "exits" / WEIGHTS) if p.is_file()), None)
+    if weights is None:
+        raise StudyError(f"{path}: neither a study ({MANIFEST}) nor a run folder ({WEIGHTS} or exits/{WEIGHTS})")
+    caches = sorted(path.glob("*.npz"), key=lambda p: (not p.name.startswith("val"), p.name))
+    if not caches:
+        raise StudyError(f"{path}: has {weights.relative_to(path)} but no evaluation cache (*.npz); make one with "
+                         f"`python -m mess_core cache --multi-exit {weights} --data ... --out {path}/val.npz`")
+    return Study(path, {"name": path.name, "format": None, "cache": caches[0].name}, caches[0], weights)
+
+
+def list_studies(root: str | os.PathLike) -> list[Path]:
+    """Study folders under ``root`` (those with a manifest), sorted by name."""
+    root = Path(root)
+    return sorted(p.parent for p in root.glob(f"*/{MANIFEST}")) if root.is_dir() else []
+
+
+def _cli_build(args: Any) -> int:
+    build(args.config, work=args.work, out=args.out, log=lambda msg: print(msg, flush=True))
+    return 0
+
+
+def _cli_check(args: Any) -> int:
+    study = open_study(args.study)
+    problems = study.verify()
+    for line in problems:
+        print(f"  problem: {line}")
+    print(f"{study.path}: {len(study.manifest.get('files', {}))} files, {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def add_parser(sub: Any) -> None:
+    st = sub.add_parser("study", help="build a study end to end from a YAML file, or check one")
+    ssub = st.add_subparsers(dest="study_command", required=True)
+    b = ssub.add_parser("build", help="train, evaluate, search and pack a study (resumable)")
+    b.add_argument("config", help="the study's YAML file (e.g. studies/synthetic-mobilenetv2-fcn.yaml)")
+    b.add_argument("--work", help="folder for training runs and caches (default runs/<name>)")
+    b.add_argument("--out", help="study folder to write (default precomputed/<name>)")
+    b.set_defaults(run=_cli_build)
+    c = ssub.add_parser("check", help="check a study's files against its manifest")
+    c.add_argument("study", help="study folder")
+    c.set_defaults(run=_cli_check)
+
