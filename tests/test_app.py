@@ -1,12 +1,117 @@
-"""The app runs headless through Streamlit's own test harness (a browser test comes with the real app)."""
+"""The app driven headless through Streamlit's own test harness: every page runs, widgets change the figures,
+uploads work and bad input gets a message in the page, never a traceback."""
 
+import shutil
+
+import cv2
+import numpy as np
+import pytest
 from streamlit.testing.v1 import AppTest
 
+from mess_core.study import list_studies
 
-def test_placeholder_app_shows_the_engine_profile():
-    app = AppTest.from_file("../app/main.py", default_timeout=120).run()
+from .paths import APP, PRECOMPUTED
+
+PAGES = ["views/study.py", "views/explorer.py", "views/thresholds.py", "views/pareto.py"]
+
+
+def start(monkeypatch, root, default):
+    monkeypatch.setenv("MESS_STUDIES", str(root))
+    monkeypatch.setenv("MESS_DEFAULT_STUDY", default)
+    return AppTest.from_file(str(APP), default_timeout=180).run()
+
+
+def problems(app):
+    return [e.value for e in app.exception] + [e.value for e in app.error]
+
+
+def metrics(app):
+    return {m.label: m.value for m in app.metric}
+
+
+@pytest.fixture
+def tiny_app(tiny_study, monkeypatch):
+    _, _, out, _ = tiny_study
+    return start(monkeypatch, out.parent, out.name)
+
+
+def test_the_shipped_default_study_opens_on_every_page(monkeypatch):
+    studies = list_studies(PRECOMPUTED)
+    assert studies, f"no study in {PRECOMPUTED}: the app would start empty on a fresh clone"
+    app = start(monkeypatch, PRECOMPUTED, "synthetic-mobilenetv2-fcn")
+    for page in PAGES:
+        app.switch_page(page).run()
+        assert not problems(app), page
+    assert "synthetic-mobilenetv2-fcn" in app.sidebar.selectbox[0].value
+
+
+def test_every_page_shows_engine_figures(tiny_app):
+    tiny_app.switch_page("views/study.py").run()
+    assert not problems(tiny_app)
+    assert metrics(tiny_app)["exits (N)"] == "6"
+    assert any("**mobilenetv2_fcn** on **synthetic**" in m.value for m in tiny_app.markdown)
+    table = tiny_app.dataframe[-1].value
+    assert list(table[""])[0] == "Backbone"
+    tiny_app.switch_page("views/explorer.py").run()
+    assert not problems(tiny_app)
+    assert {"leaves at", "GFLOPs", "measured, early exit", "every exit, once"} <= set(metrics(tiny_app))
+    assert len(tiny_app.dataframe[-1].value) == 6
+
+
+def test_moving_a_threshold_slider_changes_the_dataset_figures(tiny_app):
+    app = tiny_app.switch_page("views/thresholds.py").run()
+    app.multiselect(key="thr_exits").set_value([2]).run()
+    app.slider(key="thr_th_img_2").set_value(1.0).run()
+    strict = metrics(app)
+    app.slider(key="thr_th_img_2").set_value(0.0).run()
+    loose = metrics(app)
+    assert not problems(app)
+    assert strict["average GFLOPs"] != loose["average GFLOPs"]
+    assert any("2:" in c.value and "@0.00" in c.value for c in app.caption)
+
+
+def test_the_search_reruns_when_the_constraint_moves(tiny_app):
+    app = tiny_app.switch_page("views/pareto.py").run()
+    first = app.success[0].value if app.success else app.warning[0].value
+    app.radio(key="par_objective").set_value("max mIoU, cost at most").run()
+    app.slider(key="par_budget_x").set_value(0.3).run()
+    tight = app.success[0].value if app.success else app.warning[0].value
+    app.radio(key="par_mode").set_value("budgeted").run()
+    assert not problems(app)
+    assert first != tight
+    assert app.download_button(key="par_json") is not None
+    app.button(key="par_onnx").click().run()
+    assert not problems(app)
+    assert app.download_button(key="par_onnx_zip") is not None
+
+
+def test_uploads_run_through_every_exit_and_bad_files_get_a_message(tiny_app):
+    app = tiny_app.switch_page("views/explorer.py").run()
+    app.radio(key="explorer_source").set_value("upload").run()
+    image = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    app.file_uploader(key="explorer_upload").set_value(("scene.png", cv2.imencode(".png", image)[1].tobytes(),
+                                                        "image/png")).run()
+    assert not problems(app)
+    assert "measured, early exit" in metrics(app)
+    deep = cv2.imencode(".png", (image.astype(np.uint16) * 257)[:, :, 0])[1].tobytes()
+    app.file_uploader(key="explorer_upload").set_value(("deep.png", deep, "image/png")).run()
+    assert not problems(app) and any("16-bit" in i.value for i in app.info)
+    app.file_uploader(key="explorer_upload").set_value(("notes.txt", b"not an image", "text/plain")).run()
+    assert [e.value for e in app.error] and "notes.txt: not an image" in app.error[0].value
     assert not app.exception
-    assert "placeholder" in app.info[0].value
-    table = app.dataframe[0].value
-    assert list(table["index"]) == [1, 2, 3, 4, 5]
-    assert table["cost_fraction"].is_monotonic_increasing
+
+
+def test_a_broken_study_folder_gets_a_message_and_the_app_keeps_working(tiny_app, tiny_study, tmp_path):
+    _, _, out, _ = tiny_study
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    (broken / "val.npz").unlink()
+    app = tiny_app.switch_page("views/thresholds.py").run()
+    app.sidebar.selectbox(key="study_choice").set_value("another folder...").run()
+    app.sidebar.text_input(key="study_folder").input(str(broken)).run()
+    assert not app.exception
+    assert "missing val.npz" in app.error[0].value
+    app.sidebar.text_input(key="study_folder").input(str(tmp_path / "nowhere")).run()
+    assert "no such folder" in app.error[0].value
+    app.sidebar.selectbox(key="study_choice").set_value(out.name).run()
+    assert not problems(app) and "mIoU" in metrics(app)

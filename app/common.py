@@ -1,0 +1,130 @@
+"""What every page shares: the study chooser in the sidebar and the cached heavy objects.
+
+Heavy objects (studies, networks, caches, fronts) are loaded once per process with ``st.cache_resource`` and only
+read afterwards: pages never change a cached network's settings; per-user choices live in ``st.session_state``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import streamlit as st
+
+from mess_core.errors import MessError
+from mess_core.explore import sample_instances
+from mess_core.study import Study, StudyError, list_studies, open_study
+
+REPO = Path(__file__).resolve().parents[1]
+OTHER = "another folder..."
+
+
+def studies_root() -> Path:
+    """Where the chooser looks for studies: ``precomputed/``, or ``$MESS_STUDIES`` (read on every run)."""
+    return Path(os.environ.get("MESS_STUDIES", REPO / "precomputed"))
+
+
+def default_study() -> str:
+    return os.environ.get("MESS_DEFAULT_STUDY", "synthetic-mobilenetv2-fcn")
+
+
+@st.cache_resource(show_spinner="Opening the study...", max_entries=8)
+def load_study(path: str) -> Study:
+    study = open_study(path)
+    study.cache  # noqa: B018 -- read (and validate) the evaluation cache now, not on the first slider move
+    return study
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def study_problems(path: str) -> list[str]:
+    return load_study(path).verify()
+
+
+@st.cache_resource(show_spinner="Loading the multi-exit network...", max_entries=4)
+def load_network(path: str) -> tuple[Any, dict[str, Any]]:
+    net, meta = load_study(path).load_network()
+    return net.eval(), meta
+
+
+@st.cache_resource(show_spinner="Reading the results...", max_entries=16)
+def results(path: str, mode: str) -> pd.DataFrame:
+    return load_study(path).results(mode)
+
+
+@st.cache_resource(show_spinner="Reading the fronts...", max_entries=8)
+def fronts(path: str) -> pd.DataFrame:
+    return load_study(path).fronts()
+
+
+@st.cache_resource(show_spinner="Evaluating a sample of instances...", max_entries=8)
+def cloud(path: str) -> pd.DataFrame:
+    return sample_instances(load_study(path).cache, count=600, seed=0)
+
+
+def choose_study() -> Study | None:
+    """The sidebar chooser: a study of ``precomputed/`` or any folder the user types; None (with a message in the
+    page) when nothing usable is chosen."""
+    root = studies_root()
+    found = {p.name: p for p in list_studies(root)}
+    names = list(found) + [OTHER]
+    default = names.index(default_study()) if default_study() in found else 0
+    choice = st.sidebar.selectbox("Study", names, index=default, key="study_choice",
+                                  help=f"studies in {root}, or a study/run folder of your own")
+    if choice == OTHER:
+        typed = st.sidebar.text_input("Folder", key="study_folder", placeholder="/path/to/study or run folder",
+                                      help="a study (manifest.json) or a run folder with multi_exit.pt and a *.npz cache")
+        if not typed:
+            st.info("Type the path of a study folder (or a run folder with multi_exit.pt and an evaluation cache) "
+                    "in the sidebar.")
+            return None
+        path = str(Path(typed).expanduser().resolve())
+    else:
+        path = str(found[choice].resolve())
+    try:
+        study = load_study(path)
+    except MessError as exc:
+        st.error(f"This study cannot be opened: {exc}")
+        return None
+    problems = study_problems(path) if study.is_packed else []
+    if problems:
+        st.warning("This study's files differ from its manifest (the figures may not match the weights): "
+                   + "; ".join(problems))
+    meta = study.cache.meta
+    st.sidebar.caption(f"**{study.name}**  \n{meta.get('model')} on {meta.get('dataset')} {meta.get('split')}, "
+                       f"{'x'.join(map(str, meta.get('input_size', [])))}, {study.cache.num_images} images, "
+                       f"{study.cache.num_exits} exits x {len(study.cache.configs)} configurations")
+    st.session_state["study_path"] = path
+    return study
+
+
+def guarded(page: Callable[[Study], None]) -> Callable[[], None]:
+    """A page body run with the chosen study; an engine error becomes a message in the page, and any other failure
+    is reported without taking the app down."""
+
+    @functools.wraps(page)
+    def run() -> None:
+        study = choose_study()
+        if study is None:
+            return
+        try:
+            page(study)
+        except MessError as exc:
+            st.error(str(exc))
+        except Exception as exc:  # a bug of ours: say so plainly, keep the trace out of sight but available
+            st.error(f"Something went wrong on this page ({type(exc).__name__}: {exc}). The other pages still work; "
+                     "please report this with the details below.")
+            with st.expander("details"):
+                st.code(traceback.format_exc())
+
+    return run
+
+
+def pct(value: float) -> str:
+    return "-" if value != value else f"{100 * value:.2f}%"
+
+
+__all__ = ["load_study", "load_network", "results", "fronts", "cloud", "choose_study", "guarded", "pct", "StudyError"]

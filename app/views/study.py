@@ -1,0 +1,5 @@
+"""The study page (its code: app/page_study.py)."""
+
+from page_study import page
+
+page()

@@ -1,0 +1,191 @@
+"""The app in a real browser: Debian's Chromium driven by Playwright against ``streamlit run`` on localhost, on the
+shipped default study. Every wait is on Streamlit's own run-state marker (``data-test-script-state``) or on the
+figure the interaction must change; there are no fixed sleeps. Screenshots of every page land in
+``docs/screenshots/`` (the README shows them).
+
+Without Chromium or Playwright these tests are skipped, unless ``MESS_REQUIRE_BROWSER=1`` (set by CI), where their
+absence is a failure.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import cv2
+import numpy as np
+import pytest
+
+from .paths import APP, REPO
+
+CHROMIUM = os.environ.get("MESS_CHROMIUM", "/usr/bin/chromium")
+SHOTS = REPO / "docs" / "screenshots"
+WAIT_MS = 120_000
+
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # pragma: no cover - depends on the machine
+    sync_playwright = None
+
+_missing = ("playwright is not installed" if sync_playwright is None
+            else f"no Chromium at {CHROMIUM}" if not os.path.exists(CHROMIUM) else None)
+if _missing and os.environ.get("MESS_REQUIRE_BROWSER") == "1":
+    raise RuntimeError(f"browser tests are required here but {_missing} (apt-get install -y chromium; "
+                       "pip install playwright)")
+pytestmark = pytest.mark.skipif(_missing is not None, reason=_missing or "")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = _free_port()
+    env = {**os.environ, "MESS_STUDIES": str(REPO / "precomputed"),
+           "MESS_DEFAULT_STUDY": "synthetic-mobilenetv2-fcn"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:  # the server's own health endpoint says when it accepts sessions
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"streamlit did not start:\n{proc.stdout.read()}")
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    yield page
+    context.close()
+
+
+def settle(page) -> None:
+    """Wait until Streamlit has finished the current run and nothing in the page is an exception."""
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=WAIT_MS)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=WAIT_MS)
+    page.wait_for_function(  # plotly draws after the run: every chart has its svg
+        "() => [...document.querySelectorAll('[data-testid=\"stPlotlyChart\"]')].every(c => c.querySelector('.main-svg'))",
+        timeout=WAIT_MS)
+    assert page.locator('[data-testid="stException"]').count() == 0, page.locator('[data-testid="stException"]').first.inner_text()
+
+
+def open_page(page, server, path: str, ready: str, drawn: str = '[data-testid="stPlotlyChart"] .main-svg') -> None:
+    """Open a page and wait for its run to finish with ``ready`` text and a ``drawn`` element on screen."""
+    page.goto(f"{server}/{path}")
+    page.get_by_text(ready, exact=False).first.wait_for()
+    page.locator(drawn).first.wait_for()
+    assert page.get_by_text("Page not found").count() == 0
+    settle(page)
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+
+
+def metric(page, label: str) -> str:
+    box = page.locator('[data-testid="stMetric"]').filter(has=page.locator('[data-testid="stMetricLabel"]',
+                                                                           has_text=label)).first
+    return box.locator('[data-testid="stMetricValue"]').inner_text()
+
+
+def shoot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=False)
+
+
+def test_every_page_opens(page, server):
+    for path, ready, drawn in [("", "Workload profile", '[data-testid="stPlotlyChart"] .main-svg'),
+                               ("explorer", "Anytime", '[data-testid="stImage"] img'),
+                               ("thresholds", "where images leave", '[data-testid="stPlotlyChart"] .main-svg'),
+                               ("pareto", "searched", '[data-testid="stPlotlyChart"] .main-svg')]:
+        open_page(page, server, path, ready, drawn)
+        expect(page.locator('[data-testid="stSidebarNav"]')).to_be_visible()
+        shoot(page, path or "study")
+
+
+def test_moving_a_threshold_slider_changes_the_figures(page, server):
+    open_page(page, server, "thresholds", "where images leave")
+    before = (metric(page, "average GFLOPs"), metric(page, "images leaving early"))
+    thumb = page.locator('[data-testid="stSlider"]').filter(has_text="th_img").first.get_by_role("slider")
+    thumb.focus()
+    thumb.press("Home")  # th_img 0: every image is sure enough, all leave at the first kept exit
+    page.wait_for_function(
+        "(old) => [...document.querySelectorAll('[data-testid=\"stMetric\"]')].some(m => "
+        "m.innerText.includes('images leaving early') && !m.innerText.includes(old))", arg=before[1])
+    settle(page)
+    after = (metric(page, "average GFLOPs"), metric(page, "images leaving early"))
+    assert after != before and after[1] == "100.00%"
+
+
+def test_an_uploaded_image_shows_every_exits_maps(page, server, tmp_path):
+    open_page(page, server, "explorer", "Anytime", '[data-testid="stImage"] img')
+    page.get_by_text("upload", exact=True).click()
+    page.get_by_text("Upload an image").wait_for()
+    settle(page)
+    image = np.random.default_rng(3).integers(0, 256, (360, 480, 3), dtype=np.uint8)
+    path = tmp_path / "street.png"
+    cv2.imwrite(str(path), image)
+    page.locator('input[type="file"]').set_input_files(str(path))
+    page.get_by_text("edge-masked confidence (w=7)").first.wait_for()
+    settle(page)
+    exits = page.get_by_text("c_img =").count()
+    assert exits >= 6  # five early exits and the final one, each with its row of maps
+    assert page.get_by_text("edge mask M (s=3)").count() == exits
+    assert "ms" in metric(page, "measured, early exit")
+    shoot(page, "explorer-upload")
+
+
+def test_clicking_a_point_on_the_pareto_plot_selects_it(page, server):
+    open_page(page, server, "pareto", "searched")
+    assert page.get_by_text("selected instance").count() == 0
+    # the budgeted front: its points are instances with one exit; click the first one plotly drew
+    trace = page.locator(".js-plotly-plot .scatterlayer .trace").nth(1)
+    point = trace.locator("path.point").first
+    point.scroll_into_view_if_needed()
+    box = point.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x - 6, y - 6)
+    page.mouse.move(x, y, steps=3)
+    page.locator(".hoverlayer .hovertext").first.wait_for()  # plotly clicks the point it hovers
+    page.mouse.down()
+    page.mouse.up()
+    page.get_by_text("selected instance").wait_for()
+    settle(page)
+    assert page.get_by_text("back to the searched instance").count() == 1
+    shoot(page, "pareto-selected")
+    page.get_by_text("back to the searched instance").click()
+    page.get_by_text("searched instance", exact=True).wait_for()
+    settle(page)
+
+
+def test_shots_are_where_the_readme_points():
+    readme = (REPO / "README.md").read_text()
+    for name in ("study", "explorer", "thresholds", "pareto"):
+        assert f"docs/screenshots/{name}.png" in readme
