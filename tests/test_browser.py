@@ -1,7 +1,7 @@
 """The app in a real browser: Debian's Chromium driven by Playwright against ``streamlit run`` on localhost, on the
 shipped default study. Every wait is on Streamlit's own run-state marker (``data-test-script-state``) or on the
 figure the interaction must change; there are no fixed sleeps. Screenshots of every page land in
-``docs/screenshots/`` (the README shows them).
+``$MESS_SCREENSHOTS`` (``MESS_SCREENSHOTS=docs/screenshots`` refreshes the README's) or a temporary folder.
 
 Without Chromium or Playwright these tests are skipped, unless ``MESS_REQUIRE_BROWSER=1`` (set by CI), where their
 absence is a failure.
@@ -9,10 +9,12 @@ absence is a failure.
 
 import os
 import socket
+import tempfile
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -21,7 +23,8 @@ import pytest
 from .paths import APP, REPO
 
 CHROMIUM = os.environ.get("MESS_CHROMIUM", "/usr/bin/chromium")
-SHOTS = REPO / "docs" / "screenshots"
+# the README's screenshots are refreshed with MESS_SCREENSHOTS=docs/screenshots; otherwise they go to a temp folder
+SHOTS = Path(os.environ.get("MESS_SCREENSHOTS", Path(tempfile.gettempdir()) / "mess-screenshots"))
 WAIT_MS = 120_000
 
 try:
