@@ -203,13 +203,36 @@ class _State:
         atomic_write_text(self.path, json.dumps(self.times, indent=1))
 
 
+def _check_run(run_dir: Path, wanted: dict[str, Any]) -> None:
+    """Refuse to reuse a run folder trained with other settings than the study asks for now."""
+    from .training import load_run_config
+
+    if not (run_dir / "config.yaml").is_file():
+        return
+    def plain(value: Any) -> Any:  # tuples from YAML-built configs and lists from files compare equal
+        return json.loads(json.dumps(value))
+
+    held = plain(load_run_config(run_dir).to_dict())
+    wanted = plain(wanted)
+    # where a run lives (out, and init: the previous stage in the same work folder) may change when a folder moves
+    differ = sorted(k for k in wanted if k not in ("out", "init", "progress") and held.get(k) != wanted[k])
+    if differ:
+        detail = ", ".join(f"{k}: {held.get(k)!r} there, {wanted[k]!r} now" for k in differ[:4])
+        raise StudyError(f"{run_dir}: holds a run with other settings ({detail}); delete that folder to retrain it "
+                         "with these, or build into another --work folder")
+
+
 def build(config_path: str | os.PathLike, *, work: str | os.PathLike | None = None,
-          out: str | os.PathLike | None = None, log: Callable[[str], None] = print) -> Path:
-    """Build the study ``config_path`` describes end to end; returns the study folder.
+          out: str | os.PathLike | None = None, stop_after: str | None = None,
+          log: Callable[[str], None] = print) -> Path:
+    """Build the study ``config_path`` describes end to end; returns the study folder (or the work folder when
+    ``stop_after`` names a training stage to stop after).
 
     ``work`` (default ``runs/<name>``) keeps the training runs and the cache; ``out`` (default
     ``precomputed/<name>``) receives the study. Finished steps are skipped, an interrupted stage resumes from its
-    checkpoint."""
+    checkpoint; a run folder trained with other settings is refused."""
+    if stop_after is not None and stop_after not in STAGES:
+        raise StudyError(f"stop_after must be one of {', '.join(STAGES)}, not {stop_after!r}")
     from . import artifacts
     from .cache import build_cache
     from .cli import profile_report
@@ -233,16 +256,20 @@ def build(config_path: str | os.PathLike, *, work: str | os.PathLike | None = No
     for n, stage in enumerate(STAGES, start=1):
         run_dir = work / stage
         result = run_dir / RESULT_FILES[stage]
+        wanted = TrainConfig(**cfg.stage_fields(stage), stage=stage, out=str(run_dir), init=init)
+        _check_run(run_dir, wanted.to_dict())
         if result.is_file():
             log(f"[{n}/6] {stage}: done earlier ({result})")
         else:
             resume = (run_dir / CHECKPOINT).is_file()
             log(f"[{n}/6] {stage}: {'resuming from its checkpoint' if resume else 'training'}")
             t0 = time.perf_counter()
-            train(TrainConfig(**cfg.stage_fields(stage), stage=stage, out=str(run_dir), init=init), resume=resume,
-                  log=lambda msg, stage=stage: log(f"      {stage}: {msg}"))
+            train(wanted, resume=resume, log=lambda msg, stage=stage: log(f"      {stage}: {msg}"))
             state.record(stage, time.perf_counter() - t0)
         init = str(result)
+        if stage == stop_after:
+            log(f"stopped after {stage}, as asked; run the same command without --stop-after to go on")
+            return work
 
     # the study ships float16 weights: the cache is computed from exactly those (widened back to float32), so anyone
     # re-running the shipped weights gets the cached figures
@@ -435,7 +462,8 @@ def list_studies(root: str | os.PathLike) -> list[Path]:
 
 
 def _cli_build(args: Any) -> int:
-    build(args.config, work=args.work, out=args.out, log=lambda msg: print(msg, flush=True))
+    build(args.config, work=args.work, out=args.out, stop_after=args.stop_after,
+          log=lambda msg: print(msg, flush=True))
     return 0
 
 
@@ -455,6 +483,7 @@ def add_parser(sub: Any) -> None:
     b.add_argument("config", help="the study's YAML file (e.g. studies/synthetic-mobilenetv2-fcn.yaml)")
     b.add_argument("--work", help="folder for training runs and caches (default runs/<name>)")
     b.add_argument("--out", help="study folder to write (default precomputed/<name>)")
+    b.add_argument("--stop-after", choices=STAGES, help="stop after this training stage (continue later)")
     b.set_defaults(run=_cli_build)
     c = ssub.add_parser("check", help="check a study's files against its manifest")
     c.add_argument("study", help="study folder")

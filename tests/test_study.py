@@ -133,3 +133,22 @@ def test_bad_configs_are_refused_before_any_training(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(StudyError, match=message):
         StudyConfig.from_yaml(path)
+
+
+def test_a_work_folder_trained_with_other_settings_is_refused(tiny_study, tmp_path):
+    config, work, _, _ = tiny_study
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(config.read_text().replace("backbone: {epochs: 1}", "backbone: {epochs: 2}"))
+    with pytest.raises(StudyError, match=r"backbone: holds a run with other settings \(epochs: 1 there, 2 now\)"):
+        build(changed, work=copy, out=tmp_path / "study", log=lambda _: None)
+
+
+def test_stop_after_a_stage_leaves_the_rest_for_later(tiny_study, tmp_path):
+    config, work, _, _ = tiny_study
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    lines: list[str] = []
+    assert build(config, work=copy, out=tmp_path / "study", stop_after="pretrain", log=lines.append) == copy
+    assert lines[-1].startswith("stopped after pretrain") and not (tmp_path / "study").exists()
