@@ -115,8 +115,9 @@ def default_settings(study: Study) -> tuple[dict[int, str], dict[int, float], fl
     """Configurations per exit and kept thresholds of the study's searched instance (MESS <= 1 pp), other exits with
     their most accurate configuration."""
     cache = study.cache
+    shipped = shipped_heads(study)
     miou = cache.head_miou()[:-1].reshape(cache.num_exits - 1, len(cache.configs))
-    configs = {i: cache.configs[int(np.argmax(miou[i - 1]))] for i in range(1, cache.num_exits)}
+    configs = {i: max(shipped[i], key=lambda c: miou[i - 1, cache.config_index(c)]) for i in range(1, cache.num_exits)}
     table = results(str(study.path), "input-dependent")
     chosen = table.loc[table["row"] == "MESS min-cost <= 1pp drop", "instance"]
     th_img, th_pix = {}, 0.8
@@ -124,9 +125,17 @@ def default_settings(study: Study) -> tuple[dict[int, str], dict[int, float], fl
         inst = chosen.iloc[0]
         th_pix = inst.policy.th_pix
         for e in inst.exits:
-            configs[e.exit] = e.config
-            th_img[e.exit] = float(e.th_img)
+            if e.config in shipped[e.exit]:
+                configs[e.exit] = e.config
+                th_img[e.exit] = float(e.th_img)
     return configs, th_img, th_pix
+
+
+def shipped_heads(study: Study) -> dict[int, list[str]]:
+    """The configurations whose weights the study ships at each exit (a study may leave heavy heads out where no
+    instance uses them; their figures stay in the cache)."""
+    net, _ = load_network(str(study.path))
+    return {i: list(net.heads[str(i)].keys()) for i in range(1, net.num_exits)}
 
 
 def settings(study: Study) -> tuple[dict[int, str], dict[int, float], float, EdgeMasking, bool]:
@@ -142,9 +151,10 @@ def settings(study: Study) -> tuple[dict[int, str], dict[int, float], float, Edg
                                help="off: resize to the study's input size, as the exits were trained")
         cols = st.columns(cache.num_exits - 1)
         configs, th_img = {}, {}
+        shipped = shipped_heads(study)
         for i, col in enumerate(cols, start=1):
-            configs[i] = col.selectbox(f"exit {i}", cache.configs, index=cache.configs.index(configs0[i]),
-                                       key=f"explorer_cfg_{i}")
+            configs[i] = col.selectbox(f"exit {i}", shipped[i], index=shipped[i].index(configs0[i]),
+                                       key=f"explorer_cfg_{i}", help="configurations whose weights the study ships")
             if col.checkbox("kept", i in th_img0, key=f"explorer_keep_{i}"):
                 th_img[i] = col.slider("th_img", 0.0, 1.0, th_img0.get(i, 0.8), 0.01, key=f"explorer_th_img_{i}")
     return configs, th_img, th_pix, EdgeMasking(size=size, window=window), native

@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 
 from common import guarded, pct, results
 from mess_core.instance import MODES
-from mess_core.study import Study
+from mess_core.study import Study, end_to_end_table
 
 
 def profile_figure(profile: dict) -> go.Figure:
@@ -89,15 +89,28 @@ def page(study: Study) -> None:
 
     st.subheader("Results")
     mode = st.radio("mode", MODES, index=2, horizontal=True, key="study_mode")
+    if mode == "input-dependent" and study.latency() is not None:
+        st.caption("Latency measured in one run against the original model (eager, this study's build machine): "
+                   "ms per image at each batch size; speedups against the original.")
+        st.dataframe(end_to_end_table(study), hide_index=True, key="end_to_end")
     table = results(str(study.path), mode)
     shown = pd.DataFrame({
         "": table["row"], "mIoU %": 100 * table["miou"], "GFLOPs": table["gflops"],
         "CPU ms": table["latency_ms"], "speedup (GFLOPs)": table["speedup"],
         "speedup (ms)": table.get("latency_speedup", np.nan), "exits used": table["exits"],
     })
-    st.dataframe(shown.style.format({"mIoU %": "{:.2f}", "GFLOPs": "{:.3f}", "CPU ms": "{:.2f}",
-                                     "speedup (GFLOPs)": "{:.2f}x", "speedup (ms)": "{:.2f}x"}, na_rep="-"),
+    if "eval_miou" in table and study.report_cache is not None:
+        shown.insert(2, f"mIoU % ({study.report_cache.meta.get('split')})", 100 * table["eval_miou"])
+    st.dataframe(shown.style.format({c: "{:.2f}" for c in shown.columns if c.startswith("mIoU")}
+                                    | {"GFLOPs": "{:.3f}", "CPU ms": "{:.2f}", "speedup (GFLOPs)": "{:.2f}x",
+                                       "speedup (ms)": "{:.2f}x"}, na_rep="-"),
                  hide_index=True, key="results_table")
+    training = study.training_table()
+    if training is not None:
+        st.subheader("Stage 2 training variants")
+        st.caption("mIoU of every exit on the tuning split: exit loss (cross-entropy, distillation, Positive "
+                   "Filtering Distillation), with or without exit-aware pre-training (stage 1)")
+        st.dataframe(training, hide_index=True, key="training_table")
     if study.is_packed:
         with st.expander("how this study was built"):
             st.code(manifest.get("command", ""), language="bash")

@@ -42,6 +42,7 @@ import yaml
 
 from .cache import EvaluationCache
 from .errors import MessError
+from .exits import ExitSpec
 from .instance import MODES, Instance
 from .io import atomic_write_text, read_json
 
@@ -54,6 +55,8 @@ RESULTS = "results.json"
 FRONTS = "fronts.json"
 PROFILE = "profile.json"
 CONFIG = "study.yaml"
+TRAINING = "training.json"
+LATENCY = "latency.json"
 STAGES = ("backbone", "pretrain", "exits")
 _STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "backbone": {"epochs": 10, "optimizer": "adamw", "lr": 0.002},
@@ -88,6 +91,20 @@ class StudyConfig:
     cache_limit: int | None = None
     latency: bool = True
     max_exits: int = 2
+    # stage-2 variants for the training table: name -> {exit_loss, init ("pretrain" or "backbone"), other stage
+    # settings}, each trained on ``variant_space`` (heads are independent given the frozen backbone)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    variant_space: str = "crm50p-b1-rdi-fcn"
+    # thresholds are tuned on cache_split; when the dataset also has this split, every instance is reported there too
+    report_split: str = "test"
+    # latency of the results' instances against the original model, measured in one run (0 images: skip)
+    bench_images: int = 16
+    bench_batches: tuple[int, ...] = (1, 8)
+    bench_repeats: int = 3
+    bench_engines: tuple[str, ...] = ("eager",)
+    # configurations whose heads ship only at exits where a stored instance uses them (their figures stay in the
+    # caches): how a large exit space fits the size budget of precomputed/
+    heavy_configs: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, data: Any, *, where: str = "study config") -> "StudyConfig":
@@ -102,8 +119,11 @@ class StudyConfig:
         for stage, overrides in (data.get("stages") or {}).items():
             if stage not in STAGES or not isinstance(overrides, dict):
                 raise StudyError(f"{where}: stages.{stage}: expected one of {', '.join(STAGES)} with a mapping")
+        for name, spec in (data.get("variants") or {}).items():
+            if not isinstance(spec, dict) or spec.get("init", "pretrain") not in ("pretrain", "backbone"):
+                raise StudyError(f"{where}: variants.{name}: expected a mapping with init 'pretrain' or 'backbone'")
         values = dict(data)
-        for key in ("crop", "eval_size"):
+        for key in ("crop", "eval_size", "bench_batches", "bench_engines", "heavy_configs"):
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
         cfg = cls(**values)
@@ -114,6 +134,16 @@ class StudyConfig:
                 TrainConfig(**cfg.stage_fields(stage), stage=stage, out=".")
             except (TypeError, MessError) as exc:
                 raise StudyError(f"{where}: stages.{stage}: {exc}") from None
+        for config in cfg.heavy_configs:
+            try:
+                ExitSpec.parse(config)
+            except MessError as exc:
+                raise StudyError(f"{where}: heavy_configs: {exc}") from None
+        for name in cfg.variants:
+            try:
+                TrainConfig(**cfg.variant_fields(name), stage="exits", out=".")
+            except (TypeError, MessError) as exc:
+                raise StudyError(f"{where}: variants.{name}: {exc}") from None
         return cfg
 
     @classmethod
@@ -129,10 +159,15 @@ class StudyConfig:
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        for key in ("crop", "eval_size"):
+        for key in ("crop", "eval_size", "bench_batches", "bench_engines", "heavy_configs"):
             if out[key] is not None:
                 out[key] = list(out[key])
         return out
+
+    def variant_fields(self, name: str) -> dict[str, Any]:
+        """Stage-2 settings of training-table variant ``name`` (its ``init`` stage left out)."""
+        spec = {k: v for k, v in self.variants[name].items() if k != "init"}
+        return {**self.stage_fields("exits"), "exit_space": self.variant_space, **spec}
 
     def stage_fields(self, stage: str) -> dict[str, Any]:
         """The :class:`~mess_core.training.TrainConfig` fields of one stage (without ``stage``/``out``/``init``)."""
@@ -170,6 +205,31 @@ def _to_half(src: Path, dst: Path) -> None:
         payload[key] = {k: v.half() if v.is_floating_point() else v for k, v in payload[key].items()}
     payload["meta"] = {**payload["meta"], "stored_dtype": "float16"}
     checkpoint.save(dst, payload)
+
+
+def _ship_weights(src: Path, dst: Path, heavy: set[str], used: set[tuple[int, str]]) -> dict[str, list[str]]:
+    """Copy the float16 weights, leaving out the heads of ``heavy`` configurations at the exits where no stored
+    instance uses them (the cache keeps their figures; the size budget keeps the weights out). Returns what was
+    left out, per exit."""
+    from . import checkpoint
+
+    payload = checkpoint.load(src)
+    dropped: dict[str, list[str]] = {}
+    space = payload["meta"]["exit_space"]
+    for index, configs in space.items():
+        gone = [c for c in configs if c in heavy and (int(index), c) not in used]
+        if gone:
+            dropped[index] = gone
+            space[index] = [c for c in configs if c not in gone]
+    prefixes = tuple(f"{i}.{c}." for i, cs in dropped.items() for c in cs)
+    payload["heads"] = {k: v for k, v in payload["heads"].items() if not k.startswith(prefixes)}
+    checkpoint.save(dst, payload)
+    return dropped
+
+
+def _used_heads(frames: list[pd.DataFrame]) -> set[tuple[int, str]]:
+    return {(e.exit, e.config) for frame in frames for inst in frame["instance"] if inst is not None
+            for e in inst.exits}
 
 
 def _instance_json(instance: Instance | None) -> dict[str, Any] | None:
@@ -259,10 +319,10 @@ def build(config_path: str | os.PathLike, *, work: str | os.PathLike | None = No
         wanted = TrainConfig(**cfg.stage_fields(stage), stage=stage, out=str(run_dir), init=init)
         _check_run(run_dir, wanted.to_dict())
         if result.is_file():
-            log(f"[{n}/6] {stage}: done earlier ({result})")
+            log(f"[{n}/8] {stage}: done earlier ({result})")
         else:
             resume = (run_dir / CHECKPOINT).is_file()
-            log(f"[{n}/6] {stage}: {'resuming from its checkpoint' if resume else 'training'}")
+            log(f"[{n}/8] {stage}: {'resuming from its checkpoint' if resume else 'training'}")
             t0 = time.perf_counter()
             train(wanted, resume=resume, log=lambda msg, stage=stage: log(f"      {stage}: {msg}"))
             state.record(stage, time.perf_counter() - t0)
@@ -271,48 +331,75 @@ def build(config_path: str | os.PathLike, *, work: str | os.PathLike | None = No
             log(f"stopped after {stage}, as asked; run the same command without --stop-after to go on")
             return work
 
+    variants = _train_variants(cfg, work, state, log)
+
     # the study ships float16 weights: the cache is computed from exactly those (widened back to float32), so anyone
     # re-running the shipped weights gets the cached figures
     weights = work / WEIGHTS
     if not weights.is_file():
         _to_half(work / "exits" / RESULT_FILES["exits"], weights)
-    cache_path = work / f"{cfg.cache_split}.npz"
-    net, meta = artifacts.load_multi_exit(weights)
-    if cache_path.is_file():
-        log(f"[4/6] cache: done earlier ({cache_path})")
-    else:
-        log(f"[4/6] cache: every exit x configuration on {cfg.dataset} {cfg.cache_split}"
-            + (" (and per-stage/head latency)" if cfg.latency else ""))
+    net, meta, model = artifacts.load_multi_exit_and_model(weights)
+    size = tuple(cfg.eval_size or cfg.crop)
+    caches: dict[str, Path] = {}
+    for split in (cfg.cache_split, cfg.report_split):
+        path = work / f"{split}.npz"
+        try:
+            dataset = build_dataset(cfg.dataset, root=cfg.data_root, split=split,
+                                    transform=eval_transform(size=size), **cfg.data_options)
+        except MessError as exc:
+            if split == cfg.cache_split:
+                raise
+            log(f"[5/8] cache: no '{split}' split here ({str(exc).splitlines()[0][:120]}); figures on "
+                f"{cfg.cache_split} only")
+            continue
+        caches[split] = path
+        if path.is_file():
+            log(f"[5/8] cache: {split} done earlier ({path})")
+            continue
+        log(f"[5/8] cache: every exit x configuration on {cfg.dataset} {split}"
+            + (" (and per-stage/head latency)" if cfg.latency and split == cfg.cache_split else ""))
         t0 = time.perf_counter()
-        size = cfg.eval_size or cfg.crop
-        dataset = build_dataset(cfg.dataset, root=cfg.data_root, split=cfg.cache_split,
-                                transform=eval_transform(size=tuple(size)), **cfg.data_options)
-        cache = build_cache(net, dataset, model=cfg.model, dataset_name=cfg.dataset, split=cfg.cache_split,
-                            batch_size=8, latency=cfg.latency, limit=cfg.cache_limit,
+        cache = build_cache(net, dataset, model=cfg.model, dataset_name=cfg.dataset, split=split, batch_size=8,
+                            latency=cfg.latency and split == cfg.cache_split, limit=cfg.cache_limit,
                             extra_meta={"source": f"study {cfg.name}"})
-        cache.save(cache_path)
-        state.record("cache", time.perf_counter() - t0)
+        cache.save(path)
+        state.record(f"cache_{split}", time.perf_counter() - t0)
+    cache_path = caches[cfg.cache_split]
     cache = EvaluationCache.load(cache_path)
+    report = EvaluationCache.load(caches[cfg.report_split]) if cfg.report_split in caches else None
+    if report is not None and cache.has_latency:
+        report.stage_ms, report.head_ms = cache.stage_ms, cache.head_ms  # same network, same machine: same cost
 
-    log("[5/6] search: results table of every mode, fronts of every mode and peer")
+    log(f"[6/8] search on {cfg.cache_split}: results table of every mode, fronts of every mode and peer"
+        + (f", every instance also reported on {cfg.report_split}" if report is not None else ""))
     t0 = time.perf_counter()
     space = SearchSpace(max_exits=cfg.max_exits)
-    results = {mode: _frame_json(results_table(cache, mode=mode, space=space)) for mode in MODES}
-    fronts = _frame_json(all_fronts(cache, space=space))
+    tables = {mode: results_table(cache, mode=mode, space=space, eval_cache=report) for mode in MODES}
+    results = {mode: _frame_json(table) for mode, table in tables.items()}
+    front_frame = all_fronts(cache, space=space)
+    fronts = _frame_json(front_frame)
     h, w = cache.meta["input_size"]
     profile = profile_report(net, model_name=cfg.model)
     state.record("search", time.perf_counter() - t0)
 
-    log(f"[6/6] pack: {out}")
+    latency = _bench_results(cfg, work, net, model, tables["input-dependent"], size, state, log)
+
+    log(f"[8/8] pack: {out}")
     tmp = out.with_name(f".{out.name}.building")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    shutil.copyfile(weights, tmp / WEIGHTS)
-    shutil.copyfile(cache_path, tmp / cache_path.name)
+    unshipped = _ship_weights(weights, tmp / WEIGHTS, set(cfg.heavy_configs),
+                              _used_heads(list(tables.values()) + [front_frame]))
+    for path in caches.values():
+        shutil.copyfile(path, tmp / path.name)
     atomic_write_text(tmp / RESULTS, json.dumps(results, indent=1))
     atomic_write_text(tmp / FRONTS, json.dumps(fronts, indent=1))
     atomic_write_text(tmp / PROFILE, json.dumps(profile, indent=1))
     atomic_write_text(tmp / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    if variants:
+        atomic_write_text(tmp / TRAINING, json.dumps(variants, indent=1))
+    if latency is not None:
+        atomic_write_text(tmp / LATENCY, json.dumps(latency, indent=1))
     from .bench import machine
 
     manifest = {
@@ -326,6 +413,8 @@ def build(config_path: str | os.PathLike, *, work: str | os.PathLike | None = No
         "classes": meta.get("classes"),
         "input_size": [h, w],
         "cache": cache_path.name,
+        "report_cache": caches[cfg.report_split].name if report is not None else None,
+        "unshipped_heads": unshipped,
         "versions": _versions(),
         "machine": machine(),
         "wall_seconds": {**state.times, "total_this_run": round(time.perf_counter() - started, 1)},
@@ -343,6 +432,69 @@ def build(config_path: str | os.PathLike, *, work: str | os.PathLike | None = No
     log(f"study {cfg.name} written to {out} ({sum(f['bytes'] for f in manifest['files'].values()) / 1e6:.1f} MB; "
         f"steps took {total / 60:.1f} min in all)")
     return out
+
+
+def _train_variants(cfg: StudyConfig, work: Path, state: "_State", log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Train every stage-2 variant of the training table (skipping finished ones); one row per variant x
+    configuration: the mIoU of every exit on the validation split and the final exit's."""
+    from .training import TrainConfig, train
+    from .training.loop import CHECKPOINT
+    from .training.run import RESULT_FILES
+
+    rows = []
+    for name, spec in cfg.variants.items():
+        run_dir = work / "variants" / name
+        init_stage = spec.get("init", "pretrain")
+        wanted = TrainConfig(**cfg.variant_fields(name), stage="exits", out=str(run_dir),
+                             init=str(work / init_stage / RESULT_FILES[init_stage]))
+        _check_run(run_dir, wanted.to_dict())
+        if (run_dir / RESULT_FILES["exits"]).is_file():
+            log(f"[4/8] variant {name}: done earlier")
+        else:
+            resume = (run_dir / CHECKPOINT).is_file()
+            log(f"[4/8] variant {name}: stage 2 with {wanted.exit_loss}, from {init_stage}"
+                + (", resuming" if resume else ""))
+            t0 = time.perf_counter()
+            train(wanted, resume=resume, log=lambda msg, name=name: log(f"      {name}: {msg}"))
+            state.record(f"variant_{name}", time.perf_counter() - t0)
+        detail = read_json(run_dir / "eval.json", StudyError, "missing: the variant's run did not evaluate")
+        for config in detail["exits"]["1"]:
+            rows.append({"variant": name, "exit_loss": wanted.exit_loss, "stage1": init_stage == "pretrain",
+                         "config": config, "epochs": wanted.epochs,
+                         "exits": {i: detail["exits"][i][config]["miou"] for i in sorted(detail["exits"], key=int)},
+                         "final": detail["final"]["miou"]})
+    return rows
+
+
+def _bench_results(cfg: StudyConfig, work: Path, net: Any, model: Any, table: pd.DataFrame, size: tuple[int, int],
+                   state: "_State", log: Callable[[str], None]) -> list[dict[str, Any]] | None:
+    """Latency of the input-dependent results' instances against the original model, in one interleaved run on
+    ``bench_images`` images of the cache split (batch sizes and engines from the configuration)."""
+    import torch
+
+    from .bench import bench
+    from .data import build_dataset, eval_transform
+
+    path = work / "latency.json"
+    if cfg.bench_images <= 0:
+        return None
+    if path.is_file():
+        log(f"[7/8] latency: done earlier ({path})")
+        return json.loads(path.read_text())
+    instances = {row.row: row.instance for row in table.itertuples()
+                 if row.instance is not None and row.instance.exits}
+    log(f"[7/8] latency: {', '.join(instances) or 'no early-exit instance'} against the original model, "
+        f"batch {list(cfg.bench_batches)}, {', '.join(cfg.bench_engines)}")
+    t0 = time.perf_counter()
+    dataset = build_dataset(cfg.dataset, root=cfg.data_root, split=cfg.cache_split, transform=eval_transform(size=size),
+                            **cfg.data_options)
+    images = torch.stack([dataset[i][0] for i in range(min(cfg.bench_images, len(dataset)))])
+    frame = bench(net, model, instances, images, batch_sizes=cfg.bench_batches, engines=cfg.bench_engines,
+                  repeats=cfg.bench_repeats, log=lambda msg: log(f"      {msg}"))
+    rows = json.loads(frame.to_json(orient="records"))
+    atomic_write_text(path, json.dumps(rows, indent=1))
+    state.record("latency", time.perf_counter() - t0)
+    return rows
 
 
 # ----------------------------------------------------------------------------------------------------- open
@@ -414,6 +566,63 @@ class Study:
             return profile_report(net, model_name=meta["model"])
         return self._json(PROFILE)
 
+    @cached_property
+    def report_cache(self) -> EvaluationCache | None:
+        """The cache of the split every instance is also reported on (``test`` when the dataset has it), or None."""
+        name = self.manifest.get("report_cache")
+        if not name:
+            return None
+        try:
+            return EvaluationCache.load(self.path / name)
+        except MessError as exc:
+            raise StudyError(f"study {self.name}: {exc}") from None
+
+    def training_table(self) -> pd.DataFrame | None:
+        """Stage-2 variants (loss, with or without stage 1): mIoU of every exit and the final one; None if not built."""
+        if not (self.path / TRAINING).is_file():
+            return None
+        rows = []
+        for r in self._json(TRAINING):
+            rows.append({"variant": r["variant"], "stage 2 loss": r["exit_loss"], "stage 1": r["stage1"],
+                         "config": r["config"], **{f"exit {i}": v for i, v in r["exits"].items()},
+                         "final": r["final"]})
+        return pd.DataFrame(rows)
+
+    def latency(self) -> pd.DataFrame | None:
+        """Measured latency of the results' instances against the original model (one run); None if not built."""
+        return pd.DataFrame(self._json(LATENCY)) if (self.path / LATENCY).is_file() else None
+
+    def check_weights(self, *, images: int = 3, data_root: str | os.PathLike | None = None) -> list[str]:
+        """Re-run the shipped weights on the first ``images`` images of the cache's split and compare every shipped
+        head's counts with the cache (a pixel or two may flip on a tie: convolutions round differently at another
+        batch size). Returns the problems; empty when they agree."""
+        from .cache import build_cache
+        from .data import build_dataset, eval_transform
+
+        cfg = StudyConfig.from_dict(self.manifest["config"], where=str(self.path / MANIFEST))
+        net, _ = self.load_network()
+        common = set.intersection(*(set(net.heads[str(i)].keys()) for i in range(1, net.num_exits)))
+        for i in range(1, net.num_exits):  # build_cache wants one space at every exit: the heads every exit has
+            bank = net.heads[str(i)]
+            for name in [k for k in bank.keys() if k not in common]:
+                del bank[name]
+        shipped = self.cache
+        data = build_dataset(cfg.dataset, root=data_root if data_root is not None else cfg.data_root,
+                             split=shipped.meta["split"], transform=eval_transform(size=tuple(shipped.meta["input_size"])),
+                             **cfg.data_options)
+        again = build_cache(net, data, model=cfg.model, dataset_name=cfg.dataset, split=shipped.meta["split"],
+                            batch_size=1, limit=images)
+        problems = []
+        if not np.array_equal(again.label, shipped.label[:images]):
+            problems.append(f"{self.cache_path}: its labels differ from the dataset's first {images} images")
+        budget = 0.001 * shipped.pixels[:images].sum()
+        rows = [(e, c) for e in range(1, net.num_exits) for c in again.configs] + [(net.num_exits, "final")]
+        for e, c in rows:
+            a, b = again.head_index(e, c), shipped.head_index(e, c)
+            if np.abs(again.tp[:, a] - shipped.tp[:images, b]).sum() > budget:
+                problems.append(f"{self.cache_path}: exit {e} {c}: counts differ from re-running {self.weights_path}")
+        return problems
+
     def verify(self) -> list[str]:
         """Problems with the files the manifest lists (missing, size or SHA-256 differ); empty when all match."""
         problems = []
@@ -467,6 +676,65 @@ def _cli_build(args: Any) -> int:
     return 0
 
 
+def _md(frame: pd.DataFrame) -> str:
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join("-" if (isinstance(v, float) and not np.isfinite(v)) else str(v) for v in row)
+                     + " |")
+    return "\n".join(lines)
+
+
+def end_to_end_table(study: Study) -> pd.DataFrame:
+    """The seed's table for input-dependent deployment with the latency measured in the study's one run: rows of
+    the results table; mIoU on the tuning split (and the report split), average GFLOPs, ms per image at each
+    measured batch size (eager), speedups against the backbone, exits used."""
+    table = study.results("input-dependent")
+    latency = study.latency()
+    out = pd.DataFrame({"": table["row"], f"mIoU % ({study.cache.meta.get('split')})": (100 * table["miou"]).round(2)})
+    if "eval_miou" in table:
+        out[f"mIoU % ({study.report_cache.meta.get('split') if study.report_cache else 'report'})"] = (
+            100 * table["eval_miou"]).round(2)
+    out["GFLOPs"] = table["gflops"].round(3)
+    out["speedup (GFLOPs)"] = table["speedup"].round(2)
+    if latency is not None:
+        eager = latency[latency["engine"].str.startswith("eager")]
+        for b in sorted(eager["batch"].unique()):
+            at = eager[eager["batch"] == b].set_index("variant")
+            # an instance without early exits is the original model's path
+            names = ["original" if i is None or not i.exits else r for r, i in zip(table["row"], table["instance"])]
+            names = [n if n != "oracle (exits of MESS <= 1pp)" else None for n in names]
+            ms = [at["ms_per_image"].get(n, np.nan) for n in names]
+            out[f"ms/img b{b}"] = np.round(ms, 2)
+            out[f"speedup b{b}"] = np.round([at["speedup"].get(n, np.nan) for n in names], 2)
+    out["exits used"] = table["exits"]
+    return out
+
+
+def markdown_report(study: Study) -> str:
+    """Every table BENCHMARKS.md records for a study, as markdown."""
+    parts = [f"### {study.name}", "", f"Built by `{study.manifest.get('command')}` on {study.manifest.get('machine')}; "
+             f"wall seconds per step: {study.manifest.get('wall_seconds')}.", "", "End to end (input-dependent):", "",
+             _md(end_to_end_table(study))]
+    for mode in ("budgeted", "anytime"):
+        t = study.results(mode)
+        parts += ["", f"{mode}:", "", _md(pd.DataFrame({"": t["row"], "mIoU %": (100 * t["miou"]).round(2),
+                                                        "GFLOPs": t["gflops"].round(3), "exits used": t["exits"]}))]
+    training = study.training_table()
+    if training is not None:
+        shown = training.copy()
+        for c in shown.columns:
+            if c.startswith("exit ") or c == "final":
+                shown[c] = (100 * shown[c]).round(2)
+        parts += ["", "Training table (mIoU % on the tuning split per exit):", "", _md(shown)]
+    return "\n".join(parts)
+
+
+def _cli_report(args: Any) -> int:
+    print(markdown_report(open_study(args.study)))
+    return 0
+
+
 def _cli_check(args: Any) -> int:
     study = open_study(args.study)
     problems = study.verify()
@@ -488,4 +756,8 @@ def add_parser(sub: Any) -> None:
     c = ssub.add_parser("check", help="check a study's files against its manifest")
     c.add_argument("study", help="study folder")
     c.set_defaults(run=_cli_check)
+    r = ssub.add_parser("report", help="print a study's tables (end to end with measured latency, modes, training) "
+                        "as markdown")
+    r.add_argument("study", help="study folder")
+    r.set_defaults(run=_cli_report)
 

@@ -29,6 +29,15 @@ stages:
   pretrain: {epochs: 1}
   exits: {epochs: 1}
 latency: false
+variants:
+  ce: {exit_loss: ce}
+  pfd: {exit_loss: pfd}
+  pfd-no-stage1: {exit_loss: pfd, init: backbone}
+variant_space: crm25p-b0-fcn
+bench_images: 4
+bench_batches: [1, 2]
+bench_repeats: 1
+heavy_configs: [nocrm-b0-fcn]
 """
 
 

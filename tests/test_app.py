@@ -50,7 +50,7 @@ def test_every_page_shows_engine_figures(tiny_app):
     assert not problems(tiny_app)
     assert metrics(tiny_app)["exits (N)"] == "6"
     assert any("**mobilenetv2_fcn** on **synthetic**" in m.value for m in tiny_app.markdown)
-    table = tiny_app.dataframe[-1].value
+    table = next(d.value for d in tiny_app.dataframe if "CPU ms" in d.value.columns)
     assert list(table[""])[0] == "Backbone"
     tiny_app.switch_page("views/explorer.py").run()
     assert not problems(tiny_app)
@@ -115,3 +115,12 @@ def test_a_broken_study_folder_gets_a_message_and_the_app_keeps_working(tiny_app
     assert "no such folder" in app.error[0].value
     app.sidebar.selectbox(key="study_choice").set_value(out.name).run()
     assert not problems(app) and "mIoU" in metrics(app)
+
+
+def test_the_study_page_shows_test_figures_latency_and_the_training_table(tiny_app):
+    app = tiny_app.switch_page("views/study.py").run()
+    assert not problems(app)
+    columns = [list(d.value.columns) for d in app.dataframe]
+    assert any("mIoU % (test)" in c for c in columns)
+    assert any("ms/img b1" in c for c in columns)
+    assert any("stage 2 loss" in c for c in columns)

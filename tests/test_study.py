@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from mess_core import checkpoint
-from mess_core.cache import EvaluationCache, build_cache
-from mess_core.data import build_dataset, eval_transform
+from mess_core.cache import EvaluationCache
 from mess_core.instance import MODES, evaluate
 from mess_core.report import results_table
 from mess_core.study import StudyConfig, StudyError, build, list_studies, open_study
@@ -22,11 +21,12 @@ def test_build_writes_every_file_the_manifest_lists_with_matching_hashes(tiny_st
     manifest = study.manifest
     assert manifest["format"] == "mess-study/1" and manifest["name"] == "tiny"
     assert manifest["command"].endswith(f"study build {config.as_posix()}")
-    assert set(manifest["files"]) == {"multi_exit.pt", "val.npz", "results.json", "fronts.json", "profile.json",
-                                      "study.yaml"}
+    assert set(manifest["files"]) == {"multi_exit.pt", "val.npz", "test.npz", "results.json", "fronts.json",
+                                      "profile.json", "study.yaml", "training.json", "latency.json"}
     assert study.verify() == []
-    assert {"backbone", "pretrain", "exits", "cache", "search"} <= set(manifest["wall_seconds"])
-    assert any(line.startswith("[6/6] pack") for line in lines)
+    assert {"backbone", "pretrain", "exits", "variant_ce", "cache_val", "cache_test", "search", "latency"} <= set(
+        manifest["wall_seconds"])
+    assert any(line.startswith("[8/8] pack") for line in lines)
     assert list_studies(out.parent) == [out]
 
 
@@ -41,15 +41,34 @@ def test_weights_are_stored_in_float16_and_load_as_float32(tiny_study):
 
 def test_cache_agrees_with_rerunning_the_shipped_weights(tiny_study):
     _, _, out, _ = tiny_study
+    assert open_study(out).check_weights(images=3) == []
+
+
+def test_heavy_heads_ship_only_where_an_instance_uses_them(tiny_study):
+    _, _, out, _ = tiny_study
     study = open_study(out)
     net, _ = study.load_network()
-    cfg = StudyConfig.from_yaml(out / "study.yaml")
-    data = build_dataset(cfg.dataset, split="val", transform=eval_transform(size=tuple(cfg.crop)), **cfg.data_options)
-    again = build_cache(net, data, model=cfg.model, dataset_name=cfg.dataset, split="val", batch_size=1, limit=3)
-    shipped = study.cache
-    np.testing.assert_array_equal(again.label, shipped.label[:3])
-    # batch 1 here, batch 8 in the build: convolutions may round differently, a tie may flip a pixel or two
-    assert np.abs(again.tp - shipped.tp[:3]).sum() <= 0.001 * shipped.pixels[:3].sum() * shipped.num_heads
+    used = {(e.exit, e.config) for mode in MODES for inst in study.results(mode)["instance"] if inst is not None
+            for e in inst.exits} | {(e.exit, e.config) for inst in study.fronts()["instance"] for e in inst.exits}
+    for i in range(1, 6):
+        shipped = set(net.heads[str(i)].keys())
+        assert "crm25p-b0-fcn" in shipped
+        assert ("nocrm-b0-fcn" in shipped) == ((i, "nocrm-b0-fcn") in used)
+        assert ("nocrm-b0-fcn" in study.manifest["unshipped_heads"].get(str(i), [])) != ("nocrm-b0-fcn" in shipped)
+    assert study.cache.configs == ["crm25p-b0-fcn", "nocrm-b0-fcn"]  # the figures of every head stay
+
+
+def test_changed_weights_are_caught_by_the_consistency_check(tiny_study, tmp_path):
+    from mess_core import checkpoint
+
+    _, _, out, _ = tiny_study
+    changed = tmp_path / "changed"
+    shutil.copytree(out, changed)
+    payload = checkpoint.load(changed / "multi_exit.pt")
+    key = next(k for k in payload["heads"] if k.startswith("2.crm25p-b0-fcn.") and k.endswith("weight"))
+    payload["heads"][key] = -payload["heads"][key]
+    checkpoint.save(changed / "multi_exit.pt", payload)
+    assert any("exit 2 crm25p-b0-fcn: counts differ" in p for p in open_study(changed).check_weights())
 
 
 def test_results_and_fronts_are_what_the_engine_computes_from_the_cache(tiny_study):
@@ -127,6 +146,8 @@ def test_a_run_folder_opens_as_a_study_computed_on_the_fly(tiny_study, tmp_path)
     ("name: x\nstages:\n  exits: {exit_loss: nope}\n", "stages.exits:"),
     ("name: x\nstages:\n  warmup: {}\n", "stages.warmup"),
     ("name: [x\n", "not valid YAML"),
+    ("name: x\nheavy_configs: [banana]\n", "heavy_configs:"),
+    ("name: x\nvariants:\n  a: {init: stage0}\n", "variants.a"),
 ])
 def test_bad_configs_are_refused_before_any_training(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
@@ -152,3 +173,45 @@ def test_stop_after_a_stage_leaves_the_rest_for_later(tiny_study, tmp_path):
     lines: list[str] = []
     assert build(config, work=copy, out=tmp_path / "study", stop_after="pretrain", log=lines.append) == copy
     assert lines[-1].startswith("stopped after pretrain") and not (tmp_path / "study").exists()
+
+
+def test_thresholds_tuned_on_val_are_also_reported_on_test(tiny_study):
+    _, _, out, _ = tiny_study
+    study = open_study(out)
+    assert study.report_cache.meta["split"] == "test"
+    table = study.results("input-dependent")
+    for inst, row in zip(table["instance"], table.itertuples()):
+        if inst is not None:
+            assert evaluate(study.report_cache, inst).miou == pytest.approx(row.eval_miou)
+
+
+def test_training_table_has_every_variant_and_exit(tiny_study):
+    _, work, out, _ = tiny_study
+    table = open_study(out).training_table()
+    assert list(table["variant"]) == ["ce", "pfd", "pfd-no-stage1"]
+    assert list(table["stage 1"]) == [True, True, False]
+    assert [c for c in table.columns if c.startswith("exit ")] == [f"exit {i}" for i in range(1, 6)]
+    detail = json.loads((work / "variants" / "ce" / "eval.json").read_text())
+    assert table.loc[0, "exit 3"] == detail["exits"]["3"]["crm25p-b0-fcn"]["miou"]
+    # without stage 1 the final exit is the plain backbone's: it differs from the pre-trained one
+    assert table.loc[2, "final"] != table.loc[1, "final"]
+
+
+def test_latency_is_measured_for_every_early_exit_instance_against_the_original(tiny_study):
+    _, _, out, _ = tiny_study
+    study = open_study(out)
+    latency = study.latency()
+    table = study.results("input-dependent")
+    early = {r.row for r in table.itertuples() if r.instance is not None and r.instance.exits}
+    assert set(latency["variant"]) == {"original", "converted"} | early | {f"{n} (no exit)" for n in early}
+    assert set(latency["batch"]) == {1, 2}
+
+
+def test_the_report_command_prints_every_table(tiny_study, capsys):
+    from mess_core.cli import main
+
+    _, _, out, _ = tiny_study
+    assert main(["study", "report", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "End to end (input-dependent):" in text and "| Backbone |" in text
+    assert "mIoU % (test)" in text and "ms/img b1" in text and "Training table" in text
