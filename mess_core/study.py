@@ -711,6 +711,54 @@ def end_to_end_table(study: Study) -> pd.DataFrame:
     return out
 
 
+def policy_comparison(study: Study, drops: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0)) -> pd.DataFrame:
+    """Exit policies at equal accuracy: for each allowed mIoU drop, the fewest average GFLOPs on the front of MESS
+    (edge-masked), of the same policy without edge masking and of the naive mean-confidence policy, as speedups
+    against the backbone; the oracle (on the exits of MESS <= 1 pp) is a bound, not a policy."""
+    fronts = study.fronts()
+    cache = study.cache
+    base_miou = float(cache.head_miou()[cache.final_head])
+    base = float(cache.stage_gflops.sum())
+    rows = []
+    for drop in drops:
+        row: dict[str, Any] = {"mIoU drop <= pp": drop}
+        for series, label in (("MESS input-dependent", "MESS (edge-masked)"), ("no edge masking", "no edge masking"),
+                              ("naive policy", "naive (mean confidence)")):
+            front = fronts[(fronts["series"] == series) & (fronts["miou"] >= base_miou - drop / 100 - 1e-12)]
+            row[label] = round(base / float(front["cost"].min()), 2) if len(front) else np.nan
+        rows.append(row)
+    table = study.results("input-dependent")
+    oracle = table[table["row"].str.startswith("oracle")]
+    out = pd.DataFrame(rows)
+    out["oracle bound (exits of MESS <= 1pp)"] = round(base / float(oracle["gflops"].iloc[0]), 2) if len(oracle) \
+        and np.isfinite(oracle["gflops"].iloc[0]) else np.nan
+    return out
+
+
+def headline(study: Study) -> list[str]:
+    """The paper's headline claims, checked on this study: input-dependent MESS at <= 1 pp drop with >= 2.8x fewer
+    average GFLOPs and >= 2.5x lower measured CPU latency (batch 1); at <= 1x cost a higher mIoU than the backbone."""
+    table = study.results("input-dependent").set_index("row")
+    lines = []
+    one = table.loc["MESS min-cost <= 1pp drop"]
+    verdict = "met" if one["speedup"] >= 2.8 else "NOT met"
+    lines.append(f"MESS <= 1 pp drop: {one['speedup']:.2f}x fewer GFLOPs (target >= 2.8x: {verdict}), mIoU "
+                 f"{100 * one['miou']:.2f}% vs {100 * table.loc['Backbone', 'miou']:.2f}%")
+    latency = study.latency()
+    if latency is not None:
+        at = latency[(latency["batch"] == 1) & latency["engine"].str.startswith("eager")].set_index("variant")
+        if "MESS min-cost <= 1pp drop" in at.index:
+            speed = float(at.loc["MESS min-cost <= 1pp drop", "speedup"])
+            lines.append(f"MESS <= 1 pp drop: {speed:.2f}x lower measured CPU latency at batch 1 (target >= 2.5x: "
+                         f"{'met' if speed >= 2.5 else 'NOT met'})")
+        else:
+            lines.append("MESS <= 1 pp drop keeps no early exit: its latency is the backbone's (target >= 2.5x: NOT met)")
+    best = table.loc["MESS max-acc <= 1x cost"]
+    lines.append(f"MESS at <= 1x cost: {100 * best['miou']:.2f}% vs the backbone's {100 * table.loc['Backbone', 'miou']:.2f}%"
+                 f" ({'met' if best['miou'] > table.loc['Backbone', 'miou'] else 'NOT met'}: higher than the backbone)")
+    return lines
+
+
 def markdown_report(study: Study) -> str:
     """Every table BENCHMARKS.md records for a study, as markdown."""
     parts = [f"### {study.name}", "", f"Built by `{study.manifest.get('command')}` on {study.manifest.get('machine')}; "
@@ -720,6 +768,8 @@ def markdown_report(study: Study) -> str:
         t = study.results(mode)
         parts += ["", f"{mode}:", "", _md(pd.DataFrame({"": t["row"], "mIoU %": (100 * t["miou"]).round(2),
                                                         "GFLOPs": t["gflops"].round(3), "exits used": t["exits"]}))]
+    parts += ["", "Exit policies at equal accuracy (speedup in average GFLOPs against the backbone):", "",
+              _md(policy_comparison(study)), "", "Headline:", ""] + [f"- {line}" for line in headline(study)]
     training = study.training_table()
     if training is not None:
         shown = training.copy()

@@ -215,3 +215,17 @@ def test_the_report_command_prints_every_table(tiny_study, capsys):
     text = capsys.readouterr().out
     assert "End to end (input-dependent):" in text and "| Backbone |" in text
     assert "mIoU % (test)" in text and "ms/img b1" in text and "Training table" in text
+    assert "Exit policies at equal accuracy" in text and "target >= 2.8x" in text
+
+
+def test_policy_comparison_reads_the_fronts_at_equal_accuracy(tiny_study):
+    from mess_core.study import policy_comparison
+
+    _, _, out, _ = tiny_study
+    study = open_study(out)
+    table = policy_comparison(study, drops=(1.0,))
+    fronts = study.fronts()
+    mess = fronts[fronts["series"] == "MESS input-dependent"]
+    base_miou = study.cache.head_miou()[study.cache.final_head]
+    best = mess[mess["miou"] >= base_miou - 0.01 - 1e-12]["cost"].min()
+    assert table.loc[0, "MESS (edge-masked)"] == round(study.cache.stage_gflops.sum() / best, 2)
