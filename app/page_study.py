@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 
 from common import guarded, pct, results
 from mess_core.instance import MODES
-from mess_core.study import Study, end_to_end_table
+from mess_core.study import Study, end_to_end_table, headline, policy_comparison
 
 
 def profile_figure(profile: dict) -> go.Figure:
@@ -105,6 +105,11 @@ def page(study: Study) -> None:
                                     | {"GFLOPs": "{:.3f}", "CPU ms": "{:.2f}", "speedup (GFLOPs)": "{:.2f}x",
                                        "speedup (ms)": "{:.2f}x"}, na_rep="-"),
                  hide_index=True, key="results_table")
+    if mode == "input-dependent":
+        st.markdown("**Exit policies at equal accuracy** (speedup in average GFLOPs against the backbone, read off "
+                    "each policy's front)")
+        st.dataframe(policy_comparison(study), hide_index=True, key="policy_table")
+        st.markdown("**The paper's headline on this study**\n\n" + "\n".join(f"- {line}" for line in headline(study)))
     training = study.training_table()
     if training is not None:
         st.subheader("Stage 2 training variants")

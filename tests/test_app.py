@@ -124,3 +124,5 @@ def test_the_study_page_shows_test_figures_latency_and_the_training_table(tiny_a
     assert any("mIoU % (test)" in c for c in columns)
     assert any("ms/img b1" in c for c in columns)
     assert any("stage 2 loss" in c for c in columns)
+    assert any("naive (mean confidence)" in c for c in columns)
+    assert any("target >= 2.8x" in m.value for m in app.markdown)
