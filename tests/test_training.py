@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -206,3 +207,28 @@ def test_resume_continues_to_the_same_result_as_an_uninterrupted_run(tmp_path):
     assert b["epoch"] == 3 and len(out["history"]) == 4
     assert all(torch.equal(a["module"][k], b["module"][k]) for k in a["module"])
     assert [r.get("loss") for r in a["history"]] == [r.get("loss") for r in b["history"]]
+
+
+def test_a_short_run_on_a_longer_schedule_is_the_exact_start_of_the_long_run(tmp_path):
+    poly = dict(lr_schedule="poly", train_limit=12, val_limit=2)  # 3 steps: the third sees the second step's lr
+    long = train(config(tmp_path, "backbone", name="long", epochs=2, **poly), model=tiny(), log=silent)
+    short = train(config(tmp_path, "backbone", name="short", epochs=1, schedule_epochs=2, **poly), model=tiny(),
+                  log=silent)
+    alone = train(config(tmp_path, "backbone", name="alone", epochs=1, **poly), model=tiny(), log=silent)
+    first = [(r["lr"], r["loss"]) for r in long["history"] if "loss" in r][:1]
+    assert [(r["lr"], r["loss"]) for r in short["history"] if "loss" in r] == first
+    # a one-epoch schedule decays to zero within the epoch: a different run
+    assert losses(alone["history"]) != losses(short["history"])
+    with pytest.raises(TrainingError, match="schedule_epochs"):
+        config(tmp_path, "backbone", epochs=3, schedule_epochs=2)
+
+
+def test_resuming_a_finished_run_evaluates_its_final_weights_when_that_was_not_written(tmp_path):
+    cfg = config(tmp_path, "backbone", epochs=1, train_limit=4, val_limit=2)
+    train(cfg, model=tiny(), log=silent)
+    evaluation = tmp_path / "run" / "eval.json"
+    before = json.loads(evaluation.read_text())
+    evaluation.unlink()
+    out = train(cfg, model=tiny(), resume=True, log=silent)
+    assert json.loads(evaluation.read_text()) == before
+    assert out["detail"]

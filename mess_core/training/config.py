@@ -48,6 +48,9 @@ class TrainConfig:
     jitter: float = 0.2
     eval_size: tuple[int, int] | None = None  # resize validation images (None: native size)
     epochs: int = 10
+    # the learning-rate schedule's horizon in epochs (None: ``epochs``): a longer one trains the first ``epochs`` of a
+    # longer schedule, so a short run is the exact beginning of the longer one
+    schedule_epochs: int | None = None
     batch_size: int = 8
     accumulate: int = 1
     optimizer: str = "sgd"
@@ -81,6 +84,8 @@ class TrainConfig:
             (self.exit_schedule in EXIT_SCHEDULES, f"exit_schedule must be one of {EXIT_SCHEDULES}"),
             (self.exit_loss in EXIT_LOSSES, f"exit_loss must be one of {EXIT_LOSSES}, not {self.exit_loss!r}"),
             (self.epochs >= 1, f"epochs must be >= 1, not {self.epochs}"),
+            (self.schedule_epochs is None or self.schedule_epochs >= self.epochs,
+             f"schedule_epochs must be >= epochs ({self.epochs}), not {self.schedule_epochs}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, not {self.batch_size}"),
             (self.accumulate >= 1, f"accumulate must be >= 1, not {self.accumulate}"),
             (self.num_exits >= 2, f"num_exits must be >= 2, not {self.num_exits}"),

@@ -144,7 +144,7 @@ def fit(
             find_unused_parameters=task.find_unused_parameters,
         )
     optimizer = _optimizer(config, task.trainable_parameters())
-    scheduler = _scheduler(config, optimizer, config.epochs * steps)
+    scheduler = _scheduler(config, optimizer, (config.schedule_epochs or config.epochs) * steps)
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
     autocast = _autocast(config, device)
 
@@ -274,4 +274,12 @@ def fit(
                 atomic_write_text(run_dir / EVAL, json.dumps(detail, indent=2))
             log(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "step")))
         barrier()
+    if val_loader is not None and not detail:  # resumed after its last epoch: its final weights were not evaluated
+        metrics, detail = task.evaluate(val_loader, device)
+        if history:
+            history[-1].update(metrics)
+        if env.is_main:
+            write_metrics_csv(run_dir / METRICS, history)
+            atomic_write_text(run_dir / EVAL, json.dumps(detail, indent=2))
+            log("final weights: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     return {"history": history, "detail": detail}
