@@ -46,7 +46,8 @@ from .exits import ExitSpec
 from .instance import MODES, Instance
 from .io import atomic_write_text, read_json
 
-__all__ = ["StudyError", "StudyConfig", "Study", "build", "list_studies", "open_study", "STUDY_FORMAT"]
+__all__ = ["StudyError", "StudyConfig", "Study", "build", "list_studies", "open_study", "STUDY_FORMAT",
+           "DEFAULT_STUDY"]
 
 STUDY_FORMAT = "mess-study/1"
 MANIFEST = "manifest.json"
@@ -55,6 +56,8 @@ RESULTS = "results.json"
 FRONTS = "fronts.json"
 PROFILE = "profile.json"
 CONFIG = "study.yaml"
+# the shipped study the app opens first: the CPU reference study on real driving scenes (issue 7)
+DEFAULT_STUDY = "camvid-mobilenetv2-fcn"
 TRAINING = "training.json"
 LATENCY = "latency.json"
 STAGES = ("backbone", "pretrain", "exits")
@@ -442,12 +445,19 @@ def _train_variants(cfg: StudyConfig, work: Path, state: "_State", log: Callable
     from .training.run import RESULT_FILES
 
     rows = []
+    main = cfg.stage_fields("exits")
     for name, spec in cfg.variants.items():
         run_dir = work / "variants" / name
         init_stage = spec.get("init", "pretrain")
         wanted = TrainConfig(**cfg.variant_fields(name), stage="exits", out=str(run_dir),
                              init=str(work / init_stage / RESULT_FILES[init_stage]))
-        _check_run(run_dir, wanted.to_dict())
+        # heads are independent given the frozen backbone: a variant with stage 2's own settings is the stage-2 run
+        # itself, read from it instead of training the same heads twice
+        if init_stage == "pretrain" and all(main.get(k) == v for k, v in spec.items() if k != "init"):
+            run_dir = work / "exits"
+            log(f"[4/8] variant {name}: stage 2's own settings, read from {run_dir}")
+        else:
+            _check_run(run_dir, wanted.to_dict())
         if (run_dir / RESULT_FILES["exits"]).is_file():
             log(f"[4/8] variant {name}: done earlier")
         else:
@@ -458,7 +468,7 @@ def _train_variants(cfg: StudyConfig, work: Path, state: "_State", log: Callable
             train(wanted, resume=resume, log=lambda msg, name=name: log(f"      {name}: {msg}"))
             state.record(f"variant_{name}", time.perf_counter() - t0)
         detail = read_json(run_dir / "eval.json", StudyError, "missing: the variant's run did not evaluate")
-        for config in detail["exits"]["1"]:
+        for config in [c for c in detail["exits"]["1"] if c == cfg.variant_space]:
             rows.append({"variant": name, "exit_loss": wanted.exit_loss, "stage1": init_stage == "pretrain",
                          "config": config, "epochs": wanted.epochs,
                          "exits": {i: detail["exits"][i][config]["miou"] for i in sorted(detail["exits"], key=int)},

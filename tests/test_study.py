@@ -197,6 +197,16 @@ def test_training_table_has_every_variant_and_exit(tiny_study):
     assert table.loc[2, "final"] != table.loc[1, "final"]
 
 
+def test_a_variant_with_stage_2s_own_settings_is_read_from_stage_2_not_trained_again(tiny_study):
+    _, work, out, _ = tiny_study
+    assert not (work / "variants" / "pfd").exists()
+    table = open_study(out).training_table()
+    main = json.loads((work / "exits" / "eval.json").read_text())
+    pfd = table[table["variant"] == "pfd"].iloc[0]
+    assert pfd["exit 2"] == main["exits"]["2"]["crm25p-b0-fcn"]["miou"]
+    assert len(table) == 3  # one row per variant: only the variant space's configuration, not all of stage 2's
+
+
 def test_latency_is_measured_for_every_early_exit_instance_against_the_original(tiny_study):
     _, _, out, _ = tiny_study
     study = open_study(out)
