@@ -17,7 +17,7 @@ import streamlit as st
 
 from mess_core.errors import MessError
 from mess_core.explore import sample_instances
-from mess_core.study import Study, StudyError, list_studies, open_study
+from mess_core.study import DEFAULT_STUDY, Study, StudyError, list_studies, open_study
 
 REPO = Path(__file__).resolve().parents[1]
 OTHER = "another folder..."
@@ -29,7 +29,7 @@ def studies_root() -> Path:
 
 
 def default_study() -> str:
-    return os.environ.get("MESS_DEFAULT_STUDY", "synthetic-mobilenetv2-fcn")
+    return os.environ.get("MESS_DEFAULT_STUDY", DEFAULT_STUDY)
 
 
 @st.cache_resource(show_spinner="Opening the study...", max_entries=8)

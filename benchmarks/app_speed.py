@@ -24,9 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--study", default="synthetic-mobilenetv2-fcn")
+    parser.add_argument("--study", default=None, help="a study of precomputed/ (default: the app's default)")
     args = parser.parse_args()
-    os.environ["MESS_DEFAULT_STUDY"] = args.study
 
     t0 = time.perf_counter()
     import cv2
@@ -42,9 +41,11 @@ def main() -> None:
                                    to_input)
     from mess_core.policy import EdgeMasking
     from mess_core.search import Objective
-    from mess_core.study import open_study
+    from mess_core.study import DEFAULT_STUDY, open_study
 
     imports = time.perf_counter() - t0
+    args.study = args.study or DEFAULT_STUDY
+    os.environ["MESS_DEFAULT_STUDY"] = args.study
     print(f"machine: {machine()}; study {args.study}")
     print(f"imports (streamlit, torch, engine, pages): {imports:.2f} s")
 

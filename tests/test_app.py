@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from mess_core.study import list_studies
+from mess_core.study import DEFAULT_STUDY, list_studies
 
 from .paths import APP, PRECOMPUTED
 
@@ -38,11 +38,13 @@ def tiny_app(tiny_study, monkeypatch):
 def test_the_shipped_default_study_opens_on_every_page(monkeypatch):
     studies = list_studies(PRECOMPUTED)
     assert studies, f"no study in {PRECOMPUTED}: the app would start empty on a fresh clone"
-    app = start(monkeypatch, PRECOMPUTED, "synthetic-mobilenetv2-fcn")
+    monkeypatch.delenv("MESS_DEFAULT_STUDY", raising=False)
+    monkeypatch.setenv("MESS_STUDIES", str(PRECOMPUTED))
+    app = AppTest.from_file(str(APP), default_timeout=180).run()  # no default named: the one a fresh clone opens
     for page in PAGES:
         app.switch_page(page).run()
         assert not problems(app), page
-    assert "synthetic-mobilenetv2-fcn" in app.sidebar.selectbox[0].value
+    assert app.sidebar.selectbox[0].value == DEFAULT_STUDY
 
 
 def test_every_page_shows_engine_figures(tiny_app):

@@ -49,8 +49,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server():
     port = _free_port()
-    env = {**os.environ, "MESS_STUDIES": str(REPO / "precomputed"),
-           "MESS_DEFAULT_STUDY": "synthetic-mobilenetv2-fcn"}
+    env = {k: v for k, v in os.environ.items() if k != "MESS_DEFAULT_STUDY"}  # the default a fresh clone opens
+    env["MESS_STUDIES"] = str(REPO / "precomputed")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],

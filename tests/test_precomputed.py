@@ -2,7 +2,7 @@
 
 import pytest
 
-from mess_core.study import StudyConfig, list_studies, open_study
+from mess_core.study import DEFAULT_STUDY, StudyConfig, list_studies, open_study
 
 from .paths import PRECOMPUTED, REPO
 
@@ -10,7 +10,7 @@ STUDIES = list_studies(PRECOMPUTED)
 
 
 def test_a_default_study_is_shipped():
-    assert "synthetic-mobilenetv2-fcn" in [p.name for p in STUDIES]
+    assert DEFAULT_STUDY in [p.name for p in STUDIES]
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=[p.name for p in STUDIES])
