@@ -445,34 +445,39 @@ def _train_variants(cfg: StudyConfig, work: Path, state: "_State", log: Callable
     from .training.run import RESULT_FILES
 
     rows = []
-    main = cfg.stage_fields("exits")
+    main, stage2 = cfg.stage_fields("exits"), work / "exits"
+    config = ExitSpec.coerce(cfg.variant_space).id
+    trained_in_stage2 = read_json(stage2 / "eval.json", StudyError, "missing: stage 2 did not evaluate")["exits"]["1"] \
+        if cfg.variants else {}
     for name, spec in cfg.variants.items():
         run_dir = work / "variants" / name
         init_stage = spec.get("init", "pretrain")
         wanted = TrainConfig(**cfg.variant_fields(name), stage="exits", out=str(run_dir),
                              init=str(work / init_stage / RESULT_FILES[init_stage]))
-        # heads are independent given the frozen backbone: a variant with stage 2's own settings is the stage-2 run
-        # itself, read from it instead of training the same heads twice
-        if init_stage == "pretrain" and all(main.get(k) == v for k, v in spec.items() if k != "init"):
-            run_dir = work / "exits"
+        # heads are independent given the frozen backbone: a variant with stage 2's own settings, on a configuration
+        # stage 2 trained, is the stage-2 run itself, read from it instead of training the same heads twice
+        same = init_stage == "pretrain" and all(main.get(k) == v for k, v in spec.items() if k != "init")
+        if same and config in trained_in_stage2:
+            run_dir = stage2
             log(f"[4/8] variant {name}: stage 2's own settings, read from {run_dir}")
         else:
             _check_run(run_dir, wanted.to_dict())
-        if (run_dir / RESULT_FILES["exits"]).is_file():
-            log(f"[4/8] variant {name}: done earlier")
-        else:
-            resume = (run_dir / CHECKPOINT).is_file()
-            log(f"[4/8] variant {name}: stage 2 with {wanted.exit_loss}, from {init_stage}"
-                + (", resuming" if resume else ""))
-            t0 = time.perf_counter()
-            train(wanted, resume=resume, log=lambda msg, name=name: log(f"      {name}: {msg}"))
-            state.record(f"variant_{name}", time.perf_counter() - t0)
+            if (run_dir / RESULT_FILES["exits"]).is_file():
+                log(f"[4/8] variant {name}: done earlier")
+            else:
+                resume = (run_dir / CHECKPOINT).is_file()
+                log(f"[4/8] variant {name}: stage 2 with {wanted.exit_loss}, from {init_stage}"
+                    + (", resuming" if resume else ""))
+                t0 = time.perf_counter()
+                train(wanted, resume=resume, log=lambda msg, name=name: log(f"      {name}: {msg}"))
+                state.record(f"variant_{name}", time.perf_counter() - t0)
         detail = read_json(run_dir / "eval.json", StudyError, "missing: the variant's run did not evaluate")
-        for config in [c for c in detail["exits"]["1"] if c == cfg.variant_space]:
-            rows.append({"variant": name, "exit_loss": wanted.exit_loss, "stage1": init_stage == "pretrain",
-                         "config": config, "epochs": wanted.epochs,
-                         "exits": {i: detail["exits"][i][config]["miou"] for i in sorted(detail["exits"], key=int)},
-                         "final": detail["final"]["miou"]})
+        if config not in detail["exits"]["1"]:
+            raise StudyError(f"{run_dir / 'eval.json'}: no figures for the variant space '{config}'")
+        rows.append({"variant": name, "exit_loss": wanted.exit_loss, "stage1": init_stage == "pretrain",
+                     "config": config, "epochs": wanted.epochs,
+                     "exits": {i: detail["exits"][i][config]["miou"] for i in sorted(detail["exits"], key=int)},
+                     "final": detail["final"]["miou"]})
     return rows
 
 

@@ -15,9 +15,13 @@ from .paths import APP, PRECOMPUTED
 PAGES = ["views/study.py", "views/explorer.py", "views/thresholds.py", "views/pareto.py"]
 
 
-def start(monkeypatch, root, default):
+def start(monkeypatch, root, default=None):
+    """The app on the studies under ``root``, opening ``default`` (None: the one a fresh clone opens)."""
     monkeypatch.setenv("MESS_STUDIES", str(root))
-    monkeypatch.setenv("MESS_DEFAULT_STUDY", default)
+    if default is None:
+        monkeypatch.delenv("MESS_DEFAULT_STUDY", raising=False)
+    else:
+        monkeypatch.setenv("MESS_DEFAULT_STUDY", default)
     return AppTest.from_file(str(APP), default_timeout=180).run()
 
 
@@ -38,9 +42,7 @@ def tiny_app(tiny_study, monkeypatch):
 def test_the_shipped_default_study_opens_on_every_page(monkeypatch):
     studies = list_studies(PRECOMPUTED)
     assert studies, f"no study in {PRECOMPUTED}: the app would start empty on a fresh clone"
-    monkeypatch.delenv("MESS_DEFAULT_STUDY", raising=False)
-    monkeypatch.setenv("MESS_STUDIES", str(PRECOMPUTED))
-    app = AppTest.from_file(str(APP), default_timeout=180).run()  # no default named: the one a fresh clone opens
+    app = start(monkeypatch, PRECOMPUTED)
     for page in PAGES:
         app.switch_page(page).run()
         assert not problems(app), page
