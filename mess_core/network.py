@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import itertools
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
@@ -37,6 +38,7 @@ from .exits import LIGHT_EXIT, ExitHead, ExitSpace, ExitSpec
 from .graph import CutPoint, TracedModel, ValueInfo, find_cut_points, region_span, split, trace
 from .placement import equidistant_targets, snap_to_cuts
 from .profiling import COST_KINDS, NodeCost, count_flops, evaluating, profile_nodes
+from .seeding import seeded_torch, stable_seed
 
 __all__ = ["ExitPoint", "WorkloadProfile", "MultiExitNet", "convert", "resolve_backbone"]
 
@@ -198,11 +200,14 @@ class MultiExitNet(nn.Module):
         return self.exits[index - 1]
 
     def attach(
-        self, spec_or_space: ExitSpec | str | ExitSpace | Iterable[ExitSpec | str], *, exits: Iterable[int] | None = None
+        self, spec_or_space: ExitSpec | str | ExitSpace | Iterable[ExitSpec | str], *, exits: Iterable[int] | None = None,
+        seed: int | None = None,
     ) -> "MultiExitNet":
         """Build a head for every given configuration at every early exit (or the given ``exits``).
 
-        Heads already attached are kept. An exit with no active head activates the first configuration given.
+        Heads already attached are kept. An exit with no active head activates the first configuration given. With
+        ``seed``, each head's initial weights come from its own random stream (seed, exit, configuration), so they do
+        not depend on which other heads are attached or in what order.
         """
         if isinstance(spec_or_space, (ExitSpec, str)):
             specs = [ExitSpec.coerce(spec_or_space)]
@@ -216,7 +221,9 @@ class MultiExitNet(nn.Module):
             bank = self.heads[str(index)]
             for spec in specs:
                 if spec.id not in bank:
-                    head = ExitHead(spec, point.channels, self.num_classes).to(device=device, dtype=dtype)
+                    with seeded_torch(stable_seed(seed, "init", index, spec.id)) if seed is not None else nullcontext():
+                        head = ExitHead(spec, point.channels, self.num_classes)
+                    head = head.to(device=device, dtype=dtype)
                     head.train(self.training)
                     bank[spec.id] = head
             self.active.setdefault(index, specs[0].id)

@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import operator
 import random
 from abc import ABC, abstractmethod
@@ -38,6 +37,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from ..errors import DataError
+from ..seeding import stable_seed
 from .info import DatasetInfo
 from .transforms import eval_transform
 
@@ -156,8 +156,7 @@ class SegmentationDataset(Dataset, ABC):
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """Stable 63-bit seed for one sample (the same in every process, unlike Python's salted ``hash``)."""
-    digest = hashlib.blake2b(f"{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
+    return stable_seed(seed, epoch, index)
 
 
 @contextmanager
