@@ -119,26 +119,29 @@ def evaluate_model(
 
 
 def evaluate_exits(
-    net: nn.Module, loader: Iterable, *, ignore_index: int, device: torch.device | str = "cpu"
+    net: nn.Module, loader: Iterable, *, ignore_index: int, device: torch.device | str = "cpu",
+    heads: Mapping[int, Iterable[str]] | None = None,
 ) -> tuple[dict[int, dict[str, ConfusionMatrix]], ConfusionMatrix]:
-    """Confusion matrices of every attached head at every early exit of a :class:`~mess_core.MultiExitNet`, and of
-    its final exit, from one backbone pass per batch."""
+    """Confusion matrices of every attached head (or the configurations ``heads`` names per exit) at every early exit
+    of a :class:`~mess_core.MultiExitNet`, and of its final exit, from one backbone pass per batch."""
     device = torch.device(device)
     num_classes = net.num_classes
 
     def new() -> ConfusionMatrix:
         return ConfusionMatrix(num_classes, ignore_index=ignore_index, device=device)
 
-    heads = {i: {spec: new() for spec in net.heads[str(i)]} for i in range(1, net.num_exits)}
+    chosen = {i: list(heads.get(i, ()) if heads is not None else net.heads[str(i)]) for i in range(1, net.num_exits)}
+    matrices = {i: {spec: new() for spec in specs} for i, specs in chosen.items()}
     final = new()
     with evaluating(net):
         for images, labels in _batches(loader, device):
-            outputs, final_logits = net.forward_all(images)
-            for i, by_spec in outputs.items():
-                for spec, logits in by_spec.items():
-                    heads[i][spec].update(logits.argmax(1), labels)
+            features, final_logits = net.forward_features(images)
+            for i, feat in enumerate(features, start=1):
+                for spec in chosen[i]:
+                    logits = net.heads[str(i)][spec](feat, images.shape[-2:])
+                    matrices[i][spec].update(logits.argmax(1), labels)
             final.update(final_logits.argmax(1), labels)
-    for by_spec in heads.values():
+    for by_spec in matrices.values():
         for cm in by_spec.values():
             cm.all_reduce()
-    return heads, final.all_reduce()
+    return matrices, final.all_reduce()

@@ -48,9 +48,12 @@ def _wide(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
-def ce_map(logits: torch.Tensor, target: torch.Tensor, *, ignore_index: int) -> torch.Tensor:
-    """Per-pixel cross-entropy, zero on ``ignore_index`` pixels."""
-    return F.cross_entropy(_wide(logits), target, ignore_index=ignore_index, reduction="none")
+def ce_map(logits: torch.Tensor, target: torch.Tensor, *, ignore_index: int,
+           class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-pixel cross-entropy, zero on ``ignore_index`` pixels; with ``class_weights`` (K,) each pixel's loss is
+    scaled by its label's weight."""
+    weight = None if class_weights is None else class_weights.to(logits.device, torch.float32)
+    return F.cross_entropy(_wide(logits), target, weight=weight, ignore_index=ignore_index, reduction="none")
 
 
 def kd_map(
@@ -164,14 +167,20 @@ class ExitLoss:
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, not {self.temperature}")
 
-    def targets(self, teacher: torch.Tensor, target: torch.Tensor, *, ignore_index: int) -> DistillTargets:
-        """Precompute the teacher's share of the loss once per batch (see :meth:`sum`)."""
+    def targets(self, teacher: torch.Tensor, target: torch.Tensor, *, ignore_index: int,
+                class_weights: torch.Tensor | None = None) -> DistillTargets:
+        """Precompute the teacher's share of the loss once per batch (see :meth:`sum`). With ``class_weights``
+        (K,) both terms of every pixel are scaled by its label's weight (class balancing)."""
         with torch.no_grad():
             valid = (target != ignore_index).float()
             if self.kind == "pfd":
                 label_weight = positive_mask(teacher, target, ignore_index=ignore_index)
             else:
                 label_weight = valid
+            if class_weights is not None:
+                per_pixel = class_weights.to(target.device, torch.float32)[(target * (target != ignore_index))]
+                valid = valid * per_pixel
+                label_weight = label_weight * per_pixel
             if self.kind == "ce":
                 p_teacher = teacher_term = torch.zeros((), device=target.device)
             else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -14,8 +15,9 @@ from mess_core.data import SyntheticSegmentation, eval_transform, train_transfor
 from mess_core.distributed import setup
 from mess_core.errors import TrainingError
 from mess_core.training import TrainConfig, build_datasets, exits_due, fit, train
+from mess_core.training.run import class_weights
 from mess_core.training.tasks import ExitsTask
-from mess_core.losses import ExitLoss
+from mess_core.losses import ExitLoss, ce_map
 from mess_core.network import convert
 
 from .user_models import TinyUNet
@@ -232,3 +234,90 @@ def test_resuming_a_finished_run_evaluates_its_final_weights_when_that_was_not_w
     out = train(cfg, model=tiny(), resume=True, log=silent)
     assert json.loads(evaluation.read_text()) == before
     assert out["detail"]
+
+
+# ------------------------------------------------------------------------------------------------ stage 2 at scale
+HALVING_SPACE = "nocrm-b0-fcn,crm50p-b1-rdi-fcn,crm25p-b2-deeplab,nocrm-b2-deeplab"
+
+
+def test_successive_halving_stops_dominated_heads_and_every_head_learns_as_if_trained_alone(tmp_path):
+    cfg = config(tmp_path, "exits", name="all", epochs=3, lr_schedule="poly", exit_space=HALVING_SPACE,
+                 prune_at=(1,), prune_margin=(0.5,))
+    out = train(cfg, model=tiny(), log=silent)
+    detail = json.loads((tmp_path / "all" / "eval.json").read_text())
+    stopped = detail["stopped"]
+    assert stopped and len(stopped) < 2 * 4, "the rung should stop some heads and keep others"
+    assert [r["heads_training"] for r in out["history"]] == [8, 8 - len(stopped), 8 - len(stopped)]
+    rung = detail["halving"][0]
+    assert rung["epoch"] == 1 and {(h["exit"], h["config"]) for h in rung["heads"] if h["stopped"]} == {
+        (int(k.split(":")[0]), k.split(":")[1]) for k in stopped}
+    net = out["net"]
+    for spec in HALVING_SPACE.split(","):
+        for epochs in (1, 3):
+            alone = train(config(tmp_path, "exits", name=f"{spec}-{epochs}", epochs=epochs, schedule_epochs=3,
+                                 lr_schedule="poly", exit_space=spec), model=tiny(), log=silent)["net"]
+            for index in (1, 2):
+                if (1 if f"{index}:{spec}" in stopped else 3) != epochs:
+                    continue
+                a = net.heads[str(index)][spec].state_dict()
+                b = alone.heads[str(index)][spec].state_dict()
+                assert all(torch.equal(a[k], b[k]) for k in a), f"exit {index} {spec} trained {epochs} epochs"
+                # a stopped head is reported with its evaluation from when it stopped
+                assert detail["exits"][str(index)][spec]["miou"] == pytest.approx(
+                    json.loads((tmp_path / f"{spec}-{epochs}" / "eval.json").read_text())
+                    ["exits"][str(index)][spec]["miou"])
+
+
+def test_a_resumed_halving_run_ends_where_an_uninterrupted_one_does(tmp_path):
+    common = dict(lr_schedule="poly", exit_space=HALVING_SPACE, prune_at=(1,), prune_margin=(0.5,), schedule_epochs=3)
+    train(config(tmp_path, "exits", name="full", epochs=3, **common), model=tiny(), log=silent)
+    train(config(tmp_path, "exits", name="part", epochs=2, **common), model=tiny(), log=silent)
+    train(config(tmp_path, "exits", name="part", epochs=3, **common), model=tiny(), resume=True, log=silent)
+    a = checkpoint.load(tmp_path / "full" / "checkpoint.pt")
+    b = checkpoint.load(tmp_path / "part" / "checkpoint.pt")
+    assert a["task"]["stopped"] and a["task"] == b["task"]
+    assert all(torch.equal(a["module"][k], b["module"][k]) for k in a["module"])
+
+
+def test_halving_settings_are_checked_before_training():
+    with pytest.raises(TrainingError, match="one margin per epoch"):
+        TrainConfig(stage="exits", out=".", epochs=4, prune_at=(1, 2), prune_margin=(1.0,))
+    with pytest.raises(TrainingError, match="increasing epochs before the last"):
+        TrainConfig(stage="exits", out=".", epochs=4, prune_at=(4,), prune_margin=(1.0,))
+    with pytest.raises(TrainingError, match="applies to stage 2"):
+        TrainConfig(stage="backbone", out=".", epochs=4, prune_at=(1,), prune_margin=(1.0,))
+
+
+def test_class_weights_follow_median_frequency_balancing_on_the_raw_labels():
+    data = SyntheticSegmentation(split="train", size=SIZE, length=12)
+    k, ignore = data.info.num_classes, data.info.ignore_index
+    pixels, seen = np.zeros(k), np.zeros(k)
+    for i in range(len(data)):
+        mask = data.raw(i)[1]
+        counts = np.bincount(mask[mask != ignore].ravel(), minlength=k)[:k]
+        pixels += counts
+        seen += (counts > 0) * mask.size
+    freq = pixels / np.maximum(seen, 1)
+    expected = np.where(pixels > 0, (np.median(freq[pixels > 0]) / np.maximum(freq, 1e-12)) ** 0.5, 1.0)
+    assert class_weights(data, data.info, 0.5).numpy() == pytest.approx(expected, rel=1e-5)
+    assert class_weights(data, data.info, 0.0).numpy() == pytest.approx(np.ones(k))
+
+
+def test_class_balanced_losses_weigh_each_pixel_by_its_label(tmp_path):
+    weights = torch.tensor([1.0, 3.0, 0.5])
+    logits, teacher = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)
+    labels = torch.randint(0, 3, (2, 4, 5))
+    labels[0, 0, 0] = 255
+    plain = ce_map(logits, labels, ignore_index=255)
+    weighted = ce_map(logits, labels, ignore_index=255, class_weights=weights)
+    per_pixel = weights[labels.clamp(max=2)] * (labels != 255)
+    assert torch.allclose(weighted, plain * per_pixel, atol=1e-6)
+    loss = ExitLoss("pfd", alpha=0.5)
+    balanced = loss.sum(logits, loss.targets(teacher, labels, ignore_index=255, class_weights=weights))
+    expected = (loss(logits, teacher, labels, ignore_index=255) * per_pixel).sum()
+    assert balanced.item() == pytest.approx(expected.item(), rel=1e-5)
+    # and a whole run takes them from the training split
+    cfg = config(tmp_path, "backbone", epochs=1, train_limit=8, val_limit=4, class_balance=1.0)
+    messages = []
+    train(cfg, model=tiny(), log=messages.append)
+    assert any(m.startswith("class weights (median-frequency balancing ** 1.0)") for m in messages)

@@ -42,6 +42,13 @@ class TrainConfig:
     alpha: float = 0.5
     temperature: float = 1.0
     exit_schedule: str = "modulo"
+    # class balancing: every pixel's loss is weighted by (median f / f_c) ** class_balance, f_c the frequency of its
+    # label's class in the training split (median-frequency balancing at 1, none at 0, its square root at 0.5)
+    class_balance: float = 0.0
+    # stage 2, successive halving: after each epoch in prune_at, heads beaten by at least that rung's margin (mIoU
+    # points) at no more cost stop training (see mess_core.training.halving)
+    prune_at: tuple[int, ...] = ()
+    prune_margin: tuple[float, ...] = ()
     crop: tuple[int, int] = (180, 240)
     scale: tuple[float, float] = (0.5, 2.0)
     hflip: bool = True
@@ -72,7 +79,7 @@ class TrainConfig:
     data_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("crop", "scale", "profile_size", "eval_size"):
+        for name in ("crop", "scale", "profile_size", "eval_size", "prune_at", "prune_margin"):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, tuple(value))
@@ -91,6 +98,14 @@ class TrainConfig:
             (self.num_exits >= 2, f"num_exits must be >= 2, not {self.num_exits}"),
             (len(self.crop) == 2 and min(self.crop) >= 8, f"crop must be (H, W) of at least 8 pixels, not {self.crop}"),
             (self.eval_every >= 1, f"eval_every must be >= 1, not {self.eval_every}"),
+            (self.class_balance >= 0, f"class_balance must be >= 0 (0: no balancing), not {self.class_balance}"),
+            (len(self.prune_at) == len(self.prune_margin),
+             f"prune_at {list(self.prune_at)} and prune_margin {list(self.prune_margin)} need one margin per epoch"),
+            (list(self.prune_at) == sorted(set(self.prune_at)) and all(1 <= e < self.epochs for e in self.prune_at),
+             f"prune_at must list increasing epochs before the last ({self.epochs}), not {list(self.prune_at)}"),
+            (all(m > 0 for m in self.prune_margin), f"prune_margin must be positive mIoU points, not "
+             f"{list(self.prune_margin)}"),
+            (not self.prune_at or self.stage == "exits", "prune_at (successive halving) applies to stage 2 (exits)"),
         ]
         for ok, message in checks:
             if not ok:

@@ -163,6 +163,7 @@ def fit(
             task.module.load_state_dict(state["module"])
         except RuntimeError as exc:
             raise TrainingError(f"{ckpt_path}: its weights do not fit this network: {str(exc).splitlines()[0]}") from None
+        task.restore(state.get("task", {}))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -246,10 +247,13 @@ def fit(
             **{k: sums[k] / steps for k in sorted(sums, key=lambda k: (k != "loss", len(k), k))},
             "images_per_s": steps * global_batch / seconds,
             "train_seconds": seconds,
+            **task.row_extras(),
         }
-        if val_loader is not None and (epoch % config.eval_every == 0 or epoch == config.epochs):
+        due = epoch % config.eval_every == 0 or epoch == config.epochs or epoch in config.prune_at
+        if val_loader is not None and due:
             metrics, detail = task.evaluate(val_loader, device)
             row.update(metrics)
+            task.after_evaluation(epoch, log if env.is_main else (lambda _msg: None))
         history.append(row)
         rngs = all_gather_objects(rng_state())
         if env.is_main:
@@ -267,6 +271,7 @@ def fit(
                     "scaler": scaler.state_dict(),
                     "history": history,
                     "rng": rngs,
+                    "task": task.state(),
                 },
             )
             write_metrics_csv(run_dir / METRICS, history)

@@ -28,7 +28,7 @@ from .config import TrainConfig
 from .loop import CHECKPOINT, fit
 from .tasks import BackboneTask, ExitsTask, PretrainTask
 
-__all__ = ["train", "build_datasets", "build_task", "exit_space", "RESULT_FILES", "load_run_config"]
+__all__ = ["train", "build_datasets", "build_task", "class_weights", "exit_space", "RESULT_FILES", "load_run_config"]
 
 RESULT_FILES = {"backbone": "model.pt", "pretrain": "model.pt", "exits": "multi_exit.pt"}
 CONFIG_FILE = "config.yaml"
@@ -78,10 +78,41 @@ def load_run_config(run_dir: str | Path) -> TrainConfig:
     return TrainConfig.from_dict(yaml.safe_load(path.read_text()))
 
 
-def build_task(config: TrainConfig, model: nn.Module, info: DatasetInfo) -> BackboneTask | PretrainTask | ExitsTask:
+def class_weights(dataset: Dataset, info: DatasetInfo, power: float) -> torch.Tensor:
+    """Median-frequency class balancing (Eigen & Fergus; SegNet's CamVid training): class c weighs
+    ``(median(f) / f_c) ** power`` with ``f_c`` = pixels of class c / pixels of the images where c appears, counted
+    on the untransformed labels of ``dataset``. A class absent from the split weighs 1.
+
+    >>> from mess_core.data import build_dataset
+    >>> data = build_dataset("synthetic", split="train", length=8, size=(32, 32))
+    >>> w = class_weights(data, data.info, 0.5)
+    >>> tuple(w.shape), bool((w > 0).all())
+    ((7,), True)
+    """
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    indices = dataset.indices if isinstance(dataset, Subset) else range(len(dataset))
+    k = info.num_classes
+    pixels = torch.zeros(k, dtype=torch.float64)
+    seen_in = torch.zeros(k, dtype=torch.float64)
+    for i in indices:
+        _, mask = base.load_checked(i)
+        mask = mask.as_subclass(torch.Tensor)
+        counts = torch.bincount(mask[mask != info.ignore_index].flatten(), minlength=k)[:k].double()
+        pixels += counts
+        seen_in += (counts > 0).double() * mask.numel()
+    present = pixels > 0
+    freq = torch.where(present, pixels / seen_in.clamp(min=1), torch.zeros_like(pixels))
+    median = freq[present].median() if present.any() else torch.tensor(1.0, dtype=torch.float64)
+    weights = torch.where(present, (median / freq.clamp(min=1e-12)) ** power, torch.ones_like(freq))
+    return weights.float()
+
+
+def build_task(config: TrainConfig, model: nn.Module, info: DatasetInfo,
+               weights: torch.Tensor | None = None) -> BackboneTask | PretrainTask | ExitsTask:
     """The task ``config.stage`` trains: ``model`` as is (backbone), or converted to a multi-exit net (``task.net``)
-    with a light exit at every point (pretrain) or every configuration of ``config.exit_space`` (exits)."""
-    common = {"ignore_index": info.ignore_index, "class_names": info.classes}
+    with a light exit at every point (pretrain) or every configuration of ``config.exit_space`` (exits).
+    ``weights``: per-class loss weights (see :func:`class_weights`)."""
+    common = {"ignore_index": info.ignore_index, "class_names": info.classes, "class_weights": weights}
     if config.stage == "backbone":
         return BackboneTask(model, **common)
     h, w = config.profile_size or config.crop
@@ -89,7 +120,8 @@ def build_task(config: TrainConfig, model: nn.Module, info: DatasetInfo) -> Back
     if config.stage == "pretrain":
         return PretrainTask(net.attach(LIGHT_EXIT), model, schedule=config.exit_schedule, **common)
     exit_loss = ExitLoss(config.exit_loss, alpha=config.alpha, temperature=config.temperature)
-    return ExitsTask(net.attach(exit_space(config.exit_space)), exit_loss=exit_loss, **common)
+    return ExitsTask(net.attach(exit_space(config.exit_space), seed=config.seed), exit_loss=exit_loss, seed=config.seed,
+                     prune_at=config.prune_at, prune_margin=config.prune_margin, **common)
 
 
 def train(
@@ -130,7 +162,12 @@ def train(
         model, init_meta = artifacts.load_model(config.init, model)
         if "model" in init_meta and init_meta["model"] != name:
             raise TrainingError(f"{config.init}: trained for model '{init_meta['model']}', not '{name}'")
-    task = build_task(config, model, info)
+    weights = None
+    if config.class_balance > 0:
+        weights = class_weights(train_set, info, config.class_balance)
+        say("class weights (median-frequency balancing ** {}): {}".format(
+            config.class_balance, ", ".join(f"{c} {w:.2f}" for c, w in zip(info.classes, weights.tolist()))))
+    task = build_task(config, model, info, weights)
     net: MultiExitNet | None = getattr(task, "net", None)
     if env.distributed and config.sync_bn:
         sync_batchnorm(task.module, env.device)

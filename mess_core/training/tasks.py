@@ -18,9 +18,13 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
+import torch.distributed as dist
+
 from ..evaluation import ConfusionMatrix, evaluate_exits, evaluate_model, model_logits
 from ..losses import ExitLoss, ce_map, reduce_pixels
 from ..network import MultiExitNet
+from ..seeding import seeded_torch
+from .halving import dominated, head_seed
 
 __all__ = ["BackboneTask", "PretrainTask", "ExitsTask", "exits_due"]
 
@@ -66,21 +70,29 @@ class _ExitAware(nn.Module):
 
 
 class _ExitBank(nn.Module):
-    """One frozen backbone pass, then every attached head on the detached features."""
+    """One frozen backbone pass, then every head still training on the detached features, each head drawing its
+    dropout from its own random stream (so a head learns the same whichever other heads train beside it)."""
 
-    def __init__(self, net: MultiExitNet):
+    def __init__(self, net: MultiExitNet, *, seed: int = 0):
         super().__init__()
         self.net = net
+        self.seed = seed
+        self.training_heads: set[tuple[int, str]] = {(i, spec) for i in range(1, net.num_exits)
+                                                     for spec in net.heads[str(i)]}
 
-    def forward(self, images: torch.Tensor) -> tuple[dict[tuple[int, str], torch.Tensor], torch.Tensor]:
+    def forward(self, images: torch.Tensor, step: int = 0) -> tuple[dict[tuple[int, str], torch.Tensor], torch.Tensor]:
         with torch.no_grad():
             features, final = self.net.forward_features(images)
         size = images.shape[-2:]
-        outputs = {
-            (index, spec): head(feat.detach(), size)
-            for index, feat in enumerate(features, start=1)
-            for spec, head in self.net.heads[str(index)].items()
-        }
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        outputs = {}
+        for index, feat in enumerate(features, start=1):
+            feat = feat.detach()
+            for spec, head in self.net.heads[str(index)].items():
+                if (index, spec) not in self.training_heads:
+                    continue
+                with seeded_torch(head_seed(self.seed, step, index, spec, rank), images.device):
+                    outputs[(index, spec)] = head(feat, size)
         return outputs, final.detach()
 
 
@@ -88,12 +100,31 @@ class _Task:
     stage: str
     module: nn.Module
 
-    def __init__(self, *, ignore_index: int, class_names: Iterable[str]):
+    def __init__(self, *, ignore_index: int, class_names: Iterable[str], class_weights: torch.Tensor | None = None):
         self.ignore_index = ignore_index
         self.class_names = list(class_names)
+        self.class_weights = class_weights  # (K,) per-class loss weights (class balancing), or None
 
     def forward_kwargs(self, step: int) -> dict[str, Any]:
         return {}
+
+    def _ce(self, logits: torch.Tensor, labels: torch.Tensor, num_valid: float) -> torch.Tensor:
+        return reduce_pixels(ce_map(logits, labels, ignore_index=self.ignore_index, class_weights=self.class_weights),
+                             num_valid)
+
+    def row_extras(self) -> dict[str, Any]:
+        """Figures of the task itself for the epoch's metrics row."""
+        return {}
+
+    def after_evaluation(self, epoch: int, log: Any = print) -> None:
+        """Called after every evaluation, before the checkpoint is written."""
+
+    def state(self) -> dict[str, Any]:
+        """What the task itself must carry across a resume (saved in the checkpoint)."""
+        return {}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take back :meth:`state` from a checkpoint."""
 
     def set_train_mode(self) -> None:
         self.module.train()
@@ -115,7 +146,7 @@ class BackboneTask(_Task):
         self.module = _Logits(model)
 
     def loss(self, outputs: torch.Tensor, labels: torch.Tensor, step: int, num_valid: float):
-        loss = reduce_pixels(ce_map(outputs, labels, ignore_index=self.ignore_index), num_valid)
+        loss = self._ce(outputs, labels, num_valid)
         return loss, {"ce": loss.detach()}
 
     def evaluate(self, loader: Iterable, device: torch.device) -> tuple[dict[str, float], dict[str, Any]]:
@@ -137,10 +168,7 @@ class PretrainTask(_Task):
         return {"exits": exits_due(step, self.net.num_exits - 1, self.schedule)}
 
     def loss(self, outputs: dict[int, torch.Tensor], labels: torch.Tensor, step: int, num_valid: float):
-        parts = {
-            f"ce_exit{i}": reduce_pixels(ce_map(logits, labels, ignore_index=self.ignore_index), num_valid)
-            for i, logits in outputs.items()
-        }
+        parts = {f"ce_exit{i}": self._ce(logits, labels, num_valid) for i, logits in outputs.items()}
         loss = sum(parts.values())
         return loss, {k: v.detach() for k, v in parts.items()}
 
@@ -154,42 +182,113 @@ class PretrainTask(_Task):
 
 
 class ExitsTask(_Task):
-    stage = "exits"
-    find_unused_parameters = False
+    """MESS stage 2. With ``prune_at``/``prune_margin`` (epochs, mIoU points) it trains by successive halving: after
+    each of those epochs the heads another head or the final exit beats by the margin at no more path cost stop
+    training (see :mod:`mess_core.training.halving`); a stopped head's evaluation is kept, since its weights no longer
+    change."""
 
-    def __init__(self, net: MultiExitNet, *, exit_loss: ExitLoss, **kw: Any):
+    stage = "exits"
+
+    def __init__(self, net: MultiExitNet, *, exit_loss: ExitLoss, seed: int = 0, prune_at: Iterable[int] = (),
+                 prune_margin: Iterable[float] = (), **kw: Any):
         super().__init__(**kw)
         self.net, self.exit_loss = net, exit_loss
         for p in net.stages.parameters():
             p.requires_grad_(False)
-        self.module = _ExitBank(net)
+        self.module = _ExitBank(net, seed=seed)
+        self.rungs = dict(zip(prune_at, prune_margin))
+        # under DDP, heads that stopped produce no gradient
+        self.find_unused_parameters = bool(self.rungs)
         self.heads_per_exit = {i: len(net.heads[str(i)]) for i in range(1, net.num_exits)}
+        self.stopped: dict[str, int] = {}  # "exit:config" -> the last epoch it trained
+        self.frozen: dict[str, dict[str, Any]] = {}  # "exit:config" -> its evaluation when it stopped
+        self.halving: list[dict[str, Any]] = []  # what each rung saw and decided
+        self._last: dict[tuple[int, str], dict[str, Any]] = {}
+        self._final = float("nan")
+
+    @staticmethod
+    def _key(index: int, spec: str) -> str:
+        return f"{index}:{spec}"
+
+    def forward_kwargs(self, step: int) -> dict[str, Any]:
+        return {"step": step}
 
     def set_train_mode(self) -> None:
         self.net.heads.train()
         self.net.stages.eval()  # frozen: BatchNorm statistics must not move
 
+    def row_extras(self) -> dict[str, Any]:
+        return {"heads_training": len(self.module.training_heads)}
+
     def loss(self, outputs, labels: torch.Tensor, step: int, num_valid: float):
         heads, teacher = outputs
-        targets = self.exit_loss.targets(teacher, labels, ignore_index=self.ignore_index)
+        targets = self.exit_loss.targets(teacher, labels, ignore_index=self.ignore_index,
+                                         class_weights=self.class_weights)
         per_exit: dict[int, torch.Tensor] = {}
+        counts: dict[int, int] = {}
         total = torch.zeros((), device=labels.device)
         for (index, _spec), logits in heads.items():
             value = self.exit_loss.sum(logits, targets) / max(num_valid, 1.0)
             total = total + value
             per_exit[index] = per_exit.get(index, 0) + value.detach()
+            counts[index] = counts.get(index, 0) + 1
         # report each exit's mean over its heads, so figures do not scale with the size of the exit space
-        parts = {f"{self.exit_loss.kind}_exit{i}": v / self.heads_per_exit[i] for i, v in per_exit.items()}
+        parts = {f"{self.exit_loss.kind}_exit{i}": v / counts[i] for i, v in per_exit.items()}
         return total, parts
 
     def evaluate(self, loader: Iterable, device: torch.device) -> tuple[dict[str, float], dict[str, Any]]:
-        heads, final = evaluate_exits(self.net, loader, ignore_index=self.ignore_index, device=device)
+        training = {i: [s for s in self.net.heads[str(i)] if (i, s) in self.module.training_heads]
+                    for i in range(1, self.net.num_exits)}
+        heads, final = evaluate_exits(self.net, loader, ignore_index=self.ignore_index, device=device, heads=training)
         flat: dict[str, float] = {}
         detail: dict[str, Any] = {"final": self._summary(final), "exits": {}}
-        for i, by_spec in heads.items():
-            scores = {spec: cm.miou() for spec, cm in by_spec.items()}
-            best = max(scores, key=lambda s: scores[s])
-            flat[f"miou_exit{i}_best"] = scores[best]
-            detail["exits"][str(i)] = {spec: self._summary(cm) for spec, cm in by_spec.items()}
+        self._last = {}
+        for i in range(1, self.net.num_exits):
+            summaries = {}
+            for spec in self.net.heads[str(i)]:
+                if spec in heads[i]:
+                    summaries[spec] = self._last[(i, spec)] = self._summary(heads[i][spec])
+                else:
+                    summaries[spec] = self.frozen[self._key(i, spec)]
+            best = max(summaries, key=lambda s: summaries[s]["miou"])
+            flat[f"miou_exit{i}_best"] = summaries[best]["miou"]
+            detail["exits"][str(i)] = summaries
         flat["miou_final"] = final.miou()
+        self._final = detail["final"]["miou"]
+        detail["stopped"] = dict(self.stopped)
+        detail["halving"] = list(self.halving)
         return flat, detail
+
+    def after_evaluation(self, epoch: int, log: Any = print) -> None:
+        """At a rung of the successive halving, stop the heads that can no longer reach the front."""
+        if epoch not in self.rungs or not self._last:
+            return
+        margin = self.rungs[epoch] / 100
+        input_size = self.net.example_shape[1:]
+        stages = self.net.stage_flops(input_size)
+        reach = [sum(stages[:i]) for i in range(1, self.net.num_exits)]
+        cost = {h: reach[h[0] - 1] + self.net.head_flops(h[0], h[1], input_size) for h in self._last}
+        miou = {h: s["miou"] for h, s in self._last.items()}
+        stop = dominated(cost, miou, final=(sum(stages), self._final), margin=margin)
+        for h in sorted(stop):
+            self.module.training_heads.discard(h)
+            self.stopped[self._key(*h)] = epoch
+            self.frozen[self._key(*h)] = self._last[h]
+        self.halving.append({
+            "epoch": epoch, "margin_pp": self.rungs[epoch], "final_miou": self._final,
+            "final_gflops": sum(stages) / 1e9,
+            "heads": [{"exit": h[0], "config": h[1], "gflops": cost[h] / 1e9, "miou": miou[h], "stopped": h in stop}
+                      for h in sorted(self._last)],
+        })
+        log(f"successive halving after epoch {epoch} (margin {self.rungs[epoch]} mIoU points): {len(stop)} of "
+            f"{len(self._last)} heads stop, {len(self.module.training_heads)} go on")
+
+    def state(self) -> dict[str, Any]:
+        return {"training": sorted(self._key(*h) for h in self.module.training_heads), "stopped": self.stopped,
+                "frozen": self.frozen, "halving": self.halving}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        self.module.training_heads = {(int(k.split(":", 1)[0]), k.split(":", 1)[1]) for k in state["training"]}
+        self.stopped, self.frozen, self.halving = dict(state["stopped"]), dict(state["frozen"]), list(state["halving"])
