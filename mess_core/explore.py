@@ -31,7 +31,8 @@ from .instance import Instance, KeptExit, evaluate, exit_histogram
 from .network import MultiExitNet
 from .policy import ConfidencePolicy, EdgeMasking, image_confidence, label_edges, pixel_confidence, predicted_labels, \
     widen, edge_masked_confidence
-from .search import Objective, SearchSpace, oracle, search, uniform_exit
+from .oracle import oracle
+from .search import Objective, SearchSpace, search, uniform_exit
 
 __all__ = ["ImageError", "LoadedImage", "decode_image", "to_input", "ExitView", "run_exits", "exit_views",
            "exit_taken", "path_gflops", "measure_early_exit", "colorize", "heatmap", "palette_for",
@@ -287,7 +288,8 @@ def threshold_summary(cache: EvaluationCache, instance: Instance) -> dict[str, A
 def live_search(cache: EvaluationCache, objective: Objective, *, mode: str, unit: str = "gflops",
                 space: SearchSpace | None = None) -> dict[str, Any]:
     """The Pareto page's search for one constraint: the chosen instance and its peers under the same objective
-    (uniform-exit MESS and the naive policy, input-dependent; the oracle on the chosen exits), each as
+    (uniform-exit MESS and the naive policy, input-dependent; the oracle on the chosen exits under the same
+    constraint, :func:`mess_core.oracle.oracle`), each as
     ``{"instance", "miou", "cost"}`` (instance None when nothing meets the constraint), plus the backbone."""
     space = space or SearchSpace()
     result = search(cache, objective, mode=mode, unit=unit, space=space)
@@ -303,8 +305,8 @@ def live_search(cache: EvaluationCache, objective: Objective, *, mode: str, unit
                        space=SearchSpace(**{**space.__dict__, "policy": "naive"}))
         out["naive policy"] = {"instance": naive.instance, "miou": naive.miou, "cost": naive.cost}
         if result.instance is not None and result.instance.exits:
-            miou, cost, _ = oracle(cache, result.instance, unit=unit)
-            out["oracle"] = {"instance": None, "miou": miou, "cost": cost}
+            found = oracle(cache, result.instance, max_drop=objective.max_drop, budget=objective.budget, unit=unit)
+            out["oracle"] = {"instance": None, "miou": found.miou, "cost": found.cost}
     return out
 
 

@@ -10,8 +10,8 @@ Everything here works on whole batches of tensors, on CPU or GPU, with no Python
   ``window`` neighbourhood (borders replicated, as ``cv2.medianBlur`` does); elsewhere it is unchanged.
 * Image confidence: the fraction of pixels whose (edge-masked) confidence is at least ``th_pix``.
 * Exit rule at exit i: image confidence >= ``th_img[i]``.
-* Peers: the naive policy (image confidence = mean pixel confidence) and the oracle (each image leaves at the
-  earliest exit whose prediction is as accurate as the final exit's), an upper bound no real policy reaches.
+* Peer: the naive policy (image confidence = mean pixel confidence). The oracle, a bound on every policy, is
+  :mod:`mess_core.oracle`.
 
 Example:
     >>> import torch
@@ -43,7 +43,6 @@ __all__ = [
     "naive_confidence",
     "confidence_curve",
     "pixels_at_least",
-    "oracle_exit",
 ]
 
 
@@ -181,13 +180,6 @@ def confidence_curve(conf: torch.Tensor, thresholds: torch.Tensor) -> torch.Tens
     """(B, H, W) confidences and a sorted grid of G thresholds -> (B, G): the fraction of each image's pixels with
     confidence >= each threshold (:func:`image_confidence` at every threshold at once)."""
     return pixels_at_least(conf, thresholds).float() / conf[0].numel()
-
-
-def oracle_exit(scores: torch.Tensor) -> torch.Tensor:
-    """(E, B) per-image accuracy of each of E exits (the last is the final exit) -> (B,) index of the earliest exit
-    scoring at least as well as the final exit on that image (0-based; E-1 when none does earlier)."""
-    good = scores >= scores[-1:]
-    return good.float().argmax(dim=0)  # argmax returns the first maximal index: the earliest good exit
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,11 @@ import pandas as pd
 
 from .cache import EvaluationCache
 from .instance import Instance, evaluate
-from .search import Objective, SearchResult, SearchSpace, oracle, pareto_front, search, uniform_exit
+from .oracle import oracle, oracle_bound
+from .search import Objective, SearchResult, SearchSpace, pareto_front, search, uniform_exit
 
-__all__ = ["TableRow", "results_table", "format_table", "all_fronts", "ROW_OBJECTIVES"]
+__all__ = ["TableRow", "results_table", "format_table", "all_fronts", "ROW_OBJECTIVES", "ORACLE_ROW",
+           "policy_versus_oracle", "exit_class_iou"]
 
 # the MESS rows of the seed's table: label -> objective
 ROW_OBJECTIVES = {
@@ -31,6 +33,7 @@ ROW_OBJECTIVES = {
     "MESS min-cost <= 1pp drop": Objective("min-cost", max_drop=1.0),
 }
 PEER_OBJECTIVE = Objective("min-cost", max_drop=1.0)
+ORACLE_ROW = "oracle bound (<= 1pp)"
 
 TableRow = dict[str, Any]
 
@@ -45,12 +48,15 @@ def _figures(cache: EvaluationCache, instance: Instance | None, prefix: str = ""
 
 
 def results_table(cache: EvaluationCache, *, mode: str = "input-dependent", unit: str = "gflops",
-                  space: SearchSpace | None = None, eval_cache: EvaluationCache | None = None) -> pd.DataFrame:
+                  space: SearchSpace | None = None, eval_cache: EvaluationCache | None = None,
+                  oracle: bool = True) -> pd.DataFrame:
     """The seed's table for ``mode``: rows Backbone, MESS max-acc <= 1x, MESS min-cost <= 0.1pp and <= 1pp,
-    uniform-exit MESS, naive-confidence policy, oracle (the last three: input-dependent, <= 1pp drop; the oracle on
-    the exits of the <= 1pp MESS instance); columns mIoU, GFLOPs, latency, speedup, exits used, and the chosen
+    uniform-exit MESS, naive-confidence policy (these two: input-dependent, <= 1pp drop) and, in input-dependent
+    mode with ``oracle``, the oracle bound at <= 1pp (the best label-aware assignment over every instance of the
+    space, :func:`mess_core.oracle.oracle_bound`); columns mIoU, GFLOPs, latency, speedup, exits used, and the chosen
     ``instance``. With ``eval_cache`` (another split of the same network) every instance is also reported there
-    (columns prefixed ``eval_``): thresholds tuned on one split are not the accuracy on another."""
+    (columns prefixed ``eval_``): thresholds tuned on one split are not the accuracy on another; the oracle, which
+    knows each split's labels, is solved on each split anew."""
     space = space or SearchSpace()
     if eval_cache is not None:
         cache.compatible_with(eval_cache)
@@ -58,8 +64,6 @@ def results_table(cache: EvaluationCache, *, mode: str = "input-dependent", unit
     for label, objective in ROW_OBJECTIVES.items():
         result = search(cache, objective, mode=mode, unit=unit, space=space)
         rows.append((label, result.instance, result))
-    mess_1pp = rows[-1][1] if mode == "input-dependent" else search(
-        cache, PEER_OBJECTIVE, mode="input-dependent", unit=unit, space=space).instance
     uniform = uniform_exit(cache, PEER_OBJECTIVE, unit=unit, space=space)
     rows.append(("uniform-exit MESS (<= 1pp)", uniform.instance, uniform))
     naive_space = SearchSpace(**{**space.__dict__, "policy": "naive"})
@@ -75,21 +79,69 @@ def results_table(cache: EvaluationCache, *, mode: str = "input-dependent", unit
         row["exits"] = instance.describe() if instance is not None else "no instance meets the constraint"
         row["instance"] = instance
         table.append(row)
-    if mess_1pp is not None:
-        miou, gflops, _ = oracle(cache, mess_1pp, unit="gflops")
-        row = {"row": "oracle (exits of MESS <= 1pp)", "miou": miou, "gflops": gflops,
-               "latency_ms": oracle(cache, mess_1pp, unit="ms")[1] if cache.has_latency else np.nan}
+    if oracle and mode == "input-dependent":
+        policy = [r[1] for r in rows if r[0] == "MESS min-cost <= 1pp drop" and r[1] is not None]
+        bound = dict(max_exits=space.max_exits, exits=space.exits, configs=space.configs, max_drop=1.0, also=policy)
+        found = oracle_bound(cache, unit="gflops", **bound)
+        row = {"row": ORACLE_ROW, "miou": found.miou, "gflops": found.cost,
+               "latency_ms": found.cost_in(cache, "ms") if cache.has_latency else np.nan}
         if eval_cache is not None:
-            e_miou, e_gflops, _ = oracle(eval_cache, mess_1pp, unit="gflops")
-            row.update(eval_miou=e_miou, eval_gflops=e_gflops,
-                       eval_latency_ms=oracle(eval_cache, mess_1pp, unit="ms")[1] if eval_cache.has_latency else np.nan)
-        row["exits"] = " > ".join([f"{e.exit}:{e.config}" for e in mess_1pp.exits] + ["final"]) + " (oracle)"
+            other = oracle_bound(eval_cache, unit="gflops", **bound)
+            row.update(eval_miou=other.miou, eval_gflops=other.cost,
+                       eval_latency_ms=other.cost_in(eval_cache, "ms") if eval_cache.has_latency else np.nan)
+        row["exits"] = found.describe() if found.feasible else "no assignment meets the constraint"
         row["instance"] = None
         table.append(row)
     df = pd.DataFrame(table)
     df["speedup"] = base / df["gflops"]
     df["latency_speedup"] = base_ms / df["latency_ms"]
     return df
+
+
+def policy_versus_oracle(cache: EvaluationCache, *, drops: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0),
+                         space: SearchSpace | None = None, unit: str = "gflops") -> pd.DataFrame:
+    """How close the exit policy comes to the oracle, at each allowed mIoU drop (pp): the speedup against the
+    backbone of the searched MESS instance (edge-masked policy), of the oracle bound over the same space (which also
+    starts from that instance's own assignment, so it is never below it) and of the clairvoyant oracle (any head per
+    image, paying only that head), and the policy's share of the bound's speedup."""
+    space = space or SearchSpace()
+    rows = []
+    for drop in drops:
+        found = search(cache, Objective("min-cost", max_drop=drop), mode="input-dependent", unit=unit, space=space)
+        also = [found.instance] if found.instance is not None else []
+        bound = oracle_bound(cache, max_drop=drop, unit=unit, exits=space.exits, configs=space.configs,
+                             max_exits=space.max_exits, also=also)
+        seer = oracle(cache, max_drop=drop, unit=unit, clairvoyant=True)
+        policy = found.reference_cost / found.cost if found.instance is not None else float("nan")
+        rows.append({"drop_pp": drop, "policy_speedup": policy, "policy_miou": found.miou,
+                     "policy_exits": found.instance.describe() if found.instance is not None else "",
+                     "oracle_speedup": bound.speedup, "oracle_miou": bound.miou, "oracle_exits": bound.describe(),
+                     "share_of_oracle": policy / bound.speedup if bound.feasible else float("nan"),
+                     "clairvoyant_speedup": seer.speedup, "clairvoyant_miou": seer.miou})
+    return pd.DataFrame(rows)
+
+
+def exit_class_iou(cache: EvaluationCache, *, config: str | None = None) -> pd.DataFrame:
+    """IoU per class of every exit on the cache's split: at each early exit the head of ``config`` (default: the
+    exit's most accurate head), then the final exit; columns exit, config, GFLOPs (the static path), mIoU and one
+    per class. Where exits lose to the final one, class by class."""
+    miou = cache.head_miou()
+    label = cache.label.sum(0).astype(np.float64)
+    reach, head = cache.reach_cost(), cache.head_cost()
+    rows = []
+    for e in range(1, cache.num_exits + 1):
+        if e == cache.num_exits:
+            h, name, cost = cache.final_head, "final", reach[-1]
+        else:
+            c = cache.config_index(config) if config is not None else int(np.argmax(
+                [miou[cache.head_index(e, j)] for j in range(len(cache.configs))]))
+            h, name, cost = cache.head_index(e, c), cache.configs[c], reach[e] + head[e - 1, c]
+        tp, pred = cache.tp[:, h].sum(0).astype(np.float64), cache.pred[:, h].sum(0).astype(np.float64)
+        union = label + pred - tp
+        iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+        rows.append({"exit": e if e < cache.num_exits else "final", "config": name, "gflops": float(cost),
+                     "miou": float(miou[h]), **dict(zip(cache.meta["classes"], iou))})
+    return pd.DataFrame(rows)
 
 
 def format_table(df: pd.DataFrame, *, title: str = "") -> str:

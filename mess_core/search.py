@@ -49,7 +49,7 @@ from .instance import MODES, Instance, KeptExit, output_costs
 from .policy import ConfidencePolicy, EdgeMasking
 
 __all__ = ["Objective", "SearchSpace", "SearchResult", "SearchError", "search", "pareto_front", "uniform_exit",
-           "oracle", "DEFAULT_TH_IMG", "DEFAULT_TH_PIX"]
+           "DEFAULT_TH_IMG", "DEFAULT_TH_PIX"]
 
 DEFAULT_TH_PIX = (0.6, 0.7, 0.8, 0.9, 0.95)
 DEFAULT_TH_IMG = tuple(round(0.05 * i, 2) for i in range(1, 21))
@@ -666,21 +666,3 @@ def uniform_exit(cache: EvaluationCache, objective: Objective, *, unit: str = "g
     return SearchResult(instance, best[1] if best else float("nan"), best[0] if best else float("nan"), unit,
                         objective, "input-dependent", final_miou, float(cum[-1]),
                         len(configs) * len(th_pixes) * len(grid), collector.evaluated, time.perf_counter() - start)
-
-
-def oracle(cache: EvaluationCache, instance: Instance, *, unit: str = "gflops") -> tuple[float, float, np.ndarray]:
-    """The oracle on ``instance``'s exits: each image leaves at the earliest kept exit whose prediction is as
-    accurate (per-image mIoU) as the final exit's. Returns (mIoU, average cost, per-image output taken)."""
-    from .policy import oracle_exit
-    import torch
-
-    rows = [cache.head_index(e.exit, e.config) for e in instance.exits] + [cache.final_head]
-    scores = torch.from_numpy(cache.image_miou()[:, rows].T.copy())
-    taken = oracle_exit(scores).numpy()
-    reach = output_costs(cache, instance, unit=unit)
-    b = cache.num_images
-    chosen = np.asarray(rows)[taken]
-    tp = cache.tp[np.arange(b), chosen].sum(0).astype(np.float64)
-    pred = cache.pred[np.arange(b), chosen].sum(0).astype(np.float64)
-    return float(cache.miou_of(tp, pred)), float(reach[taken].mean()), taken
-

@@ -14,7 +14,6 @@ from mess_core.policy import (
     image_confidence,
     label_edges,
     naive_confidence,
-    oracle_exit,
     pixel_confidence,
     predicted_labels,
     widen,
@@ -118,11 +117,6 @@ def test_naive_confidence_and_pixel_confidence():
     assert conf[0, 0, 1].item() == pytest.approx(1 / (1 + np.exp(-2)))
     assert naive_confidence(conf).item() == pytest.approx(conf.mean().item())
     assert ConfidencePolicy(naive=True).image_confidence(logits).item() == pytest.approx(conf.mean().item())
-
-
-def test_oracle_takes_the_earliest_exit_as_good_as_the_final_one():
-    scores = torch.tensor([[0.2, 0.9, 0.5], [0.6, 0.8, 0.4], [0.6, 0.7, 0.8]])  # 3 exits x 3 images
-    assert oracle_exit(scores).tolist() == [1, 0, 2]
 
 
 @pytest.mark.parametrize("kwargs", [{"size": 2}, {"window": 4}, {"size": 0}])
