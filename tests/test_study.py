@@ -22,7 +22,7 @@ def test_build_writes_every_file_the_manifest_lists_with_matching_hashes(tiny_st
     assert manifest["format"] == "mess-study/1" and manifest["name"] == "tiny"
     assert manifest["command"].endswith(f"study build {config.as_posix()}")
     assert set(manifest["files"]) == {"multi_exit.pt", "val.npz", "test.npz", "results.json", "fronts.json",
-                                      "profile.json", "study.yaml", "training.json", "latency.json"}
+                                      "profile.json", "study.yaml", "training.json", "latency.json", "oracle.json"}
     assert study.verify() == []
     assert {"backbone", "pretrain", "exits", "variant_ce", "cache_val", "cache_test", "search", "latency"} <= set(
         manifest["wall_seconds"])
@@ -65,8 +65,13 @@ def test_changed_weights_are_caught_by_the_consistency_check(tiny_study, tmp_pat
     changed = tmp_path / "changed"
     shutil.copytree(out, changed)
     payload = checkpoint.load(changed / "multi_exit.pt")
-    key = next(k for k in payload["heads"] if k.startswith("2.crm25p-b0-fcn.") and k.endswith("weight"))
-    payload["heads"][key] = -payload["heads"][key]
+    # make the head predict, everywhere, the class it predicted least: whatever it learned, its counts must change
+    cache = open_study(out).cache
+    rarest = int(cache.pred[:3, cache.head_index(2, "crm25p-b0-fcn")].sum(0).argmin())
+    key = "2.crm25p-b0-fcn.head.4.bias"
+    bias = torch.full_like(payload["heads"][key], -100.0)
+    bias[rarest] = 100.0
+    payload["heads"][key] = bias
     checkpoint.save(changed / "multi_exit.pt", payload)
     assert any("exit 2 crm25p-b0-fcn: counts differ" in p for p in open_study(changed).check_weights())
 
@@ -225,7 +230,7 @@ def test_the_report_command_prints_every_table(tiny_study, capsys):
     text = capsys.readouterr().out
     assert "End to end (input-dependent):" in text and "| Backbone |" in text
     assert "mIoU % (test)" in text and "ms/img b1" in text and "Training table" in text
-    assert "Exit policies at equal accuracy" in text and "target >= 2.8x" in text
+    assert "Exit policies at equal accuracy" in text and "target >= 2x" in text and "oracle bound" in text
 
 
 def test_policy_comparison_reads_the_fronts_at_equal_accuracy(tiny_study):
@@ -239,3 +244,37 @@ def test_policy_comparison_reads_the_fronts_at_equal_accuracy(tiny_study):
     base_miou = study.cache.head_miou()[study.cache.final_head]
     best = mess[mess["miou"] >= base_miou - 0.01 - 1e-12]["cost"].min()
     assert table.loc[0, "MESS (edge-masked)"] == round(study.cache.stage_gflops.sum() / best, 2)
+    # the oracle bound is solved on the same space and also starts from the policy's own assignment
+    assert table.loc[0, "oracle bound"] >= table.loc[0, "MESS (edge-masked)"] - 0.01
+    assert table.loc[0, "MESS / oracle"] <= 1.0 + 1e-9
+
+
+def test_exit_aware_training_from_scratch_skips_the_backbone_stage(tiny_study, tmp_path):
+    config, _, _, _ = tiny_study
+    scratch = tmp_path / "scratch.yaml"
+    scratch.write_text(config.read_text().replace("  pfd-no-stage1: {exit_loss: pfd, init: backbone}\n", "")
+                       + "pretrain_from: scratch\n")
+    lines: list[str] = []
+    work = tmp_path / "work"
+    build(scratch, work=work, out=tmp_path / "study", stop_after="pretrain", log=lines.append)
+    assert any("backbone: not trained on its own" in line for line in lines)
+    assert not (work / "backbone").exists() and (work / "pretrain" / "model.pt").is_file()
+    held = (work / "pretrain" / "config.yaml").read_text()
+    assert "init: null" in held
+    # a folder trained from a backbone is not taken for one trained from scratch
+    with pytest.raises(StudyError, match="init"):
+        build(config, work=work, out=tmp_path / "study", stop_after="pretrain", log=lambda _: None)
+    with pytest.raises(StudyError, match="start from the backbone stage"):
+        StudyConfig.from_dict({"name": "x", "pretrain_from": "scratch",
+                               "variants": {"a": {"exit_loss": "pfd", "init": "backbone"}}})
+
+
+def test_a_run_written_before_a_setting_existed_counts_as_its_default(tiny_study, tmp_path):
+    config, work, _, _ = tiny_study
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    held = copy / "backbone" / "config.yaml"
+    held.write_text("\n".join(line for line in held.read_text().splitlines() if not line.startswith("class_balance")))
+    lines: list[str] = []
+    build(config, work=copy, out=tmp_path / "study", stop_after="backbone", log=lines.append)
+    assert any("backbone: done earlier" in line for line in lines)
