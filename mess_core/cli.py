@@ -104,7 +104,8 @@ def _train(args: argparse.Namespace) -> int:
             "stage": args.stage, "out": args.out, "model": args.model, "dataset": args.data, "data_root": args.data_root,
             "init": args.init, "num_exits": args.exits, "profile_size": args.profile_size, "exit_space": args.space,
             "exit_loss": args.loss, "alpha": args.alpha, "temperature": args.temperature,
-            "exit_schedule": args.exit_schedule, "crop": args.crop, "scale": args.scale, "hflip": not args.no_flip,
+            "exit_schedule": args.exit_schedule, "class_balance": args.class_balance, "prune_at": args.prune_at,
+            "prune_margin": args.prune_margin, "crop": args.crop, "scale": args.scale, "hflip": not args.no_flip,
             "jitter": args.jitter, "eval_size": args.eval_size, "epochs": args.epochs or 10,
             "batch_size": args.batch_size, "accumulate": args.accumulate, "optimizer": args.optimizer, "lr": args.lr,
             "weight_decay": args.weight_decay, "lr_schedule": args.lr_schedule, "precision": args.precision,
@@ -328,6 +329,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--temperature", type=float, help="distillation temperature (default 1)")
     t.add_argument("--exit-schedule", choices=("modulo", "every"),
                    help="stage 1: exit i counts on every i-th step (modulo, default) or on every step")
+    t.add_argument("--class-balance", type=float, metavar="P",
+                   help="weigh each pixel's loss by (median f / f_class) ** P (median-frequency balancing at 1; default 0)")
+    t.add_argument("--prune-at", type=int, nargs="+", metavar="EPOCH",
+                   help="stage 2, successive halving: after these epochs stop the heads that cannot reach the front")
+    t.add_argument("--prune-margin", type=float, nargs="+", metavar="PP",
+                   help="with --prune-at: one margin per epoch, in mIoU points (a head beaten by that much at no "
+                        "more cost stops)")
     t.add_argument("--crop", type=_size, metavar="HxW", help="training crop (default 180x240)")
     t.add_argument("--scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="random scale range (default 0.5 2)")
     t.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
