@@ -17,6 +17,7 @@ import streamlit as st
 
 from mess_core.errors import MessError
 from mess_core.explore import sample_instances
+from mess_core.report import exit_class_iou
 from mess_core.study import DEFAULT_STUDY, Study, StudyError, list_studies, open_study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,6 +59,11 @@ def results(path: str, mode: str) -> pd.DataFrame:
 @st.cache_resource(show_spinner="Reading the fronts...", max_entries=8)
 def fronts(path: str) -> pd.DataFrame:
     return load_study(path).fronts()
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def class_iou(path: str) -> pd.DataFrame:
+    return exit_class_iou(load_study(path).cache)
 
 
 @st.cache_resource(show_spinner="Evaluating a sample of instances...", max_entries=8)

@@ -117,7 +117,7 @@ def figure(points: dict[str, tuple], objective: Objective, found: dict[str, Any]
 def details(study: Study, instance: Instance | None, series: str, point: tuple) -> None:
     _, _, miou, cost = point
     if instance is None:
-        st.info(f"The oracle ({pct(miou)}, {cost:.3f} GFLOPs) is a bound: it knows each image's accuracy, so it cannot "
+        st.info(f"The oracle ({pct(miou)}, {cost:.3f} GFLOPs) is a bound: it knows each image's labels, so it cannot "
                 "be deployed. Pick another point.")
         return
     cache = study.cache

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from common import guarded, pct, results
+from common import class_iou, guarded, pct, results
 from mess_core.instance import MODES
 from mess_core.study import Study, end_to_end_table, headline, policy_comparison
 
@@ -107,14 +107,21 @@ def page(study: Study) -> None:
                  hide_index=True, key="results_table")
     if mode == "input-dependent":
         st.markdown("**Exit policies at equal accuracy** (speedup in average GFLOPs against the backbone, read off "
-                    "each policy's front)")
+                    "each policy's front), against the oracle bound: the least cost any per-image exit choice over "
+                    "the same instances reaches when it knows the labels")
         st.dataframe(policy_comparison(study), hide_index=True, key="policy_table")
-        st.markdown("**The paper's headline on this study**\n\n" + "\n".join(f"- {line}" for line in headline(study)))
+        st.markdown("**Targets on this study** (the paper's figures for context)\n\n"
+                    + "\n".join(f"- {line}" for line in headline(study)))
+    st.markdown("**Where exits lose**: IoU per class of each exit's most accurate head and of the final exit")
+    per_class = class_iou(str(study.path))
+    percent = [c for c in per_class.columns if c not in ("exit", "config", "gflops")]
+    st.dataframe(per_class.style.format({c: "{:.1%}" for c in percent} | {"gflops": "{:.3f}"}, na_rep="-"),
+                 hide_index=True, key="class_iou")
     training = study.training_table()
     if training is not None:
         st.subheader("Stage 2 training variants")
-        st.caption("mIoU of every exit on the tuning split: exit loss (cross-entropy, distillation, Positive "
-                   "Filtering Distillation), with or without exit-aware pre-training (stage 1)")
+        st.caption("mIoU of every exit on the tuning split with one configuration: exit loss (cross-entropy, "
+                   "distillation, Positive Filtering Distillation), with or without exit-aware pre-training (stage 1)")
         st.dataframe(training, hide_index=True, key="training_table")
     if study.is_packed:
         with st.expander("how this study was built"):

@@ -18,6 +18,7 @@ matplotlib.use("Agg")  # files only: no display on a server
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from mess_core.report import ORACLE_ROW  # noqa: E402
 from mess_core.study import open_study  # noqa: E402
 
 SERIES = [("budgeted", "tab:blue", "budgeted (one exit)"), ("anytime (first output)", "tab:purple", "anytime"),
@@ -27,7 +28,7 @@ SERIES = [("budgeted", "tab:blue", "budgeted (one exit)"), ("anytime (first outp
 MARKERS = {"Backbone": ("k", "s"), "MESS max-acc <= 1x cost": ("tab:red", "^"),
            "MESS min-cost <= 0.1pp drop": ("tab:red", "D"), "MESS min-cost <= 1pp drop": ("tab:red", "o"),
            "uniform-exit MESS (<= 1pp)": ("tab:green", "P"), "naive-confidence policy (<= 1pp)": ("tab:orange", "X"),
-           "oracle (exits of MESS <= 1pp)": ("tab:gray", "*")}
+           ORACLE_ROW: ("tab:gray", "*")}
 
 
 def fronts_plot(study, path: Path) -> None:

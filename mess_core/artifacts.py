@@ -19,27 +19,61 @@ from . import checkpoint, models
 from .errors import TrainingError
 from .network import MultiExitNet, convert
 
-__all__ = ["save_model", "save_multi_exit", "load_model", "load_multi_exit", "MODEL_FORMAT", "MULTI_EXIT_FORMAT"]
+__all__ = ["save_model", "save_multi_exit", "load_model", "load_multi_exit", "load_exit_heads", "MODEL_FORMAT",
+           "MULTI_EXIT_FORMAT"]
 
 MODEL_FORMAT = "mess-model/1"
 MULTI_EXIT_FORMAT = "mess-multi-exit/1"
 
 
-def save_model(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any]) -> Path:
-    """Write a plain model's weights with ``meta`` (at least ``model``: its registered name, ``num_classes``)."""
-    return checkpoint.save(path, {"format": MODEL_FORMAT, "model": model.state_dict(), "meta": dict(meta)})
-
-
-def save_multi_exit(path: str | os.PathLike, net: MultiExitNet, model: nn.Module, meta: dict[str, Any]) -> Path:
-    """Write a multi-exit network: the model's weights, every attached head, and how to rebuild it."""
-    meta = {
-        **meta,
+def _exit_meta(net: MultiExitNet) -> dict[str, Any]:
+    return {
         "num_exits": net.num_exits,
         "num_classes": net.num_classes,
         "profile_size": list(net.example_shape[1:]),
         "exit_modules": [e.module for e in net.exits],
         "exit_space": {str(i): list(net.heads[str(i)].keys()) for i in range(1, net.num_exits)},
     }
+
+
+def save_model(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any],
+               net: MultiExitNet | None = None) -> Path:
+    """Write a plain model's weights with ``meta`` (at least ``model``: its registered name, ``num_classes``). With
+    ``net`` (stage 1), its exit heads are kept beside the model, so stage 2 may start from them."""
+    payload = {"format": MODEL_FORMAT, "model": model.state_dict(), "meta": dict(meta)}
+    if net is not None:
+        payload["heads"] = net.heads.state_dict()
+        payload["meta"]["exits"] = _exit_meta(net)
+    return checkpoint.save(path, payload)
+
+
+def load_exit_heads(path: str | os.PathLike, net: MultiExitNet) -> list[tuple[int, str]]:
+    """Load the exit heads a stage-1 ``model.pt`` kept into the heads of ``net`` with the same configuration at the
+    same exit; returns which (exit, configuration) were loaded."""
+    path = Path(path)
+    payload = checkpoint.load(path)
+    held = payload.get("meta", {}).get("exits")
+    if "heads" not in payload or not held:
+        raise TrainingError(f"{path}: keeps no exit heads; only stage 1 (pretrain) writes them into its model.pt")
+    placed = [e.module for e in net.exits]
+    if held["exit_modules"] != placed:
+        raise TrainingError(f"{path}: its exits sit at {held['exit_modules']}, this network's at {placed}; train "
+                            "stage 2 with the same number of exits and input size as stage 1")
+    loaded = []
+    for index, specs in held["exit_space"].items():
+        for spec in specs:
+            if spec not in net.heads[index]:
+                continue
+            prefix = f"{index}.{spec}."
+            weights = {k[len(prefix):]: v for k, v in payload["heads"].items() if k.startswith(prefix)}
+            _load_into(net.heads[index][spec], weights, path)
+            loaded.append((int(index), spec))
+    return loaded
+
+
+def save_multi_exit(path: str | os.PathLike, net: MultiExitNet, model: nn.Module, meta: dict[str, Any]) -> Path:
+    """Write a multi-exit network: the model's weights, every attached head, and how to rebuild it."""
+    meta = {**meta, **_exit_meta(net)}
     payload = {"format": MULTI_EXIT_FORMAT, "model": model.state_dict(), "heads": net.heads.state_dict(), "meta": meta}
     return checkpoint.save(path, payload)
 

@@ -105,7 +105,7 @@ def _train(args: argparse.Namespace) -> int:
             "init": args.init, "num_exits": args.exits, "profile_size": args.profile_size, "exit_space": args.space,
             "exit_loss": args.loss, "alpha": args.alpha, "temperature": args.temperature,
             "exit_schedule": args.exit_schedule, "class_balance": args.class_balance, "prune_at": args.prune_at,
-            "prune_margin": args.prune_margin, "crop": args.crop, "scale": args.scale, "hflip": not args.no_flip,
+            "prune_margin": args.prune_margin, "init_exits": args.init_exits or None, "crop": args.crop, "scale": args.scale, "hflip": not args.no_flip,
             "jitter": args.jitter, "eval_size": args.eval_size, "epochs": args.epochs or 10,
             "batch_size": args.batch_size, "accumulate": args.accumulate, "optimizer": args.optimizer, "lr": args.lr,
             "weight_decay": args.weight_decay, "lr_schedule": args.lr_schedule, "precision": args.precision,
@@ -336,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--prune-margin", type=float, nargs="+", metavar="PP",
                    help="with --prune-at: one margin per epoch, in mIoU points (a head beaten by that much at no "
                         "more cost stops)")
+    t.add_argument("--init-exits", action="store_true",
+                   help="stage 2: start the configuration stage 1 trained (nocrm-b0-fcn) from the exits kept in the "
+                        "--init model.pt instead of random weights")
     t.add_argument("--crop", type=_size, metavar="HxW", help="training crop (default 180x240)")
     t.add_argument("--scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="random scale range (default 0.5 2)")
     t.add_argument("--no-flip", action="store_true", help="no random horizontal flips")

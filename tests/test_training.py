@@ -321,3 +321,28 @@ def test_class_balanced_losses_weigh_each_pixel_by_its_label(tmp_path):
     messages = []
     train(cfg, model=tiny(), log=messages.append)
     assert any(m.startswith("class weights (median-frequency balancing ** 1.0)") for m in messages)
+
+
+def test_stage_2_can_start_stage_1s_configuration_from_stage_1s_exits(tmp_path):
+    out = train(config(tmp_path, "pretrain", name="pre", epochs=1), model=tiny(), log=silent)
+    kept = {k: v.clone() for k, v in out["net"].heads.state_dict().items()}
+    model_pt = tmp_path / "pre" / "model.pt"
+    _, meta = artifacts.load_model(model_pt, TinyUNet(num_classes=7))
+    assert meta["exits"]["exit_space"]["1"] == ["nocrm-b0-fcn"]
+    net = convert(tiny().eval(), torch.zeros(1, 3, *SIZE), num_exits=3, exit_head=None)
+    net.attach(["crm25p-b0-fcn", "nocrm-b0-fcn"], seed=0)
+    assert artifacts.load_exit_heads(model_pt, net) == [(1, "nocrm-b0-fcn"), (2, "nocrm-b0-fcn")]
+    for index in ("1", "2"):
+        now = net.heads[index]["nocrm-b0-fcn"].state_dict()
+        assert all(torch.equal(now[k], kept[f"{index}.nocrm-b0-fcn.{k}"]) for k in now)
+    messages = []
+    train(config(tmp_path, "exits", name="exits", epochs=1, init=str(model_pt), init_exits=True,
+                 exit_space="crm25p-b0-fcn,nocrm-b0-fcn"), model=TinyUNet(num_classes=7), log=messages.append)
+    assert any(m.startswith("heads started from stage 1's exits: 1:nocrm-b0-fcn, 2:nocrm-b0-fcn") for m in messages)
+    # a plain backbone keeps no exits, and the setting needs a stage-1 file to start from
+    plain = tmp_path / "plain"
+    train(config(tmp_path, "backbone", name="plain", epochs=1, train_limit=4, val_limit=2), model=tiny(), log=silent)
+    with pytest.raises(TrainingError, match="keeps no exit heads"):
+        artifacts.load_exit_heads(plain / "model.pt", net)
+    with pytest.raises(TrainingError, match="init_exits applies to stage 2"):
+        config(tmp_path, "exits", init_exits=True)

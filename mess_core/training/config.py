@@ -49,6 +49,9 @@ class TrainConfig:
     # points) at no more cost stop training (see mess_core.training.halving)
     prune_at: tuple[int, ...] = ()
     prune_margin: tuple[float, ...] = ()
+    # stage 2: heads of the configuration stage 1 trained (its light exits, kept in its model.pt) start from stage 1's
+    # weights instead of random ones; every other configuration starts from random weights as usual
+    init_exits: bool = False
     crop: tuple[int, int] = (180, 240)
     scale: tuple[float, float] = (0.5, 2.0)
     hflip: bool = True
@@ -106,6 +109,8 @@ class TrainConfig:
             (all(m > 0 for m in self.prune_margin), f"prune_margin must be positive mIoU points, not "
              f"{list(self.prune_margin)}"),
             (not self.prune_at or self.stage == "exits", "prune_at (successive halving) applies to stage 2 (exits)"),
+            (not self.init_exits or (self.stage == "exits" and self.init),
+             "init_exits applies to stage 2 started from a stage-1 model.pt (init)"),
         ]
         for ok, message in checks:
             if not ok:

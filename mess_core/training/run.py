@@ -169,6 +169,12 @@ def train(
             config.class_balance, ", ".join(f"{c} {w:.2f}" for c, w in zip(info.classes, weights.tolist()))))
     task = build_task(config, model, info, weights)
     net: MultiExitNet | None = getattr(task, "net", None)
+    if config.init_exits and net is not None:
+        loaded = artifacts.load_exit_heads(config.init, net)
+        if not loaded:
+            raise TrainingError(f"{config.init}: none of its exit heads is a configuration of this exit space "
+                                f"({config.exit_space}); drop init_exits or add stage 1's configuration")
+        say(f"heads started from stage 1's exits: {', '.join(f'{i}:{s}' for i, s in loaded)}")
     if env.distributed and config.sync_bn:
         sync_batchnorm(task.module, env.device)
 
@@ -187,8 +193,8 @@ def train(
     if env.is_main:
         if config.stage == "exits":
             artifacts.save_multi_exit(result, net, model, meta)
-        else:
-            artifacts.save_model(result, model, meta)
+        else:  # stage 1 keeps its exits beside the model: stage 2 may start from them (init_exits)
+            artifacts.save_model(result, model, meta, net=net)
         summary = _summary(config, outcome["history"])
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
         for line in summary.get("notes", []):
