@@ -139,7 +139,7 @@ def exit_class_iou(cache: EvaluationCache, *, config: str | None = None) -> pd.D
         tp, pred = cache.tp[:, h].sum(0).astype(np.float64), cache.pred[:, h].sum(0).astype(np.float64)
         union = label + pred - tp
         iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
-        rows.append({"exit": e if e < cache.num_exits else "final", "config": name, "gflops": float(cost),
+        rows.append({"exit": str(e) if e < cache.num_exits else "final", "config": name, "gflops": float(cost),
                      "miou": float(miou[h]), **dict(zip(cache.meta["classes"], iou))})
     return pd.DataFrame(rows)
 
