@@ -345,4 +345,6 @@ def test_stage_2_can_start_stage_1s_configuration_from_stage_1s_exits(tmp_path):
     with pytest.raises(TrainingError, match="keeps no exit heads"):
         artifacts.load_exit_heads(plain / "model.pt", net)
     with pytest.raises(TrainingError, match="init_exits applies to stage 2"):
-        config(tmp_path, "exits", init_exits=True)
+        config(tmp_path, "backbone", init_exits=True)
+    with pytest.raises(TrainingError, match="give the stage-1 model.pt as init"):
+        train(config(tmp_path, "exits", name="no-init", init_exits=True), model=tiny(), log=silent)

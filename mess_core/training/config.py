@@ -109,8 +109,7 @@ class TrainConfig:
             (all(m > 0 for m in self.prune_margin), f"prune_margin must be positive mIoU points, not "
              f"{list(self.prune_margin)}"),
             (not self.prune_at or self.stage == "exits", "prune_at (successive halving) applies to stage 2 (exits)"),
-            (not self.init_exits or (self.stage == "exits" and self.init),
-             "init_exits applies to stage 2 started from a stage-1 model.pt (init)"),
+            (not self.init_exits or self.stage == "exits", "init_exits applies to stage 2 (exits)"),
         ]
         for ok, message in checks:
             if not ok:

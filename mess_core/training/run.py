@@ -170,6 +170,8 @@ def train(
     task = build_task(config, model, info, weights)
     net: MultiExitNet | None = getattr(task, "net", None)
     if config.init_exits and net is not None:
+        if not config.init:
+            raise TrainingError("init_exits starts heads from stage 1's exits: give the stage-1 model.pt as init")
         loaded = artifacts.load_exit_heads(config.init, net)
         if not loaded:
             raise TrainingError(f"{config.init}: none of its exit heads is a configuration of this exit space "
