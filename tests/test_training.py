@@ -246,6 +246,8 @@ def test_successive_halving_stops_dominated_heads_and_every_head_learns_as_if_tr
     out = train(cfg, model=tiny(), log=silent)
     detail = json.loads((tmp_path / "all" / "eval.json").read_text())
     stopped = detail["stopped"]
+    # the rung's own evaluation file already says what it stopped
+    assert checkpoint.load(tmp_path / "all" / "checkpoint.pt")["task"]["stopped"] == stopped
     assert stopped and len(stopped) < 2 * 4, "the rung should stop some heads and keep others"
     assert [r["heads_training"] for r in out["history"]] == [8, 8 - len(stopped), 8 - len(stopped)]
     rung = detail["halving"][0]

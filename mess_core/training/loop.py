@@ -253,7 +253,7 @@ def fit(
         if val_loader is not None and due:
             metrics, detail = task.evaluate(val_loader, device)
             row.update(metrics)
-            task.after_evaluation(epoch, log if env.is_main else (lambda _msg: None))
+            detail.update(task.after_evaluation(epoch, log if env.is_main else (lambda _msg: None)))
         history.append(row)
         rngs = all_gather_objects(rng_state())
         if env.is_main:
@@ -281,6 +281,7 @@ def fit(
         barrier()
     if val_loader is not None and not detail:  # resumed after its last epoch: its final weights were not evaluated
         metrics, detail = task.evaluate(val_loader, device)
+        detail.update(task.after_evaluation(config.epochs, log if env.is_main else (lambda _msg: None)))
         if history:
             history[-1].update(metrics)
         if env.is_main:

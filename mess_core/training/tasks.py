@@ -116,8 +116,10 @@ class _Task:
         """Figures of the task itself for the epoch's metrics row."""
         return {}
 
-    def after_evaluation(self, epoch: int, log: Any = print) -> None:
-        """Called after every evaluation, before the checkpoint is written."""
+    def after_evaluation(self, epoch: int, log: Any = print) -> dict[str, Any]:
+        """Called after every evaluation, before the checkpoint is written; returns what to add to the evaluation's
+        detail (``eval.json``)."""
+        return {}
 
     def state(self) -> dict[str, Any]:
         """What the task itself must carry across a resume (saved in the checkpoint)."""
@@ -255,14 +257,13 @@ class ExitsTask(_Task):
             detail["exits"][str(i)] = summaries
         flat["miou_final"] = final.miou()
         self._final = detail["final"]["miou"]
-        detail["stopped"] = dict(self.stopped)
-        detail["halving"] = list(self.halving)
         return flat, detail
 
-    def after_evaluation(self, epoch: int, log: Any = print) -> None:
-        """At a rung of the successive halving, stop the heads that can no longer reach the front."""
+    def after_evaluation(self, epoch: int, log: Any = print) -> dict[str, Any]:
+        """At a rung of the successive halving, stop the heads that can no longer reach the front; returns the
+        halving record so far for ``eval.json``."""
         if epoch not in self.rungs or not self._last:
-            return
+            return {"stopped": dict(self.stopped), "halving": list(self.halving)}
         margin = self.rungs[epoch] / 100
         input_size = self.net.example_shape[1:]
         stages = self.net.stage_flops(input_size)
@@ -282,6 +283,7 @@ class ExitsTask(_Task):
         })
         log(f"successive halving after epoch {epoch} (margin {self.rungs[epoch]} mIoU points): {len(stop)} of "
             f"{len(self._last)} heads stop, {len(self.module.training_heads)} go on")
+        return {"stopped": dict(self.stopped), "halving": list(self.halving)}
 
     def state(self) -> dict[str, Any]:
         return {"training": sorted(self._key(*h) for h in self.module.training_heads), "stopped": self.stopped,
