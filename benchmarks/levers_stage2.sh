@@ -31,6 +31,10 @@ for name in "${@:-pfd-6}"; do
     init-6)    run "$name" --loss pfd --lr 0.002 --epochs 6 --space nocrm-b0-fcn,crm50p-b1-rdi-fcn --init-exits ;;
     init-cb05-6) run "$name" --loss pfd --lr 0.002 --epochs 6 --space nocrm-b0-fcn,crm50p-b1-rdi-fcn --init-exits \
                    --class-balance 0.5 ;;
+    # what successive halving cost: configurations the reference study stopped at its rungs (nocrm-b1-fcn at exits
+    # 1-2 after epoch 1, crm50p-b2-fcn at exits 3-5) trained alone for the study's whole stage 2; the exits at which
+    # they survived must reproduce the study's heads (per-head random streams), the others say what stopping lost
+    halving-check) run "$name" --loss pfd --lr 0.002 --epochs 8 --class-balance 0.5 --space nocrm-b1-fcn,crm50p-b2-fcn ;;
     *) echo "unknown experiment $name" >&2; exit 2 ;;
   esac
 done
