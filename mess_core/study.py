@@ -321,13 +321,13 @@ def build(config_path: str | os.PathLike, *, work: str | os.PathLike | None = No
         raise StudyError(f"stop_after must be one of {', '.join(STAGES)}, not {stop_after!r}")
     from . import artifacts
     from .cache import build_cache
-    from .cli import profile_report
     from .data import build_dataset, eval_transform
     from .report import all_fronts, policy_versus_oracle, results_table
     from .search import SearchSpace
     from .training import TrainConfig, train
     from .training.loop import CHECKPOINT
     from .training.run import RESULT_FILES
+    from .workload import profile_report
 
     config_path = Path(config_path)
     cfg = StudyConfig.from_yaml(config_path)
@@ -606,7 +606,7 @@ class Study:
     def profile(self) -> dict[str, Any]:
         """The profile report (``mess_core profile --json`` shape): nodes with FLOPs, exits, totals."""
         if not self.is_packed:
-            from .cli import profile_report
+            from .workload import profile_report
 
             net, meta = self.load_network()
             return profile_report(net, model_name=meta["model"])
@@ -720,12 +720,6 @@ def list_studies(root: str | os.PathLike) -> list[Path]:
     """Study folders under ``root`` (those with a manifest), sorted by name."""
     root = Path(root)
     return sorted(p.parent for p in root.glob(f"*/{MANIFEST}")) if root.is_dir() else []
-
-
-def _cli_build(args: Any) -> int:
-    build(args.config, work=args.work, out=args.out, stop_after=args.stop_after,
-          log=lambda msg: print(msg, flush=True))
-    return 0
 
 
 def _md(frame: pd.DataFrame) -> str:
@@ -871,36 +865,3 @@ def markdown_report(study: Study) -> str:
                 shown[c] = (100 * shown[c]).round(2)
         parts += ["", "Training table (mIoU % on the tuning split per exit):", "", _md(shown)]
     return "\n".join(parts)
-
-
-def _cli_report(args: Any) -> int:
-    print(markdown_report(open_study(args.study)))
-    return 0
-
-
-def _cli_check(args: Any) -> int:
-    study = open_study(args.study)
-    problems = study.verify()
-    for line in problems:
-        print(f"  problem: {line}")
-    print(f"{study.path}: {len(study.manifest.get('files', {}))} files, {len(problems)} problem(s)")
-    return 1 if problems else 0
-
-
-def add_parser(sub: Any) -> None:
-    st = sub.add_parser("study", help="build a study end to end from a YAML file, or check one")
-    ssub = st.add_subparsers(dest="study_command", required=True)
-    b = ssub.add_parser("build", help="train, evaluate, search and pack a study (resumable)")
-    b.add_argument("config", help="the study's YAML file (e.g. studies/synthetic-mobilenetv2-fcn.yaml)")
-    b.add_argument("--work", help="folder for training runs and caches (default runs/<name>)")
-    b.add_argument("--out", help="study folder to write (default precomputed/<name>)")
-    b.add_argument("--stop-after", choices=STAGES, help="stop after this training stage (continue later)")
-    b.set_defaults(run=_cli_build)
-    c = ssub.add_parser("check", help="check a study's files against its manifest")
-    c.add_argument("study", help="study folder")
-    c.set_defaults(run=_cli_check)
-    r = ssub.add_parser("report", help="print a study's tables (end to end with measured latency, modes, training) "
-                        "as markdown")
-    r.add_argument("study", help="study folder")
-    r.set_defaults(run=_cli_report)
-
