@@ -45,6 +45,8 @@ from .errors import MessError
 from .exits import ExitSpec
 from .instance import MODES, Instance
 from .io import atomic_write_text, read_json
+from .report import (TARGETS, Target, end_to_end_table, headline, headline_figures, markdown_report,  # noqa: F401
+                     policy_comparison, row_id, with_row_ids)
 
 __all__ = ["StudyError", "StudyConfig", "Study", "build", "list_studies", "open_study", "STUDY_FORMAT",
            "DEFAULT_STUDY"]
@@ -257,8 +259,17 @@ def _frame_json(df: pd.DataFrame) -> list[dict[str, Any]]:
     rows = []
     for record in df.to_dict(orient="records"):
         record["instance"] = _instance_json(record.get("instance"))
+        if "id" in record:
+            record["id"] = getattr(record["id"], "value", record["id"])
         rows.append({k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in record.items()})
     return rows
+
+
+def _with_ids(frame: pd.DataFrame, where: Path) -> pd.DataFrame:
+    try:
+        return with_row_ids(frame)
+    except ValueError as exc:
+        raise StudyError(f"{where}: {exc}; rebuild the study with this version") from None
 
 
 def _frame_from_json(rows: list[dict[str, Any]], where: str) -> pd.DataFrame:
@@ -537,6 +548,7 @@ def _bench_results(cfg: StudyConfig, work: Path, net: Any, model: Any, table: pd
     images = torch.stack([dataset[i][0] for i in range(min(cfg.bench_images, len(dataset)))])
     frame = bench(net, model, instances, images, batch_sizes=cfg.bench_batches, engines=cfg.bench_engines,
                   repeats=cfg.bench_repeats, log=lambda msg: log(f"      {msg}"))
+    frame.insert(0, "id", [None if (r := row_id(v)) is None else r.value for v in frame["variant"]])
     rows = json.loads(frame.to_json(orient="records"))
     atomic_write_text(path, json.dumps(rows, indent=1))
     state.record("latency", time.perf_counter() - t0)
@@ -593,7 +605,7 @@ class Study:
         data = self._json(RESULTS)
         if mode not in data:
             raise StudyError(f"{self.path / RESULTS}: holds no '{mode}' table; rebuild the study")
-        return _frame_from_json(data[mode], str(self.path / RESULTS))
+        return _with_ids(_frame_from_json(data[mode], str(self.path / RESULTS)), self.path / RESULTS)
 
     def fronts(self) -> pd.DataFrame:
         """Accuracy-vs-GFLOPs fronts of every mode and peer (see :func:`mess_core.report.all_fronts`)."""
@@ -642,7 +654,9 @@ class Study:
 
     def latency(self) -> pd.DataFrame | None:
         """Measured latency of the results' instances against the original model (one run); None if not built."""
-        return pd.DataFrame(self._json(LATENCY)) if (self.path / LATENCY).is_file() else None
+        if not (self.path / LATENCY).is_file():
+            return None
+        return with_row_ids(pd.DataFrame(self._json(LATENCY)), labels="variant", strict=False)
 
     def check_weights(self, *, images: int = 3, data_root: str | os.PathLike | None = None) -> list[str]:
         """Re-run the shipped weights on the first ``images`` images of the cache's split and compare every shipped
@@ -720,148 +734,3 @@ def list_studies(root: str | os.PathLike) -> list[Path]:
     """Study folders under ``root`` (those with a manifest), sorted by name."""
     root = Path(root)
     return sorted(p.parent for p in root.glob(f"*/{MANIFEST}")) if root.is_dir() else []
-
-
-def _md(frame: pd.DataFrame) -> str:
-    cols = list(frame.columns)
-    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join("-" if (isinstance(v, float) and not np.isfinite(v)) else str(v) for v in row)
-                     + " |")
-    return "\n".join(lines)
-
-
-def _is_oracle(row: str, instance: Any) -> bool:
-    return instance is None and row.startswith("oracle")  # a bound, not a deployable instance
-
-
-def end_to_end_table(study: Study) -> pd.DataFrame:
-    """The seed's table for input-dependent deployment with the latency measured in the study's one run: rows of
-    the results table; mIoU on the tuning split (and the report split), average GFLOPs, ms per image at each
-    measured batch size (eager), speedups against the backbone, exits used."""
-    table = study.results("input-dependent")
-    latency = study.latency()
-    out = pd.DataFrame({"": table["row"], f"mIoU % ({study.cache.meta.get('split')})": (100 * table["miou"]).round(2)})
-    if "eval_miou" in table:
-        out[f"mIoU % ({study.report_cache.meta.get('split') if study.report_cache else 'report'})"] = (
-            100 * table["eval_miou"]).round(2)
-    out["GFLOPs"] = table["gflops"].round(3)
-    out["speedup (GFLOPs)"] = table["speedup"].round(2)
-    if latency is not None:
-        eager = latency[latency["engine"].str.startswith("eager")]
-        for b in sorted(eager["batch"].unique()):
-            at = eager[eager["batch"] == b].set_index("variant")
-            # an instance without early exits is the original model's path; the oracle cannot be deployed
-            names = [None if _is_oracle(r, i) else "original" if not i.exits else r
-                     for r, i in zip(table["row"], table["instance"])]
-            ms = [at["ms_per_image"].get(n, np.nan) for n in names]
-            out[f"ms/img b{b}"] = np.round(ms, 2)
-            out[f"speedup b{b}"] = np.round([at["speedup"].get(n, np.nan) for n in names], 2)
-    out["exits used"] = table["exits"]
-    return out
-
-
-def policy_comparison(study: Study, drops: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0)) -> pd.DataFrame:
-    """Exit policies at equal accuracy: for each allowed mIoU drop, the fewest average GFLOPs on the front of MESS
-    (edge-masked), of the same policy without edge masking and of the naive mean-confidence policy, as speedups
-    against the backbone; then the oracle bound over the same space and the clairvoyant oracle (bounds, not
-    policies), and MESS's share of the bound's speedup."""
-    fronts = study.fronts()
-    cache = study.cache
-    base_miou = float(cache.head_miou()[cache.final_head])
-    base = float(cache.stage_gflops.sum())
-    versus = study.policy_versus_oracle()
-    rows = []
-    for drop in drops:
-        row: dict[str, Any] = {"mIoU drop <= pp": drop}
-        for series, label in (("MESS input-dependent", "MESS (edge-masked)"), ("no edge masking", "no edge masking"),
-                              ("naive policy", "naive (mean confidence)")):
-            front = fronts[(fronts["series"] == series) & (fronts["miou"] >= base_miou - drop / 100 - 1e-12)]
-            row[label] = round(base / float(front["cost"].min()), 2) if len(front) else np.nan
-        at = versus[np.isclose(versus["drop_pp"], drop)] if versus is not None else None
-        if at is not None and len(at):
-            row["oracle bound"] = round(float(at["oracle_speedup"].iloc[0]), 2)
-            row["MESS / oracle"] = round(float(at["share_of_oracle"].iloc[0]), 2)
-            row["clairvoyant oracle"] = round(float(at["clairvoyant_speedup"].iloc[0]), 2)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-@dataclass(frozen=True)
-class Target:
-    """One headline claim checked on a study: ``name`` keys the measured value, ``at_least`` the bar it must reach."""
-
-    name: str
-    text: str
-    at_least: float
-    unit: str = "x"
-
-
-# what the reference study is held to (issue 14), with the paper's own figures as context in the texts
-TARGETS = (
-    Target("gflops_1pp", "MESS <= 1 pp drop: fewer average GFLOPs than the backbone (the paper's MobileNetV2: 2.5x)",
-           2.0),
-    Target("latency_1pp_b1", "MESS <= 1 pp drop: lower measured CPU latency at batch 1 than the backbone, same run "
-           "(the paper's headline: 2.8x faster)", 1.7),
-    Target("gflops_01pp", "MESS <= 0.1 pp drop: fewer average GFLOPs than the backbone", 1.4),
-    Target("miou_gain_1x", "MESS at <= 1x cost: mIoU above the backbone's (pp)", 1e-9, "pp"),
-    Target("oracle_share_1pp", "MESS <= 1 pp drop: share of the oracle bound's speedup", 0.6, ""),
-)
-
-
-def headline_figures(study: Study) -> dict[str, float]:
-    """The measured value of every :data:`TARGETS` entry on ``study`` (NaN where the study lacks the measurement)."""
-    table = study.results("input-dependent").set_index("row")
-    base = table.loc["Backbone"]
-    figures = {"gflops_1pp": float(table.loc["MESS min-cost <= 1pp drop", "speedup"]),
-               "gflops_01pp": float(table.loc["MESS min-cost <= 0.1pp drop", "speedup"]),
-               "miou_gain_1x": 100 * float(table.loc["MESS max-acc <= 1x cost", "miou"] - base["miou"]),
-               "latency_1pp_b1": float("nan"), "oracle_share_1pp": float("nan")}
-    latency = study.latency()
-    if latency is not None:
-        at = latency[(latency["batch"] == 1) & latency["engine"].str.startswith("eager")].set_index("variant")
-        one = table.loc["MESS min-cost <= 1pp drop", "instance"]
-        name = "MESS min-cost <= 1pp drop" if one is not None and one.exits else "original"
-        figures["latency_1pp_b1"] = float(at.loc[name, "speedup"]) if name in at.index else float("nan")
-    versus = study.policy_versus_oracle()
-    if versus is not None:
-        at1 = versus[np.isclose(versus["drop_pp"], 1.0)]
-        if len(at1):
-            figures["oracle_share_1pp"] = float(at1["share_of_oracle"].iloc[0])
-    return figures
-
-
-def headline(study: Study) -> list[str]:
-    """Every :data:`TARGETS` claim checked on ``study``, one line each: measured value, bar, met or NOT met."""
-    figures = headline_figures(study)
-    lines = []
-    for target in TARGETS:
-        value = figures[target.name]
-        if not np.isfinite(value):
-            lines.append(f"{target.text}: not measured in this study")
-            continue
-        shown = f"{value:+.2f} pp" if target.unit == "pp" else f"{value:.2f}{target.unit}"
-        bar = "> 0 pp" if target.unit == "pp" else f">= {target.at_least:g}{target.unit}"
-        lines.append(f"{target.text}: {shown} (target {bar}: {'met' if value >= target.at_least else 'NOT met'})")
-    return lines
-
-
-def markdown_report(study: Study) -> str:
-    """Every table BENCHMARKS.md records for a study, as markdown."""
-    parts = [f"### {study.name}", "", f"Built by `{study.manifest.get('command')}` on {study.manifest.get('machine')}; "
-             f"wall seconds per step: {study.manifest.get('wall_seconds')}.", "", "End to end (input-dependent):", "",
-             _md(end_to_end_table(study))]
-    for mode in ("budgeted", "anytime"):
-        t = study.results(mode)
-        parts += ["", f"{mode}:", "", _md(pd.DataFrame({"": t["row"], "mIoU %": (100 * t["miou"]).round(2),
-                                                        "GFLOPs": t["gflops"].round(3), "exits used": t["exits"]}))]
-    parts += ["", "Exit policies at equal accuracy (speedup in average GFLOPs against the backbone):", "",
-              _md(policy_comparison(study)), "", "Headline:", ""] + [f"- {line}" for line in headline(study)]
-    training = study.training_table()
-    if training is not None:
-        shown = training.copy()
-        for c in shown.columns:
-            if c.startswith("exit ") or c == "final":
-                shown[c] = (100 * shown[c]).round(2)
-        parts += ["", "Training table (mIoU % on the tuning split per exit):", "", _md(shown)]
-    return "\n".join(parts)
