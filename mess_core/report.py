@@ -163,7 +163,7 @@ def results_table(cache: EvaluationCache, *, mode: str = "input-dependent", unit
         row["exits"] = found.describe() if found.feasible else "no assignment meets the constraint"
         row["instance"] = None
         table.append(row)
-    df = pd.DataFrame(table)
+    df = with_row_ids(pd.DataFrame(table))  # the ids as Row members (pandas would keep plain strings)
     df["speedup"] = base / df["gflops"]
     df["latency_speedup"] = base_ms / df["latency_ms"]
     return df

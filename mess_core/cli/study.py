@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..study import STAGES, build, markdown_report, open_study
+from ..report import markdown_report
+from ..study import STAGES, build, open_study
 
 
 def add_parser(sub: Any) -> None:
