@@ -19,6 +19,7 @@ from mess_core.errors import MessError
 from mess_core.explore import (colorize, decode_image, exit_taken, exit_views, heatmap, instance_from_settings,
                                measure_early_exit, palette_for, path_gflops, run_exits, to_input)
 from mess_core.policy import EdgeMasking
+from mess_core.report import Row
 from mess_core.study import Study
 
 SOURCES = ("dataset image", "generated synthetic sample", "upload")
@@ -119,7 +120,7 @@ def default_settings(study: Study) -> tuple[dict[int, str], dict[int, float], fl
     miou = cache.head_miou()[:-1].reshape(cache.num_exits - 1, len(cache.configs))
     configs = {i: max(shipped[i], key=lambda c: miou[i - 1, cache.config_index(c)]) for i in range(1, cache.num_exits)}
     table = results(str(study.path), "input-dependent")
-    chosen = table.loc[table["row"] == "MESS min-cost <= 1pp drop", "instance"]
+    chosen = table.loc[table["id"] == Row.MIN_COST_1PP, "instance"]
     th_img, th_pix = {}, 0.8
     if len(chosen) and chosen.iloc[0] is not None:
         inst = chosen.iloc[0]

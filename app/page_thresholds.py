@@ -9,14 +9,15 @@ import streamlit as st
 from common import guarded, pct, results
 from mess_core.explore import instance_from_settings, threshold_summary
 from mess_core.policy import EdgeMasking
+from mess_core.report import Row
 from mess_core.study import Study
 
-OPTIMUM_ROW = "MESS min-cost <= 1pp drop"
+OPTIMUM_ROW = Row.MIN_COST_1PP
 
 
 def searched_optimum(study: Study):
     table = results(str(study.path), "input-dependent")
-    row = table.loc[table["row"] == OPTIMUM_ROW, "instance"]
+    row = table.loc[table["id"] == OPTIMUM_ROW, "instance"]
     return row.iloc[0] if len(row) else None
 
 

@@ -18,17 +18,16 @@ matplotlib.use("Agg")  # files only: no display on a server
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mess_core.report import ORACLE_ROW  # noqa: E402
+from mess_core.report import Row  # noqa: E402
 from mess_core.study import open_study  # noqa: E402
 
 SERIES = [("budgeted", "tab:blue", "budgeted (one exit)"), ("anytime (first output)", "tab:purple", "anytime"),
           ("naive policy", "tab:orange", "naive mean-confidence policy"),
           ("no edge masking", "tab:olive", "MESS without edge masking"),
           ("MESS input-dependent", "tab:red", "MESS input-dependent (edge-masked)")]
-MARKERS = {"Backbone": ("k", "s"), "MESS max-acc <= 1x cost": ("tab:red", "^"),
-           "MESS min-cost <= 0.1pp drop": ("tab:red", "D"), "MESS min-cost <= 1pp drop": ("tab:red", "o"),
-           "uniform-exit MESS (<= 1pp)": ("tab:green", "P"), "naive-confidence policy (<= 1pp)": ("tab:orange", "X"),
-           ORACLE_ROW: ("tab:gray", "*")}
+MARKERS = {Row.BACKBONE: ("k", "s"), Row.MAX_ACC_1X: ("tab:red", "^"), Row.MIN_COST_01PP: ("tab:red", "D"),
+           Row.MIN_COST_1PP: ("tab:red", "o"), Row.UNIFORM_1PP: ("tab:green", "P"), Row.NAIVE_1PP: ("tab:orange", "X"),
+           Row.ORACLE_1PP: ("tab:gray", "*")}
 
 
 def fronts_plot(study, path: Path) -> None:
@@ -45,7 +44,7 @@ def fronts_plot(study, path: Path) -> None:
     for row in table.itertuples():
         if not np.isfinite(row.gflops):
             continue
-        colour, marker = MARKERS.get(row.row, ("k", "."))
+        colour, marker = MARKERS.get(row.id, ("k", "."))
         ax.scatter(row.gflops, 100 * row.miou, color=colour, marker=marker, s=70, zorder=5, edgecolor="k",
                    linewidth=0.5, label=row.row)
     ax.axhline(base_miou - 1, color="k", ls=":", lw=0.8)

@@ -1,6 +1,10 @@
-"""Results for people: the seed-shaped results table, the accuracy-vs-cost fronts of every mode and peer, and the
-text the ``search`` command prints. Every figure comes from :mod:`mess_core.search` and
-:func:`mess_core.instance.evaluate` on an evaluation cache.
+"""Results for people: the seed-shaped results table, the accuracy-vs-cost fronts of every mode and peer, the
+text the ``search`` command prints, and a study's tables and headline (what ``study report``, BENCHMARKS.md and the
+app's Study page show). Every figure comes from :mod:`mess_core.search` and :func:`mess_core.instance.evaluate` on
+an evaluation cache, or from what a study stored of them (read through :class:`StudyView`; this module does not
+know where a study's files live).
+
+Rows of the results table are identified by :class:`Row` (column ``id``); ``row`` holds the label people read.
 
 Example:
     >>> from mess_core.cache import EvaluationCache
@@ -9,11 +13,15 @@ Example:
     >>> table = results_table(cache, space=SearchSpace(th_pix=(0.7,), th_img=(0.4, 0.8)))
     >>> list(table["row"])[:2]
     ['Backbone', 'MESS max-acc <= 1x cost']
+    >>> table.loc[table["id"] == Row.MIN_COST_1PP, "row"].item() == Row.MIN_COST_1PP.label
+    True
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -23,17 +31,80 @@ from .instance import Instance, evaluate
 from .oracle import oracle, oracle_bound
 from .search import Objective, SearchResult, SearchSpace, pareto_front, search, uniform_exit
 
-__all__ = ["TableRow", "results_table", "format_table", "all_fronts", "ROW_OBJECTIVES", "ORACLE_ROW",
-           "policy_versus_oracle", "exit_class_iou"]
+__all__ = ["Row", "ROW_LABELS", "row_id", "with_row_ids", "TableRow", "results_table", "format_table", "all_fronts",
+           "ROW_OBJECTIVES", "policy_versus_oracle", "exit_class_iou", "StudyView", "end_to_end_table",
+           "policy_comparison", "Target", "TARGETS", "headline_figures", "headline", "markdown_report"]
 
-# the MESS rows of the seed's table: label -> objective
+
+class Row(str, Enum):
+    """A row of the results table, by a name that does not change when its label does (the label people read is
+    :attr:`label`; stored tables keep both)."""
+
+    BACKBONE = "backbone"
+    MAX_ACC_1X = "max_acc_1x"
+    MIN_COST_01PP = "min_cost_01pp"
+    MIN_COST_1PP = "min_cost_1pp"
+    UNIFORM_1PP = "uniform_1pp"
+    NAIVE_1PP = "naive_1pp"
+    ORACLE_1PP = "oracle_1pp"
+
+    @property
+    def label(self) -> str:
+        return ROW_LABELS[self]
+
+
+ROW_LABELS: dict[Row, str] = {
+    Row.BACKBONE: "Backbone",
+    Row.MAX_ACC_1X: "MESS max-acc <= 1x cost",
+    Row.MIN_COST_01PP: "MESS min-cost <= 0.1pp drop",
+    Row.MIN_COST_1PP: "MESS min-cost <= 1pp drop",
+    Row.UNIFORM_1PP: "uniform-exit MESS (<= 1pp)",
+    Row.NAIVE_1PP: "naive-confidence policy (<= 1pp)",
+    Row.ORACLE_1PP: "oracle bound (<= 1pp)",
+}
+# labels tables were stored under before rows had ids: today's, and the oracle row of studies built before the
+# oracle bound (it was the oracle restricted to the exits of MESS <= 1pp)
+_STORED_LABELS: dict[str, Row] = {**{label: row for row, label in ROW_LABELS.items()},
+                                  "oracle (exits of MESS <= 1pp)": Row.ORACLE_1PP}
+
+
+def row_id(name: Any) -> Row | None:
+    """The :class:`Row` a stored id or label names; None for anything else (a bench variant such as ``original``,
+    a missing value).
+
+    >>> row_id("min_cost_1pp") is row_id("MESS min-cost <= 1pp drop") is Row.MIN_COST_1PP, row_id("original")
+    (True, None)
+    """
+    if not isinstance(name, str):
+        return None
+    try:
+        return Row(name)
+    except ValueError:
+        return _STORED_LABELS.get(name)
+
+
+def with_row_ids(frame: pd.DataFrame, *, labels: str = "row", strict: bool = True) -> pd.DataFrame:
+    """``frame`` with column ``id`` (first) holding each row's :class:`Row`: from a stored ``id`` column, else from
+    the stored labels in column ``labels`` (tables written before rows had ids). ``strict``: every row must be one;
+    a label this version does not know raises ``ValueError`` naming it."""
+    stored = frame["id"] if "id" in frame else frame[labels]
+    ids = [row_id(v) for v in stored]
+    if strict:
+        unknown = [v for v, i in zip(stored, ids) if i is None]
+        if unknown:
+            raise ValueError(f"row {unknown[0]!r} is none this version knows ({', '.join(r.value for r in Row)})")
+    out = frame.drop(columns=["id"], errors="ignore")
+    out.insert(0, "id", pd.Series(ids, index=frame.index, dtype=object))
+    return out
+
+
+# the MESS rows of the seed's table, and what each is searched for
 ROW_OBJECTIVES = {
-    "MESS max-acc <= 1x cost": Objective("max-acc", budget=1.0),
-    "MESS min-cost <= 0.1pp drop": Objective("min-cost", max_drop=0.1),
-    "MESS min-cost <= 1pp drop": Objective("min-cost", max_drop=1.0),
+    Row.MAX_ACC_1X: Objective("max-acc", budget=1.0),
+    Row.MIN_COST_01PP: Objective("min-cost", max_drop=0.1),
+    Row.MIN_COST_1PP: Objective("min-cost", max_drop=1.0),
 }
 PEER_OBJECTIVE = Objective("min-cost", max_drop=1.0)
-ORACLE_ROW = "oracle bound (<= 1pp)"
 
 TableRow = dict[str, Any]
 
@@ -60,30 +131,30 @@ def results_table(cache: EvaluationCache, *, mode: str = "input-dependent", unit
     space = space or SearchSpace()
     if eval_cache is not None:
         cache.compatible_with(eval_cache)
-    rows: list[tuple[str, Instance | None, SearchResult | None]] = [("Backbone", Instance(mode), None)]
-    for label, objective in ROW_OBJECTIVES.items():
+    rows: list[tuple[Row, Instance | None, SearchResult | None]] = [(Row.BACKBONE, Instance(mode), None)]
+    for rid, objective in ROW_OBJECTIVES.items():
         result = search(cache, objective, mode=mode, unit=unit, space=space)
-        rows.append((label, result.instance, result))
+        rows.append((rid, result.instance, result))
     uniform = uniform_exit(cache, PEER_OBJECTIVE, unit=unit, space=space)
-    rows.append(("uniform-exit MESS (<= 1pp)", uniform.instance, uniform))
+    rows.append((Row.UNIFORM_1PP, uniform.instance, uniform))
     naive_space = SearchSpace(**{**space.__dict__, "policy": "naive"})
     naive = search(cache, PEER_OBJECTIVE, mode="input-dependent", unit=unit, space=naive_space)
-    rows.append(("naive-confidence policy (<= 1pp)", naive.instance, naive))
+    rows.append((Row.NAIVE_1PP, naive.instance, naive))
     table = []
     base = evaluate(cache, Instance(mode), unit="gflops").cost
     base_ms = evaluate(cache, Instance(mode), unit="ms").cost if cache.has_latency else np.nan
-    for label, instance, _ in rows:
-        row = {"row": label, **_figures(cache, instance)}
+    for rid, instance, _ in rows:
+        row = {"id": rid, "row": rid.label, **_figures(cache, instance)}
         if eval_cache is not None:
             row.update(_figures(eval_cache, instance, prefix="eval_"))
         row["exits"] = instance.describe() if instance is not None else "no instance meets the constraint"
         row["instance"] = instance
         table.append(row)
     if oracle and mode == "input-dependent":
-        policy = [r[1] for r in rows if r[0] == "MESS min-cost <= 1pp drop" and r[1] is not None]
+        policy = [r[1] for r in rows if r[0] is Row.MIN_COST_1PP and r[1] is not None]
         bound = dict(max_exits=space.max_exits, exits=space.exits, configs=space.configs, max_drop=1.0, also=policy)
         found = oracle_bound(cache, unit="gflops", **bound)
-        row = {"row": ORACLE_ROW, "miou": found.miou, "gflops": found.cost,
+        row = {"id": Row.ORACLE_1PP, "row": Row.ORACLE_1PP.label, "miou": found.miou, "gflops": found.cost,
                "latency_ms": found.cost_in(cache, "ms") if cache.has_latency else np.nan}
         if eval_cache is not None:
             other = oracle_bound(eval_cache, unit="gflops", **bound)
@@ -92,7 +163,7 @@ def results_table(cache: EvaluationCache, *, mode: str = "input-dependent", unit
         row["exits"] = found.describe() if found.feasible else "no assignment meets the constraint"
         row["instance"] = None
         table.append(row)
-    df = pd.DataFrame(table)
+    df = with_row_ids(pd.DataFrame(table))  # the ids as Row members (pandas would keep plain strings)
     df["speedup"] = base / df["gflops"]
     df["latency_speedup"] = base_ms / df["latency_ms"]
     return df
@@ -186,3 +257,180 @@ def all_fronts(cache: EvaluationCache, *, unit: str = "gflops", space: SearchSpa
                      space=SearchSpace(**{**space.__dict__, "policy": "naive"})),
     ]
     return pd.concat(parts, ignore_index=True)
+
+
+# ---------------------------------------------------------------------------------------- a study's tables
+class StudyView(Protocol):
+    """What the tables below read from a study (:class:`mess_core.study.Study` is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def manifest(self) -> dict[str, Any]: ...
+
+    @property
+    def cache(self) -> EvaluationCache: ...
+
+    @property
+    def report_cache(self) -> EvaluationCache | None: ...
+
+    def results(self, mode: str) -> pd.DataFrame: ...
+
+    def fronts(self) -> pd.DataFrame: ...
+
+    def latency(self) -> pd.DataFrame | None: ...
+
+    def policy_versus_oracle(self) -> pd.DataFrame | None: ...
+
+    def training_table(self) -> pd.DataFrame | None: ...
+
+
+# the bench's name for the original model, which an instance without early exits runs as
+ORIGINAL = "original"
+
+
+def _md(frame: pd.DataFrame) -> str:
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join("-" if (isinstance(v, float) and not np.isfinite(v)) else str(v) for v in row)
+                     + " |")
+    return "\n".join(lines)
+
+
+def _measured(latency: pd.DataFrame, rid: Row, instance: Instance | None, column: str) -> float:
+    """``column`` of the measured variant that deploys results row ``rid``: the row's own instance, or the original
+    model for an instance without early exits; NaN for a bound (the oracle) and for what was not measured."""
+    if rid is Row.ORACLE_1PP or instance is None:
+        return np.nan
+    at = latency[latency["variant"] == ORIGINAL] if not instance.exits else latency[latency["id"] == rid]
+    return float(at[column].iloc[0]) if len(at) else np.nan
+
+
+def end_to_end_table(study: StudyView) -> pd.DataFrame:
+    """The seed's table for input-dependent deployment with the latency measured in the study's one run: rows of
+    the results table; mIoU on the tuning split (and the report split), average GFLOPs, ms per image at each
+    measured batch size (eager), speedups against the backbone, exits used."""
+    table = study.results("input-dependent")
+    latency = study.latency()
+    out = pd.DataFrame({"": table["row"], f"mIoU % ({study.cache.meta.get('split')})": (100 * table["miou"]).round(2)})
+    if "eval_miou" in table:
+        out[f"mIoU % ({study.report_cache.meta.get('split') if study.report_cache else 'report'})"] = (
+            100 * table["eval_miou"]).round(2)
+    out["GFLOPs"] = table["gflops"].round(3)
+    out["speedup (GFLOPs)"] = table["speedup"].round(2)
+    if latency is not None:
+        eager = latency[latency["engine"].str.startswith("eager")]
+        for b in sorted(eager["batch"].unique()):
+            at = eager[eager["batch"] == b]
+            rows = list(zip(table["id"], table["instance"]))
+            out[f"ms/img b{b}"] = np.round([_measured(at, r, i, "ms_per_image") for r, i in rows], 2)
+            out[f"speedup b{b}"] = np.round([_measured(at, r, i, "speedup") for r, i in rows], 2)
+    out["exits used"] = table["exits"]
+    return out
+
+
+def policy_comparison(study: StudyView, drops: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0)) -> pd.DataFrame:
+    """Exit policies at equal accuracy: for each allowed mIoU drop, the fewest average GFLOPs on the front of MESS
+    (edge-masked), of the same policy without edge masking and of the naive mean-confidence policy, as speedups
+    against the backbone; then the oracle bound over the same space and the clairvoyant oracle (bounds, not
+    policies), and MESS's share of the bound's speedup."""
+    fronts = study.fronts()
+    cache = study.cache
+    base_miou = float(cache.head_miou()[cache.final_head])
+    base = float(cache.stage_gflops.sum())
+    versus = study.policy_versus_oracle()
+    rows = []
+    for drop in drops:
+        row: dict[str, Any] = {"mIoU drop <= pp": drop}
+        for series, label in (("MESS input-dependent", "MESS (edge-masked)"), ("no edge masking", "no edge masking"),
+                              ("naive policy", "naive (mean confidence)")):
+            front = fronts[(fronts["series"] == series) & (fronts["miou"] >= base_miou - drop / 100 - 1e-12)]
+            row[label] = round(base / float(front["cost"].min()), 2) if len(front) else np.nan
+        at = versus[np.isclose(versus["drop_pp"], drop)] if versus is not None else None
+        if at is not None and len(at):
+            row["oracle bound"] = round(float(at["oracle_speedup"].iloc[0]), 2)
+            row["MESS / oracle"] = round(float(at["share_of_oracle"].iloc[0]), 2)
+            row["clairvoyant oracle"] = round(float(at["clairvoyant_speedup"].iloc[0]), 2)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One headline claim checked on a study: ``name`` keys the measured value, ``at_least`` the bar it must reach."""
+
+    name: str
+    text: str
+    at_least: float
+    unit: str = "x"
+
+
+# what the reference study is held to (issue 14), with the paper's own figures as context in the texts
+TARGETS = (
+    Target("gflops_1pp", "MESS <= 1 pp drop: fewer average GFLOPs than the backbone (the paper's MobileNetV2: 2.5x)",
+           2.0),
+    Target("latency_1pp_b1", "MESS <= 1 pp drop: lower measured CPU latency at batch 1 than the backbone, same run "
+           "(the paper's headline: 2.8x faster)", 1.7),
+    Target("gflops_01pp", "MESS <= 0.1 pp drop: fewer average GFLOPs than the backbone", 1.4),
+    Target("miou_gain_1x", "MESS at <= 1x cost: mIoU above the backbone's (pp)", 1e-9, "pp"),
+    Target("oracle_share_1pp", "MESS <= 1 pp drop: share of the oracle bound's speedup", 0.6, ""),
+)
+
+
+def headline_figures(study: StudyView) -> dict[str, float]:
+    """The measured value of every :data:`TARGETS` entry on ``study`` (NaN where the study lacks the measurement)."""
+    table = study.results("input-dependent").set_index("id")
+    base = table.loc[Row.BACKBONE]
+    figures = {"gflops_1pp": float(table.loc[Row.MIN_COST_1PP, "speedup"]),
+               "gflops_01pp": float(table.loc[Row.MIN_COST_01PP, "speedup"]),
+               "miou_gain_1x": 100 * float(table.loc[Row.MAX_ACC_1X, "miou"] - base["miou"]),
+               "latency_1pp_b1": float("nan"), "oracle_share_1pp": float("nan")}
+    latency = study.latency()
+    if latency is not None:
+        at = latency[(latency["batch"] == 1) & latency["engine"].str.startswith("eager")]
+        figures["latency_1pp_b1"] = _measured(at, Row.MIN_COST_1PP, table.loc[Row.MIN_COST_1PP, "instance"],
+                                              "speedup")
+    versus = study.policy_versus_oracle()
+    if versus is not None:
+        at1 = versus[np.isclose(versus["drop_pp"], 1.0)]
+        if len(at1):
+            figures["oracle_share_1pp"] = float(at1["share_of_oracle"].iloc[0])
+    return figures
+
+
+def headline(study: StudyView) -> list[str]:
+    """Every :data:`TARGETS` claim checked on ``study``, one line each: measured value, bar, met or NOT met."""
+    figures = headline_figures(study)
+    lines = []
+    for target in TARGETS:
+        value = figures[target.name]
+        if not np.isfinite(value):
+            lines.append(f"{target.text}: not measured in this study")
+            continue
+        shown = f"{value:+.2f} pp" if target.unit == "pp" else f"{value:.2f}{target.unit}"
+        bar = "> 0 pp" if target.unit == "pp" else f">= {target.at_least:g}{target.unit}"
+        lines.append(f"{target.text}: {shown} (target {bar}: {'met' if value >= target.at_least else 'NOT met'})")
+    return lines
+
+
+def markdown_report(study: StudyView) -> str:
+    """Every table BENCHMARKS.md records for a study, as markdown."""
+    parts = [f"### {study.name}", "", f"Built by `{study.manifest.get('command')}` on {study.manifest.get('machine')}; "
+             f"wall seconds per step: {study.manifest.get('wall_seconds')}.", "", "End to end (input-dependent):", "",
+             _md(end_to_end_table(study))]
+    for mode in ("budgeted", "anytime"):
+        t = study.results(mode)
+        parts += ["", f"{mode}:", "", _md(pd.DataFrame({"": t["row"], "mIoU %": (100 * t["miou"]).round(2),
+                                                        "GFLOPs": t["gflops"].round(3), "exits used": t["exits"]}))]
+    parts += ["", "Exit policies at equal accuracy (speedup in average GFLOPs against the backbone):", "",
+              _md(policy_comparison(study)), "", "Headline:", ""] + [f"- {line}" for line in headline(study)]
+    training = study.training_table()
+    if training is not None:
+        shown = training.copy()
+        for c in shown.columns:
+            if c.startswith("exit ") or c == "final":
+                shown[c] = (100 * shown[c]).round(2)
+        parts += ["", "Training table (mIoU % on the tuning split per exit):", "", _md(shown)]
+    return "\n".join(parts)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from mess_core.study import DEFAULT_STUDY, TARGETS, list_studies
+from mess_core.report import TARGETS
+from mess_core.study import DEFAULT_STUDY, list_studies
 
 from .paths import APP, PRECOMPUTED
 

@@ -222,33 +222,6 @@ def test_latency_is_measured_for_every_early_exit_instance_against_the_original(
     assert set(latency["batch"]) == {1, 2}
 
 
-def test_the_report_command_prints_every_table(tiny_study, capsys):
-    from mess_core.cli import main
-
-    _, _, out, _ = tiny_study
-    assert main(["study", "report", str(out)]) == 0
-    text = capsys.readouterr().out
-    assert "End to end (input-dependent):" in text and "| Backbone |" in text
-    assert "mIoU % (test)" in text and "ms/img b1" in text and "Training table" in text
-    assert "Exit policies at equal accuracy" in text and "target >= 2x" in text and "oracle bound" in text
-
-
-def test_policy_comparison_reads_the_fronts_at_equal_accuracy(tiny_study):
-    from mess_core.study import policy_comparison
-
-    _, _, out, _ = tiny_study
-    study = open_study(out)
-    table = policy_comparison(study, drops=(1.0,))
-    fronts = study.fronts()
-    mess = fronts[fronts["series"] == "MESS input-dependent"]
-    base_miou = study.cache.head_miou()[study.cache.final_head]
-    best = mess[mess["miou"] >= base_miou - 0.01 - 1e-12]["cost"].min()
-    assert table.loc[0, "MESS (edge-masked)"] == round(study.cache.stage_gflops.sum() / best, 2)
-    # the oracle bound is solved on the same space and also starts from the policy's own assignment
-    assert table.loc[0, "oracle bound"] >= table.loc[0, "MESS (edge-masked)"] - 0.01
-    assert table.loc[0, "MESS / oracle"] <= 1.0 + 1e-9
-
-
 def test_exit_aware_training_from_scratch_skips_the_backbone_stage(tiny_study, tmp_path):
     config, _, _, _ = tiny_study
     scratch = tmp_path / "scratch.yaml"

@@ -1,0 +1,76 @@
+"""Argument types and arguments more than one command shares: each written once here.
+
+    >>> size("180x240"), floats("0.5, 0.9"), ints("1,3"), key_value("size=[48, 64]")
+    ((180, 240), (0.5, 0.9), (1, 3), ('size', [48, 64]))
+    >>> positive_int("0")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: expected a whole number above 0, got '0'
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import yaml
+
+from ..data import build_dataset, eval_transform
+
+__all__ = ["size", "floats", "ints", "positive_int", "key_value", "add_data_option", "eval_dataset"]
+
+
+def size(text: str) -> tuple[int, int]:
+    """``HxW`` (e.g. ``180x240``) as (height, width)."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected HxW in pixels, e.g. 180x240, got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def floats(text: str) -> tuple[float, ...]:
+    """Comma-separated numbers (empty items skipped)."""
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, e.g. 0.5,0.9, got {text!r}") from None
+
+
+def ints(text: str) -> tuple[int, ...]:
+    """Comma-separated whole numbers (empty items skipped)."""
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, e.g. 1,3, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """A count: a whole number above 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number above 0, got {text!r}")
+    return value
+
+
+def key_value(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE read as YAML (``length=512``, ``size=[120,160]``)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, e.g. length=512, got {text!r}")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: the value is not valid YAML ({exc})") from None
+
+
+def add_data_option(parser: argparse.ArgumentParser, help: str | None = None) -> None:
+    """``--data-option KEY=VALUE`` (repeatable): extra dataset arguments, collected as (key, value) pairs."""
+    parser.add_argument("--data-option", action="append", default=[], type=key_value, metavar="KEY=VALUE", help=help)
+
+
+def eval_dataset(args: argparse.Namespace) -> Any:
+    """The evaluation dataset ``--data``, ``--data-root``, ``--split``, ``--size`` and ``--data-option`` name."""
+    return build_dataset(args.data, root=args.data_root, split=args.split, transform=eval_transform(size=args.size),
+                         **dict(args.data_option))

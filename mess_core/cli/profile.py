@@ -1,0 +1,46 @@
+"""``profile``: workload profile and exit placement of a registered model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import torch
+
+from .. import models
+from ..io import atomic_write_text
+from ..network import convert
+from ..workload import format_profile, profile_report
+from .args import positive_int
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("profile", help="workload profile and exit placement of a registered model")
+    p.add_argument("--model", required=True, help=f"one of: {', '.join(models.list_models())}")
+    p.add_argument("--size", nargs=2, type=positive_int, metavar=("H", "W"), default=(360, 480))
+    p.add_argument("--exits", type=positive_int, default=6, help="N, the number of exits including the final one")
+    p.add_argument("--num-classes", type=positive_int, default=11)
+    p.add_argument("--cost", choices=("flops", "latency"), default="flops")
+    p.add_argument("--heads", action="store_true", help="also list every head's GFLOPs at every exit")
+    p.add_argument("--json", metavar="FILE", help="also write the full profile (every node) as JSON")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        model = models.create(args.model, num_classes=args.num_classes)
+    except KeyError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    height, width = args.size
+    torch.manual_seed(0)
+    example = torch.randn(1, 3, height, width)
+    net = convert(model, example, num_exits=args.exits, cost=args.cost, exit_head=None)
+    report = profile_report(net, model_name=args.model, with_heads=args.heads)
+    print(format_profile(report))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(report, indent=2))
+        print(f"\nwrote {args.json}")
+    return 0

@@ -1,0 +1,84 @@
+"""``search``: choose exits, configurations and thresholds from an evaluation cache."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..cache import EvaluationCache
+from ..instance import outcome_figures
+from ..report import format_table, results_table
+from ..search import Objective, SearchSpace, search
+from .args import floats, ints, positive_int
+
+
+def add_parser(sub: Any) -> None:
+    s = sub.add_parser("search", help="choose exits, configurations and thresholds from an evaluation cache",
+                       description="Exhaustive search of MESS instances on an evaluation cache; prints the results "
+                       "table and writes the chosen instance as JSON.")
+    s.add_argument("--cache", required=True, help="evaluation cache (python -m mess_core cache) to tune on")
+    s.add_argument("--eval-cache", help="a cache of another split: every instance is also reported there")
+    s.add_argument("--objective", choices=("min-cost", "max-acc", "pareto"), default="min-cost")
+    s.add_argument("--max-drop", type=float, default=1.0, help="min-cost: allowed mIoU drop in percentage points")
+    s.add_argument("--budget", type=float, default=1.0, help="max-acc: cost budget as a multiple of the backbone's")
+    s.add_argument("--mode", choices=("budgeted", "anytime", "input-dependent"), default="input-dependent")
+    s.add_argument("--cost", choices=("flops", "latency"), default="flops",
+                   help="latency needs a cache built with --latency")
+    s.add_argument("--max-exits", type=positive_int, default=2, help="most early exits an instance keeps (default 2)")
+    s.add_argument("--exit-ids", type=ints, help="comma-separated candidate exits the search may keep (default: all)")
+    s.add_argument("--th-pix", type=floats, help="comma-separated th_pix values (on the cache's grid)")
+    s.add_argument("--th-img", type=floats, help="comma-separated th_img values")
+    s.add_argument("--policy", choices=("mess", "plain", "naive"), default="mess",
+                   help="image confidence: edge-masked fraction (mess), unmasked fraction (plain), mean (naive)")
+    s.add_argument("--out", help="instance JSON to write (default: next to the cache)")
+    s.add_argument("--front-csv", help="pareto: also write the front as CSV")
+    s.set_defaults(run=run)
+
+
+def _space(args: argparse.Namespace) -> SearchSpace:
+    fields: dict[str, Any] = {"max_exits": args.max_exits, "policy": args.policy}
+    for field, value in (("th_pix", args.th_pix), ("th_img", args.th_img), ("exits", args.exit_ids)):
+        if value:
+            fields[field] = value
+    return SearchSpace(**fields)
+
+
+def run(args: argparse.Namespace) -> int:
+    cache = EvaluationCache.load(args.cache)
+    eval_cache = EvaluationCache.load(args.eval_cache) if args.eval_cache else None
+    objective = Objective(args.objective, max_drop=args.max_drop if args.objective == "min-cost" else None,
+                          budget=args.budget if args.objective == "max-acc" else None)
+    space = _space(args)
+    unit = "ms" if args.cost == "latency" else "gflops"
+    result = search(cache, objective, mode=args.mode, unit=unit, space=space)
+    meta = cache.meta
+    print(f"{meta['model']} on {meta['dataset']} {meta['split']} ({cache.num_images} images, "
+          f"{'x'.join(map(str, meta['input_size']))}); {args.mode}; {objective.describe()}; cost in {unit}")
+    print(f"searched {result.space_size:,} instances ({result.evaluated:,} scored after lossless pruning) in "
+          f"{1e3 * result.seconds:.0f} ms")
+    if objective.kind == "pareto":
+        front = result.front
+        print(front[["cost", "miou", "description"]].to_string(index=False))
+        if args.front_csv:
+            front.drop(columns=["instance"]).to_csv(args.front_csv, index=False)
+            print(f"wrote {args.front_csv}")
+        return 0
+    table = results_table(cache, mode=args.mode, unit=unit, space=space, eval_cache=eval_cache)
+    title = (f"\nresults on {meta['split']}" + (f" (* = {eval_cache.meta['split']})" if eval_cache else "")
+             + "; speedup in GFLOPs vs the backbone")
+    print(format_table(table, title=title))
+    if result.instance is None:
+        print(f"\nno instance meets '{objective.describe()}'; nothing written", file=sys.stderr)
+        return 1
+    extra = {"objective": objective.describe(), "cost_unit": unit,
+             "source": {k: meta.get(k) for k in ("model", "dataset", "split", "input_size")}
+             | {"num_classes": cache.num_classes, "num_exits": cache.num_exits, "cache": args.cache},
+             "tuned": outcome_figures(cache, result.instance)}
+    if eval_cache is not None:
+        extra["reported"] = {"split": eval_cache.meta.get("split"), **outcome_figures(eval_cache, result.instance)}
+    out = args.out or str(Path(args.cache).with_suffix("")) + ".instance.json"
+    result.instance.save(out, **extra)
+    print(f"\nchosen: {result.instance.describe()}\nwrote {out}")
+    return 0

@@ -1,0 +1,108 @@
+"""``train``: one stage of MESS training (backbone, exit-aware pre-training, or every exit configuration)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from .. import models
+from ..distributed import teardown
+from ..training import TrainConfig, load_run_config, train
+from .args import add_data_option, positive_int, size
+
+
+def add_parser(sub: Any) -> None:
+    t = sub.add_parser(
+        "train",
+        help="train a backbone, pre-train it exit-aware (stage 1) or train every exit configuration (stage 2)",
+        description="One stage of MESS training. Runs as one process, or under torchrun --nproc-per-node K.",
+    )
+    t.add_argument("--stage", choices=("backbone", "pretrain", "exits"), help="required unless --resume")
+    t.add_argument("--out", required=True, help="run directory (config.yaml, checkpoint.pt, metrics.csv, result)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--model", help=f"registered model (default mobilenetv2_fcn): {', '.join(models.list_models())}")
+    t.add_argument("--data", help="synthetic (default), camvid, cityscapes, voc or folder")
+    t.add_argument("--data-root", help="dataset folder (all but synthetic)")
+    add_data_option(t, help="extra dataset argument, e.g. length=512 or size=[120,160] for synthetic (repeatable)")
+    t.add_argument("--init", help="model.pt (or checkpoint) of a previous stage to start from")
+    t.add_argument("--exits", type=positive_int, help="N, exits including the final one (default 6)")
+    t.add_argument("--profile-size", type=size, metavar="HxW", help="input size exits are placed for (default: crop)")
+    t.add_argument("--space", help="stage 2 exit space: default (30 configurations), light, or comma-separated ids")
+    t.add_argument("--loss", choices=("pfd", "kd", "ce"), help="stage 2 exit loss (default pfd)")
+    t.add_argument("--alpha", type=float, help="PFD weight of the filtered cross-entropy (default 0.5)")
+    t.add_argument("--temperature", type=float, help="distillation temperature (default 1)")
+    t.add_argument("--exit-schedule", choices=("modulo", "every"),
+                   help="stage 1: exit i counts on every i-th step (modulo, default) or on every step")
+    t.add_argument("--class-balance", type=float, metavar="P",
+                   help="weigh each pixel's loss by (median f / f_class) ** P (median-frequency balancing at 1; "
+                        "default 0)")
+    t.add_argument("--prune-at", type=int, nargs="+", metavar="EPOCH",
+                   help="stage 2, successive halving: after these epochs stop the heads that cannot reach the front")
+    t.add_argument("--prune-margin", type=float, nargs="+", metavar="PP",
+                   help="with --prune-at: one margin per epoch, in mIoU points (a head beaten by that much at no "
+                        "more cost stops)")
+    t.add_argument("--init-exits", action="store_true",
+                   help="stage 2: start the configuration stage 1 trained (nocrm-b0-fcn) from the exits kept in the "
+                        "--init model.pt instead of random weights")
+    t.add_argument("--crop", type=size, metavar="HxW", help="training crop (default 180x240)")
+    t.add_argument("--scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="random scale range (default 0.5 2)")
+    t.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
+    t.add_argument("--jitter", type=float, help="colour jitter strength (default 0.2)")
+    t.add_argument("--eval-size", type=size, metavar="HxW", help="resize validation images (default: native size)")
+    t.add_argument("--epochs", type=positive_int, help="default 10")
+    t.add_argument("--batch-size", type=positive_int, help="per process and accumulation step (default 8)")
+    t.add_argument("--accumulate", type=positive_int, help="gradient accumulation steps (default 1)")
+    t.add_argument("--optimizer", choices=("sgd", "adamw"))
+    t.add_argument("--lr", type=float, help="default 0.01 (sgd) or 0.001 (adamw)")
+    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--lr-schedule", choices=("poly", "constant"))
+    t.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="mixed precision (fp16 needs CUDA)")
+    t.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    t.add_argument("--workers", type=int, help="data loading processes per training process (default 2)")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--no-sync-bn", action="store_true", help="keep BatchNorm statistics per process under torchrun")
+    t.add_argument("--eval-every", type=positive_int, help="evaluate every K epochs (and after the last)")
+    t.add_argument("--train-limit", type=positive_int, help="use only the first N training images")
+    t.add_argument("--val-limit", type=positive_int, help="evaluate on the first N validation images")
+    t.add_argument("--steps-per-epoch", type=positive_int, help="cap optimiser steps per epoch")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines are still printed)")
+    t.set_defaults(run=run)
+
+
+def _new_config(args: argparse.Namespace) -> TrainConfig:
+    fields = {
+        "stage": args.stage, "out": args.out, "model": args.model, "dataset": args.data, "data_root": args.data_root,
+        "init": args.init, "num_exits": args.exits, "profile_size": args.profile_size, "exit_space": args.space,
+        "exit_loss": args.loss, "alpha": args.alpha, "temperature": args.temperature,
+        "exit_schedule": args.exit_schedule, "class_balance": args.class_balance, "prune_at": args.prune_at,
+        "prune_margin": args.prune_margin, "init_exits": args.init_exits or None, "crop": args.crop,
+        "scale": args.scale, "hflip": not args.no_flip, "jitter": args.jitter, "eval_size": args.eval_size,
+        "epochs": args.epochs or 10, "batch_size": args.batch_size, "accumulate": args.accumulate,
+        "optimizer": args.optimizer, "lr": args.lr, "weight_decay": args.weight_decay,
+        "lr_schedule": args.lr_schedule, "precision": args.precision, "device": args.device, "workers": args.workers,
+        "seed": args.seed, "sync_bn": not args.no_sync_bn, "eval_every": args.eval_every,
+        "train_limit": args.train_limit, "val_limit": args.val_limit, "steps_per_epoch": args.steps_per_epoch,
+        "progress": not args.no_progress, "data_options": dict(args.data_option),
+    }
+    return TrainConfig(**{k: v for k, v in fields.items() if v is not None})
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.resume:
+        config = load_run_config(args.out)
+        overrides = {"epochs": args.epochs} if args.epochs is not None else {}
+        if args.stage and args.stage != config.stage:
+            print(f"error: {args.out} holds a '{config.stage}' run, not '{args.stage}'", file=sys.stderr)
+            return 2
+        config = TrainConfig.from_dict({**config.to_dict(), **overrides})
+    else:
+        if not args.stage:
+            print("error: --stage is required for a new run (backbone, pretrain or exits)", file=sys.stderr)
+            return 2
+        config = _new_config(args)
+    try:
+        train(config, resume=args.resume)
+    finally:
+        teardown()
+    return 0

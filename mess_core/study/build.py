@@ -1,0 +1,311 @@
+"""Building a study: the steps from a YAML file to a study folder, each skipping what an earlier run finished (a
+training stage that was interrupted resumes from its checkpoint), and the folder written in one rename.
+
+Steps: the three training stages (backbone, exit-aware pre-training, every exit configuration), the stage-2 variants
+of the training table, the evaluation caches, the search, the latency run and the packing (:func:`steps`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import torch
+import yaml
+
+from .. import artifacts
+from ..bench import bench, machine
+from ..cache import EvaluationCache, build_cache
+from ..errors import MessError
+from ..exits import ExitSpec
+from ..instance import MODES
+from ..io import atomic_write_text, read_json
+from ..report import Row, all_fronts, policy_versus_oracle, results_table
+from ..search import SearchSpace
+from ..training import TrainConfig, load_run_config, train
+from ..training.loop import CHECKPOINT
+from ..training.run import RESULT_FILES
+from ..workload import profile_report
+from .config import (CONFIG, FRONTS, LATENCY, MANIFEST, ORACLE, PROFILE, RESULTS, STAGES, STUDY_FORMAT, TRAINING,
+                     WEIGHTS, StudyConfig, StudyError)
+from .pack import file_entries, frame_json, replace_folder, ship_weights, to_half, used_heads, versions, write_json
+from .steps import Step, StepLog, StepTimes, run_steps
+
+__all__ = ["build"]
+
+
+def build(config_path: str | os.PathLike, *, work: str | os.PathLike | None = None,
+          out: str | os.PathLike | None = None, stop_after: str | None = None,
+          log: Callable[[str], None] = print) -> Path:
+    """Build the study ``config_path`` describes end to end; returns the study folder (or the work folder when
+    ``stop_after`` names a training stage to stop after).
+
+    ``work`` (default ``runs/<name>``) keeps the training runs and the cache; ``out`` (default
+    ``precomputed/<name>``) receives the study. Finished steps are skipped, an interrupted stage resumes from its
+    checkpoint; a run folder trained with other settings is refused."""
+    if stop_after is not None and stop_after not in STAGES:
+        raise StudyError(f"stop_after must be one of {', '.join(STAGES)}, not {stop_after!r}")
+    config_path = Path(config_path)
+    cfg = StudyConfig.from_yaml(config_path)
+    work = Path(work or Path("runs") / cfg.name)
+    out = Path(out or Path("precomputed") / cfg.name)
+    work.mkdir(parents=True, exist_ok=True)
+    log(f"study {cfg.name}: work folder {work}, output {out}")
+    run = _Build(cfg, config_path, work, out)
+    if not run_steps(run.steps(), times=run.times, log=log, stop_after=stop_after):
+        log(f"stopped after {stop_after}, as asked; run the same command without --stop-after to go on")
+        return work
+    log(f"study {cfg.name} written to {out} ({run.packed_bytes / 1e6:.1f} MB; "
+        f"steps took {sum(run.times.seconds.values()) / 60:.1f} min in all)")
+    return out
+
+
+def _check_run(run_dir: Path, wanted: dict[str, Any]) -> None:
+    """Refuse to reuse a run folder trained with other settings than the study asks for now."""
+    if not (run_dir / "config.yaml").is_file():
+        return
+
+    def plain(value: Any) -> Any:  # tuples from YAML-built configs and lists from files compare equal
+        return json.loads(json.dumps(value))
+
+    held = plain(load_run_config(run_dir).to_dict())
+    wanted = plain(wanted)
+    # a run written before a setting existed ran with that setting's default
+    defaults = plain({f.name: f.default for f in dataclasses.fields(TrainConfig)
+                      if f.default is not dataclasses.MISSING})
+    # where a run lives (out, and init: the previous stage in the same work folder) may change when a folder moves,
+    # but whether it started from another run or from scratch may not
+    differ = sorted(k for k in wanted if k not in ("out", "init", "progress")
+                    and held.get(k, defaults.get(k)) != wanted[k])
+    if (held.get("init") is None) != (wanted.get("init") is None):
+        differ.append("init")
+    if differ:
+        detail = ", ".join(f"{k}: {held.get(k)!r} there, {wanted[k]!r} now" for k in differ[:4])
+        raise StudyError(f"{run_dir}: holds a run with other settings ({detail}); delete that folder to retrain it "
+                         "with these, or build into another --work folder")
+
+
+def _train_or_resume(say: StepLog, what: str, wanted: TrainConfig, *, starting: str = "training") -> None:
+    """Train the run ``wanted`` describes, resume it from its checkpoint, or skip it when its result exists; a run
+    folder holding other settings is refused."""
+    run_dir = Path(wanted.out)
+    _check_run(run_dir, wanted.to_dict())
+    result = run_dir / RESULT_FILES[wanted.stage]
+    if result.is_file():
+        say(f"{what}: done earlier ({result})")
+        return
+    resume = (run_dir / CHECKPOINT).is_file()
+    say(f"{what}: {'resuming from its checkpoint' if resume else starting}")
+    train(wanted, resume=resume, log=lambda msg: say.detail(f"{what}: {msg}"))
+
+
+class _Build:
+    """One build of a study: its steps, and what each leaves for the next."""
+
+    def __init__(self, cfg: StudyConfig, config_path: Path, work: Path, out: Path):
+        self.cfg, self.config_path, self.work, self.out = cfg, config_path, work, out
+        self.times = StepTimes(work / "build_times.json")
+        self.started = time.perf_counter()
+        self.size = tuple(cfg.eval_size or cfg.crop)
+        self.variants: list[dict[str, Any]] = []
+        self.caches: dict[str, Path] = {}
+        # what the search leaves for the latency run and the pack
+        self.cache: EvaluationCache | None = None
+        self.report: EvaluationCache | None = None
+        self.tables: dict[str, pd.DataFrame] = {}
+        self.fronts: pd.DataFrame | None = None
+        self.versus: list[dict[str, Any]] = []
+        self.profile: dict[str, Any] = {}
+        self.latency: list[dict[str, Any]] | None = None
+        self.packed_bytes = 0
+
+    def steps(self) -> list[Step]:
+        cfg = self.cfg
+        stages = [Step(stage, lambda say, stage=stage: self.train_stage(say, stage)) for stage in STAGES]
+        return stages + [
+            Step("variant", self.train_variant, parts=lambda: list(cfg.variants)),
+            Step("cache", self.evaluate, parts=lambda: list(dict.fromkeys([cfg.cache_split, cfg.report_split]))),
+            Step("search", self.search),
+            Step("latency", self.measure_latency),
+            Step("pack", self.pack, timed=False),  # its own time cannot be in the manifest it writes
+        ]
+
+    # ------------------------------------------------------------------------------------------- training
+    def _result(self, stage: str) -> Path:
+        return self.work / stage / RESULT_FILES[stage]
+
+    def train_stage(self, say: StepLog, stage: str) -> None:
+        if stage == "backbone" and self.cfg.pretrain_from == "scratch":
+            say("backbone: not trained on its own (pretrain_from: scratch; stage 1 starts from random weights)")
+            return
+        before = STAGES[STAGES.index(stage) - 1] if stage != STAGES[0] else None
+        if before == "backbone" and self.cfg.pretrain_from == "scratch":
+            before = None
+        init = str(self._result(before)) if before else None
+        wanted = TrainConfig(**self.cfg.stage_fields(stage), stage=stage, out=str(self.work / stage), init=init)
+        _train_or_resume(say, stage, wanted)
+
+    @cached_property
+    def _variant_config(self) -> str:
+        return ExitSpec.coerce(self.cfg.variant_space).id
+
+    @cached_property
+    def _trained_in_stage2(self) -> set[str]:
+        """Configurations whose heads all trained the whole schedule in stage 2 (none stopped by successive
+        halving)."""
+        held = read_json(self.work / "exits" / "eval.json", StudyError, "missing: stage 2 did not evaluate")
+        return set(held["exits"]["1"]) - {k.split(":", 1)[1] for k in held.get("stopped", {})}
+
+    def train_variant(self, say: StepLog, name: str) -> None:
+        """Train stage-2 variant ``name`` of the training table; its row: the mIoU of every exit on the validation
+        split and the final exit's."""
+        spec = self.cfg.variants[name]
+        init_stage = spec.get("init", "pretrain")
+        run_dir = self.work / "variants" / name
+        wanted = TrainConfig(**self.cfg.variant_fields(name), stage="exits", out=str(run_dir),
+                             init=str(self._result(init_stage)))
+        # heads are independent given the frozen backbone: a variant with stage 2's own settings, on a configuration
+        # stage 2 trained, is the stage-2 run itself, read from it instead of training the same heads twice
+        stage2 = self.cfg.stage_fields("exits")
+        same = init_stage == "pretrain" and all(stage2.get(k) == v for k, v in spec.items() if k != "init")
+        if same and self._variant_config in self._trained_in_stage2:
+            run_dir = self.work / "exits"
+            say(f"variant {name}: stage 2's own settings, read from {run_dir}")
+        else:
+            _train_or_resume(say, f"variant {name}", wanted,
+                             starting=f"stage 2 with {wanted.exit_loss}, from {init_stage}")
+        detail = read_json(run_dir / "eval.json", StudyError, "missing: the variant's run did not evaluate")
+        config = self._variant_config
+        if config not in detail["exits"]["1"]:
+            raise StudyError(f"{run_dir / 'eval.json'}: no figures for the variant space '{config}'")
+        exits = {i: detail["exits"][i][config]["miou"] for i in sorted(detail["exits"], key=int)}
+        self.variants.append({"variant": name, "exit_loss": wanted.exit_loss, "stage1": init_stage == "pretrain",
+                              "config": config, "epochs": wanted.epochs, "exits": exits,
+                              "final": detail["final"]["miou"]})
+
+    # ------------------------------------------------------------------------------------------- figures
+    @cached_property
+    def network(self) -> tuple[Any, dict[str, Any], Any]:
+        """The shipped network, its metadata and the original model. The study ships float16 weights: the caches are
+        computed from exactly those (widened back to float32), so anyone re-running them gets the cached figures."""
+        weights = self.work / WEIGHTS
+        if not weights.is_file():
+            to_half(self._result("exits"), weights)
+        return artifacts.load_multi_exit_and_model(weights)
+
+    def evaluate(self, say: StepLog, split: str) -> None:
+        cfg = self.cfg
+        path = self.work / f"{split}.npz"
+        try:
+            dataset = cfg.eval_dataset(split, self.size)
+        except MessError as exc:
+            if split == cfg.cache_split:
+                raise
+            say(f"cache: no '{split}' split here ({str(exc).splitlines()[0][:120]}); figures on {cfg.cache_split} "
+                "only")
+            return
+        self.caches[split] = path
+        if path.is_file():
+            say(f"cache: {split} done earlier ({path})")
+            return
+        latency = cfg.latency and split == cfg.cache_split
+        say(f"cache: every exit x configuration on {cfg.dataset} {split}"
+            + (" (and per-stage/head latency)" if latency else ""))
+        cache = build_cache(self.network[0], dataset, model=cfg.model, dataset_name=cfg.dataset, split=split,
+                            batch_size=8, latency=latency, limit=cfg.cache_limit,
+                            extra_meta={"source": f"study {cfg.name}"})
+        cache.save(path)
+
+    def search(self, say: StepLog) -> None:
+        cfg = self.cfg
+        self.cache = cache = EvaluationCache.load(self.caches[cfg.cache_split])
+        self.report = report = EvaluationCache.load(self.caches[cfg.report_split]) \
+            if cfg.report_split in self.caches else None
+        if report is not None and cache.has_latency:
+            report.stage_ms, report.head_ms = cache.stage_ms, cache.head_ms  # same network, same machine: same cost
+        say(f"search on {cfg.cache_split}: results table of every mode, fronts of every mode and peer"
+            + (f", every instance also reported on {cfg.report_split}" if report is not None else ""))
+        space = SearchSpace(max_exits=cfg.max_exits)
+        self.tables = {mode: results_table(cache, mode=mode, space=space, eval_cache=report) for mode in MODES}
+        self.fronts = all_fronts(cache, space=space)
+        say(f"the policy against the oracle bound at every allowed drop (label-aware, {space.max_exits} exits)")
+        self.versus = json.loads(policy_versus_oracle(cache, space=space).to_json(orient="records"))
+        self.profile = profile_report(self.network[0], model_name=cfg.model)
+
+    def measure_latency(self, say: StepLog) -> None:
+        """Latency of the input-dependent results' instances against the original model, in one interleaved run on
+        ``bench_images`` images of the cache split (batch sizes and engines from the configuration). Each instance
+        is timed under its row's label; column ``id`` names the row."""
+        cfg = self.cfg
+        path = self.work / LATENCY
+        if cfg.bench_images <= 0:
+            return
+        if path.is_file():
+            say(f"latency: done earlier ({path})")
+            self.latency = json.loads(path.read_text())
+            return
+        table = self.tables["input-dependent"]
+        deployed = [r for r in table.itertuples() if r.instance is not None and r.instance.exits]
+        instances = {r.row: r.instance for r in deployed}
+        say(f"latency: {', '.join(instances) or 'no early-exit instance'} against the original model, "
+            f"batch {list(cfg.bench_batches)}, {', '.join(cfg.bench_engines)}")
+        dataset = cfg.eval_dataset(cfg.cache_split, self.size)
+        images = torch.stack([dataset[i][0] for i in range(min(cfg.bench_images, len(dataset)))])
+        net, _, model = self.network
+        frame = bench(net, model, instances, images, batch_sizes=cfg.bench_batches, engines=cfg.bench_engines,
+                      repeats=cfg.bench_repeats, log=say.detail)
+        frame.insert(0, "id", frame["variant"].map({r.row: Row(r.id).value for r in deployed}))
+        self.latency = json.loads(frame.to_json(orient="records"))
+        write_json(path, self.latency)
+
+    # ------------------------------------------------------------------------------------------- pack
+    def pack(self, say: StepLog) -> None:
+        cfg, out = self.cfg, self.out
+        say(f"pack: {out}")
+        tmp = out.with_name(f".{out.name}.building")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        unshipped = ship_weights(self.work / WEIGHTS, tmp / WEIGHTS, set(cfg.heavy_configs),
+                                 used_heads([*self.tables.values(), self.fronts]))
+        for path in self.caches.values():
+            shutil.copyfile(path, tmp / path.name)
+        files = {RESULTS: {mode: frame_json(table) for mode, table in self.tables.items()},
+                 FRONTS: frame_json(self.fronts), PROFILE: self.profile, ORACLE: self.versus,
+                 TRAINING: self.variants or None, LATENCY: self.latency}
+        for name, data in files.items():
+            if data is not None:
+                write_json(tmp / name, data)
+        atomic_write_text(tmp / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        manifest = self.manifest(unshipped, file_entries(tmp))
+        write_json(tmp / MANIFEST, manifest)
+        replace_folder(tmp, out)
+        self.packed_bytes = sum(f["bytes"] for f in manifest["files"].values())
+
+    def manifest(self, unshipped: dict[str, list[str]], files: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        cfg = self.cfg
+        h, w = self.cache.meta["input_size"]
+        return {
+            "format": STUDY_FORMAT,
+            "name": cfg.name,
+            "description": cfg.description,
+            "command": f"python -m mess_core study build {self.config_path.as_posix()}",
+            "config": cfg.to_dict(),
+            "model": cfg.model,
+            "dataset": cfg.dataset,
+            "classes": self.network[1].get("classes"),
+            "input_size": [h, w],
+            "cache": self.caches[cfg.cache_split].name,
+            "report_cache": self.caches[cfg.report_split].name if self.report is not None else None,
+            "unshipped_heads": unshipped,
+            "versions": versions(),
+            "machine": machine(),
+            "wall_seconds": {**self.times.seconds, "total_this_run": round(time.perf_counter() - self.started, 1)},
+            "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "files": files,
+        }

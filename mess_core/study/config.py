@@ -1,0 +1,184 @@
+"""What a study is built from (:class:`StudyConfig`, one YAML file), the error every study problem raises, and the
+names of the files a study folder holds.
+
+    >>> cfg = StudyConfig.from_dict({"name": "demo", "model": "mobilenetv2_fcn", "crop": [96, 128]})
+    >>> cfg.name, cfg.stage_fields("exits")["exit_loss"], cfg.crop
+    ('demo', 'pfd', (96, 128))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..data import build_dataset, eval_transform
+from ..errors import MessError
+from ..exits import ExitSpec
+from ..training import TrainConfig
+
+__all__ = ["StudyError", "StudyConfig", "STUDY_FORMAT", "DEFAULT_STUDY", "STAGES", "MANIFEST", "WEIGHTS", "RESULTS",
+           "FRONTS", "PROFILE", "CONFIG", "TRAINING", "LATENCY", "ORACLE"]
+
+STUDY_FORMAT = "mess-study/1"
+# the files of a study folder
+MANIFEST = "manifest.json"
+WEIGHTS = "multi_exit.pt"
+RESULTS = "results.json"
+FRONTS = "fronts.json"
+PROFILE = "profile.json"
+CONFIG = "study.yaml"
+TRAINING = "training.json"
+LATENCY = "latency.json"
+ORACLE = "oracle.json"
+# the shipped study the app opens first: the CPU reference study on real driving scenes (issue 7)
+DEFAULT_STUDY = "camvid-mobilenetv2-fcn"
+STAGES = ("backbone", "pretrain", "exits")
+_STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "backbone": {"epochs": 10, "optimizer": "adamw", "lr": 0.002},
+    "pretrain": {"epochs": 4, "optimizer": "adamw", "lr": 0.0005},
+    "exits": {"epochs": 3, "optimizer": "adamw", "lr": 0.002, "exit_loss": "pfd"},
+}
+_TUPLES = ("crop", "eval_size", "bench_batches", "bench_engines", "heavy_configs")
+
+
+class StudyError(MessError):
+    """A study configuration or folder that cannot be used; the message names the file and what to do."""
+
+
+@dataclass
+class StudyConfig:
+    """What a study is built from (the YAML file, flat, plus per-stage overrides under ``stages``)."""
+
+    name: str
+    description: str = ""
+    model: str = "mobilenetv2_fcn"
+    dataset: str = "synthetic"
+    data_root: str | None = None
+    data_options: dict[str, Any] = field(default_factory=dict)
+    num_exits: int = 6
+    crop: tuple[int, int] = (180, 240)
+    eval_size: tuple[int, int] | None = None
+    exit_space: str = "default"
+    batch_size: int = 16
+    seed: int = 0
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # "backbone": stage 1 (exit-aware pre-training) continues the plainly trained backbone, as in the paper, where
+    # the backbone comes pretrained; "scratch": no plain backbone stage, stage 1 trains the network from random
+    # weights with its exit losses from the first step (exit-aware training when no pretrained backbone exists)
+    pretrain_from: str = "backbone"
+    cache_split: str = "val"
+    cache_limit: int | None = None
+    latency: bool = True
+    max_exits: int = 2
+    # stage-2 variants for the training table: name -> {exit_loss, init ("pretrain" or "backbone"), other stage
+    # settings}, each trained on ``variant_space`` (heads are independent given the frozen backbone)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    variant_space: str = "crm50p-b1-rdi-fcn"
+    # thresholds are tuned on cache_split; when the dataset also has this split, every instance is reported there too
+    report_split: str = "test"
+    # latency of the results' instances against the original model, measured in one run (0 images: skip)
+    bench_images: int = 16
+    bench_batches: tuple[int, ...] = (1, 8)
+    bench_repeats: int = 3
+    bench_engines: tuple[str, ...] = ("eager",)
+    # configurations whose heads ship only at exits where a stored instance uses them (their figures stay in the
+    # caches): how a large exit space fits the size budget of precomputed/
+    heavy_configs: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, data: Any, *, where: str = "study config") -> "StudyConfig":
+        _check_shape(data, where, {f.name for f in dataclasses.fields(cls)})
+        values = dict(data)
+        for key in _TUPLES:
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
+        cfg = cls(**values)
+        cfg._check_settings(where)
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> "StudyConfig":
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise StudyError(f"{path}: no such study configuration file") from None
+        except yaml.YAMLError as exc:
+            raise StudyError(f"{path}: not valid YAML ({exc})") from None
+        return cls.from_dict(data, where=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for key in _TUPLES:
+            if out[key] is not None:
+                out[key] = list(out[key])
+        return out
+
+    def variant_fields(self, name: str) -> dict[str, Any]:
+        """Stage-2 settings of training-table variant ``name`` (its ``init`` stage left out): stage 2's, on
+        ``variant_space``, for the whole schedule (no successive halving: the table compares fully trained heads)."""
+        spec = {k: v for k, v in self.variants[name].items() if k != "init"}
+        return {**self.stage_fields("exits"), "exit_space": self.variant_space, "prune_at": (), "prune_margin": (),
+                **spec}
+
+    def stage_fields(self, stage: str) -> dict[str, Any]:
+        """The :class:`~mess_core.training.TrainConfig` fields of one stage (without ``stage``/``out``/``init``)."""
+        common = {"model": self.model, "dataset": self.dataset, "data_root": self.data_root,
+                  "data_options": dict(self.data_options), "num_exits": self.num_exits, "crop": tuple(self.crop),
+                  "eval_size": self.eval_size, "exit_space": self.exit_space, "batch_size": self.batch_size,
+                  "seed": self.seed, "progress": False}
+        return {**common, **_STAGE_DEFAULTS[stage], **self.stages.get(stage, {})}
+
+    def eval_dataset(self, split: str, size: tuple[int, int], *, root: str | os.PathLike | None = None) -> Any:
+        """The study's dataset split as evaluated: every image resized to ``size``; ``root`` overrides ``data_root``
+        (the data may live elsewhere on another machine)."""
+        return build_dataset(self.dataset, root=root if root is not None else self.data_root, split=split,
+                             transform=eval_transform(size=tuple(size)), **self.data_options)
+
+    def _check_settings(self, where: str) -> None:
+        """Every stage's and variant's settings make a valid training configuration now, not hours later."""
+        for stage in STAGES:
+            _check_training(f"{where}: stages.{stage}", {**self.stage_fields(stage), "stage": stage})
+        for config in self.heavy_configs:
+            try:
+                ExitSpec.parse(config)
+            except MessError as exc:
+                raise StudyError(f"{where}: heavy_configs: {exc}") from None
+        for name in self.variants:
+            _check_training(f"{where}: variants.{name}", {**self.variant_fields(name), "stage": "exits"})
+
+
+def _check_training(what: str, fields: dict[str, Any]) -> None:
+    try:
+        TrainConfig(**fields, out=".")
+    except (TypeError, MessError) as exc:
+        raise StudyError(f"{what}: {exc}") from None
+
+
+def _check_shape(data: Any, where: str, known: set[str]) -> None:
+    """Refuse, naming ``where``, what no study can be: unknown settings, a bad name, stages or variants."""
+    if not isinstance(data, dict):
+        raise StudyError(f"{where}: expected a mapping of settings, got {type(data).__name__}")
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise StudyError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    if not data.get("name") or not str(data["name"]).replace("-", "").replace("_", "").isalnum():
+        raise StudyError(f"{where}: 'name' must be letters, digits, '-' or '_' (it names the study folder)")
+    for stage, overrides in (data.get("stages") or {}).items():
+        if stage not in STAGES or not isinstance(overrides, dict):
+            raise StudyError(f"{where}: stages.{stage}: expected one of {', '.join(STAGES)} with a mapping")
+    for name, spec in (data.get("variants") or {}).items():
+        if not isinstance(spec, dict) or spec.get("init", "pretrain") not in ("pretrain", "backbone"):
+            raise StudyError(f"{where}: variants.{name}: expected a mapping with init 'pretrain' or 'backbone'")
+    if data.get("pretrain_from", "backbone") not in ("backbone", "scratch"):
+        raise StudyError(f"{where}: pretrain_from must be 'backbone' or 'scratch', not {data['pretrain_from']!r}")
+    if data.get("pretrain_from") == "scratch":
+        orphans = [n for n, spec in (data.get("variants") or {}).items() if spec.get("init") == "backbone"]
+        if orphans:
+            raise StudyError(f"{where}: variants {', '.join(orphans)} start from the backbone stage, which "
+                             "pretrain_from: scratch does not train; drop them or set init: pretrain")

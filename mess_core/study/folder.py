@@ -1,0 +1,204 @@
+"""Reading a study folder (``precomputed/<name>/``, or a bare run folder with a ``multi_exit.pt`` and an evaluation
+cache): :func:`open_study` gives a :class:`Study`, which reads each file when first used, checks the files against
+the manifest (:meth:`Study.verify`) and the cache against the weights (:meth:`Study.check_weights`)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..artifacts import load_multi_exit
+from ..cache import EvaluationCache, build_cache
+from ..errors import MessError
+from ..instance import MODES
+from ..io import read_json
+from ..report import all_fronts, results_table, with_row_ids
+from ..workload import profile_report
+from .config import (FRONTS, LATENCY, MANIFEST, ORACLE, PROFILE, RESULTS, STUDY_FORMAT, TRAINING, WEIGHTS,
+                     StudyConfig, StudyError)
+from .pack import frame_from_json, sha256
+
+__all__ = ["Study", "open_study", "list_studies"]
+
+
+@dataclass
+class Study:
+    """An opened study folder (or a run folder with a ``multi_exit.pt`` and an evaluation cache). Files are read when
+    first used; every problem raises :class:`StudyError` naming the file."""
+
+    path: Path
+    manifest: dict[str, Any]
+    cache_path: Path
+    weights_path: Path
+
+    @property
+    def name(self) -> str:
+        return self.manifest.get("name", self.path.name)
+
+    @property
+    def is_packed(self) -> bool:
+        """Built by :func:`~mess_core.study.build` (results precomputed) rather than a bare run folder (results
+        computed on open)."""
+        return self.manifest.get("format") == STUDY_FORMAT
+
+    @cached_property
+    def cache(self) -> EvaluationCache:
+        return self._load_cache(self.cache_path)
+
+    @cached_property
+    def report_cache(self) -> EvaluationCache | None:
+        """The cache of the split every instance is also reported on (``test`` when the dataset has it), or None."""
+        name = self.manifest.get("report_cache")
+        return self._load_cache(self.path / name) if name else None
+
+    def _load_cache(self, path: Path) -> EvaluationCache:
+        try:
+            return EvaluationCache.load(path)
+        except MessError as exc:
+            raise StudyError(f"study {self.name}: {exc}") from None
+
+    def load_network(self) -> tuple[Any, dict[str, Any]]:
+        """A fresh float32 :class:`~mess_core.MultiExitNet` (eval mode) and its metadata; the caller owns it."""
+        try:
+            return load_multi_exit(self.weights_path)
+        except MessError as exc:
+            raise StudyError(f"study {self.name}: {exc}") from None
+
+    def _json(self, name: str) -> Any:
+        return read_json(self.path / name, StudyError, "missing from the study; rebuild it with its manifest's command")
+
+    def results(self, mode: str) -> pd.DataFrame:
+        """The seed-shaped results table of ``mode`` (see :func:`mess_core.report.results_table`), rows identified by
+        :class:`~mess_core.report.Row` in column ``id`` (from their stored labels in studies built before ids)."""
+        if mode not in MODES:
+            raise StudyError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if not self.is_packed:
+            return results_table(self.cache, mode=mode, oracle=False)  # the bound is the build's work
+        data = self._json(RESULTS)
+        where = self.path / RESULTS
+        if mode not in data:
+            raise StudyError(f"{where}: holds no '{mode}' table; rebuild the study")
+        try:
+            return with_row_ids(frame_from_json(data[mode], str(where)))
+        except ValueError as exc:
+            raise StudyError(f"{where}: {exc}; rebuild the study with this version") from None
+
+    def fronts(self) -> pd.DataFrame:
+        """Accuracy-vs-GFLOPs fronts of every mode and peer (see :func:`mess_core.report.all_fronts`)."""
+        if not self.is_packed:
+            return all_fronts(self.cache)
+        return frame_from_json(self._json(FRONTS), str(self.path / FRONTS))
+
+    def profile(self) -> dict[str, Any]:
+        """The profile report (``mess_core profile --json`` shape): nodes with FLOPs, exits, totals."""
+        if not self.is_packed:
+            net, meta = self.load_network()
+            return profile_report(net, model_name=meta["model"])
+        return self._json(PROFILE)
+
+    def training_table(self) -> pd.DataFrame | None:
+        """Stage-2 variants (loss, with or without stage 1): mIoU of every exit and the final one; None if not built."""
+        if not (self.path / TRAINING).is_file():
+            return None
+        rows = []
+        for r in self._json(TRAINING):
+            rows.append({"variant": r["variant"], "stage 2 loss": r["exit_loss"], "stage 1": r["stage1"],
+                         "config": r["config"], **{f"exit {i}": v for i, v in r["exits"].items()},
+                         "final": r["final"]})
+        return pd.DataFrame(rows)
+
+    def policy_versus_oracle(self) -> pd.DataFrame | None:
+        """The policy's speedup against the oracle bound's at every allowed drop (see
+        :func:`mess_core.report.policy_versus_oracle`), computed by the build; None for run folders and for studies
+        built before it existed (the bound takes about a minute: the app does not wait for it)."""
+        return pd.DataFrame(self._json(ORACLE)) if self.is_packed and (self.path / ORACLE).is_file() else None
+
+    def latency(self) -> pd.DataFrame | None:
+        """Measured latency of the results' instances against the original model (one run); None if not built.
+        Column ``id`` names the results row a variant deploys (None for the original model and the like)."""
+        if not (self.path / LATENCY).is_file():
+            return None
+        return with_row_ids(pd.DataFrame(self._json(LATENCY)), labels="variant", strict=False)
+
+    def check_weights(self, *, images: int = 3, data_root: str | os.PathLike | None = None) -> list[str]:
+        """Re-run the shipped weights on the first ``images`` images of the cache's split and compare every shipped
+        head's counts with the cache (a pixel or two may flip on a tie: convolutions round differently at another
+        batch size). Returns the problems; empty when they agree."""
+        cfg = StudyConfig.from_dict(self.manifest["config"], where=str(self.path / MANIFEST))
+        net, _ = self.load_network()
+        common = set.intersection(*(set(net.heads[str(i)].keys()) for i in range(1, net.num_exits)))
+        for i in range(1, net.num_exits):  # build_cache wants one space at every exit: the heads every exit has
+            bank = net.heads[str(i)]
+            for name in [k for k in bank.keys() if k not in common]:
+                del bank[name]
+        shipped = self.cache
+        split = shipped.meta["split"]
+        data = cfg.eval_dataset(split, tuple(shipped.meta["input_size"]), root=data_root)
+        again = build_cache(net, data, model=cfg.model, dataset_name=cfg.dataset, split=split, batch_size=1,
+                            limit=images)
+        problems = []
+        if not np.array_equal(again.label, shipped.label[:images]):
+            problems.append(f"{self.cache_path}: its labels differ from the dataset's first {images} images")
+        budget = 0.001 * shipped.pixels[:images].sum()
+        rows = [(e, c) for e in range(1, net.num_exits) for c in again.configs] + [(net.num_exits, "final")]
+        for e, c in rows:
+            a, b = again.head_index(e, c), shipped.head_index(e, c)
+            if np.abs(again.tp[:, a] - shipped.tp[:images, b]).sum() > budget:
+                problems.append(f"{self.cache_path}: exit {e} {c}: counts differ from re-running {self.weights_path}")
+        return problems
+
+    def verify(self) -> list[str]:
+        """Problems with the files the manifest lists (missing, size or SHA-256 differ); empty when all match."""
+        problems = []
+        for name, entry in self.manifest.get("files", {}).items():
+            path = self.path / name
+            if not path.is_file():
+                problems.append(f"{path}: missing")
+            elif path.stat().st_size != entry.get("bytes") or sha256(path) != entry.get("sha256"):
+                problems.append(f"{path}: differs from the manifest (size or SHA-256); it was changed after the build")
+        return problems
+
+
+def open_study(path: str | os.PathLike) -> Study:
+    """Open a study folder built by :func:`~mess_core.study.build`, or a run folder holding ``multi_exit.pt`` (there
+    or in ``exits/``) and an evaluation cache ``*.npz`` (``val.npz`` preferred)."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise StudyError(f"{path}: no such folder; point to a study folder (precomputed/<name>) or a run folder")
+    if (path / MANIFEST).is_file():
+        return _open_packed(path)
+    weights = next((p for p in (path / WEIGHTS, path / "exits" / WEIGHTS) if p.is_file()), None)
+    if weights is None:
+        raise StudyError(f"{path}: neither a study ({MANIFEST}) nor a run folder ({WEIGHTS} or exits/{WEIGHTS})")
+    caches = sorted(path.glob("*.npz"), key=lambda p: (not p.name.startswith("val"), p.name))
+    if not caches:
+        raise StudyError(f"{path}: has {weights.relative_to(path)} but no evaluation cache (*.npz); make one with "
+                         f"`python -m mess_core cache --multi-exit {weights} --data ... --out {path}/val.npz`")
+    return Study(path, {"name": path.name, "format": None, "cache": caches[0].name}, caches[0], weights)
+
+
+def _open_packed(path: Path) -> Study:
+    manifest_path = path / MANIFEST
+    manifest = read_json(manifest_path, StudyError, "missing")
+    if not isinstance(manifest, dict) or manifest.get("format") != STUDY_FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise StudyError(f"{manifest_path}: study format {found!r}, this version reads {STUDY_FORMAT!r}; rebuild "
+                         "it with this version's `python -m mess_core study build` (its command is in the manifest)")
+    missing = [n for n in [WEIGHTS, manifest.get("cache", ""), RESULTS, FRONTS, PROFILE]
+               if not n or not (path / n).is_file()]
+    if missing:
+        raise StudyError(f"{path}: missing {', '.join(missing or ['its cache name'])}; the study is incomplete; "
+                         f"rebuild it with `{manifest.get('command', 'python -m mess_core study build CONFIG')}`")
+    return Study(path, manifest, path / manifest["cache"], path / WEIGHTS)
+
+
+def list_studies(root: str | os.PathLike) -> list[Path]:
+    """Study folders under ``root`` (those with a manifest), sorted by name."""
+    root = Path(root)
+    return sorted(p.parent for p in root.glob(f"*/{MANIFEST}")) if root.is_dir() else []
