@@ -298,16 +298,14 @@ def _measure_latency(net: Any, specs: Sequence[ExitSpec], input_size: tuple[int,
     x = torch.randn(1, 3, *input_size, device=device)
     stage_ms = []
     head_ms = np.zeros((net.num_exits - 1, len(specs)))
-    live: Any = (x,)
-    for index in range(1, net.num_exits + 1):
-        inputs = live
-        stage_ms.append(1e3 * time_call(lambda: net.run_stage(index, inputs), repeats=repeats))
-        live = net.run_stage(index, inputs)
-        if index < net.num_exits:
-            feat = net.exit_features(index, live)
+    inputs: Any = (x,)  # what the stage the walk just ran took, to time that stage again on its own
+    for step in net.walk(x):
+        stage_ms.append(1e3 * time_call(lambda: net.run_stage(step.index, inputs), repeats=repeats))
+        inputs = step.live
+        if not step.final:
             for c, spec in enumerate(specs):
-                head = net.head(index, spec)
-                head_ms[index - 1, c] = 1e3 * time_call(lambda: head(feat, input_size), repeats=repeats)
+                head = net.head(step.index, spec)
+                head_ms[step.index - 1, c] = 1e3 * time_call(lambda: head(step.features, input_size), repeats=repeats)
     return np.asarray(stage_ms), head_ms
 
 
