@@ -178,10 +178,7 @@ def policy_overhead(net: MultiExitNet, instance: Instance, images: torch.Tensor,
         for rnd in range(2 + repeats):
             for x in images.split(1):
                 t0 = time.perf_counter()
-                live: Any = (x,)
-                for index in range(1, first.exit + 1):
-                    live = net.run_stage(index, live)
-                logits = head(net.exit_features(first.exit, live), size)
+                logits = head(net.walk_to(x, stop=first.exit).features, size)
                 t1 = time.perf_counter()
                 instance.policy.exits(logits, first.th_img if first.th_img is not None else 0.5)
                 t2 = time.perf_counter()

@@ -298,17 +298,109 @@ def _measure_latency(net: Any, specs: Sequence[ExitSpec], input_size: tuple[int,
     x = torch.randn(1, 3, *input_size, device=device)
     stage_ms = []
     head_ms = np.zeros((net.num_exits - 1, len(specs)))
-    live: Any = (x,)
-    for index in range(1, net.num_exits + 1):
-        inputs = live
-        stage_ms.append(1e3 * time_call(lambda: net.run_stage(index, inputs), repeats=repeats))
-        live = net.run_stage(index, inputs)
-        if index < net.num_exits:
-            feat = net.exit_features(index, live)
+    inputs: Any = (x,)  # what the stage the walk just ran took, to time that stage again on its own
+    for step in net.walk(x):
+        stage_ms.append(1e3 * time_call(lambda: net.run_stage(step.index, inputs), repeats=repeats))
+        inputs = step.live
+        if not step.final:
             for c, spec in enumerate(specs):
-                head = net.head(index, spec)
-                head_ms[index - 1, c] = 1e3 * time_call(lambda: head(feat, input_size), repeats=repeats)
+                head = net.head(step.index, spec)
+                head_ms[step.index - 1, c] = 1e3 * time_call(lambda: head(step.features, input_size), repeats=repeats)
     return np.asarray(stage_ms), head_ms
+
+
+def _exit_space(net: Any) -> list[str]:
+    """The configurations every early exit carries; the cache needs the same ones everywhere."""
+    spaces = {i: list(net.heads[str(i)].keys()) for i in range(1, net.num_exits)}
+    specs = spaces[1]
+    if not specs:
+        raise CacheError("the network has no exit heads attached; load a stage-2 multi_exit.pt")
+    for i, ids in spaces.items():
+        if ids != specs:
+            raise CacheError(f"exit {i} carries configurations {ids} but exit 1 carries {specs}; the cache needs the "
+                             "same space at every exit")
+    return specs
+
+
+def _image_name(dataset: Any, i: int) -> str:
+    return dataset.name_of(i) if hasattr(dataset, "name_of") else str(i)
+
+
+def _load_batch(dataset: Any, idx: list[int], size: tuple[int, int] | None, device: torch.device, k: int,
+                ignore: int) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """Images and labels of dataset items ``idx`` on ``device``, and the input size every image must share (the
+    first batch's, unless ``size`` is already known)."""
+    pairs = [dataset[i] for i in idx]
+    shapes = {tuple(img.shape[-2:]) for img, _ in pairs}
+    size = size or next(iter(shapes))
+    if shapes != {size}:
+        bad = next(_image_name(dataset, i) for i, (img, _) in zip(idx, pairs) if tuple(img.shape[-2:]) != size)
+        raise CacheError(f"image '{bad}' is {sorted(shapes - {size})[0]} pixels but the cache is {size}: costs "
+                         "are per input size, so resize every image to one size (--size HxW)")
+    images = torch.stack([torch.as_tensor(img).as_subclass(torch.Tensor) for img, _ in pairs]).to(device)
+    labels = torch.stack([torch.as_tensor(lab).as_subclass(torch.Tensor) for _, lab in pairs]).to(device).long()
+    bad_labels = (labels != ignore) & ((labels < 0) | (labels >= k))
+    if bool(bad_labels.any()):
+        raise CacheError(f"labels {sorted(set(labels[bad_labels].unique().tolist()))} lie outside "
+                         f"0..{k - 1} and are not the ignore index {ignore}")
+    return images, labels, size
+
+
+@dataclass
+class _Statistics:
+    """The per-image arrays of :class:`EvaluationCache` that :func:`build_cache` fills batch by batch."""
+
+    tp: np.ndarray
+    pred: np.ndarray
+    label: np.ndarray
+    above: np.ndarray
+    above_plain: np.ndarray
+    conf_sum: np.ndarray
+    pixels: np.ndarray
+    thresholds: torch.Tensor  # the th_pix grid, on the device the network runs on
+    ignore: int
+    edges: EdgeMasking
+
+    @classmethod
+    def zeros(cls, images: int, heads: int, k: int, grid: Sequence[float], device: torch.device, ignore: int,
+              edges: EdgeMasking) -> "_Statistics":
+        above = np.zeros((images, heads, len(grid)), np.int64)
+        return cls(tp=np.zeros((images, heads, k), np.int64), pred=np.zeros((images, heads, k), np.int64),
+                   label=np.zeros((images, k), np.int64), above=above, above_plain=np.zeros_like(above),
+                   conf_sum=np.zeros((images, heads), np.float64), pixels=np.zeros(images, np.int64),
+                   thresholds=torch.tensor(grid, device=device), ignore=ignore, edges=edges)
+
+    @property
+    def num_classes(self) -> int:
+        return self.tp.shape[2]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        names = ("tp", "pred", "label", "above", "above_plain", "conf_sum", "pixels")
+        return {name: getattr(self, name) for name in names}
+
+    def count_labels(self, rows: slice, labels: torch.Tensor, size: tuple[int, int]) -> None:
+        """The labelled pixels of each class and the pixel count of images ``rows``."""
+        k, n = self.num_classes, labels.shape[0]
+        valid = labels != self.ignore
+        image = torch.arange(n, device=labels.device)[:, None, None].expand_as(labels)
+        self.label[rows] = torch.bincount((image * k + labels)[valid], minlength=n * k).view(-1, k).cpu().numpy()
+        self.pixels[rows] = size[0] * size[1]
+
+    def record(self, h: int, rows: slice, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Head ``h``'s statistics on images ``rows`` from its ``logits``."""
+        k, edges, thresholds = self.num_classes, self.edges, self.thresholds
+        conf = pixel_confidence(logits)
+        classes = predicted_labels(logits)
+        masked = edge_masked_confidence(conf, classes, size=edges.size, window=edges.window)
+        self.above[rows, h] = pixels_at_least(masked, thresholds).cpu().numpy()
+        self.above_plain[rows, h] = pixels_at_least(conf, thresholds).cpu().numpy()
+        self.conf_sum[rows, h] = conf.double().flatten(1).sum(1).cpu().numpy()
+        n = classes.shape[0]
+        valid = labels != self.ignore
+        image = torch.arange(n, device=labels.device)[:, None, None].expand_as(labels)
+        hit = valid & (classes == labels)
+        self.tp[rows, h] = torch.bincount((image * k + labels)[hit], minlength=n * k).view(n, k).cpu().numpy()
+        self.pred[rows, h] = torch.bincount((image * k + classes)[valid], minlength=n * k).view(n, k).cpu().numpy()
 
 
 def build_cache(
@@ -331,14 +423,7 @@ def build_cache(
     """One pass of a trained :class:`~mess_core.MultiExitNet` over ``dataset`` (items (image, label) of one size)
     computing every statistic of :class:`EvaluationCache`. Every early exit must carry the same configurations."""
     device = torch.device(device)
-    spaces = {i: list(net.heads[str(i)].keys()) for i in range(1, net.num_exits)}
-    specs = spaces[1]
-    if not specs:
-        raise CacheError("the network has no exit heads attached; load a stage-2 multi_exit.pt")
-    for i, ids in spaces.items():
-        if ids != specs:
-            raise CacheError(f"exit {i} carries configurations {ids} but exit 1 carries {specs}; the cache needs the "
-                             "same space at every exit")
+    specs = _exit_space(net)
     grid = sorted(float(v) for v in th_pix_grid)
     info = dataset.info
     k, ignore = info.num_classes, info.ignore_index
@@ -348,60 +433,23 @@ def build_cache(
     if count == 0:
         raise CacheError("the split is empty: nothing to evaluate")
     heads = (net.num_exits - 1) * len(specs) + 1
-    tp = np.zeros((count, heads, k), np.int64)
-    pred = np.zeros((count, heads, k), np.int64)
-    label = np.zeros((count, k), np.int64)
-    above = np.zeros((count, heads, len(grid)), np.int64)
-    above_plain = np.zeros_like(above)
-    conf_sum = np.zeros((count, heads), np.float64)
-    pixels = np.zeros(count, np.int64)
-    thresholds = torch.tensor(grid, device=device)
+    stats = _Statistics.zeros(count, heads, k, grid, device, ignore, edges)
     size: tuple[int, int] | None = None
     names = []
-
-    def record(h: int, rows: slice, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        conf = pixel_confidence(logits)
-        classes = predicted_labels(logits)
-        masked = edge_masked_confidence(conf, classes, size=edges.size, window=edges.window)
-        above[rows, h] = pixels_at_least(masked, thresholds).cpu().numpy()
-        above_plain[rows, h] = pixels_at_least(conf, thresholds).cpu().numpy()
-        conf_sum[rows, h] = conf.double().flatten(1).sum(1).cpu().numpy()
-        n = classes.shape[0]
-        valid = labels != ignore
-        image = torch.arange(n, device=device)[:, None, None].expand_as(labels)
-        hit = valid & (classes == labels)
-        tp[rows, h] = torch.bincount((image * k + labels)[hit], minlength=n * k).view(n, k).cpu().numpy()
-        pred[rows, h] = torch.bincount((image * k + classes)[valid], minlength=n * k).view(n, k).cpu().numpy()
 
     batches = range(0, count, batch_size)
     with evaluating(net):
         for start in (progress(batches) if progress else batches):
             idx = list(range(start, min(start + batch_size, count)))
-            pairs = [dataset[i] for i in idx]
-            shapes = {tuple(img.shape[-2:]) for img, _ in pairs}
-            size = size or next(iter(shapes))
-            if shapes != {size}:
-                bad = next(dataset.name_of(i) if hasattr(dataset, "name_of") else str(i)
-                           for i, (img, _) in zip(idx, pairs) if tuple(img.shape[-2:]) != size)
-                raise CacheError(f"image '{bad}' is {sorted(shapes - {size})[0]} pixels but the cache is {size}: costs "
-                                 "are per input size, so resize every image to one size (--size HxW)")
-            images = torch.stack([torch.as_tensor(img).as_subclass(torch.Tensor) for img, _ in pairs]).to(device)
-            labels = torch.stack([torch.as_tensor(lab).as_subclass(torch.Tensor) for _, lab in pairs]).to(device).long()
-            bad_labels = (labels != ignore) & ((labels < 0) | (labels >= k))
-            if bool(bad_labels.any()):
-                raise CacheError(f"labels {sorted(set(labels[bad_labels].unique().tolist()))} lie outside "
-                                 f"0..{k - 1} and are not the ignore index {ignore}")
+            images, labels, size = _load_batch(dataset, idx, size, device, k, ignore)
             rows = slice(start, start + len(idx))
-            names += [dataset.name_of(i) if hasattr(dataset, "name_of") else str(i) for i in idx]
-            valid = labels != ignore
-            image = torch.arange(len(idx), device=device)[:, None, None].expand_as(labels)
-            label[rows] = torch.bincount((image * k + labels)[valid], minlength=len(idx) * k).view(-1, k).cpu().numpy()
-            pixels[rows] = size[0] * size[1]
+            names += [_image_name(dataset, i) for i in idx]
+            stats.count_labels(rows, labels, size)
             features, final = net.forward_features(images)
             for i, feat in enumerate(features, start=1):
                 for c, spec in enumerate(specs):
-                    record((i - 1) * len(specs) + c, rows, net.head(i, spec)(feat, size), labels)
-            record(heads - 1, rows, final, labels)
+                    stats.record((i - 1) * len(specs) + c, rows, net.head(i, spec)(feat, size), labels)
+            stats.record(heads - 1, rows, final, labels)
     assert size is not None
     stage_gflops = np.asarray(net.stage_flops(size)) / 1e9
     head_gflops = np.array([[net.head_flops(i, s, size) / 1e9 for s in specs] for i in range(1, net.num_exits)])
@@ -427,8 +475,7 @@ def build_cache(
         if latency else None,
         **(extra_meta or {}),
     }
-    cache = EvaluationCache(meta=meta, tp=tp, pred=pred, label=label, above=above, above_plain=above_plain,
-                            conf_sum=conf_sum, pixels=pixels, stage_gflops=stage_gflops, head_gflops=head_gflops,
+    cache = EvaluationCache(meta=meta, **stats.arrays(), stage_gflops=stage_gflops, head_gflops=head_gflops,
                             stage_ms=stage_ms, head_ms=head_ms)
     cache.validate()
     return cache

@@ -149,13 +149,12 @@ def run_exits(net: MultiExitNet, x: torch.Tensor, configs: Mapping[int, str]) ->
     (exits not in ``configs`` are skipped) and the final logits (key N). Returns the logits and the seconds taken."""
     start = time.perf_counter()
     size = x.shape[-2:]
-    live: Any = (x,)
     logits: dict[int, torch.Tensor] = {}
-    for index in range(1, net.num_exits):
-        live = net.run_stage(index, live)
-        if index in configs:
-            logits[index] = net.head(index, configs[index])(net.exit_features(index, live), size)
-    logits[net.num_exits] = net.final_logits(net.run_stage(net.num_exits, live))
+    for step in net.walk(x):
+        if step.final:
+            logits[step.index] = step.logits
+        elif step.index in configs:
+            logits[step.index] = net.head(step.index, configs[step.index])(step.features, size)
     return logits, time.perf_counter() - start
 
 
@@ -219,10 +218,7 @@ def measure_early_exit(net: MultiExitNet, instance: Instance, x: torch.Tensor, *
     full_times, exit_times = [], []
 
     def full() -> torch.Tensor:
-        live: Any = (x,)
-        for index in range(1, net.num_exits + 1):
-            live = net.run_stage(index, live)
-        return net.final_logits(live)
+        return net.walk_to(x).logits
 
     with torch.inference_mode():
         _, taken = deployed(x)

@@ -125,6 +125,7 @@ def export_onnx(net: MultiExitNet, instance: Instance, out_dir: str | os.PathLik
             stages, heads = [], []
             inputs: list[Any] = [x]
             tensor_in = [0]
+            steps = net.walk(x)
             for index in range(1, net.num_exits + 1):
                 last = index == net.num_exits
                 if not last and {"shape", "size"} & set(kinds[index - 1]):
@@ -138,14 +139,14 @@ def export_onnx(net: MultiExitNet, instance: Instance, out_dir: str | os.PathLik
                 if last:
                     break
                 with torch.no_grad():
-                    live = net.run_stage(index, inputs)
+                    step = next(steps)  # the stage just exported, run for the inputs of the next one
                 if index in model.exits:
                     feature = net.feature_slots[index - 1]
                     if feature not in tensor_out:
                         raise ExportError(f"exit {index} reads a feature map that does not depend on the batch")
-                    _export(_Head(model.heads[str(index)], (h, w)), (live[feature],), tmp / f"head_{index}.onnx")
+                    _export(_Head(model.heads[str(index)], (h, w)), (step.features,), tmp / f"head_{index}.onnx")
                     heads.append({"exit": index, "file": f"head_{index}.onnx", "feature": tensor_out.index(feature)})
-                inputs, tensor_in = list(live), tensor_out
+                inputs, tensor_in = list(step.live), tensor_out
             manifest["stages"], manifest["heads"] = stages, heads
         import onnx
 

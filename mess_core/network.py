@@ -20,6 +20,8 @@ Example:
     >>> outs = net.eval()(torch.randn(2, 3, 96, 80))
     >>> len(outs), tuple(outs[-1].shape)
     (4, (2, 11, 96, 80))
+    >>> [(step.index, step.final) for step in net.walk(torch.randn(1, 3, 64, 64), stop=3)]
+    [(1, False), (2, False), (3, False)]
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from __future__ import annotations
 import itertools
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
 
 import torch
 from torch import fx, nn
@@ -40,7 +42,7 @@ from .placement import equidistant_targets, snap_to_cuts
 from .profiling import COST_KINDS, NodeCost, count_flops, evaluating, profile_nodes
 from .seeding import seeded_torch, stable_seed
 
-__all__ = ["ExitPoint", "WorkloadProfile", "MultiExitNet", "convert", "resolve_backbone"]
+__all__ = ["ExitPoint", "WorkloadProfile", "StageStep", "StagedModule", "MultiExitNet", "convert", "resolve_backbone"]
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,82 @@ def resolve_backbone(model: nn.Module, backbone: str | None) -> str:
     return backbone
 
 
-class MultiExitNet(nn.Module):
+@dataclass(frozen=True)
+class StageStep:
+    """Where a walk through the stages stands after stage ``index`` (see :meth:`StagedModule.walk`).
+
+    ``live`` is what the stage returned: the values the next stage takes (after the final stage, the model's own
+    output). ``features`` is the feature map early exit ``index`` reads, None after the final stage; ``logits`` is the
+    final exit's logits, None before the final stage.
+    """
+
+    index: int
+    live: Any
+    features: torch.Tensor | None
+    logits: torch.Tensor | None = None
+
+    @property
+    def final(self) -> bool:
+        """Whether this is the final stage, whose output is the model's own."""
+        return self.logits is not None
+
+
+class StagedModule(nn.Module):
+    """A network run as a chain of stages with an early exit's feature map after each but the last.
+
+    Subclasses provide ``stages`` (stage ``i`` is ``stages[i - 1]``; a deployed model may hold only the first few),
+    ``feature_slots`` (per early exit, which live value it reads) and ``output_key`` (where the final stage's output
+    holds the logits). :meth:`walk` is the one place that runs stages in sequence, so every caller - forward passes,
+    FLOP counting, timing, deployment, export - hands live values on the same way.
+    """
+
+    stages: nn.ModuleList
+    feature_slots: tuple[int, ...]
+    output_key: str | int | None
+
+    def run_stage(self, index: int, live: Sequence[Any]) -> Any:
+        """Run stage ``index`` (1..N) on the live values handed on by the previous stage (stage 1: ``(x,)``)."""
+        return self.stages[index - 1](*live)
+
+    def exit_features(self, index: int, live: Sequence[Any]) -> torch.Tensor:
+        """The feature map early exit ``index`` reads, from the live values returned by stage ``index``."""
+        return live[self.feature_slots[index - 1]]
+
+    def final_logits(self, output: Any) -> torch.Tensor:
+        return output if self.output_key is None else output[self.output_key]
+
+    def walk(self, x: torch.Tensor | None = None, *, live: Sequence[Any] | None = None, start: int = 1,
+             stop: int | None = None) -> Iterator[StageStep]:
+        """Run stages ``start``..``stop`` (1-based, inclusive; ``stop`` defaults to the last stage held) one at a
+        time, yielding a :class:`StageStep` after each. Give the input ``x`` (stage 1), or the ``live`` values that
+        stage ``start - 1`` returned to resume a walk, e.g. after dropping samples that left at an exit.
+
+        Nothing runs until the next step is asked for, so a caller can time or FLOP-count each stage by wrapping
+        ``next()``, and stops computing by not asking for more.
+        """
+        if (x is None) == (live is None):
+            raise TypeError("walk() needs exactly one of the input x and the live values stage start - 1 returned")
+        live = (x,) if x is not None else live
+        final = len(self.feature_slots) + 1
+        for index in range(start, (len(self.stages) if stop is None else stop) + 1):
+            live = self.run_stage(index, live)
+            if index == final:
+                yield StageStep(index, live, None, self.final_logits(live))
+            else:
+                yield StageStep(index, live, self.exit_features(index, live))
+
+    def walk_to(self, x: torch.Tensor | None = None, *, live: Sequence[Any] | None = None, start: int = 1,
+                stop: int | None = None) -> StageStep:
+        """The step after stage ``stop`` of :meth:`walk` (same arguments), running the stages before it."""
+        step = None
+        for step in self.walk(x, live=live, start=start, stop=stop):
+            pass
+        if step is None:
+            raise ValueError(f"walk_to(start={start}, stop={stop}) runs no stage")
+        return step
+
+
+class MultiExitNet(StagedModule):
     """A segmentation model cut into N sequential stages with an exit head after each of the first N-1.
 
     ``net(x)`` returns N logit tensors ``(B, num_classes, H, W)`` at the input resolution: one per early exit
@@ -255,35 +332,17 @@ class MultiExitNet(nn.Module):
         return torch.device("cpu"), torch.float32
 
     # --------------------------------------------------------------------------------------------- execution
-    def run_stage(self, index: int, live: Sequence[Any]) -> Any:
-        """Run stage ``index`` (1..N) on the live values handed on by the previous stage (stage 1: ``(x,)``)."""
-        return self.stages[index - 1](*live)
-
-    def exit_features(self, index: int, live: Sequence[Any]) -> torch.Tensor:
-        """The feature map early exit ``index`` reads, from the live values returned by stage ``index``."""
-        return live[self.feature_slots[index - 1]]
-
-    def final_logits(self, output: Any) -> torch.Tensor:
-        return output if self.output_key is None else output[self.output_key]
-
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         size = x.shape[-2:]
-        live: Any = (x,)
-        outputs = []
-        for index in range(1, self.num_exits):
-            live = self.run_stage(index, live)
-            outputs.append(self.head(index)(self.exit_features(index, live), size))
-        outputs.append(self.final_logits(self.run_stage(self.num_exits, live)))
-        return outputs
+        return [step.logits if step.final else self.head(step.index)(step.features, size) for step in self.walk(x)]
 
     def forward_features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """One pass through the backbone: the feature map at every early exit and the final exit's logits."""
-        live: Any = (x,)
         features = []
-        for index in range(1, self.num_exits):
-            live = self.run_stage(index, live)
-            features.append(self.exit_features(index, live))
-        return features, self.final_logits(self.run_stage(self.num_exits, live))
+        for step in self.walk(x):
+            if not step.final:
+                features.append(step.features)
+        return features, step.logits
 
     def forward_all(self, x: torch.Tensor) -> tuple[dict[int, dict[str, torch.Tensor]], torch.Tensor]:
         """Logits of every attached head at every early exit from one backbone pass, and the final logits."""
@@ -305,13 +364,13 @@ class MultiExitNet(nn.Module):
             def run(x: torch.Tensor) -> None:
                 shapes.clear()  # count_flops may retry with real tensors after a fake-tensor failure
                 flops.clear()
-                live: Any = (x,)
-                for index in range(1, self.num_exits + 1):
+                steps = self.walk(x)
+                for _ in range(self.num_exits):
                     with FlopCounterMode(display=False) as counter:
-                        live = self.run_stage(index, live)
+                        step = next(steps)
                     flops.append(float(counter.get_total_flops()))
-                    if index < self.num_exits:
-                        shapes.append(tuple(self.exit_features(index, live).shape[1:]))
+                    if not step.final:
+                        shapes.append(tuple(step.features.shape[1:]))
 
             with evaluating(self):
                 count_flops(run, (1, self.example_shape[0], *size))
@@ -522,10 +581,7 @@ def _build_profile(
 
 def _verify(net: MultiExitNet, model: nn.Module, key: str | int | None, example: torch.Tensor) -> None:
     with evaluating(net), evaluating(model):
-        live: Any = (example,)
-        for index in range(1, net.num_exits + 1):
-            live = net.run_stage(index, live)
-        ours = net.final_logits(live)
+        ours = net.walk_to(example).logits
         theirs = _final_tensor(model(example), key)[0]
     if not torch.allclose(ours, theirs, atol=1e-5, rtol=0):
         raise ConversionError(

@@ -35,7 +35,7 @@ from torch import nn
 from .errors import MessError
 from .exits import ExitHead
 from .instance import Instance, InstanceError
-from .network import MultiExitNet
+from .network import MultiExitNet, StagedModule, StageStep
 from .policy import ConfidencePolicy
 
 __all__ = ["deploy", "check_instance", "BudgetedNet", "AnytimeNet", "EarlyExitNet", "DeployedNet", "compact_live",
@@ -93,12 +93,8 @@ def probe_live(net: MultiExitNet, upto: int, size: Sequence[int] | None = None) 
     runs = []
     with torch.no_grad():
         for b in (1, 2):
-            live: Any = (torch.zeros(b, c, h, w, device=device, dtype=dtype),)
-            per_stage = []
-            for index in range(1, upto + 1):
-                live = net.run_stage(index, live)
-                per_stage.append(live)
-            runs.append(per_stage)
+            x = torch.zeros(b, c, h, w, device=device, dtype=dtype)
+            runs.append([step.live for step in net.walk(x, stop=upto)])
     slots = []
     for index, (one, two) in enumerate(zip(*runs), start=1):
         kinds = []
@@ -129,7 +125,7 @@ def probe_live(net: MultiExitNet, upto: int, size: Sequence[int] | None = None) 
     return slots, runs[0]
 
 
-class DeployedNet(nn.Module):
+class DeployedNet(StagedModule):
     """What every deployed mode shares: the stages it runs, the kept heads, the instance it came from."""
 
     def __init__(self, net: MultiExitNet, instance: Instance, num_stages: int):
@@ -143,18 +139,10 @@ class DeployedNet(nn.Module):
         self.num_classes = net.num_classes
         self.num_exits = net.num_exits  # of the network: the final exit's number
 
-    def run_stages(self, live: Any, start: int, stop: int) -> Any:
-        """Stages ``start``..``stop`` (1-based, inclusive)."""
-        for index in range(start, stop + 1):
-            live = self.stages[index - 1](*live)
-        return live
-
-    def head_logits(self, exit: int, live: Sequence[Any], size: Sequence[int]) -> torch.Tensor:
-        head: ExitHead = self.heads[str(exit)]
-        return head(live[self.feature_slots[exit - 1]], size)
-
-    def final_logits(self, output: Any) -> torch.Tensor:
-        return output if self.output_key is None else output[self.output_key]
+    def head_logits(self, step: StageStep, size: Sequence[int]) -> torch.Tensor:
+        """The logits of the kept head at the early exit ``step`` reached."""
+        head: ExitHead = self.heads[str(step.index)]
+        return head(step.features, size)
 
 
 class BudgetedNet(DeployedNet):
@@ -165,10 +153,10 @@ class BudgetedNet(DeployedNet):
         super().__init__(net, instance, self.exit if self.exit is not None else net.num_exits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        live = self.run_stages((x,), 1, len(self.stages))
+        step = self.walk_to(x)
         if self.exit is None:
-            return self.final_logits(live)
-        return self.head_logits(self.exit, live, x.shape[-2:])
+            return step.logits
+        return self.head_logits(step, x.shape[-2:])
 
 
 class AnytimeNet(DeployedNet):
@@ -180,13 +168,11 @@ class AnytimeNet(DeployedNet):
     def stream(self, x: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
         """Yields ``(exit, logits)`` after each kept exit and the final one; stop iterating to stop computing."""
         size = x.shape[-2:]
-        live: Any = (x,)
-        done = 0
-        for exit in self.exits:
-            live = self.run_stages(live, done + 1, exit)
-            done = exit
-            yield exit, self.head_logits(exit, live, size)
-        yield self.num_exits, self.final_logits(self.run_stages(live, done + 1, len(self.stages)))
+        for step in self.walk(x):
+            if step.final:
+                yield step.index, step.logits
+            elif step.index in self.exits:
+                yield step.index, self.head_logits(step, size)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [logits for _, logits in self.stream(x)]
@@ -211,9 +197,9 @@ class EarlyExitNet(DeployedNet):
         live: Any = (x,)
         done = 0
         for exit, th_img in zip(self.exits, self.th_img):
-            live = self.run_stages(live, done + 1, exit)
-            done = exit
-            logits = self.head_logits(exit, live, size)
+            step = self.walk_to(live=live, start=done + 1, stop=exit)
+            live, done = step.live, exit
+            logits = self.head_logits(step, size)
             if out is None:
                 out = logits.new_empty((batch, *logits.shape[1:]))
             leave = self.policy.exits(logits, th_img)
@@ -228,7 +214,7 @@ class EarlyExitNet(DeployedNet):
                 stay = (~leave).nonzero().squeeze(1)
                 running = running[stay]
                 live = compact_live(live, stay, self.batch_slots[exit])
-        final = self.final_logits(self.run_stages(live, done + 1, len(self.stages)))
+        final = self.walk_to(live=live, start=done + 1).logits
         if out is None:
             return final, taken
         out[running] = final

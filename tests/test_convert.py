@@ -84,6 +84,28 @@ def test_stage_by_stage_execution_equals_the_whole(converted):
         assert torch.equal(a, b)
 
 
+def test_a_walk_resumed_after_any_stage_equals_the_whole(converted):
+    _, _, net = converted
+    x = torch.randn(*OTHER)
+    size = x.shape[-2:]
+    with torch.no_grad():
+        whole = net(x)
+        for cut in range(1, net.num_exits):
+            first = list(net.walk(x, stop=cut))
+            rest = list(net.walk(live=first[-1].live, start=cut + 1))
+            steps = first + rest
+            assert [s.index for s in steps] == list(range(1, net.num_exits + 1))
+            assert [s.final for s in steps] == [False] * (net.num_exits - 1) + [True]
+            assert steps[-1].features is None and all(s.logits is None for s in steps[:-1])
+            for step, expected in zip(steps, whole):
+                got = step.logits if step.final else net.head(step.index)(step.features, size)
+                assert torch.equal(got, expected)
+            assert torch.equal(net.walk_to(x, stop=cut).features, first[-1].features)
+        assert torch.equal(net.walk_to(x).logits, whole[-1])
+    with pytest.raises(TypeError, match="exactly one"):
+        next(net.walk())
+
+
 def test_exit_points_are_described_and_feature_maps_match(converted):
     _, _, net = converted
     x = torch.randn(1, *EXAMPLE[1:])

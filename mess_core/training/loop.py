@@ -21,6 +21,7 @@ import io
 import json
 import math
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -107,6 +108,208 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, disable=not enabled, leave=True, dynamic_ncols=True, unit="step")
 
 
+@dataclass
+class _Run:
+    """What one call of :func:`fit` trains with, shared by the helpers that make up its loop."""
+
+    task: Any
+    config: TrainConfig
+    env: DistEnv
+    wrapped: nn.Module  # the task's module, inside DistributedDataParallel when there are several processes
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    autocast: Callable[[], Any]
+    ignore_index: int
+    run_dir: Path
+    log: Callable[[str], None]
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.run_dir / CHECKPOINT
+
+    def main_log(self) -> Callable[[str], None]:
+        """``log`` on rank 0, silence on the others (so each message appears once)."""
+        return self.log if self.env.is_main else (lambda _msg: None)
+
+
+def _steps_per_epoch(config: TrainConfig, env: DistEnv, train_loader: DataLoader, train_set) -> tuple[int, int]:
+    """Optimiser steps per epoch and the global batch (images per step over all processes)."""
+    steps = len(train_loader) // config.accumulate
+    if config.steps_per_epoch:
+        steps = min(steps, config.steps_per_epoch)
+    global_batch = config.batch_size * config.accumulate * env.world_size
+    if steps == 0:
+        raise TrainingError(
+            f"the training split has {len(train_set)} images, fewer than one global batch of {global_batch} "
+            f"(batch_size {config.batch_size} x accumulate {config.accumulate} x {env.world_size} processes); "
+            "lower the batch size or use more data"
+        )
+    return steps, global_batch
+
+
+def _parallel_module(task, env: DistEnv) -> nn.Module:
+    if not env.distributed:
+        return task.module
+    device = env.device
+    return DistributedDataParallel(
+        task.module,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=task.find_unused_parameters,
+    )
+
+
+def _resume(run: _Run) -> tuple[int, int, list[dict[str, Any]]]:
+    """Restore weights, optimiser, scheduler, scaler, task state and random streams from the checkpoint; returns
+    the first epoch still to run, the global step reached and the metric history."""
+    ckpt_path, env, config, log = run.ckpt_path, run.env, run.config, run.log
+    state = checkpoint.load(ckpt_path)
+    if state.get("format") != _FORMAT or state.get("stage") != run.task.stage:
+        raise TrainingError(
+            f"{ckpt_path}: not a checkpoint of a '{run.task.stage}' run (stage {state.get('stage')!r}); resume the run "
+            "directory the checkpoint belongs to"
+        )
+    try:
+        run.task.module.load_state_dict(state["module"])
+    except RuntimeError as exc:
+        raise TrainingError(f"{ckpt_path}: its weights do not fit this network: {str(exc).splitlines()[0]}") from None
+    run.task.restore(state.get("task", {}))
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    start_epoch, global_step, history = state["epoch"] + 1, state["global_step"], list(state["history"])
+    if len(state["rng"]) == env.world_size:
+        set_rng_state(state["rng"][env.rank])
+    else:
+        log(f"note: {ckpt_path} was written by {len(state['rng'])} processes, this run has {env.world_size}; "
+            "random streams (dropout) restart from the seed")
+        torch.manual_seed(config.seed + 7919 * env.rank + start_epoch)
+    log(f"resuming {ckpt_path} after epoch {state['epoch']} (global step {global_step})")
+    if start_epoch > config.epochs:
+        log(f"the run already finished its {config.epochs} epochs")
+    return start_epoch, global_step, history
+
+
+def _train_step(run: _Run, micro: list, epoch: int, global_step: int) -> tuple[float, dict[str, float]]:
+    """One optimiser step on the micro-batches ``micro``; returns the loss and its named parts summed over all
+    processes. A non-finite loss raises before the optimiser touches the weights."""
+    device, env = run.env.device, run.env
+    local_valid = sum(int((labels != run.ignore_index).sum()) for _, labels in micro)
+    num_valid = float(all_reduce_sum(torch.tensor([local_valid], dtype=torch.float64, device=device)))
+    run.optimizer.zero_grad(set_to_none=True)
+    step_parts: dict[str, torch.Tensor] = {}
+    step_loss = torch.zeros((), device=device, dtype=torch.float64)
+    for k, (images, labels) in enumerate(micro):
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        last = k == len(micro) - 1
+        sync = contextlib.nullcontext() if (last or not env.distributed) else run.wrapped.no_sync()
+        with sync:
+            with run.autocast():
+                outputs = run.wrapped(images, **run.task.forward_kwargs(global_step))
+                loss, parts = run.task.loss(outputs, labels, global_step, num_valid)
+            run.scaler.scale(loss * env.world_size).backward()
+        step_loss += loss.detach().double()
+        for name, value in parts.items():
+            step_parts[name] = step_parts.get(name, 0) + value.double()
+    names = sorted(step_parts)
+    reduced = all_reduce_sum(torch.stack([step_loss] + [step_parts[n] for n in names]))
+    loss_value = float(reduced[0])
+    if not math.isfinite(loss_value):
+        kept = (
+            f"{run.ckpt_path} still holds epoch {epoch - 1}, the last good one"
+            if epoch > 1
+            else "no epoch had finished, so no checkpoint was written"
+        )
+        raise TrainingError(
+            f"the loss became {loss_value} at epoch {epoch}, global step {global_step}; the weights were not "
+            f"updated by this step and {kept}. Lower the learning rate (now {run.scheduler.get_last_lr()[0]:.3g}), "
+            "use fp32/bf16 instead of fp16, or check the data for NaN/inf values"
+        )
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+    return loss_value, dict(zip(names, reduced[1:].tolist()))
+
+
+def _train_epoch(run: _Run, epoch: int, train_loader: DataLoader, steps: int, global_step: int,
+                 global_batch: int) -> tuple[dict[str, Any], int]:
+    """``steps`` optimiser steps; returns the epoch's metric row (before evaluation) and the global step reached."""
+    config = run.config
+    run.task.set_train_mode()
+    epoch_lr = run.optimizer.param_groups[0]["lr"]
+    sums: dict[str, float] = {}
+    bar = _progress(steps, f"{run.task.stage} {epoch}/{config.epochs}", run.env.is_main and config.progress)
+    started = time.perf_counter()
+    batches = iter(train_loader)
+    for _ in range(steps):
+        global_step += 1
+        micro = [next(batches) for _ in range(config.accumulate)]
+        loss_value, parts = _train_step(run, micro, epoch, global_step)
+        sums["loss"] = sums.get("loss", 0.0) + loss_value
+        for n, v in parts.items():
+            sums[n] = sums.get(n, 0.0) + v
+        done = bar.n + 1
+        elapsed = time.perf_counter() - started
+        bar.set_postfix(loss=f"{sums['loss'] / done:.4f}", img_s=f"{done * global_batch / elapsed:.1f}")
+        bar.update()
+    seconds = time.perf_counter() - started
+    bar.close()
+    row: dict[str, Any] = {
+        "epoch": epoch,
+        "step": global_step,
+        "lr": epoch_lr,  # at the epoch's start (poly decay reaches 0 after the last step)
+        **{k: sums[k] / steps for k in sorted(sums, key=lambda k: (k != "loss", len(k), k))},
+        "images_per_s": steps * global_batch / seconds,
+        "train_seconds": seconds,
+        **run.task.row_extras(),
+    }
+    return row, global_step
+
+
+def _save_epoch(run: _Run, epoch: int, global_step: int, history: list[dict[str, Any]],
+                detail: dict[str, Any]) -> None:
+    """Rank 0 writes the checkpoint, metrics.csv and (when evaluated) eval.json; every process contributes its
+    random state, so this is a collective call."""
+    rngs = all_gather_objects(rng_state())
+    if run.env.is_main:
+        checkpoint.save(
+            run.ckpt_path,
+            {
+                "format": _FORMAT,
+                "stage": run.task.stage,
+                "epoch": epoch,
+                "global_step": global_step,
+                "config": run.config.to_dict(),
+                "module": run.task.module.state_dict(),
+                "optimizer": run.optimizer.state_dict(),
+                "scheduler": run.scheduler.state_dict(),
+                "scaler": run.scaler.state_dict(),
+                "history": history,
+                "rng": rngs,
+                "task": run.task.state(),
+            },
+        )
+        write_metrics_csv(run.run_dir / METRICS, history)
+        if detail:
+            atomic_write_text(run.run_dir / EVAL, json.dumps(detail, indent=2))
+        row = history[-1]
+        run.log(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "step")))
+    barrier()
+
+
+def _evaluate_final_weights(run: _Run, val_loader: DataLoader, history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Evaluate weights no epoch of this call evaluated (a resume after the last epoch) and record the result."""
+    metrics, detail = run.task.evaluate(val_loader, run.env.device)
+    detail.update(run.task.after_evaluation(run.config.epochs, run.main_log()))
+    if history:
+        history[-1].update(metrics)
+    if run.env.is_main:
+        write_metrics_csv(run.run_dir / METRICS, history)
+        atomic_write_text(run.run_dir / EVAL, json.dumps(detail, indent=2))
+        run.log("final weights: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    return detail
+
+
 def fit(
     task,
     *,
@@ -122,61 +325,24 @@ def fit(
 ) -> dict[str, Any]:
     """Train ``task`` (see :mod:`mess_core.training.tasks`) for ``config.epochs`` epochs; returns the history and the
     last detailed evaluation. ``resume`` continues from ``run_dir/checkpoint.pt``."""
-    run_dir = Path(run_dir)
     device = env.device
     task.module.to(device)
     train_loader, sampler, val_loader = _loaders(config, env, train_set, val_set, ignore_index)
-    steps = len(train_loader) // config.accumulate
-    if config.steps_per_epoch:
-        steps = min(steps, config.steps_per_epoch)
-    global_batch = config.batch_size * config.accumulate * env.world_size
-    if steps == 0:
-        raise TrainingError(
-            f"the training split has {len(train_set)} images, fewer than one global batch of {global_batch} "
-            f"(batch_size {config.batch_size} x accumulate {config.accumulate} x {env.world_size} processes); "
-            "lower the batch size or use more data"
-        )
-    wrapped: nn.Module = task.module
-    if env.distributed:
-        wrapped = DistributedDataParallel(
-            task.module,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=task.find_unused_parameters,
-        )
+    steps, global_batch = _steps_per_epoch(config, env, train_loader, train_set)
+    wrapped = _parallel_module(task, env)
     optimizer = _optimizer(config, task.trainable_parameters())
-    scheduler = _scheduler(config, optimizer, (config.schedule_epochs or config.epochs) * steps)
-    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
-    autocast = _autocast(config, device)
+    run = _Run(
+        task=task, config=config, env=env, wrapped=wrapped, optimizer=optimizer,
+        scheduler=_scheduler(config, optimizer, (config.schedule_epochs or config.epochs) * steps),
+        scaler=torch.amp.GradScaler(device.type, enabled=config.precision == "fp16"),
+        autocast=_autocast(config, device), ignore_index=ignore_index, run_dir=Path(run_dir), log=log,
+    )
 
     history: list[dict[str, Any]] = []
     detail: dict[str, Any] = {}
     start_epoch, global_step = 1, 0
-    ckpt_path = run_dir / CHECKPOINT
     if resume:
-        state = checkpoint.load(ckpt_path)
-        if state.get("format") != _FORMAT or state.get("stage") != task.stage:
-            raise TrainingError(
-                f"{ckpt_path}: not a checkpoint of a '{task.stage}' run (stage {state.get('stage')!r}); resume the run "
-                "directory the checkpoint belongs to"
-            )
-        try:
-            task.module.load_state_dict(state["module"])
-        except RuntimeError as exc:
-            raise TrainingError(f"{ckpt_path}: its weights do not fit this network: {str(exc).splitlines()[0]}") from None
-        task.restore(state.get("task", {}))
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start_epoch, global_step, history = state["epoch"] + 1, state["global_step"], list(state["history"])
-        if len(state["rng"]) == env.world_size:
-            set_rng_state(state["rng"][env.rank])
-        else:
-            log(f"note: {ckpt_path} was written by {len(state['rng'])} processes, this run has {env.world_size}; "
-                "random streams (dropout) restart from the seed")
-            torch.manual_seed(config.seed + 7919 * env.rank + start_epoch)
-        log(f"resuming {ckpt_path} after epoch {state['epoch']} (global step {global_step})")
-        if start_epoch > config.epochs:
-            log(f"the run already finished its {config.epochs} epochs")
+        start_epoch, global_step, history = _resume(run)
     else:
         torch.manual_seed(config.seed + 7919 * env.rank)  # per-process dropout streams, reproducible
         if evaluate_before and val_loader is not None:
@@ -188,104 +354,14 @@ def fit(
         sampler.set_epoch(epoch)
         if hasattr(train_set, "set_epoch"):
             train_set.set_epoch(epoch)
-        task.set_train_mode()
-        epoch_lr = optimizer.param_groups[0]["lr"]
-        sums: dict[str, float] = {}
-        bar = _progress(steps, f"{task.stage} {epoch}/{config.epochs}", env.is_main and config.progress)
-        started = time.perf_counter()
-        batches = iter(train_loader)
-        for _ in range(steps):
-            global_step += 1
-            micro = [next(batches) for _ in range(config.accumulate)]
-            local_valid = sum(int((labels != ignore_index).sum()) for _, labels in micro)
-            num_valid = float(all_reduce_sum(torch.tensor([local_valid], dtype=torch.float64, device=device)))
-            optimizer.zero_grad(set_to_none=True)
-            step_parts: dict[str, torch.Tensor] = {}
-            step_loss = torch.zeros((), device=device, dtype=torch.float64)
-            for k, (images, labels) in enumerate(micro):
-                images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-                last = k == len(micro) - 1
-                sync = contextlib.nullcontext() if (last or not env.distributed) else wrapped.no_sync()
-                with sync:
-                    with autocast():
-                        outputs = wrapped(images, **task.forward_kwargs(global_step))
-                        loss, parts = task.loss(outputs, labels, global_step, num_valid)
-                    scaler.scale(loss * env.world_size).backward()
-                step_loss += loss.detach().double()
-                for name, value in parts.items():
-                    step_parts[name] = step_parts.get(name, 0) + value.double()
-            names = sorted(step_parts)
-            reduced = all_reduce_sum(torch.stack([step_loss] + [step_parts[n] for n in names]))
-            loss_value = float(reduced[0])
-            if not math.isfinite(loss_value):
-                kept = (
-                    f"{ckpt_path} still holds epoch {epoch - 1}, the last good one"
-                    if epoch > 1
-                    else "no epoch had finished, so no checkpoint was written"
-                )
-                raise TrainingError(
-                    f"the loss became {loss_value} at epoch {epoch}, global step {global_step}; the weights were not "
-                    f"updated by this step and {kept}. Lower the learning rate (now {scheduler.get_last_lr()[0]:.3g}), "
-                    "use fp32/bf16 instead of fp16, or check the data for NaN/inf values"
-                )
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            sums["loss"] = sums.get("loss", 0.0) + loss_value
-            for n, v in zip(names, reduced[1:].tolist()):
-                sums[n] = sums.get(n, 0.0) + v
-            done = bar.n + 1
-            elapsed = time.perf_counter() - started
-            bar.set_postfix(loss=f"{sums['loss'] / done:.4f}", img_s=f"{done * global_batch / elapsed:.1f}")
-            bar.update()
-        seconds = time.perf_counter() - started
-        bar.close()
-        row: dict[str, Any] = {
-            "epoch": epoch,
-            "step": global_step,
-            "lr": epoch_lr,  # at the epoch's start (poly decay reaches 0 after the last step)
-            **{k: sums[k] / steps for k in sorted(sums, key=lambda k: (k != "loss", len(k), k))},
-            "images_per_s": steps * global_batch / seconds,
-            "train_seconds": seconds,
-            **task.row_extras(),
-        }
+        row, global_step = _train_epoch(run, epoch, train_loader, steps, global_step, global_batch)
         due = epoch % config.eval_every == 0 or epoch == config.epochs or epoch in config.prune_at
         if val_loader is not None and due:
             metrics, detail = task.evaluate(val_loader, device)
             row.update(metrics)
-            detail.update(task.after_evaluation(epoch, log if env.is_main else (lambda _msg: None)))
+            detail.update(task.after_evaluation(epoch, run.main_log()))
         history.append(row)
-        rngs = all_gather_objects(rng_state())
-        if env.is_main:
-            checkpoint.save(
-                ckpt_path,
-                {
-                    "format": _FORMAT,
-                    "stage": task.stage,
-                    "epoch": epoch,
-                    "global_step": global_step,
-                    "config": config.to_dict(),
-                    "module": task.module.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "history": history,
-                    "rng": rngs,
-                    "task": task.state(),
-                },
-            )
-            write_metrics_csv(run_dir / METRICS, history)
-            if detail:
-                atomic_write_text(run_dir / EVAL, json.dumps(detail, indent=2))
-            log(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "step")))
-        barrier()
+        _save_epoch(run, epoch, global_step, history, detail)
     if val_loader is not None and not detail:  # resumed after its last epoch: its final weights were not evaluated
-        metrics, detail = task.evaluate(val_loader, device)
-        detail.update(task.after_evaluation(config.epochs, log if env.is_main else (lambda _msg: None)))
-        if history:
-            history[-1].update(metrics)
-        if env.is_main:
-            write_metrics_csv(run_dir / METRICS, history)
-            atomic_write_text(run_dir / EVAL, json.dumps(detail, indent=2))
-            log("final weights: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        detail = _evaluate_final_weights(run, val_loader, history)
     return {"history": history, "detail": detail}

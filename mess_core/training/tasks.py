@@ -59,13 +59,13 @@ class _ExitAware(nn.Module):
         self.net = net
 
     def forward(self, images: torch.Tensor, exits: tuple[int, ...]) -> dict[int, torch.Tensor]:
-        net, size, live = self.net, images.shape[-2:], (images,)
+        net, size = self.net, images.shape[-2:]
         outputs = {}
-        for index in range(1, net.num_exits):
-            live = net.run_stage(index, live)
-            if index in exits:
-                outputs[index] = net.head(index)(net.exit_features(index, live), size)
-        outputs[net.num_exits] = net.final_logits(net.run_stage(net.num_exits, live))
+        for step in net.walk(images):
+            if step.final:
+                outputs[step.index] = step.logits
+            elif step.index in exits:
+                outputs[step.index] = net.head(step.index)(step.features, size)
         return outputs
 
 
