@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from common import REPO, guarded, load_network, pct, results
+from app.common import REPO, guarded, load_network, pct, results
 from mess_core.data import build_dataset
 from mess_core.errors import MessError
 from mess_core.explore import (colorize, decode_image, exit_taken, exit_views, heatmap, instance_from_settings,

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from common import class_iou, guarded, pct, results
+from app.common import class_iou, guarded, pct, results
 from mess_core.instance import MODES
 from mess_core.study import Study, end_to_end_table, headline, policy_comparison
 

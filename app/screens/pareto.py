@@ -16,7 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from common import cloud, fronts, guarded, load_network, pct
+from app.common import cloud, fronts, guarded, load_network, pct
 from mess_core.errors import MessError
 from mess_core.explore import live_search, threshold_summary
 from mess_core.instance import MODES, Instance

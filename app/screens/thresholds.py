@@ -6,7 +6,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from common import guarded, pct, results
+from app.common import guarded, pct, results
 from mess_core.explore import instance_from_settings, threshold_summary
 from mess_core.policy import EdgeMasking
 from mess_core.study import Study
