@@ -1,6 +1,8 @@
 """What the app shows, computed without Streamlit: images read from untrusted uploads, every exit's prediction and
 confidence maps for one image, where that image leaves under given thresholds and what it saves (counted and
-measured), and the live figures of the Thresholds and Pareto pages from an evaluation cache.
+measured), and the live figures of the Thresholds and Pareto pages from an evaluation cache; also what the pages
+start from (the explorer's image source and settings, the thresholds' defaults) and what the Pareto page plots and
+hands out (its points, the constraint line, the instance's JSON document, the ONNX zip). Every result is a dataclass.
 
 Example:
     >>> import numpy as np, cv2
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import io
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -35,8 +38,12 @@ from .oracle import oracle
 from .search import Objective, SearchSpace, search, uniform_exit
 
 __all__ = ["ImageError", "LoadedImage", "decode_image", "to_input", "ExitView", "run_exits", "exit_views",
-           "exit_taken", "path_gflops", "measure_early_exit", "colorize", "heatmap", "palette_for",
-           "threshold_summary", "live_search", "sample_instances", "instance_from_settings", "MIN_SIDE", "MAX_SIDE"]
+           "exit_taken", "PathCost", "path_gflops", "EarlyExitTiming", "measure_early_exit", "colorize", "heatmap",
+           "palette_for", "ThresholdFigures", "threshold_summary", "SearchPoint", "LiveSearch", "live_search",
+           "sample_instances", "instance_from_settings", "DatasetSource", "dataset_source", "dataset_sample",
+           "synthetic_sample", "shipped_heads", "ExitSettings", "explorer_defaults", "ExitFiring", "exit_firings",
+           "ThresholdDefaults", "threshold_defaults", "GflopsBudget", "gflops_budget", "PlotPoint", "plot_points",
+           "ConstraintLine", "constraint_line", "instance_document", "onnx_zip", "MIN_SIDE", "MAX_SIDE"]
 
 MIN_SIDE = 32  # the reference backbones downsample 32x: smaller images have no feature map left
 MAX_SIDE = 1024  # larger uploads are downscaled so every exit stays interactive on a CPU
@@ -200,16 +207,43 @@ def exit_taken(views: Sequence[ExitView], th_img: Mapping[int, float]) -> int:
     return views[-1].exit
 
 
-def path_gflops(net: MultiExitNet, size: Sequence[int], kept: Mapping[int, str], leave_at: int) -> tuple[float, float]:
-    """(GFLOPs this image costs when it leaves at ``leave_at`` with heads ``kept`` evaluated on the way, GFLOPs of the
-    original model) at input ``size``: the stages up to the exit plus every kept head up to and including it."""
+@dataclass(frozen=True)
+class PathCost:
+    """What one image costs on its way to an exit, against the original model, at one input size."""
+
+    gflops: float  # the stages up to the exit plus every kept head up to and including it
+    full_gflops: float  # the original model: every stage, no head
+
+    @property
+    def saved(self) -> float:
+        """The fraction of the original model's GFLOPs saved (negative when the heads cost more than they save)."""
+        return 1 - self.gflops / self.full_gflops
+
+
+def path_gflops(net: MultiExitNet, size: Sequence[int], kept: Mapping[int, str], leave_at: int) -> PathCost:
+    """What an image of input ``size`` costs when it leaves at ``leave_at`` with the heads ``kept`` evaluated on the
+    way: the stages up to the exit plus every kept head up to and including it, beside the original model."""
     stages = net.stage_flops(tuple(size))
     heads = sum(net.head_flops(i, spec, tuple(size)) for i, spec in kept.items() if i <= leave_at)
-    return (sum(stages[:leave_at]) + heads) / 1e9, sum(stages) / 1e9
+    return PathCost(gflops=(sum(stages[:leave_at]) + heads) / 1e9, full_gflops=sum(stages) / 1e9)
+
+
+@dataclass(frozen=True)
+class EarlyExitTiming:
+    """One image timed through the deployed instance and through the original model."""
+
+    full_ms: float  # the original model's path: every stage, no head
+    early_exit_ms: float  # the deployed EarlyExitNet, which stops at the exit it takes
+    exit: int  # the exit the deployed network took
+
+    @property
+    def speedup(self) -> float:
+        """How many times faster the early-exit network answered than the original model."""
+        return self.full_ms / self.early_exit_ms
 
 
 def measure_early_exit(net: MultiExitNet, instance: Instance, x: torch.Tensor, *, repeats: int = 3
-                       ) -> dict[str, float | int]:
+                       ) -> EarlyExitTiming:
     """Time the deployed instance (:class:`~mess_core.runtime.EarlyExitNet`, which really stops at the exit) and
     the original model's path (every stage, no head) on ``x``, interleaved, median of ``repeats``."""
     from .runtime import deploy
@@ -230,8 +264,8 @@ def measure_early_exit(net: MultiExitNet, instance: Instance, x: torch.Tensor, *
             t0 = time.perf_counter()
             deployed(x)
             exit_times.append(time.perf_counter() - t0)
-    return {"full_ms": 1e3 * float(np.median(full_times)), "early_exit_ms": 1e3 * float(np.median(exit_times)),
-            "exit": int(taken[0])}
+    return EarlyExitTiming(full_ms=1e3 * float(np.median(full_times)),
+                           early_exit_ms=1e3 * float(np.median(exit_times)), exit=int(taken[0]))
 
 
 def palette_for(dataset: str, num_classes: int) -> np.ndarray:
@@ -263,47 +297,113 @@ def heatmap(values: np.ndarray, *, low: float = 0.0, high: float = 1.0) -> np.nd
 
 
 # --------------------------------------------------------------------------------------------- a split
-def threshold_summary(cache: EvaluationCache, instance: Instance) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ThresholdFigures:
+    """An instance's exact figures on a split, beside the backbone's (the final exit's)."""
+
+    miou: float
+    gflops: float  # average per image
+    speedup: float  # backbone GFLOPs / this instance's
+    backbone_miou: float
+    backbone_gflops: float
+    drop_pp: float  # mIoU points lost against the backbone (negative: gained)
+    histogram: pd.DataFrame  # where images leave: exit, config, images, fraction (final exit last)
+    per_class: pd.DataFrame  # class, IoU, backbone IoU
+    latency_ms: float | None = None  # the cache's measured CPU latency, when it has one
+    backbone_ms: float | None = None
+    latency_speedup: float | None = None
+
+    @property
+    def measured(self) -> bool:
+        """Whether the latency figures are there (the cache holds measured latencies)."""
+        return self.latency_ms is not None
+
+    @property
+    def left_early(self) -> float:
+        """The fraction of images that leave before the final exit."""
+        return 1 - float(self.histogram["fraction"].iloc[-1])
+
+    def scalars(self) -> dict[str, float]:
+        """The single-number figures by name (the latency ones only when measured), as a downloaded instance
+        records them."""
+        names = ["miou", "gflops", "speedup", "backbone_miou", "backbone_gflops", "drop_pp"]
+        names += ["latency_ms", "backbone_ms", "latency_speedup"] if self.measured else []
+        return {name: getattr(self, name) for name in names}
+
+
+def threshold_summary(cache: EvaluationCache, instance: Instance) -> ThresholdFigures:
     """The Thresholds page's figures for ``instance`` on ``cache``: mIoU, average GFLOPs (and ms when measured),
     speedup vs the backbone, the drop from the final exit, the exit histogram and the per-class IoU."""
     out = evaluate(cache, instance, unit="gflops")
     base = evaluate(cache, Instance(instance.mode), unit="gflops")
     classes = cache.meta.get("classes") or [f"class {k}" for k in range(cache.num_classes)]
-    summary: dict[str, Any] = {
-        "miou": out.miou, "gflops": out.cost, "speedup": base.cost / out.cost, "backbone_miou": base.miou,
-        "backbone_gflops": base.cost, "drop_pp": 100 * (base.miou - out.miou),
-        "histogram": exit_histogram(cache, instance),
-        "per_class": pd.DataFrame({"class": classes, "IoU": out.iou, "backbone IoU": base.iou}),
-    }
+    latency: dict[str, float] = {}
     if cache.has_latency:
         ms, base_ms = evaluate(cache, instance, unit="ms"), evaluate(cache, Instance(instance.mode), unit="ms")
-        summary.update(latency_ms=ms.cost, backbone_ms=base_ms.cost, latency_speedup=base_ms.cost / ms.cost)
-    return summary
+        latency = {"latency_ms": ms.cost, "backbone_ms": base_ms.cost, "latency_speedup": base_ms.cost / ms.cost}
+    return ThresholdFigures(
+        miou=out.miou, gflops=out.cost, speedup=base.cost / out.cost, backbone_miou=base.miou,
+        backbone_gflops=base.cost, drop_pp=100 * (base.miou - out.miou), histogram=exit_histogram(cache, instance),
+        per_class=pd.DataFrame({"class": classes, "IoU": out.iou, "backbone IoU": base.iou}), **latency,
+    )
+
+
+@dataclass(frozen=True)
+class SearchPoint:
+    """One instance on the accuracy-cost plane; instance None for the oracle (a bound, not deployable) or when
+    nothing meets the constraint (then cost and mIoU are NaN)."""
+
+    instance: Instance | None
+    miou: float
+    cost: float
+
+
+@dataclass(frozen=True)
+class LiveSearch:
+    """The Pareto page's search under one constraint: the chosen instance, the backbone, and the peers under the same
+    objective (absent for a Pareto objective; the oracle only when the chosen instance keeps an exit)."""
+
+    chosen: SearchPoint
+    backbone: SearchPoint
+    seconds: float  # the search's own time
+    space_size: int  # instances searched
+    uniform: SearchPoint | None = None  # uniform-exit MESS
+    naive: SearchPoint | None = None  # the naive policy (mean confidence), input-dependent
+    oracle: SearchPoint | None = None  # the oracle bound on the chosen exits
+
+    PEERS = ("backbone", "uniform-exit MESS", "naive policy", "oracle")  # the peers' names, as the plot labels them
+
+    @property
+    def speedup(self) -> float:
+        """Backbone cost / chosen cost (NaN when nothing was chosen)."""
+        return self.backbone.cost / self.chosen.cost if self.chosen.instance is not None else float("nan")
+
+    def peers(self) -> dict[str, SearchPoint]:
+        """The peers present, by name (:attr:`PEERS` order), the backbone first."""
+        points = dict(zip(self.PEERS, (self.backbone, self.uniform, self.naive, self.oracle)))
+        return {name: point for name, point in points.items() if point is not None}
 
 
 def live_search(cache: EvaluationCache, objective: Objective, *, mode: str, unit: str = "gflops",
-                space: SearchSpace | None = None) -> dict[str, Any]:
+                space: SearchSpace | None = None) -> LiveSearch:
     """The Pareto page's search for one constraint: the chosen instance and its peers under the same objective
     (uniform-exit MESS and the naive policy, input-dependent; the oracle on the chosen exits under the same
-    constraint, :func:`mess_core.oracle.oracle`), each as
-    ``{"instance", "miou", "cost"}`` (instance None when nothing meets the constraint), plus the backbone."""
+    constraint, :func:`mess_core.oracle.oracle`), plus the backbone."""
     space = space or SearchSpace()
     result = search(cache, objective, mode=mode, unit=unit, space=space)
-    out: dict[str, Any] = {
-        "chosen": {"instance": result.instance, "miou": result.miou, "cost": result.cost},
-        "backbone": {"instance": Instance(mode), "miou": result.reference_miou, "cost": result.reference_cost},
-        "seconds": result.seconds, "space_size": result.space_size,
-    }
+    chosen = SearchPoint(result.instance, result.miou, result.cost)
+    backbone = SearchPoint(Instance(mode), result.reference_miou, result.reference_cost)
+    peers: dict[str, SearchPoint] = {}
     if objective.kind != "pareto":
         uni = uniform_exit(cache, objective, unit=unit, space=space)
-        out["uniform-exit MESS"] = {"instance": uni.instance, "miou": uni.miou, "cost": uni.cost}
+        peers["uniform"] = SearchPoint(uni.instance, uni.miou, uni.cost)
         naive = search(cache, objective, mode="input-dependent", unit=unit,
                        space=SearchSpace(**{**space.__dict__, "policy": "naive"}))
-        out["naive policy"] = {"instance": naive.instance, "miou": naive.miou, "cost": naive.cost}
+        peers["naive"] = SearchPoint(naive.instance, naive.miou, naive.cost)
         if result.instance is not None and result.instance.exits:
             found = oracle(cache, result.instance, max_drop=objective.max_drop, budget=objective.budget, unit=unit)
-            out["oracle"] = {"instance": None, "miou": found.miou, "cost": found.cost}
-    return out
+            peers["oracle"] = SearchPoint(None, found.miou, found.cost)
+    return LiveSearch(chosen=chosen, backbone=backbone, seconds=result.seconds, space_size=result.space_size, **peers)
 
 
 def sample_instances(cache: EvaluationCache, *, count: int = 600, seed: int = 0, max_exits: int = 2,
@@ -338,3 +438,213 @@ def instance_from_settings(mode: str, th_img: Mapping[int, float], configs: Mapp
     Explorer sliders describe."""
     kept = tuple(KeptExit(int(e), ExitSpec.coerce(configs[e]).id, float(th_img[e])) for e in sorted(th_img))
     return Instance(mode, kept, ConfidencePolicy(th_pix=th_pix, edges=edges))
+
+
+# --------------------------------------------------------------------------------------------- the explorer's inputs
+@dataclass(frozen=True)
+class DatasetSource:
+    """Where a study's images come from: the dataset it was evaluated on, on this machine."""
+
+    name: str  # a registered dataset
+    root: str | None  # its folder (absolute), None where the dataset needs none
+    options: tuple[tuple[str, Any], ...]  # build_dataset's keyword options, sorted and hashable (lists as tuples)
+    split: str
+
+    @property
+    def on_disk(self) -> bool:
+        """Whether its images can be read here: generated datasets always, others when their folder exists."""
+        return self.name == "synthetic" or (self.root is not None and Path(self.root).is_dir())
+
+
+def dataset_source(config: Mapping[str, Any], meta: Mapping[str, Any], base: Path) -> DatasetSource:
+    """The dataset a study's images come from: name and split from its cache's ``meta``, folder and options from its
+    build ``config`` (``manifest["config"]``); a relative folder is taken from ``base`` (the repository)."""
+    root = config.get("data_root")
+    if root is not None and not Path(root).is_absolute():
+        root = str(Path(base) / root)
+    options = tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
+                           for k, v in dict(config.get("data_options") or {}).items()))
+    return DatasetSource(meta.get("dataset", "synthetic"), root, options, meta.get("split", "val"))
+
+
+def dataset_sample(dataset: Any, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Image ``index`` of a dataset as (H, W, 3) uint8 RGB, with its (H, W) label map (255: ignored)."""
+    image, label = dataset.load(index)
+    return np.ascontiguousarray(image.permute(1, 2, 0).numpy()), label.numpy()
+
+
+def synthetic_sample(size: Sequence[int], seed: int, num_classes: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """A generated scene of ``size`` (H, W) from ``seed``, with its labels only when the network has the synthetic
+    dataset's ``num_classes`` (its classes mean nothing to another dataset's network)."""
+    from .data import build_dataset
+
+    dataset = build_dataset("synthetic", split="test", seed=int(seed), length=1, size=tuple(size))
+    rgb, label = dataset_sample(dataset, 0)
+    return rgb, (label if num_classes == dataset.info.num_classes else None)
+
+
+def shipped_heads(net: MultiExitNet) -> dict[int, list[str]]:
+    """The configurations whose weights the network has at each early exit (a study may leave heavy heads out where
+    no instance uses them; their figures stay in the cache)."""
+    return {i: list(net.heads[str(i)].keys()) for i in range(1, net.num_exits)}
+
+
+@dataclass(frozen=True)
+class ExitSettings:
+    """What the explorer's widgets start from."""
+
+    configs: dict[int, str]  # a configuration at every early exit
+    th_img: dict[int, float]  # the kept exits and their image thresholds
+    th_pix: float
+
+
+def explorer_defaults(cache: EvaluationCache, shipped: Mapping[int, Sequence[str]], searched: Instance | None,
+                      *, th_pix: float = 0.8) -> ExitSettings:
+    """The explorer's starting settings: every exit with its most accurate shipped configuration (mIoU on the cache),
+    then the ``searched`` instance's exits, configurations, thresholds and th_pix where it has one (its exits whose
+    configuration is not shipped keep the most accurate one and are not kept)."""
+    miou = cache.head_miou()[:-1].reshape(cache.num_exits - 1, len(cache.configs))
+    configs = {i: max(shipped[i], key=lambda c: miou[i - 1, cache.config_index(c)]) for i in range(1, cache.num_exits)}
+    th_img: dict[int, float] = {}
+    if searched is not None:
+        th_pix = searched.policy.th_pix
+        for e in searched.exits:
+            if e.config in shipped[e.exit]:
+                configs[e.exit] = e.config
+                th_img[e.exit] = float(e.th_img)
+    return ExitSettings(configs, th_img, th_pix)
+
+
+@dataclass(frozen=True)
+class ExitFiring:
+    """One exit of one image under the chosen thresholds."""
+
+    exit: int
+    config: str
+    c_img: float  # edge-masked
+    c_img_plain: float
+    th_img: float | None  # None: the exit is not kept
+    fires: bool  # kept and c_img reaches th_img
+
+
+def exit_firings(views: Sequence[ExitView], th_img: Mapping[int, float]) -> list[ExitFiring]:
+    """Every exit's image confidence against its threshold, shallowest first: the explorer's table."""
+    return [ExitFiring(v.exit, v.config, v.c_img, v.c_img_plain, th_img.get(v.exit),
+                       v.exit in th_img and v.c_img >= th_img[v.exit]) for v in views]
+
+
+# --------------------------------------------------------------------------------------------- the thresholds' start
+@dataclass(frozen=True)
+class ThresholdDefaults:
+    """What the Thresholds page's widgets start from when there is no searched instance to load."""
+
+    kept: list[int]  # kept exits
+    th_pix: float  # on the cache's th_pix grid
+    th_img: float  # for an exit just added
+    edges: EdgeMasking  # the edge masking the cache was evaluated with
+
+
+def threshold_defaults(cache: EvaluationCache) -> ThresholdDefaults:
+    """One exit half way down the network, th_pix 0.8 (the middle of the cache's grid where 0.8 is not on it),
+    th_img 0.8, and the cache's own edge masking (s=3, w=7 where its meta does not say)."""
+    grid = list(cache.th_pix_grid)
+    edges = cache.meta.get("edge_masking", {"size": 3, "window": 7})
+    return ThresholdDefaults(kept=[max(1, (cache.num_exits - 1) // 2)],
+                             th_pix=0.8 if 0.8 in grid else grid[len(grid) // 2], th_img=0.8,
+                             edges=EdgeMasking(size=edges["size"], window=edges["window"]))
+
+
+# --------------------------------------------------------------------------------------------- the Pareto page
+@dataclass(frozen=True)
+class GflopsBudget:
+    """A cost budget slider in GFLOPs around the backbone's cost, and its conversion to the search's budget (a
+    fraction of the backbone)."""
+
+    backbone: float  # the backbone's GFLOPs
+    low: float
+    high: float
+    value: float  # where the slider starts: the backbone's cost
+    step: float
+
+    def fraction(self, gflops: float) -> float:
+        """A budget in GFLOPs as the search takes it: x backbone."""
+        return gflops / self.backbone
+
+
+def gflops_budget(backbone_gflops: float, *, low: float = 0.05, high: float = 1.5) -> GflopsBudget:
+    """A GFLOPs budget slider from ``low`` to ``high`` x ``backbone_gflops`` (3 decimals), starting at the backbone,
+    in 200 steps of the backbone."""
+    b = float(backbone_gflops)
+    return GflopsBudget(b, round(low * b, 3), round(high * b, 3), round(b, 3), round(b / 200, 4))
+
+
+@dataclass(frozen=True)
+class PlotPoint:
+    """One point of the Pareto plot."""
+
+    series: str  # the series (evaluated cloud, front, peer name, "searched") it belongs to
+    instance: Instance | None  # None: the oracle bound
+    miou: float
+    cost: float
+
+
+def plot_points(cloud: pd.DataFrame, fronts: pd.DataFrame, found: LiveSearch) -> dict[str, PlotPoint]:
+    """Every point of the Pareto plot by id: ``cloud:i`` (evaluated instances, :func:`sample_instances`),
+    ``front:i`` (the study's fronts), ``peer:NAME`` (the search's peers with a finite cost, :meth:`LiveSearch.peers`)
+    and ``chosen`` (the searched instance, when one meets the constraint)."""
+    points: dict[str, PlotPoint] = {}
+    for i, r in enumerate(cloud.itertuples()):
+        points[f"cloud:{i}"] = PlotPoint(r.series, r.instance, r.miou, r.cost)
+    for i, r in enumerate(fronts.itertuples()):
+        points[f"front:{i}"] = PlotPoint(r.series, r.instance, r.miou, r.cost)
+    for name, peer in found.peers().items():
+        if np.isfinite(peer.cost):
+            points[f"peer:{name}"] = PlotPoint(name, peer.instance, peer.miou, peer.cost)
+    if found.chosen.instance is not None:
+        points["chosen"] = PlotPoint("searched", found.chosen.instance, found.chosen.miou, found.chosen.cost)
+    return points
+
+
+@dataclass(frozen=True)
+class ConstraintLine:
+    """Where an objective's constraint lies on the accuracy-cost plane."""
+
+    axis: str  # "miou": a horizontal line at ``at`` mIoU (%); "cost": a vertical line at ``at`` GFLOPs
+    at: float
+
+
+def constraint_line(objective: Objective, backbone: SearchPoint) -> ConstraintLine:
+    """The least mIoU (%) a min-cost objective allows (the backbone's minus the allowed drop), or the most cost a
+    max-accuracy objective allows (its budget x the backbone's cost)."""
+    if objective.kind == "min-cost":
+        return ConstraintLine("miou", 100 * backbone.miou - objective.max_drop)
+    return ConstraintLine("cost", objective.budget * backbone.cost)
+
+
+def instance_document(cache: EvaluationCache, study_name: str, instance: Instance, figures: ThresholdFigures
+                      ) -> dict[str, Any]:
+    """The JSON document of a downloaded instance: the instance, where it comes from (model, dataset, split, input
+    size, classes, exits, study) and its single-number figures on the cache's split."""
+    meta = cache.meta
+    return instance.to_dict(
+        source={k: meta.get(k) for k in ("model", "dataset", "split", "input_size")}
+        | {"num_classes": cache.num_classes, "num_exits": cache.num_exits, "study": study_name},
+        figures=figures.scalars(),
+    )
+
+
+def onnx_zip(net: MultiExitNet, instance: Instance, size: Sequence[int]) -> bytes:
+    """The instance exported to ONNX (:func:`mess_core.export.export_onnx`: per-stage and per-head files with a
+    manifest) at input ``size``, zipped under ``mess_onnx/``."""
+    import tempfile
+    import zipfile
+
+    from .export import export_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = export_onnx(net, instance, Path(tmp) / "onnx", input_size=tuple(size))
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+            for f in sorted(out.iterdir()):
+                zf.write(f, f"mess_onnx/{f.name}")
+    return buffer.getvalue()

@@ -7,13 +7,24 @@ import cv2
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
+from streamlit.util import calc_hash
 
 from mess_core.report import TARGETS
 from mess_core.study import DEFAULT_STUDY, list_studies
 
 from .paths import APP, PRECOMPUTED
 
-PAGES = ["views/study.py", "views/explorer.py", "views/thresholds.py", "views/pareto.py"]
+PAGES = ["study", "explorer", "thresholds", "pareto"]  # the URL paths app/main.py gives its pages
+
+
+def goto(app, url_path):
+    """Open the page at ``url_path`` and run it, as a browser at ``/url_path`` does. ``AppTest.switch_page`` only
+    finds pages that are files; the app's pages are callables, which Streamlit knows by the hash of their URL path,
+    so the request carries that hash (``_page_hash`` is what ``switch_page`` itself sets)."""
+    app._page_hash = calc_hash(url_path)
+    app.run()
+    assert app._finished_page_script_hash == calc_hash(url_path), f"did not land on /{url_path}"
+    return app
 
 
 def start(monkeypatch, root, default=None):
@@ -45,26 +56,26 @@ def test_the_shipped_default_study_opens_on_every_page(monkeypatch):
     assert studies, f"no study in {PRECOMPUTED}: the app would start empty on a fresh clone"
     app = start(monkeypatch, PRECOMPUTED)
     for page in PAGES:
-        app.switch_page(page).run()
+        goto(app, page)
         assert not problems(app), page
     assert app.sidebar.selectbox[0].value == DEFAULT_STUDY
 
 
 def test_every_page_shows_engine_figures(tiny_app):
-    tiny_app.switch_page("views/study.py").run()
+    goto(tiny_app, "study")
     assert not problems(tiny_app)
     assert metrics(tiny_app)["exits (N)"] == "6"
     assert any("**mobilenetv2_fcn** on **synthetic**" in m.value for m in tiny_app.markdown)
     table = next(d.value for d in tiny_app.dataframe if "CPU ms" in d.value.columns)
     assert list(table[""])[0] == "Backbone"
-    tiny_app.switch_page("views/explorer.py").run()
+    goto(tiny_app, "explorer")
     assert not problems(tiny_app)
     assert {"leaves at", "GFLOPs", "measured, early exit", "every exit, once"} <= set(metrics(tiny_app))
     assert len(tiny_app.dataframe[-1].value) == 6
 
 
 def test_moving_a_threshold_slider_changes_the_dataset_figures(tiny_app):
-    app = tiny_app.switch_page("views/thresholds.py").run()
+    app = goto(tiny_app, "thresholds")
     app.multiselect(key="thr_exits").set_value([2]).run()
     app.slider(key="thr_th_img_2").set_value(1.0).run()
     strict = metrics(app)
@@ -76,7 +87,7 @@ def test_moving_a_threshold_slider_changes_the_dataset_figures(tiny_app):
 
 
 def test_the_search_reruns_when_the_constraint_moves(tiny_app):
-    app = tiny_app.switch_page("views/pareto.py").run()
+    app = goto(tiny_app, "pareto")
     first = app.success[0].value if app.success else app.warning[0].value
     app.radio(key="par_objective").set_value("max mIoU, cost at most").run()
     app.slider(key="par_budget_x").set_value(0.3).run()
@@ -91,7 +102,7 @@ def test_the_search_reruns_when_the_constraint_moves(tiny_app):
 
 
 def test_uploads_run_through_every_exit_and_bad_files_get_a_message(tiny_app):
-    app = tiny_app.switch_page("views/explorer.py").run()
+    app = goto(tiny_app, "explorer")
     app.radio(key="explorer_source").set_value("upload").run()
     image = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
     app.file_uploader(key="explorer_upload").set_value(("scene.png", cv2.imencode(".png", image)[1].tobytes(),
@@ -111,7 +122,7 @@ def test_a_broken_study_folder_gets_a_message_and_the_app_keeps_working(tiny_app
     broken = tmp_path / "broken"
     shutil.copytree(out, broken)
     (broken / "val.npz").unlink()
-    app = tiny_app.switch_page("views/thresholds.py").run()
+    app = goto(tiny_app, "thresholds")
     app.sidebar.selectbox(key="study_choice").set_value("another folder...").run()
     app.sidebar.text_input(key="study_folder").input(str(broken)).run()
     assert not app.exception
@@ -123,7 +134,7 @@ def test_a_broken_study_folder_gets_a_message_and_the_app_keeps_working(tiny_app
 
 
 def test_the_study_page_shows_test_figures_latency_and_the_training_table(tiny_app):
-    app = tiny_app.switch_page("views/study.py").run()
+    app = goto(tiny_app, "study")
     assert not problems(app)
     columns = [list(d.value.columns) for d in app.dataframe]
     assert any("mIoU % (test)" in c for c in columns)

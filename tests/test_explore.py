@@ -1,6 +1,7 @@
 """The app's figures as plain functions: uploads decoded with a clear word for every conversion or refusal, every
 exit's maps for one image, where it leaves and what that saves, and the live dataset figures."""
 
+import dataclasses
 import io
 
 import cv2
@@ -10,10 +11,12 @@ import torch
 from PIL import Image
 
 from mess_core.cache import EvaluationCache
-from mess_core.explore import (ImageError, colorize, decode_image, exit_taken, exit_views, heatmap,
-                               instance_from_settings, live_search, measure_early_exit, palette_for, path_gflops,
-                               run_exits, sample_instances, threshold_summary, to_input)
-from mess_core.instance import Instance, evaluate, output_costs
+from mess_core.explore import (ImageError, SearchPoint, colorize, constraint_line, dataset_sample, dataset_source,
+                               decode_image, exit_firings, exit_taken, exit_views, explorer_defaults, gflops_budget,
+                               heatmap, instance_document, instance_from_settings, live_search, measure_early_exit,
+                               onnx_zip, palette_for, path_gflops, plot_points, run_exits, sample_instances,
+                               shipped_heads, synthetic_sample, threshold_defaults, threshold_summary, to_input)
+from mess_core.instance import Instance, KeptExit, evaluate, output_costs
 from mess_core.policy import ConfidencePolicy, EdgeMasking
 from mess_core.search import Objective, SearchSpace, search
 from mess_core.study import open_study
@@ -118,8 +121,11 @@ def test_where_an_image_leaves_matches_the_deployed_network_and_its_counted_cost
     for th_img in ({}, {2: 0.0}, {2: min(1.0, c2 + 0.01), 4: 0.0}, {1: 1.0, 3: 1.0}):
         leave = exit_taken(views, th_img)
         inst = instance_from_settings("input-dependent", th_img, configs, th_pix=0.5, edges=EdgeMasking())
-        assert measure_early_exit(net, inst, x, repeats=1)["exit"] == leave
-        cost, full = path_gflops(net, (48, 64), {i: configs[i] for i in th_img}, leave)
+        timed = measure_early_exit(net, inst, x, repeats=1)
+        assert timed.exit == leave and timed.speedup == pytest.approx(timed.full_ms / timed.early_exit_ms)
+        path = path_gflops(net, (48, 64), {i: configs[i] for i in th_img}, leave)
+        cost, full = path.gflops, path.full_gflops
+        assert path.saved == pytest.approx(1 - cost / full)
         # the cache counted the same heads at the same size: the costs agree with the cache's arithmetic
         reach = output_costs(study.cache, inst)
         position = [e.exit for e in inst.exits].index(leave) if leave in th_img else len(inst.exits)
@@ -148,21 +154,39 @@ def test_threshold_summary_is_the_exact_evaluation(cache):
                                   th_pix=0.7, edges=EdgeMasking())
     figures = threshold_summary(cache, inst)
     out, base = evaluate(cache, inst), evaluate(cache, Instance("input-dependent"))
-    assert figures["miou"] == out.miou and figures["gflops"] == out.cost
-    assert figures["speedup"] == pytest.approx(base.cost / out.cost)
-    assert figures["drop_pp"] == pytest.approx(100 * (base.miou - out.miou))
-    assert figures["histogram"]["images"].sum() == cache.num_images
-    np.testing.assert_array_equal(figures["per_class"]["IoU"], out.iou)
+    assert figures.miou == out.miou and figures.gflops == out.cost
+    assert figures.speedup == pytest.approx(base.cost / out.cost)
+    assert figures.drop_pp == pytest.approx(100 * (base.miou - out.miou))
+    assert figures.histogram["images"].sum() == cache.num_images
+    np.testing.assert_array_equal(figures.per_class["IoU"], out.iou)
+    # the images that leave early are those the histogram does not count at the final exit
+    leaving = figures.histogram["images"].iloc[:-1].sum() / cache.num_images
+    assert figures.left_early == pytest.approx(leaving)
+    assert list(figures.scalars()) == ["miou", "gflops", "speedup", "backbone_miou", "backbone_gflops", "drop_pp"]
+    assert not figures.measured  # a random cache has no measured latency
 
 
 @pytest.mark.parametrize("objective", [Objective("min-cost", max_drop=1.0), Objective("max-acc", budget=0.7)])
 def test_live_search_chooses_what_the_search_chooses_and_reports_peers(cache, objective):
     space = SearchSpace(th_pix=(0.7,), th_img=(0.3, 0.6, 0.9))
     found = live_search(cache, objective, mode="input-dependent", space=space)
-    assert found["chosen"]["instance"] == search(cache, objective, space=space).instance
-    assert {"uniform-exit MESS", "naive policy", "backbone"} <= set(found)
-    if found["chosen"]["instance"] is not None and found["chosen"]["instance"].exits:
-        assert "oracle" in found
+    assert found.chosen.instance == search(cache, objective, space=space).instance
+    assert found.backbone.instance == Instance("input-dependent")
+    assert found.backbone.cost == pytest.approx(float(cache.stage_gflops.sum()))
+    assert {"uniform-exit MESS", "naive policy", "backbone"} <= set(found.peers())
+    assert list(found.peers())[0] == "backbone"
+    if found.chosen.instance is not None:
+        assert found.speedup == pytest.approx(found.backbone.cost / found.chosen.cost)
+    if found.chosen.instance is not None and found.chosen.instance.exits:
+        assert found.oracle is not None and found.oracle.instance is None
+        if objective.kind == "min-cost":  # knowing the labels never does worse than the policy on the same exits
+            assert found.oracle.cost <= found.chosen.cost + 1e-9
+        else:
+            assert found.oracle.miou >= found.chosen.miou - 1e-9
+    else:
+        assert found.oracle is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        found.seconds = 0.0
 
 
 def test_sampled_instances_carry_their_exact_figures(cache):
@@ -171,3 +195,132 @@ def test_sampled_instances_carry_their_exact_figures(cache):
     for row in cloud.sample(10, random_state=0).itertuples():
         out = evaluate(cache, row.instance)
         assert (row.miou, row.cost) == (out.miou, out.cost)
+
+
+# ------------------------------------------------------------------------------ what the pages start from and draw
+def test_dataset_source_resolves_the_studys_folder_and_says_whether_its_images_are_here(tmp_path):
+    (tmp_path / "data" / "camvid").mkdir(parents=True)
+    meta = {"dataset": "camvid", "split": "test"}
+    here = dataset_source({"data_root": "data/camvid", "data_options": {"size": [48, 64]}}, meta, tmp_path)
+    assert here.root == str(tmp_path / "data" / "camvid") and here.on_disk and here.split == "test"
+    assert here.options == (("size", (48, 64)),)  # hashable, for the app's dataset cache
+    hash(here.options)
+    elsewhere = dataset_source({"data_root": "/nowhere/camvid"}, meta, tmp_path)
+    assert elsewhere.root == "/nowhere/camvid" and not elsewhere.on_disk
+    generated = dataset_source({}, {}, tmp_path)  # a run folder without a build config: synthetic val
+    assert (generated.name, generated.split, generated.root, generated.on_disk) == ("synthetic", "val", None, True)
+
+
+def test_samples_come_as_display_rgb_with_labels_only_where_the_classes_match():
+    from mess_core.data import build_dataset
+
+    dataset = build_dataset("synthetic", split="test", seed=7, length=1, size=(48, 64))
+    rgb, label = dataset_sample(dataset, 0)
+    assert rgb.shape == (48, 64, 3) and rgb.dtype == np.uint8 and label.shape == (48, 64)
+    own, own_label = synthetic_sample((48, 64), 7, dataset.info.num_classes)
+    np.testing.assert_array_equal(own, rgb)
+    np.testing.assert_array_equal(own_label, label)
+    assert synthetic_sample((48, 64), 7, dataset.info.num_classes + 5)[1] is None
+
+
+def test_explorer_starts_from_the_searched_instance_and_else_the_most_accurate_shipped_heads(explored):
+    study, net, _, _ = explored
+    cache = study.cache
+    shipped = shipped_heads(net)
+    assert sorted(shipped) == list(range(1, net.num_exits))
+    assert all(set(heads) <= set(cache.configs) for heads in shipped.values())
+    miou = cache.head_miou()[:-1].reshape(cache.num_exits - 1, len(cache.configs))
+    plain = explorer_defaults(cache, shipped, None)
+    assert plain.th_img == {} and plain.th_pix == 0.8
+    for e, config in plain.configs.items():  # the most accurate of the shipped heads, never one left out
+        assert config in shipped[e]
+        assert miou[e - 1, cache.config_index(config)] == max(miou[e - 1, cache.config_index(c)] for c in shipped[e])
+    searched = instance_from_settings("input-dependent", {2: 0.4}, {2: shipped[2][-1]}, th_pix=0.65,
+                                      edges=EdgeMasking())
+    start = explorer_defaults(cache, shipped, searched)
+    assert start.th_pix == 0.65 and start.th_img == {2: 0.4} and start.configs[2] == shipped[2][-1]
+    assert {e: c for e, c in start.configs.items() if e != 2} == {e: c for e, c in plain.configs.items() if e != 2}
+    missing = {e: [c for c in heads if c != shipped[2][-1]] if e == 2 else heads for e, heads in shipped.items()}
+    if missing[2]:  # a searched exit whose head is not shipped is not kept
+        assert explorer_defaults(cache, missing, searched).th_img == {}
+
+
+def test_exit_firings_say_which_kept_exit_fires(explored):
+    _, net, x, configs = explored
+    logits, _ = run_exits(net, x, configs)
+    views = exit_views(logits, configs, th_pix=0.5, edges=EdgeMasking())
+    c2 = next(v.c_img for v in views if v.exit == 2)
+    firings = exit_firings(views, {2: c2, 3: min(1.0, views[2].c_img + 0.01)})
+    assert [f.exit for f in firings] == [v.exit for v in views]
+    by_exit = {f.exit: f for f in firings}
+    assert by_exit[2].fires and by_exit[2].th_img == c2  # reaching the threshold exactly fires
+    assert not by_exit[3].fires and not by_exit[1].fires and by_exit[1].th_img is None
+    assert by_exit[6].config == "final" and not by_exit[6].fires
+    assert exit_taken(views, {2: c2}) == next(f.exit for f in firings if f.fires)
+
+
+def test_threshold_defaults_sit_on_the_caches_grid_with_its_edge_masking(cache):
+    start = threshold_defaults(cache)
+    assert start.kept == [1] and start.th_img == 0.8  # exits 1..3 of 4: the middle one
+    assert start.th_pix in cache.th_pix_grid and start.th_pix == 0.7  # 0.8 is not on [0.5, 0.7, 0.9]
+    assert (start.edges.size, start.edges.window) == (3, 7)
+    other = EvaluationCache.random(images=8, exits=7, configs=2, classes=3, seed=1)
+    assert threshold_defaults(other).kept == [3]
+
+
+def test_a_gflops_budget_converts_to_the_searchs_fraction_of_the_backbone():
+    budget = gflops_budget(2.0)
+    assert (budget.low, budget.high, budget.value, budget.step) == (0.1, 3.0, 2.0, 0.01)
+    assert budget.fraction(1.0) == 0.5 and budget.fraction(budget.value) == 1.0
+
+
+def test_the_constraint_line_is_the_allowed_drop_below_or_the_budget_times_the_backbone():
+    backbone = SearchPoint(Instance("input-dependent"), 0.62, 4.0)
+    drop = constraint_line(Objective("min-cost", max_drop=1.5), backbone)
+    assert drop.axis == "miou" and drop.at == pytest.approx(60.5)
+    budget = constraint_line(Objective("max-acc", budget=0.25), backbone)
+    assert budget.axis == "cost" and budget.at == pytest.approx(1.0)
+
+
+def test_plot_points_hold_the_cloud_the_fronts_the_finite_peers_and_the_searched_instance(cache):
+    space = SearchSpace(th_pix=(0.7,), th_img=(0.3, 0.6, 0.9))
+    cloud = sample_instances(cache, count=5, seed=0, space=space)
+    fronts = cloud.head(3).assign(series="front: test")
+    found = live_search(cache, Objective("min-cost", max_drop=1.0), mode="input-dependent", space=space)
+    points = plot_points(cloud, fronts, found)
+    assert sum(k.startswith("cloud:") for k in points) == len(cloud)
+    assert sum(k.startswith("front:") for k in points) == 3
+    assert points["front:0"].series == "front: test" and points["front:0"].instance == cloud["instance"].iloc[0]
+    assert points["peer:backbone"].cost == found.backbone.cost
+    for name, peer in found.peers().items():
+        assert (f"peer:{name}" in points) == bool(np.isfinite(peer.cost))
+    assert ("chosen" in points) == (found.chosen.instance is not None)
+    if "chosen" in points:
+        assert points["chosen"].series == "searched" and points["chosen"].miou == found.chosen.miou
+    impossible = live_search(cache, Objective("max-acc", budget=1e-6), mode="budgeted", space=space)
+    assert "chosen" not in plot_points(cloud, fronts, impossible)
+
+
+def test_a_downloaded_instance_reads_back_and_carries_its_figures_and_source(cache):
+    import json
+
+    inst = instance_from_settings("input-dependent", {2: 0.5}, {2: cache.configs[1]}, th_pix=0.7, edges=EdgeMasking())
+    figures = threshold_summary(cache, inst)
+    doc = json.loads(json.dumps(instance_document(cache, "tiny", inst, figures)))
+    assert Instance.from_dict(doc) == inst
+    assert doc["figures"] == pytest.approx(figures.scalars())
+    assert doc["source"] == {"model": "random", "dataset": "random", "split": "random", "input_size": [8, 8],
+                             "num_classes": 4, "num_exits": 4, "study": "tiny"}
+
+
+def test_the_onnx_zip_holds_the_exported_files_with_their_manifest(explored):
+    import json
+    import zipfile
+
+    _, net, _, configs = explored
+    inst = Instance("input-dependent", (KeptExit(2, configs[2], 0.5),), ConfidencePolicy(th_pix=0.7))
+    with zipfile.ZipFile(io.BytesIO(onnx_zip(net, inst, (48, 64)))) as zf:
+        names = zf.namelist()
+        manifest = json.loads(zf.read("mess_onnx/manifest.json"))
+    assert all(n.startswith("mess_onnx/") for n in names) and any(n.endswith(".onnx") for n in names)
+    assert manifest["input_size"] == [48, 64] and Instance.from_dict(manifest["instance"]) == inst

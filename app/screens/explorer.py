@@ -5,7 +5,6 @@ and measured), and the anytime strip."""
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -13,11 +12,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from common import REPO, guarded, load_network, pct, results
+from app.common import REPO, guarded, load_network, pct, results
 from mess_core.data import build_dataset
 from mess_core.errors import MessError
-from mess_core.explore import (colorize, decode_image, exit_taken, exit_views, heatmap, instance_from_settings,
-                               measure_early_exit, palette_for, path_gflops, run_exits, to_input)
+from mess_core.explore import (EarlyExitTiming, PathCost, colorize, dataset_sample, dataset_source, decode_image,
+                               exit_firings, exit_taken, exit_views, explorer_defaults, heatmap, instance_from_settings,
+                               measure_early_exit, palette_for, path_gflops, run_exits, shipped_heads,
+                               synthetic_sample, to_input)
+from mess_core.instance import Instance
 from mess_core.policy import EdgeMasking
 from mess_core.report import Row
 from mess_core.study import Study
@@ -35,23 +37,9 @@ def enlarge(image: np.ndarray, width: int = DISPLAY_WIDTH) -> np.ndarray:
     return cv2.resize(image, (width, round(h * scale)), interpolation=cv2.INTER_NEAREST)
 
 
-def dataset_spec(study: Study) -> tuple[str, str | None, dict[str, Any], str]:
-    config = study.manifest.get("config") or {}
-    meta = study.cache.meta
-    root = config.get("data_root")
-    if root is not None and not Path(root).is_absolute():
-        root = str(REPO / root)
-    return meta.get("dataset", "synthetic"), root, dict(config.get("data_options") or {}), meta.get("split", "val")
-
-
 @st.cache_resource(show_spinner=False, max_entries=4)
 def dataset_of(name: str, root: str | None, options: tuple, split: str) -> Any:
     return build_dataset(name, root=root, split=split, **dict(options))
-
-
-def load_sample(dataset: Any, index: int) -> tuple[np.ndarray, np.ndarray | None]:
-    image, label = dataset.load(index)
-    return np.ascontiguousarray(image.permute(1, 2, 0).numpy()), label.numpy()
 
 
 @st.cache_resource(show_spinner="Running every exit...", max_entries=12)
@@ -61,40 +49,34 @@ def infer(study_path: str, digest: str, configs: tuple[tuple[int, str], ...], _x
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def gflops_of(study_path: str, size: tuple[int, int], kept: tuple[tuple[int, str], ...], leave_at: int
-              ) -> tuple[float, float]:
+def gflops_of(study_path: str, size: tuple[int, int], kept: tuple[tuple[int, str], ...], leave_at: int) -> PathCost:
     net, _ = load_network(study_path)
     return path_gflops(net, size, dict(kept), leave_at)
 
 
 @st.cache_resource(show_spinner="Timing the early-exit network against the full model...", max_entries=32)
-def timing(study_path: str, digest: str, description: str, _instance: Any, _x: Any) -> dict:
+def timing(study_path: str, digest: str, description: str, _instance: Any, _x: Any) -> EarlyExitTiming:
     net, _ = load_network(study_path)
     return measure_early_exit(net, _instance, _x, repeats=3)
 
 
 def pick_image(study: Study) -> tuple[np.ndarray, np.ndarray | None, str] | None:
     """(RGB uint8, ground truth or None, a digest naming the pixels), or None with a message."""
-    name, root, options, split = dataset_spec(study)
-    has_files = name == "synthetic" or (root is not None and Path(root).is_dir())
-    sources = SOURCES if has_files else SOURCES[1:]
-    if not has_files:
-        st.caption(f"The study's dataset ({name} at {root}) is not on this machine: pick a generated sample or "
-                   "upload an image.")
+    origin = dataset_source(study.manifest.get("config") or {}, study.cache.meta, REPO)
+    sources = SOURCES if origin.on_disk else SOURCES[1:]
+    if not origin.on_disk:
+        st.caption(f"The study's dataset ({origin.name} at {origin.root}) is not on this machine: pick a generated "
+                   "sample or upload an image.")
     source = st.radio("image", sources, horizontal=True, key="explorer_source")
     if source == "dataset image":
-        dataset = dataset_of(name, root, tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
-                                                      for k, v in options.items())), split)
-        index = st.slider(f"{name} {split} image", 0, len(dataset) - 1, 0, key="explorer_index")
-        rgb, label = load_sample(dataset, index)
-        return rgb, label, f"{name}-{split}-{index}"
+        dataset = dataset_of(origin.name, origin.root, origin.options, origin.split)
+        index = st.slider(f"{origin.name} {origin.split} image", 0, len(dataset) - 1, 0, key="explorer_index")
+        rgb, label = dataset_sample(dataset, index)
+        return rgb, label, f"{origin.name}-{origin.split}-{index}"
     if source == "generated synthetic sample":
         size = tuple(study.cache.meta.get("input_size", (120, 160)))
         seed = st.number_input("scene seed", 0, 10_000, 7, key="explorer_seed")
-        dataset = build_dataset("synthetic", split="test", seed=int(seed), length=1, size=size)
-        rgb, label = load_sample(dataset, 0)
-        if label is not None and study.cache.num_classes != dataset.info.num_classes:
-            label = None  # synthetic classes mean nothing to another dataset's network
+        rgb, label = synthetic_sample(size, int(seed), study.cache.num_classes)
         return rgb, label, f"synthetic-{seed}-{size}"
     upload = st.file_uploader("an image (PNG, JPEG, BMP, TIFF, WebP; any size, 8 or 16 bit, gray, RGB or RGBA)",
                               key="explorer_upload")
@@ -112,39 +94,25 @@ def pick_image(study: Study) -> tuple[np.ndarray, np.ndarray | None, str] | None
     return image.rgb, None, hashlib.sha1(data).hexdigest()
 
 
-def default_settings(study: Study) -> tuple[dict[int, str], dict[int, float], float]:
-    """Configurations per exit and kept thresholds of the study's searched instance (MESS <= 1 pp), other exits with
-    their most accurate configuration."""
-    cache = study.cache
-    shipped = shipped_heads(study)
-    miou = cache.head_miou()[:-1].reshape(cache.num_exits - 1, len(cache.configs))
-    configs = {i: max(shipped[i], key=lambda c: miou[i - 1, cache.config_index(c)]) for i in range(1, cache.num_exits)}
+def searched_instance(study: Study) -> Instance | None:
+    """The study's searched instance (MESS <= 1 pp), which the explorer starts from."""
     table = results(str(study.path), "input-dependent")
     chosen = table.loc[table["id"] == Row.MIN_COST_1PP, "instance"]
-    th_img, th_pix = {}, 0.8
-    if len(chosen) and chosen.iloc[0] is not None:
-        inst = chosen.iloc[0]
-        th_pix = inst.policy.th_pix
-        for e in inst.exits:
-            if e.config in shipped[e.exit]:
-                configs[e.exit] = e.config
-                th_img[e.exit] = float(e.th_img)
-    return configs, th_img, th_pix
+    return chosen.iloc[0] if len(chosen) and chosen.iloc[0] is not None else None
 
 
-def shipped_heads(study: Study) -> dict[int, list[str]]:
-    """The configurations whose weights the study ships at each exit (a study may leave heavy heads out where no
-    instance uses them; their figures stay in the cache)."""
+def heads_of(study: Study) -> dict[int, list[str]]:
     net, _ = load_network(str(study.path))
-    return {i: list(net.heads[str(i)].keys()) for i in range(1, net.num_exits)}
+    return shipped_heads(net)
 
 
 def settings(study: Study) -> tuple[dict[int, str], dict[int, float], float, EdgeMasking, bool]:
     cache = study.cache
-    configs0, th_img0, th_pix0 = default_settings(study)
+    shipped = heads_of(study)
+    start = explorer_defaults(cache, shipped, searched_instance(study))
     with st.expander("exit settings", expanded=True):
         top = st.columns(4)
-        th_pix = top[0].slider("th_pix (pixel confidence threshold)", 0.50, 0.99, float(th_pix0), 0.01,
+        th_pix = top[0].slider("th_pix (pixel confidence threshold)", 0.50, 0.99, float(start.th_pix), 0.01,
                                key="explorer_th_pix")
         size = top[1].select_slider("edge width s", [1, 3, 5, 7, 9], 3, key="explorer_s")
         window = top[2].select_slider("median window w", [3, 5, 7, 9, 11], 7, key="explorer_w")
@@ -152,12 +120,11 @@ def settings(study: Study) -> tuple[dict[int, str], dict[int, float], float, Edg
                                help="off: resize to the study's input size, as the exits were trained")
         cols = st.columns(cache.num_exits - 1)
         configs, th_img = {}, {}
-        shipped = shipped_heads(study)
         for i, col in enumerate(cols, start=1):
-            configs[i] = col.selectbox(f"exit {i}", shipped[i], index=shipped[i].index(configs0[i]),
+            configs[i] = col.selectbox(f"exit {i}", shipped[i], index=shipped[i].index(start.configs[i]),
                                        key=f"explorer_cfg_{i}", help="configurations whose weights the study ships")
-            if col.checkbox("kept", i in th_img0, key=f"explorer_keep_{i}"):
-                th_img[i] = col.slider("th_img", 0.0, 1.0, th_img0.get(i, 0.8), 0.01, key=f"explorer_th_img_{i}")
+            if col.checkbox("kept", i in start.th_img, key=f"explorer_keep_{i}"):
+                th_img[i] = col.slider("th_img", 0.0, 1.0, start.th_img.get(i, 0.8), 0.01, key=f"explorer_th_img_{i}")
     return configs, th_img, th_pix, EdgeMasking(size=size, window=window), native
 
 
@@ -181,14 +148,15 @@ def page(study: Study) -> None:
 
     leave = exit_taken(views, th_img)
     kept = {i: configs[i] for i in th_img}
-    cost, full = gflops_of(path, input_size, tuple(sorted(kept.items())), leave)
+    cost = gflops_of(path, input_size, tuple(sorted(kept.items())), leave)
     instance = instance_from_settings("input-dependent", th_img, configs, th_pix=th_pix, edges=edges)
     n = study.cache.num_exits
     m = st.columns(5)
     m[0].metric("leaves at", f"exit {leave}" if leave < n else f"final exit ({n})")
-    saved = 1 - cost / full
-    m[1].metric("GFLOPs", f"{cost:.3f}", (f"{100 * saved:.0f}% saved" if saved >= 0 else f"{-100 * saved:.0f}% more")
-                + f" vs the full {full:.3f}", delta_color="off",
+    saved = cost.saved
+    m[1].metric("GFLOPs", f"{cost.gflops:.3f}",
+                (f"{100 * saved:.0f}% saved" if saved >= 0 else f"{-100 * saved:.0f}% more")
+                + f" vs the full {cost.full_gflops:.3f}", delta_color="off",
                 help="stages to the exit it leaves at, plus every kept head on the way")
     timing_slot = m[2].empty()
     timing_slot.metric("measured, early exit", "timing...")
@@ -200,37 +168,36 @@ def page(study: Study) -> None:
     strip = st.columns(len(views) + 1)
     strip[0].image(enlarge(shown_rgb, 200), caption="input")
     for col, view in zip(strip[1:], views):
-        reach, _ = gflops_of(path, input_size, ((view.exit, view.config),) if view.exit < n else (), view.exit)
+        reach = gflops_of(path, input_size, ((view.exit, view.config),) if view.exit < n else (), view.exit)
         col.image(enlarge(colorize(view.labels, palette), 200),
-                  caption=f"exit {view.exit} · {reach:.3f} GFLOPs" + (" · leaves here" if view.exit == leave else ""))
+                  caption=f"exit {view.exit} · {reach.gflops:.3f} GFLOPs" + (" · leaves here" if view.exit == leave else ""))
 
     st.subheader("Every exit")
     if label is not None:
         st.image([enlarge(shown_rgb), enlarge(colorize(np.where(label == 255, -1, label), palette))],
                  caption=["input", "ground truth"])
-    rows = []
-    for view in views:
-        fires = view.exit in th_img and view.c_img >= th_img[view.exit]
+    firings = exit_firings(views, th_img)
+    for view, firing in zip(views, firings):
         head = (f"**exit {view.exit}** ({view.config}): c_img = {pct(view.c_img)} edge-masked, "
                 f"{pct(view.c_img_plain)} plain"
-                + (f"; th_img {th_img[view.exit]:.2f}: {'fires' if fires else 'does not fire'}"
-                   if view.exit in th_img else ""))
+                + (f"; th_img {firing.th_img:.2f}: {'fires' if firing.fires else 'does not fire'}"
+                   if firing.th_img is not None else ""))
         st.markdown(head)
         st.image([enlarge(colorize(view.labels, palette)), enlarge(heatmap(view.confidence)),
                   enlarge((view.edge_mask * 255).astype(np.uint8)), enlarge(heatmap(view.masked_confidence))],
                  caption=["prediction", "pixel confidence", f"edge mask M (s={edges.size})",
                           f"edge-masked confidence (w={edges.window})"])
-        rows.append({"exit": view.exit, "config": view.config, "c_img (edge-masked)": view.c_img,
-                     "c_img (plain)": view.c_img_plain, "th_img": th_img.get(view.exit), "fires": fires})
-    st.dataframe(pd.DataFrame(rows), hide_index=True, key="explorer_table")
+    st.dataframe(pd.DataFrame([{"exit": f.exit, "config": f.config, "c_img (edge-masked)": f.c_img,
+                                "c_img (plain)": f.c_img_plain, "th_img": f.th_img, "fires": f.fires}
+                               for f in firings]), hide_index=True, key="explorer_table")
 
     # the maps are on the page first; timing the deployed network against the full model takes a few passes more
     measured = timing(path, f"{digest}-{input_size}", instance.describe() + f" s{edges.size} w{edges.window}",
                       instance, x)
-    timing_slot.metric("measured, early exit", f"{measured['early_exit_ms']:.1f} ms",
-                       f"{measured['full_ms'] / measured['early_exit_ms']:.2f}x vs full {measured['full_ms']:.1f} ms",
+    timing_slot.metric("measured, early exit", f"{measured.early_exit_ms:.1f} ms",
+                       f"{measured.speedup:.2f}x vs full {measured.full_ms:.1f} ms",
                        delta_color="off", help="the deployed EarlyExitNet (it stops at the exit) and the original "
                        "model's path, interleaved, median of 3 after a warm-up, batch 1, this machine")
-    if measured["exit"] != leave:
-        warning_slot.warning(f"The deployed network left at exit {measured['exit']}, the maps say {leave}: "
+    if measured.exit != leave:
+        warning_slot.warning(f"The deployed network left at exit {measured.exit}, the maps say {leave}: "
                              "please report this.")

@@ -9,42 +9,28 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from common import class_iou, guarded, pct, results
+from app.common import class_iou, guarded, pct, results
 from mess_core.instance import MODES
 from mess_core.study import Study, end_to_end_table, headline, policy_comparison
+from mess_core.study_figures import WorkloadProfile, exit_space, workload_profile
 
 
-def profile_figure(profile: dict) -> go.Figure:
-    nodes = pd.DataFrame(profile["profile"]["nodes"])
-    nodes["gflops"] = nodes["flops"] / 1e9
-    nodes["cumulative"] = nodes["gflops"].cumsum()
+def profile_figure(workload: WorkloadProfile) -> go.Figure:
+    layers = workload.layers
     fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.add_trace(go.Bar(x=nodes.index, y=nodes["gflops"], name="GFLOPs of the layer", marker_color="#9aa5b1",
-                         customdata=nodes[["name"]], hovertemplate="%{customdata[0]}<br>%{y:.4f} GFLOPs<extra></extra>"),
+    fig.add_trace(go.Bar(x=layers.index, y=layers["gflops"], name="GFLOPs of the layer", marker_color="#9aa5b1",
+                         customdata=layers[["name"]], hovertemplate="%{customdata[0]}<br>%{y:.4f} GFLOPs<extra></extra>"),
                   secondary_y=False)
-    fig.add_trace(go.Scatter(x=nodes.index, y=nodes["cumulative"], name="cumulative GFLOPs", mode="lines",
+    fig.add_trace(go.Scatter(x=layers.index, y=layers["cumulative"], name="cumulative GFLOPs", mode="lines",
                              line={"color": "#1f77b4", "width": 2}), secondary_y=True)
-    for e in profile["exits"]:
-        hit = nodes.index[nodes["name"] == e["node"]]
-        if len(hit):
-            fig.add_vline(x=int(hit[0]), line_dash="dot", line_color="#d62728",
-                          annotation_text=f"exit {e['index']}", annotation_position="top")
+    for index, position in workload.exit_positions.items():
+        fig.add_vline(x=position, line_dash="dot", line_color="#d62728",
+                      annotation_text=f"exit {index}", annotation_position="top")
     fig.update_layout(height=380, margin={"t": 30, "b": 10}, legend={"orientation": "h", "y": -0.2},
                       xaxis_title="layer (graph node, in execution order)")
     fig.update_yaxes(title_text="GFLOPs per layer", secondary_y=False, rangemode="tozero")
     fig.update_yaxes(title_text="cumulative GFLOPs", secondary_y=True, rangemode="tozero", showgrid=False)
     return fig
-
-
-def exit_space_frames(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(GFLOPs to reach each exit with each configuration, mIoU of each exit x configuration) on the study's split."""
-    cache = study.cache
-    reach = cache.reach_cost("gflops")
-    exits = [f"exit {i}" for i in range(1, cache.num_exits)]
-    cost = pd.DataFrame(reach[1:cache.num_exits, None] + cache.head_gflops, index=exits, columns=cache.configs).T
-    miou = cache.head_miou()[:-1].reshape(cache.num_exits - 1, len(cache.configs))
-    acc = pd.DataFrame(100 * miou, index=exits, columns=cache.configs).T
-    return cost, acc
 
 
 def heatmap(frame: pd.DataFrame, title: str, scale: str, fmt: str) -> go.Figure:
@@ -61,31 +47,29 @@ def page(study: Study) -> None:
     manifest, cache = study.manifest, study.cache
     if manifest.get("description"):
         st.write(manifest["description"])
-    final_miou = float(cache.head_miou()[cache.final_head])
+    space = exit_space(cache)
     st.markdown(f"**{cache.meta.get('model', '?')}** on **{cache.meta.get('dataset')}**, figures on its "
                 f"`{cache.meta.get('split')}` split ({cache.num_images} images)")
     cols = st.columns(5)
     cols[0].metric("input", "x".join(map(str, cache.meta.get("input_size", []))))
-    cols[1].metric("backbone mIoU", pct(final_miou))
-    cols[2].metric("backbone GFLOPs", f"{cache.stage_gflops.sum():.3f}")
+    cols[1].metric("backbone mIoU", pct(space.final_miou))
+    cols[2].metric("backbone GFLOPs", f"{space.backbone_gflops:.3f}")
     cols[3].metric("exits (N)", cache.num_exits)
     cols[4].metric("configurations per exit", len(cache.configs))
 
     st.subheader("Workload profile")
-    profile = study.profile()
-    st.plotly_chart(profile_figure(profile), key="profile_chart", width="stretch")
-    exits = pd.DataFrame(profile["exits"])[["index", "node", "module", "cost_fraction", "gflops", "channels", "stride"]]
-    st.dataframe(exits.rename(columns={"index": "exit", "cost_fraction": "share of workload",
+    workload = workload_profile(study.profile())
+    st.plotly_chart(profile_figure(workload), key="profile_chart", width="stretch")
+    st.dataframe(workload.exits.rename(columns={"index": "exit", "cost_fraction": "share of workload",
                                        "gflops": "GFLOPs to here"}), hide_index=True, key="exit_table")
 
     st.subheader("Exit space")
     st.caption(f"{len(cache.configs)} configurations at each of {cache.num_exits - 1} early exits: GFLOPs to reach the "
                f"exit and run its head, and the exit's mIoU on {cache.meta.get('split')} "
-               f"(final exit {pct(final_miou)}, {cache.stage_gflops.sum():.3f} GFLOPs)")
-    cost, acc = exit_space_frames(study)
+               f"(final exit {pct(space.final_miou)}, {space.backbone_gflops:.3f} GFLOPs)")
     left, right = st.columns(2)
-    left.plotly_chart(heatmap(cost, "GFLOPs per image", "Blues", ".3f"), key="space_cost", width="stretch")
-    right.plotly_chart(heatmap(acc, "mIoU (%)", "Greens", ".1f"), key="space_miou", width="stretch")
+    left.plotly_chart(heatmap(space.cost, "GFLOPs per image", "Blues", ".3f"), key="space_cost", width="stretch")
+    right.plotly_chart(heatmap(100 * space.miou, "mIoU (%)", "Greens", ".1f"), key="space_miou", width="stretch")
 
     st.subheader("Results")
     mode = st.radio("mode", MODES, index=2, horizontal=True, key="study_mode")

@@ -6,9 +6,8 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from common import guarded, pct, results
-from mess_core.explore import instance_from_settings, threshold_summary
-from mess_core.policy import EdgeMasking
+from app.common import guarded, pct, results
+from mess_core.explore import instance_from_settings, threshold_defaults, threshold_summary
 from mess_core.report import Row
 from mess_core.study import Study
 
@@ -34,19 +33,20 @@ def load_into_sliders(study: Study, instance) -> None:
 def controls_and_figures(study: Study) -> None:
     cache = study.cache
     optimum = searched_optimum(study)
+    start = threshold_defaults(cache)
     if "thr_exits" not in st.session_state:
         if optimum is not None and optimum.exits:
             load_into_sliders(study, optimum)
         else:
-            st.session_state["thr_exits"] = [max(1, (cache.num_exits - 1) // 2)]
+            st.session_state["thr_exits"] = start.kept
     top = st.columns([1, 2, 1])
     grid = list(cache.th_pix_grid)
     if st.session_state.get("thr_th_pix") not in grid:
-        st.session_state["thr_th_pix"] = 0.8 if 0.8 in grid else grid[len(grid) // 2]
+        st.session_state["thr_th_pix"] = start.th_pix
     th_pix = top[0].select_slider("th_pix", grid, key="thr_th_pix")
     kept = top[1].multiselect("kept exits", list(range(1, cache.num_exits)), key="thr_exits")
     if optimum is not None and top[2].button("load the searched optimum", key="thr_load",
-                                             help=f"the study's '{OPTIMUM_ROW}' instance"):
+                                             help=f"the study's '{OPTIMUM_ROW.label}' instance"):
         load_into_sliders(study, optimum)
         st.rerun(scope="fragment")
     configs, th_img = {}, {}
@@ -54,36 +54,34 @@ def controls_and_figures(study: Study) -> None:
         cols = st.columns(len(kept))
         for col, e in zip(cols, sorted(kept)):
             configs[e] = col.selectbox(f"exit {e} configuration", cache.configs, key=f"thr_cfg_{e}")
-            st.session_state.setdefault(f"thr_th_img_{e}", 0.8)
+            st.session_state.setdefault(f"thr_th_img_{e}", start.th_img)
             th_img[e] = col.slider(f"exit {e} th_img", 0.0, 1.0, step=0.01, key=f"thr_th_img_{e}")
-    edges = cache.meta.get("edge_masking", {"size": 3, "window": 7})
-    instance = instance_from_settings("input-dependent", th_img, configs, th_pix=th_pix,
-                                      edges=EdgeMasking(size=edges["size"], window=edges["window"]))
+    instance = instance_from_settings("input-dependent", th_img, configs, th_pix=th_pix, edges=start.edges)
     figures = threshold_summary(cache, instance)
 
     m = st.columns(5)
-    m[0].metric("mIoU", pct(figures["miou"]), f"{-figures['drop_pp']:+.2f} pp vs backbone")
-    m[1].metric("average GFLOPs", f"{figures['gflops']:.3f}", f"backbone {figures['backbone_gflops']:.3f}",
+    m[0].metric("mIoU", pct(figures.miou), f"{-figures.drop_pp:+.2f} pp vs backbone")
+    m[1].metric("average GFLOPs", f"{figures.gflops:.3f}", f"backbone {figures.backbone_gflops:.3f}",
                 delta_color="off")
-    m[2].metric("speedup (GFLOPs)", f"{figures['speedup']:.2f}x")
-    if "latency_ms" in figures:
-        m[3].metric("CPU latency (cache)", f"{figures['latency_ms']:.2f} ms", f"{figures['latency_speedup']:.2f}x",
+    m[2].metric("speedup (GFLOPs)", f"{figures.speedup:.2f}x")
+    if figures.measured:
+        m[3].metric("CPU latency (cache)", f"{figures.latency_ms:.2f} ms", f"{figures.latency_speedup:.2f}x",
                     delta_color="off")
-    m[4].metric("images leaving early", pct(1 - figures["histogram"]["fraction"].iloc[-1]))
+    m[4].metric("images leaving early", pct(figures.left_early))
     st.caption(f"instance: `{instance.describe() if instance.exits else 'backbone only (no exit kept)'}`")
 
     if optimum is not None:
         best = threshold_summary(cache, optimum)
-        st.caption(f"searched optimum ({OPTIMUM_ROW}): {optimum.describe()}: mIoU {pct(best['miou'])}, "
-                   f"{best['gflops']:.3f} GFLOPs, {best['speedup']:.2f}x")
+        st.caption(f"searched optimum ({OPTIMUM_ROW.label}): {optimum.describe()}: mIoU {pct(best.miou)}, "
+                   f"{best.gflops:.3f} GFLOPs, {best.speedup:.2f}x")
 
     left, right = st.columns(2)
-    hist = figures["histogram"]
+    hist = figures.histogram
     labels = [f"exit {e}" + (f" ({c})" if c != "final" else " (final)") for e, c in zip(hist["exit"], hist["config"])]
     fig = go.Figure(go.Bar(x=labels, y=hist["images"], text=[f"{100 * f:.0f}%" for f in hist["fraction"]]))
     fig.update_layout(title="where images leave", height=340, margin={"t": 40, "b": 10}, yaxis_title="images")
     left.plotly_chart(fig, key="thr_hist", width="stretch")
-    per_class = figures["per_class"]
+    per_class = figures.per_class
     fig = go.Figure([go.Bar(x=per_class["class"], y=100 * per_class["IoU"], name="this instance"),
                      go.Bar(x=per_class["class"], y=100 * per_class["backbone IoU"], name="backbone")])
     fig.update_layout(title="IoU per class (%)", height=340, margin={"t": 40, "b": 10}, barmode="group",

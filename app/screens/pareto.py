@@ -4,21 +4,17 @@ be downloaded as JSON or exported to ONNX."""
 
 from __future__ import annotations
 
-import io
 import json
-import tempfile
-import zipfile
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from common import cloud, fronts, guarded, load_network, pct
+from app.common import cloud, fronts, guarded, load_network, pct
 from mess_core.errors import MessError
-from mess_core.explore import live_search, threshold_summary
+from mess_core.explore import (LiveSearch, PlotPoint, constraint_line, gflops_budget, instance_document,
+                               live_search, onnx_zip, plot_points, threshold_summary)
 from mess_core.instance import MODES, Instance
 from mess_core.search import Objective
 from mess_core.study import Study
@@ -38,7 +34,6 @@ def constraint(cache: Any) -> tuple[Objective, str]:
     cols = st.columns([1.2, 1.3, 2])
     mode = cols[0].radio("mode", MODES, index=2, key="par_mode")
     kind = cols[1].radio("objective", ["min cost, mIoU drop at most", "max mIoU, cost at most"], key="par_objective")
-    backbone = float(cache.stage_gflops.sum())
     if kind.startswith("min cost"):
         drop = cols[2].slider("allowed mIoU drop (pp)", 0.0, 10.0, 1.0, 0.1, key="par_drop")
         return Objective("min-cost", max_drop=drop), mode
@@ -46,30 +41,17 @@ def constraint(cache: Any) -> tuple[Objective, str]:
     if unit == "x backbone":
         budget = cols[2].slider("cost budget (x backbone)", 0.05, 1.5, 1.0, 0.01, key="par_budget_x")
     else:
-        gflops = cols[2].slider("cost budget (GFLOPs)", round(0.05 * backbone, 3), round(1.5 * backbone, 3),
-                                round(backbone, 3), round(backbone / 200, 4), key="par_budget_g")
-        budget = gflops / backbone
+        slider = gflops_budget(cache.stage_gflops.sum())
+        gflops = cols[2].slider("cost budget (GFLOPs)", slider.low, slider.high, slider.value, slider.step,
+                                key="par_budget_g")
+        budget = slider.fraction(gflops)
     return Objective("max-acc", budget=budget), mode
 
 
-def catalogue(study: Study, found: dict[str, Any]) -> dict[str, tuple[str, Instance | None, float, float]]:
-    """Every point on the plot by id: (series, instance, mIoU, GFLOPs)."""
-    points: dict[str, tuple[str, Instance | None, float, float]] = {}
-    for i, r in enumerate(cloud(str(study.path)).itertuples()):
-        points[f"cloud:{i}"] = (r.series, r.instance, r.miou, r.cost)
-    for i, r in enumerate(fronts(str(study.path)).itertuples()):
-        points[f"front:{i}"] = (r.series, r.instance, r.miou, r.cost)
-    for name in ("backbone", "uniform-exit MESS", "naive policy", "oracle"):
-        if name in found and np.isfinite(found[name]["cost"]):
-            points[f"peer:{name}"] = (name, found[name]["instance"], found[name]["miou"], found[name]["cost"])
-    if found["chosen"]["instance"] is not None:
-        points["chosen"] = ("searched", found["chosen"]["instance"], found["chosen"]["miou"], found["chosen"]["cost"])
-    return points
-
-
-def figure(points: dict[str, tuple], objective: Objective, found: dict[str, Any], selected: str | None) -> go.Figure:
+def figure(points: dict[str, PlotPoint], objective: Objective, found: LiveSearch, selected: str | None) -> go.Figure:
     fig = go.Figure()
-    frame = pd.DataFrame([(k, *v) for k, v in points.items()], columns=["id", "series", "instance", "miou", "cost"])
+    frame = pd.DataFrame([(k, p.series, p.instance, p.miou, p.cost) for k, p in points.items()],
+                         columns=["id", "series", "instance", "miou", "cost"])
     frame["text"] = [i.describe() if i is not None else "oracle bound" for i in frame["instance"]]
     cloud_rows = frame[frame["id"].str.startswith("cloud:")]
     fig.add_trace(go.Scatter(x=cloud_rows["cost"], y=100 * cloud_rows["miou"], mode="markers", name="evaluated instances",
@@ -98,15 +80,15 @@ def figure(points: dict[str, tuple], objective: Objective, found: dict[str, Any]
                                  customdata=chosen[["id", "text"]],
                                  hovertemplate="searched: %{customdata[1]}<br>%{x:.3f} GFLOPs, %{y:.2f}%<extra></extra>"))
     if selected in points and selected != "chosen":
-        _, _, miou, cost = points[selected]
-        fig.add_trace(go.Scatter(x=[cost], y=[100 * miou], mode="markers", name="selected", hoverinfo="skip",
+        point = points[selected]
+        fig.add_trace(go.Scatter(x=[point.cost], y=[100 * point.miou], mode="markers", name="selected", hoverinfo="skip",
                                  marker={"color": "rgba(0,0,0,0)", "size": 22, "line": {"color": "#d62728", "width": 3}}))
-    ref_miou, ref_cost = found["backbone"]["miou"], found["backbone"]["cost"]
-    if objective.kind == "min-cost":
-        fig.add_hline(y=100 * ref_miou - objective.max_drop, line_dash="dash", line_color="#d62728",
+    line = constraint_line(objective, found.backbone)
+    if line.axis == "miou":
+        fig.add_hline(y=line.at, line_dash="dash", line_color="#d62728",
                       annotation_text=f"{objective.max_drop:g} pp below the backbone")
     else:
-        fig.add_vline(x=objective.budget * ref_cost, line_dash="dash", line_color="#d62728",
+        fig.add_vline(x=line.at, line_dash="dash", line_color="#d62728",
                       annotation_text=f"budget {objective.budget:.2f}x")
     fig.update_layout(height=560, xaxis_title="average GFLOPs per image", yaxis_title="mIoU (%)",
                       legend={"orientation": "h", "y": -0.15}, margin={"t": 20}, clickmode="event+select",
@@ -114,31 +96,26 @@ def figure(points: dict[str, tuple], objective: Objective, found: dict[str, Any]
     return fig
 
 
-def details(study: Study, instance: Instance | None, series: str, point: tuple) -> None:
-    _, _, miou, cost = point
+def details(study: Study, point: PlotPoint) -> None:
+    instance, series = point.instance, point.series
     if instance is None:
-        st.info(f"The oracle ({pct(miou)}, {cost:.3f} GFLOPs) is a bound: it knows each image's labels, so it cannot "
-                "be deployed. Pick another point.")
+        st.info(f"The oracle ({pct(point.miou)}, {point.cost:.3f} GFLOPs) is a bound: it knows each image's labels, "
+                "so it cannot be deployed. Pick another point.")
         return
     cache = study.cache
     figures = threshold_summary(cache, instance)
     st.markdown(f"**{series}**: `{instance.describe()}` ({instance.mode})")
     m = st.columns(4)
-    m[0].metric("mIoU", pct(figures["miou"]), f"{-figures['drop_pp']:+.2f} pp")
-    m[1].metric("average GFLOPs", f"{figures['gflops']:.3f}")
-    m[2].metric("speedup (GFLOPs)", f"{figures['speedup']:.2f}x")
-    if "latency_ms" in figures:
-        m[3].metric("CPU latency (cache)", f"{figures['latency_ms']:.2f} ms", f"{figures['latency_speedup']:.2f}x",
+    m[0].metric("mIoU", pct(figures.miou), f"{-figures.drop_pp:+.2f} pp")
+    m[1].metric("average GFLOPs", f"{figures.gflops:.3f}")
+    m[2].metric("speedup (GFLOPs)", f"{figures.speedup:.2f}x")
+    if figures.measured:
+        m[3].metric("CPU latency (cache)", f"{figures.latency_ms:.2f} ms", f"{figures.latency_speedup:.2f}x",
                     delta_color="off")
     if instance.exits:
         st.dataframe(pd.DataFrame([{"exit": e.exit, "configuration": e.config, "th_img": e.th_img}
                                    for e in instance.exits]), hide_index=True, key="par_sel_exits")
-    meta = cache.meta
-    payload = instance.to_dict(
-        source={k: meta.get(k) for k in ("model", "dataset", "split", "input_size")}
-        | {"num_classes": cache.num_classes, "num_exits": cache.num_exits, "study": study.name},
-        figures={k: v for k, v in figures.items() if isinstance(v, (int, float))},
-    )
+    payload = instance_document(cache, study.name, instance, figures)
     left, right = st.columns(2)
     left.download_button("download instance (JSON)", json.dumps(payload, indent=2), file_name="instance.json",
                          mime="application/json", key="par_json")
@@ -148,7 +125,7 @@ def details(study: Study, instance: Instance | None, series: str, point: tuple) 
         with st.spinner("Exporting with torch.onnx (dynamo)..."):
             try:
                 st.session_state[export_key] = export_zip(str(study.path), instance,
-                                                          tuple(meta.get("input_size", (120, 160))))
+                                                          tuple(cache.meta.get("input_size", (120, 160))))
             except MessError as exc:
                 st.error(f"ONNX export is not possible for this instance: {exc}")
     if export_key in st.session_state:
@@ -157,16 +134,8 @@ def details(study: Study, instance: Instance | None, series: str, point: tuple) 
 
 
 def export_zip(study_path: str, instance: Instance, size: tuple[int, int]) -> bytes:
-    from mess_core.export import export_onnx
-
     net, _ = load_network(study_path)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = export_onnx(net, instance, Path(tmp) / "onnx", input_size=size)
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
-            for f in sorted(out.iterdir()):
-                zf.write(f, f"mess_onnx/{f.name}")
-    return buffer.getvalue()
+    return onnx_zip(net, instance, size)
 
 
 @st.fragment
@@ -174,14 +143,14 @@ def search_area(study: Study) -> None:
     cache = study.cache
     objective, mode = constraint(cache)
     found = live_search(cache, objective, mode=mode)
-    points = catalogue(study, found)
-    chosen = found["chosen"]["instance"]
+    points = plot_points(cloud(str(study.path)), fronts(str(study.path)), found)
+    chosen = found.chosen.instance
     if chosen is None:
         st.warning(f"No {mode} instance meets '{objective.describe()}'. Loosen the constraint.")
     else:
-        st.success(f"searched {found['space_size']:,} instances in {1e3 * found['seconds']:.0f} ms: "
-                   f"{chosen.describe()}: mIoU {pct(found['chosen']['miou'])}, {found['chosen']['cost']:.3f} GFLOPs "
-                   f"({found['backbone']['cost'] / found['chosen']['cost']:.2f}x)")
+        st.success(f"searched {found.space_size:,} instances in {1e3 * found.seconds:.0f} ms: "
+                   f"{chosen.describe()}: mIoU {pct(found.chosen.miou)}, {found.chosen.cost:.3f} GFLOPs "
+                   f"({found.speedup:.2f}x)")
     selected = st.session_state.get("par_selected")
     event = st.plotly_chart(figure(points, objective, found, selected), key="par_plot", on_select="rerun",
                             selection_mode="points", width="stretch")
@@ -198,8 +167,7 @@ def search_area(study: Study) -> None:
     if selected != "chosen" and st.button("back to the searched instance", key="par_reset"):
         st.session_state.pop("par_selected", None)
         st.rerun(scope="fragment")
-    series, instance, *_ = points[selected]
-    details(study, instance, series, points[selected])
+    details(study, points[selected])
 
 
 @guarded

@@ -1,0 +1,51 @@
+"""The Study page's figures as plain functions: the workload layer by layer with its exits, and the exit space."""
+
+import numpy as np
+import pytest
+
+from mess_core.cache import EvaluationCache
+from mess_core.study import open_study
+from mess_core.study_figures import exit_space, workload_profile
+
+
+def test_the_workload_cumulates_to_the_total_and_places_every_exit_on_its_layer():
+    profile = {"profile": {"nodes": [{"name": "conv1", "flops": 2e9}, {"name": "block1", "flops": 1e9},
+                                     {"name": "block2", "flops": 3e9}, {"name": "head", "flops": 0.5e9}]},
+               "exits": [{"index": 1, "node": "block1", "module": "features.1", "cost_fraction": 3 / 6.5,
+                          "gflops": 3.0, "channels": 16, "stride": 4},
+                         {"index": 2, "node": "not traced", "module": "features.9", "cost_fraction": 0.9,
+                          "gflops": 6.0, "channels": 32, "stride": 8}]}
+    workload = workload_profile(profile)
+    np.testing.assert_allclose(workload.layers["gflops"], [2, 1, 3, 0.5])
+    np.testing.assert_allclose(workload.layers["cumulative"], [2, 3, 6, 6.5])
+    assert workload.exit_positions == {1: 1}  # an exit whose node is not among the layers is not drawn
+    assert list(workload.exits["index"]) == [1, 2] and "cost_fraction" in workload.exits
+
+
+def test_the_workload_of_a_real_study_agrees_with_its_cache(tiny_study):
+    study = open_study(tiny_study[2])
+    workload = workload_profile(study.profile())
+    assert sorted(workload.exit_positions) == list(range(1, study.cache.num_exits))
+    positions = [workload.exit_positions[i] for i in sorted(workload.exit_positions)]
+    assert positions == sorted(positions)  # deeper exits branch from later layers
+    # the profile counts the same network the cache costs: the last layer's cumulative is the backbone's GFLOPs,
+    # and each exit's "GFLOPs to here" is the cumulative at its layer
+    assert workload.layers["cumulative"].iloc[-1] == pytest.approx(study.cache.stage_gflops.sum(), rel=0.02)
+    for row in workload.exits.itertuples():
+        assert row.gflops == pytest.approx(workload.layers["cumulative"].iloc[workload.exit_positions[row.index]],
+                                           rel=0.02)
+
+
+def test_the_exit_space_is_each_exits_reach_plus_its_head_and_its_miou():
+    cache = EvaluationCache.random(images=12, exits=4, configs=3, classes=4, seed=2)
+    space = exit_space(cache)
+    assert list(space.cost.index) == list(cache.configs) == list(space.miou.index)
+    assert list(space.cost.columns) == ["exit 1", "exit 2", "exit 3"] == list(space.miou.columns)
+    reach = cache.reach_cost("gflops")
+    heads = cache.head_miou()
+    for e in range(1, cache.num_exits):
+        for c, config in enumerate(cache.configs):
+            assert space.cost.loc[config, f"exit {e}"] == pytest.approx(reach[e] + cache.head_gflops[e - 1, c])
+            assert space.miou.loc[config, f"exit {e}"] == pytest.approx(heads[(e - 1) * len(cache.configs) + c])
+    assert space.final_miou == pytest.approx(heads[cache.final_head])
+    assert space.backbone_gflops == pytest.approx(cache.stage_gflops.sum())
