@@ -1,0 +1,99 @@
+"""The code's shape, checked: the engine's imports (deferred ones included) form no circle, no engine module imports the
+command line or the app, and no function in the engine or the app grows past the length one reader can hold."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MAX_FUNCTION_LINES = 120
+
+
+def _modules(package: str) -> dict[str, tuple[Path, bool]]:
+    out = {}
+    for path in (REPO / package).rglob("*.py"):
+        parts = list(path.relative_to(REPO).with_suffix("").parts)
+        is_package = parts[-1] == "__init__"
+        out[".".join(parts[:-1] if is_package else parts)] = (path, is_package)
+    return out
+
+
+def _imported(module: str, is_package: bool, node: ast.AST, known: set[str]) -> set[str]:
+    if isinstance(node, ast.Import):
+        return {alias.name for alias in node.names}
+    assert isinstance(node, ast.ImportFrom)
+    if node.level:
+        base = module.split(".") if is_package else module.split(".")[:-1]
+        base = base[:len(base) - node.level + 1]
+        target = ".".join(base + ([node.module] if node.module else []))
+    else:
+        target = node.module or ""
+    # "from . import x" names a submodule when one exists, else an attribute of the package
+    return {f"{target}.{a.name}" if f"{target}.{a.name}" in known else target for a in node.names}
+
+
+def _imports(tree: ast.Module) -> list[ast.AST]:
+    """Every import in the module, inside functions too: an import deferred into a function is still a dependency,
+    and deferring one is how a circle hides."""
+    return [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules("mess_core")
+    graph = {}
+    for name, (path, is_package) in modules.items():
+        deps: set[str] = set()
+        for node in _imports(ast.parse(path.read_text())):
+            deps |= _imported(name, is_package, node, set(modules))
+        # importing a submodule also runs every package above it
+        expanded = set()
+        for dep in deps:
+            parts = dep.split(".")
+            expanded |= {".".join(parts[:i]) for i in range(2, len(parts) + 1)}
+        graph[name] = {d for d in expanded if d != name and not name.startswith(d + ".")}
+    return graph
+
+
+def test_the_engine_imports_form_no_circle():
+    graph = _graph()
+    known = {d for d in graph}
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for dep in sorted(graph[node] & known):
+            if state.get(dep) == 1:
+                cycle = path[path.index(dep):] + [dep]
+                pytest.fail("import circle: " + " -> ".join(cycle))
+            if dep not in state:
+                visit(dep)
+        path.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+
+
+def test_no_engine_module_imports_the_command_line_or_the_app():
+    offenders = {name: sorted(d for d in deps if d == "mess_core.cli" or d.startswith(("mess_core.cli.", "app")))
+                 for name, deps in _graph().items()
+                 if name != "mess_core.__main__" and not name.startswith("mess_core.cli")}
+    assert not {k: v for k, v in offenders.items() if v}
+
+
+@pytest.mark.parametrize("package", ["mess_core", "app"])
+def test_no_function_is_longer_than_a_reader_can_hold(package):
+    long = []
+    for path in sorted((REPO / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(REPO)}::{node.name} ({lines} lines)")
+    assert not long, "split these into named steps: " + ", ".join(long)
