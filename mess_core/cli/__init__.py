@@ -9,12 +9,12 @@ import sys
 from typing import Sequence
 
 from ..errors import MessError
-from . import bench, cache, check_data, profile, search, study, train
+from . import bench, cache, check_data, export, profile, search, study, train
 
 __all__ = ["build_parser", "main", "COMMANDS"]
 
 # in the order ``--help`` lists them
-COMMANDS = (profile, train, check_data, cache, search, bench, study)
+COMMANDS = (profile, train, check_data, cache, search, bench, study, export)
 
 
 def build_parser() -> argparse.ArgumentParser:
