@@ -131,6 +131,23 @@ def test_a_head_the_study_does_not_ship_is_refused_before_loading_weights(study,
     assert nothing_written(tmp_path, "onnx")
 
 
+def test_an_export_that_disagrees_with_pytorch_is_not_kept(study, tmp_path, monkeypatch, capsys):
+    from mess_core.cli import export as command
+
+    def fake_export(net, instance, out_dir, *, input_size):
+        out_dir.mkdir()
+        (out_dir / "stage_1.onnx").write_bytes(b"...")
+        return out_dir
+
+    monkeypatch.setattr(command, "export_onnx", fake_export)
+    monkeypatch.setattr(command, "OnnxRunner", lambda directory: None)
+    monkeypatch.setattr(command, "verify_export", lambda *a: (["exit 1: ONNX and PyTorch differ by up to 3.00e-01"], []))
+    assert main(["export", str(STUDY), "--row", "backbone", "--onnx", str(tmp_path / "onnx")]) == 1
+    printed = capsys.readouterr().out
+    assert "problem: exit 1: ONNX and PyTorch differ" in printed and "nothing written to" in printed
+    assert nothing_written(tmp_path, "onnx")
+
+
 def _readme_blocks() -> list[tuple[str, str]]:
     text = (REPO / "README.md").read_text()
     start = text.index(README_SECTION)

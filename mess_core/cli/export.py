@@ -151,8 +151,9 @@ def _describe_files(out: Path) -> list[str]:
     for f in sorted(out.iterdir(), key=lambda p: (p.suffix != ".onnx", p.name)):
         kind = {"model": "the whole submodel", "stage": "stage", "head": "head at exit"}.get(f.stem.split("_")[0], "")
         what = f"{kind} {f.stem.split('_')[1]}" if "_" in f.stem else kind or "files, hashes, instance, input size"
-        kib = f.stat().st_size / 1024
-        lines.append(f"  {f.name:<16} {f'{kib / 1024:.2f} MiB' if kib >= 1024 else f'{kib:.0f} KiB':>10}  {what}")
+        n = f.stat().st_size
+        shown = f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB" if n >= 1024 else f"{n} B"
+        lines.append(f"  {f.name:<16} {shown:>10}  {what}")
     return lines
 
 
