@@ -164,8 +164,10 @@ def train(
     if config.weights:
         load_user_weights(config.weights, model)
         say(f"weights: {config.weights} loaded into {name}")
+    started_from = config.weights  # the user's weights this run's model descends from, if any
     if config.init:
         model, init_meta = artifacts.load_model(config.init, model)
+        started_from = started_from or init_meta.get("weights")
         if "model" in init_meta and init_meta["model"] != name:
             raise TrainingError(f"{config.init}: trained for model '{init_meta['model']}', not '{name}'")
     weights = None
@@ -197,7 +199,7 @@ def train(
     )
     meta = {"model": name, "num_classes": info.num_classes, "dataset": config.dataset, "classes": list(info.classes),
             "ignore_index": info.ignore_index, "stage": config.stage, "convert": dict(config.convert),
-            "weights": config.weights}
+            "weights": started_from}
     if source is not None:
         meta["model_source"] = source.recorded().to_dict()
     result = run_dir / RESULT_FILES[config.stage]
