@@ -3,8 +3,9 @@
 
 A multi-exit file stores where the model comes from (``model_source``: a registered name, an import path or a file,
 see :class:`~mess_core.models.ModelSource`), the conversion options (``convert``), the number of exits and the input
-size exits were placed for; loading re-runs :func:`~mess_core.convert` with those, which places the exits at the same nodes, then loads the
-backbone and every head. Files are read with ``torch.load(weights_only=True)`` (see :mod:`mess_core.checkpoint`).
+size exits were placed for; loading re-runs :func:`~mess_core.convert` with those, which places the exits at the same
+nodes, then loads the backbone and every head. Files are read with ``torch.load(weights_only=True)`` (see
+:mod:`mess_core.checkpoint`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from .errors import TrainingError
 from .models.source import ModelSource, ModelSourceError
 from .network import MultiExitNet, convert
 
-__all__ = ["save_model", "save_multi_exit", "load_model", "load_multi_exit", "load_exit_heads", "model_from_meta", "MODEL_FORMAT",
-           "MULTI_EXIT_FORMAT"]
+__all__ = ["save_model", "save_multi_exit", "load_model", "load_multi_exit", "load_exit_heads", "model_from_meta",
+           "MODEL_FORMAT", "MULTI_EXIT_FORMAT"]
 
 MODEL_FORMAT = "mess-model/1"
 MULTI_EXIT_FORMAT = "mess-multi-exit/1"

@@ -80,7 +80,8 @@ def add_convert_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--leaf-module", action="append", default=[], metavar="NAME",
                         help="a submodule tracing keeps as one opaque step (code torch.fx cannot trace; repeatable)")
     parser.add_argument("--output-key", help="the key of the logits when the model returns a dict (default 'out')")
-    parser.add_argument("--cost", choices=("flops", "latency"), help="what exits are spread evenly over (default flops)")
+    parser.add_argument("--cost", choices=("flops", "latency"),
+                        help="what exits are spread evenly over (default flops)")
 
 
 def convert_options_of(args: argparse.Namespace) -> dict[str, Any]:

@@ -123,7 +123,8 @@ class ModelSource:
     def from_dict(cls, data: Any, *, base: str | os.PathLike | None = None,
                   where: str = "model source") -> "ModelSource":
         """A recorded source; a relative file path is taken relative to ``base`` (a study folder)."""
-        if not isinstance(data, dict) or data.get("kind") not in ("registry", "import", "file") or not data.get("target"):
+        kinds = ("registry", "import", "file")
+        if not isinstance(data, dict) or data.get("kind") not in kinds or not data.get("target"):
             raise ModelSourceError(f"{where}: not a model source record ({data!r}); rebuild it with this version")
         source = cls(data["kind"], data["target"], data.get("attr"), data.get("sha256"))
         if source.kind == "file" and base is not None and not Path(source.target).is_absolute():
@@ -241,7 +242,8 @@ def convert_options(data: Any, *, where: str = "convert") -> dict[str, Any]:
                                f"{', '.join(CONVERT_OPTIONS)}{extra}")
     out = {k: data[k] for k in CONVERT_OPTIONS if k in data and data[k] is not None}
     if "backbone" in out and not isinstance(out["backbone"], str):
-        raise ModelSourceError(f"{where}.backbone: expected a submodule name such as 'encoder', got {out['backbone']!r}")
+        raise ModelSourceError(f"{where}.backbone: expected a submodule name such as 'encoder', "
+                               f"got {out['backbone']!r}")
     if "leaf_modules" in out:
         leaves = out["leaf_modules"]
         if isinstance(leaves, str):
@@ -298,7 +300,8 @@ def load_user_weights(path: str | os.PathLike, model: nn.Module, *, show: int = 
               if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or shapes:
         parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch (file vs model)", shapes)):
+        for label, keys in (("missing", missing), ("unexpected", unexpected),
+                            ("shape mismatch (file vs model)", shapes)):
             if keys:
                 parts.append(f"{len(keys)} {label}: {', '.join(keys[:show])}{', ...' if len(keys) > show else ''}")
         raise ModelSourceError(f"{path}: its weights do not fit the {type(model).__name__} built here ("

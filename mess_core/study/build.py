@@ -235,7 +235,8 @@ class _Build:
         latency = cfg.latency and split == cfg.cache_split
         say(f"cache: every exit x configuration on {cfg.dataset} {split}"
             + (" (and per-stage/head latency)" if latency else ""))
-        cache = build_cache(self.network[0], dataset, model=cfg.model, dataset_name=cfg.dataset, split=split,
+        cache = build_cache(self.network[0], dataset, model=cfg.model_source.name, dataset_name=cfg.dataset,
+                            split=split,
                             batch_size=8, latency=latency, limit=cfg.cache_limit,
                             extra_meta={"source": f"study {cfg.name}"})
         cache.save(path)
@@ -275,7 +276,7 @@ class _Build:
         self.fronts = all_fronts(cache, space=space)
         say(f"the policy against the oracle bound at every allowed drop (label-aware, {space.max_exits} exits)")
         self.versus = json.loads(policy_versus_oracle(cache, space=space).to_json(orient="records"))
-        self.profile = profile_report(self.network[0], model_name=cfg.model)
+        self.profile = profile_report(self.network[0], model_name=cfg.model_source.name)
 
     def measure_latency(self, say: StepLog) -> None:
         """Latency of the input-dependent results' instances against the original model, in one interleaved run on
@@ -352,7 +353,7 @@ class _Build:
             "description": cfg.description,
             "command": f"python -m mess_core study build {self.config_path.as_posix()}",
             "config": cfg.to_dict(),
-            "model": cfg.model,
+            "model": cfg.model_source.name,
             "dataset": cfg.dataset,
             "classes": self.network[1].get("classes"),
             "input_size": [h, w],

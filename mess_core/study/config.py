@@ -170,7 +170,8 @@ class StudyConfig:
 
     def stage_fields(self, stage: str) -> dict[str, Any]:
         """The :class:`~mess_core.training.TrainConfig` fields of one stage (without ``stage``/``out``/``init``)."""
-        common = {"model": self.model, "convert": dict(self.convert), "dataset": self.dataset, "data_root": self.data_root,
+        common = {"model": self.model, "convert": dict(self.convert), "dataset": self.dataset,
+                  "data_root": self.data_root,
                   "data_options": dict(self.data_options), "num_exits": self.num_exits, "crop": tuple(self.crop),
                   "eval_size": self.eval_size, "exit_space": self.exit_space, "batch_size": self.batch_size,
                   "seed": self.seed, "progress": False}

@@ -156,7 +156,7 @@ class Study:
         shipped = self.cache
         split = shipped.meta["split"]
         data = cfg.eval_dataset(split, tuple(shipped.meta["input_size"]), root=data_root)
-        again = build_cache(net, data, model=cfg.model, dataset_name=cfg.dataset, split=split, batch_size=1,
+        again = build_cache(net, data, model=cfg.model_source.name, dataset_name=cfg.dataset, split=split, batch_size=1,
                             limit=images)
         problems = []
         if not np.array_equal(again.label, shipped.label[:images]):

@@ -138,7 +138,8 @@ def train(
 
     ``model`` replaces the model ``config.model`` names (a registered name, an import path or a file: see
     :class:`~mess_core.models.ModelSource`), ``datasets`` the datasets ``config.dataset`` names. ``config.weights``
-    (the user's trained weights) load into the model before ``config.init``. Under ``torchrun`` every process calls this; rank 0 writes the files.
+    (the user's trained weights) load into the model before ``config.init``. Under ``torchrun`` every process calls
+    this; rank 0 writes the files.
     """
     env = env or setup(config.device)
     say = log or (print if env.is_main else (lambda _msg: None))
