@@ -12,6 +12,7 @@ from mess_core import artifacts
 from mess_core.cli import main
 from mess_core.export import OnnxRunner, export_onnx
 from mess_core.models import ModelSource, ModelSourceError, convert_options, load_user_weights
+from mess_core.report import markdown_report
 from mess_core.runtime import deploy
 from mess_core.study import StudyConfig, StudyError, build, open_study
 from mess_core.training import TrainConfig
@@ -104,6 +105,7 @@ def test_a_study_of_an_import_path_without_stage_1_reports_the_users_model_as_gi
         assert torch.allclose(net(x)[-1], given(x), atol=0.05)
     final = study.cache.head_miou()[study.cache.final_head]
     assert study.user_model["miou"] == pytest.approx(final, abs=0.02)
+    assert "Your model as given (tests.user_models:EncoderUNet, weights byo-import.pt): mIoU" in markdown_report(study)
 
 
 @pytest.mark.parametrize("name", ["byo-file", "byo-import"])
