@@ -1,9 +1,11 @@
 """Trained-weight files: a plain model (``model.pt``) and a multi-exit network with its exit heads
 (``multi_exit.pt``), each with the metadata needed to rebuild it exactly.
 
-A multi-exit file stores the registered model name, the number of exits and the input size exits were placed for;
-loading re-runs :func:`~mess_core.convert` with those, which places the exits at the same nodes, then loads the
-backbone and every head. Files are read with ``torch.load(weights_only=True)`` (see :mod:`mess_core.checkpoint`).
+A multi-exit file stores where the model comes from (``model_source``: a registered name, an import path or a file,
+see :class:`~mess_core.models.ModelSource`), the conversion options (``convert``), the number of exits and the input
+size exits were placed for; loading re-runs :func:`~mess_core.convert` with those, which places the exits at the same
+nodes, then loads the backbone and every head. Files are read with ``torch.load(weights_only=True)`` (see
+:mod:`mess_core.checkpoint`).
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import checkpoint, models
+from . import checkpoint
 from .errors import TrainingError
+from .models.source import ModelSource, ModelSourceError
 from .network import MultiExitNet, convert
 
-__all__ = ["save_model", "save_multi_exit", "load_model", "load_multi_exit", "load_exit_heads", "MODEL_FORMAT",
-           "MULTI_EXIT_FORMAT"]
+__all__ = ["save_model", "save_multi_exit", "load_model", "load_multi_exit", "load_exit_heads", "model_from_meta",
+           "MODEL_FORMAT", "MULTI_EXIT_FORMAT"]
 
 MODEL_FORMAT = "mess-model/1"
 MULTI_EXIT_FORMAT = "mess-multi-exit/1"
@@ -89,6 +92,20 @@ def _load_into(model: nn.Module, weights: dict[str, torch.Tensor], path: Path) -
         ) from None
 
 
+def model_from_meta(meta: dict[str, Any], path: str | os.PathLike, source: ModelSource | None = None) -> nn.Module:
+    """An untrained model as the metadata of ``path`` names it (``model_source``, or ``model``: a registered name in
+    files written before sources were recorded); ``source`` overrides where it comes from (a study's shipped copy)."""
+    if "num_classes" not in meta or (source is None and "model" not in meta and "model_source" not in meta):
+        raise TrainingError(f"{path}: has no model name and class count in its metadata; pass the model to load into")
+    try:
+        if source is None:
+            source = (ModelSource.from_dict(meta["model_source"], where=f"{path}: model_source")
+                      if "model_source" in meta else ModelSource.parse(meta["model"]))
+        return source.build(meta["num_classes"])
+    except ModelSourceError as exc:
+        raise ModelSourceError(f"{path}: cannot rebuild the model it was trained from: {exc}") from None
+
+
 def load_model(path: str | os.PathLike, model: nn.Module | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """A model from a ``model.pt`` (or any checkpoint with ``model`` weights): built from the registry by the name in
     its metadata, or ``model`` when given."""
@@ -96,26 +113,27 @@ def load_model(path: str | os.PathLike, model: nn.Module | None = None) -> tuple
     payload = checkpoint.load(path)
     meta = dict(payload.get("meta", {}))
     if model is None:
-        if "model" not in meta or "num_classes" not in meta:
-            raise TrainingError(f"{path}: has no model name and class count in its metadata; pass the model to load into")
-        model = models.create(meta["model"], num_classes=meta["num_classes"])
+        model = model_from_meta(meta, path)
     _load_into(model, checkpoint.load_weights(path), path)
     return model, meta
 
 
 def load_multi_exit(
-    path: str | os.PathLike, model: nn.Module | None = None, **convert_kwargs: Any
+    path: str | os.PathLike, model: nn.Module | None = None, *, source: ModelSource | None = None,
+    **convert_kwargs: Any
 ) -> tuple[MultiExitNet, dict[str, Any]]:
     """Rebuild a trained multi-exit network from ``multi_exit.pt``; returns it in eval mode with its metadata.
 
-    For a model that is not registered, pass the same (untrained) ``model`` and ``convert`` arguments it was
-    converted with."""
-    net, meta, _ = load_multi_exit_and_model(path, model, **convert_kwargs)
+    The model is rebuilt from the source recorded in the file (a registered name, an import path or a file) and
+    converted with the recorded ``convert`` options; ``source`` overrides where it comes from, ``model`` gives the
+    (untrained) model itself, ``convert_kwargs`` override recorded options."""
+    net, meta, _ = load_multi_exit_and_model(path, model, source=source, **convert_kwargs)
     return net, meta
 
 
 def load_multi_exit_and_model(
-    path: str | os.PathLike, model: nn.Module | None = None, **convert_kwargs: Any
+    path: str | os.PathLike, model: nn.Module | None = None, *, source: ModelSource | None = None,
+    **convert_kwargs: Any
 ) -> tuple[MultiExitNet, dict[str, Any], nn.Module]:
     """:func:`load_multi_exit`, plus the original model it was converted from (sharing its trained weights): what a
     benchmark compares the deployed network against."""
@@ -125,10 +143,11 @@ def load_multi_exit_and_model(
         raise TrainingError(f"{path}: not a multi-exit file (format {payload.get('format')!r}); stage 2 writes them")
     meta = dict(payload["meta"])
     if model is None:
-        model = models.create(meta["model"], num_classes=meta["num_classes"])
+        model = model_from_meta(meta, path, source)
     _load_into(model, payload["model"], path)
     h, w = meta["profile_size"]
-    net = convert(model.eval(), torch.zeros(1, 3, h, w), num_exits=meta["num_exits"], exit_head=None, **convert_kwargs)
+    options = {**meta.get("convert", {}), **convert_kwargs}
+    net = convert(model.eval(), torch.zeros(1, 3, h, w), num_exits=meta["num_exits"], exit_head=None, **options)
     placed = [e.module for e in net.exits]
     if placed != meta["exit_modules"]:
         raise TrainingError(

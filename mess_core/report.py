@@ -420,6 +420,12 @@ def markdown_report(study: StudyView) -> str:
     parts = [f"### {study.name}", "", f"Built by `{study.manifest.get('command')}` on {study.manifest.get('machine')}; "
              f"wall seconds per step: {study.manifest.get('wall_seconds')}.", "", "End to end (input-dependent):", "",
              _md(end_to_end_table(study))]
+    given = study.manifest.get("user_model")
+    if given:  # a study built from the user's weights: the reference is their model as given, before our stages
+        final = float(study.cache.head_miou()[study.cache.final_head])
+        parts += ["", f"Your model as given ({given['model']}, weights {given['weights']}): mIoU "
+                  f"{100 * given['miou']:.2f}% on {given['split']}; the final exit after training: {100 * final:.2f}% "
+                  f"({100 * (final - given['miou']):+.2f} points)."]
     for mode in ("budgeted", "anytime"):
         t = study.results(mode)
         parts += ["", f"{mode}:", "", _md(pd.DataFrame({"": t["row"], "mIoU %": (100 * t["miou"]).round(2),

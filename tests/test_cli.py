@@ -27,7 +27,9 @@ def test_profile_with_heads_lists_the_default_space(capsys):
 
 def test_unknown_model_is_a_clear_error(capsys):
     assert main(["profile", "--model", "resnet1000", "--size", "64", "64"]) == 2
-    assert "unknown model 'resnet1000'; registered models: mobilenetv2_fcn" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "model 'resnet1000' is not registered (registered: mobilenetv2_fcn" in err
+    assert "'package.module:callable' or 'path/to/file.py:callable'" in err
 
 
 def test_too_many_exits_is_reported_not_raised(capsys):

@@ -16,7 +16,11 @@ import yaml
 
 from ..data import build_dataset, eval_transform
 
-__all__ = ["size", "floats", "ints", "positive_int", "key_value", "add_data_option", "eval_dataset"]
+__all__ = ["size", "floats", "ints", "positive_int", "key_value", "add_data_option", "eval_dataset", "MODEL_HELP",
+           "add_convert_options", "convert_options_of"]
+
+MODEL_HELP = ("a registered model ({}), an import path package.module:callable or a file path/to/file.py:callable "
+              "(the callable returns an nn.Module; it may take num_classes)")
 
 
 def size(text: str) -> tuple[int, int]:
@@ -68,6 +72,23 @@ def key_value(text: str) -> tuple[str, Any]:
 def add_data_option(parser: argparse.ArgumentParser, help: str | None = None) -> None:
     """``--data-option KEY=VALUE`` (repeatable): extra dataset arguments, collected as (key, value) pairs."""
     parser.add_argument("--data-option", action="append", default=[], type=key_value, metavar="KEY=VALUE", help=help)
+
+
+def add_convert_options(parser: argparse.ArgumentParser) -> None:
+    """How the model is converted: ``--backbone``, ``--leaf-module`` (repeatable), ``--output-key``, ``--cost``."""
+    parser.add_argument("--backbone", help="the submodule that carries the exits (default: found from the model)")
+    parser.add_argument("--leaf-module", action="append", default=[], metavar="NAME",
+                        help="a submodule tracing keeps as one opaque step (code torch.fx cannot trace; repeatable)")
+    parser.add_argument("--output-key", help="the key of the logits when the model returns a dict (default 'out')")
+    parser.add_argument("--cost", choices=("flops", "latency"),
+                        help="what exits are spread evenly over (default flops)")
+
+
+def convert_options_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``convert`` options :func:`add_convert_options`' arguments give (only those set)."""
+    options = {"backbone": args.backbone, "leaf_modules": list(args.leaf_module) or None,
+               "output_key": args.output_key, "cost": args.cost}
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def eval_dataset(args: argparse.Namespace) -> Any:

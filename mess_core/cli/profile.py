@@ -1,4 +1,4 @@
-"""``profile``: workload profile and exit placement of a registered model."""
+"""``profile``: workload profile and exit placement of a model (registered, import path or file)."""
 
 from __future__ import annotations
 
@@ -10,19 +10,21 @@ from typing import Any
 import torch
 
 from .. import models
+from ..errors import MessError
 from ..io import atomic_write_text
+from ..models import ModelSource
 from ..network import convert
 from ..workload import format_profile, profile_report
-from .args import positive_int
+from .args import MODEL_HELP, add_convert_options, convert_options_of, positive_int
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("profile", help="workload profile and exit placement of a registered model")
-    p.add_argument("--model", required=True, help=f"one of: {', '.join(models.list_models())}")
+    p = sub.add_parser("profile", help="workload profile and exit placement of a model")
+    p.add_argument("--model", required=True, help=MODEL_HELP.format(", ".join(models.list_models())))
     p.add_argument("--size", nargs=2, type=positive_int, metavar=("H", "W"), default=(360, 480))
     p.add_argument("--exits", type=positive_int, default=6, help="N, the number of exits including the final one")
     p.add_argument("--num-classes", type=positive_int, default=11)
-    p.add_argument("--cost", choices=("flops", "latency"), default="flops")
+    add_convert_options(p)
     p.add_argument("--heads", action="store_true", help="also list every head's GFLOPs at every exit")
     p.add_argument("--json", metavar="FILE", help="also write the full profile (every node) as JSON")
     p.set_defaults(run=run)
@@ -30,15 +32,16 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        model = models.create(args.model, num_classes=args.num_classes)
-    except KeyError as exc:
-        print(f"error: {exc.args[0]}", file=sys.stderr)
+        source = ModelSource.parse(args.model)
+        model = source.build(args.num_classes)
+    except MessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     height, width = args.size
     torch.manual_seed(0)
     example = torch.randn(1, 3, height, width)
-    net = convert(model, example, num_exits=args.exits, cost=args.cost, exit_head=None)
-    report = profile_report(net, model_name=args.model, with_heads=args.heads)
+    net = convert(model, example, num_exits=args.exits, exit_head=None, **convert_options_of(args))
+    report = profile_report(net, model_name=source.name, with_heads=args.heads)
     print(format_profile(report))
     if args.json:
         atomic_write_text(args.json, json.dumps(report, indent=2))

@@ -9,7 +9,7 @@ from typing import Any
 from .. import models
 from ..distributed import teardown
 from ..training import TrainConfig, load_run_config, train
-from .args import add_data_option, positive_int, size
+from .args import MODEL_HELP, add_convert_options, add_data_option, convert_options_of, positive_int, size
 
 
 def add_parser(sub: Any) -> None:
@@ -21,7 +21,10 @@ def add_parser(sub: Any) -> None:
     t.add_argument("--stage", choices=("backbone", "pretrain", "exits"), help="required unless --resume")
     t.add_argument("--out", required=True, help="run directory (config.yaml, checkpoint.pt, metrics.csv, result)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    t.add_argument("--model", help=f"registered model (default mobilenetv2_fcn): {', '.join(models.list_models())}")
+    t.add_argument("--model", help=MODEL_HELP.format(", ".join(models.list_models())) + "; default mobilenetv2_fcn")
+    t.add_argument("--weights", help="your trained weights: a state dict, or a checkpoint holding one (under "
+                                     "state_dict, model, ...), loaded before --init")
+    add_convert_options(t)
     t.add_argument("--data", help="synthetic (default), camvid, cityscapes, voc or folder")
     t.add_argument("--data-root", help="dataset folder (all but synthetic)")
     add_data_option(t, help="extra dataset argument, e.g. length=512 or size=[120,160] for synthetic (repeatable)")
@@ -83,7 +86,8 @@ def _new_config(args: argparse.Namespace) -> TrainConfig:
         "lr_schedule": args.lr_schedule, "precision": args.precision, "device": args.device, "workers": args.workers,
         "seed": args.seed, "sync_bn": not args.no_sync_bn, "eval_every": args.eval_every,
         "train_limit": args.train_limit, "val_limit": args.val_limit, "steps_per_epoch": args.steps_per_epoch,
-        "progress": not args.no_progress, "data_options": dict(args.data_option),
+        "progress": not args.no_progress, "data_options": dict(args.data_option), "weights": args.weights,
+        "convert": convert_options_of(args) or None,
     }
     return TrainConfig(**{k: v for k, v in fields.items() if v is not None})
 

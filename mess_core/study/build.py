@@ -18,14 +18,17 @@ from typing import Any, Callable
 import pandas as pd
 import torch
 import yaml
+from torch.utils.data import Subset
 
 from .. import artifacts
 from ..bench import bench, machine
 from ..cache import EvaluationCache, build_cache
 from ..errors import MessError
+from ..evaluation import evaluate_model
 from ..exits import ExitSpec
 from ..instance import MODES
 from ..io import atomic_write_text, read_json
+from ..models.source import ModelSource, load_user_weights
 from ..report import Row, all_fronts, policy_versus_oracle, results_table
 from ..search import SearchSpace
 from ..training import TrainConfig, load_run_config, train
@@ -33,8 +36,9 @@ from ..training.loop import CHECKPOINT
 from ..training.run import RESULT_FILES
 from ..workload import profile_report
 from .config import (CONFIG, FRONTS, LATENCY, MANIFEST, ORACLE, PROFILE, RESULTS, STAGES, STUDY_FORMAT, TRAINING,
-                     WEIGHTS, StudyConfig, StudyError)
-from .pack import file_entries, frame_json, replace_folder, ship_weights, to_half, used_heads, versions, write_json
+                     USER_MODEL, WEIGHTS, StudyConfig, StudyError)
+from .pack import (file_entries, frame_json, replace_folder, sha256, ship_weights, to_half, used_heads, versions,
+                   write_json)
 from .steps import Step, StepLog, StepTimes, run_steps
 
 __all__ = ["build"]
@@ -140,15 +144,28 @@ class _Build:
     def _result(self, stage: str) -> Path:
         return self.work / stage / RESULT_FILES[stage]
 
+    def _start(self, stage: str) -> dict[str, Any]:
+        """How a run continuing ``stage`` starts (its ``init`` or ``weights``): stage 1's result when it ran, else the
+        user's weights, else the backbone stage's result, else random weights (pretrain_from: scratch)."""
+        cfg = self.cfg
+        if stage == "pretrain" and cfg.pretrain:
+            return {"init": str(self._result("pretrain"))}
+        if cfg.weights is not None:
+            return {"weights": cfg.weights}
+        return {"init": str(self._result("backbone"))} if cfg.trains_backbone else {}
+
     def train_stage(self, say: StepLog, stage: str) -> None:
-        if stage == "backbone" and self.cfg.pretrain_from == "scratch":
-            say("backbone: not trained on its own (pretrain_from: scratch; stage 1 starts from random weights)")
+        cfg = self.cfg
+        if stage == "backbone" and not cfg.trains_backbone:
+            why = (f"your weights ({cfg.weights}) are the backbone" if cfg.weights is not None else
+                   "pretrain_from: scratch; stage 1 starts from random weights")
+            say(f"backbone: not trained on its own ({why})")
             return
-        before = STAGES[STAGES.index(stage) - 1] if stage != STAGES[0] else None
-        if before == "backbone" and self.cfg.pretrain_from == "scratch":
-            before = None
-        init = str(self._result(before)) if before else None
-        wanted = TrainConfig(**self.cfg.stage_fields(stage), stage=stage, out=str(self.work / stage), init=init)
+        if stage == "pretrain" and not cfg.pretrain:
+            say("pretrain: switched off (stages.pretrain: false); stage 2 trains exits on the backbone as it is")
+            return
+        start = {} if stage == "backbone" else self._start(STAGES[STAGES.index(stage) - 1])
+        wanted = TrainConfig(**{**cfg.stage_fields(stage), **start}, stage=stage, out=str(self.work / stage))
         _train_or_resume(say, stage, wanted)
 
     @cached_property
@@ -168,12 +185,13 @@ class _Build:
         spec = self.cfg.variants[name]
         init_stage = spec.get("init", "pretrain")
         run_dir = self.work / "variants" / name
-        wanted = TrainConfig(**self.cfg.variant_fields(name), stage="exits", out=str(run_dir),
-                             init=str(self._result(init_stage)))
+        wanted = TrainConfig(**{**self.cfg.variant_fields(name), **self._start(init_stage)}, stage="exits",
+                             out=str(run_dir))
         # heads are independent given the frozen backbone: a variant with stage 2's own settings, on a configuration
         # stage 2 trained, is the stage-2 run itself, read from it instead of training the same heads twice
         stage2 = self.cfg.stage_fields("exits")
-        same = init_stage == "pretrain" and all(stage2.get(k) == v for k, v in spec.items() if k != "init")
+        own_start = "pretrain" if self.cfg.pretrain else "backbone"
+        same = init_stage == own_start and all(stage2.get(k) == v for k, v in spec.items() if k != "init")
         if same and self._variant_config in self._trained_in_stage2:
             run_dir = self.work / "exits"
             say(f"variant {name}: stage 2's own settings, read from {run_dir}")
@@ -217,10 +235,32 @@ class _Build:
         latency = cfg.latency and split == cfg.cache_split
         say(f"cache: every exit x configuration on {cfg.dataset} {split}"
             + (" (and per-stage/head latency)" if latency else ""))
-        cache = build_cache(self.network[0], dataset, model=cfg.model, dataset_name=cfg.dataset, split=split,
+        cache = build_cache(self.network[0], dataset, model=cfg.model_source.name, dataset_name=cfg.dataset,
+                            split=split,
                             batch_size=8, latency=latency, limit=cfg.cache_limit,
                             extra_meta={"source": f"study {cfg.name}"})
         cache.save(path)
+        if cfg.weights is not None and split == cfg.cache_split:
+            self.user_model_figures(say, dataset)
+
+    def user_model_figures(self, say: StepLog, dataset: Any) -> dict[str, Any]:
+        """The user's model as given (their weights, before any stage of ours) on the cache split: what the report
+        compares against. Kept in the work folder, so a second build reads it back."""
+        path = self.work / USER_MODEL
+        if path.is_file():
+            return json.loads(path.read_text())
+        cfg = self.cfg
+        meta = self.network[1]
+        model = load_user_weights(cfg.weights, cfg.model_source.build(meta["num_classes"])).eval()
+        loader = torch.utils.data.DataLoader(Subset(dataset, range(min(len(dataset), cfg.cache_limit or len(dataset)))),
+                                             batch_size=8)
+        cm = evaluate_model(model, loader, num_classes=meta["num_classes"], ignore_index=meta["ignore_index"],
+                            output_key=cfg.convert.get("output_key"))
+        figures = {"model": cfg.model_source.name, "weights": Path(cfg.weights).name, "weights_sha256":
+                   sha256(Path(cfg.weights)), "split": cfg.cache_split, "miou": cm.miou()}
+        say(f"your model as given ({figures['weights']}): mIoU {figures['miou']:.4f} on {cfg.cache_split}")
+        write_json(path, figures)
+        return figures
 
     def search(self, say: StepLog) -> None:
         cfg = self.cfg
@@ -236,7 +276,7 @@ class _Build:
         self.fronts = all_fronts(cache, space=space)
         say(f"the policy against the oracle bound at every allowed drop (label-aware, {space.max_exits} exits)")
         self.versus = json.loads(policy_versus_oracle(cache, space=space).to_json(orient="records"))
-        self.profile = profile_report(self.network[0], model_name=cfg.model)
+        self.profile = profile_report(self.network[0], model_name=cfg.model_source.name)
 
     def measure_latency(self, say: StepLog) -> None:
         """Latency of the input-dependent results' instances against the original model, in one interleaved run on
@@ -282,10 +322,27 @@ class _Build:
             if data is not None:
                 write_json(tmp / name, data)
         atomic_write_text(tmp / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        source = self.ship_model_source(tmp)
         manifest = self.manifest(unshipped, file_entries(tmp))
+        manifest["model_source"] = source.to_dict()
+        manifest["convert"] = dict(cfg.convert)
+        if (self.work / USER_MODEL).is_file():
+            manifest["user_model"] = json.loads((self.work / USER_MODEL).read_text())
         write_json(tmp / MANIFEST, manifest)
         replace_folder(tmp, out)
         self.packed_bytes = sum(f["bytes"] for f in manifest["files"].values())
+
+    def ship_model_source(self, folder: Path) -> ModelSource:
+        """Where the study's model comes from, as the manifest records it. A model file is copied into the study
+        (under its own name) and recorded by that name and its SHA-256, so the study reopens on a machine without the
+        original file; registered names and import paths are recorded as they are (the package must be installed
+        where the study is opened)."""
+        source = self.cfg.model_source
+        if source.kind != "file":
+            return source
+        shipped = folder / Path(source.target).name
+        shutil.copyfile(source.target, shipped)
+        return ModelSource("file", shipped.name, source.attr, sha256(shipped))
 
     def manifest(self, unshipped: dict[str, list[str]], files: dict[str, dict[str, Any]]) -> dict[str, Any]:
         cfg = self.cfg
@@ -296,7 +353,7 @@ class _Build:
             "description": cfg.description,
             "command": f"python -m mess_core study build {self.config_path.as_posix()}",
             "config": cfg.to_dict(),
-            "model": cfg.model,
+            "model": cfg.model_source.name,
             "dataset": cfg.dataset,
             "classes": self.network[1].get("classes"),
             "input_size": [h, w],

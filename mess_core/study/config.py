@@ -19,10 +19,11 @@ import yaml
 from ..data import build_dataset, eval_transform
 from ..errors import MessError
 from ..exits import ExitSpec
+from ..models.source import ModelSource, convert_options
 from ..training import TrainConfig
 
 __all__ = ["StudyError", "StudyConfig", "STUDY_FORMAT", "DEFAULT_STUDY", "STAGES", "MANIFEST", "WEIGHTS", "RESULTS",
-           "FRONTS", "PROFILE", "CONFIG", "TRAINING", "LATENCY", "ORACLE"]
+           "FRONTS", "PROFILE", "CONFIG", "TRAINING", "LATENCY", "ORACLE", "USER_MODEL"]
 
 STUDY_FORMAT = "mess-study/1"
 # the files of a study folder
@@ -35,6 +36,7 @@ CONFIG = "study.yaml"
 TRAINING = "training.json"
 LATENCY = "latency.json"
 ORACLE = "oracle.json"
+USER_MODEL = "user_model.json"  # in the work folder: the user's model as given, evaluated (studies with weights:)
 # the shipped study the app opens first: the CPU reference study on real driving scenes (issue 7)
 DEFAULT_STUDY = "camvid-mobilenetv2-fcn"
 STAGES = ("backbone", "pretrain", "exits")
@@ -56,7 +58,14 @@ class StudyConfig:
 
     name: str
     description: str = ""
+    # a registered name, 'package.module:callable' or 'path/to/file.py:callable' (from_yaml reads a relative file
+    # path relative to the YAML file's folder and keeps it absolute; the build ships a copy of the file)
     model: str = "mobilenetv2_fcn"
+    # the user's trained weights (a state dict or a checkpoint holding one; relative to the YAML file's folder): no
+    # backbone stage, stage 1 (or stage 2 with stages.pretrain: false) starts from them
+    weights: str | None = None
+    # how the model is converted: backbone, leaf_modules, output_key, cost (see mess_core.models.convert_options)
+    convert: dict[str, Any] = field(default_factory=dict)
     dataset: str = "synthetic"
     data_root: str | None = None
     data_options: dict[str, Any] = field(default_factory=dict)
@@ -67,6 +76,8 @@ class StudyConfig:
     batch_size: int = 16
     seed: int = 0
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # stages.pretrain: false switches stage 1 off: stage 2 trains its exits on the backbone stage's (or the user's)
+    # weights as they are
     # "backbone": stage 1 (exit-aware pre-training) continues the plainly trained backbone, as in the paper, where
     # the backbone comes pretrained; "scratch": no plain backbone stage, stage 1 trains the network from random
     # weights with its exit losses from the first step (exit-aware training when no pretrained backbone exists)
@@ -103,6 +114,8 @@ class StudyConfig:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> "StudyConfig":
+        """Read a study configuration; a model file and ``weights`` given as relative paths are resolved relative to
+        the YAML file's folder (and kept absolute), and checked now: the model must import, the weights exist."""
         path = Path(path)
         try:
             data = yaml.safe_load(path.read_text())
@@ -110,7 +123,36 @@ class StudyConfig:
             raise StudyError(f"{path}: no such study configuration file") from None
         except yaml.YAMLError as exc:
             raise StudyError(f"{path}: not valid YAML ({exc})") from None
+        base = path.resolve().parent
+        if isinstance(data, dict):
+            data = dict(data)
+            try:
+                source = ModelSource.parse(data.get("model", cls.model), base=base)
+                source.load_callable()
+            except MessError as exc:
+                raise StudyError(f"{path}: model: {exc}") from None
+            data["model"] = source.spec
+            if data.get("weights") is not None:
+                weights = (base / Path(str(data["weights"])).expanduser()).resolve()
+                if not weights.is_file():
+                    raise StudyError(f"{path}: weights: {weights}: no such file (a relative path is read from the "
+                                     "YAML file's folder); name the file of your trained state dict")
+                data["weights"] = str(weights)
         return cls.from_dict(data, where=str(path))
+
+    @property
+    def model_source(self) -> ModelSource:
+        return ModelSource.parse(self.model)
+
+    @property
+    def pretrain(self) -> bool:
+        """Whether stage 1 (exit-aware pre-training) runs (``stages.pretrain: false`` switches it off)."""
+        return self.stages.get("pretrain", {}) is not False
+
+    @property
+    def trains_backbone(self) -> bool:
+        """Whether the plain backbone stage runs: not from the user's weights, not with pretrain_from: scratch."""
+        return self.weights is None and self.pretrain_from == "backbone"
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -128,11 +170,13 @@ class StudyConfig:
 
     def stage_fields(self, stage: str) -> dict[str, Any]:
         """The :class:`~mess_core.training.TrainConfig` fields of one stage (without ``stage``/``out``/``init``)."""
-        common = {"model": self.model, "dataset": self.dataset, "data_root": self.data_root,
+        common = {"model": self.model, "convert": dict(self.convert), "dataset": self.dataset,
+                  "data_root": self.data_root,
                   "data_options": dict(self.data_options), "num_exits": self.num_exits, "crop": tuple(self.crop),
                   "eval_size": self.eval_size, "exit_space": self.exit_space, "batch_size": self.batch_size,
                   "seed": self.seed, "progress": False}
-        return {**common, **_STAGE_DEFAULTS[stage], **self.stages.get(stage, {})}
+        overrides = self.stages.get(stage) or {}
+        return {**common, **_STAGE_DEFAULTS[stage], **overrides}
 
     def eval_dataset(self, split: str, size: tuple[int, int], *, root: str | os.PathLike | None = None) -> Any:
         """The study's dataset split as evaluated: every image resized to ``size``; ``root`` overrides ``data_root``
@@ -142,8 +186,23 @@ class StudyConfig:
 
     def _check_settings(self, where: str) -> None:
         """Every stage's and variant's settings make a valid training configuration now, not hours later."""
+        try:
+            self.convert = convert_options(self.convert, where=f"{where}: convert")
+        except MessError as exc:
+            raise StudyError(str(exc)) from None
         for stage in STAGES:
             _check_training(f"{where}: stages.{stage}", {**self.stage_fields(stage), "stage": stage})
+        if self.weights is not None and self.pretrain_from == "scratch":
+            raise StudyError(f"{where}: weights and pretrain_from: scratch contradict each other (scratch starts from "
+                             "random weights); drop one")
+        if not self.pretrain and not self.trains_backbone and self.weights is None:
+            raise StudyError(f"{where}: stages.pretrain: false with pretrain_from: scratch leaves stage 2 no trained "
+                             "backbone; give weights: or switch stage 1 back on")
+        if not self.pretrain:
+            orphans = [n for n, spec in self.variants.items() if spec.get("init", "pretrain") == "pretrain"]
+            if orphans:
+                raise StudyError(f"{where}: variants {', '.join(orphans)} start from stage 1 (init: pretrain), which "
+                                 "stages.pretrain: false switches off; set init: backbone or drop them")
         for config in self.heavy_configs:
             try:
                 ExitSpec.parse(config)
@@ -170,8 +229,11 @@ def _check_shape(data: Any, where: str, known: set[str]) -> None:
     if not data.get("name") or not str(data["name"]).replace("-", "").replace("_", "").isalnum():
         raise StudyError(f"{where}: 'name' must be letters, digits, '-' or '_' (it names the study folder)")
     for stage, overrides in (data.get("stages") or {}).items():
+        if stage == "pretrain" and overrides is False:
+            continue
         if stage not in STAGES or not isinstance(overrides, dict):
-            raise StudyError(f"{where}: stages.{stage}: expected one of {', '.join(STAGES)} with a mapping")
+            raise StudyError(f"{where}: stages.{stage}: expected one of {', '.join(STAGES)} with a mapping "
+                             "(or stages.pretrain: false to switch stage 1 off)")
     for name, spec in (data.get("variants") or {}).items():
         if not isinstance(spec, dict) or spec.get("init", "pretrain") not in ("pretrain", "backbone"):
             raise StudyError(f"{where}: variants.{name}: expected a mapping with init 'pretrain' or 'backbone'")

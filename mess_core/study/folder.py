@@ -18,6 +18,7 @@ from ..cache import EvaluationCache, build_cache
 from ..errors import MessError
 from ..instance import MODES
 from ..io import read_json
+from ..models.source import ModelSource
 from ..report import all_fronts, results_table, with_row_ids
 from ..workload import profile_report
 from .config import (FRONTS, LATENCY, MANIFEST, ORACLE, PROFILE, RESULTS, STUDY_FORMAT, TRAINING, WEIGHTS,
@@ -63,10 +64,25 @@ class Study:
         except MessError as exc:
             raise StudyError(f"study {self.name}: {exc}") from None
 
+    @property
+    def model_source(self) -> ModelSource | None:
+        """Where the study's model comes from, as its manifest records it (a model file: the copy shipped in the
+        study folder, checked against its SHA-256); None for run folders and older studies (the weights file's own
+        record is used)."""
+        record = self.manifest.get("model_source")
+        if record is None:
+            return None
+        return ModelSource.from_dict(record, base=self.path, where=f"{self.path / MANIFEST}: model_source")
+
+    @property
+    def user_model(self) -> dict[str, Any] | None:
+        """For a study built from the user's weights: their model as given, evaluated (mIoU on the cache split)."""
+        return self.manifest.get("user_model")
+
     def load_network(self) -> tuple[Any, dict[str, Any]]:
         """A fresh float32 :class:`~mess_core.MultiExitNet` (eval mode) and its metadata; the caller owns it."""
         try:
-            return load_multi_exit(self.weights_path)
+            return load_multi_exit(self.weights_path, source=self.model_source)
         except MessError as exc:
             raise StudyError(f"study {self.name}: {exc}") from None
 
@@ -140,7 +156,7 @@ class Study:
         shipped = self.cache
         split = shipped.meta["split"]
         data = cfg.eval_dataset(split, tuple(shipped.meta["input_size"]), root=data_root)
-        again = build_cache(net, data, model=cfg.model, dataset_name=cfg.dataset, split=split, batch_size=1,
+        again = build_cache(net, data, model=cfg.model_source.name, dataset_name=cfg.dataset, split=split, batch_size=1,
                             limit=images)
         problems = []
         if not np.array_equal(again.label, shipped.label[:images]):

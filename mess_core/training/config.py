@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import TrainingError
 from ..losses import EXIT_LOSSES
+from ..models.source import ModelSource, convert_options
 
 __all__ = ["TrainConfig", "STAGES", "PRECISIONS", "OPTIMIZERS", "EXIT_SCHEDULES"]
 
@@ -31,7 +32,12 @@ class TrainConfig:
 
     stage: str
     out: str
+    # a registered name, 'package.module:callable' or 'path/to/file.py:callable' (see mess_core.models.ModelSource)
     model: str = "mobilenetv2_fcn"
+    # the user's trained weights (a state dict, or a checkpoint holding one), loaded before ``init``
+    weights: str | None = None
+    # conversion options (backbone, leaf_modules, output_key, cost; see mess_core.models.convert_options)
+    convert: dict[str, Any] = field(default_factory=dict)
     dataset: str = "synthetic"
     data_root: str | None = None
     init: str | None = None  # a model.pt / checkpoint whose "model" weights start this run
@@ -114,6 +120,8 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise TrainingError(message)
+        ModelSource.parse(self.model)  # a name that is not registered, or no callable named: refused now
+        self.convert = convert_options(self.convert)
 
     @property
     def learning_rate(self) -> float:

@@ -16,13 +16,14 @@ import yaml
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from .. import artifacts, models
+from .. import artifacts
 from ..data import DatasetInfo, build_dataset, eval_transform, train_transform
 from ..distributed import DistEnv, barrier, setup, sync_batchnorm
 from ..errors import TrainingError
 from ..exits import LIGHT_EXIT, ExitSpace, ExitSpec
 from ..io import atomic_write_text
 from ..losses import ExitLoss
+from ..models.source import ModelSource, load_user_weights
 from ..network import MultiExitNet, convert
 from .config import TrainConfig
 from .loop import CHECKPOINT, fit
@@ -116,7 +117,7 @@ def build_task(config: TrainConfig, model: nn.Module, info: DatasetInfo,
     if config.stage == "backbone":
         return BackboneTask(model, **common)
     h, w = config.profile_size or config.crop
-    net = convert(model.eval(), torch.zeros(1, 3, h, w), num_exits=config.num_exits, exit_head=None)
+    net = convert(model.eval(), torch.zeros(1, 3, h, w), num_exits=config.num_exits, exit_head=None, **config.convert)
     if config.stage == "pretrain":
         return PretrainTask(net.attach(LIGHT_EXIT), model, schedule=config.exit_schedule, **common)
     exit_loss = ExitLoss(config.exit_loss, alpha=config.alpha, temperature=config.temperature)
@@ -135,8 +136,10 @@ def train(
 ) -> dict[str, Any]:
     """Run one stage as ``config`` says; returns ``{"history", "detail", "result", ...}``.
 
-    ``model`` replaces the registry model ``config.model`` (any segmentation nn.Module), ``datasets`` the datasets
-    ``config.dataset`` names. Under ``torchrun`` every process calls this; rank 0 writes the files.
+    ``model`` replaces the model ``config.model`` names (a registered name, an import path or a file: see
+    :class:`~mess_core.models.ModelSource`), ``datasets`` the datasets ``config.dataset`` names. ``config.weights``
+    (the user's trained weights) load into the model before ``config.init``. Under ``torchrun`` every process calls
+    this; rank 0 writes the files.
     """
     env = env or setup(config.device)
     say = log or (print if env.is_main else (lambda _msg: None))
@@ -155,11 +158,17 @@ def train(
     if info is None:
         raise TrainingError("the training dataset has no .info (classes and ignore index); use a mess_core.data dataset")
     torch.manual_seed(config.seed)  # identical initial weights in every process
-    name = config.model if model is None else type(model).__name__
-    if model is None:
-        model = models.create(config.model, num_classes=info.num_classes)
+    source = ModelSource.parse(config.model) if model is None else None
+    name = source.name if source is not None else type(model).__name__
+    if source is not None:
+        model = source.build(info.num_classes)
+    if config.weights:
+        load_user_weights(config.weights, model)
+        say(f"weights: {config.weights} loaded into {name}")
+    started_from = config.weights  # the user's weights this run's model descends from, if any
     if config.init:
         model, init_meta = artifacts.load_model(config.init, model)
+        started_from = started_from or init_meta.get("weights")
         if "model" in init_meta and init_meta["model"] != name:
             raise TrainingError(f"{config.init}: trained for model '{init_meta['model']}', not '{name}'")
     weights = None
@@ -190,7 +199,10 @@ def train(
         ignore_index=info.ignore_index, resume=resume, evaluate_before=config.stage == "pretrain", log=say,
     )
     meta = {"model": name, "num_classes": info.num_classes, "dataset": config.dataset, "classes": list(info.classes),
-            "ignore_index": info.ignore_index, "stage": config.stage}
+            "ignore_index": info.ignore_index, "stage": config.stage, "convert": dict(config.convert),
+            "weights": started_from}
+    if source is not None:
+        meta["model_source"] = source.recorded().to_dict()
     result = run_dir / RESULT_FILES[config.stage]
     if env.is_main:
         if config.stage == "exits":
