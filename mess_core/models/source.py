@@ -18,7 +18,7 @@ How the conversion is done travels with it: :func:`convert_options` checks a ``c
     >>> ModelSource.parse("torchvision.models.segmentation:lraspp_mobilenet_v3_large").kind
     'import'
     >>> convert_options({"cost": "flops", "leaf_modules": ["backbone.gate"]})
-    {'cost': 'flops', 'leaf_modules': ['backbone.gate']}
+    {'leaf_modules': ['backbone.gate'], 'cost': 'flops'}
 """
 
 from __future__ import annotations
