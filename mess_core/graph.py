@@ -20,8 +20,11 @@ across their cut points; the exit attaches to the most recent 4-D feature map of
 
 from __future__ import annotations
 
+import inspect
 import math
+import operator
 import os
+import re
 import traceback
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
@@ -222,6 +225,9 @@ class TracedModel:
     module_calls: dict[str, tuple[tuple[str, str, type], ...]]
     specialisations: list[str]
     output: Any
+    hoisted: frozenset[str] = frozenset()
+    # modules kept opaque because their code differs in training mode (see trace())
+    training_leaves: tuple[str, ...] = ()
 
     def index(self, name: str) -> int:
         for i, n in enumerate(self.nodes):
@@ -239,29 +245,30 @@ def trace(
     """Trace ``model`` on ``example`` (in eval mode, without gradients) into an fx graph.
 
     ``leaf_modules`` lists module classes or qualified names to keep as single opaque nodes (exits are never placed
-    inside them); use it for submodules FX cannot trace.
+    inside them); use it for submodules FX cannot trace. When tracing fails, every module that fails is reported
+    in one message (each failing module is kept opaque in turn to find the next).
+
+    The model is traced a second time with its modules in training mode. Where that graph differs from the eval
+    graph (``if self.training:``, ``F.dropout(x, p, training=self.training)``, a drop-path helper), the module
+    whose code differs is kept as a leaf, so it runs its own Python and trains exactly as in the original; its name
+    is listed in :attr:`TracedModel.training_leaves`. Code in the model's own forward that depends on the mode is
+    refused, since no submodule can hold it.
     """
     leaf_types = TORCHVISION_LEAF_MODULES + tuple(m for m in leaf_modules if isinstance(m, type))
     leaf_names = frozenset(m for m in leaf_modules if isinstance(m, str))
     missing = [n for n in leaf_names if n not in dict(model.named_modules())]
     if missing:
         raise TraceFailure(f"leaf_modules names {missing} are not submodules of {type(model).__name__}")
-    tracer = _ConcreteTracer(example, leaf_types, leaf_names)
-    with evaluating(model):
-        try:
-            graph = tracer.trace(model)
-        except TraceFailure:
-            raise
-        except Exception as exc:
-            try:
-                model(example)
-            except Exception as plain:
-                raise TraceFailure(
-                    f"the model fails on example_input {tuple(example.shape)} even without tracing: "
-                    f"{type(plain).__name__}: {plain}. Give convert() an input the model accepts."
-                ) from plain
-            raise _explain_trace_failure(model, exc) from exc
+    training_leaves: list[str] = []
+    for _ in range(len(list(model.modules())) + 1):
+        names = leaf_names | frozenset(training_leaves)
+        tracer, graph = _trace_reporting_all(model, example, leaf_types, names)
+        moded = _mode_dependent_module(model, example, leaf_types, names, graph)
+        if moded is None:
+            break
+        training_leaves.append(moded)
     gm = fx.GraphModule(tracer.root, graph, class_name=type(model).__name__ + "Traced")
+    hoisted: frozenset[str] = frozenset()
     nodes = list(gm.graph.nodes)
     info = {n.name: describe(tracer.values.get(n)) for n in nodes if n.op != "output"}
     output_node = nodes[-1]
@@ -273,22 +280,197 @@ def trace(
         if n.op == "call_module" and chain and chain[-1][1] == n.target:
             chain = chain[:-1]  # a leaf module's own call is the node itself, not something it is inside
         calls[n.name] = chain
-    return TracedModel(gm, nodes, info, calls, tracer.specialisations, output)
+    return TracedModel(gm, nodes, info, calls, tracer.specialisations, output, hoisted, tuple(training_leaves))
 
 
-def _explain_trace_failure(model: nn.Module, exc: Exception) -> TraceFailure:
-    module_path, module_type = getattr(exc, "_mess_module", ("", type(model).__name__))
-    where = _user_location(traceback.extract_tb(exc.__traceback__))
-    shown = f"in module '{module_path}' ({module_type})" if module_path else f"in {module_type}.forward itself"
-    hint = (
-        f"pass leaf_modules=['{module_path}'] to convert() to keep that module as one opaque step (no exit can be "
-        "placed inside it)"
-        if module_path
-        else "wrap the offending code in a submodule and pass its name in leaf_modules"
+def _trace_once(
+    model: nn.Module, example: torch.Tensor, leaf_types: tuple[type, ...], leaf_names: frozenset[str], *,
+    training: bool = False,
+) -> tuple[_ConcreteTracer, fx.Graph]:
+    """One trace without gradients, leaving the model's modes, buffers and the random state as they were.
+
+    ``training=True`` puts every traced (non-leaf) module in training mode and every leaf in eval mode: the graph
+    only depends on the traced modules' Python, and leaves such as BatchNorm must not see a batch of one.
+    """
+    tracer = _ConcreteTracer(example, leaf_types, leaf_names)
+    tracer.record_stack_traces = True
+    modes = [(m, m.training) for m in model.modules()]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    devices = [example.device.index or 0] if example.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            for name, m in model.named_modules():
+                m.training = training and not tracer.is_leaf_module(m, name)
+            return tracer, tracer.trace(model)
+    finally:
+        for m, mode in modes:
+            m.training = mode
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+
+
+def _trace_reporting_all(
+    model: nn.Module, example: torch.Tensor, leaf_types: tuple[type, ...], leaf_names: frozenset[str]
+) -> tuple[_ConcreteTracer, fx.Graph]:
+    """Trace in eval mode; on failure keep tracing with each failing module as a leaf to report them all at once."""
+    failures: list[tuple[Exception, str]] = []
+    names = leaf_names
+    while True:
+        try:
+            result = _trace_once(model, example, leaf_types, names)
+        except TraceFailure:
+            raise
+        except Exception as exc:
+            if not failures:
+                try:
+                    with evaluating(model):
+                        model(example)
+                except Exception as plain:
+                    raise TraceFailure(
+                        f"the model fails on example_input {tuple(example.shape)} even without tracing: "
+                        f"{type(plain).__name__}: {plain}. Give convert() an input the model accepts."
+                    ) from plain
+            path = getattr(exc, "_mess_module", ("", ""))[0]
+            failures.append((exc, _user_location(traceback.extract_tb(exc.__traceback__))))
+            if not path or path in names:
+                break
+            names = names | {path}
+            continue
+        if not failures:
+            return result
+        break
+    raise _explain_trace_failures(model, failures) from failures[0][0]
+
+
+_CONSTRUCTOR = re.compile(r"torch\.(zeros|ones|empty|full|rand|randn|randint|normal|eye|arange|linspace|tensor)\(")
+
+
+def _cause_and_fix(exc: Exception, where: str) -> tuple[str, str]:
+    """What went wrong, in words, and how to rewrite the line."""
+    if isinstance(exc, _DataDependentControlFlow):
+        return "Python control flow on tensor values", "rewrite that line without Python control flow on tensor values"
+    if isinstance(exc, TypeError) and ("Proxy" in str(exc) or _CONSTRUCTOR.search(where)):
+        return (
+            "a tensor constructor (torch.zeros, torch.rand, ...) was given sizes read from a traced tensor's shape "
+            "as separate arguments, which torch.fx cannot pass through",
+            "build the tensor from the traced one instead, e.g. x.new_zeros((n, c, h, w)) or "
+            "torch.zeros_like(...), or pass the sizes as one tuple: torch.zeros(x.shape)",
+        )
+    return "code torch.fx cannot trace", "rewrite that line so that torch.fx can trace it"
+
+
+def _explain_trace_failures(model: nn.Module, failures: Sequence[tuple[Exception, str]]) -> TraceFailure:
+    parts, paths, fixes = [], [], []
+    for exc, where in failures:
+        module_path, module_type = getattr(exc, "_mess_module", ("", type(model).__name__))
+        shown = f"in module '{module_path}' ({module_type})" if module_path else f"in {module_type}.forward itself"
+        cause, fix = _cause_and_fix(exc, where)
+        parts.append(f"{shown} at {where}: {type(exc).__name__}: {exc} (cause: {cause})")
+        if module_path:
+            paths.append(module_path)
+        if fix not in fixes:
+            fixes.append(fix)
+    if paths:
+        hint = (
+            f"pass leaf_modules={paths!r} to convert() to keep {'that module' if len(paths) == 1 else 'those modules'} "
+            "as one opaque step (no exit can be placed inside)"
+        )
+    else:
+        hint = "wrap the offending code in a submodule and pass its name in leaf_modules"
+    if paths and len(paths) < len(failures):
+        hint += "; code in the model's own forward cannot be kept opaque, so wrap it in a submodule first"
+    head = "torch.fx could not trace the model: " if len(parts) == 1 else (
+        f"torch.fx could not trace the model in {len(parts)} places: "
     )
-    return TraceFailure(
-        f"torch.fx could not trace the model: {shown} at {where}: {type(exc).__name__}: {exc}. "
-        f"To work around it, {hint}, or rewrite that line without Python control flow on tensor values."
+    body = parts[0] if len(parts) == 1 else "; ".join(f"({i}) {p}" for i, p in enumerate(parts, start=1))
+    return TraceFailure(f"{head}{body}. To work around it, {hint}, or {'; or '.join(fixes)}.")
+
+
+def _signature(nodes: Sequence[fx.Node]) -> list[tuple]:
+    index = {n: i for i, n in enumerate(nodes)}
+
+    def norm(a: Any) -> Any:
+        if isinstance(a, fx.Node):
+            return ("node", index.get(a))
+        if isinstance(a, (tuple, list)):
+            return (type(a).__name__, tuple(norm(v) for v in a))
+        if isinstance(a, dict):
+            return ("dict", tuple((k, norm(v)) for k, v in a.items()))
+        if isinstance(a, torch.Tensor):
+            return ("tensor", tuple(a.shape))
+        return a
+
+    return [(n.op, n.target, norm(n.args), norm(n.kwargs)) for n in nodes]
+
+
+def _forward_reads_training(typ: type) -> bool:
+    try:
+        return "training" in inspect.getsource(typ.forward)
+    except (OSError, TypeError):
+        return False
+
+
+def _stack_trace_location(stack_trace: str) -> str:
+    """The user's frame in a node's recorded stack trace, as ``file:line `code```."""
+    lines = stack_trace.splitlines()
+    for i, line in enumerate(lines):
+        m = re.match(r'\s*File "(.+)", line (\d+)', line)
+        if m and not os.path.abspath(m[1]).startswith(_TORCH_DIR) and os.path.abspath(m[1]) != _THIS_FILE:
+            code = lines[i + 1].strip() if i + 1 < len(lines) else ""
+            return f"{m[1]}:{m[2]} `{code}`"
+    return ""
+
+
+def _mode_dependent_module(
+    model: nn.Module, example: torch.Tensor, leaf_types: tuple[type, ...], leaf_names: frozenset[str],
+    eval_graph: fx.Graph,
+) -> str | None:
+    """The qualified name of a module whose traced code differs between eval and training mode (None: no module
+    does). Raises TraceFailure when the difference is in the model's own forward."""
+    stack = lambda n: list(n.meta.get("nn_module_stack", {}).items())  # noqa: E731
+    try:
+        _, train_graph = _trace_once(model, example, leaf_types, leaf_names, training=True)
+    except Exception as exc:  # e.g. a drop-path helper that only builds its random mask in training mode
+        path = getattr(exc, "_mess_module", ("", ""))[0]
+        if path and path not in leaf_names:
+            return path
+        where = _user_location(traceback.extract_tb(exc.__traceback__))
+        raise TraceFailure(
+            f"{type(model).__name__}.forward cannot be traced in training mode at {where}: {type(exc).__name__}: "
+            f"{exc}. Code that behaves differently in training mode must live in a submodule, which mess_core keeps "
+            "opaque so it trains as in the original."
+        ) from exc
+    ours, theirs = list(eval_graph.nodes), list(train_graph.nodes)
+    a, b = _signature(ours), _signature(theirs)
+    first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+    if first is None:
+        if len(a) == len(b):
+            return None
+        first = min(len(a), len(b))
+    here = [n for n in (ours[first] if first < len(ours) else None, theirs[first] if first < len(theirs) else None)
+            if n is not None and n.op != "output"]
+    common = []
+    stacks = [stack(n) for n in here]
+    if stacks:
+        for level in zip(*stacks):
+            if any(item[0] != level[0][0] for item in level):
+                break
+            common.append(level[0])
+    candidates = [item for s in stacks for item in s]
+    for _, (qual, typ) in sorted(candidates, key=lambda item: -item[1][0].count(".") - len(item[1][0]) / 1e4):
+        if qual and qual not in leaf_names and _forward_reads_training(typ):
+            return qual
+    for _, (qual, typ) in reversed(common):
+        if qual and qual not in leaf_names and not _is_container(qual, typ, frozenset()):
+            return qual
+    where = next((_stack_trace_location(n.stack_trace) for n in here if n.stack_trace), "")
+    shown = f" at {where}" if where else ""
+    raise TraceFailure(
+        f"{type(model).__name__}.forward itself behaves differently in training mode{shown} (its graph in training "
+        f"mode differs from eval mode at node '{here[0].name if here else first}'), e.g. it reads self.training or "
+        "calls F.dropout(..., training=self.training). Move that code into a submodule: mess_core keeps such "
+        "submodules opaque so that the converted network trains like the original."
     )
 
 

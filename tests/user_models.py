@@ -142,3 +142,94 @@ class ShapeCarrier(nn.Module):
         b, _, h, w = x.shape
         y = F.interpolate(self.classifier(self.backbone(x)), size=(h, w), mode="bilinear", align_corners=False)
         return y + self.bias.view(1, -1, 1, 1).expand(b, -1, h, w)
+
+
+def drop_connect(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """EfficientNet-style drop-path helper: only builds its random mask in training mode."""
+    if not training or p == 0:
+        return x
+    keep = 1 - p
+    mask = torch.floor(keep + torch.rand(x.shape[0], 1, 1, 1, dtype=x.dtype, device=x.device))
+    return x / keep * mask
+
+
+class DropPathBlock(nn.Module):
+    def __init__(self, channels: int, p: float = 0.5):
+        super().__init__()
+        self.body, self.p = conv_block(channels, channels), p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + drop_connect(self.body(x), self.p, self.training)
+
+
+class NoisyBlock(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.body = conv_block(cin, cout, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        if self.training:  # a branch taken only in training mode
+            y = y + 0.1 * torch.randn_like(y)
+        return y
+
+
+class FunctionalDropoutBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = conv_block(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(self.body(x), 0.3, training=self.training)
+
+
+class TrainingDependent(nn.Module):
+    """Blocks whose forward reads ``self.training``: drop-path, a training-only branch, functional dropout."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.backbone = nn.Sequential(
+            conv_block(3, 8), DropPathBlock(8), NoisyBlock(8, 16), FunctionalDropoutBlock(16), DropPathBlock(16),
+            conv_block(16, 16),
+        )
+        self.classifier = nn.Conv2d(16, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.classifier(self.backbone(x))
+        return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class RootDropout(nn.Module):
+    """Functional dropout in the model's own forward: no submodule can hold it."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.backbone = nn.Sequential(conv_block(3, 8), conv_block(8, 8), conv_block(8, 8))
+        self.classifier = nn.Conv2d(8, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(F.dropout(self.backbone(x), 0.2, training=self.training))
+
+
+class _ZerosBias(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        return x + torch.zeros(n, c, h, w)  # sizes as separate arguments: torch.fx cannot pass them
+
+
+class _OnesBias(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.ones(x.shape[0], 1, 1, 1)
+
+
+class TracedSizes(nn.Module):
+    """Two modules that build tensors from traced sizes."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.backbone = nn.Sequential(conv_block(3, 8), _ZerosBias(), conv_block(8, 8), _OnesBias(), conv_block(8, 8))
+        self.classifier = nn.Conv2d(8, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.backbone(x))
+

@@ -1,0 +1,60 @@
+"""Conversion defects found on models nobody here wrote (issue 16): training-mode code, late shape reads,
+multi-branch exits, latency placement, traced sizes, exit names."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mess_core
+from mess_core import TraceFailure
+from mess_core.graph import trace
+
+from .user_models import RootDropout, TracedSizes, TrainingDependent
+
+
+def test_training_mode_code_trains_like_the_original():
+    model = TrainingDependent()
+    example = torch.randn(2, 3, 32, 32)
+    traced = trace(model, example)
+    assert set(traced.training_leaves) == {"backbone.1", "backbone.2", "backbone.3", "backbone.4"}
+    net = mess_core.convert(model, example, num_exits=3)
+    x = torch.randn(2, 3, 32, 32)
+    model.train()
+    net.train()
+    torch.manual_seed(1)
+    ref = model(x)
+    torch.manual_seed(1)
+    ours = net.walk_to(x).logits
+    assert torch.allclose(ours, ref, atol=1e-5, rtol=0)
+    torch.manual_seed(2)
+    assert not torch.allclose(model(x), ref, atol=1e-3)  # dropout and drop-path are active
+    model.eval()
+    net.eval()
+    with torch.no_grad():
+        assert torch.allclose(net(x)[-1], model(x), atol=1e-5, rtol=0)
+
+
+def test_training_mode_code_in_the_models_own_forward_is_refused_by_name():
+    with pytest.raises(TraceFailure) as info:
+        mess_core.convert(RootDropout(), torch.randn(1, 3, 32, 32), num_exits=2)
+    message = str(info.value)
+    assert "RootDropout.forward itself behaves differently in training mode" in message
+    assert "user_models.py" in message and "F.dropout(self.backbone(x), 0.2, training=self.training)" in message
+    assert "submodule" in message
+
+
+def test_constructors_with_traced_sizes_name_the_cause_and_every_module():
+    with pytest.raises(TraceFailure) as info:
+        mess_core.convert(TracedSizes(), torch.randn(1, 3, 32, 32), num_exits=2)
+    message = str(info.value)
+    assert "in 2 places" in message
+    assert "'backbone.1' (_ZerosBias)" in message and "'backbone.3' (_OnesBias)" in message
+    assert "torch.zeros(n, c, h, w)" in message and "torch.ones(x.shape[0], 1, 1, 1)" in message
+    assert "tensor constructor" in message and "x.new_zeros(" in message
+    assert "leaf_modules=['backbone.1', 'backbone.3']" in message
+    assert "control flow on tensor values" not in message
+    net = mess_core.convert(TracedSizes().eval(), torch.randn(1, 3, 32, 32), num_exits=2,
+                            leaf_modules=["backbone.1", "backbone.3"])
+    assert net.num_exits == 2
+
