@@ -8,7 +8,9 @@ Tracing carries the concrete values of the example input alongside the symbolic 
   computes something the model would not.
 * Python control flow on tensor *values* (``if x.max() > 0``) cannot be captured by a graph and is refused with a
   message naming the module and the source line.
-* Reads of ``x.shape`` are metadata: the graph keeps the (small) shape value alive, not the tensor it was read from.
+* Reads of ``x.shape`` are metadata: they are moved up to just after the tensor they read, so the graph keeps the
+  (small) shape value alive, not the tensor (``F.interpolate(y, size=x.shape[-2:])`` at the end of forward hands
+  on the input's size across the cuts, not the image).
 
 A *cut point* is a position in topological order where execution can stop and resume later: everything computed
 before it that is used after it (the *live set*) is known, and consists of tensors and shape metadata only. Cuts are
@@ -225,6 +227,7 @@ class TracedModel:
     module_calls: dict[str, tuple[tuple[str, str, type], ...]]
     specialisations: list[str]
     output: Any
+    # shape reads moved up to just after the tensor they read (see _hoist_shape_reads): never a cut of their own
     hoisted: frozenset[str] = frozenset()
     # modules kept opaque because their code differs in training mode (see trace())
     training_leaves: tuple[str, ...] = ()
@@ -268,7 +271,8 @@ def trace(
             break
         training_leaves.append(moded)
     gm = fx.GraphModule(tracer.root, graph, class_name=type(model).__name__ + "Traced")
-    hoisted: frozenset[str] = frozenset()
+    hoisted = _hoist_shape_reads(gm.graph, tracer.values)
+    gm.recompile()
     nodes = list(gm.graph.nodes)
     info = {n.name: describe(tracer.values.get(n)) for n in nodes if n.op != "output"}
     output_node = nodes[-1]
@@ -474,11 +478,52 @@ def _mode_dependent_module(
     )
 
 
+_SHAPE_ATTRIBUTES = frozenset({"shape", "ndim", "dtype", "device", "is_cuda"})
+_SHAPE_METHODS = frozenset({"size", "dim", "numel", "nelement", "get_device"})
+_METADATA_FUNCTIONS = frozenset({
+    operator.getitem, operator.add, operator.sub, operator.mul, operator.floordiv, operator.truediv, operator.mod,
+    operator.neg, len, int,
+})
+
+
+def _hoist_shape_reads(graph: fx.Graph, values: dict[fx.Node, Any]) -> frozenset[str]:
+    """Move every read of a tensor's metadata (``x.shape``, ``x.size()``, ...), and arithmetic or indexing on such
+    reads alone, up to just after the values it needs. Returns the names of the nodes moved or eligible.
+
+    fx records ``x.shape`` where it is used: ``F.interpolate(y, size=x.shape[-2:])`` at the end of forward would keep
+    the input ``x`` live across every cut, and every stage would carry the image. Read at once, only the (small)
+    shape crosses the cuts. These reads are pure, so moving them up changes no result.
+    """
+    hoisted: set[fx.Node] = set()
+    for n in list(graph.nodes):
+        inputs = n.all_input_nodes
+        if not inputs or not _is_metadata(values.get(n)):
+            continue
+        shape_read = isinstance(values.get(inputs[0]), torch.Tensor) and (
+            (n.op == "call_function" and n.target is getattr and len(n.args) == 2 and n.args[1] in _SHAPE_ATTRIBUTES)
+            or (n.op == "call_method" and n.target in _SHAPE_METHODS)
+        )
+        derived = n.op == "call_function" and n.target in _METADATA_FUNCTIONS and all(a in hoisted for a in inputs)
+        if not (shape_read or derived):
+            continue
+        position = {m: i for i, m in enumerate(graph.nodes)}
+        anchor = max(inputs, key=position.__getitem__)
+        while anchor.next.op == "placeholder":
+            anchor = anchor.next
+        while anchor.next in hoisted and anchor.next is not n:
+            anchor = anchor.next
+        if anchor.next is not n:
+            anchor.append(n)
+        hoisted.add(n)
+    return frozenset(n.name for n in hoisted)
+
+
 @dataclass(frozen=True)
 class CutPoint:
     """A place where execution can stop after node ``position`` and resume later from the ``live`` values.
 
-    ``module`` names what has just been computed: the outermost module call that ends at the cut (a block, or a
+    ``node`` is the last node computed before the cut except metadata reads moved up to it (``position`` counts
+    those). ``module`` names what has just been computed: the outermost module call that ends at the cut (a block, or a
     whole layer), or the node's own module when none ends there.
     """
 
@@ -547,12 +592,19 @@ def find_cut_points(traced: TracedModel, *, region: str = "") -> list[CutPoint]:
     batch = traced.info[nodes[0].name].shape[0]
     cuts = []
     for p in range(start, end + 1):
-        a, b = nodes[p], nodes[p + 1]
+        if nodes[p].name in traced.hoisted:
+            continue  # a shape read moved up: it belongs to the cut before it
+        q = p  # the cut falls after the shape reads that follow node p, so that only the shapes cross it
+        while nodes[q + 1].name in traced.hoisted:
+            q += 1
+        if nodes[q + 1].op == "output":
+            continue
+        a, b = nodes[p], nodes[q + 1]
         calls_a, calls_b = traced.module_calls[a.name], traced.module_calls[b.name]
         shared = [c for c, d in zip(calls_a, calls_b) if c[0] == d[0]]
         if any(not _is_container(qual, typ, transparent) for _, qual, typ in shared):
             continue  # inside a block: cutting here would split it from its own skip path
-        names = tuple(nodes[i].name for i in live[p])
+        names = tuple(nodes[i].name for i in live[q])
         infos = [traced.info[n] for n in names]
         if not names or any(i.kind == "other" for i in infos):
             continue
@@ -564,7 +616,7 @@ def find_cut_points(traced: TracedModel, *, region: str = "") -> list[CutPoint]:
             continue
         ending = [qual for key, qual, _ in calls_a if key not in {c[0] for c in shared} and qual != region]
         module = ending[0] if ending else (a.target if a.op == "call_module" else (calls_a[-1][1] if calls_a else ""))
-        cuts.append(CutPoint(p, a.name, names, features[-1], module))
+        cuts.append(CutPoint(q, a.name, names, features[-1], module))
     return cuts
 
 

@@ -10,7 +10,7 @@ import mess_core
 from mess_core import TraceFailure
 from mess_core.graph import trace
 
-from .user_models import RootDropout, TracedSizes, TrainingDependent
+from .user_models import LateShapeRead, RootDropout, TracedSizes, TrainingDependent
 
 
 def test_training_mode_code_trains_like_the_original():
@@ -58,3 +58,18 @@ def test_constructors_with_traced_sizes_name_the_cause_and_every_module():
                             leaf_modules=["backbone.1", "backbone.3"])
     assert net.num_exits == 2
 
+
+def test_a_late_read_of_the_input_shape_hands_on_the_shape_not_the_image():
+    model = LateShapeRead().eval()
+    example = torch.randn(2, 3, 32, 48)
+    net = mess_core.convert(model, example, num_exits=4).eval()
+    for point in net.exits:
+        tensors = [net.value_info[n].shape for n in point.live if net.value_info[n].kind == "tensor"]
+        assert tuple(example.shape) not in tensors and len(tensors) == 1
+        assert any(net.value_info[n].kind == "meta" for n in point.live)  # the (H, W) the last layer needs
+    x = torch.randn(3, 3, 64, 40)
+    with torch.no_grad():
+        for step in net.walk(x):
+            if not step.final:
+                assert not any(torch.is_tensor(v) and v.shape == x.shape for v in step.live)
+        assert torch.allclose(net(x)[-1], model(x), atol=1e-5, rtol=0)

@@ -233,3 +233,15 @@ class TracedSizes(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.backbone(x))
 
+
+class LateShapeRead(nn.Module):
+    """Reads the input's shape only at the very end, as many segmentation models do to upsample their logits."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.backbone = nn.Sequential(conv_block(3, 8), conv_block(8, 16, 2), conv_block(16, 16), conv_block(16, 32, 2))
+        self.classifier = nn.Conv2d(32, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.classifier(self.backbone(x))
+        return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
