@@ -523,8 +523,9 @@ class CutPoint:
     """A place where execution can stop after node ``position`` and resume later from the ``live`` values.
 
     ``node`` is the last node computed before the cut except metadata reads moved up to it (``position`` counts
-    those). ``module`` names what has just been computed: the outermost module call that ends at the cut (a block, or a
-    whole layer), or the node's own module when none ends there.
+    those). ``module`` names what has just been computed, never empty: the outermost module call that ends at the cut
+    (a block, or a whole layer), else the leaf module just called, else the node's name qualified by the module whose
+    forward computes it (``backbone.relu_1``; in the model's own forward the bare node name, ``relu_1``).
     """
 
     position: int
@@ -581,6 +582,16 @@ def region_span(traced: TracedModel, region: str) -> tuple[int, int]:
     return inside[0], inside[-1]
 
 
+def _cut_label(a: fx.Node, ending: Sequence[str], calls: Sequence[tuple[str, str, type]]) -> str:
+    """Never empty: the outermost module call ending at the cut, else the leaf module node ``a`` calls, else node
+    ``a``'s own name qualified by the module whose forward computes it (a bare node name in the model's forward)."""
+    if ending:
+        return ending[0]
+    if a.op == "call_module":
+        return str(a.target)
+    return f"{calls[-1][1]}.{a.name}" if calls else a.name
+
+
 def find_cut_points(traced: TracedModel, *, region: str = "") -> list[CutPoint]:
     """Every valid cut point inside the call of submodule ``region`` ('' = the whole model), in graph order."""
     nodes = traced.nodes
@@ -615,7 +626,7 @@ def find_cut_points(traced: TracedModel, *, region: str = "") -> list[CutPoint]:
         if not features:
             continue
         ending = [qual for key, qual, _ in calls_a if key not in {c[0] for c in shared} and qual != region]
-        module = ending[0] if ending else (a.target if a.op == "call_module" else (calls_a[-1][1] if calls_a else ""))
+        module = _cut_label(a, ending, calls_a)
         cuts.append(CutPoint(q, a.name, names, features[-1], module))
     return cuts
 

@@ -8,9 +8,9 @@ import torch
 
 import mess_core
 from mess_core import TraceFailure
-from mess_core.graph import trace
+from mess_core.graph import find_cut_points, trace
 
-from .user_models import LateShapeRead, RootDropout, TracedSizes, TrainingDependent
+from .user_models import FunctionalActivations, LateShapeRead, RootDropout, TracedSizes, TrainingDependent
 
 
 def test_training_mode_code_trains_like_the_original():
@@ -73,3 +73,14 @@ def test_a_late_read_of_the_input_shape_hands_on_the_shape_not_the_image():
             if not step.final:
                 assert not any(torch.is_tensor(v) and v.shape == x.shape for v in step.live)
         assert torch.allclose(net(x)[-1], model(x), atol=1e-5, rtol=0)
+
+
+def test_every_exit_and_cut_point_names_where_it_sits():
+    model = FunctionalActivations().eval()
+    example = torch.randn(1, 3, 32, 32)
+    cuts = find_cut_points(trace(model, example))
+    assert cuts and all(c.module for c in cuts)
+    assert {"relu", "relu_1"} <= {c.module for c in cuts}  # node names where no module computes the value
+    net = mess_core.convert(model, example, num_exits=3)
+    assert all(e.module for e in net.exits)
+    assert net.exits[-1].module == "relu_1"

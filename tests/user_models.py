@@ -245,3 +245,21 @@ class LateShapeRead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.classifier(self.backbone(x))
         return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class FunctionalActivations(nn.Module):
+    """Activations written as functions in the model's own forward (no backbone submodule): the cut after one
+    lies in no module at all."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.conv3 = nn.Conv2d(16, 16, 3, padding=1)
+        self.classifier = nn.Conv2d(16, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.conv1(x))
+        y = F.relu(self.conv2(y))
+        y = torch.relu(self.conv3(y))
+        return F.interpolate(self.classifier(y), size=x.shape[-2:], mode="bilinear", align_corners=False)
