@@ -17,7 +17,9 @@ before it that is used after it (the *live set*) is known, and consists of tenso
 only placed between blocks: a cut inside a call of a module that is not a plain container (``nn.Sequential``,
 ``nn.ModuleList``, ``nn.ModuleDict`` or the backbone itself) is not a cut point, so exits never split a residual
 block from its skip connection. Models with skip connections (U-Net, FPN, DeepLabV3+) carry several live tensors
-across their cut points; the exit attaches to the most recent 4-D feature map of the live set.
+across their cut points; the exit attaches to the most recent 4-D feature map of the live set, or, with
+``exit_feature="highest-resolution"`` (for multi-branch backbones such as HRNet), to the one with the most pixels
+(ties: most channels, then most recent).
 """
 
 from __future__ import annotations
@@ -592,8 +594,33 @@ def _cut_label(a: fx.Node, ending: Sequence[str], calls: Sequence[tuple[str, str
     return f"{calls[-1][1]}.{a.name}" if calls else a.name
 
 
-def find_cut_points(traced: TracedModel, *, region: str = "") -> list[CutPoint]:
-    """Every valid cut point inside the call of submodule ``region`` ('' = the whole model), in graph order."""
+EXIT_FEATURE_RULES = ("latest", "highest-resolution")
+
+
+def _exit_feature(traced: TracedModel, features: Sequence[str], rule: str) -> str:
+    """The feature map an exit reads among the live 4-D ``features`` (graph order), by ``rule``:
+
+    * ``"latest"``: the most recently computed one (the deepest, for a single-path backbone; in a U-Net the newest
+      encoder output, not an older skip);
+    * ``"highest-resolution"``: the one with the most pixels, ties broken by the most channels, then the most
+      recent. For multi-branch backbones (HRNet) where the coarsest branch is often computed last.
+    """
+    if rule == "latest":
+        return features[-1]
+    if rule == "highest-resolution":
+        def key(item: tuple[int, str]) -> tuple[int, int, int]:
+            shape = traced.info[item[1]].shape
+            return shape[2] * shape[3], shape[1], item[0]
+
+        return max(enumerate(features), key=key)[1]
+    raise ValueError(f"exit_feature must be one of {EXIT_FEATURE_RULES}, not {rule!r}")
+
+
+def find_cut_points(traced: TracedModel, *, region: str = "", exit_feature: str = "latest") -> list[CutPoint]:
+    """Every valid cut point inside the call of submodule ``region`` ('' = the whole model), in graph order.
+    ``exit_feature`` is the rule that chooses the feature map an exit reads (see :func:`_exit_feature`)."""
+    if exit_feature not in EXIT_FEATURE_RULES:
+        raise ValueError(f"exit_feature must be one of {EXIT_FEATURE_RULES}, not {exit_feature!r}")
     nodes = traced.nodes
     transparent = frozenset({region, ""})
     start, end = region_span(traced, region)
@@ -627,7 +654,7 @@ def find_cut_points(traced: TracedModel, *, region: str = "") -> list[CutPoint]:
             continue
         ending = [qual for key, qual, _ in calls_a if key not in {c[0] for c in shared} and qual != region]
         module = _cut_label(a, ending, calls_a)
-        cuts.append(CutPoint(q, a.name, names, features[-1], module))
+        cuts.append(CutPoint(q, a.name, names, _exit_feature(traced, features, exit_feature), module))
     return cuts
 
 

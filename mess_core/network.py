@@ -37,7 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .errors import ConversionError, SpecError
 from .exits import LIGHT_EXIT, ExitHead, ExitSpace, ExitSpec
-from .graph import CutPoint, TracedModel, ValueInfo, find_cut_points, region_span, split, trace
+from .graph import EXIT_FEATURE_RULES, CutPoint, TracedModel, ValueInfo, find_cut_points, region_span, split, trace
 from .placement import equidistant_targets, snap_to_cuts
 from .profiling import COST_KINDS, NodeCost, count_flops, evaluating, profile_nodes
 from .seeding import seeded_torch, stable_seed
@@ -50,7 +50,8 @@ class ExitPoint:
     """Where early exit ``index`` (1 = shallowest) attaches.
 
     ``node`` is the graph node after which the network is cut, ``feature_node`` the 4-D feature map the exit reads
-    (the most recent one of the ``live`` values crossing the cut), ``module`` the module that produced it.
+    (among the ``live`` values crossing the cut, chosen by convert()'s ``exit_feature`` rule: the most recent one,
+    or the highest-resolution one), ``module`` names where the cut sits.
     ``flops`` is the cumulative workload of one image before the exit (``seconds`` likewise, when latency was
     measured) and ``cost_fraction`` that cost over the whole model's, in the cost kind the network was converted
     with. ``channels`` and ``stride`` (input pixels per feature pixel) describe the feature map.
@@ -469,6 +470,7 @@ def convert(
     output_key: str | int | None = None,
     exit_head: ExitSpec | str | ExitSpace | None = LIGHT_EXIT,
     verify: bool = True,
+    exit_feature: Literal["latest", "highest-resolution"] = "latest",
 ) -> MultiExitNet:
     """Turn ``model`` into a :class:`MultiExitNet` with ``num_exits`` exits (``num_exits - 1`` early ones).
 
@@ -483,11 +485,17 @@ def convert(
         output_key: which entry of a dict/tuple output holds the logits, if not ``"out"``.
         exit_head: configuration(s) to attach at every early exit right away (None: attach later).
         verify: check that running the stages reproduces the model's output on ``example_input``.
+        exit_feature: which live 4-D feature map an exit reads where several cross a cut: ``"latest"`` (the most
+            recently computed; right for single-path backbones and U-Net encoders) or ``"highest-resolution"`` (the
+            most pixels, ties broken by most channels, then most recent; for multi-branch backbones such as HRNet,
+            whose coarsest branch is often computed last).
     """
     if not isinstance(num_exits, int) or num_exits < 2:
         raise ConversionError(f"num_exits must be an int >= 2 (early exits plus the final one), not {num_exits!r}")
     if cost not in COST_KINDS:
         raise ConversionError(f"cost must be one of {COST_KINDS}, not {cost!r}")
+    if exit_feature not in EXIT_FEATURE_RULES:
+        raise ConversionError(f"exit_feature must be one of {EXIT_FEATURE_RULES}, not {exit_feature!r}")
     if not isinstance(example_input, torch.Tensor) or example_input.dim() != 4:
         shape = tuple(example_input.shape) if isinstance(example_input, torch.Tensor) else type(example_input).__name__
         raise ConversionError(f"example_input must be an image batch (B, C, H, W), not {shape}")
@@ -498,7 +506,7 @@ def convert(
     num_classes = _check_logits(logits, example_input)
 
     try:
-        cuts = find_cut_points(traced, region=backbone_name)
+        cuts = find_cut_points(traced, region=backbone_name, exit_feature=exit_feature)
     except KeyError:
         raise ConversionError(
             f"the backbone '{backbone_name}' is never called in {type(model).__name__}.forward; name the submodule "

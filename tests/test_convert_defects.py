@@ -7,10 +7,17 @@ import pytest
 import torch
 
 import mess_core
-from mess_core import TraceFailure
+from mess_core import ConversionError, TraceFailure
 from mess_core.graph import find_cut_points, trace
 
-from .user_models import FunctionalActivations, LateShapeRead, RootDropout, TracedSizes, TrainingDependent
+from .user_models import (
+    FunctionalActivations,
+    LateShapeRead,
+    RootDropout,
+    TracedSizes,
+    TrainingDependent,
+    TwoBranch,
+)
 
 
 def test_training_mode_code_trains_like_the_original():
@@ -84,3 +91,23 @@ def test_every_exit_and_cut_point_names_where_it_sits():
     net = mess_core.convert(model, example, num_exits=3)
     assert all(e.module for e in net.exits)
     assert net.exits[-1].module == "relu_1"
+
+
+def test_exits_of_a_multi_branch_backbone_can_read_the_highest_resolution_branch():
+    model = TwoBranch().eval()
+    example = torch.randn(1, 3, 32, 32)
+    latest = mess_core.convert(model, example, num_exits=4)
+    best = mess_core.convert(model, example, num_exits=4, exit_feature="highest-resolution")
+    assert [e.node for e in best.exits] == [e.node for e in latest.exits]  # same cuts, other feature maps
+    assert any(e.stride > 1 for e in latest.exits)  # the default reads the coarse branch when it was computed last
+    for point in best.exits:
+        maps = [best.value_info[n].shape for n in point.live if best.value_info[n].is_feature_map]
+        top = max(maps, key=lambda s: (s[2] * s[3], s[1]))
+        assert point.stride == 1 and point.feature_shape == top[1:]
+    x = torch.randn(2, 3, 40, 24)
+    with torch.no_grad():
+        features, final = best.forward_features(x)
+        assert all(f.shape[-2:] == x.shape[-2:] for f in features)
+        assert torch.allclose(final, model(x), atol=1e-5, rtol=0)
+    with pytest.raises(ConversionError, match="exit_feature"):
+        mess_core.convert(model, example, exit_feature="biggest")

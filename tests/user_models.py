@@ -263,3 +263,31 @@ class FunctionalActivations(nn.Module):
         y = F.relu(self.conv2(y))
         y = torch.relu(self.conv3(y))
         return F.interpolate(self.classifier(y), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class _TwoBranchBackbone(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = conv_block(3, 16)
+        self.high = nn.Sequential(conv_block(16, 16), conv_block(16, 16), conv_block(16, 16))  # stride 1
+        self.low = nn.Sequential(conv_block(16, 32, 2), conv_block(32, 32, 2), conv_block(32, 64, 2))  # to stride 8
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.stem(x)
+        h, low = s, s
+        for high_block, low_block in zip(self.high, self.low):  # the branches advance in turn, the coarse one last
+            h = high_block(h)
+            low = low_block(low)
+        return torch.cat([h, F.interpolate(low, size=h.shape[-2:], mode="nearest")], 1)
+
+
+class TwoBranch(nn.Module):
+    """HRNet-like: a full-resolution branch and a coarse branch run side by side and meet at the end."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.backbone = _TwoBranchBackbone()
+        self.classifier = nn.Conv2d(16 + 64, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.backbone(x))
