@@ -35,6 +35,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 import torchvision
+import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.node import map_aggregate, map_arg
 
@@ -535,6 +536,7 @@ class CutPoint:
     live: tuple[str, ...]
     feature: str
     module: str
+    in_chain: bool = False  # between a convolution and its normalisation/activation (see _inside_chain)
 
     @property
     def num_live_tensors(self) -> int:
@@ -597,6 +599,47 @@ def _cut_label(a: fx.Node, ending: Sequence[str], calls: Sequence[tuple[str, str
 EXIT_FEATURE_RULES = ("latest", "highest-resolution")
 
 
+_CONVS: tuple[type, ...] = (nn.modules.conv._ConvNd,)
+_NORMS: tuple[type, ...] = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, torchvision.ops.FrozenBatchNorm2d)
+_ACTIVATIONS: tuple[type, ...] = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish,
+    nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh,
+)
+_CONV_FUNCTIONS = frozenset({torch.conv1d, torch.conv2d, torch.conv3d, F.conv1d, F.conv2d, F.conv3d})
+_NORM_FUNCTIONS = frozenset({F.batch_norm, F.group_norm, F.layer_norm, F.instance_norm, torch.batch_norm})
+_ACTIVATION_FUNCTIONS = frozenset({
+    F.relu, torch.relu, F.relu_, torch.relu_, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.mish, F.hardswish,
+    F.hardsigmoid, F.hardtanh, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh,
+})
+_ACTIVATION_METHODS = frozenset({"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_"})
+
+
+def _layer_kind(traced: TracedModel, n: fx.Node) -> str | None:
+    """``"conv"``, ``"norm"``, ``"act"`` or None for a graph node."""
+    if n.op == "call_module":
+        m = traced.graph_module.get_submodule(str(n.target))
+        for kind, types in (("conv", _CONVS), ("norm", _NORMS), ("act", _ACTIVATIONS)):
+            if isinstance(m, types):
+                return kind
+    elif n.op == "call_function":
+        for kind, targets in (("conv", _CONV_FUNCTIONS), ("norm", _NORM_FUNCTIONS), ("act", _ACTIVATION_FUNCTIONS)):
+            if n.target in targets:
+                return kind
+    elif n.op == "call_method" and n.target in _ACTIVATION_METHODS:
+        return "act"
+    return None
+
+
+def _inside_chain(traced: TracedModel, a: fx.Node, b: fx.Node) -> bool:
+    """Whether a cut between ``a`` and ``b`` splits a convolution from its normalisation or activation (conv|BN,
+    BN|ReLU, conv|ReLU): ``b`` is the only consumer of ``a`` and takes it as its input. An exit there reads a map
+    that is not yet normalised or activated, at the same FLOPs as after the chain, and latency noise would move it."""
+    if not b.args or b.args[0] is not a or len(a.users) != 1:
+        return False
+    kinds = (_layer_kind(traced, a), _layer_kind(traced, b))
+    return kinds in {("conv", "norm"), ("conv", "act"), ("norm", "act")}
+
+
 def _exit_feature(traced: TracedModel, features: Sequence[str], rule: str) -> str:
     """The feature map an exit reads among the live 4-D ``features`` (graph order), by ``rule``:
 
@@ -654,7 +697,8 @@ def find_cut_points(traced: TracedModel, *, region: str = "", exit_feature: str 
             continue
         ending = [qual for key, qual, _ in calls_a if key not in {c[0] for c in shared} and qual != region]
         module = _cut_label(a, ending, calls_a)
-        cuts.append(CutPoint(q, a.name, names, _exit_feature(traced, features, exit_feature), module))
+        feature = _exit_feature(traced, features, exit_feature)
+        cuts.append(CutPoint(q, a.name, names, feature, module, _inside_chain(traced, a, b)))
     return cuts
 
 

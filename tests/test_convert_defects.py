@@ -111,3 +111,25 @@ def test_exits_of_a_multi_branch_backbone_can_read_the_highest_resolution_branch
         assert torch.allclose(final, model(x), atol=1e-5, rtol=0)
     with pytest.raises(ConversionError, match="exit_feature"):
         mess_core.convert(model, example, exit_feature="biggest")
+
+
+def test_exits_never_split_a_convolution_from_its_norm_or_activation():
+    model = LateShapeRead().eval()  # a backbone of conv-BN-ReLU Sequentials: cuts exist after conv and after BN
+    example = torch.randn(1, 3, 64, 64)
+    cuts = find_cut_points(trace(model, example), region="backbone")
+    inside = [c.module for c in cuts if c.in_chain]
+    assert inside == [f"backbone.{i}.{j}" for i in range(4) for j in (0, 1)]  # conv|BN and BN|ReLU of every block
+    for cost in ("flops", "latency"):
+        net = mess_core.convert(model, example, num_exits=5, cost=cost)
+        assert [e.module for e in net.exits] == ["backbone.0", "backbone.1", "backbone.2", "backbone.3"]
+    net = mess_core.convert(FunctionalActivations().eval(), torch.randn(1, 3, 32, 32), num_exits=3)
+    assert [e.module for e in net.exits] == ["relu", "relu_1"]  # not conv2|relu_1, two exits at the same cost
+
+
+def test_latency_placement_is_the_same_from_one_conversion_to_the_next():
+    model = TwoBranch().eval()
+    example = torch.randn(1, 3, 64, 64)
+    nets = [mess_core.convert(model, example, num_exits=4, cost="latency") for _ in range(3)]
+    assert len({tuple(e.node for e in net.exits) for net in nets}) == 1
+    chain = {c.node for c in nets[0].profile.cut_points if c.in_chain}
+    assert chain and not chain & {e.node for e in nets[0].exits}
