@@ -8,26 +8,34 @@ Tracing carries the concrete values of the example input alongside the symbolic 
   computes something the model would not.
 * Python control flow on tensor *values* (``if x.max() > 0``) cannot be captured by a graph and is refused with a
   message naming the module and the source line.
-* Reads of ``x.shape`` are metadata: the graph keeps the (small) shape value alive, not the tensor it was read from.
+* Reads of ``x.shape`` are metadata: they are moved up to just after the tensor they read, so the graph keeps the
+  (small) shape value alive, not the tensor (``F.interpolate(y, size=x.shape[-2:])`` at the end of forward hands
+  on the input's size across the cuts, not the image).
 
 A *cut point* is a position in topological order where execution can stop and resume later: everything computed
 before it that is used after it (the *live set*) is known, and consists of tensors and shape metadata only. Cuts are
 only placed between blocks: a cut inside a call of a module that is not a plain container (``nn.Sequential``,
 ``nn.ModuleList``, ``nn.ModuleDict`` or the backbone itself) is not a cut point, so exits never split a residual
 block from its skip connection. Models with skip connections (U-Net, FPN, DeepLabV3+) carry several live tensors
-across their cut points; the exit attaches to the most recent 4-D feature map of the live set.
+across their cut points; the exit attaches to the most recent 4-D feature map of the live set, or, with
+``exit_feature="highest-resolution"`` (for multi-branch backbones such as HRNet), to the one with the most pixels
+(ties: most channels, then most recent).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+import operator
 import os
+import re
 import traceback
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import torch
 import torchvision
+import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.node import map_aggregate, map_arg
 
@@ -222,6 +230,10 @@ class TracedModel:
     module_calls: dict[str, tuple[tuple[str, str, type], ...]]
     specialisations: list[str]
     output: Any
+    # shape reads moved up to just after the tensor they read (see _hoist_shape_reads): never a cut of their own
+    hoisted: frozenset[str] = frozenset()
+    # modules kept opaque because their code differs in training mode (see trace())
+    training_leaves: tuple[str, ...] = ()
 
     def index(self, name: str) -> int:
         for i, n in enumerate(self.nodes):
@@ -239,29 +251,31 @@ def trace(
     """Trace ``model`` on ``example`` (in eval mode, without gradients) into an fx graph.
 
     ``leaf_modules`` lists module classes or qualified names to keep as single opaque nodes (exits are never placed
-    inside them); use it for submodules FX cannot trace.
+    inside them); use it for submodules FX cannot trace. When tracing fails, every module that fails is reported
+    in one message (each failing module is kept opaque in turn to find the next).
+
+    The model is traced a second time with its modules in training mode. Where that graph differs from the eval
+    graph (``if self.training:``, ``F.dropout(x, p, training=self.training)``, a drop-path helper), the module
+    whose code differs is kept as a leaf, so it runs its own Python and trains exactly as in the original; its name
+    is listed in :attr:`TracedModel.training_leaves`. Code in the model's own forward that depends on the mode is
+    refused, since no submodule can hold it.
     """
     leaf_types = TORCHVISION_LEAF_MODULES + tuple(m for m in leaf_modules if isinstance(m, type))
     leaf_names = frozenset(m for m in leaf_modules if isinstance(m, str))
     missing = [n for n in leaf_names if n not in dict(model.named_modules())]
     if missing:
         raise TraceFailure(f"leaf_modules names {missing} are not submodules of {type(model).__name__}")
-    tracer = _ConcreteTracer(example, leaf_types, leaf_names)
-    with evaluating(model):
-        try:
-            graph = tracer.trace(model)
-        except TraceFailure:
-            raise
-        except Exception as exc:
-            try:
-                model(example)
-            except Exception as plain:
-                raise TraceFailure(
-                    f"the model fails on example_input {tuple(example.shape)} even without tracing: "
-                    f"{type(plain).__name__}: {plain}. Give convert() an input the model accepts."
-                ) from plain
-            raise _explain_trace_failure(model, exc) from exc
+    training_leaves: list[str] = []
+    for _ in range(len(list(model.modules())) + 1):
+        names = leaf_names | frozenset(training_leaves)
+        tracer, graph = _trace_reporting_all(model, example, leaf_types, names)
+        moded = _mode_dependent_module(model, example, leaf_types, names, graph)
+        if moded is None:
+            break
+        training_leaves.append(moded)
     gm = fx.GraphModule(tracer.root, graph, class_name=type(model).__name__ + "Traced")
+    hoisted = _hoist_shape_reads(gm.graph, tracer.values)
+    gm.recompile()
     nodes = list(gm.graph.nodes)
     info = {n.name: describe(tracer.values.get(n)) for n in nodes if n.op != "output"}
     output_node = nodes[-1]
@@ -273,31 +287,248 @@ def trace(
         if n.op == "call_module" and chain and chain[-1][1] == n.target:
             chain = chain[:-1]  # a leaf module's own call is the node itself, not something it is inside
         calls[n.name] = chain
-    return TracedModel(gm, nodes, info, calls, tracer.specialisations, output)
+    return TracedModel(gm, nodes, info, calls, tracer.specialisations, output, hoisted, tuple(training_leaves))
 
 
-def _explain_trace_failure(model: nn.Module, exc: Exception) -> TraceFailure:
-    module_path, module_type = getattr(exc, "_mess_module", ("", type(model).__name__))
-    where = _user_location(traceback.extract_tb(exc.__traceback__))
-    shown = f"in module '{module_path}' ({module_type})" if module_path else f"in {module_type}.forward itself"
-    hint = (
-        f"pass leaf_modules=['{module_path}'] to convert() to keep that module as one opaque step (no exit can be "
-        "placed inside it)"
-        if module_path
-        else "wrap the offending code in a submodule and pass its name in leaf_modules"
+def _trace_once(
+    model: nn.Module, example: torch.Tensor, leaf_types: tuple[type, ...], leaf_names: frozenset[str], *,
+    training: bool = False,
+) -> tuple[_ConcreteTracer, fx.Graph]:
+    """One trace without gradients, leaving the model's modes, buffers and the random state as they were.
+
+    ``training=True`` puts every traced (non-leaf) module in training mode and every leaf in eval mode: the graph
+    only depends on the traced modules' Python, and leaves such as BatchNorm must not see a batch of one.
+    """
+    tracer = _ConcreteTracer(example, leaf_types, leaf_names)
+    tracer.record_stack_traces = True
+    modes = [(m, m.training) for m in model.modules()]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    devices = [example.device.index or 0] if example.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            for name, m in model.named_modules():
+                m.training = training and not tracer.is_leaf_module(m, name)
+            return tracer, tracer.trace(model)
+    finally:
+        for m, mode in modes:
+            m.training = mode
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+
+
+def _trace_reporting_all(
+    model: nn.Module, example: torch.Tensor, leaf_types: tuple[type, ...], leaf_names: frozenset[str]
+) -> tuple[_ConcreteTracer, fx.Graph]:
+    """Trace in eval mode; on failure keep tracing with each failing module as a leaf to report them all at once."""
+    failures: list[tuple[Exception, str]] = []
+    names = leaf_names
+    while True:
+        try:
+            result = _trace_once(model, example, leaf_types, names)
+        except TraceFailure:
+            raise
+        except Exception as exc:
+            if not failures:
+                try:
+                    with evaluating(model):
+                        model(example)
+                except Exception as plain:
+                    raise TraceFailure(
+                        f"the model fails on example_input {tuple(example.shape)} even without tracing: "
+                        f"{type(plain).__name__}: {plain}. Give convert() an input the model accepts."
+                    ) from plain
+            path = getattr(exc, "_mess_module", ("", ""))[0]
+            failures.append((exc, _user_location(traceback.extract_tb(exc.__traceback__))))
+            if not path or path in names:
+                break
+            names = names | {path}
+            continue
+        if not failures:
+            return result
+        break
+    raise _explain_trace_failures(model, failures) from failures[0][0]
+
+
+_CONSTRUCTOR = re.compile(r"torch\.(zeros|ones|empty|full|rand|randn|randint|normal|eye|arange|linspace|tensor)\(")
+
+
+def _cause_and_fix(exc: Exception, where: str) -> tuple[str, str]:
+    """What went wrong, in words, and how to rewrite the line."""
+    if isinstance(exc, _DataDependentControlFlow):
+        return "Python control flow on tensor values", "rewrite that line without Python control flow on tensor values"
+    if isinstance(exc, TypeError) and ("Proxy" in str(exc) or _CONSTRUCTOR.search(where)):
+        return (
+            "a tensor constructor (torch.zeros, torch.rand, ...) was given sizes read from a traced tensor's shape "
+            "as separate arguments, which torch.fx cannot pass through",
+            "build the tensor from the traced one instead, e.g. x.new_zeros((n, c, h, w)) or "
+            "torch.zeros_like(...), or pass the sizes as one tuple: torch.zeros(x.shape)",
+        )
+    return "code torch.fx cannot trace", "rewrite that line so that torch.fx can trace it"
+
+
+def _explain_trace_failures(model: nn.Module, failures: Sequence[tuple[Exception, str]]) -> TraceFailure:
+    parts, paths, fixes = [], [], []
+    for exc, where in failures:
+        module_path, module_type = getattr(exc, "_mess_module", ("", type(model).__name__))
+        shown = f"in module '{module_path}' ({module_type})" if module_path else f"in {module_type}.forward itself"
+        cause, fix = _cause_and_fix(exc, where)
+        parts.append(f"{shown} at {where}: {type(exc).__name__}: {exc} (cause: {cause})")
+        if module_path:
+            paths.append(module_path)
+        if fix not in fixes:
+            fixes.append(fix)
+    if paths:
+        hint = (
+            f"pass leaf_modules={paths!r} to convert() to keep {'that module' if len(paths) == 1 else 'those modules'} "
+            "as one opaque step (no exit can be placed inside)"
+        )
+    else:
+        hint = "wrap the offending code in a submodule and pass its name in leaf_modules"
+    if paths and len(paths) < len(failures):
+        hint += "; code in the model's own forward cannot be kept opaque, so wrap it in a submodule first"
+    head = "torch.fx could not trace the model: " if len(parts) == 1 else (
+        f"torch.fx could not trace the model in {len(parts)} places: "
     )
-    return TraceFailure(
-        f"torch.fx could not trace the model: {shown} at {where}: {type(exc).__name__}: {exc}. "
-        f"To work around it, {hint}, or rewrite that line without Python control flow on tensor values."
+    body = parts[0] if len(parts) == 1 else "; ".join(f"({i}) {p}" for i, p in enumerate(parts, start=1))
+    return TraceFailure(f"{head}{body}. To work around it, {hint}, or {'; or '.join(fixes)}.")
+
+
+def _signature(nodes: Sequence[fx.Node]) -> list[tuple]:
+    index = {n: i for i, n in enumerate(nodes)}
+
+    def norm(a: Any) -> Any:
+        if isinstance(a, fx.Node):
+            return ("node", index.get(a))
+        if isinstance(a, (tuple, list)):
+            return (type(a).__name__, tuple(norm(v) for v in a))
+        if isinstance(a, dict):
+            return ("dict", tuple((k, norm(v)) for k, v in a.items()))
+        if isinstance(a, torch.Tensor):
+            return ("tensor", tuple(a.shape))
+        return a
+
+    return [(n.op, n.target, norm(n.args), norm(n.kwargs)) for n in nodes]
+
+
+def _forward_reads_training(typ: type) -> bool:
+    try:
+        return "training" in inspect.getsource(typ.forward)
+    except (OSError, TypeError):
+        return False
+
+
+def _stack_trace_location(stack_trace: str) -> str:
+    """The user's frame in a node's recorded stack trace, as ``file:line `code```."""
+    lines = stack_trace.splitlines()
+    for i, line in enumerate(lines):
+        m = re.match(r'\s*File "(.+)", line (\d+)', line)
+        if m and not os.path.abspath(m[1]).startswith(_TORCH_DIR) and os.path.abspath(m[1]) != _THIS_FILE:
+            code = lines[i + 1].strip() if i + 1 < len(lines) else ""
+            return f"{m[1]}:{m[2]} `{code}`"
+    return ""
+
+
+def _mode_dependent_module(
+    model: nn.Module, example: torch.Tensor, leaf_types: tuple[type, ...], leaf_names: frozenset[str],
+    eval_graph: fx.Graph,
+) -> str | None:
+    """The qualified name of a module whose traced code differs between eval and training mode (None: no module
+    does). Raises TraceFailure when the difference is in the model's own forward."""
+    stack = lambda n: list(n.meta.get("nn_module_stack", {}).items())  # noqa: E731
+    try:
+        _, train_graph = _trace_once(model, example, leaf_types, leaf_names, training=True)
+    except Exception as exc:  # e.g. a drop-path helper that only builds its random mask in training mode
+        path = getattr(exc, "_mess_module", ("", ""))[0]
+        if path and path not in leaf_names:
+            return path
+        where = _user_location(traceback.extract_tb(exc.__traceback__))
+        raise TraceFailure(
+            f"{type(model).__name__}.forward cannot be traced in training mode at {where}: {type(exc).__name__}: "
+            f"{exc}. Code that behaves differently in training mode must live in a submodule, which mess_core keeps "
+            "opaque so it trains as in the original."
+        ) from exc
+    ours, theirs = list(eval_graph.nodes), list(train_graph.nodes)
+    a, b = _signature(ours), _signature(theirs)
+    first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+    if first is None:
+        if len(a) == len(b):
+            return None
+        first = min(len(a), len(b))
+    here = [n for n in (ours[first] if first < len(ours) else None, theirs[first] if first < len(theirs) else None)
+            if n is not None and n.op != "output"]
+    common = []
+    stacks = [stack(n) for n in here]
+    if stacks:
+        for level in zip(*stacks):
+            if any(item[0] != level[0][0] for item in level):
+                break
+            common.append(level[0])
+    candidates = [item for s in stacks for item in s]
+    for _, (qual, typ) in sorted(candidates, key=lambda item: -item[1][0].count(".") - len(item[1][0]) / 1e4):
+        if qual and qual not in leaf_names and _forward_reads_training(typ):
+            return qual
+    for _, (qual, typ) in reversed(common):
+        if qual and qual not in leaf_names and not _is_container(qual, typ, frozenset()):
+            return qual
+    where = next((_stack_trace_location(n.stack_trace) for n in here if n.stack_trace), "")
+    shown = f" at {where}" if where else ""
+    raise TraceFailure(
+        f"{type(model).__name__}.forward itself behaves differently in training mode{shown} (its graph in training "
+        f"mode differs from eval mode at node '{here[0].name if here else first}'), e.g. it reads self.training or "
+        "calls F.dropout(..., training=self.training). Move that code into a submodule: mess_core keeps such "
+        "submodules opaque so that the converted network trains like the original."
     )
+
+
+_SHAPE_ATTRIBUTES = frozenset({"shape", "ndim", "dtype", "device", "is_cuda"})
+_SHAPE_METHODS = frozenset({"size", "dim", "numel", "nelement", "get_device"})
+_METADATA_FUNCTIONS = frozenset({
+    operator.getitem, operator.add, operator.sub, operator.mul, operator.floordiv, operator.truediv, operator.mod,
+    operator.neg, len, int,
+})
+
+
+def _hoist_shape_reads(graph: fx.Graph, values: dict[fx.Node, Any]) -> frozenset[str]:
+    """Move every read of a tensor's metadata (``x.shape``, ``x.size()``, ...), and arithmetic or indexing on such
+    reads alone, up to just after the values it needs. Returns the names of the nodes moved or eligible.
+
+    fx records ``x.shape`` where it is used: ``F.interpolate(y, size=x.shape[-2:])`` at the end of forward would keep
+    the input ``x`` live across every cut, and every stage would carry the image. Read at once, only the (small)
+    shape crosses the cuts. These reads are pure, so moving them up changes no result.
+    """
+    hoisted: set[fx.Node] = set()
+    for n in list(graph.nodes):
+        inputs = n.all_input_nodes
+        if not inputs or not _is_metadata(values.get(n)):
+            continue
+        shape_read = isinstance(values.get(inputs[0]), torch.Tensor) and (
+            (n.op == "call_function" and n.target is getattr and len(n.args) == 2 and n.args[1] in _SHAPE_ATTRIBUTES)
+            or (n.op == "call_method" and n.target in _SHAPE_METHODS)
+        )
+        derived = n.op == "call_function" and n.target in _METADATA_FUNCTIONS and all(a in hoisted for a in inputs)
+        if not (shape_read or derived):
+            continue
+        position = {m: i for i, m in enumerate(graph.nodes)}
+        anchor = max(inputs, key=position.__getitem__)
+        while anchor.next.op == "placeholder":
+            anchor = anchor.next
+        while anchor.next in hoisted and anchor.next is not n:
+            anchor = anchor.next
+        if anchor.next is not n:
+            anchor.append(n)
+        hoisted.add(n)
+    return frozenset(n.name for n in hoisted)
 
 
 @dataclass(frozen=True)
 class CutPoint:
     """A place where execution can stop after node ``position`` and resume later from the ``live`` values.
 
-    ``module`` names what has just been computed: the outermost module call that ends at the cut (a block, or a
-    whole layer), or the node's own module when none ends there.
+    ``node`` is the last node computed before the cut except metadata reads moved up to it (``position`` counts
+    those). ``module`` names what has just been computed, never empty: the outermost module call that ends at the cut
+    (a block, or a whole layer), else the leaf module just called, else the node's name qualified by the module whose
+    forward computes it (``backbone.relu_1``; in the model's own forward the bare node name, ``relu_1``).
     """
 
     position: int
@@ -305,6 +536,7 @@ class CutPoint:
     live: tuple[str, ...]
     feature: str
     module: str
+    in_chain: bool = False  # between a convolution and its normalisation/activation (see _inside_chain)
 
     @property
     def num_live_tensors(self) -> int:
@@ -354,8 +586,84 @@ def region_span(traced: TracedModel, region: str) -> tuple[int, int]:
     return inside[0], inside[-1]
 
 
-def find_cut_points(traced: TracedModel, *, region: str = "") -> list[CutPoint]:
-    """Every valid cut point inside the call of submodule ``region`` ('' = the whole model), in graph order."""
+def _cut_label(a: fx.Node, ending: Sequence[str], calls: Sequence[tuple[str, str, type]]) -> str:
+    """Never empty: the outermost module call ending at the cut, else the leaf module node ``a`` calls, else node
+    ``a``'s own name qualified by the module whose forward computes it (a bare node name in the model's forward)."""
+    if ending:
+        return ending[0]
+    if a.op == "call_module":
+        return str(a.target)
+    return f"{calls[-1][1]}.{a.name}" if calls else a.name
+
+
+EXIT_FEATURE_RULES = ("latest", "highest-resolution")
+
+
+_CONVS: tuple[type, ...] = (nn.modules.conv._ConvNd,)
+_NORMS: tuple[type, ...] = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, torchvision.ops.FrozenBatchNorm2d)
+_ACTIVATIONS: tuple[type, ...] = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish,
+    nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh,
+)
+_CONV_FUNCTIONS = frozenset({torch.conv1d, torch.conv2d, torch.conv3d, F.conv1d, F.conv2d, F.conv3d})
+_NORM_FUNCTIONS = frozenset({F.batch_norm, F.group_norm, F.layer_norm, F.instance_norm, torch.batch_norm})
+_ACTIVATION_FUNCTIONS = frozenset({
+    F.relu, torch.relu, F.relu_, torch.relu_, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.mish, F.hardswish,
+    F.hardsigmoid, F.hardtanh, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh,
+})
+_ACTIVATION_METHODS = frozenset({"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_"})
+
+
+def _layer_kind(traced: TracedModel, n: fx.Node) -> str | None:
+    """``"conv"``, ``"norm"``, ``"act"`` or None for a graph node."""
+    if n.op == "call_module":
+        m = traced.graph_module.get_submodule(str(n.target))
+        for kind, types in (("conv", _CONVS), ("norm", _NORMS), ("act", _ACTIVATIONS)):
+            if isinstance(m, types):
+                return kind
+    elif n.op == "call_function":
+        for kind, targets in (("conv", _CONV_FUNCTIONS), ("norm", _NORM_FUNCTIONS), ("act", _ACTIVATION_FUNCTIONS)):
+            if n.target in targets:
+                return kind
+    elif n.op == "call_method" and n.target in _ACTIVATION_METHODS:
+        return "act"
+    return None
+
+
+def _inside_chain(traced: TracedModel, a: fx.Node, b: fx.Node) -> bool:
+    """Whether a cut between ``a`` and ``b`` splits a convolution from its normalisation or activation (conv|BN,
+    BN|ReLU, conv|ReLU): ``b`` is the only consumer of ``a`` and takes it as its input. An exit there reads a map
+    that is not yet normalised or activated, at the same FLOPs as after the chain, and latency noise would move it."""
+    if not b.args or b.args[0] is not a or len(a.users) != 1:
+        return False
+    kinds = (_layer_kind(traced, a), _layer_kind(traced, b))
+    return kinds in {("conv", "norm"), ("conv", "act"), ("norm", "act")}
+
+
+def _exit_feature(traced: TracedModel, features: Sequence[str], rule: str) -> str:
+    """The feature map an exit reads among the live 4-D ``features`` (graph order), by ``rule``:
+
+    * ``"latest"``: the most recently computed one (the deepest, for a single-path backbone; in a U-Net the newest
+      encoder output, not an older skip);
+    * ``"highest-resolution"``: the one with the most pixels, ties broken by the most channels, then the most
+      recent. For multi-branch backbones (HRNet) where the coarsest branch is often computed last.
+    """
+    if rule == "latest":
+        return features[-1]
+    if rule == "highest-resolution":
+        def key(item: tuple[int, str]) -> tuple[int, int, int]:
+            shape = traced.info[item[1]].shape
+            return shape[2] * shape[3], shape[1], item[0]
+
+        return max(enumerate(features), key=key)[1]
+    raise ValueError(f"exit_feature must be one of {EXIT_FEATURE_RULES}, not {rule!r}")
+
+
+def find_cut_points(traced: TracedModel, *, region: str = "", exit_feature: str = "latest") -> list[CutPoint]:
+    """Every valid cut point inside the call of submodule ``region`` ('' = the whole model), in graph order.
+    ``exit_feature`` is the rule that chooses the feature map an exit reads (see :func:`_exit_feature`)."""
+    if exit_feature not in EXIT_FEATURE_RULES:
+        raise ValueError(f"exit_feature must be one of {EXIT_FEATURE_RULES}, not {exit_feature!r}")
     nodes = traced.nodes
     transparent = frozenset({region, ""})
     start, end = region_span(traced, region)
@@ -365,12 +673,19 @@ def find_cut_points(traced: TracedModel, *, region: str = "") -> list[CutPoint]:
     batch = traced.info[nodes[0].name].shape[0]
     cuts = []
     for p in range(start, end + 1):
-        a, b = nodes[p], nodes[p + 1]
+        if nodes[p].name in traced.hoisted:
+            continue  # a shape read moved up: it belongs to the cut before it
+        q = p  # the cut falls after the shape reads that follow node p, so that only the shapes cross it
+        while nodes[q + 1].name in traced.hoisted:
+            q += 1
+        if nodes[q + 1].op == "output":
+            continue
+        a, b = nodes[p], nodes[q + 1]
         calls_a, calls_b = traced.module_calls[a.name], traced.module_calls[b.name]
         shared = [c for c, d in zip(calls_a, calls_b) if c[0] == d[0]]
         if any(not _is_container(qual, typ, transparent) for _, qual, typ in shared):
             continue  # inside a block: cutting here would split it from its own skip path
-        names = tuple(nodes[i].name for i in live[p])
+        names = tuple(nodes[i].name for i in live[q])
         infos = [traced.info[n] for n in names]
         if not names or any(i.kind == "other" for i in infos):
             continue
@@ -381,8 +696,9 @@ def find_cut_points(traced: TracedModel, *, region: str = "") -> list[CutPoint]:
         if not features:
             continue
         ending = [qual for key, qual, _ in calls_a if key not in {c[0] for c in shared} and qual != region]
-        module = ending[0] if ending else (a.target if a.op == "call_module" else (calls_a[-1][1] if calls_a else ""))
-        cuts.append(CutPoint(p, a.name, names, features[-1], module))
+        module = _cut_label(a, ending, calls_a)
+        feature = _exit_feature(traced, features, exit_feature)
+        cuts.append(CutPoint(q, a.name, names, feature, module, _inside_chain(traced, a, b)))
     return cuts
 
 

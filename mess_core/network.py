@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import itertools
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
 
 import torch
@@ -37,8 +37,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .errors import ConversionError, SpecError
 from .exits import LIGHT_EXIT, ExitHead, ExitSpace, ExitSpec
-from .graph import CutPoint, TracedModel, ValueInfo, find_cut_points, region_span, split, trace
-from .placement import equidistant_targets, snap_to_cuts
+from .graph import EXIT_FEATURE_RULES, CutPoint, TracedModel, ValueInfo, find_cut_points, region_span, split, trace
+from .placement import LATENCY_TOLERANCE, equidistant_targets, snap_stable, snap_to_cuts
 from .profiling import COST_KINDS, NodeCost, count_flops, evaluating, profile_nodes
 from .seeding import seeded_torch, stable_seed
 
@@ -50,7 +50,8 @@ class ExitPoint:
     """Where early exit ``index`` (1 = shallowest) attaches.
 
     ``node`` is the graph node after which the network is cut, ``feature_node`` the 4-D feature map the exit reads
-    (the most recent one of the ``live`` values crossing the cut), ``module`` the module that produced it.
+    (among the ``live`` values crossing the cut, chosen by convert()'s ``exit_feature`` rule: the most recent one,
+    or the highest-resolution one), ``module`` names where the cut sits.
     ``flops`` is the cumulative workload of one image before the exit (``seconds`` likewise, when latency was
     measured) and ``cost_fraction`` that cost over the whole model's, in the cost kind the network was converted
     with. ``channels`` and ``stride`` (input pixels per feature pixel) describe the feature map.
@@ -469,6 +470,7 @@ def convert(
     output_key: str | int | None = None,
     exit_head: ExitSpec | str | ExitSpace | None = LIGHT_EXIT,
     verify: bool = True,
+    exit_feature: Literal["latest", "highest-resolution"] = "latest",
 ) -> MultiExitNet:
     """Turn ``model`` into a :class:`MultiExitNet` with ``num_exits`` exits (``num_exits - 1`` early ones).
 
@@ -483,11 +485,17 @@ def convert(
         output_key: which entry of a dict/tuple output holds the logits, if not ``"out"``.
         exit_head: configuration(s) to attach at every early exit right away (None: attach later).
         verify: check that running the stages reproduces the model's output on ``example_input``.
+        exit_feature: which live 4-D feature map an exit reads where several cross a cut: ``"latest"`` (the most
+            recently computed; right for single-path backbones and U-Net encoders) or ``"highest-resolution"`` (the
+            most pixels, ties broken by most channels, then most recent; for multi-branch backbones such as HRNet,
+            whose coarsest branch is often computed last).
     """
     if not isinstance(num_exits, int) or num_exits < 2:
         raise ConversionError(f"num_exits must be an int >= 2 (early exits plus the final one), not {num_exits!r}")
     if cost not in COST_KINDS:
         raise ConversionError(f"cost must be one of {COST_KINDS}, not {cost!r}")
+    if exit_feature not in EXIT_FEATURE_RULES:
+        raise ConversionError(f"exit_feature must be one of {EXIT_FEATURE_RULES}, not {exit_feature!r}")
     if not isinstance(example_input, torch.Tensor) or example_input.dim() != 4:
         shape = tuple(example_input.shape) if isinstance(example_input, torch.Tensor) else type(example_input).__name__
         raise ConversionError(f"example_input must be an image batch (B, C, H, W), not {shape}")
@@ -498,7 +506,7 @@ def convert(
     num_classes = _check_logits(logits, example_input)
 
     try:
-        cuts = find_cut_points(traced, region=backbone_name)
+        cuts = find_cut_points(traced, region=backbone_name, exit_feature=exit_feature)
     except KeyError:
         raise ConversionError(
             f"the backbone '{backbone_name}' is never called in {type(model).__name__}.forward; name the submodule "
@@ -510,7 +518,7 @@ def convert(
             f"{where} has no place where a 4-D feature map (B, C, H, W) can be taken between blocks; MESS exits need "
             "spatial features. If the features live in another submodule, name it with backbone="
         )
-    node_costs = profile_nodes(traced.graph_module, example_input, cost=cost)
+    node_costs = _profile(traced.graph_module, example_input, cost)
     profile = _build_profile(traced, node_costs, cost, backbone_name, cuts, example_input)
     if len(cuts) < num_exits - 1:
         raise ConversionError(
@@ -518,8 +526,7 @@ def convert(
             f"points; use num_exits <= {len(cuts) + 1}, or name a deeper backbone"
         )
     cumulative = profile.cumulative()
-    targets = equidistant_targets(profile.backbone_cost, num_exits)
-    chosen = [cuts[i] for i in snap_to_cuts([cumulative[c.position] for c in cuts], targets)]
+    chosen = _place_exits(cuts, profile, num_exits)
 
     flops_cumulative = profile.cumulative("flops")
     seconds_cumulative = profile.cumulative("latency") if cost == "latency" else None
@@ -561,6 +568,33 @@ def convert(
     if exit_head is not None:
         net.attach(exit_head)
     return net
+
+
+LATENCY_ROUNDS = 3  # cost="latency": a node's time is the least of the medians of this many timing rounds
+
+
+def _profile(gm: fx.GraphModule, example: torch.Tensor, cost: str) -> list[NodeCost]:
+    """Per-node costs; with ``cost="latency"`` each node's time is the minimum over ``LATENCY_ROUNDS`` rounds of
+    its median time, so that a burst of load from other processes during one round does not move an exit."""
+    runs = [profile_nodes(gm, example, cost=cost) for _ in range(LATENCY_ROUNDS if cost == "latency" else 1)]
+    return [replace(run[0], seconds=min(r.seconds for r in run)) if cost == "latency" else run[0] for run in zip(*runs)]
+
+
+def _place_exits(cuts: list[CutPoint], profile: WorkloadProfile, num_exits: int) -> list[CutPoint]:
+    """The cut points of the N-1 early exits (see :mod:`mess_core.placement`). Cut points inside a
+    conv-normalisation-activation chain are only used when the other cut points are too few for ``num_exits``."""
+    pool = [c for c in cuts if not c.in_chain]
+    if len(pool) < num_exits - 1:
+        pool = cuts
+    cumulative = profile.cumulative()
+    targets = equidistant_targets(profile.backbone_cost, num_exits)
+    costs = [cumulative[c.position] for c in pool]
+    if profile.cost != "latency":
+        return [pool[i] for i in snap_to_cuts(costs, targets)]
+    flops = profile.cumulative("flops")
+    flop_targets = equidistant_targets(flops[profile.backbone_end], num_exits)
+    tolerance = LATENCY_TOLERANCE * profile.backbone_cost * (num_exits - 1)
+    return [pool[i] for i in snap_stable(costs, targets, [flops[c.position] for c in pool], flop_targets, tolerance)]
 
 
 def _build_profile(

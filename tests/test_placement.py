@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from mess_core.placement import equidistant_targets, snap_to_cuts
+from mess_core.placement import equidistant_targets, last_of_equal_runs, snap_stable, snap_to_cuts
 
 
 def brute_force(costs, targets):
@@ -38,3 +38,17 @@ def test_more_targets_than_cuts_is_refused():
 
 def test_ties_prefer_the_later_cut_for_every_exit():
     assert snap_to_cuts([1.0, 2.0, 2.0, 2.0, 5.0, 5.0], [2.0, 5.0]) == [3, 5]
+
+
+def test_equal_flop_runs_keep_their_last_cut():
+    assert last_of_equal_runs([1.0, 2.0, 2.0, 2.0, 5.0, 5.0]) == [0, 3, 5]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_stable_snapping_ignores_timing_noise(seed):
+    rng = random.Random(seed)
+    flops = [1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 6.0, 6.0, 7.0]  # conv, then free BN/ReLU/pooling cuts
+    seconds = [f * (1 + rng.uniform(-0.03, 0.03)) for f in flops]  # latency roughly follows FLOPs, with noise
+    seconds = [max(seconds[: i + 1]) for i in range(len(seconds))]
+    chosen = snap_stable(seconds, equidistant_targets(8.0, 4), flops, equidistant_targets(8.0, 4), tolerance=0.4)
+    assert chosen == snap_stable(flops, equidistant_targets(8.0, 4), flops, equidistant_targets(8.0, 4), 0.0)

@@ -152,3 +152,152 @@ def tiny_unet(num_classes: int = 3) -> TinyUNet:
 def not_a_module(num_classes: int = 3) -> str:
     """Returns something that is not a model."""
     return f"a description of a model with {num_classes} classes"
+
+
+def drop_connect(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """EfficientNet-style drop-path helper: only builds its random mask in training mode."""
+    if not training or p == 0:
+        return x
+    keep = 1 - p
+    mask = torch.floor(keep + torch.rand(x.shape[0], 1, 1, 1, dtype=x.dtype, device=x.device))
+    return x / keep * mask
+
+
+class DropPathBlock(nn.Module):
+    def __init__(self, channels: int, p: float = 0.5):
+        super().__init__()
+        self.body, self.p = conv_block(channels, channels), p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + drop_connect(self.body(x), self.p, self.training)
+
+
+class NoisyBlock(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.body = conv_block(cin, cout, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        if self.training:  # a branch taken only in training mode
+            y = y + 0.1 * torch.randn_like(y)
+        return y
+
+
+class FunctionalDropoutBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = conv_block(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(self.body(x), 0.3, training=self.training)
+
+
+class TrainingDependent(nn.Module):
+    """Blocks whose forward reads ``self.training``: drop-path, a training-only branch, functional dropout."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.backbone = nn.Sequential(
+            conv_block(3, 8), DropPathBlock(8), NoisyBlock(8, 16), FunctionalDropoutBlock(16), DropPathBlock(16),
+            conv_block(16, 16),
+        )
+        self.classifier = nn.Conv2d(16, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.classifier(self.backbone(x))
+        return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class RootDropout(nn.Module):
+    """Functional dropout in the model's own forward: no submodule can hold it."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.backbone = nn.Sequential(conv_block(3, 8), conv_block(8, 8), conv_block(8, 8))
+        self.classifier = nn.Conv2d(8, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(F.dropout(self.backbone(x), 0.2, training=self.training))
+
+
+class _ZerosBias(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        return x + torch.zeros(n, c, h, w)  # sizes as separate arguments: torch.fx cannot pass them
+
+
+class _OnesBias(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.ones(x.shape[0], 1, 1, 1)
+
+
+class TracedSizes(nn.Module):
+    """Two modules that build tensors from traced sizes."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.backbone = nn.Sequential(conv_block(3, 8), _ZerosBias(), conv_block(8, 8), _OnesBias(), conv_block(8, 8))
+        self.classifier = nn.Conv2d(8, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.backbone(x))
+
+
+class LateShapeRead(nn.Module):
+    """Reads the input's shape only at the very end, as many segmentation models do to upsample their logits."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.backbone = nn.Sequential(conv_block(3, 8), conv_block(8, 16, 2), conv_block(16, 16), conv_block(16, 32, 2))
+        self.classifier = nn.Conv2d(32, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.classifier(self.backbone(x))
+        return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class FunctionalActivations(nn.Module):
+    """Activations written as functions in the model's own forward (no backbone submodule): the cut after one
+    lies in no module at all."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.conv3 = nn.Conv2d(16, 16, 3, padding=1)
+        self.classifier = nn.Conv2d(16, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.conv1(x))
+        y = F.relu(self.conv2(y))
+        y = torch.relu(self.conv3(y))
+        return F.interpolate(self.classifier(y), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class _TwoBranchBackbone(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = conv_block(3, 16)
+        self.high = nn.Sequential(conv_block(16, 16), conv_block(16, 16), conv_block(16, 16))  # stride 1
+        self.low = nn.Sequential(conv_block(16, 32, 2), conv_block(32, 32, 2), conv_block(32, 64, 2))  # to stride 8
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.stem(x)
+        h, low = s, s
+        for high_block, low_block in zip(self.high, self.low):  # the branches advance in turn, the coarse one last
+            h = high_block(h)
+            low = low_block(low)
+        return torch.cat([h, F.interpolate(low, size=h.shape[-2:], mode="nearest")], 1)
+
+
+class TwoBranch(nn.Module):
+    """HRNet-like: a full-resolution branch and a coarse branch run side by side and meet at the end."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.backbone = _TwoBranchBackbone()
+        self.classifier = nn.Conv2d(16 + 64, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.backbone(x))

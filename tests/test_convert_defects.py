@@ -1,0 +1,135 @@
+"""Conversion defects found on models nobody here wrote (issue 16): training-mode code, late shape reads,
+multi-branch exits, latency placement, traced sizes, exit names."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mess_core
+from mess_core import ConversionError, TraceFailure
+from mess_core.graph import find_cut_points, trace
+
+from .user_models import (
+    FunctionalActivations,
+    LateShapeRead,
+    RootDropout,
+    TracedSizes,
+    TrainingDependent,
+    TwoBranch,
+)
+
+
+def test_training_mode_code_trains_like_the_original():
+    model = TrainingDependent()
+    example = torch.randn(2, 3, 32, 32)
+    traced = trace(model, example)
+    assert set(traced.training_leaves) == {"backbone.1", "backbone.2", "backbone.3", "backbone.4"}
+    net = mess_core.convert(model, example, num_exits=3)
+    x = torch.randn(2, 3, 32, 32)
+    model.train()
+    net.train()
+    torch.manual_seed(1)
+    ref = model(x)
+    torch.manual_seed(1)
+    ours = net.walk_to(x).logits
+    assert torch.allclose(ours, ref, atol=1e-5, rtol=0)
+    torch.manual_seed(2)
+    assert not torch.allclose(model(x), ref, atol=1e-3)  # dropout and drop-path are active
+    model.eval()
+    net.eval()
+    with torch.no_grad():
+        assert torch.allclose(net(x)[-1], model(x), atol=1e-5, rtol=0)
+
+
+def test_training_mode_code_in_the_models_own_forward_is_refused_by_name():
+    with pytest.raises(TraceFailure) as info:
+        mess_core.convert(RootDropout(), torch.randn(1, 3, 32, 32), num_exits=2)
+    message = str(info.value)
+    assert "RootDropout.forward itself behaves differently in training mode" in message
+    assert "user_models.py" in message and "F.dropout(self.backbone(x), 0.2, training=self.training)" in message
+    assert "submodule" in message
+
+
+def test_constructors_with_traced_sizes_name_the_cause_and_every_module():
+    with pytest.raises(TraceFailure) as info:
+        mess_core.convert(TracedSizes(), torch.randn(1, 3, 32, 32), num_exits=2)
+    message = str(info.value)
+    assert "in 2 places" in message
+    assert "'backbone.1' (_ZerosBias)" in message and "'backbone.3' (_OnesBias)" in message
+    assert "torch.zeros(n, c, h, w)" in message and "torch.ones(x.shape[0], 1, 1, 1)" in message
+    assert "tensor constructor" in message and "x.new_zeros(" in message
+    assert "leaf_modules=['backbone.1', 'backbone.3']" in message
+    assert "control flow on tensor values" not in message
+    net = mess_core.convert(TracedSizes().eval(), torch.randn(1, 3, 32, 32), num_exits=2,
+                            leaf_modules=["backbone.1", "backbone.3"])
+    assert net.num_exits == 2
+
+
+def test_a_late_read_of_the_input_shape_hands_on_the_shape_not_the_image():
+    model = LateShapeRead().eval()
+    example = torch.randn(2, 3, 32, 48)
+    net = mess_core.convert(model, example, num_exits=4).eval()
+    for point in net.exits:
+        tensors = [net.value_info[n].shape for n in point.live if net.value_info[n].kind == "tensor"]
+        assert tuple(example.shape) not in tensors and len(tensors) == 1
+        assert any(net.value_info[n].kind == "meta" for n in point.live)  # the (H, W) the last layer needs
+    x = torch.randn(3, 3, 64, 40)
+    with torch.no_grad():
+        for step in net.walk(x):
+            if not step.final:
+                assert not any(torch.is_tensor(v) and v.shape == x.shape for v in step.live)
+        assert torch.allclose(net(x)[-1], model(x), atol=1e-5, rtol=0)
+
+
+def test_every_exit_and_cut_point_names_where_it_sits():
+    model = FunctionalActivations().eval()
+    example = torch.randn(1, 3, 32, 32)
+    cuts = find_cut_points(trace(model, example))
+    assert cuts and all(c.module for c in cuts)
+    assert {"relu", "relu_1"} <= {c.module for c in cuts}  # node names where no module computes the value
+    net = mess_core.convert(model, example, num_exits=3)
+    assert all(e.module for e in net.exits)
+    assert net.exits[-1].module == "relu_1"
+
+
+def test_exits_of_a_multi_branch_backbone_can_read_the_highest_resolution_branch():
+    model = TwoBranch().eval()
+    example = torch.randn(1, 3, 32, 32)
+    latest = mess_core.convert(model, example, num_exits=4)
+    best = mess_core.convert(model, example, num_exits=4, exit_feature="highest-resolution")
+    assert [e.node for e in best.exits] == [e.node for e in latest.exits]  # same cuts, other feature maps
+    assert any(e.stride > 1 for e in latest.exits)  # the default reads the coarse branch when it was computed last
+    for point in best.exits:
+        maps = [best.value_info[n].shape for n in point.live if best.value_info[n].is_feature_map]
+        top = max(maps, key=lambda s: (s[2] * s[3], s[1]))
+        assert point.stride == 1 and point.feature_shape == top[1:]
+    x = torch.randn(2, 3, 40, 24)
+    with torch.no_grad():
+        features, final = best.forward_features(x)
+        assert all(f.shape[-2:] == x.shape[-2:] for f in features)
+        assert torch.allclose(final, model(x), atol=1e-5, rtol=0)
+    with pytest.raises(ConversionError, match="exit_feature"):
+        mess_core.convert(model, example, exit_feature="biggest")
+
+
+def test_exits_never_split_a_convolution_from_its_norm_or_activation():
+    model = LateShapeRead().eval()  # a backbone of conv-BN-ReLU Sequentials: cuts exist after conv and after BN
+    example = torch.randn(1, 3, 64, 64)
+    cuts = find_cut_points(trace(model, example), region="backbone")
+    inside = [c.module for c in cuts if c.in_chain]
+    assert inside == [f"backbone.{i}.{j}" for i in range(4) for j in (0, 1)]  # conv|BN and BN|ReLU of every block
+    for cost in ("flops", "latency"):
+        net = mess_core.convert(model, example, num_exits=5, cost=cost)
+        assert [e.module for e in net.exits] == ["backbone.0", "backbone.1", "backbone.2", "backbone.3"]
+    net = mess_core.convert(FunctionalActivations().eval(), torch.randn(1, 3, 32, 32), num_exits=3)
+    assert [e.module for e in net.exits] == ["relu", "relu_1"]  # not conv2|relu_1, two exits at the same cost
+
+
+def test_latency_placement_is_the_same_from_one_conversion_to_the_next():
+    model = TwoBranch().eval()
+    example = torch.randn(1, 3, 64, 64)
+    nets = [mess_core.convert(model, example, num_exits=4, cost="latency") for _ in range(3)]
+    assert len({tuple(e.node for e in net.exits) for net in nets}) == 1
+    chain = {c.node for c in nets[0].profile.cut_points if c.in_chain}
+    assert chain and not chain & {e.node for e in nets[0].exits}
