@@ -75,19 +75,23 @@ def add_data_option(parser: argparse.ArgumentParser, help: str | None = None) ->
 
 
 def add_convert_options(parser: argparse.ArgumentParser) -> None:
-    """How the model is converted: ``--backbone``, ``--leaf-module`` (repeatable), ``--output-key``, ``--cost``."""
+    """How the model is converted: ``--backbone``, ``--leaf-module`` (repeatable), ``--output-key``, ``--cost``,
+    ``--exit-feature``."""
     parser.add_argument("--backbone", help="the submodule that carries the exits (default: found from the model)")
     parser.add_argument("--leaf-module", action="append", default=[], metavar="NAME",
                         help="a submodule tracing keeps as one opaque step (code torch.fx cannot trace; repeatable)")
     parser.add_argument("--output-key", help="the key of the logits when the model returns a dict (default 'out')")
     parser.add_argument("--cost", choices=("flops", "latency"),
                         help="what exits are spread evenly over (default flops)")
+    parser.add_argument("--exit-feature", choices=("latest", "highest-resolution"),
+                        help="which live feature map an exit reads where several cross a cut (multi-branch models; "
+                        "default latest)")
 
 
 def convert_options_of(args: argparse.Namespace) -> dict[str, Any]:
     """The ``convert`` options :func:`add_convert_options`' arguments give (only those set)."""
     options = {"backbone": args.backbone, "leaf_modules": list(args.leaf_module) or None,
-               "output_key": args.output_key, "cost": args.cost}
+               "output_key": args.output_key, "cost": args.cost, "exit_feature": args.exit_feature}
     return {k: v for k, v in options.items() if v is not None}
 
 

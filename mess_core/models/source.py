@@ -42,7 +42,9 @@ from .registry import create, list_models
 __all__ = ["ModelSource", "ModelSourceError", "convert_options", "load_user_weights", "CONVERT_OPTIONS",
            "STATE_DICT_KEYS"]
 
-CONVERT_OPTIONS = ("backbone", "leaf_modules", "output_key", "cost")
+CONVERT_OPTIONS = ("backbone", "leaf_modules", "output_key", "cost", "exit_feature")
+# convert()'s rules for the map an exit reads where several cross a cut (multi-branch models)
+EXIT_FEATURES = ("latest", "highest-resolution")
 # where checkpoints commonly keep the state dict, tried in this order
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "weights", "params")
 _FORMS = ("a registered name (e.g. mobilenetv2_fcn), an import path 'package.module:callable' or a file "
@@ -229,7 +231,8 @@ def _import_file(path: Path, spec_text: str) -> Any:
 
 def convert_options(data: Any, *, where: str = "convert") -> dict[str, Any]:
     """Check a ``convert:`` mapping (``backbone``: a submodule name; ``leaf_modules``: submodule names;
-    ``output_key``: the key of the logits in a dict output; ``cost``: flops or latency); returns it as plain data."""
+    ``output_key``: the key of the logits in a dict output; ``cost``: flops or latency; ``exit_feature``:
+    which live map an exit reads, latest or highest-resolution); returns it as plain data."""
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -255,6 +258,9 @@ def convert_options(data: Any, *, where: str = "convert") -> dict[str, Any]:
         raise ModelSourceError(f"{where}.output_key: expected a key or index, got {out['output_key']!r}")
     if "cost" in out and out["cost"] not in ("flops", "latency"):
         raise ModelSourceError(f"{where}.cost: expected flops or latency, not {out['cost']!r}")
+    if "exit_feature" in out and out["exit_feature"] not in EXIT_FEATURES:
+        raise ModelSourceError(f"{where}.exit_feature: expected one of {', '.join(EXIT_FEATURES)}, "
+                               f"not {out['exit_feature']!r}")
     return out
 
 
