@@ -350,3 +350,119 @@ def test_stage_2_can_start_stage_1s_configuration_from_stage_1s_exits(tmp_path):
         config(tmp_path, "backbone", init_exits=True)
     with pytest.raises(TrainingError, match="give the stage-1 model.pt as init"):
         train(config(tmp_path, "exits", name="no-init", init_exits=True), model=tiny(), log=silent)
+
+
+# ------------------------------------------------------------------------------------- resume where the run now is
+def _hashes(folder):
+    import hashlib
+
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_resuming_a_copied_run_writes_only_into_the_copy_and_ends_like_resuming_in_place(tmp_path):
+    import shutil
+
+    from mess_core.training import load_run_config
+
+    train(config(tmp_path, "backbone", name="orig", epochs=1), model=tiny(), log=silent)
+    shutil.copytree(tmp_path / "orig", tmp_path / "copy")
+    shutil.copytree(tmp_path / "orig", tmp_path / "inplace")
+    before = _hashes(tmp_path / "orig")
+
+    def resume(folder):
+        cfg = load_run_config(folder)
+        cfg = TrainConfig.from_dict({**cfg.to_dict(), "epochs": 2})
+        return train(cfg, model=tiny(), resume=True, log=silent)
+
+    copied = resume(tmp_path / "copy")
+    assert _hashes(tmp_path / "orig") == before  # the original is untouched
+    assert copied["result"] == tmp_path / "copy" / "model.pt"
+    # the reference: a run resumed in place (its config names its own folder)
+    inplace = train(TrainConfig.from_dict({**config(tmp_path, "backbone", name="inplace").to_dict(), "epochs": 2}),
+                    model=tiny(), resume=True, log=silent)
+    a = checkpoint.load(tmp_path / "copy" / "checkpoint.pt")
+    b = checkpoint.load(tmp_path / "inplace" / "checkpoint.pt")
+    assert a["epoch"] == b["epoch"] == 2
+    assert all(torch.equal(a["module"][k], b["module"][k]) for k in b["module"])
+    assert losses(copied["history"]) == losses(inplace["history"])
+    assert load_run_config(tmp_path / "copy").out == str(tmp_path / "copy")
+
+
+def test_resuming_a_moved_run_works_where_it_is_and_creates_nothing_at_the_old_path(tmp_path):
+    from mess_core.training import load_run_config
+
+    init = tmp_path / "old" / "start.pt"  # a recorded path inside the run folder moves with it
+    train(config(tmp_path, "backbone", name="old", epochs=1), model=tiny(), log=silent)
+    torch.save({"model": tiny().state_dict()}, init)
+    cfg_file = tmp_path / "old" / "config.yaml"
+    cfg_file.write_text(cfg_file.read_text().replace("init: null", f"init: {init}"))
+    (tmp_path / "old").rename(tmp_path / "new")
+    cfg = load_run_config(tmp_path / "new")
+    assert cfg.out == str(tmp_path / "new") and cfg.init == str(tmp_path / "new" / "start.pt")
+    out = train(TrainConfig.from_dict({**cfg.to_dict(), "init": None, "epochs": 2}), model=tiny(), resume=True,
+                log=silent)
+    assert not (tmp_path / "old").exists()
+    assert checkpoint.load(tmp_path / "new" / "checkpoint.pt")["epoch"] == 2 and len(losses(out["history"])) == 2
+
+
+# ------------------------------------------------------------------------------ a non-finite state is never written
+def _poison_bn_after(model, calls):
+    """Put an infinity into the first BatchNorm's running_var after ``calls`` training forwards."""
+    bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    seen = [0]
+
+    def hook(module, _inputs):  # before the forward, which then updates the (now infinite) statistic in place
+        if module.training:
+            seen[0] += 1
+            if seen[0] > calls:
+                module.running_var[0] = float("inf")
+
+    bn.register_forward_pre_hook(hook)
+    return model, next(n for n, m in model.named_modules() if m is bn)
+
+
+def _all_finite(path):
+    state = checkpoint.load(path)
+
+    def walk(value):
+        if isinstance(value, torch.Tensor):
+            return not value.is_floating_point() or bool(torch.isfinite(value).all())
+        if isinstance(value, dict):
+            return all(walk(v) for v in value.values())
+        if isinstance(value, (list, tuple)):
+            return all(walk(v) for v in value)
+        return True
+
+    return walk(state)
+
+
+def test_a_non_finite_buffer_stops_the_run_names_the_tensor_and_no_written_file_holds_it(tmp_path):
+    cfg = config(tmp_path, "backbone", epochs=3)  # 16 images / 4 = 4 steps per epoch
+    model, bn_name = _poison_bn_after(tiny(), 4)
+    with pytest.raises(TrainingError, match=rf"diverged in epoch 2: .*{bn_name}\.running_var \(inf\).*epoch 1.*"
+                                            r"Lower the learning rate.*resume from the last checkpoint"):
+        train(cfg, model=model, log=silent)
+    run = tmp_path / "run"
+    assert checkpoint.load(run / "checkpoint.pt")["epoch"] == 1 and _all_finite(run / "checkpoint.pt")
+    assert not (run / "model.pt").exists()
+
+
+def test_a_diverging_run_exits_non_zero_from_the_command_line_with_the_tensor_named(tmp_path, monkeypatch, capsys):
+    import mess_core.cli.train as cli_train
+    from mess_core.cli import main
+
+    real = cli_train.train
+
+    def with_poisoned_model(cfg, **kw):  # the command line, with a tiny model that diverges in its first epoch
+        return real(cfg, model=_poison_bn_after(tiny(), 1)[0], **kw)
+
+    monkeypatch.setattr(cli_train, "train", with_poisoned_model)
+    out = tmp_path / "cli"
+    code = main(["train", "--stage", "backbone", "--out", str(out), "--epochs", "2", "--batch-size", "4",
+                 "--train-limit", "8", "--val-limit", "2", "--no-progress", "--workers", "0", "--data-option",
+                 "size=[48,64]", "--data-option", "length=16", "--crop", "48x64"])
+    assert code != 0
+    err = capsys.readouterr().err
+    assert "running_var (inf)" in err and "diverged in epoch 1" in err
+    assert not (out / "checkpoint.pt").exists() and not (out / "model.pt").exists()

@@ -9,8 +9,9 @@ process, so the order of samples is the same for any process count) and augmente
 
 After every epoch rank 0 writes ``checkpoint.pt`` atomically (weights, optimiser, scheduler, gradient scaler, every
 process's RNG state, the epoch, the configuration and the metric history) and rewrites ``metrics.csv`` from that
-history, so the two never disagree. A non-finite loss stops the run before the optimiser touches the weights; the
-last checkpoint stays intact.
+history, so the two never disagree. A non-finite loss stops the run before the optimiser touches the weights; a
+non-finite value anywhere in the trained state (parameters, buffers such as BatchNorm statistics, optimiser state)
+stops it after the epoch, before anything is written, so every checkpoint (and result file) is finite by construction.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from ..errors import TrainingError
 from ..io import atomic_write_text
 from .config import TrainConfig
 
-__all__ = ["fit", "CHECKPOINT", "METRICS", "write_metrics_csv"]
+__all__ = ["fit", "CHECKPOINT", "METRICS", "write_metrics_csv", "non_finite_tensors", "guard_finite"]
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
@@ -100,6 +101,57 @@ def write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
     for row in history:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     atomic_write_text(path, buffer.getvalue())
+
+
+def non_finite_tensors(named: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors of ``named`` holding a NaN or an infinity, each with what it holds
+    (``"bn.running_var (inf)"``); one fused check, one device synchronisation."""
+    items = [(k, t) for k, t in named.items() if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel()]
+    if not items:
+        return []
+    flags = torch.stack([torch.isfinite(t).all().to(items[0][1].device) for _, t in items])
+    bad = (~flags).nonzero().flatten().tolist()
+    names = []
+    for i in bad:
+        name, t = items[i]
+        kinds = [w for w, has in (("nan", torch.isnan(t).any()), ("inf", torch.isinf(t).any())) if bool(has)]
+        names.append(f"{name} ({'/'.join(kinds)})")
+    return names
+
+
+def _trained_state(module: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, torch.Tensor]:
+    state = dict(module.state_dict(keep_vars=False))
+    if optimizer is not None:
+        names = {id(p): n for n, p in module.named_parameters()}
+        for param, values in optimizer.state.items():
+            for key, value in values.items():
+                if isinstance(value, torch.Tensor):
+                    state[f"optimizer {key} of {names.get(id(param), 'a parameter')}"] = value
+    return state
+
+
+def guard_finite(module: nn.Module, env: DistEnv, *, where: str, kept: str, lr: float | None = None,
+                 optimizer: torch.optim.Optimizer | None = None) -> None:
+    """Raise :class:`TrainingError` on every process when any process's trained state holds a non-finite value
+    (a collective call: each process checks its own copy, then they agree). ``where``: when it was found; ``kept``:
+    what the run directory still holds."""
+    bad = non_finite_tensors(_trained_state(module, optimizer))
+    count = int(all_reduce_sum(torch.tensor([len(bad)], dtype=torch.int64, device=env.device)))
+    if not count:
+        return
+    shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+    what = (f"non-finite values in {len(bad)} tensor(s) of the trained state: {shown}" if bad
+            else "non-finite values in the trained state of another process")
+    rate = f" (now {lr:.3g})" if lr is not None else ""
+    raise TrainingError(
+        f"training diverged {where}: {what}; nothing of it was written and {kept}. Lower the learning rate{rate} or "
+        "use fp32/bf16 instead of fp16, and resume from the last checkpoint (it is finite) or start a new run"
+    )
+
+
+def _kept(run: "_Run", epoch: int) -> str:
+    return (f"{run.ckpt_path} still holds epoch {epoch - 1}, the last good one (finite)" if epoch > 1
+            else "no epoch had finished, so no checkpoint was written")
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -215,11 +267,7 @@ def _train_step(run: _Run, micro: list, epoch: int, global_step: int) -> tuple[f
     reduced = all_reduce_sum(torch.stack([step_loss] + [step_parts[n] for n in names]))
     loss_value = float(reduced[0])
     if not math.isfinite(loss_value):
-        kept = (
-            f"{run.ckpt_path} still holds epoch {epoch - 1}, the last good one"
-            if epoch > 1
-            else "no epoch had finished, so no checkpoint was written"
-        )
+        kept = _kept(run, epoch)
         raise TrainingError(
             f"the loss became {loss_value} at epoch {epoch}, global step {global_step}; the weights were not "
             f"updated by this step and {kept}. Lower the learning rate (now {run.scheduler.get_last_lr()[0]:.3g}), "
@@ -269,7 +317,8 @@ def _train_epoch(run: _Run, epoch: int, train_loader: DataLoader, steps: int, gl
 def _save_epoch(run: _Run, epoch: int, global_step: int, history: list[dict[str, Any]],
                 detail: dict[str, Any]) -> None:
     """Rank 0 writes the checkpoint, metrics.csv and (when evaluated) eval.json; every process contributes its
-    random state, so this is a collective call."""
+    random state, so this is a collective call. A non-finite trained state raises before anything is written."""
+    _guard_epoch(run, epoch)
     rngs = all_gather_objects(rng_state())
     if run.env.is_main:
         checkpoint.save(
@@ -295,6 +344,11 @@ def _save_epoch(run: _Run, epoch: int, global_step: int, history: list[dict[str,
         row = history[-1]
         run.log(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "step")))
     barrier()
+
+
+def _guard_epoch(run: _Run, epoch: int) -> None:
+    guard_finite(run.task.module, run.env, where=f"in epoch {epoch}", kept=_kept(run, epoch),
+                 lr=run.scheduler.get_last_lr()[0], optimizer=run.optimizer)
 
 
 def _evaluate_final_weights(run: _Run, val_loader: DataLoader, history: list[dict[str, Any]]) -> dict[str, Any]:
@@ -355,6 +409,7 @@ def fit(
         if hasattr(train_set, "set_epoch"):
             train_set.set_epoch(epoch)
         row, global_step = _train_epoch(run, epoch, train_loader, steps, global_step, global_batch)
+        _guard_epoch(run, epoch)  # before evaluating diverged weights (and again right before the checkpoint)
         due = epoch % config.eval_every == 0 or epoch == config.epochs or epoch in config.prune_at
         if val_loader is not None and due:
             metrics, detail = task.evaluate(val_loader, device)

@@ -8,6 +8,7 @@ A run directory holds ``config.yaml`` (the resolved configuration), ``checkpoint
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,7 +27,7 @@ from ..losses import ExitLoss
 from ..models.source import ModelSource, load_user_weights
 from ..network import MultiExitNet, convert
 from .config import TrainConfig
-from .loop import CHECKPOINT, fit
+from .loop import CHECKPOINT, fit, guard_finite
 from .tasks import BackboneTask, ExitsTask, PretrainTask
 
 __all__ = ["train", "build_datasets", "build_task", "class_weights", "exit_space", "RESULT_FILES", "load_run_config"]
@@ -72,11 +73,41 @@ def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
     return train_set, val_set
 
 
+# configuration fields that name a file or folder; one inside the stored run directory moves with the run
+_PATH_FIELDS = ("weights", "init", "data_root")
+
+
+def _rebase(value: str | None, old: str, new: Path) -> str | None:
+    """``value`` re-rooted from the run directory ``old`` to ``new`` when it lies inside ``old``, else unchanged."""
+    if not value:
+        return value
+    try:
+        inside = Path(os.path.abspath(value)).relative_to(os.path.abspath(old))
+    except ValueError:
+        return value
+    return str(new / inside)
+
+
 def load_run_config(run_dir: str | Path) -> TrainConfig:
-    path = Path(run_dir) / CONFIG_FILE
+    """The configuration of the run in ``run_dir``, to resume it there.
+
+    ``run_dir`` is authoritative: the ``out`` recorded in its config.yaml is replaced by ``run_dir`` (a copied or moved
+    run continues where it is now and never writes to the folder it came from), and recorded paths that pointed inside
+    the old folder (``weights``, ``init``, ``data_root``) are re-based into ``run_dir``."""
+    run_dir = Path(run_dir)
+    path = run_dir / CONFIG_FILE
     if not path.is_file():
         raise TrainingError(f"{path}: missing; --resume continues a run directory that a previous run created")
-    return TrainConfig.from_dict(yaml.safe_load(path.read_text()))
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict):
+        raise TrainingError(f"{path}: expected a mapping of configuration fields, found {type(data).__name__}")
+    stored = data.get("out")
+    if isinstance(stored, str) and stored:
+        for name in _PATH_FIELDS:
+            if isinstance(data.get(name), str):
+                data[name] = _rebase(data[name], stored, run_dir)
+    data["out"] = str(run_dir)
+    return TrainConfig.from_dict(data)
 
 
 def class_weights(dataset: Dataset, info: DatasetInfo, power: float) -> torch.Tensor:
@@ -204,6 +235,8 @@ def train(
     if source is not None:
         meta["model_source"] = source.recorded().to_dict()
     result = run_dir / RESULT_FILES[config.stage]
+    guard_finite(net if net is not None else model, env, where=f"before writing {result}",
+                 kept=f"{run_dir / CHECKPOINT} holds the last finite epoch")
     if env.is_main:
         if config.stage == "exits":
             artifacts.save_multi_exit(result, net, model, meta)
