@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
@@ -223,10 +225,20 @@ class EvaluationCache:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
                 arrays = {name: data[name] for name in data.files if name != "meta"}
-        except (OSError, ValueError, KeyError) as exc:
-            raise CacheError(f"{path}: not a readable evaluation cache ({exc})") from None
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "no detail"
+            size = path.stat().st_size
+            what = "an empty (0-byte) file" if size == 0 else f"not a readable evaluation cache ({type(exc).__name__}: {detail})"
+            raise CacheError(f"{path}: {what}; it may be truncated or not an .npz written by `python -m mess_core "
+                             "cache`: rebuild it") from None
+        if not isinstance(meta, dict):
+            raise CacheError(f"{path}: entry 'meta' is a JSON {type(meta).__name__}, expected an object; rebuild the cache")
         if meta.get("format") != CACHE_FORMAT:
             raise CacheError(f"{path}: format {meta.get('format')!r}, expected {CACHE_FORMAT!r}; rebuild the cache")
+        for key in ("space", "th_pix_grid"):
+            value = meta.get(key)
+            if not isinstance(value, list) or not value:
+                raise CacheError(f"{path}: meta field '{key}' is {value!r}, expected a non-empty list; rebuild the cache")
         missing = [n for n in _ARRAYS if n not in arrays]
         if missing:
             raise CacheError(f"{path}: missing arrays {missing}; the file is damaged, rebuild it")
@@ -251,6 +263,49 @@ class EvaluationCache:
                 raise CacheError(f"{where}: array '{name}' has shape {getattr(self, name).shape}, expected {shape}")
         if h != (n - 1) * c + 1:
             raise CacheError(f"{where}: {h} heads do not match {n - 1} early exits x {c} configurations + the final")
+        self._validate_counts(where)
+
+    def _validate_counts(self, where: str) -> None:
+        """Refuse counts no evaluation can produce (a damaged or hand-edited file would otherwise give nonsense such
+        as a negative mIoU): every count is finite and >= 0, a class's true positives never exceed its predictions
+        nor its labels, and no image has more predicted, labelled or confident pixels than it has pixels."""
+        fix = "the file is damaged or was edited; rebuild it with `python -m mess_core cache`"
+
+        def where_first(name: str, bad: np.ndarray, detail: str) -> None:
+            idx = tuple(int(i) for i in np.argwhere(bad)[0])
+            count = int(bad.sum())
+            raise CacheError(f"{where}: array '{name}' {detail} at index {list(idx)} ({count} entr"
+                             f"{'y' if count == 1 else 'ies'} in all); {fix}")
+
+        arrays = {name: np.asarray(getattr(self, name)) for name in _ARRAYS}
+        for extra in ("stage_ms", "head_ms"):
+            if getattr(self, extra) is not None:
+                arrays[extra] = np.asarray(getattr(self, extra))
+        for name, arr in arrays.items():
+            if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+                raise CacheError(f"{where}: array '{name}' holds {arr.dtype} values, expected numbers; {fix}")
+            if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+                where_first(name, ~np.isfinite(arr), "holds a non-finite value")
+            if (arr < 0).any():
+                first = arr[tuple(np.argwhere(arr < 0)[0])]
+                where_first(name, arr < 0, f"holds a negative value ({first})")
+        tp, pred, label, pixels = arrays["tp"], arrays["pred"], arrays["label"], arrays["pixels"]
+        if (tp > pred).any():
+            where_first("tp", tp > pred, "exceeds 'pred' (more true positives than predictions)")
+        if (tp > label[:, None, :]).any():
+            where_first("tp", tp > label[:, None, :], "exceeds 'label' (more true positives than labelled pixels)")
+        px = pixels.astype(np.float64)
+        for name, total in (("label", label.sum(-1)), ("pred", pred.sum(-1))):
+            over = total > (px if total.ndim == 1 else px[:, None])
+            if over.any():
+                where_first(name, over, "sums to more pixels than the image has (see 'pixels')")
+        for name in ("above", "above_plain"):
+            over = arrays[name] > px[:, None, None]
+            if over.any():
+                where_first(name, over, "counts more confident pixels than the image has (see 'pixels')")
+        over = arrays["conf_sum"] > px[:, None] * (1 + 1e-6) + 1e-6
+        if over.any():
+            where_first("conf_sum", over, "exceeds the image's pixel count (confidences are at most 1)")
 
     # ------------------------------------------------------------------------------------------------ testing aid
     @classmethod

@@ -32,11 +32,16 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -
     path = Path(path)
     if not path.is_file():
         raise TrainingError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise TrainingError(f"{path}: an empty (0-byte) file, not a checkpoint; it was probably cut short while being "
+                            "written or copied: copy or train it again")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the damage
+        lines = str(exc).strip().splitlines()  # some of these errors carry no message at all
+        detail = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
         raise TrainingError(
-            f"{path}: not a readable weights-only checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            f"{path}: not a readable weights-only checkpoint ({detail}); "
             "it may be truncated, or hold pickled objects other than tensors and plain values"
         ) from None
     if not isinstance(payload, dict):

@@ -54,6 +54,12 @@ __all__ = ["Objective", "SearchSpace", "SearchResult", "SearchError", "search", 
 DEFAULT_TH_PIX = (0.6, 0.7, 0.8, 0.9, 0.95)
 DEFAULT_TH_IMG = tuple(round(0.05 * i, 2) for i in range(1, 21))
 _EPS = 1e-12
+# The largest space (instances before pruning) a search takes on: max_exits 3 on the 5-exit x 30-configuration CamVid
+# cache is 10.8 billion (12-14 s constrained, ~100 s for the front, BENCHMARKS.md); one more kept exit multiplies it
+# by ~300 and would run for hours, so refuse instead.
+MAX_SPACE_SIZE = 100_000_000_000
+# instances per second a constrained search gets through after pruning, for the time estimate of a refused space
+_SEARCH_RATE = 8e8
 _CHUNK = 20_000  # partial instances or scored candidates handled per array operation
 
 
@@ -579,6 +585,26 @@ def _single_exit(cache: EvaluationCache, unit: str, space: SearchSpace, mode: st
     return instances
 
 
+def _duration(seconds: float) -> str:
+    for unit, length in (("years", 365 * 86400), ("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= length:
+            return f"{seconds / length:,.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def check_size(cache: EvaluationCache, space: SearchSpace, mode: str = "input-dependent") -> int:
+    """The space's size, or a :class:`SearchError` (with the count and an estimated time) beyond
+    :data:`MAX_SPACE_SIZE` instances."""
+    size = space.size(cache, mode)
+    if size > MAX_SPACE_SIZE:
+        raise SearchError(
+            f"max_exits={space.max_exits} gives a space of {size:.3g} instances, beyond the {MAX_SPACE_SIZE:,} a "
+            f"search takes on (about {_duration(size / _SEARCH_RATE)} for a constrained search, ~10x that for the "
+            f"Pareto front); lower --max-exits (2-3 is the usual), or narrow --exit-ids, the configurations, "
+            f"--th-pix or --th-img")
+    return size
+
+
 def search(cache: EvaluationCache, objective: Objective, *, mode: str = "input-dependent", unit: str = "gflops",
            space: SearchSpace | None = None) -> SearchResult:
     """The best instance of ``space`` for ``objective`` in ``mode`` on ``cache`` (exhaustive, see the module
@@ -586,6 +612,7 @@ def search(cache: EvaluationCache, objective: Objective, *, mode: str = "input-d
     if mode not in MODES:
         raise SearchError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     space = space or SearchSpace()
+    check_size(cache, space, mode)
     start = time.perf_counter()
     cum_full = float(np.sum(cache.stage_cost(unit)))  # type: ignore[arg-type]
     final_miou = float(cache.head_miou()[cache.final_head])

@@ -19,16 +19,41 @@ COMMANDS = (profile, train, check_data, cache, search, bench, study, export)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mess_core", description="MESS Explorer engine")
+    parser.add_argument("--debug", action="store_true",
+                        help="on failure, show the full Python traceback instead of a one-line message")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(sub)
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command. Every failure ends as one line on stderr: exit status 2 for bad input (a :class:`MessError`,
+    a bad argument), 1 for an unexpected error (a bug: rerun with ``--debug`` for the traceback); ``--debug``
+    re-raises instead."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)  # argparse prints usage and exits with status 2 on bad arguments
     try:
         return args.run(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("error: interrupted", file=sys.stderr)
+        return 130
     except MessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if args.debug:
+            raise
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a bug, not bad input: say so and how to see the traceback
+        if args.debug:
+            raise
+        print(f"error: unexpected {type(exc).__name__} in `{args.command}`: {_one_line(exc)}. This is a bug, not "
+              "bad input: rerun with --debug (python -m mess_core --debug ...) for the traceback and report it",
+              file=sys.stderr)
+        return 1

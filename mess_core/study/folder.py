@@ -170,7 +170,11 @@ class Study:
         return problems
 
     def verify(self) -> list[str]:
-        """Problems with the files the manifest lists (missing, size or SHA-256 differ); empty when all match."""
+        """Problems with the files the manifest lists (missing, size or SHA-256 differ); empty when all match. A run
+        folder has no manifest to check against: that is refused rather than reported as "0 files, no problem"."""
+        if not self.is_packed:
+            raise StudyError(f"{self.path}: has no {MANIFEST}, so there is nothing to check its files against (a run "
+                             "folder, not a built study); build a study with `python -m mess_core study build CONFIG`")
         problems = []
         for name, entry in self.manifest.get("files", {}).items():
             path = self.path / name
@@ -206,12 +210,54 @@ def _open_packed(path: Path) -> Study:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise StudyError(f"{manifest_path}: study format {found!r}, this version reads {STUDY_FORMAT!r}; rebuild "
                          "it with this version's `python -m mess_core study build` (its command is in the manifest)")
+    _check_manifest(manifest, manifest_path)
     missing = [n for n in [WEIGHTS, manifest.get("cache", ""), RESULTS, FRONTS, PROFILE]
                if not n or not (path / n).is_file()]
     if missing:
         raise StudyError(f"{path}: missing {', '.join(missing or ['its cache name'])}; the study is incomplete; "
                          f"rebuild it with `{manifest.get('command', 'python -m mess_core study build CONFIG')}`")
     return Study(path, manifest, path / manifest["cache"], path / WEIGHTS)
+
+
+def _inside(path: Path, name: str) -> bool:
+    """Whether ``name`` (a path the manifest gives) names something inside the folder ``path``."""
+    if not name or Path(name).is_absolute() or Path(name).drive:
+        return False
+    root = path.resolve()
+    target = (path / name).resolve()
+    return target != root and root in target.parents
+
+
+def _check_manifest(manifest: dict[str, Any], where: Path) -> None:
+    """The types of the manifest's fields this module reads, and that every path it names stays inside the study."""
+    fix = "the manifest is damaged or was edited; rebuild the study (its command is in the manifest)"
+    folder = where.parent
+    for key in ("name", "command"):
+        if key in manifest and not isinstance(manifest[key], str):
+            raise StudyError(f"{where}: field '{key}' is {manifest[key]!r}, expected a string; {fix}")
+    for key in ("cache", "report_cache"):
+        value = manifest.get(key)
+        if key == "report_cache" and value is None:
+            continue
+        if not isinstance(value, str) or not value:
+            raise StudyError(f"{where}: field '{key}' is {value!r}, expected a file name in the study; {fix}")
+        if not _inside(folder, value):
+            raise StudyError(f"{where}: field '{key}' is {value!r}, which lies outside the study folder {folder}; a "
+                             f"study only reads its own files: copy the file into the study and rebuild it")
+    for key in ("config", "model_source", "user_model"):
+        if manifest.get(key) is not None and not isinstance(manifest[key], dict):
+            raise StudyError(f"{where}: field '{key}' is a {type(manifest[key]).__name__}, expected an object; {fix}")
+    files = manifest.get("files", {})
+    if not isinstance(files, dict):
+        raise StudyError(f"{where}: field 'files' is a {type(files).__name__}, expected an object of file entries; {fix}")
+    for name, entry in files.items():
+        if not _inside(folder, name):
+            raise StudyError(f"{where}: field 'files' lists {name!r}, which lies outside the study folder {folder}; "
+                             f"{fix}")
+        if not isinstance(entry, dict) or not isinstance(entry.get("bytes"), int) or \
+                not isinstance(entry.get("sha256"), str):
+            raise StudyError(f"{where}: field 'files' entry {name!r} is {entry!r}, expected {{'bytes': int, "
+                             f"'sha256': str}}; {fix}")
 
 
 def list_studies(root: str | os.PathLike) -> list[Path]:

@@ -1,0 +1,210 @@
+"""Fault injection: damaged caches, checkpoints, manifests and oversized searches are refused with a message naming
+the file, field or value, and leave every file untouched."""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mess_core.cache import CacheError, EvaluationCache
+from mess_core.cli import main
+from mess_core.search import MAX_SPACE_SIZE, Objective, SearchError, SearchSpace, search
+from mess_core.study import open_study
+from mess_core.study.config import StudyError
+
+SYNTHETIC = Path(__file__).resolve().parents[1] / "precomputed" / "synthetic-mobilenetv2-fcn"
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def saved_cache(tmp_path: Path, **changes) -> Path:
+    cache = EvaluationCache.random(images=4, exits=3, configs=2, classes=3, seed=1)
+    for name, edit in changes.items():
+        arr = getattr(cache, name).copy()
+        edit(arr)
+        setattr(cache, name, arr)
+    # write around validate (save does not validate), as a damaged or hand-edited file would be
+    return cache.save(tmp_path / "val.npz")
+
+
+# ------------------------------------------------------------------------------------------------ caches
+@pytest.mark.parametrize("array, edit, words", [
+    ("tp", lambda a: a.__setitem__((0, 0, 0), -5), ["'tp'", "negative", "-5"]),
+    ("pred", lambda a: a.__setitem__((1, 2, 1), -1), ["'pred'", "negative"]),
+    ("label", lambda a: a.__setitem__((2, 0), -3), ["'label'", "negative"]),
+    ("tp", lambda a: a.__setitem__((0, 1, 0), 10_000), ["'tp'", "exceeds 'pred'"]),
+    ("pixels", lambda a: a.__setitem__(0, 1), ["'label'", "more pixels", "'pixels'"]),
+    ("above", lambda a: a.__setitem__((0, 0, 0), 1_000), ["'above'", "confident pixels"]),
+    ("conf_sum", lambda a: a.__setitem__((0, 0), np.nan), ["'conf_sum'", "non-finite"]),
+])
+def test_impossible_counts_are_refused_naming_file_and_array(tmp_path, array, edit, words):
+    path = saved_cache(tmp_path, **{array: edit})
+    before = digest(tmp_path)
+    with pytest.raises(CacheError) as err:
+        EvaluationCache.load(path)
+    text = str(err.value)
+    assert str(path) in text and "rebuild" in text
+    for word in words:
+        assert word in text
+    assert digest(tmp_path) == before
+
+
+def test_true_positives_beyond_labels_are_refused(tmp_path):
+    cache = EvaluationCache.random(images=4, exits=3, configs=2, classes=3, seed=1)
+    cache.tp, cache.pred = cache.tp.copy(), cache.pred.copy()
+    cache.tp[0, 0, 0] = cache.label[0, 0] + 1
+    cache.pred[0, 0, 0] = max(cache.pred[0, 0, 0], cache.tp[0, 0, 0])  # only the 'label' bound is broken
+    path = cache.save(tmp_path / "val.npz")
+    with pytest.raises(CacheError, match=r"'tp' exceeds 'label'") as err:
+        EvaluationCache.load(path)
+    assert str(path) in str(err.value)
+
+
+def test_negative_tp_no_longer_reaches_search(tmp_path):
+    path = saved_cache(tmp_path, tp=lambda a: a.__setitem__(slice(None), -a))
+    assert main(["search", "--cache", str(path)]) == 2
+
+
+@pytest.mark.parametrize("cut", [0, 10, 200, -40])
+def test_empty_or_truncated_npz_is_a_clear_error(tmp_path, cut, capsys):
+    good = EvaluationCache.random(seed=2).save(tmp_path / "good.npz").read_bytes()
+    path = tmp_path / "cut.npz"
+    path.write_bytes(good[:cut] if cut >= 0 else good[:len(good) + cut])
+    with pytest.raises(CacheError) as err:
+        EvaluationCache.load(path)
+    assert str(path) in str(err.value) and "rebuild" in str(err.value)
+    if cut == 0:
+        assert "empty (0-byte)" in str(err.value)
+    assert main(["search", "--cache", str(path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0]
+
+
+def test_the_shipped_caches_still_load():
+    for path in sorted(SYNTHETIC.parent.glob("*/val.npz")):
+        EvaluationCache.load(path)
+
+
+# ------------------------------------------------------------------------------------------------ CLI boundary
+def test_empty_checkpoint_is_named_not_an_index_error(tmp_path, capsys):
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    assert main(["cache", "--multi-exit", str(empty), "--data", "synthetic", "--out", str(tmp_path / "x.npz")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(empty) in err[0] and "empty (0-byte)" in err[0]
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_truncated_checkpoint_is_named(tmp_path, capsys):
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes((SYNTHETIC / "multi_exit.pt").read_bytes()[:300])
+    assert main(["cache", "--multi-exit", str(cut), "--data", "synthetic", "--out", str(tmp_path / "x.npz")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(cut) in err[0]
+
+
+def test_unexpected_errors_exit_1_with_a_debug_hint_and_debug_reraises(monkeypatch, capsys):
+    from mess_core.cli import search as search_cli
+
+    def boom(args):
+        raise ZeroDivisionError("division by zero")
+    monkeypatch.setattr(search_cli, "run", boom)
+    argv = ["search", "--cache", "x.npz"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ZeroDivisionError" in err[0] and "--debug" in err[0]
+    with pytest.raises(ZeroDivisionError):
+        main(["--debug", *argv])
+
+
+def test_bad_input_with_debug_reraises_the_mess_error(tmp_path):
+    with pytest.raises(CacheError):
+        main(["--debug", "search", "--cache", str(tmp_path / "absent.npz")])
+
+
+def test_bad_arguments_exit_2():
+    with pytest.raises(SystemExit) as exc:
+        main(["search", "--max-exits", "zero"])
+    assert exc.value.code == 2
+
+
+# ------------------------------------------------------------------------------------------------ manifests
+@pytest.fixture
+def study_copy(tmp_path):
+    folder = tmp_path / "study"
+    shutil.copytree(SYNTHETIC, folder)
+    return folder
+
+
+def edit_manifest(folder: Path, **changes) -> None:
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest.update(changes)
+    path.write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"cache": "../other/val.npz"}, ["'cache'", "../other/val.npz", "outside"]),
+    ({"cache": "/etc/passwd"}, ["'cache'", "/etc/passwd", "outside"]),
+    ({"report_cache": "../../val.npz"}, ["'report_cache'", "outside"]),
+    ({"cache": 3}, ["'cache'", "3", "expected a file name"]),
+    ({"files": ["val.npz"]}, ["'files'", "list"]),
+    ({"files": {"../multi_exit.pt": {"bytes": 1, "sha256": "x"}}}, ["'files'", "../multi_exit.pt", "outside"]),
+    ({"files": {"val.npz": {"bytes": "12", "sha256": "x"}}}, ["'files'", "val.npz", "'bytes'"]),
+    ({"config": "oops"}, ["'config'", "str"]),
+])
+def test_bad_manifest_fields_are_refused_naming_the_field(study_copy, changes, words):
+    (study_copy.parent / "other").mkdir()
+    shutil.copy(study_copy / "val.npz", study_copy.parent / "other" / "val.npz")
+    edit_manifest(study_copy, **changes)
+    before = digest(study_copy.parent)
+    with pytest.raises(StudyError) as err:
+        open_study(study_copy)
+    text = str(err.value)
+    assert str(study_copy / "manifest.json") in text
+    for word in words:
+        assert word in text
+    assert digest(study_copy.parent) == before
+
+
+def test_study_check_refuses_a_folder_without_manifest(study_copy, capsys):
+    (study_copy / "manifest.json").unlink()
+    before = digest(study_copy)
+    assert main(["study", "check", str(study_copy)]) == 2
+    err = capsys.readouterr().err
+    assert "manifest.json" in err and str(study_copy) in err and "0 problem" not in err
+    assert digest(study_copy) == before
+
+
+def test_the_shipped_studies_still_open_and_check():
+    for folder in sorted(SYNTHETIC.parent.glob("*/manifest.json")):
+        assert open_study(folder.parent).verify() == []
+
+
+# ------------------------------------------------------------------------------------------------ search bound
+def test_oversized_search_is_refused_with_count_and_time():
+    cache = EvaluationCache.load(SYNTHETIC / "val.npz")
+    space = SearchSpace(max_exits=50)
+    assert space.size(cache, "input-dependent") > MAX_SPACE_SIZE
+    with pytest.raises(SearchError) as err:
+        search(cache, Objective("min-cost", max_drop=1.0), space=space)
+    text = str(err.value)
+    assert "max_exits=50" in text and f"{MAX_SPACE_SIZE:,}" in text and "about" in text and "--max-exits" in text
+
+
+def test_shipped_studies_max_exits_stay_under_the_bound():
+    for path in sorted(SYNTHETIC.parent.glob("*/val.npz")):
+        cache = EvaluationCache.load(path)
+        assert SearchSpace(max_exits=3).size(cache, "input-dependent") <= MAX_SPACE_SIZE
+
+
+def test_cli_max_exits_50_is_refused_quickly(capsys):
+    assert main(["search", "--cache", str(SYNTHETIC / "val.npz"), "--max-exits", "50"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "max_exits=50" in err[0]
