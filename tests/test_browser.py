@@ -180,20 +180,23 @@ def test_clicking_a_point_on_the_pareto_plot_selects_it(page, server):
     trace = page.locator(".js-plotly-plot .scatterlayer .trace").nth(1)
     point = trace.locator("path.point").first
     point.scroll_into_view_if_needed()
-    for attempt in range(5):  # plotly clicks the point it hovers; a redraw under load can move it, so hover again
+    # plotly clicks the point it hovers; a redraw under load can move the point or swallow the click, so hover and
+    # click again until the selection arrives
+    for attempt in range(6):
         box = point.bounding_box()
         x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
         page.mouse.move(x - 6, y - 6)
         page.mouse.move(x, y, steps=3)
         try:
             page.locator(".hoverlayer .hovertext").first.wait_for(timeout=10_000)
+            page.mouse.down()
+            page.mouse.up()
+            page.get_by_text("selected instance").wait_for(timeout=20_000)
             break
         except Exception:
-            if attempt == 4:
+            if attempt == 5:
                 raise
-    page.mouse.down()
-    page.mouse.up()
-    page.get_by_text("selected instance").wait_for()
+            settle(page)
     settle(page)
     assert page.get_by_text("back to the searched instance").count() == 1
     shoot(page, "pareto-selected")

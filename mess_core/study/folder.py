@@ -223,9 +223,9 @@ def _inside(path: Path, name: str) -> bool:
     """Whether ``name`` (a path the manifest gives) names something inside the folder ``path``."""
     if not name or Path(name).is_absolute() or Path(name).drive:
         return False
-    root = path.resolve()
-    target = (path / name).resolve()
-    return target != root and root in target.parents
+    # by the name itself, not by resolving links: a study folder made of links to a built study is still that study
+    parts = Path(os.path.normpath(name)).parts
+    return bool(parts) and parts[0] not in ("..", ".")
 
 
 def _check_manifest(manifest: dict[str, Any], where: Path) -> None:
