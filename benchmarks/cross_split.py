@@ -78,36 +78,28 @@ def main() -> None:
     pd.set_option("display.width", 250)
     pd.set_option("display.max_colwidth", 90)
 
-    def drop_and_speedup(cache: EvaluationCache, instance: Instance) -> tuple[float, float, float]:
-        base, found = (evaluate(cache, i, unit="gflops") for i in (Instance(instance.mode), instance))
-        return 100 * found.miou, 100 * (base.miou - found.miou), base.cost / found.cost
+    def crossed(table: pd.DataFrame, there: EvaluationCache, tuned_on: str, reported_on: str) -> pd.DataFrame:
+        """Each instance of ``table`` (tuned on ``tuned_on``) with its figures on the other split's cache ``there``:
+        mIoU, drop against that split's final exit and speedup in GFLOPs."""
+        rows = []
+        for _, r in table.iterrows():
+            if r["instance"] is None:
+                continue
+            base, found = (evaluate(there, i, unit="gflops") for i in (Instance(r["instance"].mode), r["instance"]))
+            rows.append({"row": r["row"], f"mIoU {tuned_on}": round(100 * r["miou"], 2),
+                         f"speedup {tuned_on}": round(r["speedup"], 2),
+                         f"mIoU {reported_on}": round(100 * found.miou, 2),
+                         f"drop {reported_on} pp": round(100 * (base.miou - found.miou), 2),
+                         f"speedup {reported_on}": round(base.cost / found.cost, 2), "exits": r["exits"]})
+        return pd.DataFrame(rows)
 
-    rows = []
-    for _, r in study.results("input-dependent").iterrows():
-        if r["instance"] is None:
-            continue
-        miou, drop, speedup = drop_and_speedup(other, r["instance"])
-        rows.append({"row": r["row"], f"mIoU {tune_split}": round(100 * r["miou"], 2),
-                     f"speedup {tune_split}": round(r["speedup"], 2), f"mIoU {args.split}": round(miou, 2),
-                     f"drop {args.split} pp": round(drop, 2), f"speedup {args.split}": round(speedup, 2),
-                     "exits": r["exits"]})
     print(f"\nA. the study's instances (tuned on {tune_split}) on {args.split} "
           f"(final exit there {100 * other.head_miou()[other.final_head]:.2f}%)")
-    print(pd.DataFrame(rows).to_string(index=False))
-    table = results_table(other, eval_cache=tuned, oracle=False)
-    rows = []
-    for _, r in table.iterrows():
-        if r["instance"] is None:
-            continue
-        miou, drop, speedup = drop_and_speedup(tuned, r["instance"])
-        rows.append({"row": r["row"], f"mIoU {args.split}": round(100 * r["miou"], 2),
-                     f"speedup {args.split}": round(r["speedup"], 2), f"mIoU {tune_split}": round(miou, 2),
-                     f"drop {tune_split} pp": round(drop, 2), f"speedup {tune_split}": round(speedup, 2),
-                     "exits": r["exits"]})
+    print(crossed(study.results("input-dependent"), other, tune_split, args.split).to_string(index=False))
     print(f"\nB. tuned on {args.split}, reported on {tune_split} "
           f"(final exit there {100 * tuned.head_miou()[tuned.final_head]:.2f}%)")
-    print(pd.DataFrame(rows).to_string(index=False))
-
+    table = results_table(other, eval_cache=tuned, oracle=False)
+    print(crossed(table, tuned, args.split, tune_split).to_string(index=False))
 
 if __name__ == "__main__":
     main()
