@@ -28,12 +28,16 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .errors import MessError
 from .instance import Instance, KeptExit
 from .network import MultiExitNet
 from .profiling import _synchronize
 from .runtime import deploy
 
-__all__ = ["bench", "stage_latency", "policy_overhead", "machine"]
+__all__ = ["bench", "stage_latency", "policy_overhead", "machine", "ENGINES"]
+
+# what bench() can time on (CUDA is eager on another device, not an engine)
+ENGINES = ("eager", "onnxruntime")
 
 
 def machine() -> str:
@@ -111,6 +115,8 @@ def bench(net: MultiExitNet, model: nn.Module, instances: Mapping[str, Instance]
     """Time every variant (see the module docstring) on ``images`` (N, 3, H, W); one row per engine x batch size x
     variant with ``ms_per_image`` (mean), ``median_ms`` / ``p90_ms`` (per batch), ``speedup`` (original's mean over
     this one's) and ``exit_fractions``."""
+    if unknown := [e for e in engines if e not in ENGINES]:
+        raise MessError(f"bench: unknown engine(s) {', '.join(map(str, unknown))}; choose from {', '.join(ENGINES)}")
     device = torch.device(device)
     size = tuple(images.shape[-2:])
     rows = []

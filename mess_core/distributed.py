@@ -23,6 +23,7 @@ from torch import nn
 
 __all__ = [
     "DistEnv",
+    "device_problem",
     "setup",
     "teardown",
     "all_reduce_sum",
@@ -52,6 +53,27 @@ class DistEnv:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+
+def device_problem(device: str, *, fix: str) -> str | None:
+    """Why ``device`` cannot be computed on here, ending with ``fix`` (what the user changes), or None when it can:
+    checked when a setting is read, so that a run asking for a GPU this machine lacks stops before any work.
+
+    >>> device_problem("cpu", fix="use --device cpu") is None
+    True
+    >>> device_problem("gpu0", fix="use --device cpu")
+    "'gpu0' is not a device PyTorch knows (cpu, cuda, cuda:1, ...); use --device cpu"
+    """
+    try:
+        kind = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        return f"{device!r} is not a device PyTorch knows (cpu, cuda, cuda:1, ...); {fix}"
+    if kind.type == "cuda":
+        if not torch.cuda.is_available():
+            return f"device {device!r}: PyTorch sees no CUDA GPU on this machine; {fix}"
+        if kind.index is not None and kind.index >= torch.cuda.device_count():
+            return f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s); {fix}"
+    return None
 
 
 def setup(device: str | None = None) -> DistEnv:

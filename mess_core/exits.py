@@ -39,7 +39,7 @@ from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from .errors import SpecError
 
-__all__ = ["ExitSpec", "ExitSpace", "ExitHead", "HEAD_KINDS", "LIGHT_EXIT"]
+__all__ = ["ExitSpec", "ExitSpace", "ExitHead", "HEAD_KINDS", "LIGHT_EXIT", "exit_space"]
 
 HEAD_KINDS = ("fcn", "deeplab")
 ASPP_RATES = (6, 12, 18)
@@ -144,6 +144,20 @@ class ExitSpace:
     @property
     def ids(self) -> list[str]:
         return [s.id for s in self]
+
+
+def exit_space(text: str) -> list[ExitSpec]:
+    """``"default"`` (30 configurations), ``"light"`` (nocrm-b0-fcn) or comma-separated exit ids; here, beside the
+    specs, so that a configuration can parse its exit space when it is read, without importing training."""
+    if text == "default":
+        return list(ExitSpace.default())
+    if text == "light":
+        return [LIGHT_EXIT]
+    specs = [ExitSpec.parse(s.strip()) for s in text.split(",") if s.strip()]
+    if not specs:
+        raise SpecError(f"exit space {text!r} names no configuration; use default, light or comma-separated exit ids "
+                        "such as nocrm-b0-fcn,crm50p-b1-rdi-fcn")
+    return specs
 
 
 def _head_width(channels: int) -> int:

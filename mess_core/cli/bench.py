@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from ..artifacts import load_multi_exit_and_model
-from ..bench import bench, machine, policy_overhead, stage_latency
+from ..bench import ENGINES, bench, machine, policy_overhead, stage_latency
 from ..cache import EvaluationCache
 from ..instance import Instance
 from ..io import atomic_write_text
@@ -32,7 +32,7 @@ def add_parser(sub: Any) -> None:
     b.add_argument("--images", type=positive_int, default=16, help="how many images of the split to time on")
     b.add_argument("--batch", type=positive_int, nargs="+", default=[1, 8])
     b.add_argument("--repeats", type=positive_int, default=5, help="timed rounds after 2 warm-up rounds")
-    b.add_argument("--engines", nargs="+", default=["eager", "onnxruntime"], choices=["eager", "onnxruntime"])
+    b.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
     b.add_argument("--skip", nargs="*", default=[], choices=["cuda"], help="leave out CUDA even when present")
     b.add_argument("--out", help="write every measurement as JSON")
     b.add_argument("--into-cache", help="write the per-stage and per-head latency into this evaluation cache")

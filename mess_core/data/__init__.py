@@ -18,11 +18,11 @@ from .camvid import CamVid
 from .cityscapes import Cityscapes
 from .folder import FolderDataset
 from .info import DatasetInfo
-from .registry import build_dataset, list_datasets
+from .registry import build_dataset, check_dataset, list_datasets
 from .synthetic import SyntheticSegmentation
 from .transforms import MEAN, STD, denormalize, eval_transform, pad_collate, train_transform
 from .voc import PascalVOC
 
-__all__ = ["DatasetInfo", "SegmentationDataset", "build_dataset", "list_datasets", "train_transform",
+__all__ = ["DatasetInfo", "SegmentationDataset", "build_dataset", "check_dataset", "list_datasets", "train_transform",
            "eval_transform", "pad_collate", "denormalize", "MEAN", "STD", "CamVid", "Cityscapes", "PascalVOC",
            "FolderDataset", "SyntheticSegmentation"]

@@ -21,6 +21,7 @@ import os
 from typing import Any, Callable
 
 from ..errors import DataError
+from ..fields import check_arguments
 from .base import SegmentationDataset, Transform
 from .camvid import CamVid
 from .cityscapes import Cityscapes
@@ -28,7 +29,7 @@ from .folder import FolderDataset
 from .synthetic import SyntheticSegmentation
 from .voc import PascalVOC
 
-__all__ = ["build_dataset", "list_datasets"]
+__all__ = ["build_dataset", "list_datasets", "check_dataset"]
 
 _DATASETS: dict[str, tuple[Callable[..., SegmentationDataset], str | None]] = {
     # name: (class, what root is; None = no files)
@@ -44,16 +45,29 @@ def list_datasets() -> tuple[str, ...]:
     return tuple(_DATASETS)
 
 
-def build_dataset(name: str, *, root: str | os.PathLike | None = None, split: str, transform: Transform | None = None,
-                  seed: int = 0, **options: Any) -> SegmentationDataset:
-    """``name`` is one of ``list_datasets()``; ``options`` go to its class (e.g. ``length``/``size`` for synthetic)."""
+def check_dataset(name: str, options: dict[str, Any]) -> None:
+    """Refuse a dataset name that is not registered, an option its class does not take, or an option value of the
+    wrong type (``size=abc``), before any file is read: a configuration is checked when it is read.
+
+        >>> check_dataset("synthetic", {"size": "abc"})
+        Traceback (most recent call last):
+        mess_core.errors.DataError: dataset 'synthetic' option: size: expected a list of 2 whole numbers, got 'abc'
+    """
     if name not in _DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(_DATASETS)}")
-    cls, root_is = _DATASETS[name]
+    cls = _DATASETS[name][0]
     accepted = [p for p in inspect.signature(cls).parameters if p not in ("root", "split", "transform", "seed")]
     if unknown := sorted(set(options) - set(accepted)):
         takes = f"it takes: {', '.join(accepted)}" if accepted else "it takes none"
         raise DataError(f"dataset {name!r} has no option(s) {', '.join(unknown)}; {takes}")
+    check_arguments(cls, options, where=f"dataset {name!r} option", error=DataError)
+
+
+def build_dataset(name: str, *, root: str | os.PathLike | None = None, split: str, transform: Transform | None = None,
+                  seed: int = 0, **options: Any) -> SegmentationDataset:
+    """``name`` is one of ``list_datasets()``; ``options`` go to its class (e.g. ``length``/``size`` for synthetic)."""
+    check_dataset(name, options)
+    cls, root_is = _DATASETS[name]
     if root_is is None:
         if root is not None:
             raise DataError(f"dataset {name!r} is generated, it reads no files: drop root={str(root)!r}")

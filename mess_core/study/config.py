@@ -16,9 +16,11 @@ from typing import Any
 
 import yaml
 
-from ..data import build_dataset, eval_transform
+from ..bench import ENGINES
+from ..data import build_dataset, check_dataset, eval_transform
 from ..errors import MessError
-from ..exits import ExitSpec
+from ..exits import ExitSpec, exit_space
+from ..fields import check_fields
 from ..models.source import ModelSource, convert_options
 from ..training import TrainConfig
 
@@ -106,7 +108,7 @@ class StudyConfig:
         _check_shape(data, where, {f.name for f in dataclasses.fields(cls)})
         values = dict(data)
         for key in _TUPLES:
-            if values.get(key) is not None:
+            if isinstance(values.get(key), list):  # anything else is left for the type check to name
                 values[key] = tuple(values[key])
         cfg = cls(**values)
         cfg._check_settings(where)
@@ -170,13 +172,15 @@ class StudyConfig:
 
     def stage_fields(self, stage: str) -> dict[str, Any]:
         """The :class:`~mess_core.training.TrainConfig` fields of one stage (without ``stage``/``out``/``init``)."""
-        common = {"model": self.model, "convert": dict(self.convert), "dataset": self.dataset,
-                  "data_root": self.data_root,
-                  "data_options": dict(self.data_options), "num_exits": self.num_exits, "crop": tuple(self.crop),
-                  "eval_size": self.eval_size, "exit_space": self.exit_space, "batch_size": self.batch_size,
-                  "seed": self.seed, "progress": False}
         overrides = self.stages.get(stage) or {}
-        return {**common, **_STAGE_DEFAULTS[stage], **overrides}
+        return {**self._common_fields(), **_STAGE_DEFAULTS[stage], **overrides}
+
+    def _common_fields(self) -> dict[str, Any]:
+        """The :class:`~mess_core.training.TrainConfig` fields every stage takes from the study's own settings."""
+        return {"model": self.model, "convert": dict(self.convert), "dataset": self.dataset,
+                "data_root": self.data_root, "data_options": dict(self.data_options), "num_exits": self.num_exits,
+                "crop": tuple(self.crop), "eval_size": self.eval_size, "exit_space": self.exit_space,
+                "batch_size": self.batch_size, "seed": self.seed, "progress": False}
 
     def eval_dataset(self, split: str, size: tuple[int, int], *, root: str | os.PathLike | None = None) -> Any:
         """The study's dataset split as evaluated: every image resized to ``size``; ``root`` overrides ``data_root``
@@ -185,11 +189,16 @@ class StudyConfig:
                              transform=eval_transform(size=tuple(size)), **self.data_options)
 
     def _check_settings(self, where: str) -> None:
-        """Every stage's and variant's settings make a valid training configuration now, not hours later."""
+        """Every setting has its type and range, and every stage's and variant's settings make a valid training
+        configuration, now, not hours later."""
+        check_fields(self, where=where, error=StudyError)
+        self._check_ranges(where)
         try:
             self.convert = convert_options(self.convert, where=f"{where}: convert")
         except MessError as exc:
             raise StudyError(str(exc)) from None
+        # the study's own settings first, so that a bad crop is blamed on crop, not on the first stage that uses it
+        _check_training(where, {**self._common_fields(), **_STAGE_DEFAULTS["backbone"], "stage": "backbone"})
         for stage in STAGES:
             _check_training(f"{where}: stages.{stage}", {**self.stage_fields(stage), "stage": stage})
         if self.weights is not None and self.pretrain_from == "scratch":
@@ -210,6 +219,36 @@ class StudyConfig:
                 raise StudyError(f"{where}: heavy_configs: {exc}") from None
         for name in self.variants:
             _check_training(f"{where}: variants.{name}", {**self.variant_fields(name), "stage": "exits"})
+
+
+    def _check_ranges(self, where: str) -> None:
+        """The study-only settings' ranges (the training settings are TrainConfig's to check)."""
+        checks = [
+            (self.max_exits >= 1, f"max_exits must be >= 1 (early exits an instance keeps), not {self.max_exits}"),
+            (self.cache_limit is None or self.cache_limit >= 1,
+             f"cache_limit must be >= 1 image or null (the whole split), not {self.cache_limit}"),
+            (self.bench_images >= 0, f"bench_images must be >= 0 (0: no latency benchmark), not {self.bench_images}"),
+            (len(self.bench_batches) > 0 and all(b >= 1 for b in self.bench_batches),
+             f"bench_batches must list batch sizes >= 1, not {list(self.bench_batches)}"),
+            (self.bench_repeats >= 1, f"bench_repeats must be >= 1, not {self.bench_repeats}"),
+            (len(self.bench_engines) > 0 and all(e in ENGINES for e in self.bench_engines),
+             f"bench_engines must list engines among {', '.join(ENGINES)}, not {list(self.bench_engines)}"),
+            (self.cache_split.strip() != "", f"cache_split must name a split (e.g. val), not {self.cache_split!r}"),
+            (self.report_split.strip() != "",
+             f"report_split must name a split (e.g. test), not {self.report_split!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise StudyError(f"{where}: {message}")
+        for name, parse in (("exit_space", exit_space), ("variant_space", ExitSpec.parse)):
+            try:
+                parse(getattr(self, name))
+            except MessError as exc:
+                raise StudyError(f"{where}: {name}: {exc}") from None
+        try:
+            check_dataset(self.dataset, self.data_options)
+        except MessError as exc:
+            raise StudyError(f"{where}: {exc}") from None
 
 
 def _check_training(what: str, fields: dict[str, Any]) -> None:

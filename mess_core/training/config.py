@@ -6,7 +6,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import TrainingError
+from ..data import check_dataset
+from ..distributed import device_problem
+from ..errors import MessError, TrainingError
+from ..exits import exit_space
+from ..fields import check_fields
 from ..losses import EXIT_LOSSES
 from ..models.source import ModelSource, convert_options
 
@@ -90,8 +94,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("crop", "scale", "profile_size", "eval_size", "prune_at", "prune_margin"):
             value = getattr(self, name)
-            if value is not None:
+            if isinstance(value, list):  # YAML gives lists; anything else is left for the type check to name
                 setattr(self, name, tuple(value))
+        # types first (batch_size: 1.5, lr: fast), so that the range checks below compare numbers
+        check_fields(self, where="", error=TrainingError)
         checks = [
             (self.stage in STAGES, f"stage must be one of {STAGES}, not {self.stage!r}"),
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, not {self.precision!r}"),
@@ -107,6 +113,22 @@ class TrainConfig:
             (self.num_exits >= 2, f"num_exits must be >= 2, not {self.num_exits}"),
             (len(self.crop) == 2 and min(self.crop) >= 8, f"crop must be (H, W) of at least 8 pixels, not {self.crop}"),
             (self.eval_every >= 1, f"eval_every must be >= 1, not {self.eval_every}"),
+            (all(min(v) >= 8 for v in (self.profile_size, self.eval_size) if v is not None),
+             f"profile_size and eval_size must be (H, W) of at least 8 pixels, not {self.profile_size} and "
+             f"{self.eval_size}"),
+            (self.lr is None or self.lr > 0, f"lr must be > 0 (or null for the optimizer's default), not {self.lr}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, not {self.weight_decay}"),
+            (0 <= self.momentum < 1, f"momentum must be in [0, 1), not {self.momentum}"),
+            (self.poly_power > 0, f"poly_power must be > 0, not {self.poly_power}"),
+            (0 <= self.alpha <= 1, f"alpha must be in [0, 1], not {self.alpha}"),
+            (self.temperature > 0, f"temperature must be > 0, not {self.temperature}"),
+            (self.jitter >= 0, f"jitter must be >= 0 (0: no colour jitter), not {self.jitter}"),
+            (0 < self.scale[0] <= self.scale[1], f"scale must be (min, max) with 0 < min <= max, not {self.scale}"),
+            (self.workers >= 0, f"workers must be >= 0 (0: load data in the training process), not {self.workers}"),
+            (self.seed >= 0, f"seed must be >= 0, not {self.seed}"),
+            (all(v is None or v >= 1 for v in (self.train_limit, self.val_limit, self.steps_per_epoch)),
+             f"train_limit, val_limit and steps_per_epoch must be >= 1 or null (no limit), not {self.train_limit}, "
+             f"{self.val_limit} and {self.steps_per_epoch}"),
             (self.class_balance >= 0, f"class_balance must be >= 0 (0: no balancing), not {self.class_balance}"),
             (len(self.prune_at) == len(self.prune_margin),
              f"prune_at {list(self.prune_at)} and prune_margin {list(self.prune_margin)} need one margin per epoch"),
@@ -121,6 +143,17 @@ class TrainConfig:
             if not ok:
                 raise TrainingError(message)
         ModelSource.parse(self.model)  # a name that is not registered, or no callable named: refused now
+        if self.device is not None and (problem := device_problem(self.device, fix="set device: cpu (or null)")):
+            raise TrainingError(f"device: {problem}")
+        # parsed now, so that a typo in an exit id stops the run before stages 0 and 1 train for hours
+        try:
+            exit_space(self.exit_space)
+        except MessError as exc:
+            raise TrainingError(f"exit_space: {exc}") from None
+        try:
+            check_dataset(self.dataset, self.data_options)
+        except MessError as exc:
+            raise TrainingError(str(exc)) from None
         self.convert = convert_options(self.convert)
 
     @property

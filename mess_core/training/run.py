@@ -21,7 +21,7 @@ from .. import artifacts
 from ..data import DatasetInfo, build_dataset, eval_transform, train_transform
 from ..distributed import DistEnv, barrier, setup, sync_batchnorm
 from ..errors import TrainingError
-from ..exits import LIGHT_EXIT, ExitSpace, ExitSpec
+from ..exits import LIGHT_EXIT, ExitSpec, exit_space
 from ..io import atomic_write_text
 from ..losses import ExitLoss
 from ..models.source import ModelSource, load_user_weights
@@ -34,15 +34,6 @@ __all__ = ["train", "build_datasets", "build_task", "class_weights", "exit_space
 
 RESULT_FILES = {"backbone": "model.pt", "pretrain": "model.pt", "exits": "multi_exit.pt"}
 CONFIG_FILE = "config.yaml"
-
-
-def exit_space(text: str) -> list[ExitSpec]:
-    """``"default"`` (30 configurations), ``"light"`` (nocrm-b0-fcn) or comma-separated exit ids."""
-    if text == "default":
-        return list(ExitSpace.default())
-    if text == "light":
-        return [LIGHT_EXIT]
-    return [ExitSpec.parse(s.strip()) for s in text.split(",") if s.strip()]
 
 
 class _Limited(Subset):
