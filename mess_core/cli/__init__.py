@@ -10,6 +10,7 @@ from typing import Sequence
 
 from ..errors import MessError
 from . import bench, cache, check_data, export, profile, search, study, train
+from .args import Parser
 
 __all__ = ["build_parser", "main", "COMMANDS"]
 
@@ -18,7 +19,7 @@ COMMANDS = (profile, train, check_data, cache, search, bench, study, export)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mess_core", description="MESS Explorer engine")
+    parser = Parser(prog="python -m mess_core", description="MESS Explorer engine")
     parser.add_argument("--debug", action="store_true",
                         help="on failure, show the full Python traceback instead of a one-line message")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -37,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a bad argument), 1 for an unexpected error (a bug: rerun with ``--debug`` for the traceback); ``--debug``
     re-raises instead."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)  # argparse prints usage and exits with status 2 on bad arguments
+    args = build_parser().parse_args(argv)  # a bad argument: one line on stderr, exit status 2 (see Parser)
     try:
         return args.run(args)
     except KeyboardInterrupt:

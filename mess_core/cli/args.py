@@ -5,19 +5,56 @@
     >>> positive_int("0")
     Traceback (most recent call last):
     argparse.ArgumentTypeError: expected a whole number above 0, got '0'
+    >>> positive_float("1e-3"), fraction("1"), non_negative_int("0"), fractions("0.5,0.9"), odd_positive_int("3")
+    (0.001, 1.0, 0, (0.5, 0.9), 3)
+    >>> positive_float("nan")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: expected a number above 0, got 'nan'
+    >>> fractions("0.5,2")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: expected comma-separated numbers from 0 to 1, e.g. 0.5,0.9, got '0.5,2'
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import math
+from pathlib import Path
+from typing import Any, NoReturn
 
 import yaml
 
 from ..data import build_dataset, eval_transform
+from ..distributed import device_problem
 
-__all__ = ["size", "floats", "ints", "positive_int", "key_value", "add_data_option", "eval_dataset", "MODEL_HELP",
-           "add_convert_options", "convert_options_of"]
+__all__ = ["Parser", "size", "floats", "fractions", "ints", "positive_int", "non_negative_int", "odd_positive_int",
+           "positive_float", "non_negative_float", "fraction", "device", "folder", "key_value", "add_data_option",
+           "eval_dataset", "MODEL_HELP", "add_convert_options", "convert_options_of"]
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (which command, which argument, what it got) instead of a usage
+    block; ``add_subparsers`` makes its sub-parsers of this class too (argparse's default ``parser_class`` is the
+    parent's type)."""
+
+    def error(self, message: str) -> NoReturn:
+        text = " ".join(message.split())
+        self.exit(2, f"error: {self.prog}: {text} (--help lists the arguments)\n")
+
+
+def _number(text: str, *, whole: bool, low: float | None = None, above: bool = False, high: float | None = None,
+            expected: str) -> Any:
+    """``text`` as a finite number (an int when ``whole``) from ``low`` (excluded when ``above``) to ``high``, or an
+    ArgumentTypeError saying ``expected``."""
+    try:
+        value = int(text) if whole else float(text)
+    except ValueError:
+        value = None
+    ok = value is not None and math.isfinite(value) and (low is None or value > low or (not above and value == low)) \
+        and (high is None or value <= high)
+    if not ok:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
 
 MODEL_HELP = ("a registered model ({}), an import path package.module:callable or a file path/to/file.py:callable "
               "(the callable returns an nn.Module; it may take num_classes)")
@@ -32,11 +69,25 @@ def size(text: str) -> tuple[int, int]:
 
 
 def floats(text: str) -> tuple[float, ...]:
-    """Comma-separated numbers (empty items skipped)."""
+    """Comma-separated finite numbers (empty items skipped)."""
     try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
+        values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, e.g. 0.5,0.9, got {text!r}") from None
+        values = (math.nan,)
+    if not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, e.g. 0.5,0.9, got {text!r}")
+    return values
+
+
+def fractions(text: str) -> tuple[float, ...]:
+    """Comma-separated numbers from 0 to 1 (thresholds such as ``--th-pix``)."""
+    try:
+        values = floats(text)
+    except argparse.ArgumentTypeError:
+        values = (math.nan,)
+    if not values or not all(0 <= v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers from 0 to 1, e.g. 0.5,0.9, got {text!r}")
+    return values
 
 
 def ints(text: str) -> tuple[int, ...]:
@@ -49,13 +100,49 @@ def ints(text: str) -> tuple[int, ...]:
 
 def positive_int(text: str) -> int:
     """A count: a whole number above 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number above 0, got {text!r}")
+    return _number(text, whole=True, low=0, above=True, expected="a whole number above 0")
+
+
+def non_negative_int(text: str) -> int:
+    """A whole number from 0 (a seed, a number of worker processes)."""
+    return _number(text, whole=True, low=0, expected="a whole number from 0 up")
+
+
+def odd_positive_int(text: str) -> int:
+    """An odd whole number above 0 (a window with a centre pixel)."""
+    value = _number(text, whole=True, low=0, above=True, expected="an odd whole number above 0, e.g. 3")
+    if value % 2 == 0:
+        raise argparse.ArgumentTypeError(f"expected an odd whole number above 0, e.g. 3, got {text!r}")
     return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number above 0 (a learning rate, a temperature, a budget)."""
+    return _number(text, whole=False, low=0, above=True, expected="a number above 0")
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number from 0 (a weight decay, a jitter strength, an allowed drop)."""
+    return _number(text, whole=False, low=0, expected="a number from 0 up")
+
+
+def fraction(text: str) -> float:
+    """A number from 0 to 1."""
+    return _number(text, whole=False, low=0, high=1, expected="a number from 0 to 1")
+
+
+def device(text: str) -> str:
+    """A device PyTorch knows and this machine has (cuda without a GPU is refused now, not after loading)."""
+    if problem := device_problem(text, fix="use --device cpu"):
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def folder(text: str) -> str:
+    """A folder to write into: it may not exist yet, but it may not be a file."""
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder; name a new or existing folder")
+    return text
 
 
 def key_value(text: str) -> tuple[str, Any]:

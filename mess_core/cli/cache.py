@@ -11,7 +11,7 @@ import torch
 from ..artifacts import load_multi_exit
 from ..cache import TH_PIX_GRID, build_cache
 from ..policy import EdgeMasking
-from .args import add_data_option, eval_dataset, floats, positive_int, size
+from .args import add_data_option, device, eval_dataset, fractions, odd_positive_int, positive_int, size
 
 
 def add_parser(sub: Any) -> None:
@@ -26,12 +26,13 @@ def add_parser(sub: Any) -> None:
     k.add_argument("--limit", type=positive_int, help="only the first N images")
     k.add_argument("--out", required=True, help="the cache file to write (.npz)")
     k.add_argument("--batch-size", type=positive_int, default=4)
-    k.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    k.add_argument("--device", type=device, help="cuda or cpu (default: cuda when available)")
     k.add_argument("--latency", action="store_true", help="also measure every stage's and head's latency (batch 1)")
-    k.add_argument("--th-pix", type=floats,
+    k.add_argument("--th-pix", type=fractions,
                    help="comma-separated th_pix grid the cache answers for (default 0.5..0.99)")
-    k.add_argument("--edge-size", type=positive_int, default=3, help="edge masking: structuring element size s (odd)")
-    k.add_argument("--edge-window", type=positive_int, default=7, help="edge masking: median window w (odd)")
+    k.add_argument("--edge-size", type=odd_positive_int, default=3,
+                   help="edge masking: structuring element size s (odd)")
+    k.add_argument("--edge-window", type=odd_positive_int, default=7, help="edge masking: median window w (odd)")
     k.set_defaults(run=run)
 
 

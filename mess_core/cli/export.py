@@ -31,7 +31,7 @@ from ..report import Row
 from ..runtime import check_instance, deploy
 from ..study import open_study
 from ..study.config import StudyConfig
-from .args import positive_int, size
+from .args import folder, positive_int, size
 
 __all__ = ["add_parser", "run", "chosen_instance", "verify_export"]
 
@@ -48,7 +48,8 @@ def add_parser(sub: Any) -> None:
     which.add_argument("--row", choices=[r.value for r in Row],
                        help="a row of the study's results table instead of a file")
     e.add_argument("--mode", choices=MODES, default="input-dependent", help="with --row: the results table's mode")
-    e.add_argument("--onnx", required=True, metavar="DIR", help="folder to create (must not exist, or be empty)")
+    e.add_argument("--onnx", required=True, type=folder, metavar="DIR",
+                   help="folder to create (must not exist, or be empty)")
     e.add_argument("--size", type=size, help="HxW the files are exported for (default: the study's input size)")
     e.add_argument("--images", type=positive_int, default=4,
                    help="images of the verification batch (the study's split when it loads, else seeded noise)")

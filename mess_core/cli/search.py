@@ -11,7 +11,7 @@ from ..cache import EvaluationCache
 from ..instance import outcome_figures
 from ..report import format_table, results_table
 from ..search import Objective, SearchSpace, search
-from .args import floats, ints, positive_int
+from .args import fractions, ints, non_negative_float, positive_float, positive_int
 
 
 def add_parser(sub: Any) -> None:
@@ -21,15 +21,17 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--cache", required=True, help="evaluation cache (python -m mess_core cache) to tune on")
     s.add_argument("--eval-cache", help="a cache of another split: every instance is also reported there")
     s.add_argument("--objective", choices=("min-cost", "max-acc", "pareto"), default="min-cost")
-    s.add_argument("--max-drop", type=float, default=1.0, help="min-cost: allowed mIoU drop in percentage points")
-    s.add_argument("--budget", type=float, default=1.0, help="max-acc: cost budget as a multiple of the backbone's")
+    s.add_argument("--max-drop", type=non_negative_float, default=1.0,
+                   help="min-cost: allowed mIoU drop in percentage points")
+    s.add_argument("--budget", type=positive_float, default=1.0,
+                   help="max-acc: cost budget as a multiple of the backbone's")
     s.add_argument("--mode", choices=("budgeted", "anytime", "input-dependent"), default="input-dependent")
     s.add_argument("--cost", choices=("flops", "latency"), default="flops",
                    help="latency needs a cache built with --latency")
     s.add_argument("--max-exits", type=positive_int, default=2, help="most early exits an instance keeps (default 2)")
     s.add_argument("--exit-ids", type=ints, help="comma-separated candidate exits the search may keep (default: all)")
-    s.add_argument("--th-pix", type=floats, help="comma-separated th_pix values (on the cache's grid)")
-    s.add_argument("--th-img", type=floats, help="comma-separated th_img values")
+    s.add_argument("--th-pix", type=fractions, help="comma-separated th_pix values (on the cache's grid)")
+    s.add_argument("--th-img", type=fractions, help="comma-separated th_img values")
     s.add_argument("--policy", choices=("mess", "plain", "naive"), default="mess",
                    help="image confidence: edge-masked fraction (mess), unmasked fraction (plain), mean (naive)")
     s.add_argument("--out", help="instance JSON to write (default: next to the cache)")

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..report import markdown_report
 from ..study import STAGES, build, open_study
+from .args import folder
 
 
 def add_parser(sub: Any) -> None:
@@ -14,8 +15,8 @@ def add_parser(sub: Any) -> None:
     ssub = st.add_subparsers(dest="study_command", required=True)
     b = ssub.add_parser("build", help="train, evaluate, search and pack a study (resumable)")
     b.add_argument("config", help="the study's YAML file (e.g. studies/synthetic-mobilenetv2-fcn.yaml)")
-    b.add_argument("--work", help="folder for training runs and caches (default runs/<name>)")
-    b.add_argument("--out", help="study folder to write (default precomputed/<name>)")
+    b.add_argument("--work", type=folder, help="folder for training runs and caches (default runs/<name>)")
+    b.add_argument("--out", type=folder, help="study folder to write (default precomputed/<name>)")
     b.add_argument("--stop-after", choices=STAGES, help="stop after this training stage (continue later)")
     b.set_defaults(run=_build)
     c = ssub.add_parser("check", help="check a study's files against its manifest")

@@ -9,7 +9,8 @@ from typing import Any
 from .. import models
 from ..distributed import teardown
 from ..training import TrainConfig, load_run_config, train
-from .args import MODEL_HELP, add_convert_options, add_data_option, convert_options_of, positive_int, size
+from .args import (MODEL_HELP, add_convert_options, add_data_option, convert_options_of, device, fraction, folder,
+                   non_negative_float, non_negative_int, positive_float, positive_int, size)
 
 
 def add_parser(sub: Any) -> None:
@@ -19,7 +20,8 @@ def add_parser(sub: Any) -> None:
         description="One stage of MESS training. Runs as one process, or under torchrun --nproc-per-node K.",
     )
     t.add_argument("--stage", choices=("backbone", "pretrain", "exits"), help="required unless --resume")
-    t.add_argument("--out", required=True, help="run directory (config.yaml, checkpoint.pt, metrics.csv, result)")
+    t.add_argument("--out", required=True, type=folder,
+                   help="run directory (config.yaml, checkpoint.pt, metrics.csv, result)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--model", help=MODEL_HELP.format(", ".join(models.list_models())) + "; default mobilenetv2_fcn")
     t.add_argument("--weights", help="your trained weights: a state dict, or a checkpoint holding one (under "
@@ -33,37 +35,39 @@ def add_parser(sub: Any) -> None:
     t.add_argument("--profile-size", type=size, metavar="HxW", help="input size exits are placed for (default: crop)")
     t.add_argument("--space", help="stage 2 exit space: default (30 configurations), light, or comma-separated ids")
     t.add_argument("--loss", choices=("pfd", "kd", "ce"), help="stage 2 exit loss (default pfd)")
-    t.add_argument("--alpha", type=float, help="PFD weight of the filtered cross-entropy (default 0.5)")
-    t.add_argument("--temperature", type=float, help="distillation temperature (default 1)")
+    t.add_argument("--alpha", type=fraction, help="PFD weight of the filtered cross-entropy (default 0.5)")
+    t.add_argument("--temperature", type=positive_float, help="distillation temperature (default 1)")
     t.add_argument("--exit-schedule", choices=("modulo", "every"),
                    help="stage 1: exit i counts on every i-th step (modulo, default) or on every step")
-    t.add_argument("--class-balance", type=float, metavar="P",
+    t.add_argument("--class-balance", type=non_negative_float, metavar="P",
                    help="weigh each pixel's loss by (median f / f_class) ** P (median-frequency balancing at 1; "
                         "default 0)")
-    t.add_argument("--prune-at", type=int, nargs="+", metavar="EPOCH",
+    t.add_argument("--prune-at", type=positive_int, nargs="+", metavar="EPOCH",
                    help="stage 2, successive halving: after these epochs stop the heads that cannot reach the front")
-    t.add_argument("--prune-margin", type=float, nargs="+", metavar="PP",
+    t.add_argument("--prune-margin", type=positive_float, nargs="+", metavar="PP",
                    help="with --prune-at: one margin per epoch, in mIoU points (a head beaten by that much at no "
                         "more cost stops)")
     t.add_argument("--init-exits", action="store_true",
                    help="stage 2: start the configuration stage 1 trained (nocrm-b0-fcn) from the exits kept in the "
                         "--init model.pt instead of random weights")
     t.add_argument("--crop", type=size, metavar="HxW", help="training crop (default 180x240)")
-    t.add_argument("--scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="random scale range (default 0.5 2)")
+    t.add_argument("--scale", type=positive_float, nargs=2, metavar=("MIN", "MAX"),
+                   help="random scale range (default 0.5 2)")
     t.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
-    t.add_argument("--jitter", type=float, help="colour jitter strength (default 0.2)")
+    t.add_argument("--jitter", type=non_negative_float, help="colour jitter strength (default 0.2)")
     t.add_argument("--eval-size", type=size, metavar="HxW", help="resize validation images (default: native size)")
     t.add_argument("--epochs", type=positive_int, help="default 10")
     t.add_argument("--batch-size", type=positive_int, help="per process and accumulation step (default 8)")
     t.add_argument("--accumulate", type=positive_int, help="gradient accumulation steps (default 1)")
     t.add_argument("--optimizer", choices=("sgd", "adamw"))
-    t.add_argument("--lr", type=float, help="default 0.01 (sgd) or 0.001 (adamw)")
-    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--lr", type=positive_float, help="default 0.01 (sgd) or 0.001 (adamw)")
+    t.add_argument("--weight-decay", type=non_negative_float)
     t.add_argument("--lr-schedule", choices=("poly", "constant"))
     t.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="mixed precision (fp16 needs CUDA)")
-    t.add_argument("--device", help="cuda or cpu (default: cuda when available)")
-    t.add_argument("--workers", type=int, help="data loading processes per training process (default 2)")
-    t.add_argument("--seed", type=int)
+    t.add_argument("--device", type=device,
+                   help="cuda or cpu (default: cuda when available)")
+    t.add_argument("--workers", type=non_negative_int, help="data loading processes per training process (default 2)")
+    t.add_argument("--seed", type=non_negative_int)
     t.add_argument("--no-sync-bn", action="store_true", help="keep BatchNorm statistics per process under torchrun")
     t.add_argument("--eval-every", type=positive_int, help="evaluate every K epochs (and after the last)")
     t.add_argument("--train-limit", type=positive_int, help="use only the first N training images")
