@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from ..bench import ENGINES
-from ..data import build_dataset, check_dataset, eval_transform
+from ..data import build_dataset, check_dataset, eval_transform, list_datasets
 from ..errors import MessError
 from ..exits import ExitSpec, exit_space
 from ..fields import check_fields
@@ -248,7 +248,8 @@ class StudyConfig:
         try:
             check_dataset(self.dataset, self.data_options)
         except MessError as exc:
-            raise StudyError(f"{where}: {exc}") from None
+            setting = "dataset" if self.dataset not in list_datasets() else "data_options"
+            raise StudyError(f"{where}: {setting}: {exc}") from None
 
 
 def _check_training(what: str, fields: dict[str, Any]) -> None:
