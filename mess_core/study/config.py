@@ -48,6 +48,7 @@ _STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "exits": {"epochs": 3, "optimizer": "adamw", "lr": 0.002, "exit_loss": "pfd"},
 }
 _TUPLES = ("crop", "eval_size", "bench_batches", "bench_engines", "heavy_configs")
+_MAPPINGS = ("convert", "data_options", "stages", "variants")
 
 
 class StudyError(MessError):
@@ -110,6 +111,9 @@ class StudyConfig:
         for key in _TUPLES:
             if isinstance(values.get(key), list):  # anything else is left for the type check to name
                 values[key] = tuple(values[key])
+        for key in _MAPPINGS:
+            if key in values and values[key] is None:  # 'convert:' with nothing under it: no options
+                values[key] = {}
         cfg = cls(**values)
         cfg._check_settings(where)
         return cfg

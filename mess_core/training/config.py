@@ -96,6 +96,8 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, list):  # YAML gives lists; anything else is left for the type check to name
                 setattr(self, name, tuple(value))
+        if self.convert is None:  # no conversion options, as convert_options reads it
+            self.convert = {}
         # types first (batch_size: 1.5, lr: fast), so that the range checks below compare numbers
         check_fields(self, where="", error=TrainingError)
         checks = [
