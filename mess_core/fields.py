@@ -111,10 +111,8 @@ def check_value(value: Any, annotation: Any, *, where: str, name: str, error: Ca
     if _fits(value, annotation):
         return
     expected = describe(annotation) or str(annotation)
-    if annotation is float or (typing.get_origin(annotation) in (types.UnionType, typing.Union)
-                               and float in typing.get_args(annotation)):
-        if isinstance(value, float) and not math.isfinite(value):
-            expected = expected.replace("a number", "a finite number")
+    if isinstance(value, float) and not math.isfinite(value):
+        expected = expected.replace("a number", "a finite number")
     raise error(f"{where}: {name}: expected {expected}, got {value!r}" if where else
                 f"{name}: expected {expected}, got {value!r}")
 
