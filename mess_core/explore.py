@@ -501,11 +501,15 @@ class DatasetSource:
 def dataset_source(config: Mapping[str, Any], meta: Mapping[str, Any], base: Path) -> DatasetSource:
     """The dataset a study's images come from: name and split from its cache's ``meta``, folder and options from its
     build ``config`` (``manifest["config"]``); a relative folder is taken from ``base`` (the repository)."""
-    root = config.get("data_root")
+    fix = "the study's manifest (its 'config') is damaged or was edited; rebuild the study"
+    root, given = config.get("data_root"), config.get("data_options") or {}
+    if root is not None and not isinstance(root, str):
+        raise MessError(f"config field 'data_root' is {root!r}, expected a folder path; {fix}")
+    if not isinstance(given, Mapping):
+        raise MessError(f"config field 'data_options' is {given!r}, expected an object of dataset options; {fix}")
     if root is not None and not Path(root).is_absolute():
         root = str(Path(base) / root)
-    options = tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
-                           for k, v in dict(config.get("data_options") or {}).items()))
+    options = tuple(sorted((str(k), tuple(v) if isinstance(v, list) else v) for k, v in given.items()))
     return DatasetSource(meta.get("dataset", "synthetic"), root, options, meta.get("split", "val"))
 
 
