@@ -6,11 +6,12 @@ read afterwards: pages never change a cached network's settings; per-user choice
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, ParamSpec
 
 import pandas as pd
 import streamlit as st
@@ -87,7 +88,12 @@ def choose_study() -> Study | None:
             st.info("Type the path of a study folder (or a run folder with multi_exit.pt and an evaluation cache) "
                     "in the sidebar.")
             return None
-        path = str(Path(typed).expanduser().resolve())
+        try:
+            path = str(Path(typed).expanduser().resolve())
+        except (ValueError, OSError) as exc:  # a NUL byte, an unknown ~user, a loop of links: not a path at all
+            shown = typed if len(typed) <= 120 else f"{typed[:120]}... ({len(typed)} characters)"
+            st.error(f"The folder {shown!r} is not a usable path ({exc}); type the path of a study folder.")
+            return None
     else:
         path = str(found[choice].resolve())
     try:
@@ -107,30 +113,53 @@ def choose_study() -> Study | None:
     return study
 
 
+@contextlib.contextmanager
+def error_boundary() -> Iterator[None]:
+    """Run a block of a page; an engine error becomes its message in the page, and any other failure is reported
+    without taking the app down. Streamlit's own rerun and stop signals are BaseExceptions and pass through."""
+    try:
+        yield
+    except MessError as exc:
+        st.error(str(exc))
+    except Exception as exc:  # a bug of ours: say so plainly, keep the trace out of sight but available
+        st.error(f"Something went wrong on this page ({type(exc).__name__}: {exc}). The other pages still work; "
+                 "please report this with the details below.")
+        with st.expander("details"):
+            st.code(traceback.format_exc())
+
+
 def guarded(page: Callable[[Study], None]) -> Callable[[], None]:
-    """A page body run with the chosen study; an engine error becomes a message in the page, and any other failure
-    is reported without taking the app down."""
+    """A page body run with the chosen study, inside :func:`error_boundary` (choosing the study included)."""
 
     @functools.wraps(page)
     def run() -> None:
-        study = choose_study()
-        if study is None:
-            return
-        try:
-            page(study)
-        except MessError as exc:
-            st.error(str(exc))
-        except Exception as exc:  # a bug of ours: say so plainly, keep the trace out of sight but available
-            st.error(f"Something went wrong on this page ({type(exc).__name__}: {exc}). The other pages still work; "
-                     "please report this with the details below.")
-            with st.expander("details"):
-                st.code(traceback.format_exc())
+        with error_boundary():
+            study = choose_study()
+            if study is not None:
+                page(study)
 
     return run
+
+
+P = ParamSpec("P")
+
+
+def guarded_fragment(body: Callable[P, None]) -> Callable[P, None]:
+    """``st.fragment`` with :func:`error_boundary` inside: a fragment reruns alone, outside its page's boundary, so
+    every fragment of the app is made with this (never with a bare ``st.fragment``). ``functools.wraps`` keeps the
+    body's module and name, which Streamlit uses to tell fragments apart."""
+
+    @functools.wraps(body)
+    def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        with error_boundary():
+            body(*args, **kwargs)
+
+    return st.fragment(run)
 
 
 def pct(value: float) -> str:
     return "-" if value != value else f"{100 * value:.2f}%"
 
 
-__all__ = ["load_study", "load_network", "results", "fronts", "cloud", "choose_study", "guarded", "pct", "StudyError"]
+__all__ = ["load_study", "load_network", "results", "fronts", "cloud", "choose_study", "error_boundary", "guarded",
+           "guarded_fragment", "pct", "StudyError"]

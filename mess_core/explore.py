@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import io
+import re
 import time
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -43,10 +44,14 @@ __all__ = ["ImageError", "LoadedImage", "decode_image", "to_input", "ExitView", 
            "sample_instances", "instance_from_settings", "DatasetSource", "dataset_source", "dataset_sample",
            "synthetic_sample", "shipped_heads", "ExitSettings", "explorer_defaults", "ExitFiring", "exit_firings",
            "ThresholdDefaults", "threshold_defaults", "GflopsBudget", "gflops_budget", "PlotPoint", "plot_points",
-           "ConstraintLine", "constraint_line", "instance_document", "onnx_zip", "MIN_SIDE", "MAX_SIDE"]
+           "ConstraintLine", "constraint_line", "instance_document", "onnx_zip", "MIN_SIDE", "MAX_SIDE",
+           "MAX_PIXELS"]
 
 MIN_SIDE = 32  # the reference backbones downsample 32x: smaller images have no feature map left
 MAX_SIDE = 1024  # larger uploads are downscaled so every exit stays interactive on a CPU
+# larger uploads are refused before decoding: 100 megapixels of RGBA is 400 MB, and a small file (a PNG of one
+# colour) can declare far more, which would exhaust memory before the downscale to MAX_SIDE
+MAX_PIXELS = 100_000_000
 
 
 class ImageError(MessError):
@@ -93,6 +98,35 @@ def _decode_pillow(data: bytes, name: str) -> np.ndarray:
                          "JPEG, BMP, TIFF or WebP file") from None
 
 
+def _too_large(name: str, size: str) -> ImageError:
+    return ImageError(f"{name}: {size} is more than this app decodes ({MAX_PIXELS // 1_000_000} megapixels at most); "
+                      f"downscale the image (to at most {MAX_SIDE} pixels a side, as it would be shown) and upload it "
+                      "again")
+
+
+def _check_pixel_count(data: bytes, name: str) -> None:
+    """Refuse an image whose header declares more than :data:`MAX_PIXELS`, before any pixel is decoded: Pillow's
+    ``Image.open`` reads only the header. A file Pillow cannot identify is left to OpenCV, whose own limit
+    (``OPENCV_IO_MAX_IMAGE_PIXELS``, 2**30 by default) makes it raise ``cv2.error``, which :func:`decode_image`
+    reports."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is the one that counts
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+    except Image.DecompressionBombError as exc:  # Pillow refuses more than twice its own limit in open() itself
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        raise _too_large(name, f"an image of {int(found[1]):,} pixels" if found else "this image") from None
+    except Exception:  # noqa: BLE001 -- not identified by Pillow (or a damaged header): OpenCV or the Pillow decode says why
+        return
+    if width * height > MAX_PIXELS:
+        raise _too_large(name, f"{height}x{width} pixels ({width * height / 1e6:,.0f} megapixels)")
+
+
 def decode_image(data: bytes, *, name: str = "upload", max_side: int = MAX_SIDE) -> LoadedImage:
     """Read an uploaded file into 8-bit RGB, saying what was converted: 16-bit or float pixels are scaled, grayscale
     is repeated over three channels, an alpha channel is composited over white, an image larger than ``max_side``
@@ -100,7 +134,15 @@ def decode_image(data: bytes, *, name: str = "upload", max_side: int = MAX_SIDE)
     if not data:
         raise ImageError(f"{name}: the file is empty")
     notices: list[str] = []
-    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    _check_pixel_count(data, name)
+    try:
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # OpenCV refuses some damaged or oversized files with an error, not with None
+        detail = " ".join(str(exc).split())[-160:]
+        raise ImageError(f"{name}: OpenCV cannot decode this file ({detail}); upload a PNG, JPEG, BMP, TIFF or WebP "
+                         f"file of at most {MAX_PIXELS // 1_000_000} megapixels") from None
+    except MemoryError:
+        raise ImageError(f"{name}: not enough memory to decode this image; downscale it and upload it again") from None
     if array is not None:  # OpenCV gives BGR(A)
         if array.ndim == 3 and array.shape[2] == 3:
             array = array[:, :, ::-1]
@@ -459,11 +501,15 @@ class DatasetSource:
 def dataset_source(config: Mapping[str, Any], meta: Mapping[str, Any], base: Path) -> DatasetSource:
     """The dataset a study's images come from: name and split from its cache's ``meta``, folder and options from its
     build ``config`` (``manifest["config"]``); a relative folder is taken from ``base`` (the repository)."""
-    root = config.get("data_root")
+    fix = "the study's manifest (its 'config') is damaged or was edited; rebuild the study"
+    root, given = config.get("data_root"), config.get("data_options") or {}
+    if root is not None and not isinstance(root, str):
+        raise MessError(f"config field 'data_root' is {root!r}, expected a folder path; {fix}")
+    if not isinstance(given, Mapping):
+        raise MessError(f"config field 'data_options' is {given!r}, expected an object of dataset options; {fix}")
     if root is not None and not Path(root).is_absolute():
         root = str(Path(base) / root)
-    options = tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
-                           for k, v in dict(config.get("data_options") or {}).items()))
+    options = tuple(sorted((str(k), tuple(v) if isinstance(v, list) else v) for k, v in given.items()))
     return DatasetSource(meta.get("dataset", "synthetic"), root, options, meta.get("split", "val"))
 
 

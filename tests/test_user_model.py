@@ -17,7 +17,7 @@ from mess_core.runtime import deploy
 from mess_core.study import StudyConfig, StudyError, build, open_study
 from mess_core.training import TrainConfig
 
-from .test_app import PAGES, goto, problems, start
+from .apptest import PAGES, goto, problems, start
 from .user_models import EncoderUNet, TinyUNet
 
 HERE = Path(__file__).resolve().parent

@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app.common import cloud, fronts, guarded, load_network, pct
+from app.common import cloud, fronts, guarded, guarded_fragment, load_network, pct
 from mess_core.errors import MessError
 from mess_core.explore import (LiveSearch, PlotPoint, constraint_line, gflops_budget, instance_document,
                                live_search, onnx_zip, plot_points, threshold_summary)
@@ -138,7 +138,7 @@ def export_zip(study_path: str, instance: Instance, size: tuple[int, int]) -> by
     return onnx_zip(net, instance, size)
 
 
-@st.fragment
+@guarded_fragment
 def search_area(study: Study) -> None:
     cache = study.cache
     objective, mode = constraint(cache)

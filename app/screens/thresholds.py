@@ -6,7 +6,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from app.common import guarded, pct, results
+from app.common import guarded, guarded_fragment, pct, results
 from mess_core.explore import instance_from_settings, threshold_defaults, threshold_summary
 from mess_core.report import Row
 from mess_core.study import Study
@@ -29,7 +29,7 @@ def load_into_sliders(study: Study, instance) -> None:
         st.session_state[f"thr_th_img_{e.exit}"] = float(e.th_img)
 
 
-@st.fragment
+@guarded_fragment
 def controls_and_figures(study: Study) -> None:
     cache = study.cache
     optimum = searched_optimum(study)

@@ -189,7 +189,15 @@ def open_study(path: str | os.PathLike) -> Study:
     """Open a study folder built by :func:`~mess_core.study.build`, or a run folder holding ``multi_exit.pt`` (there
     or in ``exits/``) and an evaluation cache ``*.npz`` (``val.npz`` preferred)."""
     path = Path(path).expanduser()
-    if not path.is_dir():
+    try:
+        is_dir = path.is_dir()
+    except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte: not a folder we can open
+        text = str(path)
+        shown = text if len(text) <= 120 else f"{text[:120]}... ({len(text)} characters)"
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise StudyError(f"{shown}: cannot be opened as a folder ({reason}); point to a study folder "
+                         "(precomputed/<name>) or a run folder") from None
+    if not is_dir:
         raise StudyError(f"{path}: no such folder; point to a study folder (precomputed/<name>) or a run folder")
     if (path / MANIFEST).is_file():
         return _open_packed(path)

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from .. import checkpoint
 from ..data import pad_collate
+from ..data.loader import plain_error_loader
 from ..distributed import DistEnv, all_gather_objects, all_reduce_sum, barrier, rng_state, set_rng_state, shard_indices
 from ..errors import TrainingError
 from ..io import atomic_write_text
@@ -53,13 +54,14 @@ def _loaders(config: TrainConfig, env: DistEnv, train_set, val_set, ignore_index
         train_set, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=config.seed, drop_last=True
     )
     pin = env.device.type == "cuda"
-    train = DataLoader(
+    # plain_error_loader: a bad dataset file ends as its DataError's one-line message, not a worker's traceback
+    train = plain_error_loader(
         train_set, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
         drop_last=True, collate_fn=collate, pin_memory=pin,
     )
     val = None
     if val_set is not None:
-        val = DataLoader(
+        val = plain_error_loader(
             Subset(val_set, shard_indices(len(val_set), env.rank, env.world_size)),
             batch_size=config.batch_size, num_workers=config.workers, collate_fn=collate, pin_memory=pin,
         )
