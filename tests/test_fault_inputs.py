@@ -165,6 +165,14 @@ BAD_ARGUMENTS = [
     (["study", "build", "x.yaml", "--out", "afile"], "argument --out: 'afile' is a file"),
     (["study", "build", "x.yaml", "--work", "afile"], "argument --work: 'afile' is a file"),
     (["export", "s", "--row", "backbone", "--onnx", "afile"], "argument --onnx: 'afile' is a file"),
+    (["cache", "--multi-exit", "m.pt", "--data", "synthetic", "--out", "."], "argument --out: '.' is a folder"),
+    (["search", "--cache", "c.npz", "--out", "."], "argument --out: '.' is a folder"),
+    (["search", "--cache", "c.npz", "--front-csv", "."], "argument --front-csv: '.' is a folder"),
+    (["profile", "--model", "mobilenetv2_fcn", "--json", "."], "argument --json: '.' is a folder"),
+    (["bench", "--multi-exit", "m.pt", "--out", "."], "argument --out: '.' is a folder"),
+    # refused once the run's inputs are read, before the run folder exists
+    ([*TRAIN, "--init", "afile", "--data-option", "length=2", "--crop", "32x32"], "afile"),
+    ([*TRAIN, "--init", "absent.pt", "--data-option", "length=2", "--crop", "32x32"], "absent.pt: no such"),
 ]
 
 

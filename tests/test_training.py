@@ -406,6 +406,32 @@ def test_resuming_a_moved_run_works_where_it_is_and_creates_nothing_at_the_old_p
     assert checkpoint.load(tmp_path / "new" / "checkpoint.pt")["epoch"] == 2 and len(losses(out["history"])) == 2
 
 
+def test_resuming_with_a_lower_lr_scales_the_schedule_from_where_it_was(tmp_path):
+    from mess_core.training import load_run_config
+
+    poly = dict(lr_schedule="poly", train_limit=8, val_limit=2)
+    train(config(tmp_path, "backbone", name="run", epochs=1, schedule_epochs=3, **poly), model=tiny(), log=silent)
+    lr_after_one = checkpoint.load(tmp_path / "run" / "checkpoint.pt")["optimizer"]["param_groups"][0]["lr"]
+    cfg = load_run_config(tmp_path / "run", epochs=2, lr=3e-4)  # a tenth of the stored 3e-3
+    assert cfg.lr == 3e-4 and cfg.epochs == 2
+    lines = []
+    out = train(cfg, model=tiny(), resume=True, log=lines.append)
+    assert any("learning rate 0.003 -> 0.0003" in line for line in lines)
+    second = [r["lr"] for r in out["history"] if "loss" in r][-1]
+    assert second == pytest.approx(lr_after_one / 10, rel=1e-6)  # the same point of the schedule, a tenth as large
+
+
+def test_the_cli_resume_takes_only_the_settings_a_run_may_change(tmp_path, capsys):
+    from mess_core.cli import main
+
+    train(config(tmp_path, "backbone", name="run", epochs=1, train_limit=4, val_limit=2), model=tiny(), log=silent)
+    before = _hashes(tmp_path / "run")
+    assert main(["train", "--resume", "--out", str(tmp_path / "run"), "--batch-size", "2", "--crop", "32x32"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "batch_size, crop" in err[0] and "epochs, lr, device" in err[0]
+    assert _hashes(tmp_path / "run") == before
+
+
 # ------------------------------------------------------------------------------ a non-finite state is never written
 def _poison_bn_after(model, calls):
     """Put an infinity into the first BatchNorm's running_var after ``calls`` training forwards."""

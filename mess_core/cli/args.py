@@ -28,8 +28,8 @@ from ..data import build_dataset, eval_transform
 from ..distributed import device_problem
 
 __all__ = ["Parser", "size", "floats", "fractions", "ints", "positive_int", "non_negative_int", "odd_positive_int",
-           "positive_float", "non_negative_float", "fraction", "device", "folder", "key_value", "add_data_option",
-           "eval_dataset", "MODEL_HELP", "add_convert_options", "convert_options_of"]
+           "positive_float", "non_negative_float", "fraction", "device", "folder", "output_file", "key_value",
+           "add_data_option", "eval_dataset", "MODEL_HELP", "add_convert_options", "convert_options_of"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -142,6 +142,13 @@ def folder(text: str) -> str:
     """A folder to write into: it may not exist yet, but it may not be a file."""
     if Path(text).exists() and not Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder; name a new or existing folder")
+    return text
+
+
+def output_file(text: str) -> str:
+    """A file to write: it may not exist yet, but it may not be a folder."""
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a file; name the file to write")
     return text
 
 

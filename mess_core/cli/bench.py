@@ -16,7 +16,7 @@ from ..bench import ENGINES, bench, machine, policy_overhead, stage_latency
 from ..cache import EvaluationCache
 from ..instance import Instance
 from ..io import atomic_write_text
-from .args import add_data_option, eval_dataset, positive_int, size
+from .args import add_data_option, eval_dataset, output_file, positive_int, size
 
 
 def add_parser(sub: Any) -> None:
@@ -34,8 +34,8 @@ def add_parser(sub: Any) -> None:
     b.add_argument("--repeats", type=positive_int, default=5, help="timed rounds after 2 warm-up rounds")
     b.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
     b.add_argument("--skip", nargs="*", default=[], choices=["cuda"], help="leave out CUDA even when present")
-    b.add_argument("--out", help="write every measurement as JSON")
-    b.add_argument("--into-cache", help="write the per-stage and per-head latency into this evaluation cache")
+    b.add_argument("--out", type=output_file, help="write every measurement as JSON")
+    b.add_argument("--into-cache", type=output_file, help="write the per-stage and per-head latency into this evaluation cache")
     b.set_defaults(run=run)
 
 

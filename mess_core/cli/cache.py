@@ -11,7 +11,8 @@ import torch
 from ..artifacts import load_multi_exit
 from ..cache import TH_PIX_GRID, build_cache
 from ..policy import EdgeMasking
-from .args import add_data_option, device, eval_dataset, fractions, odd_positive_int, positive_int, size
+from .args import (add_data_option, device, eval_dataset, fractions, odd_positive_int, output_file, positive_int,
+                   size)
 
 
 def add_parser(sub: Any) -> None:
@@ -24,7 +25,7 @@ def add_parser(sub: Any) -> None:
     k.add_argument("--split", default="val")
     k.add_argument("--size", type=size, metavar="HxW", help="resize every image (needed when sizes differ)")
     k.add_argument("--limit", type=positive_int, help="only the first N images")
-    k.add_argument("--out", required=True, help="the cache file to write (.npz)")
+    k.add_argument("--out", required=True, type=output_file, help="the cache file to write (.npz)")
     k.add_argument("--batch-size", type=positive_int, default=4)
     k.add_argument("--device", type=device, help="cuda or cpu (default: cuda when available)")
     k.add_argument("--latency", action="store_true", help="also measure every stage's and head's latency (batch 1)")

@@ -15,7 +15,7 @@ from ..io import atomic_write_text
 from ..models import ModelSource
 from ..network import convert
 from ..workload import format_profile, profile_report
-from .args import MODEL_HELP, add_convert_options, convert_options_of, positive_int
+from .args import MODEL_HELP, add_convert_options, convert_options_of, output_file, positive_int
 
 
 def add_parser(sub: Any) -> None:
@@ -26,7 +26,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--num-classes", type=positive_int, default=11)
     add_convert_options(p)
     p.add_argument("--heads", action="store_true", help="also list every head's GFLOPs at every exit")
-    p.add_argument("--json", metavar="FILE", help="also write the full profile (every node) as JSON")
+    p.add_argument("--json", metavar="FILE", type=output_file, help="also write the full profile (every node) as JSON")
     p.set_defaults(run=run)
 
 

@@ -11,7 +11,7 @@ from ..cache import EvaluationCache
 from ..instance import outcome_figures
 from ..report import format_table, results_table
 from ..search import Objective, SearchSpace, search
-from .args import fractions, ints, non_negative_float, positive_float, positive_int
+from .args import fractions, ints, non_negative_float, output_file, positive_float, positive_int
 
 
 def add_parser(sub: Any) -> None:
@@ -34,8 +34,8 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--th-img", type=fractions, help="comma-separated th_img values")
     s.add_argument("--policy", choices=("mess", "plain", "naive"), default="mess",
                    help="image confidence: edge-masked fraction (mess), unmasked fraction (plain), mean (naive)")
-    s.add_argument("--out", help="instance JSON to write (default: next to the cache)")
-    s.add_argument("--front-csv", help="pareto: also write the front as CSV")
+    s.add_argument("--out", type=output_file, help="instance JSON to write (default: next to the cache)")
+    s.add_argument("--front-csv", type=output_file, help="pareto: also write the front as CSV")
     s.set_defaults(run=run)
 
 

@@ -77,38 +77,48 @@ def add_parser(sub: Any) -> None:
     t.set_defaults(run=run)
 
 
-def _new_config(args: argparse.Namespace) -> TrainConfig:
-    fields = {
-        "stage": args.stage, "out": args.out, "model": args.model, "dataset": args.data, "data_root": args.data_root,
+# what a resumed run may change: how long it trains, how fast it learns after a divergence, and where and how it
+# runs; everything else is the run's identity and comes from its config.yaml
+RESUME_OVERRIDES = ("epochs", "lr", "device", "workers", "progress")
+
+
+def _fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig fields the arguments set (None: not given, the configuration's default applies)."""
+    return {
+        "stage": args.stage, "model": args.model, "dataset": args.data, "data_root": args.data_root,
         "init": args.init, "num_exits": args.exits, "profile_size": args.profile_size, "exit_space": args.space,
         "exit_loss": args.loss, "alpha": args.alpha, "temperature": args.temperature,
         "exit_schedule": args.exit_schedule, "class_balance": args.class_balance, "prune_at": args.prune_at,
         "prune_margin": args.prune_margin, "init_exits": args.init_exits or None, "crop": args.crop,
-        "scale": args.scale, "hflip": not args.no_flip, "jitter": args.jitter, "eval_size": args.eval_size,
-        "epochs": args.epochs or 10, "batch_size": args.batch_size, "accumulate": args.accumulate,
-        "optimizer": args.optimizer, "lr": args.lr, "weight_decay": args.weight_decay,
+        "scale": args.scale, "hflip": False if args.no_flip else None, "jitter": args.jitter,
+        "eval_size": args.eval_size, "epochs": args.epochs, "batch_size": args.batch_size,
+        "accumulate": args.accumulate, "optimizer": args.optimizer, "lr": args.lr, "weight_decay": args.weight_decay,
         "lr_schedule": args.lr_schedule, "precision": args.precision, "device": args.device, "workers": args.workers,
-        "seed": args.seed, "sync_bn": not args.no_sync_bn, "eval_every": args.eval_every,
+        "seed": args.seed, "sync_bn": False if args.no_sync_bn else None, "eval_every": args.eval_every,
         "train_limit": args.train_limit, "val_limit": args.val_limit, "steps_per_epoch": args.steps_per_epoch,
-        "progress": not args.no_progress, "data_options": dict(args.data_option), "weights": args.weights,
-        "convert": convert_options_of(args) or None,
+        "progress": False if args.no_progress else None, "data_options": dict(args.data_option) or None,
+        "weights": args.weights, "convert": convert_options_of(args) or None,
     }
-    return TrainConfig(**{k: v for k, v in fields.items() if v is not None})
 
 
 def run(args: argparse.Namespace) -> int:
+    given = {k: v for k, v in _fields(args).items() if v is not None}
     if args.resume:
-        config = load_run_config(args.out)
-        overrides = {"epochs": args.epochs} if args.epochs is not None else {}
+        fixed = sorted(k for k in given if k not in RESUME_OVERRIDES and k != "stage")
+        if fixed:
+            print(f"error: --resume continues the run in {args.out} with its own settings; only "
+                  f"{', '.join(RESUME_OVERRIDES)} may change, not {', '.join(fixed)} (start a new run with --out "
+                  "elsewhere for other settings)", file=sys.stderr)
+            return 2
+        config = load_run_config(args.out, **{k: given[k] for k in RESUME_OVERRIDES if k in given})
         if args.stage and args.stage != config.stage:
             print(f"error: {args.out} holds a '{config.stage}' run, not '{args.stage}'", file=sys.stderr)
             return 2
-        config = TrainConfig.from_dict({**config.to_dict(), **overrides})
     else:
         if not args.stage:
             print("error: --stage is required for a new run (backbone, pretrain or exits)", file=sys.stderr)
             return 2
-        config = _new_config(args)
+        config = TrainConfig(out=args.out, **given)
     try:
         train(config, resume=args.resume)
     finally:

@@ -189,16 +189,17 @@ def open_study(path: str | os.PathLike) -> Study:
     """Open a study folder built by :func:`~mess_core.study.build`, or a run folder holding ``multi_exit.pt`` (there
     or in ``exits/``) and an evaluation cache ``*.npz`` (``val.npz`` preferred)."""
     path = Path(path).expanduser()
+    # a typed path may hold a NUL byte or be thousands of characters long: show it escaped and cut
+    text = str(path).replace("\0", "\\0")
+    shown = text if len(text) <= 120 else f"{text[:120]}... ({len(text)} characters)"
     try:
-        is_dir = path.is_dir()
-    except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte: not a folder we can open
-        text = str(path)
-        shown = text if len(text) <= 120 else f"{text[:120]}... ({len(text)} characters)"
+        is_dir = path.is_dir() and "\0" not in str(path)
+    except (OSError, ValueError) as exc:  # a name too long for the file system: not a folder we can open
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise StudyError(f"{shown}: cannot be opened as a folder ({reason}); point to a study folder "
                          "(precomputed/<name>) or a run folder") from None
     if not is_dir:
-        raise StudyError(f"{path}: no such folder; point to a study folder (precomputed/<name>) or a run folder")
+        raise StudyError(f"{shown}: no such folder; point to a study folder (precomputed/<name>) or a run folder")
     if (path / MANIFEST).is_file():
         return _open_packed(path)
     weights = next((p for p in (path / WEIGHTS, path / "exits" / WEIGHTS) if p.is_file()), None)

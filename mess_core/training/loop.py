@@ -213,6 +213,20 @@ def _parallel_module(task, env: DistEnv) -> nn.Module:
     )
 
 
+def _rescale_lr(run: _Run, log: Callable[[str], None]) -> None:
+    """After a divergence the user resumes with a lower ``lr``: the restored schedule continues from where it was,
+    scaled to the new rate (the checkpoint's optimiser state carries the old one)."""
+    stored, wanted = run.scheduler.base_lrs[0], run.config.learning_rate
+    if math.isclose(stored, wanted, rel_tol=1e-9):
+        return
+    ratio = wanted / stored
+    run.scheduler.base_lrs = [base * ratio for base in run.scheduler.base_lrs]
+    for group in run.optimizer.param_groups:
+        group["initial_lr"] = group.get("initial_lr", stored) * ratio
+        group["lr"] *= ratio
+    log(f"learning rate {stored:.3g} -> {wanted:.3g} from here on (the schedule continues, scaled)")
+
+
 def _resume(run: _Run) -> tuple[int, int, list[dict[str, Any]]]:
     """Restore weights, optimiser, scheduler, scaler, task state and random streams from the checkpoint; returns
     the first epoch still to run, the global step reached and the metric history."""
@@ -231,6 +245,7 @@ def _resume(run: _Run) -> tuple[int, int, list[dict[str, Any]]]:
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     run.scaler.load_state_dict(state["scaler"])
+    _rescale_lr(run, log)
     start_epoch, global_step, history = state["epoch"] + 1, state["global_step"], list(state["history"])
     if len(state["rng"]) == env.world_size:
         set_rng_state(state["rng"][env.rank])

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset, Subset
 from .. import artifacts
 from ..data import DatasetInfo, build_dataset, eval_transform, train_transform
 from ..distributed import DistEnv, barrier, setup, sync_batchnorm
-from ..errors import TrainingError
+from ..errors import MessError, TrainingError
 from ..exits import LIGHT_EXIT, ExitSpec, exit_space
 from ..io import atomic_write_text
 from ..losses import ExitLoss
@@ -79,12 +79,14 @@ def _rebase(value: str | None, old: str, new: Path) -> str | None:
     return str(new / inside)
 
 
-def load_run_config(run_dir: str | Path) -> TrainConfig:
+def load_run_config(run_dir: str | Path, **overrides: Any) -> TrainConfig:
     """The configuration of the run in ``run_dir``, to resume it there.
 
     ``run_dir`` is authoritative: the ``out`` recorded in its config.yaml is replaced by ``run_dir`` (a copied or moved
     run continues where it is now and never writes to the folder it came from), and recorded paths that pointed inside
-    the old folder (``weights``, ``init``, ``data_root``) are re-based into ``run_dir``."""
+    the old folder (``weights``, ``init``, ``data_root``) are re-based into ``run_dir``. ``overrides`` replace stored
+    fields before they are checked (a run stored with ``device: cuda`` resumes on a CPU machine with
+    ``device="cpu"``)."""
     run_dir = Path(run_dir)
     path = run_dir / CONFIG_FILE
     if not path.is_file():
@@ -98,7 +100,11 @@ def load_run_config(run_dir: str | Path) -> TrainConfig:
             if isinstance(data.get(name), str):
                 data[name] = _rebase(data[name], stored, run_dir)
     data["out"] = str(run_dir)
-    return TrainConfig.from_dict(data)
+    data.update(overrides)
+    try:
+        return TrainConfig.from_dict(data)
+    except MessError as exc:
+        raise TrainingError(f"{path}: {exc}") from None
 
 
 def class_weights(dataset: Dataset, info: DatasetInfo, power: float) -> torch.Tensor:
@@ -170,10 +176,6 @@ def train(
         raise TrainingError(
             f"{run_dir} already holds a run ({CHECKPOINT}); pass --resume to continue it, or choose another --out"
         )
-    if env.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
-    barrier()
 
     train_set, val_set = datasets or build_datasets(config)
     info = getattr(train_set, "info", None)
@@ -210,6 +212,12 @@ def train(
         say(f"heads started from stage 1's exits: {', '.join(f'{i}:{s}' for i, s in loaded)}")
     if env.distributed and config.sync_bn:
         sync_batchnorm(task.module, env.device)
+    # the run folder is created only now, once data, model, weights and init have loaded: a run refused for bad input
+    # leaves nothing behind
+    if env.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    barrier()
 
     say(
         f"{config.stage}: {name} on {config.dataset} ({len(train_set)} train / {len(val_set) if val_set else 0} val "
