@@ -80,6 +80,16 @@ def png_header(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
+class _Payload:
+    """A pickled object that creates a file when unpickled: a malicious checkpoint."""
+
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.touch, (self.target,))
+
+
 def prepare(root: Path) -> None:
     """The scratch folder every case runs in."""
     import numpy as np
@@ -99,6 +109,9 @@ def prepare(root: Path) -> None:
     (root / "garbage.json").write_text("{not json")
     (root / "wrong.json").write_text(json.dumps({"mode": "input-dependent", "exits": "all of them"}))
     (root / "bomb.png").write_bytes(png_header(40_000, 40_000))
+    import torch
+
+    torch.save({"model": _Payload(root / "pwned")}, root / "evil.pt")  # loading it must never run the payload
     # a folder dataset with one corrupt image, for the data-loading workers
     data = root / "folder_data"
     for sub in ("train/images", "train/masks", "val/images", "val/masks"):
@@ -162,7 +175,7 @@ def cases(root: Path) -> list[Case]:
     # damaged or wrong files
     for f in ("empty.npz", "cut.npz", "missing.npz", "a_file", "study"):
         add("files", f"search --cache {f}", ["search", "--cache", f"{r}/{f}"])
-    for f in ("empty.pt", "cut.pt", "text.pt", "missing.pt"):
+    for f in ("empty.pt", "cut.pt", "text.pt", "missing.pt", "evil.pt"):
         add("files", f"cache --multi-exit {f}", ["cache", "--multi-exit", f"{r}/{f}", "--data", "synthetic", "--out",
                                                   f"{r}/new.npz"])
         add("files", f"train --init {f}", [*train, "--init", f"{r}/{f}"])
