@@ -140,6 +140,9 @@ class Instance:
             if not isinstance(policy, dict):
                 raise InstanceError(f"{where}: 'policy' must be an object")
             edges = policy.get("edges", {"size": 3, "window": 7})
+            if edges is not None and not (isinstance(edges, dict) and {"size", "window"} <= set(edges)):
+                raise InstanceError(f"{where}: policy.edges must be null or an object with 'size' and 'window', not "
+                                    f"{edges!r}")
             exits = data.get("exits", [])
             if not isinstance(exits, list):
                 raise InstanceError(f"{where}: 'exits' must be a list")
@@ -147,8 +150,9 @@ class Instance:
             for n, e in enumerate(exits):
                 if not isinstance(e, dict) or "exit" not in e or "config" not in e:
                     raise InstanceError(f"{where}: exits[{n}] needs 'exit' (int) and 'config' (an exit id)")
-                if not isinstance(e["exit"], int) or isinstance(e["exit"], bool):
-                    raise InstanceError(f"{where}: exits[{n}].exit must be an integer, not {e['exit']!r}")
+                if not isinstance(e["exit"], int) or isinstance(e["exit"], bool) or e["exit"] < 1:
+                    raise InstanceError(f"{where}: exits[{n}].exit must be an early exit's number (1, 2, ...), not "
+                                        f"{e['exit']!r}")
                 th = e.get("th_img")
                 if th is not None and not isinstance(th, (int, float)):
                     raise InstanceError(f"{where}: exits[{n}].th_img must be a number, not {th!r}")

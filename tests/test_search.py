@@ -269,8 +269,10 @@ def test_instance_json_round_trips_and_bad_fields_are_named(tmp_path):
                     {"exit": 1, "config": "crm25p-b1-fcn", "th_img": 0.5}]}, "shallowest first"),
         ({"exits": [{"exit": 1, "config": "crm25p-b1-fcn", "th_img": 1.5}]}, "th_img must be a number in"),
         ({"exits": [{"exit": 1, "config": "crm25p-b1-fcn"}]}, "th_img must be a number in"),
-        ({"exits": [{"exit": "1", "config": "crm25p-b1-fcn", "th_img": 0.5}]}, r"exits\[0\].exit must be an integer"),
+        ({"exits": [{"exit": "1", "config": "crm25p-b1-fcn", "th_img": 0.5}]}, r"exits\[0\].exit must be an early exit"),
         ({"exits": [{"config": "crm25p-b1-fcn"}]}, r"exits\[0\] needs 'exit'"),
+        ({"exits": [{"exit": -3, "config": "crm25p-b1-fcn", "th_img": 0.5}]}, r"exits\[0\].exit must be an early"),
+        ({"policy": {"th_pix": 0.8, "edges": "x"}}, "policy.edges must be null or an object"),
         ({"policy": {"th_pix": 0.8, "edges": {"size": 2, "window": 7}}}, "odd"),
     ]:
         (tmp_path / "bad.json").write_text(json.dumps({**data, **change}))

@@ -101,16 +101,28 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _plain(value: Any) -> Any:
+    """A setting as YAML stores it (tuples as lists), to compare a given value with a stored one."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     given = {k: v for k, v in _fields(args).items() if v is not None}
     if args.resume:
-        fixed = sorted(k for k in given if k not in RESUME_OVERRIDES and k != "stage")
+        stored = load_run_config(args.out, **{k: given[k] for k in RESUME_OVERRIDES if k in given})
+        # the run's own command line again, with --resume added, is fine: only a setting that differs is refused
+        fixed = sorted(k for k in given if k not in RESUME_OVERRIDES and k != "stage"
+                       and _plain(given[k]) != _plain(getattr(stored, k)))
         if fixed:
             print(f"error: --resume continues the run in {args.out} with its own settings; only "
-                  f"{', '.join(RESUME_OVERRIDES)} may change, not {', '.join(fixed)} (start a new run with --out "
-                  "elsewhere for other settings)", file=sys.stderr)
+                  f"{', '.join(RESUME_OVERRIDES)} may change, not {', '.join(fixed)}, which differ from its "
+                  "config.yaml (start a new run with --out elsewhere for other settings)", file=sys.stderr)
             return 2
-        config = load_run_config(args.out, **{k: given[k] for k in RESUME_OVERRIDES if k in given})
+        config = stored
         if args.stage and args.stage != config.stage:
             print(f"error: {args.out} holds a '{config.stage}' run, not '{args.stage}'", file=sys.stderr)
             return 2
