@@ -9,9 +9,21 @@ from typing import Any
 
 from ..cache import EvaluationCache
 from ..instance import outcome_figures
-from ..report import format_table, results_table
+from ..report import format_table, results_table, with_drop_intervals
 from ..search import Objective, SearchSpace, search
+from ..uncertainty import DEFAULT_LEVEL, drop_interval
 from .args import floats, ints, positive_int
+
+
+def confidence_level(text: str) -> float:
+    """A confidence level: a number in [0.5, 1) (local until cli/args.py has range types)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.5 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a confidence level in [0.5, 1), e.g. 0.9, got {text!r}")
+    return value
 
 
 def add_parser(sub: Any) -> None:
@@ -22,6 +34,9 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--eval-cache", help="a cache of another split: every instance is also reported there")
     s.add_argument("--objective", choices=("min-cost", "max-acc", "pareto"), default="min-cost")
     s.add_argument("--max-drop", type=float, default=1.0, help="min-cost: allowed mIoU drop in percentage points")
+    s.add_argument("--confidence", type=confidence_level,
+                   help="min-cost: keep the drop within --max-drop at this confidence (e.g. 0.9: the one-sided "
+                   "bootstrap upper bound over the images), not only on average; chosen among the Pareto front")
     s.add_argument("--budget", type=float, default=1.0, help="max-acc: cost budget as a multiple of the backbone's")
     s.add_argument("--mode", choices=("budgeted", "anytime", "input-dependent"), default="input-dependent")
     s.add_argument("--cost", choices=("flops", "latency"), default="flops",
@@ -45,11 +60,20 @@ def _space(args: argparse.Namespace) -> SearchSpace:
     return SearchSpace(**fields)
 
 
+def _figures(cache: EvaluationCache, instance: Any, confidence: float) -> dict[str, Any]:
+    """The instance file's figures on one split: mIoU, costs, and the drop with its bootstrap interval."""
+    return {**outcome_figures(cache, instance),
+            "uncertainty": drop_interval(cache, instance, confidence=confidence).to_dict()}
+
+
 def run(args: argparse.Namespace) -> int:
     cache = EvaluationCache.load(args.cache)
     eval_cache = EvaluationCache.load(args.eval_cache) if args.eval_cache else None
+    if args.confidence is not None and args.objective != "min-cost":
+        print(f"--confidence applies to --objective min-cost, not {args.objective}", file=sys.stderr)
+        return 2
     objective = Objective(args.objective, max_drop=args.max_drop if args.objective == "min-cost" else None,
-                          budget=args.budget if args.objective == "max-acc" else None)
+                          budget=args.budget if args.objective == "max-acc" else None, confidence=args.confidence)
     space = _space(args)
     unit = "ms" if args.cost == "latency" else "gflops"
     result = search(cache, objective, mode=args.mode, unit=unit, space=space)
@@ -65,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
             front.drop(columns=["instance"]).to_csv(args.front_csv, index=False)
             print(f"wrote {args.front_csv}")
         return 0
-    table = results_table(cache, mode=args.mode, unit=unit, space=space, eval_cache=eval_cache)
+    confidence = args.confidence or DEFAULT_LEVEL
+    table = with_drop_intervals(results_table(cache, mode=args.mode, unit=unit, space=space, eval_cache=eval_cache),
+                                cache, confidence=confidence)
     title = (f"\nresults on {meta['split']}" + (f" (* = {eval_cache.meta['split']})" if eval_cache else "")
              + "; speedup in GFLOPs vs the backbone")
     print(format_table(table, title=title))
@@ -75,10 +101,15 @@ def run(args: argparse.Namespace) -> int:
     extra = {"objective": objective.describe(), "cost_unit": unit,
              "source": {k: meta.get(k) for k in ("model", "dataset", "split", "input_size")}
              | {"num_classes": cache.num_classes, "num_exits": cache.num_exits, "cache": args.cache},
-             "tuned": outcome_figures(cache, result.instance)}
+             "tuned": _figures(cache, result.instance, confidence)}
     if eval_cache is not None:
-        extra["reported"] = {"split": eval_cache.meta.get("split"), **outcome_figures(eval_cache, result.instance)}
+        extra["reported"] = {"split": eval_cache.meta.get("split"), **_figures(eval_cache, result.instance, confidence)}
     out = args.out or str(Path(args.cache).with_suffix("")) + ".instance.json"
     result.instance.save(out, **extra)
-    print(f"\nchosen: {result.instance.describe()}\nwrote {out}")
+    print(f"\nchosen: {result.instance.describe()}")
+    print(f"  on {meta['split']}: {drop_interval(cache, result.instance, confidence=confidence).describe()}")
+    if eval_cache is not None:
+        print(f"  on {eval_cache.meta['split']}*: "
+              f"{drop_interval(eval_cache, result.instance, confidence=confidence).describe()}")
+    print(f"wrote {out}")
     return 0
