@@ -660,10 +660,12 @@ def search(cache: EvaluationCache, objective: Objective, *, mode: str = "input-d
 
 def confident_search(cache: EvaluationCache, objective: Objective, *, mode: str = "input-dependent",
                      unit: str = "gflops", space: SearchSpace | None = None, front: pd.DataFrame | None = None,
-                     resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> SearchResult:
+                     resamples: int = DEFAULT_RESAMPLES, seed: int = 0, fresh_images: int | None = None
+                     ) -> SearchResult:
     """Confidence-aware min-cost: the cheapest instance of the Pareto front (``front``, searched when not given) whose
     one-sided bootstrap upper bound of the drop at ``objective.confidence`` is <= ``objective.max_drop``
-    (:func:`mess_core.uncertainty.confident_choice`); the backbone (a zero drop on every resample) when none is.
+    (:func:`mess_core.uncertainty.confident_choice`; ``fresh_images``: the bound on the drop a fresh sample of that
+    many images would show); the backbone (a zero drop on every resample) when none is.
     Restricted to the front's instances: an instance off the front is never chosen even when it would qualify."""
     if objective.kind != "min-cost" or objective.confidence is None:
         raise SearchError("confident_search needs a min-cost objective with a confidence level")
@@ -674,7 +676,7 @@ def confident_search(cache: EvaluationCache, objective: Objective, *, mode: str 
         found = search(cache, Objective("pareto"), mode=mode, unit=unit, space=space)
         front, scored = found.front, found.evaluated
     choice = confident_choice(cache, front, objective.max_drop, objective.confidence,  # type: ignore[arg-type]
-                              resamples=resamples, seed=seed)
+                              resamples=resamples, seed=seed, fresh_images=fresh_images)
     final_miou = float(cache.head_miou()[cache.final_head])
     cum_full = float(np.sum(cache.stage_cost(unit)))  # type: ignore[arg-type]
     at = choice.row

@@ -14,6 +14,12 @@ are hard for one are hard for the other, so the difference varies far less than 
 * ``upper``: the one-sided upper bound at ``confidence`` (its percentile: 90% -> the 90th). "Drop <= upper at 90%"
   is the promise; the percentile bootstrap is an approximation that assumes images are independent draws.
 
+These bound the drop over the population the images come from. The drop measured on a *fresh sample* of M images
+varies more (that sample has its own noise): with ``fresh_images=M`` the interval and bound are predictive, for the
+drop such a sample would show: ``point + D_M - D_N``, D_M the drop on a resample of M images (a second, independent
+set of resamples) and D_N on one of the split's N. Neither accounts for the search having chosen the instance on
+these images (thresholds fitted to them look better here than elsewhere): BENCHMARKS.md measures how much that costs.
+
 It is vectorised: the chosen head's per-image counts (N, K) of every instance, a (resamples, N) matrix of multinomial
 resample counts, one matrix product per instance for the (resamples, K) totals.
 
@@ -80,6 +86,7 @@ class DropInterval:
     resamples: int
     images: int
     seed: int
+    fresh_images: int | None = None  # predictive: for the drop a fresh sample of this many images shows
 
     def within(self, max_drop: float) -> bool:
         """Whether the promise "drop <= max_drop" holds at this interval's confidence."""
@@ -88,7 +95,8 @@ class DropInterval:
     def describe(self) -> str:
         return (f"drop {self.point:.2f} pp ({100 * self.level:g}% interval {self.low:.2f} to {self.high:.2f}; "
                 f"<= {self.upper:.2f} pp at {100 * self.confidence:g}% confidence, {self.resamples} resamples over "
-                f"{self.images} images)")
+                f"{self.images} images" + (f"; on a fresh sample of {self.fresh_images}" if self.fresh_images else "")
+                + ")")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (the instance file's ``uncertainty``)."""
@@ -97,19 +105,22 @@ class DropInterval:
 
 
 @lru_cache(maxsize=8)
-def _weights(images: int, resamples: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    w = rng.multinomial(images, np.full(images, 1.0 / images), size=resamples).astype(np.float64)
+def _weights(images: int, resamples: int, seed: int, size: int | None) -> np.ndarray:
+    rng = np.random.default_rng(seed if size is None else (seed, 1, size))  # fresh samples: an independent stream
+    w = rng.multinomial(size or images, np.full(images, 1.0 / images), size=resamples).astype(np.float64)
     w.setflags(write=False)
     return w
 
 
-def resample_weights(images: int, resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> np.ndarray:
+def resample_weights(images: int, resamples: int = DEFAULT_RESAMPLES, seed: int = 0, *,
+                     size: int | None = None) -> np.ndarray:
     """(resamples, images) read-only float array: how many times each image is drawn in each resample (rows sum to
-    ``images``); the same arguments give the same matrix."""
-    if images < 1 or resamples < 1:
-        raise UncertaintyError(f"a bootstrap needs images >= 1 and resamples >= 1, not {images} and {resamples}")
-    return _weights(int(images), int(resamples), int(seed))
+    ``images``, or to ``size``: then from a stream independent of the one without); the same arguments give the same
+    matrix."""
+    if images < 1 or resamples < 1 or (size is not None and size < 1):
+        raise UncertaintyError(f"a bootstrap needs images >= 1, resamples >= 1 and a sample size >= 1, not {images}, "
+                               f"{resamples} and {size}")
+    return _weights(int(images), int(resamples), int(seed), None if size is None else int(size))
 
 
 def image_heads(cache: EvaluationCache, instance: Instance) -> np.ndarray:
@@ -142,18 +153,18 @@ def bootstrap_drops(cache: EvaluationCache, heads: np.ndarray, weights: np.ndarr
 
 
 def _summaries(point: np.ndarray, drops: np.ndarray, *, level: float, confidence: float, seed: int,
-               images: int) -> list[DropInterval]:
+               images: int, fresh: int | None) -> list[DropInterval]:
     tail = (1.0 - level) / 2
     qs = np.nanquantile(drops, [tail, 1.0 - tail, confidence], axis=1) if drops.shape[1] else np.full((3, len(point)),
                                                                                                       np.nan)
     mean = np.nanmean(drops, axis=1)
     return [DropInterval(float(point[m]), float(mean[m]), float(qs[0, m]), float(qs[1, m]), float(qs[2, m]), level,
-                         confidence, drops.shape[1], images, seed) for m in range(len(point))]
+                         confidence, drops.shape[1], images, seed, fresh) for m in range(len(point))]
 
 
 def drop_intervals(cache: EvaluationCache, instances: Sequence[Instance], *, resamples: int = DEFAULT_RESAMPLES,
-                   level: float = DEFAULT_LEVEL, confidence: float = DEFAULT_LEVEL, seed: int = 0
-                   ) -> list[DropInterval]:
+                   level: float = DEFAULT_LEVEL, confidence: float = DEFAULT_LEVEL, seed: int = 0,
+                   fresh_images: int | None = None) -> list[DropInterval]:
     """:func:`drop_interval` of many instances at once, on the same resamples (one product for all of them)."""
     check_confidence(level, "level")
     check_confidence(confidence)
@@ -162,14 +173,21 @@ def drop_intervals(cache: EvaluationCache, instances: Sequence[Instance], *, res
     weights = resample_weights(cache.num_images, resamples, seed)
     heads = np.stack([image_heads(cache, inst) for inst in instances])
     point, drops = bootstrap_drops(cache, heads, weights)
-    return _summaries(point, drops, level=level, confidence=confidence, seed=seed, images=cache.num_images)
+    if fresh_images is not None:  # predictive: the fresh sample's own noise on top of this split's
+        fresh = resample_weights(cache.num_images, resamples, seed, size=fresh_images)
+        drops = point[:, None] + bootstrap_drops(cache, heads, fresh)[1] - drops
+    return _summaries(point, drops, level=level, confidence=confidence, seed=seed, images=cache.num_images,
+                      fresh=fresh_images)
 
 
 def drop_interval(cache: EvaluationCache, instance: Instance, *, resamples: int = DEFAULT_RESAMPLES,
-                  level: float = DEFAULT_LEVEL, confidence: float = DEFAULT_LEVEL, seed: int = 0) -> DropInterval:
+                  level: float = DEFAULT_LEVEL, confidence: float = DEFAULT_LEVEL, seed: int = 0,
+                  fresh_images: int | None = None) -> DropInterval:
     """The mIoU drop of ``instance`` against the backbone on ``cache``'s split, with its central ``level`` bootstrap
-    interval and one-sided upper bound at ``confidence`` (see the module docstring)."""
-    return drop_intervals(cache, [instance], resamples=resamples, level=level, confidence=confidence, seed=seed)[0]
+    interval and one-sided upper bound at ``confidence``; with ``fresh_images``, predictive for a fresh sample of
+    that many images (see the module docstring)."""
+    return drop_intervals(cache, [instance], resamples=resamples, level=level, confidence=confidence, seed=seed,
+                          fresh_images=fresh_images)[0]
 
 
 @dataclass(frozen=True)
@@ -188,11 +206,12 @@ class ConfidentChoice:
 
 
 def confident_choice(cache: EvaluationCache, front: pd.DataFrame, max_drop: float, confidence: float, *,
-                     resamples: int = DEFAULT_RESAMPLES, seed: int = 0, level: float = DEFAULT_LEVEL
-                     ) -> ConfidentChoice:
+                     resamples: int = DEFAULT_RESAMPLES, seed: int = 0, level: float = DEFAULT_LEVEL,
+                     fresh_images: int | None = None) -> ConfidentChoice:
     """The cheapest instance of ``front`` (a Pareto front: columns cost, miou, instance) whose one-sided upper bound
-    of the drop at ``confidence`` is <= ``max_drop`` pp, among those whose point drop is <= max_drop. Only front
-    instances are candidates (see the module docstring)."""
+    of the drop at ``confidence`` is <= ``max_drop`` pp, among those whose point drop is <= max_drop (with
+    ``fresh_images``: the predictive bound for a fresh sample of that many images). Only front instances are
+    candidates (see the module docstring)."""
     check_confidence(confidence)
     base = float(cache.head_miou()[cache.final_head])
     cost = front["cost"].to_numpy(dtype=np.float64)
@@ -200,6 +219,6 @@ def confident_choice(cache: EvaluationCache, front: pd.DataFrame, max_drop: floa
     order = ok[np.argsort(cost[ok], kind="stable")]
     rows = tuple(int(i) for i in order)
     found = tuple(drop_intervals(cache, [front["instance"].iloc[i] for i in rows], resamples=resamples, level=level,
-                                 confidence=confidence, seed=seed))
+                                 confidence=confidence, seed=seed, fresh_images=fresh_images))
     row = next((i for i, interval in zip(rows, found) if interval.within(max_drop)), None)
     return ConfidentChoice(row, rows, found)

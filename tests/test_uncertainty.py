@@ -231,3 +231,24 @@ def test_a_shipped_study_reports_intervals_without_a_rebuild():
     text = markdown_report(study)
     assert "drop pp [90% interval] (val)" in text and "| Backbone | " in text and "0.00 [0.00, 0.00]" in text
     assert "bootstrap interval over the" in text
+
+
+def test_the_predictive_bound_for_a_fresh_sample_equals_a_slow_loop_and_is_wider():
+    cache = EvaluationCache.random(images=14, exits=3, configs=2, classes=4, seed=6)
+    inst = _instances(cache)[3]
+    here = resample_weights(cache.num_images, 150, seed=2)
+    fresh = resample_weights(cache.num_images, 150, seed=2, size=7)
+    assert (fresh.sum(1) == 7).all() and not np.array_equal(resample_weights(14, 150, 2, size=14), here)
+    point = drop_interval(cache, inst).point
+    slow = point + _slow_drops(cache, inst, fresh) - _slow_drops(cache, inst, here)
+    found = drop_interval(cache, inst, resamples=150, seed=2, fresh_images=7)
+    assert found.fresh_images == 7 and "fresh sample of 7" in found.describe()
+    assert found.upper == pytest.approx(np.quantile(slow, 0.9), abs=1e-9)
+    assert (found.low, found.high) == pytest.approx(tuple(np.quantile(slow, [0.05, 0.95])), abs=1e-9)
+    big = EvaluationCache.random(images=60, exits=3, configs=2, seed=6)
+    for inst in _instances(big)[1:]:
+        plain, ahead = drop_interval(big, inst), drop_interval(big, inst, fresh_images=60)
+        assert ahead.high - ahead.low > plain.high - plain.low and ahead.upper > plain.upper
+    same = cache.subset([3] * 10)
+    found = drop_interval(same, _instances(same)[3], fresh_images=5)
+    assert found.low == pytest.approx(found.point) and found.upper == pytest.approx(found.point)
