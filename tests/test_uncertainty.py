@@ -252,3 +252,16 @@ def test_the_predictive_bound_for_a_fresh_sample_equals_a_slow_loop_and_is_wider
     same = cache.subset([3] * 10)
     found = drop_interval(same, _instances(same)[3], fresh_images=5)
     assert found.low == pytest.approx(found.point) and found.upper == pytest.approx(found.point)
+
+
+def test_the_search_command_bounds_a_fresh_sample_when_asked(tmp_path, capsys):
+    path = EvaluationCache.random(images=30, exits=4, configs=2, seed=3).save(tmp_path / "val.npz")
+    out = tmp_path / "inst.json"
+    argv = ["search", "--cache", str(path), "--max-drop", "2", "--th-pix", "0.5,0.7", "--th-img", "0.3,0.6",
+            "--out", str(out)]
+    assert main(argv + ["--fresh-images", "30"]) == 2  # needs --confidence
+    assert main(argv + ["--confidence", "0.9", "--fresh-images", "30"]) == 0
+    assert "for a fresh sample of 30 images" in capsys.readouterr().out
+    tuned = json.loads(out.read_text())["tuned"]
+    assert tuned["uncertainty_fresh"]["fresh_images"] == 30 and tuned["uncertainty_fresh"]["drop_upper_pp"] <= 2 + 1e-9
+    assert tuned["uncertainty_fresh"]["drop_upper_pp"] >= tuned["uncertainty"]["drop_upper_pp"] - 1e-9

@@ -10,7 +10,7 @@ from typing import Any
 from ..cache import EvaluationCache
 from ..instance import outcome_figures
 from ..report import format_table, results_table, with_drop_intervals
-from ..search import Objective, SearchSpace, search
+from ..search import Objective, SearchSpace, confident_search, search
 from ..uncertainty import DEFAULT_LEVEL, drop_interval
 from .args import floats, ints, positive_int
 
@@ -37,6 +37,9 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--confidence", type=confidence_level,
                    help="min-cost: keep the drop within --max-drop at this confidence (e.g. 0.9: the one-sided "
                    "bootstrap upper bound over the images), not only on average; chosen among the Pareto front")
+    s.add_argument("--fresh-images", type=positive_int, metavar="M",
+                   help="with --confidence: bound the drop a fresh sample of M images would show (wider: that sample "
+                   "has its own noise), e.g. the size of the split you will be checked on")
     s.add_argument("--budget", type=float, default=1.0, help="max-acc: cost budget as a multiple of the backbone's")
     s.add_argument("--mode", choices=("budgeted", "anytime", "input-dependent"), default="input-dependent")
     s.add_argument("--cost", choices=("flops", "latency"), default="flops",
@@ -72,14 +75,22 @@ def run(args: argparse.Namespace) -> int:
     if args.confidence is not None and args.objective != "min-cost":
         print(f"--confidence applies to --objective min-cost, not {args.objective}", file=sys.stderr)
         return 2
+    if args.fresh_images is not None and args.confidence is None:
+        print("--fresh-images needs --confidence", file=sys.stderr)
+        return 2
     objective = Objective(args.objective, max_drop=args.max_drop if args.objective == "min-cost" else None,
                           budget=args.budget if args.objective == "max-acc" else None, confidence=args.confidence)
     space = _space(args)
     unit = "ms" if args.cost == "latency" else "gflops"
-    result = search(cache, objective, mode=args.mode, unit=unit, space=space)
+    wanted = objective.describe() + (f" for a fresh sample of {args.fresh_images} images" if args.fresh_images else "")
+    if args.fresh_images is not None:
+        result = confident_search(cache, objective, mode=args.mode, unit=unit, space=space,
+                                  fresh_images=args.fresh_images)
+    else:
+        result = search(cache, objective, mode=args.mode, unit=unit, space=space)
     meta = cache.meta
     print(f"{meta['model']} on {meta['dataset']} {meta['split']} ({cache.num_images} images, "
-          f"{'x'.join(map(str, meta['input_size']))}); {args.mode}; {objective.describe()}; cost in {unit}")
+          f"{'x'.join(map(str, meta['input_size']))}); {args.mode}; {wanted}; cost in {unit}")
     print(f"searched {result.space_size:,} instances ({result.evaluated:,} scored after lossless pruning) in "
           f"{1e3 * result.seconds:.0f} ms")
     if objective.kind == "pareto":
@@ -98,16 +109,22 @@ def run(args: argparse.Namespace) -> int:
     if result.instance is None:
         print(f"\nno instance meets '{objective.describe()}'; nothing written", file=sys.stderr)
         return 1
-    extra = {"objective": objective.describe(), "cost_unit": unit,
+    extra = {"objective": wanted, "cost_unit": unit,
              "source": {k: meta.get(k) for k in ("model", "dataset", "split", "input_size")}
              | {"num_classes": cache.num_classes, "num_exits": cache.num_exits, "cache": args.cache},
              "tuned": _figures(cache, result.instance, confidence)}
+    fresh = None if args.fresh_images is None else drop_interval(cache, result.instance, confidence=confidence,
+                                                                   fresh_images=args.fresh_images)
+    if fresh is not None:
+        extra["tuned"]["uncertainty_fresh"] = fresh.to_dict()
     if eval_cache is not None:
         extra["reported"] = {"split": eval_cache.meta.get("split"), **_figures(eval_cache, result.instance, confidence)}
     out = args.out or str(Path(args.cache).with_suffix("")) + ".instance.json"
     result.instance.save(out, **extra)
     print(f"\nchosen: {result.instance.describe()}")
     print(f"  on {meta['split']}: {drop_interval(cache, result.instance, confidence=confidence).describe()}")
+    if fresh is not None:
+        print(f"  predicted: {fresh.describe()}")
     if eval_cache is not None:
         print(f"  on {eval_cache.meta['split']}*: "
               f"{drop_interval(eval_cache, result.instance, confidence=confidence).describe()}")
