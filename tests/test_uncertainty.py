@@ -265,3 +265,14 @@ def test_the_search_command_bounds_a_fresh_sample_when_asked(tmp_path, capsys):
     tuned = json.loads(out.read_text())["tuned"]
     assert tuned["uncertainty_fresh"]["fresh_images"] == 30 and tuned["uncertainty_fresh"]["drop_upper_pp"] <= 2 + 1e-9
     assert tuned["uncertainty_fresh"]["drop_upper_pp"] >= tuned["uncertainty"]["drop_upper_pp"] - 1e-9
+
+
+def test_the_thresholds_page_figures_carry_the_drop_interval():
+    from mess_core.explore import threshold_summary
+
+    cache = EvaluationCache.random(images=20, exits=3, configs=2, seed=1)
+    inst = _instances(cache)[3]
+    figures = threshold_summary(cache, inst)
+    assert figures.drop_interval == drop_interval(cache, inst)
+    assert figures.drop_interval.point == pytest.approx(figures.drop_pp)
+    assert "drop_interval" not in figures.scalars()  # the downloaded instance's figures are unchanged
