@@ -155,8 +155,7 @@ def bootstrap_drops(cache: EvaluationCache, heads: np.ndarray, weights: np.ndarr
 def _summaries(point: np.ndarray, drops: np.ndarray, *, level: float, confidence: float, seed: int,
                images: int, fresh: int | None) -> list[DropInterval]:
     tail = (1.0 - level) / 2
-    qs = np.nanquantile(drops, [tail, 1.0 - tail, confidence], axis=1) if drops.shape[1] else np.full((3, len(point)),
-                                                                                                      np.nan)
+    qs = np.nanquantile(drops, [tail, 1.0 - tail, confidence], axis=1)  # (3, M); resamples >= 1 always
     mean = np.nanmean(drops, axis=1)
     return [DropInterval(float(point[m]), float(mean[m]), float(qs[0, m]), float(qs[1, m]), float(qs[2, m]), level,
                          confidence, drops.shape[1], images, seed, fresh) for m in range(len(point))]
