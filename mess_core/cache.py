@@ -205,6 +205,30 @@ class EvaluationCache:
                 raise CacheError(f"the caches differ in '{key}' ({self.meta.get(key)!r} vs {other.meta.get(key)!r}); "
                                  "build both from the same multi_exit.pt")
 
+    def subset(self, images: Sequence[int] | np.ndarray) -> "EvaluationCache":
+        """The cache of only ``images`` (indices into this split, in the order given; repeats allowed), e.g. one half
+        of the split to tune on and the other to check on. Costs are per image and stay the same; ``meta["images"]``
+        (the names, when recorded) follows the selection.
+
+        >>> cache = EvaluationCache.random(images=6, seed=0)
+        >>> half = cache.subset([4, 0, 2])
+        >>> half.num_images, half.meta["images"], bool((half.tp[1] == cache.tp[0]).all())
+        (3, ['img4', 'img0', 'img2'], True)
+        """
+        idx = np.asarray(images, dtype=np.int64).reshape(-1)
+        if idx.size == 0 or idx.min() < -self.num_images or idx.max() >= self.num_images:
+            raise CacheError(f"a subset needs at least one image index in 0..{self.num_images - 1}, got "
+                             f"{idx.tolist()[:10]}")
+        idx = idx % self.num_images
+        meta = dict(self.meta)
+        names = meta.get("images")
+        if isinstance(names, list) and len(names) == self.num_images:
+            meta["images"] = [names[i] for i in idx]
+        per_image = {name: getattr(self, name)[idx] for name in
+                     ("tp", "pred", "label", "above", "above_plain", "conf_sum", "pixels")}
+        return EvaluationCache(meta=meta, **per_image, stage_gflops=self.stage_gflops, head_gflops=self.head_gflops,
+                               stage_ms=self.stage_ms, head_ms=self.head_ms)
+
     # ------------------------------------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> Path:
         """Write the cache as one ``.npz`` file atomically (never half-written)."""

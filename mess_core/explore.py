@@ -37,6 +37,7 @@ from .policy import ConfidencePolicy, EdgeMasking, image_confidence, label_edges
     widen, edge_masked_confidence
 from .oracle import oracle
 from .search import Objective, SearchSpace, search, uniform_exit
+from .uncertainty import DropInterval, drop_interval
 
 __all__ = ["ImageError", "LoadedImage", "decode_image", "to_input", "ExitView", "run_exits", "exit_views",
            "exit_taken", "PathCost", "path_gflops", "EarlyExitTiming", "measure_early_exit", "colorize", "heatmap",
@@ -354,6 +355,8 @@ class ThresholdFigures:
     latency_ms: float | None = None  # the cache's measured CPU latency, when it has one
     backbone_ms: float | None = None
     latency_speedup: float | None = None
+    # the drop's 90% bootstrap interval over the cache's images (mess_core.uncertainty), for the page to show
+    drop_interval: DropInterval | None = None
 
     @property
     def measured(self) -> bool:
@@ -375,7 +378,8 @@ class ThresholdFigures:
 
 def threshold_summary(cache: EvaluationCache, instance: Instance) -> ThresholdFigures:
     """The Thresholds page's figures for ``instance`` on ``cache``: mIoU, average GFLOPs (and ms when measured),
-    speedup vs the backbone, the drop from the final exit, the exit histogram and the per-class IoU."""
+    speedup vs the backbone, the drop from the final exit (with its bootstrap interval), the exit histogram and the
+    per-class IoU."""
     out = evaluate(cache, instance, unit="gflops")
     base = evaluate(cache, Instance(instance.mode), unit="gflops")
     classes = cache.meta.get("classes") or [f"class {k}" for k in range(cache.num_classes)]
@@ -387,6 +391,7 @@ def threshold_summary(cache: EvaluationCache, instance: Instance) -> ThresholdFi
         miou=out.miou, gflops=out.cost, speedup=base.cost / out.cost, backbone_miou=base.miou,
         backbone_gflops=base.cost, drop_pp=100 * (base.miou - out.miou), histogram=exit_histogram(cache, instance),
         per_class=pd.DataFrame({"class": classes, "IoU": out.iou, "backbone IoU": base.iou}), **latency,
+        drop_interval=drop_interval(cache, instance),
     )
 
 

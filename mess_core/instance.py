@@ -45,7 +45,7 @@ from .policy import ConfidencePolicy, EdgeMasking
 
 __all__ = [
     "KeptExit", "Instance", "Outcome", "InstanceError", "evaluate", "exit_histogram", "outcome_figures", "output_costs",
-    "MODES",
+    "iou_of_counts", "mean_iou", "MODES",
     "INSTANCE_FORMAT",
 ]
 
@@ -221,13 +221,28 @@ def output_costs(cache: EvaluationCache, instance: Instance, *, unit: str = "gfl
                       + [cum[-1] + (paid[-1] if len(paid) else 0.0)])
 
 
-def _iou(cache: EvaluationCache, tp: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    union = cache.label.sum(0) + pred - tp
+def iou_of_counts(label: np.ndarray, tp: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """IoU per class (last axis) from summed label, true-positive and prediction counts of any matching leading
+    shape (one split, or many resamples of it at once): tp / (label + pred - tp), NaN where the union is 0 (a class
+    absent from labels and predictions)."""
+    union = label + pred - tp
     return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
 
 
+def mean_iou(iou: np.ndarray) -> np.ndarray:
+    """mIoU over the last axis, leaving out NaN classes; NaN where every class is NaN (no warning)."""
+    present = np.isfinite(iou)
+    total = np.where(present, iou, 0.0).sum(-1)
+    count = present.sum(-1)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _iou(cache: EvaluationCache, tp: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    return iou_of_counts(cache.label.sum(0), tp, pred)
+
+
 def _miou(iou: np.ndarray) -> float:
-    return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
+    return float(mean_iou(iou))
 
 
 def evaluate(cache: EvaluationCache, instance: Instance, *, unit: str = "gflops") -> Outcome:

@@ -30,10 +30,12 @@ from .cache import EvaluationCache
 from .instance import Instance, evaluate
 from .oracle import oracle, oracle_bound
 from .search import Objective, SearchResult, SearchSpace, pareto_front, search, uniform_exit
+from .uncertainty import DEFAULT_LEVEL, drop_intervals
 
 __all__ = ["Row", "ROW_LABELS", "row_id", "with_row_ids", "TableRow", "results_table", "format_table", "all_fronts",
            "ROW_OBJECTIVES", "policy_versus_oracle", "exit_class_iou", "StudyView", "end_to_end_table",
-           "policy_comparison", "Target", "TARGETS", "headline_figures", "headline", "markdown_report"]
+           "policy_comparison", "Target", "TARGETS", "headline_figures", "headline", "markdown_report", "with_drop_intervals",
+           "interval_texts"]
 
 
 class Row(str, Enum):
@@ -215,11 +217,41 @@ def exit_class_iou(cache: EvaluationCache, *, config: str | None = None) -> pd.D
     return pd.DataFrame(rows)
 
 
+def with_drop_intervals(table: pd.DataFrame, cache: EvaluationCache, *, level: float = DEFAULT_LEVEL,
+                        confidence: float = DEFAULT_LEVEL) -> pd.DataFrame:
+    """``table`` (a results table) with each row's mIoU drop against the backbone on ``cache``'s split and its
+    bootstrap uncertainty (:mod:`mess_core.uncertainty`), computed now from the cache: columns ``drop_pp``,
+    ``drop_low``, ``drop_high`` (central ``level`` interval) and ``drop_upper`` (one-sided bound at ``confidence``),
+    in percentage points; NaN for rows without an instance (the oracle bound)."""
+    out = table.copy()
+    at = [i for i, inst in enumerate(out["instance"]) if inst is not None]
+    found = drop_intervals(cache, [out["instance"].iloc[i] for i in at], level=level, confidence=confidence)
+    for column, field in (("drop_pp", "point"), ("drop_low", "low"), ("drop_high", "high"), ("drop_upper", "upper")):
+        values = np.full(len(out), np.nan)
+        values[at] = [getattr(f, field) for f in found]
+        out[column] = values
+    out.attrs["drop_level"] = level
+    return out
+
+
+def interval_texts(table: pd.DataFrame) -> list[str]:
+    """Each row's drop and interval as text, e.g. ``1.00 [0.64, 1.36]`` (``-`` without one); ``table`` from
+    :func:`with_drop_intervals`."""
+    return [f"{p:.2f} [{lo:.2f}, {hi:.2f}]" if np.isfinite(p) else "-"
+            for p, lo, hi in zip(table["drop_pp"], table["drop_low"], table["drop_high"])]
+
+
 def format_table(df: pd.DataFrame, *, title: str = "") -> str:
-    """The table as aligned text (mIoU in %, GFLOPs, ms, speedup x)."""
+    """The table as aligned text (mIoU in %, GFLOPs, ms, speedup x; with :func:`with_drop_intervals`' columns, the
+    drop in pp and its bootstrap interval)."""
     has_eval = "eval_miou" in df.columns
     has_ms = bool(np.isfinite(df["latency_ms"]).any())
+    has_drop = "drop_low" in df.columns
+    drops = interval_texts(df) if has_drop else []
+    level = 100 * df.attrs.get("drop_level", DEFAULT_LEVEL)
     head = f"{'':<34}{'mIoU':>8}{'GFLOPs':>9}" + (f"{'ms':>8}" if has_ms else "") + f"{'speedup':>9}"
+    if has_drop:
+        head += f"  {f'drop pp [{level:g}%]':<20}"
     if has_eval:
         head += f"{'mIoU*':>8}{'GFLOPs*':>9}"
     lines = ([title] if title else []) + [head + "  exits used"]
@@ -230,16 +262,21 @@ def format_table(df: pd.DataFrame, *, title: str = "") -> str:
     def num(v: float, width: int, digits: int = 3) -> str:
         return f"{v:{width}.{digits}f}" if np.isfinite(v) else f"{'-':>{width}}"
 
-    for _, r in df.iterrows():
+    for n, (_, r) in enumerate(df.iterrows()):
         line = f"{r['row']:<34}{pct(r['miou'])}{num(r['gflops'], 9)}"
         if has_ms:
             line += num(r["latency_ms"], 8, 2)
         line += (f"{r['speedup']:8.2f}x" if np.isfinite(r["speedup"]) else f"{'-':>9}")
+        if has_drop:
+            line += f"  {drops[n]:<20}"
         if has_eval:
             line += f"{pct(r['eval_miou'])}{num(r['eval_gflops'], 9)}"
         lines.append(line + "  " + r["exits"])
     if has_eval:
         lines.append("* on the other split, with the exits and thresholds tuned on this one")
+    if has_drop:
+        lines.append(f"drop: mIoU points below the backbone on this split [{level:g}% bootstrap interval over its "
+                     "images, paired with the backbone]")
     return "\n".join(lines)
 
 
@@ -308,13 +345,24 @@ def _measured(latency: pd.DataFrame, rid: Row, instance: Instance | None, column
     return float(at[column].iloc[0]) if len(at) else np.nan
 
 
-def end_to_end_table(study: StudyView) -> pd.DataFrame:
+def _interval_column(study: StudyView, table: pd.DataFrame) -> tuple[str, list[str]]:
+    """The name and texts of a column of each row's drop against the backbone with its bootstrap interval, computed
+    now from the study's cache (a study built before intervals existed needs no rebuild)."""
+    name = f"drop pp [{100 * DEFAULT_LEVEL:g}% interval] ({study.cache.meta.get('split')})"
+    return name, interval_texts(with_drop_intervals(table, study.cache))
+
+
+def end_to_end_table(study: StudyView, *, intervals: bool = False) -> pd.DataFrame:
     """The seed's table for input-dependent deployment with the latency measured in the study's one run: rows of
-    the results table; mIoU on the tuning split (and the report split), average GFLOPs, ms per image at each
-    measured batch size (eager), speedups against the backbone, exits used."""
+    the results table; mIoU on the tuning split (and the report split), with ``intervals`` the drop against the
+    backbone and its bootstrap interval on the tuning split, average GFLOPs, ms per image at each measured batch
+    size (eager), speedups against the backbone, exits used."""
     table = study.results("input-dependent")
     latency = study.latency()
     out = pd.DataFrame({"": table["row"], f"mIoU % ({study.cache.meta.get('split')})": (100 * table["miou"]).round(2)})
+    if intervals:
+        name, texts = _interval_column(study, table)
+        out[name] = texts
     if "eval_miou" in table:
         out[f"mIoU % ({study.report_cache.meta.get('split') if study.report_cache else 'report'})"] = (
             100 * table["eval_miou"]).round(2)
@@ -419,7 +467,7 @@ def markdown_report(study: StudyView) -> str:
     """Every table BENCHMARKS.md records for a study, as markdown."""
     parts = [f"### {study.name}", "", f"Built by `{study.manifest.get('command')}` on {study.manifest.get('machine')}; "
              f"wall seconds per step: {study.manifest.get('wall_seconds')}.", "", "End to end (input-dependent):", "",
-             _md(end_to_end_table(study))]
+             _md(end_to_end_table(study, intervals=True))]
     given = study.manifest.get("user_model")
     if given:  # a study built from the user's weights: the reference is their model as given, before our stages
         final = float(study.cache.head_miou()[study.cache.final_head])
@@ -428,8 +476,12 @@ def markdown_report(study: StudyView) -> str:
                   f"({100 * (final - given['miou']):+.2f} points)."]
     for mode in ("budgeted", "anytime"):
         t = study.results(mode)
-        parts += ["", f"{mode}:", "", _md(pd.DataFrame({"": t["row"], "mIoU %": (100 * t["miou"]).round(2),
+        name, texts = _interval_column(study, t)
+        parts += ["", f"{mode}:", "", _md(pd.DataFrame({"": t["row"], "mIoU %": (100 * t["miou"]).round(2), name: texts,
                                                         "GFLOPs": t["gflops"].round(3), "exits used": t["exits"]}))]
+    parts += ["", f"drop pp: mIoU points below the backbone with a {100 * DEFAULT_LEVEL:g}% bootstrap interval over "
+              f"the {study.cache.num_images} images of the {study.cache.meta.get('split')} split (1000 resamples, "
+              "paired with the backbone, computed from the cache)."]
     parts += ["", "Exit policies at equal accuracy (speedup in average GFLOPs against the backbone):", "",
               _md(policy_comparison(study)), "", "Headline:", ""] + [f"- {line}" for line in headline(study)]
     training = study.training_table()

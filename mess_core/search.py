@@ -4,6 +4,9 @@
 Objectives (``Objective``):
 
 * ``min-cost``: minimise average cost per image subject to mIoU >= final-exit mIoU - ``max_drop`` (percentage points);
+  with a ``confidence`` (e.g. 0.9), subject instead to the one-sided bootstrap upper bound of the drop at that
+  confidence being <= ``max_drop``: the promise holds at that confidence, not only on this split's images (see
+  :mod:`mess_core.uncertainty`; this one is searched over the Pareto front's instances only, not exhaustively);
 * ``max-acc``: maximise mIoU subject to average cost <= ``budget`` x the backbone's cost;
 * ``pareto``: every instance on the accuracy-vs-cost front.
 
@@ -47,8 +50,10 @@ from .cache import EvaluationCache
 from .errors import MessError
 from .instance import MODES, Instance, KeptExit, output_costs
 from .policy import ConfidencePolicy, EdgeMasking
+from .uncertainty import DEFAULT_RESAMPLES, DropInterval, confident_choice
 
-__all__ = ["Objective", "SearchSpace", "SearchResult", "SearchError", "search", "pareto_front", "uniform_exit",
+__all__ = ["Objective", "SearchSpace", "SearchResult", "SearchError", "search", "confident_search", "pareto_front",
+           "uniform_exit",
            "DEFAULT_TH_IMG", "DEFAULT_TH_PIX"]
 
 DEFAULT_TH_PIX = (0.6, 0.7, 0.8, 0.9, 0.95)
@@ -82,8 +87,16 @@ class Objective:
     kind: str  # "min-cost", "max-acc" or "pareto"
     max_drop: float | None = None  # percentage points below the final exit's mIoU (min-cost)
     budget: float | None = None  # multiple of the backbone's cost (max-acc)
+    # min-cost only: the drop's one-sided bootstrap upper bound at this confidence must be <= max_drop (0.5 <= c < 1)
+    confidence: float | None = None
 
     def __post_init__(self) -> None:
+        if self.confidence is not None:
+            if self.kind != "min-cost":
+                raise SearchError(f"a confidence level applies to min-cost only, not to {self.kind}")
+            if isinstance(self.confidence, bool) or not isinstance(self.confidence, (int, float)) \
+                    or not 0.5 <= self.confidence < 1.0:
+                raise SearchError(f"confidence must be a level in [0.5, 1), e.g. 0.9, not {self.confidence!r}")
         if self.kind == "min-cost":
             if self.max_drop is None or self.max_drop < 0:
                 raise SearchError(f"min-cost needs max_drop >= 0 percentage points, not {self.max_drop!r}")
@@ -95,7 +108,8 @@ class Objective:
 
     def describe(self) -> str:
         if self.kind == "min-cost":
-            return f"min cost, mIoU drop <= {self.max_drop:g} pp"
+            sure = f" at {100 * self.confidence:g}% confidence" if self.confidence is not None else ""
+            return f"min cost, mIoU drop <= {self.max_drop:g} pp{sure}"
         if self.kind == "max-acc":
             return f"max mIoU, cost <= {self.budget:g}x backbone"
         return "Pareto front"
@@ -163,6 +177,9 @@ class SearchResult:
     evaluated: int
     seconds: float
     front: pd.DataFrame | None = None
+    # confidence-aware min-cost: the chosen instance's drop interval, and those of every candidate examined
+    interval: DropInterval | None = None
+    candidates: list[DropInterval] | None = None
 
     @property
     def instances_per_second(self) -> float:
@@ -612,6 +629,8 @@ def search(cache: EvaluationCache, objective: Objective, *, mode: str = "input-d
     if mode not in MODES:
         raise SearchError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     space = space or SearchSpace()
+    if objective.confidence is not None:
+        return confident_search(cache, objective, mode=mode, unit=unit, space=space)
     check_size(cache, space, mode)
     start = time.perf_counter()
     cum_full = float(np.sum(cache.stage_cost(unit)))  # type: ignore[arg-type]
@@ -637,6 +656,37 @@ def search(cache: EvaluationCache, objective: Objective, *, mode: str = "input-d
         best_instance = to_instance(key)
     return SearchResult(best_instance, best_miou, best_cost, unit, objective, mode, final_miou, cum_full,
                         space.size(cache, mode), collector.evaluated, seconds, front)
+
+
+def confident_search(cache: EvaluationCache, objective: Objective, *, mode: str = "input-dependent",
+                     unit: str = "gflops", space: SearchSpace | None = None, front: pd.DataFrame | None = None,
+                     resamples: int = DEFAULT_RESAMPLES, seed: int = 0, fresh_images: int | None = None
+                     ) -> SearchResult:
+    """Confidence-aware min-cost: the cheapest instance of the Pareto front (``front``, searched when not given) whose
+    one-sided bootstrap upper bound of the drop at ``objective.confidence`` is <= ``objective.max_drop``
+    (:func:`mess_core.uncertainty.confident_choice`; ``fresh_images``: the bound on the drop a fresh sample of that
+    many images would show); the backbone (a zero drop on every resample) when none is.
+    Restricted to the front's instances: an instance off the front is never chosen even when it would qualify."""
+    if objective.kind != "min-cost" or objective.confidence is None:
+        raise SearchError("confident_search needs a min-cost objective with a confidence level")
+    start = time.perf_counter()
+    space = space or SearchSpace()
+    scored = 0
+    if front is None:
+        found = search(cache, Objective("pareto"), mode=mode, unit=unit, space=space)
+        front, scored = found.front, found.evaluated
+    choice = confident_choice(cache, front, objective.max_drop, objective.confidence,  # type: ignore[arg-type]
+                              resamples=resamples, seed=seed, fresh_images=fresh_images)
+    final_miou = float(cache.head_miou()[cache.final_head])
+    cum_full = float(np.sum(cache.stage_cost(unit)))  # type: ignore[arg-type]
+    at = choice.row
+    if at is None:  # the backbone: zero drop on every resample, so it keeps any promise
+        instance, cost, miou = Instance(mode), cum_full, final_miou
+    else:
+        instance, cost, miou = front["instance"].iloc[at], float(front["cost"].iloc[at]), float(front["miou"].iloc[at])
+    return SearchResult(instance, miou, cost, unit, objective, mode, final_miou, cum_full, space.size(cache, mode),
+                        scored + len(choice.rows), time.perf_counter() - start, interval=choice.interval,
+                        candidates=list(choice.intervals))
 
 
 def pareto_front(cache: EvaluationCache, *, mode: str = "input-dependent", unit: str = "gflops",

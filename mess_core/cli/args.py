@@ -28,7 +28,7 @@ from ..data import build_dataset, eval_transform
 from ..distributed import device_problem
 
 __all__ = ["Parser", "size", "floats", "fractions", "ints", "positive_int", "non_negative_int", "odd_positive_int",
-           "positive_float", "non_negative_float", "fraction", "device", "folder", "output_file", "key_value",
+           "positive_float", "non_negative_float", "fraction", "confidence_level", "device", "folder", "output_file", "key_value",
            "add_data_option", "eval_dataset", "MODEL_HELP", "add_convert_options", "convert_options_of"]
 
 
@@ -129,6 +129,15 @@ def non_negative_float(text: str) -> float:
 def fraction(text: str) -> float:
     """A number from 0 to 1."""
     return _number(text, whole=False, low=0, high=1, expected="a number from 0 to 1")
+
+
+def confidence_level(text: str) -> float:
+    """A confidence level: a number from 0.5 up to (not including) 1."""
+    expected = "a confidence level from 0.5 to below 1, e.g. 0.9"
+    value = _number(text, whole=False, low=0.5, high=1.0, expected=expected)
+    if value >= 1.0:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
 
 
 def device(text: str) -> str:

@@ -9,9 +9,10 @@ from typing import Any
 
 from ..cache import EvaluationCache
 from ..instance import outcome_figures
-from ..report import format_table, results_table
-from ..search import Objective, SearchSpace, search
-from .args import fractions, ints, non_negative_float, output_file, positive_float, positive_int
+from ..report import format_table, results_table, with_drop_intervals
+from ..search import Objective, SearchSpace, confident_search, search
+from ..uncertainty import DEFAULT_LEVEL, drop_interval
+from .args import confidence_level, fractions, ints, non_negative_float, output_file, positive_float, positive_int
 
 
 def add_parser(sub: Any) -> None:
@@ -23,6 +24,12 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--objective", choices=("min-cost", "max-acc", "pareto"), default="min-cost")
     s.add_argument("--max-drop", type=non_negative_float, default=1.0,
                    help="min-cost: allowed mIoU drop in percentage points")
+    s.add_argument("--confidence", type=confidence_level,
+                   help="min-cost: keep the drop within --max-drop at this confidence (e.g. 0.9: the one-sided "
+                   "bootstrap upper bound over the images), not only on average; chosen among the Pareto front")
+    s.add_argument("--fresh-images", type=positive_int, metavar="M",
+                   help="with --confidence: bound the drop a fresh sample of M images would show (wider: that sample "
+                   "has its own noise), e.g. the size of the split you will be checked on")
     s.add_argument("--budget", type=positive_float, default=1.0,
                    help="max-acc: cost budget as a multiple of the backbone's")
     s.add_argument("--mode", choices=("budgeted", "anytime", "input-dependent"), default="input-dependent")
@@ -47,17 +54,34 @@ def _space(args: argparse.Namespace) -> SearchSpace:
     return SearchSpace(**fields)
 
 
+def _figures(cache: EvaluationCache, instance: Any, confidence: float) -> dict[str, Any]:
+    """The instance file's figures on one split: mIoU, costs, and the drop with its bootstrap interval."""
+    return {**outcome_figures(cache, instance),
+            "uncertainty": drop_interval(cache, instance, confidence=confidence).to_dict()}
+
+
 def run(args: argparse.Namespace) -> int:
     cache = EvaluationCache.load(args.cache)
     eval_cache = EvaluationCache.load(args.eval_cache) if args.eval_cache else None
+    if args.confidence is not None and args.objective != "min-cost":
+        print(f"--confidence applies to --objective min-cost, not {args.objective}", file=sys.stderr)
+        return 2
+    if args.fresh_images is not None and args.confidence is None:
+        print("--fresh-images needs --confidence", file=sys.stderr)
+        return 2
     objective = Objective(args.objective, max_drop=args.max_drop if args.objective == "min-cost" else None,
-                          budget=args.budget if args.objective == "max-acc" else None)
+                          budget=args.budget if args.objective == "max-acc" else None, confidence=args.confidence)
     space = _space(args)
     unit = "ms" if args.cost == "latency" else "gflops"
-    result = search(cache, objective, mode=args.mode, unit=unit, space=space)
+    wanted = objective.describe() + (f" for a fresh sample of {args.fresh_images} images" if args.fresh_images else "")
+    if args.fresh_images is not None:
+        result = confident_search(cache, objective, mode=args.mode, unit=unit, space=space,
+                                  fresh_images=args.fresh_images)
+    else:
+        result = search(cache, objective, mode=args.mode, unit=unit, space=space)
     meta = cache.meta
     print(f"{meta['model']} on {meta['dataset']} {meta['split']} ({cache.num_images} images, "
-          f"{'x'.join(map(str, meta['input_size']))}); {args.mode}; {objective.describe()}; cost in {unit}")
+          f"{'x'.join(map(str, meta['input_size']))}); {args.mode}; {wanted}; cost in {unit}")
     print(f"searched {result.space_size:,} instances ({result.evaluated:,} scored after lossless pruning) in "
           f"{1e3 * result.seconds:.0f} ms")
     if objective.kind == "pareto":
@@ -67,20 +91,33 @@ def run(args: argparse.Namespace) -> int:
             front.drop(columns=["instance"]).to_csv(args.front_csv, index=False)
             print(f"wrote {args.front_csv}")
         return 0
-    table = results_table(cache, mode=args.mode, unit=unit, space=space, eval_cache=eval_cache)
+    confidence = args.confidence or DEFAULT_LEVEL
+    table = with_drop_intervals(results_table(cache, mode=args.mode, unit=unit, space=space, eval_cache=eval_cache),
+                                cache, confidence=confidence)
     title = (f"\nresults on {meta['split']}" + (f" (* = {eval_cache.meta['split']})" if eval_cache else "")
              + "; speedup in GFLOPs vs the backbone")
     print(format_table(table, title=title))
     if result.instance is None:
         print(f"\nno instance meets '{objective.describe()}'; nothing written", file=sys.stderr)
         return 1
-    extra = {"objective": objective.describe(), "cost_unit": unit,
+    extra = {"objective": wanted, "cost_unit": unit,
              "source": {k: meta.get(k) for k in ("model", "dataset", "split", "input_size")}
              | {"num_classes": cache.num_classes, "num_exits": cache.num_exits, "cache": args.cache},
-             "tuned": outcome_figures(cache, result.instance)}
+             "tuned": _figures(cache, result.instance, confidence)}
+    fresh = None if args.fresh_images is None else drop_interval(cache, result.instance, confidence=confidence,
+                                                                   fresh_images=args.fresh_images)
+    if fresh is not None:
+        extra["tuned"]["uncertainty_fresh"] = fresh.to_dict()
     if eval_cache is not None:
-        extra["reported"] = {"split": eval_cache.meta.get("split"), **outcome_figures(eval_cache, result.instance)}
+        extra["reported"] = {"split": eval_cache.meta.get("split"), **_figures(eval_cache, result.instance, confidence)}
     out = args.out or str(Path(args.cache).with_suffix("")) + ".instance.json"
     result.instance.save(out, **extra)
-    print(f"\nchosen: {result.instance.describe()}\nwrote {out}")
+    print(f"\nchosen: {result.instance.describe()}")
+    print(f"  on {meta['split']}: {drop_interval(cache, result.instance, confidence=confidence).describe()}")
+    if fresh is not None:
+        print(f"  predicted: {fresh.describe()}")
+    if eval_cache is not None:
+        print(f"  on {eval_cache.meta['split']}*: "
+              f"{drop_interval(eval_cache, result.instance, confidence=confidence).describe()}")
+    print(f"wrote {out}")
     return 0
