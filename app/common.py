@@ -18,7 +18,7 @@ import streamlit as st
 
 from mess_core.errors import MessError
 from mess_core.explore import sample_instances
-from mess_core.report import exit_class_iou
+from mess_core.report import exit_class_iou, with_drop_intervals
 from mess_core.study import DEFAULT_STUDY, Study, StudyError, list_studies, open_study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,7 +54,9 @@ def load_network(path: str) -> tuple[Any, dict[str, Any]]:
 
 @st.cache_resource(show_spinner="Reading the results...", max_entries=16)
 def results(path: str, mode: str) -> pd.DataFrame:
-    return load_study(path).results(mode)
+    """The study's results table with every row's drop and its bootstrap interval (computed from the cache)."""
+    study = load_study(path)
+    return with_drop_intervals(study.results(mode), study.cache)
 
 
 @st.cache_resource(show_spinner="Reading the fronts...", max_entries=8)

@@ -11,6 +11,7 @@ from plotly.subplots import make_subplots
 
 from app.common import class_iou, guarded, pct, results
 from mess_core.instance import MODES
+from mess_core.report import interval_texts
 from mess_core.study import Study, end_to_end_table, headline, policy_comparison
 from mess_core.study_figures import WorkloadProfile, exit_space, workload_profile
 
@@ -76,10 +77,12 @@ def page(study: Study) -> None:
     if mode == "input-dependent" and study.latency() is not None:
         st.caption("Latency measured in one run against the original model (eager, this study's build machine): "
                    "ms per image at each batch size; speedups against the original.")
-        st.dataframe(end_to_end_table(study), hide_index=True, key="end_to_end")
+        st.dataframe(end_to_end_table(study, intervals=True), hide_index=True, key="end_to_end")
     table = results(str(study.path), mode)
     shown = pd.DataFrame({
-        "": table["row"], "mIoU %": 100 * table["miou"], "GFLOPs": table["gflops"],
+        "": table["row"], "mIoU %": 100 * table["miou"],
+        f"drop pp [{100 * table.attrs.get('drop_level', 0.9):g}% interval]": interval_texts(table),
+        "GFLOPs": table["gflops"],
         "CPU ms": table["latency_ms"], "speedup (GFLOPs)": table["speedup"],
         "speedup (ms)": table.get("latency_speedup", np.nan), "exits used": table["exits"],
     })

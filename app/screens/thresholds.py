@@ -60,7 +60,9 @@ def controls_and_figures(study: Study) -> None:
     figures = threshold_summary(cache, instance)
 
     m = st.columns(5)
-    m[0].metric("mIoU", pct(figures.miou), f"{-figures.drop_pp:+.2f} pp vs backbone")
+    interval = figures.drop_interval
+    m[0].metric("mIoU", pct(figures.miou), f"{-figures.drop_pp:+.2f} pp vs backbone",
+                help=f"mIoU {interval.describe()}" if interval else None)
     m[1].metric("average GFLOPs", f"{figures.gflops:.3f}", f"backbone {figures.backbone_gflops:.3f}",
                 delta_color="off")
     m[2].metric("speedup (GFLOPs)", f"{figures.speedup:.2f}x")
@@ -68,12 +70,16 @@ def controls_and_figures(study: Study) -> None:
         m[3].metric("CPU latency (cache)", f"{figures.latency_ms:.2f} ms", f"{figures.latency_speedup:.2f}x",
                     delta_color="off")
     m[4].metric("images leaving early", pct(figures.left_early))
+    if interval is not None:
+        st.caption(f"mIoU {interval.describe()}: another sample of images like these would show a drop in this "
+                   "range; the search can choose by it (Pareto page, 'at a confidence')")
     st.caption(f"instance: `{instance.describe() if instance.exits else 'backbone only (no exit kept)'}`")
 
     if optimum is not None:
         best = threshold_summary(cache, optimum)
         st.caption(f"searched optimum ({OPTIMUM_ROW.label}): {optimum.describe()}: mIoU {pct(best.miou)}, "
-                   f"{best.gflops:.3f} GFLOPs, {best.speedup:.2f}x")
+                   f"{best.gflops:.3f} GFLOPs, {best.speedup:.2f}x"
+                   + (f"; {best.drop_interval.describe()}" if best.drop_interval else ""))
 
     left, right = st.columns(2)
     hist = figures.histogram
