@@ -502,7 +502,8 @@ def explorer_defaults(cache: EvaluationCache, shipped: Mapping[int, Sequence[str
                       *, th_pix: float = 0.8) -> ExitSettings:
     """The explorer's starting settings: every exit with its most accurate shipped configuration (mIoU on the cache),
     then the ``searched`` instance's exits, configurations, thresholds and th_pix where it has one (its exits whose
-    configuration is not shipped keep the most accurate one and are not kept)."""
+    configuration is not shipped keep the most accurate one and are not kept). A static exit (budgeted or anytime,
+    no threshold) is kept with th_img 0: every image leaves at the first one, as the static instance does."""
     miou = cache.head_miou()[:-1].reshape(cache.num_exits - 1, len(cache.configs))
     configs = {i: max(shipped[i], key=lambda c: miou[i - 1, cache.config_index(c)]) for i in range(1, cache.num_exits)}
     th_img: dict[int, float] = {}
@@ -511,7 +512,7 @@ def explorer_defaults(cache: EvaluationCache, shipped: Mapping[int, Sequence[str
         for e in searched.exits:
             if e.config in shipped[e.exit]:
                 configs[e.exit] = e.config
-                th_img[e.exit] = float(e.th_img)
+                th_img[e.exit] = float(e.th_img) if e.th_img is not None else 0.0
     return ExitSettings(configs, th_img, th_pix)
 
 
