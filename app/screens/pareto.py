@@ -7,14 +7,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import cv2
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app.common import cloud, fronts, guarded, load_network, pct
+from app import state
+from app.common import REPO, cloud, fronts, guarded, load_network, pct
+from app.screens.explorer import dataset_of
 from mess_core.errors import MessError
-from mess_core.explore import (LiveSearch, PlotPoint, constraint_line, gflops_budget, instance_document,
-                               live_search, onnx_zip, plot_points, threshold_summary)
+from mess_core.explore import (LiveSearch, PlotPoint, constraint_line, dataset_sample, dataset_source, gflops_budget,
+                               instance_document, live_search, onnx_zip, plot_points, threshold_summary)
+from mess_core.image_table import LinkedView, compare_figures, linked_view
 from mess_core.instance import MODES, Instance
 from mess_core.search import Objective
 from mess_core.study import Study
@@ -26,6 +30,7 @@ SERIES_STYLE = {
     "no edge masking": ("#9467bd", "lines"),
     "naive policy": ("#8c564b", "lines"),
 }
+SELECTED = "selected on the Pareto page"
 PEER_STYLE = {"backbone": ("black", "square"), "uniform-exit MESS": ("#17becf", "diamond"),
               "naive policy": ("#8c564b", "triangle-up"), "oracle": ("#e377c2", "cross")}
 
@@ -115,6 +120,7 @@ def details(study: Study, point: PlotPoint) -> None:
     if instance.exits:
         st.dataframe(pd.DataFrame([{"exit": e.exit, "configuration": e.config, "th_img": e.th_img}
                                    for e in instance.exits]), hide_index=True, key="par_sel_exits")
+    pin_button(study, instance)
     payload = instance_document(cache, study.name, instance, figures)
     left, right = st.columns(2)
     left.download_button("download instance (JSON)", json.dumps(payload, indent=2), file_name="instance.json",
@@ -158,15 +164,17 @@ def search_area(study: Study) -> None:
     picked = [c[0] if isinstance(c, (list, tuple)) else c for c in picked if c]
     if picked and picked[0] != selected and picked[0] in points:
         st.session_state["par_selected"] = picked[0]
-        st.rerun(scope="fragment")
+        st.rerun()  # the whole page: the linked views below the fragment follow the selection
     if selected not in points:
         selected = "chosen" if "chosen" in points else None
     if selected is None:
         return
+    if selected != "chosen" and points[selected].instance is not None:  # the oracle is a bound, not an instance
+        state.remember(study, points[selected].instance, SELECTED)
     st.subheader("selected instance" if selected != "chosen" else "searched instance")
     if selected != "chosen" and st.button("back to the searched instance", key="par_reset"):
         st.session_state.pop("par_selected", None)
-        st.rerun(scope="fragment")
+        st.rerun()
     details(study, points[selected])
 
 
@@ -177,3 +185,86 @@ def page(study: Study) -> None:
                "one, 600 random input-dependent ones); lines: the Pareto front of each mode and policy; click any "
                "point to select it.")
     search_area(study)
+    linked_views(study)
+
+
+# ------------------------------------------------------------------------------------------ linked views
+def pin_button(study: Study, instance: Instance) -> None:
+    pinned = state.pinned(study)
+    if pinned == instance:
+        if st.button("unpin", key="par_unpin", help="stop comparing with this instance"):
+            state.pin(study, None)
+            st.rerun()
+    elif st.button("pin for comparison", key="par_pin",
+                   help="keep this instance beside the next one you select, in the views below the plot"):
+        state.pin(study, instance)
+        st.rerun()
+
+
+def selected_instance(study: Study) -> Instance | None:
+    """The instance clicked on the plot (None: nothing clicked, the oracle, or another study's)."""
+    instance, source = state.current(study)
+    return instance if source == SELECTED and "par_selected" in st.session_state else None
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def thumbnail(study_path: str, index: int, _study: Study):
+    origin = dataset_source(_study.manifest.get("config") or {}, _study.cache.meta, REPO)
+    if not origin.on_disk:
+        return None
+    rgb, _ = dataset_sample(dataset_of(origin.name, origin.root, origin.options, origin.split), index)
+    return cv2.resize(rgb, (160, round(160 * rgb.shape[0] / rgb.shape[1])), interpolation=cv2.INTER_AREA)
+
+
+def bars(view: LinkedView, key: str) -> None:
+    hist, per_class = view.figures.histogram, view.figures.per_class
+    labels = [f"exit {e}" for e in hist["exit"]]
+    fig = go.Figure(go.Bar(x=labels, y=hist["images"], text=[f"{100 * f:.0f}%" for f in hist["fraction"]]))
+    fig.update_layout(title="where images leave", height=260, margin={"t": 40, "b": 10}, yaxis_title="images")
+    st.plotly_chart(fig, key=f"{key}_hist", width="stretch")
+    fig = go.Figure([go.Bar(x=per_class["class"], y=100 * per_class["IoU"], name="this instance"),
+                     go.Bar(x=per_class["class"], y=100 * per_class["backbone IoU"], name="backbone")])
+    fig.update_layout(title="IoU per class (%)", height=300, margin={"t": 40, "b": 10}, barmode="group",
+                      legend={"orientation": "h", "y": -0.35})
+    st.plotly_chart(fig, key=f"{key}_classes", width="stretch")
+
+
+def examples(study: Study, view: LinkedView) -> None:
+    for exit_, rows in view.examples.groupby("exit", sort=True):
+        captions = [f"{r.name} · IoU {100 * r.IoU:.0f}%" for r in rows.itertuples()]
+        thumbs = [thumbnail(str(study.path), int(i), study) for i in rows["image"]]
+        st.markdown(f"images leaving at exit {exit_}" + (" (final)" if exit_ == study.cache.num_exits else ""))
+        if all(t is not None for t in thumbs):
+            st.image(thumbs, caption=captions, width=150)
+        else:
+            st.caption(", ".join(f"#{i} {c}" for i, c in zip(rows["image"], captions)))
+
+
+def linked_column(study: Study, instance: Instance, title: str, key: str) -> LinkedView:
+    view = linked_view(study.cache, instance)
+    st.markdown(f"**{title}**: `{instance.describe()}` ({instance.mode})")
+    bars(view, key)
+    examples(study, view)
+    return view
+
+
+def linked_views(study: Study) -> None:
+    """Below the plot: the clicked instance's exit histogram, per-class IoU against the backbone and a few images
+    leaving at each exit, beside the pinned instance when there is one. Outside the search fragment: a slider move
+    leaves them alone, a click redraws them."""
+    chosen, pinned = selected_instance(study), state.pinned(study)
+    if chosen is None and pinned is None:
+        st.info("Click a point of the plot to see where its images leave, its IoU per class against the backbone "
+                "and images leaving at each exit; pin one to compare it with another.")
+        return
+    st.subheader("linked views" if pinned is None else "pinned (A) and selected (B), side by side")
+    shown = [(pinned, "A: pinned", "par_a")] if pinned is not None else []
+    shown += [(chosen, "B: selected" if pinned is not None else "selected", "par_b")] if chosen is not None else []
+    cols = st.columns(len(shown))
+    views = []
+    for col, (instance, title, key) in zip(cols, shown):
+        with col:
+            views.append(linked_column(study, instance, title, key))
+    if len(views) == 2:
+        st.dataframe(compare_figures(views[0].figures, views[1].figures).style.format(
+            {"A": "{:.2f}", "B": "{:.2f}", "B - A": "{:+.2f}"}), hide_index=True, key="par_compare")
