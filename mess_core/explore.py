@@ -40,7 +40,7 @@ from .search import Objective, SearchSpace, search, uniform_exit
 __all__ = ["ImageError", "LoadedImage", "decode_image", "to_input", "ExitView", "run_exits", "exit_views",
            "exit_taken", "PathCost", "path_gflops", "EarlyExitTiming", "measure_early_exit", "colorize", "heatmap",
            "palette_for", "ThresholdFigures", "threshold_summary", "SearchPoint", "LiveSearch", "live_search",
-           "sample_instances", "instance_from_settings", "DatasetSource", "dataset_source", "dataset_sample",
+           "sample_instances", "thin_cloud", "instance_from_settings", "DatasetSource", "dataset_source", "dataset_sample",
            "synthetic_sample", "shipped_heads", "ExitSettings", "explorer_defaults", "ExitFiring", "exit_firings",
            "ThresholdDefaults", "threshold_defaults", "GflopsBudget", "gflops_budget", "PlotPoint", "plot_points",
            "ConstraintLine", "constraint_line", "instance_document", "onnx_zip", "MIN_SIDE", "MAX_SIDE"]
@@ -430,6 +430,27 @@ def sample_instances(cache: EvaluationCache, *, count: int = 600, seed: int = 0,
         records.append({"series": f"evaluated ({inst.mode})", "mode": inst.mode, "cost": out.cost, "miou": out.miou,
                         "description": inst.describe(), "instance": inst})
     return pd.DataFrame(records)
+
+
+def thin_cloud(cloud: pd.DataFrame, *, cells: tuple[int, int] = (240, 120)) -> pd.DataFrame:
+    """The rows of a :func:`sample_instances` cloud that a plot can tell apart: the plane (cost x mIoU, over the
+    cloud's own range) cut into ``cells`` (columns, rows), one point per occupied cell (the first in the cloud's
+    order), the rest dropped. At the Pareto plot's ~1300 x 560 pixels a cell is ~5 pixels, under a marker's size, so
+    the plot looks the same with about half the points to send and draw on every slider move."""
+    if len(cloud) == 0:
+        return cloud
+
+    def cell(values: np.ndarray, count: int) -> np.ndarray:  # 0..count; -1 for NaN (nothing met the constraint)
+        finite = values[np.isfinite(values)]
+        if finite.size == 0 or np.ptp(finite) == 0:
+            return np.zeros(len(values), np.int64)
+        scaled = np.floor((values - finite.min()) / np.ptp(finite) * count)
+        return np.nan_to_num(scaled, nan=-1.0).astype(np.int64)
+
+    x, y = cell(cloud["cost"].to_numpy(float), cells[0]), cell(cloud["miou"].to_numpy(float), cells[1])
+    keys = (x + 1) * (cells[1] + 2) + (y + 1)
+    _, first = np.unique(keys, return_index=True)
+    return cloud.iloc[np.sort(first)].reset_index(drop=True)
 
 
 def instance_from_settings(mode: str, th_img: Mapping[int, float], configs: Mapping[int, str], *, th_pix: float,

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import cv2
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -53,52 +54,98 @@ def constraint(cache: Any) -> tuple[Objective, str]:
     return Objective("max-acc", budget=budget), mode
 
 
-def figure(points: dict[str, PlotPoint], objective: Objective, found: LiveSearch, selected: str | None) -> go.Figure:
+HOVER = "%{customdata[1]}<br>%{x:.3f} GFLOPs, %{y:.2f}%<extra></extra>"
+
+
+def frame_of(points: dict[str, PlotPoint], prefix: str) -> pd.DataFrame:
+    rows = [(k, p.series, p.miou, p.cost, p.instance.describe() if p.instance is not None else "oracle bound")
+            for k, p in points.items() if k.startswith(prefix)]
+    return pd.DataFrame(rows, columns=["id", "series", "miou", "cost", "text"])
+
+
+def ranges(points: dict[str, PlotPoint]) -> tuple[list[float], list[float]]:
+    """Both plots' axes: the evaluated instances' and fronts' extent (GFLOPs, mIoU %), padded."""
+    static = [p for k, p in points.items() if k.startswith(("cloud:", "front:")) and np.isfinite(p.cost)]
+    cost, miou = [p.cost for p in static], [100 * p.miou for p in static]
+    pad_x, pad_y = 0.04 * (max(cost) - min(cost) or 1), 0.06 * (max(miou) - min(miou) or 1)
+    return [min(cost) - pad_x, max(cost) + pad_x], [min(miou) - pad_y, max(miou) + pad_y]
+
+
+def ring(fig: go.Figure, point: PlotPoint) -> None:
+    fig.add_trace(go.Scatter(x=[point.cost], y=[100 * point.miou], mode="markers", name="selected", hoverinfo="skip",
+                             marker={"color": "rgba(0,0,0,0)", "size": 22, "line": {"color": "#d62728", "width": 3}}))
+
+
+def layout(fig: go.Figure, axes: tuple[list[float], list[float]], height: int) -> go.Figure:
+    fig.update_layout(height=height, xaxis_title="average GFLOPs per image", yaxis_title="mIoU (%)",
+                      legend={"orientation": "h", "y": -0.18}, margin={"t": 30}, clickmode="event+select",
+                      dragmode="pan", xaxis_range=axes[0], yaxis_range=axes[1])
+    return fig
+
+
+def static_figure(points: dict[str, PlotPoint], selected: str | None) -> go.Figure:
+    """Every evaluated instance and the study's fronts: nothing here depends on the constraint, so a slider move
+    sends the same figure and the browser keeps it as drawn (a changed figure is drawn anew, point by point)."""
     fig = go.Figure()
-    frame = pd.DataFrame([(k, p.series, p.instance, p.miou, p.cost) for k, p in points.items()],
-                         columns=["id", "series", "instance", "miou", "cost"])
-    frame["text"] = [i.describe() if i is not None else "oracle bound" for i in frame["instance"]]
-    cloud_rows = frame[frame["id"].str.startswith("cloud:")]
+    cloud_rows = frame_of(points, "cloud:")
     fig.add_trace(go.Scatter(x=cloud_rows["cost"], y=100 * cloud_rows["miou"], mode="markers", name="evaluated instances",
                              marker={"color": "#c7c7c7", "size": 5}, customdata=cloud_rows[["id", "text"]],
-                             hovertemplate="%{customdata[1]}<br>%{x:.3f} GFLOPs, %{y:.2f}%<extra></extra>"))
-    front_rows = frame[frame["id"].str.startswith("front:")]
-    for series, rows in front_rows.groupby("series", sort=False):
+                             hovertemplate=HOVER))
+    for series, rows in frame_of(points, "front:").groupby("series", sort=False):
         colour, mode = SERIES_STYLE.get(series, ("#7f7f7f", "lines"))
         rows = rows.sort_values("cost")
         fig.add_trace(go.Scatter(x=rows["cost"], y=100 * rows["miou"], mode=mode, name=f"front: {series}",
                                  line={"color": colour, "shape": "hv"}, marker={"size": 6},
-                                 customdata=rows[["id", "text"]],
-                                 hovertemplate="%{customdata[1]}<br>%{x:.3f} GFLOPs, %{y:.2f}%<extra></extra>"))
+                                 customdata=rows[["id", "text"]], hovertemplate=HOVER))
+    if selected in points and selected.startswith(("cloud:", "front:")):
+        ring(fig, points[selected])
+    fig.update_layout(title="every evaluated instance and the fronts (click to select)")
+    return layout(fig, ranges(points), 560)
+
+
+def search_figure(points: dict[str, PlotPoint], objective: Objective, found: LiveSearch, selected: str | None
+                  ) -> go.Figure:
+    """The search under the constraint: the searched instance, its peers and the constraint line over the fronts
+    (as lines): the few points a slider move redraws."""
+    fig = go.Figure()
+    for series, rows in frame_of(points, "front:").groupby("series", sort=False):
+        rows = rows.sort_values("cost")
+        fig.add_trace(go.Scatter(x=rows["cost"], y=100 * rows["miou"], mode="lines", showlegend=False,
+                                 hoverinfo="skip", line={"color": SERIES_STYLE.get(series, ("#7f7f7f",))[0],
+                                                         "shape": "hv", "width": 1}))
+    peers = frame_of(points, "peer:")
     for name, (colour, symbol) in PEER_STYLE.items():
-        row = frame[frame["id"] == f"peer:{name}"]
+        row = peers[peers["id"] == f"peer:{name}"]
         if len(row):
             fig.add_trace(go.Scatter(x=row["cost"], y=100 * row["miou"], mode="markers", name=name,
                                      marker={"color": colour, "symbol": symbol, "size": 12},
-                                     customdata=row[["id", "text"]],
-                                     hovertemplate=f"{name}: " + "%{customdata[1]}<br>%{x:.3f} GFLOPs, %{y:.2f}%<extra></extra>"))
-    chosen = frame[frame["id"] == "chosen"]
+                                     customdata=row[["id", "text"]], hovertemplate=f"{name}: " + HOVER))
+    chosen = frame_of(points, "chosen")
     if len(chosen):
         fig.add_trace(go.Scatter(x=chosen["cost"], y=100 * chosen["miou"], mode="markers", name="searched",
                                  marker={"color": "#d62728", "symbol": "star", "size": 18,
                                          "line": {"color": "white", "width": 1}},
-                                 customdata=chosen[["id", "text"]],
-                                 hovertemplate="searched: %{customdata[1]}<br>%{x:.3f} GFLOPs, %{y:.2f}%<extra></extra>"))
-    if selected in points and selected != "chosen":
-        point = points[selected]
-        fig.add_trace(go.Scatter(x=[point.cost], y=[100 * point.miou], mode="markers", name="selected", hoverinfo="skip",
-                                 marker={"color": "rgba(0,0,0,0)", "size": 22, "line": {"color": "#d62728", "width": 3}}))
+                                 customdata=chosen[["id", "text"]], hovertemplate="searched: " + HOVER))
+    if selected in points and selected.startswith("peer:"):
+        ring(fig, points[selected])
     line = constraint_line(objective, found.backbone)
     if line.axis == "miou":
         fig.add_hline(y=line.at, line_dash="dash", line_color="#d62728",
                       annotation_text=f"{objective.max_drop:g} pp below the backbone")
     else:
-        fig.add_vline(x=line.at, line_dash="dash", line_color="#d62728",
-                      annotation_text=f"budget {objective.budget:.2f}x")
-    fig.update_layout(height=560, xaxis_title="average GFLOPs per image", yaxis_title="mIoU (%)",
-                      legend={"orientation": "h", "y": -0.15}, margin={"t": 20}, clickmode="event+select",
-                      dragmode="pan")
-    return fig
+        fig.add_vline(x=line.at, line_dash="dash", line_color="#d62728", annotation_text=f"budget {objective.budget:.2f}x")
+    fig.update_layout(title="this search: the searched instance and its peers")
+    return layout(fig, ranges(points), 560)
+
+
+def clicked(event: Any, key: str) -> str | None:
+    """The point id a chart's selection names when it changed since the last run (a chart keeps its selection)."""
+    ids = [p.get("customdata") for p in (event.selection.points if event else [])]
+    ids = [c[0] if isinstance(c, (list, tuple)) else c for c in ids if c]
+    seen_key = f"{key}_seen"
+    new = ids[0] if ids and ids[0] != st.session_state.get(seen_key) else None
+    st.session_state[seen_key] = ids[0] if ids else None
+    return new
 
 
 def details(study: Study, point: PlotPoint) -> None:
@@ -117,9 +164,9 @@ def details(study: Study, point: PlotPoint) -> None:
     if figures.measured:
         m[3].metric("CPU latency (cache)", f"{figures.latency_ms:.2f} ms", f"{figures.latency_speedup:.2f}x",
                     delta_color="off")
-    if instance.exits:
-        st.dataframe(pd.DataFrame([{"exit": e.exit, "configuration": e.config, "th_img": e.th_img}
-                                   for e in instance.exits]), hide_index=True, key="par_sel_exits")
+    if instance.exits:  # a line, not a data grid: this part is redrawn on every slider move
+        st.markdown("kept exits: " + "; ".join(f"**exit {e.exit}** `{e.config}`" + (
+            f" th_img {e.th_img:.2f}" if e.th_img is not None else "") for e in instance.exits))
     pin_button(study, instance)
     payload = instance_document(cache, study.name, instance, figures)
     left, right = st.columns(2)
@@ -144,11 +191,18 @@ def export_zip(study_path: str, instance: Instance, size: tuple[int, int]) -> by
     return onnx_zip(net, instance, size)
 
 
+@st.cache_resource(show_spinner=False, max_entries=512)
+def searched(study_path: str, objective: Objective, mode: str, _cache: Any) -> LiveSearch:
+    """The search and its peers for one constraint, once per study: a slider back at a value it had is answered at
+    once (a search is 20-200 ms on a 2-core machine; the answer never changes for a given cache)."""
+    return live_search(_cache, objective, mode=mode)
+
+
 @st.fragment
 def search_area(study: Study) -> None:
     cache = study.cache
     objective, mode = constraint(cache)
-    found = live_search(cache, objective, mode=mode)
+    found = searched(str(study.path), objective, mode, cache)
     points = plot_points(cloud(str(study.path)), fronts(str(study.path)), found)
     chosen = found.chosen.instance
     if chosen is None:
@@ -158,11 +212,12 @@ def search_area(study: Study) -> None:
                    f"{chosen.describe()}: mIoU {pct(found.chosen.miou)}, {found.chosen.cost:.3f} GFLOPs "
                    f"({found.speedup:.2f}x)")
     selected = st.session_state.get("par_selected")
-    event = st.plotly_chart(figure(points, objective, found, selected), key="par_plot", on_select="rerun",
-                            selection_mode="points", width="stretch")
-    picked = [p.get("customdata") for p in (event.selection.points if event else [])]
-    picked = [c[0] if isinstance(c, (list, tuple)) else c for c in picked if c]
-    if picked and picked[0] != selected and picked[0] in points:
+    left, right = st.columns([3, 2])
+    events = {key: col.plotly_chart(fig, key=key, on_select="rerun", selection_mode="points", width="stretch")
+              for col, key, fig in [(left, "par_plot", static_figure(points, selected)),
+                                    (right, "par_search_plot", search_figure(points, objective, found, selected))]}
+    picked = [p for p in (clicked(event, key) for key, event in events.items()) if p in points]
+    if picked and picked[0] != selected:
         st.session_state["par_selected"] = picked[0]
         st.rerun()  # the whole page: the linked views below the fragment follow the selection
     if selected not in points:
@@ -181,9 +236,10 @@ def search_area(study: Study) -> None:
 @guarded
 def page(study: Study) -> None:
     st.title("Pareto and search")
-    st.caption("The exhaustive search re-runs on every change. Grey: a sample of evaluated instances (every budgeted "
-               "one, 600 random input-dependent ones); lines: the Pareto front of each mode and policy; click any "
-               "point to select it.")
+    st.caption("The exhaustive search re-runs on every change. Left: a sample of evaluated instances in grey (every "
+               "budgeted one, 600 random input-dependent ones, those drawn on top of another left out) and the Pareto "
+               "front of each mode and policy; right, on the same axes: the searched instance and its peers under the "
+               "constraint. Click any point to select it.")
     search_area(study)
     linked_views(study)
 
