@@ -72,6 +72,9 @@ def page(study: Study) -> None:
     percent["loss"] = st.column_config.NumberColumn("loss", format="percent")
     event = st.dataframe(shown, hide_index=True, key="img_table", on_select="rerun", selection_mode="single-row",
                          column_config=percent, height=420, width="stretch")
+    if st.session_state.get("img_filter_last") != (preset, contains):  # a new list: show its first image
+        st.session_state["img_filter_last"] = (preset, contains)
+        st.session_state.pop("img_pick", None)
     index = pick(shown, event.selection.rows if event else [])
     if index is None:
         st.info("No image matches: choose another preset or class.")
