@@ -72,17 +72,15 @@ def page(study: Study) -> None:
     percent["loss"] = st.column_config.NumberColumn("loss", format="percent")
     event = st.dataframe(shown, hide_index=True, key="img_table", on_select="rerun", selection_mode="single-row",
                          column_config=percent, height=420, width="stretch")
-    if st.session_state.get("img_filter_last") != (preset, contains):  # a new list: show its first image
-        st.session_state["img_filter_last"] = (preset, contains)
-        st.session_state.pop("img_pick", None)
-    index = pick(shown, event.selection.rows if event else [])
+    # one chooser per list (a widget keeps its value in the browser): a new preset or class shows its first image
+    index = pick(shown, event.selection.rows if event else [], f"img_pick:{preset}:{contains or ''}")
     if index is None:
         st.info("No image matches: choose another preset or class.")
         return
     chosen_image(study, instance, shown.set_index("image").loc[index].to_dict() | {"image": index})
 
 
-def pick(shown, rows: list[int]) -> int | None:
+def pick(shown, rows: list[int], key: str) -> int | None:
     """The image the page shows below the table: a row selected in the table (it sets the chooser), else the
     chooser's, else the first row."""
     options = [int(i) for i in shown["image"]]
@@ -90,9 +88,9 @@ def pick(shown, rows: list[int]) -> int | None:
         return None
     selected = options[rows[0]] if rows and rows[0] < len(options) else None
     if selected is not None and selected != st.session_state.get("img_table_last"):
-        st.session_state["img_pick"] = selected
+        st.session_state[key] = selected
     st.session_state["img_table_last"] = selected
-    if st.session_state.get("img_pick") not in options:
-        st.session_state.pop("img_pick", None)
+    if key in st.session_state and st.session_state[key] not in options:
+        del st.session_state[key]
     names = dict(zip(options, shown["name"]))
-    return st.selectbox("image (or select a row)", options, key="img_pick", format_func=lambda i: f"{i}: {names[i]}")
+    return st.selectbox("image (or select a row)", options, key=key, format_func=lambda i: f"{i}: {names[i]}")
