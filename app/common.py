@@ -17,7 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from mess_core.errors import MessError
-from mess_core.explore import sample_instances
+from mess_core.explore import sample_instances, thin_cloud
 from mess_core.report import exit_class_iou, with_drop_intervals
 from mess_core.study import DEFAULT_STUDY, Study, StudyError, list_studies, open_study
 
@@ -71,7 +71,8 @@ def class_iou(path: str) -> pd.DataFrame:
 
 @st.cache_resource(show_spinner="Evaluating a sample of instances...", max_entries=8)
 def cloud(path: str) -> pd.DataFrame:
-    return sample_instances(load_study(path).cache, count=600, seed=0)
+    # only the points the plot can tell apart: the cloud is redrawn on every slider move of the Pareto page
+    return thin_cloud(sample_instances(load_study(path).cache, count=600, seed=0))
 
 
 def choose_study() -> Study | None:

@@ -1,5 +1,6 @@
 """MESS Explorer: choose a study, explore per-exit confidence on any image, pick thresholds with live dataset
-figures, and search accuracy-vs-cost fronts under constraints. Start it with ``./mess.sh app``, which runs
+figures, search accuracy-vs-cost fronts under constraints and browse the split image by image. Start it with
+``./mess.sh app``, which runs
 ``python -m streamlit run app/main.py`` from the repository root: ``python -m`` puts that folder on ``sys.path``,
 so the ``app`` package and ``mess_core`` import as they are, with no path set up here.
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.screens import explorer, pareto, study, thresholds
+from app.screens import explorer, images, pareto, study, thresholds
 
 st.set_page_config(page_title="MESS Explorer", layout="wide")
 st.navigation([
@@ -19,4 +20,5 @@ st.navigation([
     st.Page(explorer.page, title="Confidence explorer", url_path="explorer"),
     st.Page(thresholds.page, title="Thresholds", url_path="thresholds"),
     st.Page(pareto.page, title="Pareto and search", url_path="pareto"),
+    st.Page(images.page, title="Image browser", url_path="images"),
 ]).run()

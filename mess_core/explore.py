@@ -42,7 +42,7 @@ from .uncertainty import DropInterval, drop_interval
 __all__ = ["ImageError", "LoadedImage", "decode_image", "to_input", "ExitView", "run_exits", "exit_views",
            "exit_taken", "PathCost", "path_gflops", "EarlyExitTiming", "measure_early_exit", "colorize", "heatmap",
            "palette_for", "ThresholdFigures", "threshold_summary", "SearchPoint", "LiveSearch", "live_search",
-           "sample_instances", "instance_from_settings", "DatasetSource", "dataset_source", "dataset_sample",
+           "sample_instances", "thin_cloud", "instance_from_settings", "DatasetSource", "dataset_source", "dataset_sample",
            "synthetic_sample", "shipped_heads", "ExitSettings", "explorer_defaults", "ExitFiring", "exit_firings",
            "ThresholdDefaults", "threshold_defaults", "GflopsBudget", "gflops_budget", "PlotPoint", "plot_points",
            "ConstraintLine", "constraint_line", "instance_document", "onnx_zip", "MIN_SIDE", "MAX_SIDE",
@@ -479,6 +479,27 @@ def sample_instances(cache: EvaluationCache, *, count: int = 600, seed: int = 0,
     return pd.DataFrame(records)
 
 
+def thin_cloud(cloud: pd.DataFrame, *, cells: tuple[int, int] = (240, 120)) -> pd.DataFrame:
+    """The rows of a :func:`sample_instances` cloud that a plot can tell apart: the plane (cost x mIoU, over the
+    cloud's own range) cut into ``cells`` (columns, rows), one point per occupied cell (the first in the cloud's
+    order), the rest dropped. At the Pareto plot's ~1300 x 560 pixels a cell is ~5 pixels, under a marker's size, so
+    the plot looks the same with about half the points to send and draw on every slider move."""
+    if len(cloud) == 0:
+        return cloud
+
+    def cell(values: np.ndarray, count: int) -> np.ndarray:  # 0..count; -1 for NaN (nothing met the constraint)
+        finite = values[np.isfinite(values)]
+        if finite.size == 0 or np.ptp(finite) == 0:
+            return np.zeros(len(values), np.int64)
+        scaled = np.floor((values - finite.min()) / np.ptp(finite) * count)
+        return np.nan_to_num(scaled, nan=-1.0).astype(np.int64)
+
+    x, y = cell(cloud["cost"].to_numpy(float), cells[0]), cell(cloud["miou"].to_numpy(float), cells[1])
+    keys = (x + 1) * (cells[1] + 2) + (y + 1)
+    _, first = np.unique(keys, return_index=True)
+    return cloud.iloc[np.sort(first)].reset_index(drop=True)
+
+
 def instance_from_settings(mode: str, th_img: Mapping[int, float], configs: Mapping[int, str], *, th_pix: float,
                            edges: EdgeMasking | None) -> Instance:
     """An input-dependent instance keeping the exits of ``th_img`` with their ``configs``: what the Thresholds and
@@ -553,7 +574,8 @@ def explorer_defaults(cache: EvaluationCache, shipped: Mapping[int, Sequence[str
                       *, th_pix: float = 0.8) -> ExitSettings:
     """The explorer's starting settings: every exit with its most accurate shipped configuration (mIoU on the cache),
     then the ``searched`` instance's exits, configurations, thresholds and th_pix where it has one (its exits whose
-    configuration is not shipped keep the most accurate one and are not kept)."""
+    configuration is not shipped keep the most accurate one and are not kept). A static exit (budgeted or anytime,
+    no threshold) is kept with th_img 0: every image leaves at the first one, as the static instance does."""
     miou = cache.head_miou()[:-1].reshape(cache.num_exits - 1, len(cache.configs))
     configs = {i: max(shipped[i], key=lambda c: miou[i - 1, cache.config_index(c)]) for i in range(1, cache.num_exits)}
     th_img: dict[int, float] = {}
@@ -562,7 +584,7 @@ def explorer_defaults(cache: EvaluationCache, shipped: Mapping[int, Sequence[str
         for e in searched.exits:
             if e.config in shipped[e.exit]:
                 configs[e.exit] = e.config
-                th_img[e.exit] = float(e.th_img)
+                th_img[e.exit] = float(e.th_img) if e.th_img is not None else 0.0
     return ExitSettings(configs, th_img, th_pix)
 
 

@@ -5,7 +5,7 @@ from streamlit.util import calc_hash
 
 from .paths import APP
 
-PAGES = ["study", "explorer", "thresholds", "pareto"]  # the URL paths app/main.py gives its pages
+PAGES = ["study", "explorer", "thresholds", "pareto", "images"]  # the URL paths app/main.py gives its pages
 
 
 def goto(app, url_path):

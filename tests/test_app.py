@@ -10,6 +10,8 @@ import pytest
 from mess_core.report import TARGETS
 from mess_core.study import DEFAULT_STUDY, list_studies
 
+from streamlit.util import calc_hash
+
 from .apptest import PAGES, goto, metrics, problems, start
 from .paths import PRECOMPUTED
 
@@ -112,3 +114,50 @@ def test_the_study_page_shows_test_figures_latency_and_the_training_table(tiny_a
     assert any("naive (mean confidence)" in c for c in columns)
     # every headline target is checked on the page, with its bar
     assert any(all(f"target >= {t.at_least:g}x" in m.value for t in TARGETS if t.unit == "x") for m in app.markdown)
+
+
+def test_the_image_browser_lists_every_image_and_sends_one_to_the_explorer(tiny_app):
+    app = goto(tiny_app, "images")
+    assert not problems(app)
+    table = app.dataframe[0].value
+    assert {"image", "name", "exit", "IoU", "final IoU", "loss"} <= set(table.columns)
+    assert list(table["image"]) == sorted(table["image"]) and len(table) > 0
+    app.radio(key="img_preset").set_value("hardest at the final exit").run()
+    hardest = app.dataframe[0].value
+    assert list(hardest["final IoU"]) == sorted(hardest["final IoU"]) and len(hardest) == len(table)
+    app.radio(key="img_preset").set_value("all images").run()
+    classes = app.selectbox(key="img_class").options
+    app.selectbox(key="img_class").set_value(classes[-1]).run()
+    assert not problems(app) and len(app.dataframe[0].value) <= len(table)
+    app.selectbox(key="img_class").set_value(classes[0]).run()
+    # the Thresholds page's instance is the one the browser uses: every image at exit 2 with th_img 0
+    goto(app, "thresholds")
+    app.multiselect(key="thr_exits").set_value([2]).run()
+    app.slider(key="thr_th_img_2").set_value(0.0).run()
+    goto(app, "images")
+    assert set(app.dataframe[0].value["exit"]) == {2}
+    assert any("set on the Thresholds page" in c.value for c in app.caption)
+    pick = int(app.dataframe[0].value["image"].iloc[-1])
+    next(b for b in app.selectbox if b.label.startswith("image (or select a row)")).set_value(pick).run()
+    assert not problems(app) and len(app.image) == 1
+    app.button(key="img_open").click().run()
+    assert app._finished_page_script_hash == calc_hash("explorer")
+    assert not problems(app)
+    assert app.slider(key="explorer_index").value == pick
+    assert metrics(app)["leaves at"] == "exit 2" and metrics(app)["kept exits"] == "2"
+
+
+def test_the_pareto_page_links_a_selected_instance_and_compares_it_with_a_pinned_one(tiny_app):
+    app = goto(tiny_app, "pareto")
+    assert any("Click a point" in i.value for i in app.info)
+    app.button(key="par_pin").click().run()  # the searched instance
+    app.session_state["par_selected"] = "front:0"  # what a click on the plot sets
+    app.run()
+    assert not problems(app)
+    titles = [m.value for m in app.markdown if m.value.startswith("**A: pinned**") or m.value.startswith("**B: ")]
+    assert len(titles) == 2
+    compare = next(d.value for d in app.dataframe if "B - A" in d.value.columns)
+    assert list(compare["figure"])[0] == "mIoU (%)"
+    assert any("images leaving at exit" in m.value for m in app.markdown)
+    app.button(key="par_reset").click().run()
+    assert not problems(app) and not any(m.value.startswith("**B: ") for m in app.markdown)

@@ -8,6 +8,7 @@ absence is a failure.
 """
 
 import os
+import re
 import socket
 import tempfile
 import subprocess
@@ -127,7 +128,8 @@ def test_every_page_opens(page, server):
     for path, ready, drawn in [("", "Workload profile", '[data-testid="stPlotlyChart"] .main-svg'),
                                ("explorer", "Anytime", '[data-testid="stImage"] img'),
                                ("thresholds", "where images leave", '[data-testid="stPlotlyChart"] .main-svg'),
-                               ("pareto", "searched", '[data-testid="stPlotlyChart"] .main-svg')]:
+                               ("pareto", "searched", '[data-testid="stPlotlyChart"] .main-svg'),
+                               ("images", "Image browser", '[data-testid="stDataFrame"]')]:
         open_page(page, server, path, ready, drawn)
         expect(page.locator('[data-testid="stSidebarNav"]')).to_be_visible()
         shoot(page, path or "study")
@@ -176,10 +178,14 @@ def test_an_uploaded_image_shows_every_exits_maps(page, server, tmp_path):
 def test_clicking_a_point_on_the_pareto_plot_selects_it(page, server):
     open_page(page, server, "pareto", "searched")
     assert page.get_by_text("selected instance").count() == 0
+    page.get_by_role("button", name="pin for comparison").click()  # the searched instance, kept as A
+    page.get_by_text("A: pinned").wait_for()
+    settle(page)
     # the budgeted front: its points are instances with one exit; click the first one plotly drew
     trace = page.locator(".js-plotly-plot .scatterlayer .trace").nth(1)
     point = trace.locator("path.point").first
-    point.scroll_into_view_if_needed()
+    # the whole plot in view (a point at the very top would lie under Streamlit's header bar)
+    page.locator('[data-testid="stPlotlyChart"]').first.evaluate("e => e.scrollIntoView({block: 'center'})")
     # plotly clicks the point it hovers; a redraw under load can move the point or swallow the click, so hover and
     # click again until the selection arrives
     for attempt in range(6):
@@ -200,12 +206,36 @@ def test_clicking_a_point_on_the_pareto_plot_selects_it(page, server):
     settle(page)
     assert page.get_by_text("back to the searched instance").count() == 1
     shoot(page, "pareto-selected")
+    # the linked views: the pinned instance (A) beside the clicked one (B), each with where its images leave
+    page.get_by_text("B: selected").wait_for()
+    assert page.get_by_text("where images leave").count() == 2
+    assert page.get_by_text("images leaving at exit").count() >= 2
+    page.get_by_text("pinned (A) and selected (B), side by side").scroll_into_view_if_needed()
+    settle(page)
+    shoot(page, "pareto-linked")
     page.get_by_text("back to the searched instance").click()
     page.get_by_text("searched instance", exact=True).wait_for()
     settle(page)
 
 
+def test_the_image_browser_opens_an_image_in_the_explorer(page, server):
+    open_page(page, server, "images", "Image browser", '[data-testid="stDataFrame"]')
+    page.get_by_text("left early and lost most", exact=True).click()
+    page.get_by_text("images that leave before the final exit").wait_for()
+    settle(page)
+    page.locator('[data-testid="stImage"] img').first.wait_for()
+    chosen = page.locator('[data-testid="stMarkdownContainer"]').filter(has_text="leaves at exit").first.inner_text()
+    index = int(re.search(r"image (\d+) leaves at exit", chosen).group(1))  # the image shown below the table
+    shoot(page, "images")
+    page.get_by_role("button", name="open in the Confidence explorer").click()
+    page.get_by_text("Anytime").wait_for()
+    settle(page)
+    assert page.url.endswith("/explorer")
+    assert page.get_by_text(f"image {index}:", exact=False).count() >= 1
+    assert metric(page, "leaves at").startswith("exit")
+
+
 def test_shots_are_where_the_readme_points():
     readme = (REPO / "README.md").read_text()
-    for name in ("study", "explorer", "thresholds", "pareto"):
+    for name in ("study", "explorer", "thresholds", "pareto", "images", "pareto-linked"):
         assert f"docs/screenshots/{name}.png" in readme

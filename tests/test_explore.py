@@ -324,3 +324,23 @@ def test_the_onnx_zip_holds_the_exported_files_with_their_manifest(explored):
         manifest = json.loads(zf.read("mess_onnx/manifest.json"))
     assert all(n.startswith("mess_onnx/") for n in names) and any(n.endswith(".onnx") for n in names)
     assert manifest["input_size"] == [48, 64] and Instance.from_dict(manifest["instance"]) == inst
+
+
+def test_the_thinned_cloud_keeps_the_first_point_of_every_occupied_cell(cache):
+    from mess_core.explore import thin_cloud
+
+    cloud = sample_instances(cache, count=200, seed=2).assign(position=lambda f: np.arange(len(f)))
+    thin = thin_cloud(cloud, cells=(20, 10))
+
+    def cells(frame):
+        x = np.floor((frame["cost"] - cloud["cost"].min()) / np.ptp(cloud["cost"]) * 20)
+        y = np.floor((frame["miou"] - cloud["miou"].min()) / np.ptp(cloud["miou"]) * 10)
+        return list(zip(x, y))
+
+    assert len(set(cells(thin))) == len(thin) < len(cloud)  # one point per cell, fewer points
+    assert set(cells(thin)) == set(cells(cloud))  # every occupied cell still has one
+    first = {}
+    for position, c in zip(cloud["position"], cells(cloud)):
+        first.setdefault(c, position)
+    assert list(thin["position"]) == sorted(first.values())  # the first of each cell, in the cloud's order
+    assert len(thin_cloud(cloud, cells=(10**6, 10**6))) == len(cloud.drop_duplicates(["cost", "miou"]))

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app.common import REPO, guarded, load_network, pct, results
+from app import state
+from app.common import REPO, guarded, load_network, pct
 from mess_core.data import build_dataset
 from mess_core.errors import MessError
 from mess_core.explore import (EarlyExitTiming, PathCost, colorize, dataset_sample, dataset_source, decode_image,
@@ -21,7 +22,6 @@ from mess_core.explore import (EarlyExitTiming, PathCost, colorize, dataset_samp
                                synthetic_sample, to_input)
 from mess_core.instance import Instance
 from mess_core.policy import EdgeMasking
-from mess_core.report import Row
 from mess_core.study import Study
 
 SOURCES = ("dataset image", "generated synthetic sample", "upload")
@@ -70,7 +70,12 @@ def pick_image(study: Study) -> tuple[np.ndarray, np.ndarray | None, str] | None
     source = st.radio("image", sources, horizontal=True, key="explorer_source")
     if source == "dataset image":
         dataset = dataset_of(origin.name, origin.root, origin.options, origin.split)
-        index = st.slider(f"{origin.name} {origin.split} image", 0, len(dataset) - 1, 0, key="explorer_index")
+        sent = state.sent(study)
+        start = min(sent[0], len(dataset) - 1) if sent is not None else 0
+        index = st.slider(f"{origin.name} {origin.split} image", 0, len(dataset) - 1, start, key="explorer_index")
+        names = study.cache.meta.get("images") or []
+        if index < len(names):
+            st.caption(f"image {index}: {names[index]} (the Image browser lists every one)")
         rgb, label = dataset_sample(dataset, index)
         return rgb, label, f"{origin.name}-{origin.split}-{index}"
     if source == "generated synthetic sample":
@@ -94,11 +99,11 @@ def pick_image(study: Study) -> tuple[np.ndarray, np.ndarray | None, str] | None
     return image.rgb, None, hashlib.sha1(data).hexdigest()
 
 
-def searched_instance(study: Study) -> Instance | None:
-    """The study's searched instance (MESS <= 1 pp), which the explorer starts from."""
-    table = results(str(study.path), "input-dependent")
-    chosen = table.loc[table["id"] == Row.MIN_COST_1PP, "instance"]
-    return chosen.iloc[0] if len(chosen) and chosen.iloc[0] is not None else None
+def start_instance(study: Study) -> Instance | None:
+    """The instance the explorer's settings start from: the one the Image browser sent with its image, else the
+    study's searched instance (MESS <= 1 pp)."""
+    sent = state.sent(study)
+    return sent[1] if sent is not None and sent[1] is not None else state.searched(study)
 
 
 def heads_of(study: Study) -> dict[int, list[str]]:
@@ -109,7 +114,7 @@ def heads_of(study: Study) -> dict[int, list[str]]:
 def settings(study: Study) -> tuple[dict[int, str], dict[int, float], float, EdgeMasking, bool]:
     cache = study.cache
     shipped = heads_of(study)
-    start = explorer_defaults(cache, shipped, searched_instance(study))
+    start = explorer_defaults(cache, shipped, start_instance(study))
     with st.expander("exit settings", expanded=True):
         top = st.columns(4)
         th_pix = top[0].slider("th_pix (pixel confidence threshold)", 0.50, 0.99, float(start.th_pix), 0.01,

@@ -7,14 +7,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import cv2
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app.common import cloud, fronts, guarded, guarded_fragment, load_network, pct
+from app import state
+from app.common import REPO, cloud, fronts, guarded, guarded_fragment, load_network, pct
+from app.screens.explorer import dataset_of
 from mess_core.errors import MessError
-from mess_core.explore import (LiveSearch, PlotPoint, constraint_line, gflops_budget, instance_document,
-                               live_search, onnx_zip, plot_points, threshold_summary)
+from mess_core.explore import (LiveSearch, PlotPoint, constraint_line, dataset_sample, dataset_source, gflops_budget,
+                               instance_document, live_search, onnx_zip, plot_points, threshold_summary)
+from mess_core.image_table import LinkedView, compare_figures, linked_view
 from mess_core.instance import MODES, Instance
 from mess_core.search import Objective
 from mess_core.study import Study
@@ -26,6 +31,7 @@ SERIES_STYLE = {
     "no edge masking": ("#9467bd", "lines"),
     "naive policy": ("#8c564b", "lines"),
 }
+SELECTED = "selected on the Pareto page"
 PEER_STYLE = {"backbone": ("black", "square"), "uniform-exit MESS": ("#17becf", "diamond"),
               "naive policy": ("#8c564b", "triangle-up"), "oracle": ("#e377c2", "cross")}
 
@@ -48,52 +54,98 @@ def constraint(cache: Any) -> tuple[Objective, str]:
     return Objective("max-acc", budget=budget), mode
 
 
-def figure(points: dict[str, PlotPoint], objective: Objective, found: LiveSearch, selected: str | None) -> go.Figure:
+HOVER = "%{customdata[1]}<br>%{x:.3f} GFLOPs, %{y:.2f}%<extra></extra>"
+
+
+def frame_of(points: dict[str, PlotPoint], prefix: str) -> pd.DataFrame:
+    rows = [(k, p.series, p.miou, p.cost, p.instance.describe() if p.instance is not None else "oracle bound")
+            for k, p in points.items() if k.startswith(prefix)]
+    return pd.DataFrame(rows, columns=["id", "series", "miou", "cost", "text"])
+
+
+def ranges(points: dict[str, PlotPoint]) -> tuple[list[float], list[float]]:
+    """Both plots' axes: the evaluated instances' and fronts' extent (GFLOPs, mIoU %), padded."""
+    static = [p for k, p in points.items() if k.startswith(("cloud:", "front:")) and np.isfinite(p.cost)]
+    cost, miou = [p.cost for p in static], [100 * p.miou for p in static]
+    pad_x, pad_y = 0.04 * (max(cost) - min(cost) or 1), 0.06 * (max(miou) - min(miou) or 1)
+    return [min(cost) - pad_x, max(cost) + pad_x], [min(miou) - pad_y, max(miou) + pad_y]
+
+
+def ring(fig: go.Figure, point: PlotPoint) -> None:
+    fig.add_trace(go.Scatter(x=[point.cost], y=[100 * point.miou], mode="markers", name="selected", hoverinfo="skip",
+                             marker={"color": "rgba(0,0,0,0)", "size": 22, "line": {"color": "#d62728", "width": 3}}))
+
+
+def layout(fig: go.Figure, axes: tuple[list[float], list[float]], height: int) -> go.Figure:
+    fig.update_layout(height=height, xaxis_title="average GFLOPs per image", yaxis_title="mIoU (%)",
+                      legend={"orientation": "h", "y": -0.18}, margin={"t": 30}, clickmode="event+select",
+                      dragmode="pan", xaxis_range=axes[0], yaxis_range=axes[1])
+    return fig
+
+
+def static_figure(points: dict[str, PlotPoint], selected: str | None) -> go.Figure:
+    """Every evaluated instance and the study's fronts: nothing here depends on the constraint, so a slider move
+    sends the same figure and the browser keeps it as drawn (a changed figure is drawn anew, point by point)."""
     fig = go.Figure()
-    frame = pd.DataFrame([(k, p.series, p.instance, p.miou, p.cost) for k, p in points.items()],
-                         columns=["id", "series", "instance", "miou", "cost"])
-    frame["text"] = [i.describe() if i is not None else "oracle bound" for i in frame["instance"]]
-    cloud_rows = frame[frame["id"].str.startswith("cloud:")]
+    cloud_rows = frame_of(points, "cloud:")
     fig.add_trace(go.Scatter(x=cloud_rows["cost"], y=100 * cloud_rows["miou"], mode="markers", name="evaluated instances",
                              marker={"color": "#c7c7c7", "size": 5}, customdata=cloud_rows[["id", "text"]],
-                             hovertemplate="%{customdata[1]}<br>%{x:.3f} GFLOPs, %{y:.2f}%<extra></extra>"))
-    front_rows = frame[frame["id"].str.startswith("front:")]
-    for series, rows in front_rows.groupby("series", sort=False):
+                             hovertemplate=HOVER))
+    for series, rows in frame_of(points, "front:").groupby("series", sort=False):
         colour, mode = SERIES_STYLE.get(series, ("#7f7f7f", "lines"))
         rows = rows.sort_values("cost")
         fig.add_trace(go.Scatter(x=rows["cost"], y=100 * rows["miou"], mode=mode, name=f"front: {series}",
                                  line={"color": colour, "shape": "hv"}, marker={"size": 6},
-                                 customdata=rows[["id", "text"]],
-                                 hovertemplate="%{customdata[1]}<br>%{x:.3f} GFLOPs, %{y:.2f}%<extra></extra>"))
+                                 customdata=rows[["id", "text"]], hovertemplate=HOVER))
+    if selected in points and selected.startswith(("cloud:", "front:")):
+        ring(fig, points[selected])
+    fig.update_layout(title="every evaluated instance and the fronts (click to select)")
+    return layout(fig, ranges(points), 560)
+
+
+def search_figure(points: dict[str, PlotPoint], objective: Objective, found: LiveSearch, selected: str | None
+                  ) -> go.Figure:
+    """The search under the constraint: the searched instance, its peers and the constraint line over the fronts
+    (as lines): the few points a slider move redraws."""
+    fig = go.Figure()
+    for series, rows in frame_of(points, "front:").groupby("series", sort=False):
+        rows = rows.sort_values("cost")
+        fig.add_trace(go.Scatter(x=rows["cost"], y=100 * rows["miou"], mode="lines", showlegend=False,
+                                 hoverinfo="skip", line={"color": SERIES_STYLE.get(series, ("#7f7f7f",))[0],
+                                                         "shape": "hv", "width": 1}))
+    peers = frame_of(points, "peer:")
     for name, (colour, symbol) in PEER_STYLE.items():
-        row = frame[frame["id"] == f"peer:{name}"]
+        row = peers[peers["id"] == f"peer:{name}"]
         if len(row):
             fig.add_trace(go.Scatter(x=row["cost"], y=100 * row["miou"], mode="markers", name=name,
                                      marker={"color": colour, "symbol": symbol, "size": 12},
-                                     customdata=row[["id", "text"]],
-                                     hovertemplate=f"{name}: " + "%{customdata[1]}<br>%{x:.3f} GFLOPs, %{y:.2f}%<extra></extra>"))
-    chosen = frame[frame["id"] == "chosen"]
+                                     customdata=row[["id", "text"]], hovertemplate=f"{name}: " + HOVER))
+    chosen = frame_of(points, "chosen")
     if len(chosen):
         fig.add_trace(go.Scatter(x=chosen["cost"], y=100 * chosen["miou"], mode="markers", name="searched",
                                  marker={"color": "#d62728", "symbol": "star", "size": 18,
                                          "line": {"color": "white", "width": 1}},
-                                 customdata=chosen[["id", "text"]],
-                                 hovertemplate="searched: %{customdata[1]}<br>%{x:.3f} GFLOPs, %{y:.2f}%<extra></extra>"))
-    if selected in points and selected != "chosen":
-        point = points[selected]
-        fig.add_trace(go.Scatter(x=[point.cost], y=[100 * point.miou], mode="markers", name="selected", hoverinfo="skip",
-                                 marker={"color": "rgba(0,0,0,0)", "size": 22, "line": {"color": "#d62728", "width": 3}}))
+                                 customdata=chosen[["id", "text"]], hovertemplate="searched: " + HOVER))
+    if selected in points and selected.startswith("peer:"):
+        ring(fig, points[selected])
     line = constraint_line(objective, found.backbone)
     if line.axis == "miou":
         fig.add_hline(y=line.at, line_dash="dash", line_color="#d62728",
                       annotation_text=f"{objective.max_drop:g} pp below the backbone")
     else:
-        fig.add_vline(x=line.at, line_dash="dash", line_color="#d62728",
-                      annotation_text=f"budget {objective.budget:.2f}x")
-    fig.update_layout(height=560, xaxis_title="average GFLOPs per image", yaxis_title="mIoU (%)",
-                      legend={"orientation": "h", "y": -0.15}, margin={"t": 20}, clickmode="event+select",
-                      dragmode="pan")
-    return fig
+        fig.add_vline(x=line.at, line_dash="dash", line_color="#d62728", annotation_text=f"budget {objective.budget:.2f}x")
+    fig.update_layout(title="this search: the searched instance and its peers")
+    return layout(fig, ranges(points), 560)
+
+
+def clicked(event: Any, key: str) -> str | None:
+    """The point id a chart's selection names when it changed since the last run (a chart keeps its selection)."""
+    ids = [p.get("customdata") for p in (event.selection.points if event else [])]
+    ids = [c[0] if isinstance(c, (list, tuple)) else c for c in ids if c]
+    seen_key = f"{key}_seen"
+    new = ids[0] if ids and ids[0] != st.session_state.get(seen_key) else None
+    st.session_state[seen_key] = ids[0] if ids else None
+    return new
 
 
 def details(study: Study, point: PlotPoint) -> None:
@@ -112,9 +164,10 @@ def details(study: Study, point: PlotPoint) -> None:
     if figures.measured:
         m[3].metric("CPU latency (cache)", f"{figures.latency_ms:.2f} ms", f"{figures.latency_speedup:.2f}x",
                     delta_color="off")
-    if instance.exits:
-        st.dataframe(pd.DataFrame([{"exit": e.exit, "configuration": e.config, "th_img": e.th_img}
-                                   for e in instance.exits]), hide_index=True, key="par_sel_exits")
+    if instance.exits:  # a line, not a data grid: this part is redrawn on every slider move
+        st.markdown("kept exits: " + "; ".join(f"**exit {e.exit}** `{e.config}`" + (
+            f" th_img {e.th_img:.2f}" if e.th_img is not None else "") for e in instance.exits))
+    pin_button(study, instance)
     payload = instance_document(cache, study.name, instance, figures)
     left, right = st.columns(2)
     left.download_button("download instance (JSON)", json.dumps(payload, indent=2), file_name="instance.json",
@@ -138,11 +191,18 @@ def export_zip(study_path: str, instance: Instance, size: tuple[int, int]) -> by
     return onnx_zip(net, instance, size)
 
 
+@st.cache_resource(show_spinner=False, max_entries=512)
+def searched(study_path: str, objective: Objective, mode: str, _cache: Any) -> LiveSearch:
+    """The search and its peers for one constraint, once per study: a slider back at a value it had is answered at
+    once (a search is 20-200 ms on a 2-core machine; the answer never changes for a given cache)."""
+    return live_search(_cache, objective, mode=mode)
+
+
 @guarded_fragment
 def search_area(study: Study) -> None:
     cache = study.cache
     objective, mode = constraint(cache)
-    found = live_search(cache, objective, mode=mode)
+    found = searched(str(study.path), objective, mode, cache)
     points = plot_points(cloud(str(study.path)), fronts(str(study.path)), found)
     chosen = found.chosen.instance
     if chosen is None:
@@ -152,28 +212,115 @@ def search_area(study: Study) -> None:
                    f"{chosen.describe()}: mIoU {pct(found.chosen.miou)}, {found.chosen.cost:.3f} GFLOPs "
                    f"({found.speedup:.2f}x)")
     selected = st.session_state.get("par_selected")
-    event = st.plotly_chart(figure(points, objective, found, selected), key="par_plot", on_select="rerun",
-                            selection_mode="points", width="stretch")
-    picked = [p.get("customdata") for p in (event.selection.points if event else [])]
-    picked = [c[0] if isinstance(c, (list, tuple)) else c for c in picked if c]
-    if picked and picked[0] != selected and picked[0] in points:
+    left, right = st.columns([3, 2])
+    events = {key: col.plotly_chart(fig, key=key, on_select="rerun", selection_mode="points", width="stretch")
+              for col, key, fig in [(left, "par_plot", static_figure(points, selected)),
+                                    (right, "par_search_plot", search_figure(points, objective, found, selected))]}
+    picked = [p for p in (clicked(event, key) for key, event in events.items()) if p in points]
+    if picked and picked[0] != selected:
         st.session_state["par_selected"] = picked[0]
-        st.rerun(scope="fragment")
+        st.rerun()  # the whole page: the linked views below the fragment follow the selection
     if selected not in points:
         selected = "chosen" if "chosen" in points else None
     if selected is None:
         return
+    if selected != "chosen" and points[selected].instance is not None:  # the oracle is a bound, not an instance
+        state.remember(study, points[selected].instance, SELECTED)
     st.subheader("selected instance" if selected != "chosen" else "searched instance")
     if selected != "chosen" and st.button("back to the searched instance", key="par_reset"):
         st.session_state.pop("par_selected", None)
-        st.rerun(scope="fragment")
+        st.rerun()
     details(study, points[selected])
 
 
 @guarded
 def page(study: Study) -> None:
     st.title("Pareto and search")
-    st.caption("The exhaustive search re-runs on every change. Grey: a sample of evaluated instances (every budgeted "
-               "one, 600 random input-dependent ones); lines: the Pareto front of each mode and policy; click any "
-               "point to select it.")
+    st.caption("The exhaustive search re-runs on every change. Left: a sample of evaluated instances in grey (every "
+               "budgeted one, 600 random input-dependent ones, those drawn on top of another left out) and the Pareto "
+               "front of each mode and policy; right, on the same axes: the searched instance and its peers under the "
+               "constraint. Click any point to select it.")
     search_area(study)
+    linked_views(study)
+
+
+# ------------------------------------------------------------------------------------------ linked views
+def pin_button(study: Study, instance: Instance) -> None:
+    pinned = state.pinned(study)
+    if pinned == instance:
+        if st.button("unpin", key="par_unpin", help="stop comparing with this instance"):
+            state.pin(study, None)
+            st.rerun()
+    elif st.button("pin for comparison", key="par_pin",
+                   help="keep this instance beside the next one you select, in the views below the plot"):
+        state.pin(study, instance)
+        st.rerun()
+
+
+def selected_instance(study: Study) -> Instance | None:
+    """The instance clicked on the plot (None: nothing clicked, the oracle, or another study's)."""
+    instance, source = state.current(study)
+    return instance if source == SELECTED and "par_selected" in st.session_state else None
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def thumbnail(study_path: str, index: int, _study: Study):
+    origin = dataset_source(_study.manifest.get("config") or {}, _study.cache.meta, REPO)
+    if not origin.on_disk:
+        return None
+    rgb, _ = dataset_sample(dataset_of(origin.name, origin.root, origin.options, origin.split), index)
+    return cv2.resize(rgb, (160, round(160 * rgb.shape[0] / rgb.shape[1])), interpolation=cv2.INTER_AREA)
+
+
+def bars(view: LinkedView, key: str) -> None:
+    hist, per_class = view.figures.histogram, view.figures.per_class
+    labels = [f"exit {e}" for e in hist["exit"]]
+    fig = go.Figure(go.Bar(x=labels, y=hist["images"], text=[f"{100 * f:.0f}%" for f in hist["fraction"]]))
+    fig.update_layout(title="where images leave", height=260, margin={"t": 40, "b": 10}, yaxis_title="images")
+    st.plotly_chart(fig, key=f"{key}_hist", width="stretch")
+    fig = go.Figure([go.Bar(x=per_class["class"], y=100 * per_class["IoU"], name="this instance"),
+                     go.Bar(x=per_class["class"], y=100 * per_class["backbone IoU"], name="backbone")])
+    fig.update_layout(title="IoU per class (%)", height=300, margin={"t": 40, "b": 10}, barmode="group",
+                      legend={"orientation": "h", "y": -0.35})
+    st.plotly_chart(fig, key=f"{key}_classes", width="stretch")
+
+
+def examples(study: Study, view: LinkedView) -> None:
+    for exit_, rows in view.examples.groupby("exit", sort=True):
+        captions = [f"{r.name} · IoU {100 * r.IoU:.0f}%" for r in rows.itertuples()]
+        thumbs = [thumbnail(str(study.path), int(i), study) for i in rows["image"]]
+        st.markdown(f"images leaving at exit {exit_}" + (" (final)" if exit_ == study.cache.num_exits else ""))
+        if all(t is not None for t in thumbs):
+            st.image(thumbs, caption=captions, width=150)
+        else:
+            st.caption(", ".join(f"#{i} {c}" for i, c in zip(rows["image"], captions)))
+
+
+def linked_column(study: Study, instance: Instance, title: str, key: str) -> LinkedView:
+    view = linked_view(study.cache, instance)
+    st.markdown(f"**{title}**: `{instance.describe()}` ({instance.mode})")
+    bars(view, key)
+    examples(study, view)
+    return view
+
+
+def linked_views(study: Study) -> None:
+    """Below the plot: the clicked instance's exit histogram, per-class IoU against the backbone and a few images
+    leaving at each exit, beside the pinned instance when there is one. Outside the search fragment: a slider move
+    leaves them alone, a click redraws them."""
+    chosen, pinned = selected_instance(study), state.pinned(study)
+    if chosen is None and pinned is None:
+        st.info("Click a point of the plot to see where its images leave, its IoU per class against the backbone "
+                "and images leaving at each exit; pin one to compare it with another.")
+        return
+    st.subheader("linked views" if pinned is None else "pinned (A) and selected (B), side by side")
+    shown = [(pinned, "A: pinned", "par_a")] if pinned is not None else []
+    shown += [(chosen, "B: selected" if pinned is not None else "selected", "par_b")] if chosen is not None else []
+    cols = st.columns(len(shown))
+    views = []
+    for col, (instance, title, key) in zip(cols, shown):
+        with col:
+            views.append(linked_column(study, instance, title, key))
+    if len(views) == 2:
+        st.dataframe(compare_figures(views[0].figures, views[1].figures).style.format(
+            {"A": "{:.2f}", "B": "{:.2f}", "B - A": "{:+.2f}"}), hide_index=True, key="par_compare")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
+from app import state
 from app.common import guarded, guarded_fragment, pct, results
 from mess_core.explore import instance_from_settings, threshold_defaults, threshold_summary
 from mess_core.report import Row
@@ -58,6 +59,7 @@ def controls_and_figures(study: Study) -> None:
             th_img[e] = col.slider(f"exit {e} th_img", 0.0, 1.0, step=0.01, key=f"thr_th_img_{e}")
     instance = instance_from_settings("input-dependent", th_img, configs, th_pix=th_pix, edges=start.edges)
     figures = threshold_summary(cache, instance)
+    state.remember(study, instance, "set on the Thresholds page")
 
     m = st.columns(5)
     interval = figures.drop_interval
