@@ -403,6 +403,7 @@ class SearchPoint:
     instance: Instance | None
     miou: float
     cost: float
+    interval: DropInterval | None = None  # the drop against the backbone with its bootstrap interval (the chosen one)
 
 
 @dataclass(frozen=True)
@@ -438,9 +439,13 @@ def live_search(cache: EvaluationCache, objective: Objective, *, mode: str, unit
     constraint, :func:`mess_core.oracle.oracle`), plus the backbone."""
     space = space or SearchSpace()
     result = search(cache, objective, mode=mode, unit=unit, space=space)
-    chosen = SearchPoint(result.instance, result.miou, result.cost)
+    interval = drop_interval(cache, result.instance) if result.instance is not None else None
+    chosen = SearchPoint(result.instance, result.miou, result.cost, interval)
     backbone = SearchPoint(Instance(mode), result.reference_miou, result.reference_cost)
     peers: dict[str, SearchPoint] = {}
+    # the peers answer the same constraint on this split's images (a confidence level is the chosen instance's
+    # extra demand; uniform-exit MESS and the oracle have no confidence-aware form)
+    objective = Objective(objective.kind, max_drop=objective.max_drop, budget=objective.budget)
     if objective.kind != "pareto":
         uni = uniform_exit(cache, objective, unit=unit, space=space)
         peers["uniform"] = SearchPoint(uni.instance, uni.miou, uni.cost)

@@ -130,11 +130,15 @@ def linked_view(cache: EvaluationCache, instance: Instance, per_exit: int = 3) -
 
 
 def compare_figures(a: ThresholdFigures, b: ThresholdFigures) -> pd.DataFrame:
-    """Two instances' single-number figures side by side: rows mIoU (%), drop (pp), GFLOPs, speedup, images leaving
-    early (%); columns A, B and B - A."""
+    """Two instances' single-number figures side by side: rows mIoU (%), drop (pp) with the ends of its bootstrap
+    interval, GFLOPs, speedup, images leaving early (%); columns A, B and B - A."""
     def numbers(f: ThresholdFigures) -> list[float]:
-        return [100 * f.miou, f.drop_pp, f.gflops, f.speedup, 100 * f.left_early]
+        low, high = (f.drop_interval.low, f.drop_interval.high) if f.drop_interval is not None else (np.nan, np.nan)
+        return [100 * f.miou, f.drop_pp, low, high, f.gflops, f.speedup, 100 * f.left_early]
 
+    level = next((f.drop_interval.level for f in (a, b) if f.drop_interval is not None), 0.9)
     left, right = np.asarray(numbers(a)), np.asarray(numbers(b))
-    return pd.DataFrame({"figure": ["mIoU (%)", "drop (pp)", "average GFLOPs", "speedup (GFLOPs)",
-                                    "images leaving early (%)"], "A": left, "B": right, "B - A": right - left})
+    return pd.DataFrame({"figure": ["mIoU (%)", "drop (pp)", f"drop, {100 * level:g}% interval low (pp)",
+                                    f"drop, {100 * level:g}% interval high (pp)", "average GFLOPs",
+                                    "speedup (GFLOPs)", "images leaving early (%)"],
+                         "A": left, "B": right, "B - A": right - left})

@@ -72,6 +72,24 @@ def test_the_search_reruns_when_the_constraint_moves(tiny_app):
     assert app.download_button(key="par_onnx_zip") is not None
 
 
+def test_every_drop_shown_carries_its_interval_and_the_search_takes_a_confidence(tiny_app):
+    app = goto(tiny_app, "pareto")
+    plain = app.success[0].value if app.success else app.warning[0].value
+    assert "% interval" in plain and "% confidence" in plain
+    app.toggle(key="par_sure").set_value(True).run()
+    assert not problems(app)
+    sure = app.success[0].value if app.success else app.warning[0].value
+    assert "% interval" in sure
+    app.select_slider(key="par_confidence").set_value(0.95).run()
+    assert not problems(app)
+    goto(app, "thresholds")
+    assert any("% interval" in c.value for c in app.caption)
+    goto(app, "study")
+    assert not problems(app)
+    columns = [c for frame in app.dataframe for c in frame.value.columns]
+    assert "drop pp [90% interval]" in columns
+
+
 def test_uploads_run_through_every_exit_and_bad_files_get_a_message(tiny_app):
     app = goto(tiny_app, "explorer")
     app.radio(key="explorer_source").set_value("upload").run()

@@ -189,6 +189,22 @@ def test_live_search_chooses_what_the_search_chooses_and_reports_peers(cache, ob
         found.seconds = 0.0
 
 
+def test_live_search_carries_the_chosen_drop_interval_and_takes_a_confidence(cache):
+    from mess_core.uncertainty import drop_interval
+
+    space = SearchSpace(th_pix=(0.7,), th_img=(0.3, 0.6, 0.9))
+    plain = live_search(cache, Objective("min-cost", max_drop=2.0), mode="input-dependent", space=space)
+    assert plain.chosen.interval == drop_interval(cache, plain.chosen.instance)
+    sure = live_search(cache, Objective("min-cost", max_drop=2.0, confidence=0.9), mode="input-dependent",
+                       space=space)
+    expected = search(cache, Objective("min-cost", max_drop=2.0, confidence=0.9), space=space)
+    assert sure.chosen.instance == expected.instance
+    assert sure.chosen.interval.upper <= 2.0 + 1e-9  # the promise holds at 90% confidence
+    assert sure.chosen.cost >= plain.chosen.cost - 1e-12  # a surer promise never costs less
+    # the peers answer the plain constraint in both cases
+    assert sure.uniform == plain.uniform and sure.naive == plain.naive
+
+
 def test_sampled_instances_carry_their_exact_figures(cache):
     cloud = sample_instances(cache, count=40, seed=1, space=SearchSpace(th_pix=(0.7, 0.9)))
     assert len(cloud) == 1 + (cache.num_exits - 1) * len(cache.configs) + 40

@@ -119,4 +119,7 @@ def test_the_linked_view_and_the_comparison_agree_with_the_evaluation(cache, ins
     assert table.loc["mIoU (%)", "A"] == pytest.approx(100 * backbone.figures.miou)
     assert table.loc["mIoU (%)", "B - A"] == pytest.approx(100 * (out.miou - backbone.figures.miou))
     assert table.loc["drop (pp)", "A"] == pytest.approx(0.0)
+    assert table.loc["drop, 90% interval low (pp)", "A"] == table.loc["drop, 90% interval high (pp)", "A"] == 0.0
+    assert table.loc["drop, 90% interval low (pp)", "B"] <= table.loc["drop (pp)", "B"] \
+        <= table.loc["drop, 90% interval high (pp)", "B"]
     assert table.loc["images leaving early (%)", "A"] == 0.0

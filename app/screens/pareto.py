@@ -42,7 +42,13 @@ def constraint(cache: Any) -> tuple[Objective, str]:
     kind = cols[1].radio("objective", ["min cost, mIoU drop at most", "max mIoU, cost at most"], key="par_objective")
     if kind.startswith("min cost"):
         drop = cols[2].slider("allowed mIoU drop (pp)", 0.0, 10.0, 1.0, 0.1, key="par_drop")
-        return Objective("min-cost", max_drop=drop), mode
+        sure = cols[2].toggle("keep it at a confidence", key="par_sure",
+                              help="choose the cheapest instance whose drop stays within the bound at this confidence "
+                              "(the one-sided bootstrap bound over the images), not only on these images; among the "
+                              "Pareto front's instances")
+        confidence = cols[2].select_slider("confidence", [0.8, 0.9, 0.95], value=0.9, key="par_confidence",
+                                           disabled=not sure, format_func=lambda c: f"{100 * c:g}%")
+        return Objective("min-cost", max_drop=drop, confidence=confidence if sure else None), mode
     unit = cols[2].radio("budget in", ["x backbone", "GFLOPs"], horizontal=True, key="par_budget_unit")
     if unit == "x backbone":
         budget = cols[2].slider("cost budget (x backbone)", 0.05, 1.5, 1.0, 0.01, key="par_budget_x")
@@ -158,12 +164,16 @@ def details(study: Study, point: PlotPoint) -> None:
     figures = threshold_summary(cache, instance)
     st.markdown(f"**{series}**: `{instance.describe()}` ({instance.mode})")
     m = st.columns(4)
-    m[0].metric("mIoU", pct(figures.miou), f"{-figures.drop_pp:+.2f} pp")
+    interval = figures.drop_interval
+    m[0].metric("mIoU", pct(figures.miou), f"{-figures.drop_pp:+.2f} pp",
+                help=f"mIoU {interval.describe()}" if interval is not None else None)
     m[1].metric("average GFLOPs", f"{figures.gflops:.3f}")
     m[2].metric("speedup (GFLOPs)", f"{figures.speedup:.2f}x")
     if figures.measured:
         m[3].metric("CPU latency (cache)", f"{figures.latency_ms:.2f} ms", f"{figures.latency_speedup:.2f}x",
                     delta_color="off")
+    if interval is not None:
+        st.caption(f"mIoU {interval.describe()}")
     if instance.exits:  # a line, not a data grid: this part is redrawn on every slider move
         st.markdown("kept exits: " + "; ".join(f"**exit {e.exit}** `{e.config}`" + (
             f" th_img {e.th_img:.2f}" if e.th_img is not None else "") for e in instance.exits))
@@ -208,9 +218,10 @@ def search_area(study: Study) -> None:
     if chosen is None:
         st.warning(f"No {mode} instance meets '{objective.describe()}'. Loosen the constraint.")
     else:
+        interval = found.chosen.interval
         st.success(f"searched {found.space_size:,} instances in {1e3 * found.seconds:.0f} ms: "
                    f"{chosen.describe()}: mIoU {pct(found.chosen.miou)}, {found.chosen.cost:.3f} GFLOPs "
-                   f"({found.speedup:.2f}x)")
+                   f"({found.speedup:.2f}x)" + (f"; {interval.describe()}" if interval is not None else ""))
     selected = st.session_state.get("par_selected")
     left, right = st.columns([3, 2])
     events = {key: col.plotly_chart(fig, key=key, on_select="rerun", selection_mode="points", width="stretch")
