@@ -11,7 +11,7 @@ images; on each it tunes on one half (input-dependent mode, the default search s
 * the confidence-aware one: the cheapest (Pareto-front) instance whose one-sided bootstrap upper bound of the drop
   at ``--confidence`` is <= max_drop (``search --confidence``);
 * the same with the predictive bound for a fresh sample the size of the held-out half
-  (``confident_search(..., fresh_images=M)``): the promise is then about the drop that half shows;
+  (``Objective(..., confidence=c, fresh_images=M)``): the promise is then about the drop that half shows;
 
 then measures the chosen instance's drop on the other half (against the backbone on that half). It prints, per cache,
 objective and max_drop: how often the promise holds on the held-out half (drop <= max_drop), with a 95% Wilson
@@ -26,6 +26,7 @@ on the tuning half (separates the bootstrap's own accuracy from the search's sel
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import sys
@@ -63,7 +64,8 @@ def one_split(cache: EvaluationCache, rng: np.random.Generator, max_drops: list[
         plain = search(tune, Objective("min-cost", max_drop=max_drop), mode=MODE, space=space)
         objective = Objective("min-cost", max_drop=max_drop, confidence=confidence)
         sure = confident_search(tune, objective, mode=MODE, space=space, front=front)
-        ahead = confident_search(tune, objective, mode=MODE, space=space, front=front, fresh_images=check.num_images)
+        ahead = confident_search(tune, dataclasses.replace(objective, fresh_images=check.num_images), mode=MODE,
+                                 space=space, front=front)
         for name, result in (("plain", plain), (f"confidence {confidence:g}", sure),
                              (f"confidence {confidence:g}, fresh {check.num_images}", ahead)):
             instance = result.instance or Instance(MODE)

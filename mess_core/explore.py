@@ -37,7 +37,7 @@ from .policy import ConfidencePolicy, EdgeMasking, image_confidence, label_edges
     widen, edge_masked_confidence
 from .oracle import oracle
 from .search import Objective, SearchSpace, search, uniform_exit
-from .uncertainty import DropInterval, drop_interval
+from .uncertainty import DEFAULT_LEVEL, DropInterval, drop_interval
 
 __all__ = ["ImageError", "LoadedImage", "decode_image", "to_input", "ExitView", "run_exits", "exit_views",
            "exit_taken", "PathCost", "path_gflops", "EarlyExitTiming", "measure_early_exit", "colorize", "heatmap",
@@ -439,7 +439,8 @@ def live_search(cache: EvaluationCache, objective: Objective, *, mode: str, unit
     constraint, :func:`mess_core.oracle.oracle`), plus the backbone."""
     space = space or SearchSpace()
     result = search(cache, objective, mode=mode, unit=unit, space=space)
-    interval = drop_interval(cache, result.instance) if result.instance is not None else None
+    interval = None if result.instance is None else drop_interval(
+        cache, result.instance, confidence=objective.confidence or DEFAULT_LEVEL, fresh_images=objective.fresh_images)
     chosen = SearchPoint(result.instance, result.miou, result.cost, interval)
     backbone = SearchPoint(Instance(mode), result.reference_miou, result.reference_cost)
     peers: dict[str, SearchPoint] = {}

@@ -89,6 +89,9 @@ class Objective:
     budget: float | None = None  # multiple of the backbone's cost (max-acc)
     # min-cost only: the drop's one-sided bootstrap upper bound at this confidence must be <= max_drop (0.5 <= c < 1)
     confidence: float | None = None
+    # with a confidence: the bound is predictive, for the drop a fresh sample of this many images would show (that
+    # sample's own noise added; see mess_core.uncertainty)
+    fresh_images: int | None = None
 
     def __post_init__(self) -> None:
         if self.confidence is not None:
@@ -97,6 +100,10 @@ class Objective:
             if isinstance(self.confidence, bool) or not isinstance(self.confidence, (int, float)) \
                     or not 0.5 <= self.confidence < 1.0:
                 raise SearchError(f"confidence must be a level in [0.5, 1), e.g. 0.9, not {self.confidence!r}")
+        if self.fresh_images is not None and (self.confidence is None or isinstance(self.fresh_images, bool)
+                                              or not isinstance(self.fresh_images, int) or self.fresh_images < 1):
+            raise SearchError(f"fresh_images needs a confidence level and a whole number of images >= 1, not "
+                              f"{self.fresh_images!r}")
         if self.kind == "min-cost":
             if self.max_drop is None or self.max_drop < 0:
                 raise SearchError(f"min-cost needs max_drop >= 0 percentage points, not {self.max_drop!r}")
@@ -109,6 +116,7 @@ class Objective:
     def describe(self) -> str:
         if self.kind == "min-cost":
             sure = f" at {100 * self.confidence:g}% confidence" if self.confidence is not None else ""
+            sure += f" for a fresh sample of {self.fresh_images} images" if self.fresh_images else ""
             return f"min cost, mIoU drop <= {self.max_drop:g} pp{sure}"
         if self.kind == "max-acc":
             return f"max mIoU, cost <= {self.budget:g}x backbone"
@@ -660,12 +668,11 @@ def search(cache: EvaluationCache, objective: Objective, *, mode: str = "input-d
 
 def confident_search(cache: EvaluationCache, objective: Objective, *, mode: str = "input-dependent",
                      unit: str = "gflops", space: SearchSpace | None = None, front: pd.DataFrame | None = None,
-                     resamples: int = DEFAULT_RESAMPLES, seed: int = 0, fresh_images: int | None = None
-                     ) -> SearchResult:
+                     resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> SearchResult:
     """Confidence-aware min-cost: the cheapest instance of the Pareto front (``front``, searched when not given) whose
     one-sided bootstrap upper bound of the drop at ``objective.confidence`` is <= ``objective.max_drop``
-    (:func:`mess_core.uncertainty.confident_choice`; ``fresh_images``: the bound on the drop a fresh sample of that
-    many images would show); the backbone (a zero drop on every resample) when none is.
+    (:func:`mess_core.uncertainty.confident_choice`; with ``objective.fresh_images``, the bound on the drop a fresh
+    sample of that many images would show); the backbone (a zero drop on every resample) when none is.
     Restricted to the front's instances: an instance off the front is never chosen even when it would qualify."""
     if objective.kind != "min-cost" or objective.confidence is None:
         raise SearchError("confident_search needs a min-cost objective with a confidence level")
@@ -676,7 +683,7 @@ def confident_search(cache: EvaluationCache, objective: Objective, *, mode: str 
         found = search(cache, Objective("pareto"), mode=mode, unit=unit, space=space)
         front, scored = found.front, found.evaluated
     choice = confident_choice(cache, front, objective.max_drop, objective.confidence,  # type: ignore[arg-type]
-                              resamples=resamples, seed=seed, fresh_images=fresh_images)
+                              resamples=resamples, seed=seed, fresh_images=objective.fresh_images)
     final_miou = float(cache.head_miou()[cache.final_head])
     cum_full = float(np.sum(cache.stage_cost(unit)))  # type: ignore[arg-type]
     at = choice.row

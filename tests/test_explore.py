@@ -18,7 +18,7 @@ from mess_core.explore import (ImageError, SearchPoint, colorize, constraint_lin
                                shipped_heads, synthetic_sample, threshold_defaults, threshold_summary, to_input)
 from mess_core.instance import Instance, KeptExit, evaluate, output_costs
 from mess_core.policy import ConfidencePolicy, EdgeMasking
-from mess_core.search import Objective, SearchSpace, search
+from mess_core.search import Objective, SearchError, SearchSpace, search
 from mess_core.study import open_study
 
 
@@ -203,6 +203,12 @@ def test_live_search_carries_the_chosen_drop_interval_and_takes_a_confidence(cac
     assert sure.chosen.cost >= plain.chosen.cost - 1e-12  # a surer promise never costs less
     # the peers answer the plain constraint in both cases
     assert sure.uniform == plain.uniform and sure.naive == plain.naive
+    ahead = live_search(cache, Objective("min-cost", max_drop=2.0, confidence=0.9, fresh_images=cache.num_images),
+                        mode="input-dependent", space=space)
+    assert ahead.chosen.interval.fresh_images == cache.num_images and ahead.chosen.interval.upper <= 2.0 + 1e-9
+    assert ahead.chosen.cost >= sure.chosen.cost - 1e-12  # the predictive bound is the wider one
+    with pytest.raises(SearchError, match="fresh_images needs a confidence"):
+        Objective("min-cost", max_drop=1.0, fresh_images=10)
 
 
 def test_sampled_instances_carry_their_exact_figures(cache):

@@ -74,7 +74,7 @@ def controls_and_figures(study: Study) -> None:
     m[4].metric("images leaving early", pct(figures.left_early))
     if interval is not None:
         st.caption(f"mIoU {interval.describe()}: another sample of images like these would show a drop in this "
-                   "range; the search can choose by it (Pareto page, 'at a confidence')")
+                   "range; the search can choose by it (Pareto page, 'keep it on new images')")
     st.caption(f"instance: `{instance.describe() if instance.exits else 'backbone only (no exit kept)'}`")
 
     if optimum is not None:

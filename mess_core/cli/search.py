@@ -10,7 +10,7 @@ from typing import Any
 from ..cache import EvaluationCache
 from ..instance import outcome_figures
 from ..report import format_table, results_table, with_drop_intervals
-from ..search import Objective, SearchSpace, confident_search, search
+from ..search import Objective, SearchSpace, search
 from ..uncertainty import DEFAULT_LEVEL, drop_interval
 from .args import confidence_level, fractions, ints, non_negative_float, output_file, positive_float, positive_int
 
@@ -70,15 +70,12 @@ def run(args: argparse.Namespace) -> int:
         print("--fresh-images needs --confidence", file=sys.stderr)
         return 2
     objective = Objective(args.objective, max_drop=args.max_drop if args.objective == "min-cost" else None,
-                          budget=args.budget if args.objective == "max-acc" else None, confidence=args.confidence)
+                          budget=args.budget if args.objective == "max-acc" else None, confidence=args.confidence,
+                          fresh_images=args.fresh_images)
     space = _space(args)
     unit = "ms" if args.cost == "latency" else "gflops"
-    wanted = objective.describe() + (f" for a fresh sample of {args.fresh_images} images" if args.fresh_images else "")
-    if args.fresh_images is not None:
-        result = confident_search(cache, objective, mode=args.mode, unit=unit, space=space,
-                                  fresh_images=args.fresh_images)
-    else:
-        result = search(cache, objective, mode=args.mode, unit=unit, space=space)
+    wanted = objective.describe()
+    result = search(cache, objective, mode=args.mode, unit=unit, space=space)
     meta = cache.meta
     print(f"{meta['model']} on {meta['dataset']} {meta['split']} ({cache.num_images} images, "
           f"{'x'.join(map(str, meta['input_size']))}); {args.mode}; {wanted}; cost in {unit}")
