@@ -24,7 +24,7 @@ import pandas as pd
 from .cache import EvaluationCache
 from .errors import MessError
 from .explore import ThresholdFigures, threshold_summary
-from .instance import Instance, evaluate
+from .instance import Instance, evaluate, output_rows
 
 __all__ = ["PRESETS", "image_table", "select_images", "images_with_class", "exit_examples", "LinkedView",
            "linked_view", "compare_figures", "ImageTableError"]
@@ -42,11 +42,6 @@ class ImageTableError(MessError):
     """A preset or class the image browser does not know."""
 
 
-def _head_rows(cache: EvaluationCache, instance: Instance) -> list[int]:
-    """Cache rows of the instance's outputs: its kept exits' heads, then the final exit."""
-    return [cache.head_index(e.exit, e.config) for e in instance.exits] + [cache.final_head]
-
-
 def image_table(cache: EvaluationCache, instance: Instance) -> pd.DataFrame:
     """One row per image of ``cache``'s split under ``instance``: ``image`` (its index in the split), ``name``,
     ``exit`` (the exit it takes, N = final), ``config``, ``IoU`` (its own mIoU at that exit), ``final IoU`` (at the
@@ -54,14 +49,12 @@ def image_table(cache: EvaluationCache, instance: Instance) -> pd.DataFrame:
     highest over every head of the cache, early or final) and ``c_img exit e`` for each kept exit (its image
     confidence there under the instance's policy; input-dependent instances only)."""
     out = evaluate(cache, instance)
-    rows = np.asarray(_head_rows(cache, instance))
-    taken_rows = rows[out.exit_taken]
     per_image = cache.image_miou()  # (B, H)
     b = np.arange(cache.num_images)
     exits = [e.exit for e in instance.exits] + [cache.num_exits]
     configs = [e.config for e in instance.exits] + ["final"]
     names = list(cache.meta.get("images") or [str(i) for i in b])
-    iou, final = per_image[b, taken_rows], per_image[:, cache.final_head]
+    iou, final = per_image[b, out.head_taken], per_image[:, cache.final_head]
     table = pd.DataFrame({
         "image": b, "name": names, "exit": np.asarray(exits)[out.exit_taken],
         "config": np.asarray(configs, dtype=object)[out.exit_taken], "IoU": iou, "final IoU": final,
@@ -69,7 +62,7 @@ def image_table(cache: EvaluationCache, instance: Instance) -> pd.DataFrame:
     })
     if instance.mode == "input-dependent" and instance.exits:
         c_img = cache.image_confidence(policy=instance.policy_name, th_pix=instance.policy.th_pix)
-        for e, row in zip(instance.exits, rows):
+        for e, row in zip(instance.exits, output_rows(cache, instance)):
             table[f"c_img exit {e.exit}"] = c_img[:, row]
     return table
 

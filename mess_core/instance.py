@@ -45,7 +45,7 @@ from .policy import ConfidencePolicy, EdgeMasking
 
 __all__ = [
     "KeptExit", "Instance", "Outcome", "InstanceError", "evaluate", "exit_histogram", "outcome_figures", "output_costs",
-    "iou_of_counts", "mean_iou", "MODES",
+    "output_rows", "iou_of_counts", "mean_iou", "MODES",
     "INSTANCE_FORMAT",
 ]
 
@@ -206,6 +206,7 @@ class Outcome:
     cost: float
     unit: str
     exit_taken: np.ndarray  # (B,) per image: position of the output it used (0 = first kept exit, len(exits) = final)
+    head_taken: np.ndarray  # (B,) per image: the cache head (row of tp/pred) that output comes from
     image_cost: np.ndarray  # (B,)
     steps: list[dict[str, Any]]  # per output: exit, config, miou, cumulative cost (anytime: after each output)
     total_cost: float  # anytime: everything run; otherwise equal to cost
@@ -245,12 +246,18 @@ def _miou(iou: np.ndarray) -> float:
     return float(mean_iou(iou))
 
 
+def output_rows(cache: EvaluationCache, instance: Instance) -> list[int]:
+    """The cache heads (rows of ``tp``/``pred``) of ``instance``'s outputs: its kept exits' heads, then the final
+    exit's."""
+    return [cache.head_index(e.exit, e.config) for e in instance.exits] + [cache.final_head]
+
+
 def evaluate(cache: EvaluationCache, instance: Instance, *, unit: str = "gflops") -> Outcome:
     """The exact mIoU and cost of ``instance`` on ``cache``'s split, from integer counts (no network)."""
     instance.check_against(cache)
     n_exits = cache.num_exits
     kept = [(e.exit, cache.config_index(e.config)) for e in instance.exits]
-    rows = [cache.head_index(i, c) for i, c in kept] + [cache.final_head]
+    rows = output_rows(cache, instance)
     reach = output_costs(cache, instance, unit=unit)
     b = cache.num_images
     steps = []
@@ -275,7 +282,7 @@ def evaluate(cache: EvaluationCache, instance: Instance, *, unit: str = "gflops"
     image_cost = reach[taken]
     total = float(reach[-1]) if instance.mode == "anytime" else float(image_cost.mean())
     return Outcome(miou=_miou(iou), iou=iou, cost=float(image_cost.mean()), unit=unit, exit_taken=taken,
-                   image_cost=image_cost, steps=steps, total_cost=total)
+                   head_taken=chosen, image_cost=image_cost, steps=steps, total_cost=total)
 
 
 def exit_histogram(cache: EvaluationCache, instance: Instance) -> pd.DataFrame:

@@ -42,7 +42,7 @@ import numpy as np
 
 from .cache import EvaluationCache
 from .errors import MessError
-from .instance import Instance, KeptExit, evaluate, output_costs
+from .instance import Instance, KeptExit, evaluate, output_costs, output_rows
 
 __all__ = ["OracleResult", "oracle", "oracle_bound", "assign", "exact_assign"]
 
@@ -199,7 +199,7 @@ def _outputs(cache: EvaluationCache, instance: Instance | None, unit: str
         costs = [reach[e] + head[e - 1, cache.config_index(c)] for e, c in outputs] + [reach[-1]]
         rows = [cache.head_index(e, c) for e, c in outputs] + [cache.final_head]
         return rows, np.asarray(costs, dtype=np.float64), outputs + [final]
-    rows = [cache.head_index(e.exit, e.config) for e in instance.exits] + [cache.final_head]
+    rows = output_rows(cache, instance)
     return rows, output_costs(cache, instance, unit=unit), [(e.exit, e.config) for e in instance.exits] + [final]
 
 

@@ -125,8 +125,7 @@ def resample_weights(images: int, resamples: int = DEFAULT_RESAMPLES, seed: int 
 
 def image_heads(cache: EvaluationCache, instance: Instance) -> np.ndarray:
     """(N,) the cache head (row of ``tp``/``pred``) each image's headline output comes from under ``instance``."""
-    rows = np.asarray([cache.head_index(e.exit, e.config) for e in instance.exits] + [cache.final_head])
-    return rows[evaluate(cache, instance).exit_taken]
+    return evaluate(cache, instance).head_taken
 
 
 def _per_image(cache: EvaluationCache, heads: np.ndarray) -> np.ndarray:
