@@ -217,10 +217,11 @@ def details(study: Study, point: PlotPoint) -> None:
         st.markdown("kept exits: " + "; ".join(f"**exit {e.exit}** `{e.config}`" + (
             f" th_img {e.th_img:.2f}" if e.th_img is not None else "") for e in instance.exits))
     pin_button(study, instance)
-    payload = instance_document(cache, study.name, instance, figures)
     left, right = st.columns(2)
-    left.download_button("download instance (JSON)", json.dumps(payload, indent=2), file_name="instance.json",
-                         mime="application/json", key="par_json")
+    # the document is written when the button is pressed, not on every slider move
+    left.download_button("download instance (JSON)", lambda: json.dumps(instance_document(
+        cache, study.name, instance, figures), indent=2), file_name="instance.json", mime="application/json",
+        key="par_json")
     export_key = f"onnx::{study.path}::{json.dumps(instance.to_dict(), sort_keys=True)}"
     if right.button("export to ONNX", key="par_onnx",
                     help="per-stage and per-head ONNX files with a manifest, for onnxruntime"):
