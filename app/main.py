@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app.common import settle_heap
 from app.screens import explorer, images, pareto, study, thresholds
 
 st.set_page_config(page_title="MESS Explorer", layout="wide")
@@ -22,3 +23,4 @@ st.navigation([
     st.Page(pareto.page, title="Pareto and search", url_path="pareto"),
     st.Page(images.page, title="Image browser", url_path="images"),
 ]).run()
+settle_heap()

@@ -716,14 +716,40 @@ def uniform_exit(cache: EvaluationCache, objective: Objective, *, unit: str = "g
     start = time.perf_counter()
     exits, configs, th_pixes = space.resolve(cache)
     cum = cache.reach_cost(unit)  # type: ignore[arg-type]
-    head = cache.head_cost(unit)  # type: ignore[arg-type]
     final_miou = float(cache.head_miou()[cache.final_head])
     collector = _Collector(objective, final_miou - (objective.max_drop or 0.0) / 100.0,
                            (objective.budget or 0.0) * cum[-1])
+    costs, accs, keys = _uniform_grid(cache, space, unit)
+    collector.offer(costs, accs, keys.__getitem__)
+    best = collector.best
+    instance = None
+    if best is not None:
+        c, p, t = best[2]
+        instance = Instance("input-dependent", tuple(KeptExit(e, cache.configs[c], float(t)) for e in exits),
+                            ConfidencePolicy(th_pix=p if p is not None else 0.5,
+                                             edges=space.edges if space.policy == "mess" else None,
+                                             naive=space.policy == "naive"))
+    return SearchResult(instance, best[1] if best else float("nan"), best[0] if best else float("nan"), unit,
+                        objective, "input-dependent", final_miou, float(cum[-1]),
+                        len(configs) * len(th_pixes) * len(space.th_img), collector.evaluated,
+                        time.perf_counter() - start)
+
+
+def _uniform_grid(cache: EvaluationCache, space: SearchSpace, unit: str
+                  ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, float | None, float]]]:
+    """Cost and mIoU of every uniform-exit instance (configuration x th_pix x th_img) with its key: the same for
+    every constraint, so computed once per cache, space and unit (a live search under a new constraint only picks
+    from it: ~25 ms less on a 2-core machine)."""
+    memo = f"uniform-grid:{unit}:{space!r}"
+    if memo in cache._derived:
+        return cache._derived[memo]
+    exits, configs, th_pixes = space.resolve(cache)
+    cum = cache.reach_cost(unit)  # type: ignore[arg-type]
+    head = cache.head_cost(unit)  # type: ignore[arg-type]
     grid = np.asarray(sorted(space.th_img))
     b = cache.num_images
     counts = np.concatenate([cache.tp, cache.pred], axis=2).astype(np.float64)
-    keys = []
+    keys: list[tuple[int, float | None, float]] = []
     costs, accs = [], []
     for c in configs:
         rows = np.array([cache.head_index(e, c) for e in exits] + [cache.final_head])
@@ -738,15 +764,7 @@ def uniform_exit(cache: EvaluationCache, objective: Objective, *, unit: str = "g
             summed = counts[np.arange(b)[None, :], rows[taken]].sum(1)  # (T, 2K)
             accs.append(cache.miou_of(summed[:, : cache.num_classes], summed[:, cache.num_classes:]))
             keys += [(c, p, t) for t in grid]
-    collector.offer(np.concatenate(costs), np.concatenate(accs), keys.__getitem__)
-    best = collector.best
-    instance = None
-    if best is not None:
-        c, p, t = best[2]
-        instance = Instance("input-dependent", tuple(KeptExit(e, cache.configs[c], float(t)) for e in exits),
-                            ConfidencePolicy(th_pix=p if p is not None else 0.5,
-                                             edges=space.edges if space.policy == "mess" else None,
-                                             naive=space.policy == "naive"))
-    return SearchResult(instance, best[1] if best else float("nan"), best[0] if best else float("nan"), unit,
-                        objective, "input-dependent", final_miou, float(cum[-1]),
-                        len(configs) * len(th_pixes) * len(grid), collector.evaluated, time.perf_counter() - start)
+    cost, miou = np.concatenate(costs), np.concatenate(accs)
+    cost.flags.writeable = miou.flags.writeable = False  # shared by every later search
+    cache._derived[memo] = (cost, miou, keys)
+    return cache._derived[memo]
