@@ -44,7 +44,8 @@ def settle_heap() -> None:
     (``gc.freeze``). Streamlit runs a full collection after every run (``runner.postScriptGC``), and with torch,
     pandas and plotly loaded that walks ~430,000 objects, ~190 ms on a 2-core machine, before the browser hears the
     run finished: on every slider move. Frozen objects are the long-lived ones (modules, cached studies); what a run
-    creates afterwards is still collected as before."""
+    creates afterwards is still collected as before. The price: a frozen object evicted from a cache later is freed
+    by reference counting, but a reference cycle among frozen objects would stay until the server stops."""
     if not _HEAP["settled"]:
         gc.collect()
         gc.freeze()
@@ -183,5 +184,5 @@ def pct(value: float) -> str:
     return "-" if value != value else f"{100 * value:.2f}%"
 
 
-__all__ = ["settle_heap", "load_study", "load_network", "results", "fronts", "cloud", "choose_study", "error_boundary", "guarded",
-           "guarded_fragment", "pct", "StudyError"]
+__all__ = ["settle_heap", "load_study", "load_network", "results", "fronts", "cloud", "choose_study", "error_boundary",
+           "guarded", "guarded_fragment", "pct", "StudyError"]
