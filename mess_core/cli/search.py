@@ -11,7 +11,7 @@ from ..cache import EvaluationCache
 from ..instance import outcome_figures
 from ..report import format_table, results_table, with_drop_intervals
 from ..search import Objective, SearchSpace, search
-from ..uncertainty import DEFAULT_LEVEL, drop_interval
+from ..uncertainty import DEFAULT_LEVEL, DropInterval, drop_interval
 from .args import confidence_level, fractions, ints, non_negative_float, output_file, positive_float, positive_int
 
 
@@ -54,20 +54,21 @@ def _space(args: argparse.Namespace) -> SearchSpace:
     return SearchSpace(**fields)
 
 
-def _figures(cache: EvaluationCache, instance: Any, confidence: float) -> dict[str, Any]:
-    """The instance file's figures on one split: mIoU, costs, and the drop with its bootstrap interval."""
-    return {**outcome_figures(cache, instance),
-            "uncertainty": drop_interval(cache, instance, confidence=confidence).to_dict()}
+def _figures(cache: EvaluationCache, instance: Any, confidence: float) -> tuple[dict[str, Any], DropInterval]:
+    """The instance file's figures on one split (mIoU, costs, and the drop with its bootstrap interval), and that
+    interval, which the summary prints."""
+    interval = drop_interval(cache, instance, confidence=confidence)
+    return {**outcome_figures(cache, instance), "uncertainty": interval.to_dict()}, interval
 
 
 def run(args: argparse.Namespace) -> int:
     cache = EvaluationCache.load(args.cache)
     eval_cache = EvaluationCache.load(args.eval_cache) if args.eval_cache else None
     if args.confidence is not None and args.objective != "min-cost":
-        print(f"--confidence applies to --objective min-cost, not {args.objective}", file=sys.stderr)
+        print(f"error: --confidence applies to --objective min-cost, not {args.objective}", file=sys.stderr)
         return 2
     if args.fresh_images is not None and args.confidence is None:
-        print("--fresh-images needs --confidence", file=sys.stderr)
+        print("error: --fresh-images needs --confidence", file=sys.stderr)
         return 2
     objective = Objective(args.objective, max_drop=args.max_drop if args.objective == "min-cost" else None,
                           budget=args.budget if args.objective == "max-acc" else None, confidence=args.confidence,
@@ -97,24 +98,26 @@ def run(args: argparse.Namespace) -> int:
     if result.instance is None:
         print(f"\nno instance meets '{objective.describe()}'; nothing written", file=sys.stderr)
         return 1
+    tuned, tuned_interval = _figures(cache, result.instance, confidence)
     extra = {"objective": wanted, "cost_unit": unit,
              "source": {k: meta.get(k) for k in ("model", "dataset", "split", "input_size")}
              | {"num_classes": cache.num_classes, "num_exits": cache.num_exits, "cache": args.cache},
-             "tuned": _figures(cache, result.instance, confidence)}
+             "tuned": tuned}
     fresh = None if args.fresh_images is None else drop_interval(cache, result.instance, confidence=confidence,
                                                                    fresh_images=args.fresh_images)
     if fresh is not None:
         extra["tuned"]["uncertainty_fresh"] = fresh.to_dict()
+    reported_interval = None
     if eval_cache is not None:
-        extra["reported"] = {"split": eval_cache.meta.get("split"), **_figures(eval_cache, result.instance, confidence)}
+        reported, reported_interval = _figures(eval_cache, result.instance, confidence)
+        extra["reported"] = {"split": eval_cache.meta.get("split"), **reported}
     out = args.out or str(Path(args.cache).with_suffix("")) + ".instance.json"
     result.instance.save(out, **extra)
     print(f"\nchosen: {result.instance.describe()}")
-    print(f"  on {meta['split']}: {drop_interval(cache, result.instance, confidence=confidence).describe()}")
+    print(f"  on {meta['split']}: {tuned_interval.describe()}")
     if fresh is not None:
         print(f"  predicted: {fresh.describe()}")
-    if eval_cache is not None:
-        print(f"  on {eval_cache.meta['split']}*: "
-              f"{drop_interval(eval_cache, result.instance, confidence=confidence).describe()}")
+    if reported_interval is not None:
+        print(f"  on {eval_cache.meta['split']}*: {reported_interval.describe()}")
     print(f"wrote {out}")
     return 0
