@@ -439,8 +439,10 @@ def live_search(cache: EvaluationCache, objective: Objective, *, mode: str, unit
     constraint, :func:`mess_core.oracle.oracle`), plus the backbone."""
     space = space or SearchSpace()
     result = search(cache, objective, mode=mode, unit=unit, space=space)
-    interval = None if result.instance is None else drop_interval(
-        cache, result.instance, confidence=objective.confidence or DEFAULT_LEVEL, fresh_images=objective.fresh_images)
+    interval = result.interval  # a confidence-aware search already bootstrapped its choice
+    if interval is None and result.instance is not None:
+        interval = drop_interval(cache, result.instance, confidence=objective.confidence or DEFAULT_LEVEL,
+                                 fresh_images=objective.fresh_images)
     chosen = SearchPoint(result.instance, result.miou, result.cost, interval)
     backbone = SearchPoint(Instance(mode), result.reference_miou, result.reference_cost)
     peers: dict[str, SearchPoint] = {}
