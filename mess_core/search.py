@@ -50,7 +50,7 @@ from .cache import EvaluationCache
 from .errors import MessError
 from .instance import MODES, Instance, KeptExit, output_costs
 from .policy import ConfidencePolicy, EdgeMasking
-from .uncertainty import DEFAULT_RESAMPLES, DropInterval, confident_choice
+from .uncertainty import DEFAULT_RESAMPLES, DropInterval, UncertaintyError, check_confidence, confident_choice
 
 __all__ = ["Objective", "SearchSpace", "SearchResult", "SearchError", "search", "confident_search", "pareto_front",
            "uniform_exit",
@@ -97,9 +97,10 @@ class Objective:
         if self.confidence is not None:
             if self.kind != "min-cost":
                 raise SearchError(f"a confidence level applies to min-cost only, not to {self.kind}")
-            if isinstance(self.confidence, bool) or not isinstance(self.confidence, (int, float)) \
-                    or not 0.5 <= self.confidence < 1.0:
-                raise SearchError(f"confidence must be a level in [0.5, 1), e.g. 0.9, not {self.confidence!r}")
+            try:
+                check_confidence(self.confidence)
+            except UncertaintyError as exc:
+                raise SearchError(str(exc)) from None
         if self.fresh_images is not None and (self.confidence is None or isinstance(self.fresh_images, bool)
                                               or not isinstance(self.fresh_images, int) or self.fresh_images < 1):
             raise SearchError(f"fresh_images needs a confidence level and a whole number of images >= 1, not "
