@@ -193,7 +193,7 @@ def open_study(path: str | os.PathLike) -> Study:
     text = str(path).replace("\0", "\\0")
     shown = text if len(text) <= 120 else f"{text[:120]}... ({len(text)} characters)"
     try:
-        is_dir = path.is_dir() and "\0" not in str(path)
+        is_dir = path.is_dir()
     except (OSError, ValueError) as exc:  # a name too long for the file system: not a folder we can open
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise StudyError(f"{shown}: cannot be opened as a folder ({reason}); point to a study folder "
