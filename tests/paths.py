@@ -3,3 +3,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "app" / "main.py"
 PRECOMPUTED = REPO / "precomputed"
+
+
+def folder_digest(folder: Path) -> dict[str, str]:
+    """Every file and folder below ``folder``, each file by its sha256: equal before and after means nothing there
+    was written, changed, created or removed."""
+    import hashlib
+
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(folder.rglob("*"))}

@@ -1,7 +1,6 @@
 """Faults met by the app and by its uploads and data loaders: every one ends as a message that names the problem,
 the app stays usable on every page (fragments included), and a damaged study's files are left as they were."""
 
-import hashlib
 import io
 import json
 import shutil
@@ -18,14 +17,10 @@ from mess_core.cli import main
 from mess_core.explore import MAX_PIXELS, ImageError, decode_image
 
 from .apptest import PAGES, goto, metrics, problems, start
-from .paths import PRECOMPUTED
+from .paths import PRECOMPUTED, folder_digest
 from .test_data import folder_dataset, truncate
 
 SHIPPED = PRECOMPUTED / "synthetic-mobilenetv2-fcn"  # the smallest shipped study: copied, never changed
-
-
-def digests(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
 @pytest.fixture
@@ -40,7 +35,7 @@ def damaged(root: Path, name: str, damage) -> tuple[Path, dict[str, str]]:
     folder = root / name
     shutil.copytree(SHIPPED, folder)
     damage(folder)
-    return folder, digests(folder)
+    return folder, folder_digest(folder)
 
 
 def cut_cache(folder: Path) -> None:
@@ -75,7 +70,7 @@ def test_a_damaged_study_gets_a_message_on_every_page(studies, monkeypatch, dama
         assert not app.exception, page
         assert app.error and says in app.error[0].value, (page, [e.value for e in app.error])
     works(app)
-    assert digests(folder) == before
+    assert folder_digest(folder) == before
 
 
 def options_as_list(folder: Path) -> None:
@@ -94,7 +89,7 @@ def test_damage_the_explorer_meets_gets_a_message_there_and_other_pages_work(stu
     goto(app, "thresholds")  # its figures come from the cache, which is fine: they still show
     assert not app.exception and not app.error and "mIoU" in metrics(app)
     works(app, "explorer")
-    assert digests(folder) == before
+    assert folder_digest(folder) == before
 
 
 @pytest.mark.parametrize("typed, says", [("/tmp/a\0b", "not a usable path (embedded null byte)"),

@@ -3,8 +3,6 @@ configuration fields and command-line arguments, each with one message naming wh
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +12,7 @@ from mess_core.cli import main
 from mess_core.errors import TrainingError
 from mess_core.study.config import StudyConfig, StudyError
 from mess_core.training import TrainConfig
-from tests.paths import REPO
+from tests.paths import REPO, folder_digest
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="cuda is refused only where there is none")
 
@@ -121,11 +119,6 @@ def test_cuda_in_a_training_config_is_refused_where_there_is_none():
         TrainConfig(stage="backbone", out=".", device="cuda")
 
 
-def _digests(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(folder.rglob("*"))}
-
-
 TRAIN = ["train", "--stage", "backbone", "--out", "run"]
 # arguments, what the one line names
 BAD_ARGUMENTS = [
@@ -181,7 +174,7 @@ BAD_ARGUMENTS = [
 def test_a_bad_argument_is_one_line_and_changes_nothing(tmp_path, monkeypatch, capsys, argv, says):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "afile").write_text("not a folder")
-    before = _digests(tmp_path)
+    before = folder_digest(tmp_path)
     try:
         code = main(argv)
     except SystemExit as exc:
@@ -191,7 +184,7 @@ def test_a_bad_argument_is_one_line_and_changes_nothing(tmp_path, monkeypatch, c
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert says in lines[0]
-    assert _digests(tmp_path) == before
+    assert folder_digest(tmp_path) == before
 
 
 def test_an_argparse_error_names_the_command_and_points_to_help(capsys):

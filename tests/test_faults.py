@@ -1,7 +1,6 @@
 """Fault injection: damaged caches, checkpoints, manifests and oversized searches are refused with a message naming
 the file, field or value, and leave every file untouched."""
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -15,12 +14,9 @@ from mess_core.search import MAX_SPACE_SIZE, Objective, SearchError, SearchSpace
 from mess_core.study import open_study
 from mess_core.study.config import StudyError
 
-SYNTHETIC = Path(__file__).resolve().parents[1] / "precomputed" / "synthetic-mobilenetv2-fcn"
+from .paths import PRECOMPUTED, folder_digest
 
-
-def digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+SYNTHETIC = PRECOMPUTED / "synthetic-mobilenetv2-fcn"
 
 
 def saved_cache(tmp_path: Path, **changes) -> Path:
@@ -45,14 +41,14 @@ def saved_cache(tmp_path: Path, **changes) -> Path:
 ])
 def test_impossible_counts_are_refused_naming_file_and_array(tmp_path, array, edit, words):
     path = saved_cache(tmp_path, **{array: edit})
-    before = digest(tmp_path)
+    before = folder_digest(tmp_path)
     with pytest.raises(CacheError) as err:
         EvaluationCache.load(path)
     text = str(err.value)
     assert str(path) in text and "rebuild" in text
     for word in words:
         assert word in text
-    assert digest(tmp_path) == before
+    assert folder_digest(tmp_path) == before
 
 
 def test_true_positives_beyond_labels_are_refused(tmp_path):
@@ -163,23 +159,23 @@ def test_bad_manifest_fields_are_refused_naming_the_field(study_copy, changes, w
     (study_copy.parent / "other").mkdir()
     shutil.copy(study_copy / "val.npz", study_copy.parent / "other" / "val.npz")
     edit_manifest(study_copy, **changes)
-    before = digest(study_copy.parent)
+    before = folder_digest(study_copy.parent)
     with pytest.raises(StudyError) as err:
         open_study(study_copy)
     text = str(err.value)
     assert str(study_copy / "manifest.json") in text
     for word in words:
         assert word in text
-    assert digest(study_copy.parent) == before
+    assert folder_digest(study_copy.parent) == before
 
 
 def test_study_check_refuses_a_folder_without_manifest(study_copy, capsys):
     (study_copy / "manifest.json").unlink()
-    before = digest(study_copy)
+    before = folder_digest(study_copy)
     assert main(["study", "check", str(study_copy)]) == 2
     err = capsys.readouterr().err
     assert "manifest.json" in err and str(study_copy) in err and "0 problem" not in err
-    assert digest(study_copy) == before
+    assert folder_digest(study_copy) == before
 
 
 def test_the_shipped_studies_still_open_and_check():

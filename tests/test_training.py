@@ -20,6 +20,7 @@ from mess_core.training.tasks import ExitsTask
 from mess_core.losses import ExitLoss, ce_map
 from mess_core.network import convert
 
+from .paths import folder_digest
 from .user_models import TinyUNet
 
 SIZE = (48, 64)
@@ -353,13 +354,6 @@ def test_stage_2_can_start_stage_1s_configuration_from_stage_1s_exits(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- resume where the run now is
-def _hashes(folder):
-    import hashlib
-
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def test_resuming_a_copied_run_writes_only_into_the_copy_and_ends_like_resuming_in_place(tmp_path):
     import shutil
 
@@ -368,7 +362,7 @@ def test_resuming_a_copied_run_writes_only_into_the_copy_and_ends_like_resuming_
     train(config(tmp_path, "backbone", name="orig", epochs=1), model=tiny(), log=silent)
     shutil.copytree(tmp_path / "orig", tmp_path / "copy")
     shutil.copytree(tmp_path / "orig", tmp_path / "inplace")
-    before = _hashes(tmp_path / "orig")
+    before = folder_digest(tmp_path / "orig")
 
     def resume(folder):
         cfg = load_run_config(folder)
@@ -376,7 +370,7 @@ def test_resuming_a_copied_run_writes_only_into_the_copy_and_ends_like_resuming_
         return train(cfg, model=tiny(), resume=True, log=silent)
 
     copied = resume(tmp_path / "copy")
-    assert _hashes(tmp_path / "orig") == before  # the original is untouched
+    assert folder_digest(tmp_path / "orig") == before  # the original is untouched
     assert copied["result"] == tmp_path / "copy" / "model.pt"
     # the reference: a run resumed in place (its config names its own folder)
     inplace = train(TrainConfig.from_dict({**config(tmp_path, "backbone", name="inplace").to_dict(), "epochs": 2}),
@@ -425,11 +419,11 @@ def test_the_cli_resume_takes_only_the_settings_a_run_may_change(tmp_path, capsy
     from mess_core.cli import main
 
     train(config(tmp_path, "backbone", name="run", epochs=1, train_limit=4, val_limit=2), model=tiny(), log=silent)
-    before = _hashes(tmp_path / "run")
+    before = folder_digest(tmp_path / "run")
     assert main(["train", "--resume", "--out", str(tmp_path / "run"), "--batch-size", "2", "--crop", "32x32"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "batch_size, crop" in err[0] and "epochs, lr, device" in err[0]
-    assert _hashes(tmp_path / "run") == before
+    assert folder_digest(tmp_path / "run") == before
 
 
 # ------------------------------------------------------------------------------ a non-finite state is never written
