@@ -525,6 +525,12 @@ class DatasetSource:
     root: str | None  # its folder (absolute), None where the dataset needs none
     options: tuple[tuple[str, Any], ...]  # build_dataset's keyword options, sorted and hashable (lists as tuples)
     split: str
+    groups: tuple[str, ...] = ()  # the groups (scenes) of the split its images were kept to; () = all
+
+    @property
+    def label(self) -> str:
+        """``camvid train [0006R0]``: the images as a caption names them."""
+        return f"{self.name} {self.split}" + (f" [{','.join(self.groups)}]" if self.groups else "")
 
     @property
     def on_disk(self) -> bool:
@@ -544,7 +550,10 @@ def dataset_source(config: Mapping[str, Any], meta: Mapping[str, Any], base: Pat
     if root is not None and not Path(root).is_absolute():
         root = str(Path(base) / root)
     options = tuple(sorted((str(k), tuple(v) if isinstance(v, list) else v) for k, v in given.items()))
-    return DatasetSource(meta.get("dataset", "synthetic"), root, options, meta.get("split", "val"))
+    groups = meta.get("groups") or ()
+    if not isinstance(groups, (list, tuple)) or not all(isinstance(g, str) for g in groups):
+        raise MessError(f"cache field 'groups' is {groups!r}, expected a list of group names; rebuild the cache")
+    return DatasetSource(meta.get("dataset", "synthetic"), root, options, meta.get("split", "val"), tuple(groups))
 
 
 def dataset_sample(dataset: Any, index: int) -> tuple[np.ndarray, np.ndarray]:

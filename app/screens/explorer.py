@@ -38,8 +38,8 @@ def enlarge(image: np.ndarray, width: int = DISPLAY_WIDTH) -> np.ndarray:
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def dataset_of(name: str, root: str | None, options: tuple, split: str) -> Any:
-    return build_dataset(name, root=root, split=split, **dict(options))
+def dataset_of(name: str, root: str | None, options: tuple, split: str, groups: tuple[str, ...] = ()) -> Any:
+    return build_dataset(name, root=root, split=split, groups=groups, **dict(options))
 
 
 @st.cache_resource(show_spinner="Running every exit...", max_entries=12)
@@ -69,15 +69,15 @@ def pick_image(study: Study) -> tuple[np.ndarray, np.ndarray | None, str] | None
                    "sample or upload an image.")
     source = st.radio("image", sources, horizontal=True, key="explorer_source")
     if source == "dataset image":
-        dataset = dataset_of(origin.name, origin.root, origin.options, origin.split)
+        dataset = dataset_of(origin.name, origin.root, origin.options, origin.split, origin.groups)
         sent = state.sent(study)
         start = min(sent[0], len(dataset) - 1) if sent is not None else 0
-        index = st.slider(f"{origin.name} {origin.split} image", 0, len(dataset) - 1, start, key="explorer_index")
+        index = st.slider(f"{origin.label} image", 0, len(dataset) - 1, start, key="explorer_index")
         names = study.cache.meta.get("images") or []
         if index < len(names):
             st.caption(f"image {index}: {names[index]} (the Image browser lists every one)")
         rgb, label = dataset_sample(dataset, index)
-        return rgb, label, f"{origin.name}-{origin.split}-{index}"
+        return rgb, label, "-".join([origin.name, origin.split, *origin.groups, str(index)])
     if source == "generated synthetic sample":
         size = tuple(study.cache.meta.get("input_size", (120, 160)))
         seed = st.number_input("scene seed", 0, 10_000, 7, key="explorer_seed")

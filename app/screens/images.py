@@ -41,7 +41,7 @@ def chosen_image(study: Study, instance: Instance | None, row) -> None:
         right.info(f"The study's dataset ({origin.name} at {origin.root}) is not on this machine, so image {index} "
                    "cannot be shown or opened in the explorer here; its figures above come from the study's cache.")
         return
-    dataset = explorer.dataset_of(origin.name, origin.root, origin.options, origin.split)
+    dataset = explorer.dataset_of(origin.name, origin.root, origin.options, origin.split, origin.groups)
     rgb, _ = dataset_sample(dataset, index)
     left.image(explorer.enlarge(rgb), caption=f"image {index}: {row['name']}")
     right.markdown(f"**image {index}** leaves at exit {row['exit']} ({row['config']}): IoU {100 * row['IoU']:.1f}% "

@@ -320,7 +320,7 @@ def thumbnail(study_path: str, index: int, _study: Study):
     origin = dataset_source(_study.manifest.get("config") or {}, _study.cache.meta, REPO)
     if not origin.on_disk:
         return None
-    rgb, _ = dataset_sample(dataset_of(origin.name, origin.root, origin.options, origin.split), index)
+    rgb, _ = dataset_sample(dataset_of(origin.name, origin.root, origin.options, origin.split, origin.groups), index)
     return cv2.resize(rgb, (160, round(160 * rgb.shape[0] / rgb.shape[1])), interpolation=cv2.INTER_AREA)
 
 

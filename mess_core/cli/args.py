@@ -25,7 +25,9 @@ from typing import Any, NoReturn
 import yaml
 
 from ..data import build_dataset, eval_transform
+from ..data.selection import SPLIT_SEPARATOR, parse_splits
 from ..distributed import device_problem
+from ..errors import MessError
 
 __all__ = ["Parser", "size", "floats", "fractions", "ints", "positive_int", "non_negative_int", "odd_positive_int",
            "positive_float", "non_negative_float", "fraction", "confidence_level", "device", "folder", "output_file", "key_value",
@@ -161,6 +163,30 @@ def output_file(text: str) -> str:
     return text
 
 
+def groups(text: str) -> tuple[str, ...]:
+    """``0016E5,0001TP``: the groups (scenes) a selection keeps."""
+    names = tuple(v.strip() for v in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected group names separated by commas, e.g. 0016E5,0001TP, got {text!r}")
+    return names
+
+
+def split_expression(text: str) -> str:
+    """``train`` or pooled splits ``train+val``."""
+    try:
+        return SPLIT_SEPARATOR.join(parse_splits(text))
+    except MessError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_selection(parser: argparse.ArgumentParser, *, default: str = "val") -> None:
+    """``--split`` (pooled with '+') and ``--groups``: which images of the dataset a command reads."""
+    parser.add_argument("--split", default=default, type=split_expression,
+                        help=f"split, or splits pooled with '+' (train+val); default {default}")
+    parser.add_argument("--groups", type=groups, default=(), metavar="G1,G2",
+                        help="keep only images of these groups (scenes: CamVid's sequence, Cityscapes' city)")
+
+
 def key_value(text: str) -> tuple[str, Any]:
     """``KEY=VALUE`` with VALUE read as YAML (``length=512``, ``size=[120,160]``)."""
     key, sep, value = text.partition("=")
@@ -200,5 +226,5 @@ def convert_options_of(args: argparse.Namespace) -> dict[str, Any]:
 
 def eval_dataset(args: argparse.Namespace) -> Any:
     """The evaluation dataset ``--data``, ``--data-root``, ``--split``, ``--size`` and ``--data-option`` name."""
-    return build_dataset(args.data, root=args.data_root, split=args.split, transform=eval_transform(size=args.size),
-                         **dict(args.data_option))
+    return build_dataset(args.data, root=args.data_root, split=args.split, groups=args.groups,
+                         transform=eval_transform(size=args.size), **dict(args.data_option))

@@ -16,7 +16,7 @@ from ..bench import ENGINES, bench, machine, policy_overhead, stage_latency
 from ..cache import EvaluationCache
 from ..instance import Instance
 from ..io import atomic_write_text
-from .args import add_data_option, eval_dataset, output_file, positive_int, size
+from .args import add_data_option, add_selection, eval_dataset, output_file, positive_int, size
 
 
 def add_parser(sub: Any) -> None:
@@ -27,7 +27,7 @@ def add_parser(sub: Any) -> None:
     b.add_argument("--data", default="synthetic")
     b.add_argument("--data-root")
     add_data_option(b)
-    b.add_argument("--split", default="val")
+    add_selection(b)
     b.add_argument("--size", type=size, metavar="HxW", help="resize every image")
     b.add_argument("--images", type=positive_int, default=16, help="how many images of the split to time on")
     b.add_argument("--batch", type=positive_int, nargs="+", default=[1, 8])

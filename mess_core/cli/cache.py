@@ -11,8 +11,8 @@ import torch
 from ..artifacts import load_multi_exit
 from ..cache import TH_PIX_GRID, build_cache
 from ..policy import EdgeMasking
-from .args import (add_data_option, device, eval_dataset, fractions, odd_positive_int, output_file, positive_int,
-                   size)
+from .args import (add_data_option, add_selection, device, eval_dataset, fractions, odd_positive_int, output_file,
+                   positive_int, size)
 
 
 def add_parser(sub: Any) -> None:
@@ -22,7 +22,7 @@ def add_parser(sub: Any) -> None:
     k.add_argument("--data", required=True, help="synthetic, camvid, cityscapes, voc or folder")
     k.add_argument("--data-root", help="dataset folder (all but synthetic)")
     add_data_option(k)
-    k.add_argument("--split", default="val")
+    add_selection(k)
     k.add_argument("--size", type=size, metavar="HxW", help="resize every image (needed when sizes differ)")
     k.add_argument("--limit", type=positive_int, help="only the first N images")
     k.add_argument("--out", required=True, type=output_file, help="the cache file to write (.npz)")

@@ -76,6 +76,12 @@ class SegmentationDataset(Dataset, ABC):
     def name_of(self, index: int) -> str:
         """Short name of sample ``index`` (a file name or stem) for messages and display."""
 
+    def group_of(self, index: int) -> str:
+        """The group (scene) sample ``index`` belongs to: images of one group share scenery, so a network is judged
+        on scenes it never saw only on groups it did not train on. This default, the split's name, suits datasets
+        whose splits share no scene by construction; datasets of video frames or cities override it."""
+        return str(getattr(self, "split", None) or "all")
+
     def files_of(self, index: int) -> tuple[str, str]:
         """Where the image and the label of sample ``index`` come from (full paths for file datasets)."""
         name = self.name_of(index)

@@ -6,6 +6,8 @@ Example:
     >>> from mess_core.data import CamVid
     >>> CamVid.SPLITS, CAMVID_INFO.num_classes, CAMVID_INFO.ignore_index
     (('train', 'val', 'test'), 11, 11)
+
+Each image's group is its drive, the file name's sequence prefix (``0016E5_07959.png`` -> ``0016E5``).
 """
 
 from __future__ import annotations
@@ -33,7 +35,11 @@ CAMVID_INFO = DatasetInfo(
 
 
 class CamVid(FilePairDataset):
-    """The SegNet CamVid split (360x480 images); every image needs a label of the same file name."""
+    """The SegNet CamVid split (360x480 images); every image needs a label of the same file name.
+
+    An image's group is its drive: the sequence prefix of its file name (``0016E5_07959.png`` -> ``0016E5``). The
+    SegNet split's val frames come from a drive that also gives 204 training frames, so val is not new scenery;
+    tune on a sequence the network did not train on (``split="train+val"`` with ``groups``)."""
 
     SPLITS = ("train", "val", "test")
 
@@ -50,7 +56,11 @@ class CamVid(FilePairDataset):
             raise DataError(f"CamVid {split} image folder {image_dir} holds no images "
                             f"({', '.join(IMAGE_SUFFIXES)}); copy the split's images there")
         self.labels = [label_dir / image.name for image in self.images]
+        self._groups = [image.stem.split("_", 1)[0] for image in self.images]
         missing = [label for label in self.labels if not label.is_file()]
         if missing:
             raise DataError(f"{len(missing)} of {len(self.images)} CamVid {split} images have no label file: "
                             f"{some_of(missing)}; each image {image_dir}/X.png needs {label_dir}/X.png")
+
+    def group_of(self, index: int) -> str:
+        return self._groups[index]

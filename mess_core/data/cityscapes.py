@@ -74,3 +74,7 @@ class Cityscapes(FilePairDataset):
 
     def map_label(self, label: torch.Tensor) -> torch.Tensor:
         return to_train_ids(label)
+
+    def group_of(self, index: int) -> str:
+        """The city (``leftImg8bit/{split}/{city}/``): Cityscapes' val cities are not its train cities."""
+        return self.images[index].parent.name

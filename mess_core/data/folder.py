@@ -6,6 +6,9 @@ Layout (``split`` optional: without it, ``images/`` and ``masks/`` sit directly 
                                  ignore_index: 255                  # optional, default 255
                                  palette: [[0,0,0], [128,64,128], [0,0,142]]   # optional
                                  name: streets                      # optional, default: the folder name
+                                 group_pattern: '^([^_]+)_'         # optional: an image's group (scene) is the
+                                                                    # regex's first group in its stem
+                                 group_file: groups.csv             # optional instead: "stem,group" lines
     root/{split}/images/X.jpg    (.jpg .jpeg .png .bmp .tif .tiff)
     root/{split}/masks/X.png     same stem as its image, one class index per pixel
 
@@ -20,13 +23,18 @@ Example:
     >>> Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "images" / "a.jpg")
     >>> Image.fromarray(np.eye(8, dtype=np.uint8)).save(root / "masks" / "a.png")
     >>> data = FolderDataset(root)
-    >>> len(data), data.info.classes, data.info.ignore_index, data.name_of(0)
-    (1, ('background', 'thing'), 255, 'a.jpg')
+    >>> len(data), data.info.classes, data.info.ignore_index, data.name_of(0), data.group_of(0)
+    (1, ('background', 'thing'), 255, 'a.jpg', 'all')
+
+An image's group is the scene it shares with others (a drive, a site, a patient): a study trains and tunes on
+different groups. Without ``group_pattern`` or ``group_file`` every image of a split is in one group, the split's.
 """
 
 from __future__ import annotations
 
+import csv
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +48,7 @@ from .layout import require_dir, some_of
 
 __all__ = ["FolderDataset", "read_dataset_yaml"]
 
-_YAML_FIELDS = ("name", "classes", "ignore_index", "palette")
+_YAML_FIELDS = ("name", "classes", "ignore_index", "palette", "group_pattern", "group_file")
 
 
 class FolderDataset(FilePairDataset):
@@ -71,11 +79,17 @@ class FolderDataset(FilePairDataset):
         stems = sorted(images)
         self.images = [images[stem] for stem in stems]
         self.labels = [masks[stem] for stem in stems]
+        self._groups = _read_groups(self.root / "dataset.yaml", stems, default=str(split or "all"))
+
+    def group_of(self, index: int) -> str:
+        return self._groups[index]
 
 
-def read_dataset_yaml(path: Path, *, default_name: str) -> DatasetInfo:
-    """Parse and check ``dataset.yaml``; every problem names the file and the field."""
-    example = "e.g. 'classes: [background, road, car]' and 'ignore_index: 255' on two lines"
+_EXAMPLE = "e.g. 'classes: [background, road, car]' and 'ignore_index: 255' on two lines"
+
+
+def _read_spec(path: Path) -> dict[str, Any]:
+    example = _EXAMPLE
     if not path.is_file():
         raise DataError(f"{path} not found; a folder dataset describes its classes there, {example}")
     try:
@@ -86,6 +100,12 @@ def read_dataset_yaml(path: Path, *, default_name: str) -> DatasetInfo:
         raise DataError(f"{path}: expected a mapping with fields {', '.join(_YAML_FIELDS)}, {example}")
     if unknown := sorted(str(key) for key in spec.keys() - set(_YAML_FIELDS)):
         raise DataError(f"{path}: unknown field(s) {', '.join(unknown)}; the fields are {', '.join(_YAML_FIELDS)}")
+    return spec
+
+
+def read_dataset_yaml(path: Path, *, default_name: str) -> DatasetInfo:
+    """Parse and check ``dataset.yaml``; every problem names the file and the field."""
+    spec = _read_spec(path)
 
     classes = spec.get("classes")
     if (not isinstance(classes, list) or not classes
@@ -115,6 +135,44 @@ def read_dataset_yaml(path: Path, *, default_name: str) -> DatasetInfo:
         raise DataError(f"{path}: field 'name' must be a non-empty string, got {name!r}")
     return DatasetInfo(name=name, classes=tuple(classes), ignore_index=ignore_index,
                        palette=tuple(tuple(rgb) for rgb in palette))
+
+
+def _read_groups(path: Path, stems: list[str], *, default: str) -> list[str]:
+    """Each stem's group from ``group_pattern`` (a regex searched in the stem; its first group, or the whole match)
+    or ``group_file`` (CSV lines ``stem,group``, relative to the YAML file's folder); ``default`` without either."""
+    spec = _read_spec(path)
+    pattern, listing = spec.get("group_pattern"), spec.get("group_file")
+    if pattern is not None and listing is not None:
+        raise DataError(f"{path}: give group_pattern or group_file, not both")
+    if pattern is not None:
+        try:
+            regex = re.compile(str(pattern))
+        except re.error as error:
+            raise DataError(f"{path}: field 'group_pattern' {pattern!r} is not a regular expression ({error})") from None
+        groups = []
+        for stem in stems:
+            match = regex.search(stem)
+            if match is None:
+                raise DataError(f"{path}: group_pattern {pattern!r} does not match image {stem!r}; every image needs "
+                                "a group: widen the pattern or rename the file")
+            groups.append(match.group(1) if regex.groups else match.group(0))
+        return groups
+    if listing is not None:
+        table = path.parent / str(listing)
+        if not table.is_file():
+            raise DataError(f"{path}: group_file {table} not found; write one 'stem,group' line per image there")
+        try:
+            rows = [row for row in csv.reader(table.read_text(encoding="utf-8").splitlines()) if row]
+        except (UnicodeDecodeError, csv.Error) as error:
+            raise DataError(f"{table}: not a UTF-8 CSV of 'stem,group' lines ({error})") from None
+        if bad := [",".join(row) for row in rows if len(row) != 2 or not row[1].strip()]:
+            raise DataError(f"{table}: lines must be 'stem,group', found {some_of(bad)}")
+        mapping = {row[0].strip(): row[1].strip() for row in rows}
+        if missing := [stem for stem in stems if stem not in mapping]:
+            raise DataError(f"{table}: no group for {len(missing)} image(s): {some_of(missing)}; add a 'stem,group' "
+                            "line for each")
+        return [mapping[stem] for stem in stems]
+    return [default] * len(stems)
 
 
 def _by_stem(folder: Path, suffixes: tuple[str, ...], *, kind: str) -> dict[str, Path]:

@@ -96,8 +96,13 @@ class PairTransform:
 
 
 def train_transform(*, crop: tuple[int, int], scale: tuple[float, float] = (0.5, 2.0), hflip: bool = True,
-                    jitter: float = 0.2, ignore_index: int) -> PairTransform:
-    """Random scale, pad-if-needed + random crop to ``crop`` (H, W), random h-flip, colour jitter, normalise."""
+                    jitter: float = 0.2, hue: float = 0.0, blur: float = 0.0, noise: float = 0.0,
+                    ignore_index: int) -> PairTransform:
+    """Random scale, pad-if-needed + random crop to ``crop`` (H, W), random h-flip, colour jitter (brightness,
+    contrast and saturation by up to ``jitter``, hue by up to ``hue``), a Gaussian blur (sigma 0.1-2) with probability
+    ``blur``, Gaussian noise of standard deviation ``noise`` (of the 0-1 range) on half the images, normalise.
+
+    The photometric steps stand for what changes between scenes (light, camera, compression) while labels do not."""
     steps: list[Callable[..., Any]] = []
     if tuple(scale) != (1.0, 1.0):
         steps.append(JointResize(scale=scale))
@@ -105,10 +110,17 @@ def train_transform(*, crop: tuple[int, int], scale: tuple[float, float] = (0.5,
                                fill={tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}))
     if hflip:
         steps.append(v2.RandomHorizontalFlip())
-    if jitter:
-        # v2.ColorJitter passes masks through untouched.
-        steps.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter))
-    return PairTransform(steps + _to_normalised_float())
+    if jitter or hue:
+        # v2.ColorJitter, GaussianBlur and GaussianNoise pass masks through untouched.
+        steps.append(v2.ColorJitter(brightness=jitter or None, contrast=jitter or None, saturation=jitter or None,
+                                    hue=hue or None))
+    if blur:
+        steps.append(v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.1, 2.0))], p=blur))
+    to_float, normalise = _to_normalised_float()
+    steps.append(to_float)
+    if noise:
+        steps.append(v2.RandomApply([v2.GaussianNoise(sigma=noise, clip=True)], p=0.5))
+    return PairTransform(steps + [normalise])
 
 
 def eval_transform(*, size: tuple[int, int] | None = None) -> PairTransform:
