@@ -212,6 +212,32 @@ def test_resume_continues_to_the_same_result_as_an_uninterrupted_run(tmp_path):
     assert [r.get("loss") for r in a["history"]] == [r.get("loss") for r in b["history"]]
 
 
+def test_a_weight_average_leaves_training_alone_becomes_the_result_and_resumes_exactly(tmp_path):
+    plain = config(tmp_path, "pretrain", name="plain", epochs=2)
+    train(plain, model=tiny(), log=silent)
+    averaged = config(tmp_path, "pretrain", name="ema", epochs=2, ema=0.5)
+    out = train(averaged, model=tiny(), log=silent)
+    part = config(tmp_path, "pretrain", name="part", epochs=1, ema=0.5)
+    train(part, model=tiny(), log=silent)
+    train(config(tmp_path, "pretrain", name="part", epochs=2, ema=0.5), model=tiny(), resume=True, log=silent)
+    a, b = (checkpoint.load(tmp_path / name / "checkpoint.pt") for name in ("plain", "ema"))
+    # the optimiser's own weights follow the same path with or without an average beside them
+    assert all(torch.equal(a["module"][k], b["module"][k]) for k in a["module"])
+    average = {k.removeprefix("module.net."): v for k, v in b["ema"].items() if k.startswith("module.net.")}
+    own = {k.removeprefix("net."): v for k, v in b["module"].items() if k.startswith("net.")}
+    result = out["net"].state_dict()
+    weights = [k for k in result if k.endswith("weight")]
+    assert weights and all(torch.equal(result[k], average[k]) for k in weights)
+    assert not all(torch.equal(result[k], own[k]) for k in weights)  # the result is the average, not the last step
+    heads = checkpoint.load(tmp_path / "ema" / "model.pt")["heads"]  # and so is what model.pt keeps
+    assert all(torch.equal(v, average[f"heads.{k}"]) for k, v in heads.items())
+    c = checkpoint.load(tmp_path / "part" / "checkpoint.pt")
+    assert all(torch.equal(b["ema"][k], c["ema"][k]) for k in b["ema"])
+    assert out["history"][-1]["miou_final"] == c["history"][-1]["miou_final"]
+    with pytest.raises(TrainingError, match="ema"):
+        config(tmp_path, "pretrain", ema=1.0)
+
+
 def test_a_short_run_on_a_longer_schedule_is_the_exact_start_of_the_long_run(tmp_path):
     poly = dict(lr_schedule="poly", train_limit=12, val_limit=2)  # 3 steps: the third sees the second step's lr
     long = train(config(tmp_path, "backbone", name="long", epochs=2, **poly), model=tiny(), log=silent)

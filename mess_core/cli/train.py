@@ -9,8 +9,9 @@ from typing import Any
 from .. import models
 from ..distributed import teardown
 from ..training import TrainConfig, load_run_config, train
-from .args import (MODEL_HELP, add_convert_options, add_data_option, convert_options_of, device, fraction, folder,
-                   non_negative_float, non_negative_int, positive_float, positive_int, size)
+from .args import (MODEL_HELP, add_convert_options, add_data_option, convert_options_of, device, folder, fraction,
+                   groups, non_negative_float, non_negative_int, positive_float, positive_int, size,
+                   split_expression)
 
 
 def add_parser(sub: Any) -> None:
@@ -30,6 +31,12 @@ def add_parser(sub: Any) -> None:
     t.add_argument("--data", help="synthetic (default), camvid, cityscapes, voc or folder")
     t.add_argument("--data-root", help="dataset folder (all but synthetic)")
     add_data_option(t, help="extra dataset argument, e.g. length=512 or size=[120,160] for synthetic (repeatable)")
+    t.add_argument("--train-split", type=split_expression,
+                   help="the training images: a split or splits pooled with '+' (default train)")
+    t.add_argument("--train-groups", type=groups, metavar="G1,G2",
+                   help="train only on these groups (scenes: CamVid's sequence, Cityscapes' city)")
+    t.add_argument("--val-split", type=split_expression, help="the images evaluated during training (default val)")
+    t.add_argument("--val-groups", type=groups, metavar="G1,G2", help="evaluate only on these groups")
     t.add_argument("--init", help="model.pt (or checkpoint) of a previous stage to start from")
     t.add_argument("--exits", type=positive_int, help="N, exits including the final one (default 6)")
     t.add_argument("--profile-size", type=size, metavar="HxW", help="input size exits are placed for (default: crop)")
@@ -55,6 +62,10 @@ def add_parser(sub: Any) -> None:
                    help="random scale range (default 0.5 2)")
     t.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
     t.add_argument("--jitter", type=non_negative_float, help="colour jitter strength (default 0.2)")
+    t.add_argument("--hue", type=non_negative_float, help="hue shift of the colour jitter, at most 0.5 (default 0)")
+    t.add_argument("--blur", type=fraction, help="probability of a Gaussian blur (default 0)")
+    t.add_argument("--noise", type=non_negative_float,
+                   help="standard deviation of Gaussian noise on half the images, of the 0-1 range (default 0)")
     t.add_argument("--eval-size", type=size, metavar="HxW", help="resize validation images (default: native size)")
     t.add_argument("--epochs", type=positive_int, help="default 10")
     t.add_argument("--batch-size", type=positive_int, help="per process and accumulation step (default 8)")
@@ -63,6 +74,9 @@ def add_parser(sub: Any) -> None:
     t.add_argument("--lr", type=positive_float, help="default 0.01 (sgd) or 0.001 (adamw)")
     t.add_argument("--weight-decay", type=non_negative_float)
     t.add_argument("--lr-schedule", choices=("poly", "constant"))
+    t.add_argument("--ema", type=fraction, metavar="DECAY",
+                   help="keep an exponential moving average of the weights (e.g. 0.999); evaluations and the result "
+                        "use it (default 0: none)")
     t.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="mixed precision (fp16 needs CUDA)")
     t.add_argument("--device", type=device,
                    help="cuda or cpu (default: cuda when available)")
@@ -86,14 +100,17 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
     """The TrainConfig fields the arguments set (None: not given, the configuration's default applies)."""
     return {
         "stage": args.stage, "model": args.model, "dataset": args.data, "data_root": args.data_root,
+        "train_split": args.train_split, "train_groups": args.train_groups, "val_split": args.val_split,
+        "val_groups": args.val_groups,
         "init": args.init, "num_exits": args.exits, "profile_size": args.profile_size, "exit_space": args.space,
         "exit_loss": args.loss, "alpha": args.alpha, "temperature": args.temperature,
         "exit_schedule": args.exit_schedule, "class_balance": args.class_balance, "prune_at": args.prune_at,
         "prune_margin": args.prune_margin, "init_exits": args.init_exits or None, "crop": args.crop,
         "scale": args.scale, "hflip": False if args.no_flip else None, "jitter": args.jitter,
+        "hue": args.hue, "blur": args.blur, "noise": args.noise,
         "eval_size": args.eval_size, "epochs": args.epochs, "batch_size": args.batch_size,
         "accumulate": args.accumulate, "optimizer": args.optimizer, "lr": args.lr, "weight_decay": args.weight_decay,
-        "lr_schedule": args.lr_schedule, "precision": args.precision, "device": args.device, "workers": args.workers,
+        "lr_schedule": args.lr_schedule, "ema": args.ema, "precision": args.precision, "device": args.device, "workers": args.workers,
         "seed": args.seed, "sync_bn": False if args.no_sync_bn else None, "eval_every": args.eval_every,
         "train_limit": args.train_limit, "val_limit": args.val_limit, "steps_per_epoch": args.steps_per_epoch,
         "progress": False if args.no_progress else None, "data_options": dict(args.data_option) or None,

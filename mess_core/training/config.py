@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..data import check_dataset
+from ..data.selection import parse_splits
 from ..distributed import device_problem
 from ..errors import MessError, TrainingError
 from ..exits import exit_space
@@ -44,6 +45,12 @@ class TrainConfig:
     convert: dict[str, Any] = field(default_factory=dict)
     dataset: str = "synthetic"
     data_root: str | None = None
+    # which images train and which are evaluated during training: splits, pooled with '+' ("train+val"), kept to
+    # some groups (scenes; () = every group; see mess_core.data.selection)
+    train_split: str = "train"
+    train_groups: tuple[str, ...] = ()
+    val_split: str = "val"
+    val_groups: tuple[str, ...] = ()
     init: str | None = None  # a model.pt / checkpoint whose "model" weights start this run
     num_exits: int = 6
     profile_size: tuple[int, int] | None = None  # input size exits are placed for (default: crop)
@@ -66,6 +73,10 @@ class TrainConfig:
     scale: tuple[float, float] = (0.5, 2.0)
     hflip: bool = True
     jitter: float = 0.2
+    # photometric augmentation beyond jitter (see mess_core.data.train_transform): hue shift, blur probability, noise
+    hue: float = 0.0
+    blur: float = 0.0
+    noise: float = 0.0
     eval_size: tuple[int, int] | None = None  # resize validation images (None: native size)
     epochs: int = 10
     # the learning-rate schedule's horizon in epochs (None: ``epochs``): a longer one trains the first ``epochs`` of a
@@ -77,6 +88,9 @@ class TrainConfig:
     lr: float | None = None  # default per optimizer: DEFAULT_LR
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    # exponential moving average of the weights, per optimiser step (0: none, e.g. 0.999): evaluations and the result
+    # use the average (see mess_core.training.loop)
+    ema: float = 0.0
     lr_schedule: str = "poly"
     poly_power: float = 0.9
     precision: str = "fp32"
@@ -92,7 +106,8 @@ class TrainConfig:
     data_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("crop", "scale", "profile_size", "eval_size", "prune_at", "prune_margin"):
+        for name in ("crop", "scale", "profile_size", "eval_size", "prune_at", "prune_margin", "train_groups",
+                     "val_groups"):
             value = getattr(self, name)
             if isinstance(value, list):  # YAML gives lists; anything else is left for the type check to name
                 setattr(self, name, tuple(value))
@@ -121,10 +136,14 @@ class TrainConfig:
             (self.lr is None or self.lr > 0, f"lr must be > 0 (or null for the optimizer's default), not {self.lr}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, not {self.weight_decay}"),
             (0 <= self.momentum < 1, f"momentum must be in [0, 1), not {self.momentum}"),
+            (0 <= self.ema < 1, f"ema must be a decay in [0, 1) (0: no weight average), not {self.ema}"),
             (self.poly_power > 0, f"poly_power must be > 0, not {self.poly_power}"),
             (0 <= self.alpha <= 1, f"alpha must be in [0, 1], not {self.alpha}"),
             (self.temperature > 0, f"temperature must be > 0, not {self.temperature}"),
             (self.jitter >= 0, f"jitter must be >= 0 (0: no colour jitter), not {self.jitter}"),
+            (0 <= self.hue <= 0.5, f"hue must be in [0, 0.5] (0: no hue shift), not {self.hue}"),
+            (0 <= self.blur <= 1, f"blur must be a probability in [0, 1], not {self.blur}"),
+            (0 <= self.noise <= 1, f"noise must be a standard deviation in [0, 1] of the 0-1 range, not {self.noise}"),
             (0 < self.scale[0] <= self.scale[1], f"scale must be (min, max) with 0 < min <= max, not {self.scale}"),
             (self.workers >= 0, f"workers must be >= 0 (0: load data in the training process), not {self.workers}"),
             (self.seed >= 0, f"seed must be >= 0, not {self.seed}"),
@@ -154,6 +173,7 @@ class TrainConfig:
             raise TrainingError(f"exit_space: {exc}") from None
         try:
             check_dataset(self.dataset, self.data_options)
+            parse_splits(self.train_split), parse_splits(self.val_split)
         except MessError as exc:
             raise TrainingError(str(exc)) from None
         self.convert = convert_options(self.convert)

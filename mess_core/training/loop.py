@@ -12,6 +12,9 @@ process's RNG state, the epoch, the configuration and the metric history) and re
 history, so the two never disagree. A non-finite loss stops the run before the optimiser touches the weights; a
 non-finite value anywhere in the trained state (parameters, buffers such as BatchNorm statistics, optimiser state)
 stops it after the epoch, before anything is written, so every checkpoint (and result file) is finite by construction.
+
+With ``ema`` a copy of the weights (and BatchNorm statistics) averaged exponentially over the optimiser steps is
+kept beside them: evaluations read the average, the checkpoint holds both, and the run's result is the average.
 """
 
 from __future__ import annotations
@@ -177,6 +180,7 @@ class _Run:
     ignore_index: int
     run_dir: Path
     log: Callable[[str], None]
+    ema: Any = None  # torch.optim.swa_utils.AveragedModel of the task's module when config.ema > 0
 
     @property
     def ckpt_path(self) -> Path:
@@ -242,6 +246,11 @@ def _resume(run: _Run) -> tuple[int, int, list[dict[str, Any]]]:
     except RuntimeError as exc:
         raise TrainingError(f"{ckpt_path}: its weights do not fit this network: {str(exc).splitlines()[0]}") from None
     run.task.restore(state.get("task", {}))
+    if run.ema is not None:
+        if "ema" not in state:
+            raise TrainingError(f"{ckpt_path}: holds no weight average (it was written without ema); resume with the "
+                                "run's own settings")
+        run.ema.load_state_dict(state["ema"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     run.scaler.load_state_dict(state["scaler"])
@@ -293,6 +302,8 @@ def _train_step(run: _Run, micro: list, epoch: int, global_step: int) -> tuple[f
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.scheduler.step()
+    if run.ema is not None:
+        run.ema.update_parameters(run.task.module)
     return loss_value, dict(zip(names, reduced[1:].tolist()))
 
 
@@ -353,6 +364,7 @@ def _save_epoch(run: _Run, epoch: int, global_step: int, history: list[dict[str,
                 "history": history,
                 "rng": rngs,
                 "task": run.task.state(),
+                **({"ema": run.ema.state_dict()} if run.ema is not None else {}),
             },
         )
         write_metrics_csv(run.run_dir / METRICS, history)
@@ -368,9 +380,28 @@ def _guard_epoch(run: _Run, epoch: int) -> None:
                  lr=run.scheduler.get_last_lr()[0], optimizer=run.optimizer)
 
 
+@contextlib.contextmanager
+def _averaged(run: _Run):
+    """The task's module holds the weight average for the block (evaluation), its own weights again after it."""
+    if run.ema is None:
+        yield
+        return
+    own = {k: v.clone() for k, v in run.task.module.state_dict().items()}
+    run.task.module.load_state_dict(run.ema.module.state_dict())
+    try:
+        yield
+    finally:
+        run.task.module.load_state_dict(own)
+
+
+def _evaluate(run: _Run, val_loader: DataLoader) -> tuple[dict[str, Any], dict[str, Any]]:
+    with _averaged(run):
+        return run.task.evaluate(val_loader, run.env.device)
+
+
 def _evaluate_final_weights(run: _Run, val_loader: DataLoader, history: list[dict[str, Any]]) -> dict[str, Any]:
     """Evaluate weights no epoch of this call evaluated (a resume after the last epoch) and record the result."""
-    metrics, detail = run.task.evaluate(val_loader, run.env.device)
+    metrics, detail = run.task.evaluate(val_loader, run.env.device)  # the average already, when there is one
     detail.update(run.task.after_evaluation(run.config.epochs, run.main_log()))
     if history:
         history[-1].update(metrics)
@@ -407,6 +438,7 @@ def fit(
         scheduler=_scheduler(config, optimizer, (config.schedule_epochs or config.epochs) * steps),
         scaler=torch.amp.GradScaler(device.type, enabled=config.precision == "fp16"),
         autocast=_autocast(config, device), ignore_index=ignore_index, run_dir=Path(run_dir), log=log,
+        ema=_weight_average(task.module, config.ema),
     )
 
     history: list[dict[str, Any]] = []
@@ -429,11 +461,22 @@ def fit(
         _guard_epoch(run, epoch)  # before evaluating diverged weights (and again right before the checkpoint)
         due = epoch % config.eval_every == 0 or epoch == config.epochs or epoch in config.prune_at
         if val_loader is not None and due:
-            metrics, detail = task.evaluate(val_loader, device)
+            metrics, detail = _evaluate(run, val_loader)
             row.update(metrics)
             detail.update(task.after_evaluation(epoch, run.main_log()))
         history.append(row)
         _save_epoch(run, epoch, global_step, history, detail)
+    if run.ema is not None:  # the run's result is the average
+        task.module.load_state_dict(run.ema.module.state_dict())
     if val_loader is not None and not detail:  # resumed after its last epoch: its final weights were not evaluated
         detail = _evaluate_final_weights(run, val_loader, history)
     return {"history": history, "detail": detail}
+
+
+def _weight_average(module: nn.Module, decay: float) -> Any:
+    """An exponential moving average of ``module``'s weights and buffers (BatchNorm statistics), or None at 0."""
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(module, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)

@@ -49,14 +49,17 @@ class _Limited(Subset):
 
 
 def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
-    """The training split (augmented) and validation split of ``config.dataset``."""
-    probe = build_dataset(config.dataset, root=config.data_root, split="train", seed=config.seed, **config.data_options)
+    """The training images (augmented) and validation images of ``config.dataset``: ``train_split`` and ``val_split``
+    kept to ``train_groups`` and ``val_groups``."""
+    probe = build_dataset(config.dataset, root=config.data_root, split=config.train_split,
+                          groups=config.train_groups, seed=config.seed, **config.data_options)
     ignore = probe.info.ignore_index
     probe.transform = train_transform(
-        crop=config.crop, scale=config.scale, hflip=config.hflip, jitter=config.jitter, ignore_index=ignore
+        crop=config.crop, scale=config.scale, hflip=config.hflip, jitter=config.jitter, hue=config.hue,
+        blur=config.blur, noise=config.noise, ignore_index=ignore
     )
     val = build_dataset(
-        config.dataset, root=config.data_root, split="val", seed=config.seed,
+        config.dataset, root=config.data_root, split=config.val_split, groups=config.val_groups, seed=config.seed,
         transform=eval_transform(size=config.eval_size), **config.data_options,
     )
     train_set: Dataset = _Limited(probe, config.train_limit) if config.train_limit else probe
