@@ -35,10 +35,12 @@ from ..training import TrainConfig, load_run_config, train
 from ..training.loop import CHECKPOINT
 from ..training.run import RESULT_FILES
 from ..workload import profile_report
+from ..data.selection import describe_groups
 from .config import (CONFIG, FRONTS, LATENCY, MANIFEST, ORACLE, PROFILE, RESULTS, STAGES, STUDY_FORMAT, TRAINING,
                      USER_MODEL, WEIGHTS, StudyConfig, StudyError)
 from .pack import (file_entries, frame_json, replace_folder, sha256, ship_weights, to_half, used_heads, versions,
                    write_json)
+from .protocol import data_protocol
 from .steps import Step, StepLog, StepTimes, run_steps
 
 __all__ = ["build"]
@@ -59,9 +61,14 @@ def build(config_path: str | os.PathLike, *, work: str | os.PathLike | None = No
     cfg = StudyConfig.from_yaml(config_path)
     work = Path(work or Path("runs") / cfg.name)
     out = Path(out or Path("precomputed") / cfg.name)
+    protocol = data_protocol(cfg)  # refuses to tune on scenes it trains on before anything is written
     work.mkdir(parents=True, exist_ok=True)
     log(f"study {cfg.name}: work folder {work}, output {out}")
-    run = _Build(cfg, config_path, work, out)
+    for step in ("train", "tune", "report"):
+        if protocol[step] is not None:
+            log(f"  {step}: {cfg.dataset} {protocol[step]['split']}, groups "
+                f"{describe_groups(protocol[step]['groups'])}")
+    run = _Build(cfg, config_path, work, out, protocol)
     if not run_steps(run.steps(), times=run.times, log=log, stop_after=stop_after):
         log(f"stopped after {stop_after}, as asked; run the same command without --stop-after to go on")
         return work
@@ -112,8 +119,9 @@ def _train_or_resume(say: StepLog, what: str, wanted: TrainConfig, *, starting: 
 class _Build:
     """One build of a study: its steps, and what each leaves for the next."""
 
-    def __init__(self, cfg: StudyConfig, config_path: Path, work: Path, out: Path):
+    def __init__(self, cfg: StudyConfig, config_path: Path, work: Path, out: Path, protocol: dict[str, Any]):
         self.cfg, self.config_path, self.work, self.out = cfg, config_path, work, out
+        self.protocol = protocol
         self.times = StepTimes(work / "build_times.json")
         self.started = time.perf_counter()
         self.size = tuple(cfg.eval_size or cfg.crop)
@@ -134,7 +142,7 @@ class _Build:
         stages = [Step(stage, lambda say, stage=stage: self.train_stage(say, stage)) for stage in STAGES]
         return stages + [
             Step("variant", self.train_variant, parts=lambda: list(cfg.variants)),
-            Step("cache", self.evaluate, parts=lambda: list(dict.fromkeys([cfg.cache_split, cfg.report_split]))),
+            Step("cache", self.evaluate, parts=lambda: list(dict.fromkeys(self.cache_names.values()))),
             Step("search", self.search),
             Step("latency", self.measure_latency),
             Step("pack", self.pack, timed=False),  # its own time cannot be in the manifest it writes
@@ -217,30 +225,41 @@ class _Build:
             to_half(self._result("exits"), weights)
         return artifacts.load_multi_exit_and_model(weights)
 
-    def evaluate(self, say: StepLog, split: str) -> None:
+    @cached_property
+    def cache_names(self) -> dict[str, str]:
+        """The cache of the tuning and of the report images, named by their selection (``val``, ``train-0006R0``)."""
+        names = {}
+        for step in ("tune", "report"):
+            split, groups = self.cfg.selection(step)
+            names[step] = "-".join([split, *groups])
+        return names
+
+    def evaluate(self, say: StepLog, name: str) -> None:
         cfg = self.cfg
-        path = self.work / f"{split}.npz"
+        tune = name == self.cache_names["tune"]
+        split, groups = cfg.selection("tune" if tune else "report")
+        path = self.work / f"{name}.npz"
         try:
-            dataset = cfg.eval_dataset(split, self.size)
+            dataset = cfg.eval_dataset(split, self.size, groups=groups)
         except MessError as exc:
-            if split == cfg.cache_split:
+            if tune:
                 raise
-            say(f"cache: no '{split}' split here ({str(exc).splitlines()[0][:120]}); figures on {cfg.cache_split} "
+            say(f"cache: no '{name}' images here ({str(exc).splitlines()[0][:120]}); figures on the tuning images "
                 "only")
             return
-        self.caches[split] = path
+        self.caches["tune" if tune else "report"] = path
         if path.is_file():
-            say(f"cache: {split} done earlier ({path})")
+            say(f"cache: {name} done earlier ({path})")
             return
-        latency = cfg.latency and split == cfg.cache_split
-        say(f"cache: every exit x configuration on {cfg.dataset} {split}"
+        latency = cfg.latency and tune
+        say(f"cache: every exit x configuration on {cfg.dataset} {name}"
             + (" (and per-stage/head latency)" if latency else ""))
         cache = build_cache(self.network[0], dataset, model=cfg.model_source.name, dataset_name=cfg.dataset,
                             split=split,
                             batch_size=8, latency=latency, limit=cfg.cache_limit,
-                            extra_meta={"source": f"study {cfg.name}"})
+                            extra_meta={"source": f"study {cfg.name}", "groups": list(groups)})
         cache.save(path)
-        if cfg.weights is not None and split == cfg.cache_split:
+        if cfg.weights is not None and tune:
             self.user_model_figures(say, dataset)
 
     def user_model_figures(self, say: StepLog, dataset: Any) -> dict[str, Any]:
@@ -264,13 +283,12 @@ class _Build:
 
     def search(self, say: StepLog) -> None:
         cfg = self.cfg
-        self.cache = cache = EvaluationCache.load(self.caches[cfg.cache_split])
-        self.report = report = EvaluationCache.load(self.caches[cfg.report_split]) \
-            if cfg.report_split in self.caches else None
+        self.cache = cache = EvaluationCache.load(self.caches["tune"])
+        self.report = report = EvaluationCache.load(self.caches["report"]) if "report" in self.caches else None
         if report is not None and cache.has_latency:
             report.stage_ms, report.head_ms = cache.stage_ms, cache.head_ms  # same network, same machine: same cost
-        say(f"search on {cfg.cache_split}: results table of every mode, fronts of every mode and peer"
-            + (f", every instance also reported on {cfg.report_split}" if report is not None else ""))
+        say(f"search on {self.cache_names['tune']}: results table of every mode, fronts of every mode and peer"
+            + (f", every instance also reported on {self.cache_names['report']}" if report is not None else ""))
         space = SearchSpace(max_exits=cfg.max_exits)
         self.tables = {mode: results_table(cache, mode=mode, space=space, eval_cache=report) for mode in MODES}
         self.fronts = all_fronts(cache, space=space)
@@ -295,7 +313,8 @@ class _Build:
         instances = {r.row: r.instance for r in deployed}
         say(f"latency: {', '.join(instances) or 'no early-exit instance'} against the original model, "
             f"batch {list(cfg.bench_batches)}, {', '.join(cfg.bench_engines)}")
-        dataset = cfg.eval_dataset(cfg.cache_split, self.size)
+        split, groups = cfg.selection("tune")
+        dataset = cfg.eval_dataset(split, self.size, groups=groups)
         images = torch.stack([dataset[i][0] for i in range(min(cfg.bench_images, len(dataset)))])
         net, _, model = self.network
         frame = bench(net, model, instances, images, batch_sizes=cfg.bench_batches, engines=cfg.bench_engines,
@@ -357,8 +376,10 @@ class _Build:
             "dataset": cfg.dataset,
             "classes": self.network[1].get("classes"),
             "input_size": [h, w],
-            "cache": self.caches[cfg.cache_split].name,
-            "report_cache": self.caches[cfg.report_split].name if self.report is not None else None,
+            "cache": self.caches["tune"].name,
+            "report_cache": self.caches["report"].name if self.report is not None else None,
+            # which groups (scenes) fed which step: the Study page shows it
+            "data": self.protocol,
             "unshipped_heads": unshipped,
             "versions": versions(),
             "machine": machine(),

@@ -12,19 +12,20 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
 from ..bench import ENGINES
 from ..data import build_dataset, check_dataset, eval_transform, list_datasets
+from ..data.selection import parse_splits
 from ..errors import MessError
 from ..exits import ExitSpec, exit_space
 from ..fields import check_fields
 from ..models.source import ModelSource, convert_options
 from ..training import TrainConfig
 
-__all__ = ["StudyError", "StudyConfig", "STUDY_FORMAT", "DEFAULT_STUDY", "STAGES", "MANIFEST", "WEIGHTS", "RESULTS",
+__all__ = ["StudyError", "StudyConfig", "SELECTIONS", "STUDY_FORMAT", "DEFAULT_STUDY", "STAGES", "MANIFEST", "WEIGHTS", "RESULTS",
            "FRONTS", "PROFILE", "CONFIG", "TRAINING", "LATENCY", "ORACLE", "USER_MODEL"]
 
 STUDY_FORMAT = "mess-study/1"
@@ -47,7 +48,11 @@ _STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "pretrain": {"epochs": 4, "optimizer": "adamw", "lr": 0.0005},
     "exits": {"epochs": 3, "optimizer": "adamw", "lr": 0.002, "exit_loss": "pfd"},
 }
-_TUPLES = ("crop", "eval_size", "bench_batches", "bench_engines", "heavy_configs")
+_TUPLES = ("crop", "eval_size", "bench_batches", "bench_engines", "heavy_configs", "train_groups", "cache_groups",
+           "report_groups")
+# the images each step of a study uses: (split field, groups field)
+SELECTIONS = {"train": ("train_split", "train_groups"), "tune": ("cache_split", "cache_groups"),
+              "report": ("report_split", "report_groups")}
 _MAPPINGS = ("convert", "data_options", "stages", "variants")
 
 
@@ -85,7 +90,16 @@ class StudyConfig:
     # the backbone comes pretrained; "scratch": no plain backbone stage, stage 1 trains the network from random
     # weights with its exit losses from the first step (exit-aware training when no pretrained backbone exists)
     pretrain_from: str = "backbone"
+    # which images train, which tune (the caches the search picks thresholds on; also what training evaluates) and
+    # which report: a split, or splits pooled with '+' ("train+val"), kept to some groups (scenes: CamVid's drive,
+    # Cityscapes' city; () = every group). The build refuses to tune on a group it trained on unless
+    # tune_on_training_groups says so: thresholds tuned on frames of a drive the network trained on promise savings
+    # that new scenes do not give
+    train_split: str = "train"
+    train_groups: tuple[str, ...] = ()
     cache_split: str = "val"
+    cache_groups: tuple[str, ...] = ()
+    tune_on_training_groups: bool = False
     cache_limit: int | None = None
     latency: bool = True
     max_exits: int = 2
@@ -95,6 +109,7 @@ class StudyConfig:
     variant_space: str = "crm50p-b1-rdi-fcn"
     # thresholds are tuned on cache_split; when the dataset also has this split, every instance is reported there too
     report_split: str = "test"
+    report_groups: tuple[str, ...] = ()
     # latency of the results' instances against the original model, measured in one run (0 images: skip)
     bench_images: int = 16
     bench_batches: tuple[int, ...] = (1, 8)
@@ -183,14 +198,22 @@ class StudyConfig:
         """The :class:`~mess_core.training.TrainConfig` fields every stage takes from the study's own settings."""
         return {"model": self.model, "convert": dict(self.convert), "dataset": self.dataset,
                 "data_root": self.data_root, "data_options": dict(self.data_options), "num_exits": self.num_exits,
+                "train_split": self.train_split, "train_groups": tuple(self.train_groups),
+                "val_split": self.cache_split, "val_groups": tuple(self.cache_groups),
                 "crop": tuple(self.crop), "eval_size": self.eval_size, "exit_space": self.exit_space,
                 "batch_size": self.batch_size, "seed": self.seed, "progress": False}
 
-    def eval_dataset(self, split: str, size: tuple[int, int], *, root: str | os.PathLike | None = None) -> Any:
-        """The study's dataset split as evaluated: every image resized to ``size``; ``root`` overrides ``data_root``
-        (the data may live elsewhere on another machine)."""
+    def selection(self, step: str) -> tuple[str, tuple[str, ...]]:
+        """The (split, groups) of the images ``step`` uses: ``train``, ``tune`` or ``report``."""
+        split, groups = SELECTIONS[step]
+        return getattr(self, split), tuple(getattr(self, groups))
+
+    def eval_dataset(self, split: str, size: tuple[int, int], *, groups: Sequence[str] = (),
+                     root: str | os.PathLike | None = None) -> Any:
+        """The study's images of ``split`` (pooled with '+'), kept to ``groups``, as evaluated: every image resized
+        to ``size``; ``root`` overrides ``data_root`` (the data may live elsewhere on another machine)."""
         return build_dataset(self.dataset, root=root if root is not None else self.data_root, split=split,
-                             transform=eval_transform(size=tuple(size)), **self.data_options)
+                             groups=tuple(groups), transform=eval_transform(size=tuple(size)), **self.data_options)
 
     def _check_settings(self, where: str) -> None:
         """Every setting has its type and range, and every stage's and variant's settings make a valid training
@@ -244,6 +267,15 @@ class StudyConfig:
         for ok, message in checks:
             if not ok:
                 raise StudyError(f"{where}: {message}")
+        for step, (split, groups) in SELECTIONS.items():
+            try:
+                parse_splits(getattr(self, split))
+            except MessError as exc:
+                raise StudyError(f"{where}: {split}: {exc}") from None
+            names = getattr(self, groups)
+            if any(not str(name).strip() for name in names) or len(set(names)) != len(names):
+                raise StudyError(f"{where}: {groups} must list distinct group names ({step} images), not "
+                                 f"{list(names)}")
         for name, parse in (("exit_space", exit_space), ("variant_space", ExitSpec.parse)):
             try:
                 parse(getattr(self, name))
