@@ -15,6 +15,11 @@ For every image b and every *head* h (each configuration at each early exit, the
 It is one ``.npz`` file with a JSON ``meta`` entry (model, dataset, split, input size, classes, exits, space,
 threshold grid, edge masking, what was measured where).
 
+A network that does not carry every configuration at every exit (a shipped study keeps heavy heads only where a
+stored instance uses them) gives a *partial* cache: ``meta["absent_heads"]`` lists the (exit, configuration) pairs
+it has no figures for, their rows hold zeros, and :meth:`EvaluationCache.head_index` refuses them, so no instance
+that uses one is ever scored from zeros.
+
 Example:
     >>> import numpy as np
     >>> cache = EvaluationCache.random(images=4, exits=3, configs=2, classes=3, seed=0)
@@ -112,13 +117,30 @@ class EvaluationCache:
 
     def head_index(self, exit: int, config: int | str) -> int:
         """Row of ``tp``/``above``/... holding configuration ``config`` (index or id) at early exit ``exit`` (1..N-1);
-        ``exit == N`` is the final exit."""
+        ``exit == N`` is the final exit. A head the cache has no figures for (see ``absent_heads``) is refused."""
         if exit == self.num_exits:
             return self.final_head
         if not 1 <= exit < self.num_exits:
             raise CacheError(f"exit {exit} is not an exit of this cache: early exits are 1..{self.num_exits - 1}, "
                              f"the final exit is {self.num_exits}")
-        return (exit - 1) * len(self.configs) + self.config_index(config)
+        index = self.config_index(config)
+        if self.configs[index] in self.absent_heads.get(exit, ()):
+            raise CacheError(f"this cache has no figures for '{self.configs[index]}' at exit {exit}: the network it was "
+                             "evaluated from does not carry that head there (a shipped study keeps heavy heads only "
+                             "where a stored instance uses them); choose an instance whose heads it carries")
+        return (exit - 1) * len(self.configs) + index
+
+    @property
+    def absent_heads(self) -> dict[int, frozenset[str]]:
+        """Early exit -> the configurations this (partial) cache has no figures for there; empty for a whole cache."""
+        held = self.meta.get("absent_heads") or {}
+        return {int(e): frozenset(configs) for e, configs in held.items()}
+
+    def configs_at_every_exit(self, exits: Iterable[int] | None = None) -> list[str]:
+        """The configurations this cache has figures for at every one of ``exits`` (default: every early exit)."""
+        absent = self.absent_heads
+        chosen = range(1, self.num_exits) if exits is None else exits
+        return [c for c in self.configs if not any(c in absent.get(e, ()) for e in chosen)]
 
     def config_index(self, config: int | str) -> int:
         if isinstance(config, (int, np.integer)):
@@ -287,6 +309,12 @@ class EvaluationCache:
                 raise CacheError(f"{where}: array '{name}' has shape {getattr(self, name).shape}, expected {shape}")
         if h != (n - 1) * c + 1:
             raise CacheError(f"{where}: {h} heads do not match {n - 1} early exits x {c} configurations + the final")
+        absent = self.meta.get("absent_heads") or {}
+        if not isinstance(absent, dict) or not all(
+                isinstance(e, str) and e.isdigit() and 1 <= int(e) < n and isinstance(cs, list)
+                and all(isinstance(x, str) and x in self.configs for x in cs) for e, cs in absent.items()):
+            raise CacheError(f"{where}: meta field 'absent_heads' is {absent!r}, expected early exits (1..{n - 1}) "
+                             "mapped to lists of configurations of its space; rebuild the cache")
         self._validate_counts(where)
 
     def _validate_counts(self, where: str) -> None:
@@ -373,7 +401,8 @@ class EvaluationCache:
 # ---------------------------------------------------------------------------------------------------- building
 def _measure_latency(net: Any, specs: Sequence[ExitSpec], input_size: tuple[int, int], device: torch.device,
                      repeats: int) -> tuple[np.ndarray, np.ndarray]:
-    """Median milliseconds of every stage and every head for one image on ``device``."""
+    """Median milliseconds of every stage and every head the network carries (0 for an absent head) for one image
+    on ``device``."""
     x = torch.randn(1, 3, *input_size, device=device)
     stage_ms = []
     head_ms = np.zeros((net.num_exits - 1, len(specs)))
@@ -383,22 +412,21 @@ def _measure_latency(net: Any, specs: Sequence[ExitSpec], input_size: tuple[int,
         inputs = step.live
         if not step.final:
             for c, spec in enumerate(specs):
+                if ExitSpec.coerce(spec).id not in net.heads[str(step.index)]:
+                    continue
                 head = net.head(step.index, spec)
                 head_ms[step.index - 1, c] = 1e3 * time_call(lambda: head(step.features, input_size), repeats=repeats)
     return np.asarray(stage_ms), head_ms
 
 
-def _exit_space(net: Any) -> list[str]:
-    """The configurations every early exit carries; the cache needs the same ones everywhere."""
+def _exit_space(net: Any) -> tuple[list[str], dict[str, list[str]]]:
+    """The configurations any early exit carries (in the order the exits list them), and per exit those it lacks."""
     spaces = {i: list(net.heads[str(i)].keys()) for i in range(1, net.num_exits)}
-    specs = spaces[1]
+    specs = list(dict.fromkeys(c for ids in spaces.values() for c in ids))
     if not specs:
         raise CacheError("the network has no exit heads attached; load a stage-2 multi_exit.pt")
-    for i, ids in spaces.items():
-        if ids != specs:
-            raise CacheError(f"exit {i} carries configurations {ids} but exit 1 carries {specs}; the cache needs the "
-                             "same space at every exit")
-    return specs
+    absent = {str(i): [c for c in specs if c not in ids] for i, ids in spaces.items()}
+    return specs, {i: missing for i, missing in absent.items() if missing}
 
 
 def _image_name(dataset: Any, i: int) -> str:
@@ -500,9 +528,10 @@ def build_cache(
     extra_meta: dict[str, Any] | None = None,
 ) -> EvaluationCache:
     """One pass of a trained :class:`~mess_core.MultiExitNet` over ``dataset`` (items (image, label) of one size)
-    computing every statistic of :class:`EvaluationCache`. Every early exit must carry the same configurations."""
+    computing every statistic of :class:`EvaluationCache`. An exit that lacks a configuration others carry gives a
+    partial cache (``meta["absent_heads"]``)."""
     device = torch.device(device)
-    specs = _exit_space(net)
+    specs, absent = _exit_space(net)
     grid = sorted(float(v) for v in th_pix_grid)
     info = dataset.info
     k, ignore = info.num_classes, info.ignore_index
@@ -527,6 +556,8 @@ def build_cache(
             features, final = net.forward_features(images)
             for i, feat in enumerate(features, start=1):
                 for c, spec in enumerate(specs):
+                    if spec in absent.get(str(i), ()):
+                        continue  # its rows stay zero; meta["absent_heads"] makes head_index refuse them
                     stats.record((i - 1) * len(specs) + c, rows, net.head(i, spec)(feat, size), labels)
             stats.record(heads - 1, rows, final, labels)
     assert size is not None
@@ -550,6 +581,7 @@ def build_cache(
         "th_pix_grid": grid,
         "edge_masking": {"size": edges.size, "window": edges.window},
         "images": names,
+        **({"absent_heads": absent} if absent else {}),
         "latency_device": (torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}")
         if latency else None,
         **(extra_meta or {}),

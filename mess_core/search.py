@@ -146,6 +146,13 @@ class SearchSpace:
                 raise SearchError(f"candidate exit {e} is not an early exit of this cache (1..{cache.num_exits - 1})")
         configs = [cache.config_index(c) for c in self.configs] if self.configs is not None else list(
             range(len(cache.configs)))
+        if cache.absent_heads:  # a partial cache: only the configurations it has figures for at every candidate exit
+            whole = set(cache.configs_at_every_exit(exits))
+            configs = [c for c in configs if cache.configs[c] in whole]
+            if not configs:
+                raise SearchError("this cache has figures for no configuration at every candidate exit (its network "
+                                  "carries some heads only at some exits); restrict --exits, or build the cache from "
+                                  "a network that carries every head")
         if self.policy == "naive" or mode != "input-dependent":
             th_pix: list[float | None] = [None]
         elif self.th_pix is None:

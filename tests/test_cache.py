@@ -201,3 +201,34 @@ def test_cache_and_search_commands_end_to_end(setup, tmp_path, capsys):
     assert main(["search", "--cache", str(tmp_path / "train.npz"), "--objective", "min-cost", "--max-drop", "1",
                  "--cost", "latency", "--th-pix", "0.5,0.7,0.9", "--th-img", "0.2,0.5,0.8",
                  "--out", str(tmp_path / "inst_ms.json")]) == 0
+
+
+def test_a_network_missing_a_head_at_one_exit_gives_a_partial_cache_that_refuses_that_head_only(setup):
+    import copy
+
+    from mess_core.search import Objective, SearchSpace, search
+
+    net, data, whole, _ = setup
+    partial_net = copy.deepcopy(net)
+    del partial_net.heads["2"][SPACE[2]]  # as a shipped study leaves a heavy head out where no instance uses it
+    partial = build_cache(partial_net, data, model="mobilenetv3_lraspp", dataset_name="synthetic", split="val",
+                          batch_size=3, th_pix_grid=GRID)
+    assert partial.meta["absent_heads"] == {"2": [SPACE[2]]} and partial.configs == SPACE
+    with pytest.raises(CacheError, match=f"no figures for '{SPACE[2]}' at exit 2"):
+        partial.head_index(2, SPACE[2])
+    with pytest.raises(CacheError, match="no figures"):
+        evaluate(partial, Instance("budgeted", (KeptExit(2, SPACE[2]),)))
+    # every head it has gives the whole cache's figures
+    for e in range(1, net.num_exits):
+        for c in SPACE:
+            if (e, c) == (2, SPACE[2]):
+                continue
+            inst = Instance.input_dependent([KeptExit(e, c, 0.5)], th_pix=0.7)
+            assert evaluate(partial, inst).miou == evaluate(whole, inst).miou
+    # the search only considers configurations it has at every candidate exit
+    _, configs, _ = SearchSpace().resolve(partial)
+    assert [partial.configs[c] for c in configs] == SPACE[:2]
+    for mode in ("input-dependent", "budgeted"):
+        found = search(partial, Objective("pareto"), mode=mode, space=SearchSpace(max_exits=1))
+        used = {k.config for inst in found.front["instance"] if inst is not None for k in inst.exits}
+        assert used and SPACE[2] not in used
