@@ -251,3 +251,41 @@ def test_a_run_written_before_a_setting_existed_counts_as_its_default(tiny_study
     lines: list[str] = []
     build(config, work=copy, out=tmp_path / "study", stop_after="backbone", log=lines.append)
     assert any("backbone: done earlier" in line for line in lines)
+
+
+def test_the_manifest_says_which_groups_fed_which_step(tiny_study):
+    _, _, out, _ = tiny_study
+    data = open_study(out).manifest["data"]
+    assert data["train"] == {"split": "train", "groups": {"train": 10}, "images": 10}
+    assert data["tune"]["groups"] == {"val": 10} and data["report"]["groups"] == {"test": 10}
+    assert data["shared_train_tune"] == [] and data["tune_on_training_groups"] is False
+
+
+def test_a_study_that_would_tune_on_scenes_it_trains_on_is_refused_unless_its_yaml_says_so(tiny_study, tmp_path):
+    config, _, _, _ = tiny_study
+    overlapping = tmp_path / "overlap.yaml"
+    overlapping.write_text(config.read_text() + "cache_split: train+val\n")
+    with pytest.raises(StudyError, match=r"tunes on group\(s\) train \(10 images\), which it also trains on"):
+        build(overlapping, work=tmp_path / "work", out=tmp_path / "study", log=lambda _: None)
+    assert not (tmp_path / "work").exists()  # refused before anything was written
+    allowed = tmp_path / "allowed.yaml"
+    allowed.write_text(overlapping.read_text() + "tune_on_training_groups: true\n")
+    lines: list[str] = []
+    build(allowed, work=tmp_path / "work2", out=tmp_path / "study", stop_after="backbone", log=lines.append)
+    assert any("tune: synthetic train+val, groups train (10), val (10)" in line for line in lines)
+
+
+def test_groups_select_the_images_every_step_reads(tmp_path):
+    cfg = StudyConfig.from_dict({"name": "g", "dataset": "synthetic", "data_options": {"length": 6},
+                                 "train_split": "train+test", "train_groups": ["test"], "cache_split": "train+val",
+                                 "cache_groups": ["val"]})
+    fields = cfg.stage_fields("pretrain")
+    assert (fields["train_split"], fields["train_groups"]) == ("train+test", ("test",))
+    assert (fields["val_split"], fields["val_groups"]) == ("train+val", ("val",))
+    split, groups = cfg.selection("tune")
+    data = cfg.eval_dataset(split, (32, 32), groups=groups)
+    assert len(data) == 6 and {data.group_of(i) for i in range(6)} == {"val"}
+    with pytest.raises(StudyError, match="cache_groups must list distinct group names"):
+        StudyConfig.from_dict({"name": "g", "cache_groups": ["a", "a"]})
+    with pytest.raises(StudyError, match="train_split"):
+        StudyConfig.from_dict({"name": "g", "train_split": "train++val"})

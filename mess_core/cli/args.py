@@ -179,10 +179,10 @@ def split_expression(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def add_selection(parser: argparse.ArgumentParser, *, default: str = "val") -> None:
+def add_selection(parser: argparse.ArgumentParser, *, default: str | None = "val", default_help: str = "") -> None:
     """``--split`` (pooled with '+') and ``--groups``: which images of the dataset a command reads."""
     parser.add_argument("--split", default=default, type=split_expression,
-                        help=f"split, or splits pooled with '+' (train+val); default {default}")
+                        help=f"split, or splits pooled with '+' (train+val); default {default_help or default}")
     parser.add_argument("--groups", type=groups, default=(), metavar="G1,G2",
                         help="keep only images of these groups (scenes: CamVid's sequence, Cityscapes' city)")
 

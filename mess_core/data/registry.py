@@ -64,21 +64,23 @@ def check_dataset(name: str, options: dict[str, Any]) -> None:
     check_arguments(cls, options, where=f"dataset {name!r} option", error=DataError)
 
 
-def build_dataset(name: str, *, root: str | os.PathLike | None = None, split: str, groups: Sequence[str] = (),
+def build_dataset(name: str, *, root: str | os.PathLike | None = None, split: str | None, groups: Sequence[str] = (),
                   transform: Transform | None = None, seed: int = 0, **options: Any) -> SegmentationDataset:
     """``name`` is one of ``list_datasets()``; ``options`` go to its class (e.g. ``length``/``size`` for synthetic).
 
     ``split`` may pool splits (``"train+val"``) and ``groups`` keep only the images of those groups (scenes, see
     :mod:`mess_core.data.selection`); either gives a :class:`PooledDataset`."""
     check_dataset(name, options)
-    splits = parse_splits(split)
+    # a folder dataset without splits takes split None (its images sit in the folder itself)
+    splits: tuple[str | None, ...] = (None,) if split is None else parse_splits(split)
     if len(splits) > 1 or groups:
         parts = [_build_one(name, root, part, None, seed, options) for part in splits]
-        return PooledDataset(parts, split=SPLIT_SEPARATOR.join(splits), groups=groups, transform=transform, seed=seed)
+        return PooledDataset(parts, split=SPLIT_SEPARATOR.join(str(p or "all") for p in splits), groups=groups,
+                             transform=transform, seed=seed)
     return _build_one(name, root, split, transform, seed, options)
 
 
-def _build_one(name: str, root: str | os.PathLike | None, split: str, transform: Transform | None, seed: int,
+def _build_one(name: str, root: str | os.PathLike | None, split: str | None, transform: Transform | None, seed: int,
                options: dict[str, Any]) -> SegmentationDataset:
     cls, root_is = _DATASETS[name]
     if root_is is None:

@@ -1,0 +1,100 @@
+"""A study, as shipped, on your own labelled images (``python -m mess_core study evaluate``): one pass of the study's
+network over them into an evaluation cache (partial where the study ships a heavy head only at some exits), then
+every results row scored there (:func:`mess_core.heldout.evaluate_rows`). Images of another size are resized to the
+study's input size, and the notes say so."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import pandas as pd
+
+from ..cache import EvaluationCache, build_cache
+from ..data import build_dataset, eval_transform
+from ..heldout import evaluate_rows, with_costs_of
+from .config import StudyError
+from .folder import Study
+from .pack import frame_json
+
+__all__ = ["EvaluationData", "evaluation_dataset", "evaluate_on", "evaluation_record", "EVALUATED_MODES"]
+
+# the deployable modes, the one people deploy first: anytime rows are budgeted ones that also report later outputs
+EVALUATED_MODES = ("input-dependent", "budgeted")
+
+
+@dataclass(frozen=True)
+class EvaluationData:
+    """Which labelled images to evaluate a study on; ``dataset``/``root``/``options`` default to the study's own."""
+
+    split: str | None = None  # None: "test", or a folder dataset's images sitting in the folder itself
+    groups: tuple[str, ...] = ()
+    dataset: str | None = None
+    root: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        return " ".join(filter(None, [self.dataset, self.split or "", f"[{','.join(self.groups)}]" if self.groups else ""]))
+
+
+def evaluation_dataset(study: Study, data: EvaluationData) -> tuple[Any, EvaluationData, list[str]]:
+    """The images ``data`` names, resized to the study's input size; the selection with the study's defaults filled
+    in; and notes for the reader (resizing, class names that differ)."""
+    config = study.manifest.get("config") if isinstance(study.manifest.get("config"), dict) else {}
+    name = data.dataset or config.get("dataset") or study.cache.meta.get("dataset")
+    if not name:
+        raise StudyError(f"study {study.name} does not say which dataset it was built on; name one with --data")
+    same = name == config.get("dataset")
+    root = data.root if data.root is not None else (config.get("data_root") if same else None)
+    options = data.options if (data.options or not same) else dict(config.get("data_options") or {})
+    size = tuple(int(v) for v in study.cache.meta["input_size"])
+    split = data.split if data.split is not None or name == "folder" else "test"
+    dataset = build_dataset(name, root=root, split=split, groups=data.groups, transform=eval_transform(size=size),
+                            **options)
+    chosen = EvaluationData(split, tuple(data.groups), name, root, dict(options))
+    notes = []
+    classes = study.cache.meta.get("classes") or []
+    if dataset.info.num_classes != study.cache.num_classes:
+        raise StudyError(f"{chosen.describe()} has {dataset.info.num_classes} classes but study {study.name} predicts "
+                         f"{study.cache.num_classes} ({', '.join(classes)}); evaluate on images labelled with the "
+                         "study's classes")
+    if classes and list(dataset.info.classes) != list(classes):
+        notes.append(f"class names differ ({', '.join(dataset.info.classes)} here, {', '.join(classes)} in the study); "
+                     "they are matched by index")
+    if len(dataset):
+        native = tuple(dataset.load(0)[0].shape[-2:])
+        if native != size:
+            notes.append(f"images are resized to the study's input size {size[0]}x{size[1]} (the first is "
+                         f"{native[0]}x{native[1]})")
+    return dataset, chosen, notes
+
+
+def evaluate_on(study: Study, dataset: Any, data: EvaluationData, *, batch_size: int = 8, limit: int | None = None,
+                progress: Callable[[Iterable], Iterable] | None = None, modes: Sequence[str] = EVALUATED_MODES,
+                level: float = 0.9) -> tuple[EvaluationCache, pd.DataFrame]:
+    """The study's network over ``dataset`` (an evaluation cache, with the tuning cache's measured latency) and every
+    results row of ``modes`` scored on it."""
+    net, meta = study.load_network()
+    cache = build_cache(net, dataset, model=meta["model"], dataset_name=str(data.dataset), split=data.split,
+                        batch_size=batch_size, limit=limit, progress=progress,
+                        extra_meta={"source": f"study evaluate {study.name}", "groups": list(data.groups)})
+    cache = with_costs_of(cache, study.cache)
+    rows = evaluate_rows({mode: study.results(mode) for mode in modes}, cache, level=level)
+    return cache, rows
+
+
+def evaluation_record(study: Study, cache: EvaluationCache, rows: pd.DataFrame, data: EvaluationData,
+                      notes: Sequence[str]) -> dict[str, Any]:
+    """What ``study evaluate --json`` writes: the study, the images, the notes and every row's figures."""
+    return {
+        "format": "mess-evaluation/1",
+        "study": study.name,
+        "study_path": str(study.path),
+        "data": {"dataset": data.dataset, "root": None if data.root is None else str(os.fspath(data.root)),
+                 "split": data.split, "groups": list(data.groups), "options": data.options,
+                 "images": cache.num_images, "input_size": list(cache.meta["input_size"])},
+        "notes": list(notes),
+        "backbone_miou": float(cache.head_miou()[cache.final_head]),
+        "rows": frame_json(rows),
+    }
