@@ -13,6 +13,7 @@ from app.common import class_iou, guarded, pct, results
 from mess_core.instance import MODES
 from mess_core.report import interval_texts
 from mess_core.study import Study, end_to_end_table, headline, policy_comparison
+from mess_core.study.protocol import protocol_table, protocol_warning
 from mess_core.study_figures import WorkloadProfile, exit_space, workload_profile
 
 
@@ -57,6 +58,13 @@ def page(study: Study) -> None:
     cols[2].metric("backbone GFLOPs", f"{space.backbone_gflops:.3f}")
     cols[3].metric("exits (N)", cache.num_exits)
     cols[4].metric("configurations per exit", len(cache.configs))
+    data = protocol_table(manifest)
+    if data is not None:
+        st.markdown("**Which images fed which step** (groups are scenes: CamVid's drive, Cityscapes' city; a promise "
+                    "holds on new scenes only when it was tuned on scenes the network did not train on)")
+        st.dataframe(data, hide_index=True, key="protocol_table")
+    if (warning := protocol_warning(manifest)) is not None and study.is_packed:
+        st.warning(warning)
 
     st.subheader("Workload profile")
     workload = workload_profile(study.profile())

@@ -16,6 +16,10 @@ Example:
     >>> protocol = data_protocol(cfg)
     >>> protocol["train"], protocol["tune"]["groups"], protocol["report"]["images"]
     ({'split': 'train', 'groups': {'train': 4}, 'images': 4}, {'val': 4}, 4)
+    >>> protocol_table({"data": protocol})[["step", "groups"]].to_dict("list")
+    {'step': ['training (stages 1 and 2)', 'tuning (thresholds, search, results)', 'report (every instance, never tuned)'], 'groups': ['train (4)', 'val (4)', 'test (4)']}
+    >>> protocol_warning({"data": protocol}) is None
+    True
 """
 
 from __future__ import annotations
@@ -24,11 +28,16 @@ import os
 from typing import Any
 
 from ..data import build_dataset
-from ..data.selection import group_counts
+import pandas as pd
+
+from ..data.selection import describe_groups, group_counts
 from ..errors import MessError
 from .config import SELECTIONS, StudyConfig, StudyError
 
-__all__ = ["data_protocol", "selection_summary", "overlap"]
+__all__ = ["data_protocol", "selection_summary", "overlap", "protocol_table", "protocol_warning"]
+
+_STEPS = {"train": "training (stages 1 and 2)", "tune": "tuning (thresholds, search, results)",
+          "report": "report (every instance, never tuned)"}
 
 
 def selection_summary(cfg: StudyConfig, step: str, *, root: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -70,3 +79,37 @@ def data_protocol(cfg: StudyConfig) -> dict[str, Any]:
             f"{', '.join(protocol['train']['groups'])}, tune {', '.join(tune)}), or set tune_on_training_groups: "
             "true to accept it")
     return protocol
+
+
+def protocol_table(manifest: dict[str, Any]) -> pd.DataFrame | None:
+    """Which images fed which step of a built study (its manifest's ``data``): step, split, groups with their image
+    counts, images; None for a study built before groups were recorded."""
+    data = manifest.get("data")
+    if not isinstance(data, dict):
+        return None
+    rows = []
+    for step, what in _STEPS.items():
+        held = data.get(step)
+        if isinstance(held, dict) and isinstance(held.get("groups"), dict):
+            rows.append({"step": what, "split": held.get("split"), "groups": describe_groups(held["groups"]),
+                         "images": held.get("images")})
+        elif step == "report":
+            rows.append({"step": what, "split": None, "groups": "not on the build machine", "images": 0})
+    return pd.DataFrame(rows)
+
+
+def protocol_warning(manifest: dict[str, Any]) -> str | None:
+    """What a reader must know about how a study's tuning images relate to its training images, or None when they
+    share no group."""
+    data = manifest.get("data")
+    if not isinstance(data, dict):
+        config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
+        return (f"This study was built before groups (scenes) were recorded: it trained on "
+                f"'{config.get('train_split', 'train')}' and tuned on '{config.get('cache_split', 'val')}', which may "
+                "share scenes; its figures may not hold on scenes the network never saw. `study evaluate` measures "
+                "them on your own images.")
+    shared = data.get("shared_train_tune") or []
+    if shared:
+        return (f"Tuned on group(s) {', '.join(shared)}, which it also trained on (tune_on_training_groups: true): "
+                "its figures describe scenes the network saw; expect less on new ones.")
+    return None
