@@ -246,6 +246,9 @@ class EvaluationCache:
         names = meta.get("images")
         if isinstance(names, list) and len(names) == self.num_images:
             meta["images"] = [names[i] for i in idx]
+        groups = meta.get("image_groups")
+        if isinstance(groups, list) and len(groups) == self.num_images:
+            meta["image_groups"] = [groups[i] for i in idx]
         per_image = {name: getattr(self, name)[idx] for name in
                      ("tp", "pred", "label", "above", "above_plain", "conf_sum", "pixels")}
         return EvaluationCache(meta=meta, **per_image, stage_gflops=self.stage_gflops, head_gflops=self.head_gflops,
@@ -543,7 +546,8 @@ def build_cache(
     heads = (net.num_exits - 1) * len(specs) + 1
     stats = _Statistics.zeros(count, heads, k, grid, device, ignore, edges)
     size: tuple[int, int] | None = None
-    names = []
+    names: list[str] = []
+    groups: list[str] = []  # each image's group (scene), where the dataset says
 
     batches = range(0, count, batch_size)
     with evaluating(net):
@@ -552,6 +556,7 @@ def build_cache(
             images, labels, size = _load_batch(dataset, idx, size, device, k, ignore)
             rows = slice(start, start + len(idx))
             names += [_image_name(dataset, i) for i in idx]
+            groups += [str(dataset.group_of(i)) for i in idx] if hasattr(dataset, "group_of") else []
             stats.count_labels(rows, labels, size)
             features, final = net.forward_features(images)
             for i, feat in enumerate(features, start=1):
@@ -581,6 +586,7 @@ def build_cache(
         "th_pix_grid": grid,
         "edge_masking": {"size": edges.size, "window": edges.window},
         "images": names,
+        **({"image_groups": groups} if len(groups) == len(names) else {}),
         **({"absent_heads": absent} if absent else {}),
         "latency_device": (torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}")
         if latency else None,

@@ -442,7 +442,7 @@ def live_search(cache: EvaluationCache, objective: Objective, *, mode: str, unit
     interval = result.interval  # a confidence-aware search already bootstrapped its choice
     if interval is None and result.instance is not None:
         interval = drop_interval(cache, result.instance, confidence=objective.confidence or DEFAULT_LEVEL,
-                                 fresh_images=objective.fresh_images)
+                                 fresh_images=objective.fresh_images, block=objective.block)
     chosen = SearchPoint(result.instance, result.miou, result.cost, interval)
     backbone = SearchPoint(Instance(mode), result.reference_miou, result.reference_cost)
     peers: dict[str, SearchPoint] = {}

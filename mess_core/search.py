@@ -92,6 +92,9 @@ class Objective:
     # with a confidence: the bound is predictive, for the drop a fresh sample of this many images would show (that
     # sample's own noise added; see mess_core.uncertainty)
     fresh_images: int | None = None
+    # with a confidence: the bootstrap resamples scene blocks of this many consecutive images of a group, not images
+    # (frames of one drive are not independent draws; see mess_core.uncertainty)
+    block: int | None = None
 
     def __post_init__(self) -> None:
         if self.confidence is not None:
@@ -105,6 +108,9 @@ class Objective:
                                               or not isinstance(self.fresh_images, int) or self.fresh_images < 1):
             raise SearchError(f"fresh_images needs a confidence level and a whole number of images >= 1, not "
                               f"{self.fresh_images!r}")
+        if self.block is not None and (self.confidence is None or isinstance(self.block, bool)
+                                       or not isinstance(self.block, int) or self.block < 1):
+            raise SearchError(f"block needs a confidence level and a whole number of images >= 1, not {self.block!r}")
         if self.kind == "min-cost":
             if self.max_drop is None or self.max_drop < 0:
                 raise SearchError(f"min-cost needs max_drop >= 0 percentage points, not {self.max_drop!r}")
@@ -118,6 +124,7 @@ class Objective:
         if self.kind == "min-cost":
             sure = f" at {100 * self.confidence:g}% confidence" if self.confidence is not None else ""
             sure += f" for a fresh sample of {self.fresh_images} images" if self.fresh_images else ""
+            sure += f" over scene blocks of {self.block}" if self.block else ""
             return f"min cost, mIoU drop <= {self.max_drop:g} pp{sure}"
         if self.kind == "max-acc":
             return f"max mIoU, cost <= {self.budget:g}x backbone"
@@ -691,7 +698,8 @@ def confident_search(cache: EvaluationCache, objective: Objective, *, mode: str 
         found = search(cache, Objective("pareto"), mode=mode, unit=unit, space=space)
         front, scored = found.front, found.evaluated
     choice = confident_choice(cache, front, objective.max_drop, objective.confidence,  # type: ignore[arg-type]
-                              resamples=resamples, seed=seed, fresh_images=objective.fresh_images)
+                              resamples=resamples, seed=seed, fresh_images=objective.fresh_images,
+                              block=objective.block)
     final_miou = float(cache.head_miou()[cache.final_head])
     cum_full = float(np.sum(cache.stage_cost(unit)))  # type: ignore[arg-type]
     at = choice.row

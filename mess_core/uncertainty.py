@@ -20,6 +20,11 @@ drop such a sample would show: ``point + D_M - D_N``, D_M the drop on a resample
 set of resamples) and D_N on one of the split's N. Neither accounts for the search having chosen the instance on
 these images (thresholds fitted to them look better here than elsewhere): BENCHMARKS.md measures how much that costs.
 
+Images of one scene are not independent draws (frames a second apart of one drive look alike, and are alike hard
+for the network): with ``block=B`` the bootstrap resamples *scene blocks* instead of images, B consecutive images of
+one group (the cache's ``image_groups``, in its image order; see :func:`scene_blocks`), so the interval carries the
+scene-to-scene spread too. A fresh sample of M images is then M/B fresh blocks.
+
 It is vectorised: the chosen head's per-image counts (N, K) of every instance, a (resamples, N) matrix of multinomial
 resample counts, one matrix product per instance for the (resamples, K) totals.
 
@@ -54,7 +59,7 @@ from .cache import EvaluationCache
 from .errors import MessError
 from .instance import Instance, evaluate, iou_of_counts, mean_iou
 
-__all__ = ["DropInterval", "UncertaintyError", "resample_weights", "image_heads", "bootstrap_drops", "drop_interval",
+__all__ = ["DropInterval", "UncertaintyError", "resample_weights", "scene_blocks", "image_heads", "bootstrap_drops", "drop_interval",
            "drop_intervals", "confident_choice", "ConfidentChoice", "check_confidence", "DEFAULT_RESAMPLES", "DEFAULT_LEVEL"]
 
 DEFAULT_RESAMPLES = 1000
@@ -87,6 +92,7 @@ class DropInterval:
     images: int
     seed: int
     fresh_images: int | None = None  # predictive: for the drop a fresh sample of this many images shows
+    block: int | None = None  # scene blocks of this many consecutive images of a group were resampled, not images
 
     def within(self, max_drop: float) -> bool:
         """Whether the promise "drop <= max_drop" holds at this interval's confidence."""
@@ -95,8 +101,8 @@ class DropInterval:
     def describe(self) -> str:
         return (f"drop {self.point:.2f} pp ({100 * self.level:g}% interval {self.low:.2f} to {self.high:.2f}; "
                 f"<= {self.upper:.2f} pp at {100 * self.confidence:g}% confidence, {self.resamples} resamples over "
-                f"{self.images} images" + (f"; on a fresh sample of {self.fresh_images}" if self.fresh_images else "")
-                + ")")
+                f"{self.images} images" + (f" in scene blocks of {self.block}" if self.block else "")
+                + (f"; on a fresh sample of {self.fresh_images}" if self.fresh_images else "") + ")")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (the instance file's ``uncertainty``)."""
@@ -113,14 +119,54 @@ def _weights(images: int, resamples: int, seed: int, size: int | None) -> np.nda
 
 
 def resample_weights(images: int, resamples: int = DEFAULT_RESAMPLES, seed: int = 0, *,
-                     size: int | None = None) -> np.ndarray:
+                     size: int | None = None, blocks: np.ndarray | None = None) -> np.ndarray:
     """(resamples, images) read-only float array: how many times each image is drawn in each resample (rows sum to
     ``images``, or to ``size``: then from a stream independent of the one without); the same arguments give the same
-    matrix."""
+    matrix. With ``blocks`` (each image's block number, 0..K-1) whole blocks are drawn, K of them (or ``size``
+    images' worth: ``size`` / mean block size, at least one), and each image weighs as often as its block was drawn.
+
+        >>> w = resample_weights(4, 3, blocks=np.array([0, 0, 1, 1]))
+        >>> bool((w[:, 0] == w[:, 1]).all() and (w[:, 2] == w[:, 3]).all()), w.sum(1).tolist()
+        (True, [4.0, 4.0, 4.0])
+    """
     if images < 1 or resamples < 1 or (size is not None and size < 1):
         raise UncertaintyError(f"a bootstrap needs images >= 1, resamples >= 1 and a sample size >= 1, not {images}, "
                                f"{resamples} and {size}")
-    return _weights(int(images), int(resamples), int(seed), None if size is None else int(size))
+    if blocks is None:
+        return _weights(int(images), int(resamples), int(seed), None if size is None else int(size))
+    blocks = np.asarray(blocks, dtype=np.int64)
+    if blocks.shape != (images,) or blocks.min() < 0:
+        raise UncertaintyError(f"blocks must give each of the {images} images a block number >= 0")
+    count = int(blocks.max()) + 1
+    draws = None if size is None else max(1, round(size * count / images))
+    return _weights(count, int(resamples), int(seed), draws)[:, blocks]
+
+
+def scene_blocks(cache: EvaluationCache, block: int) -> np.ndarray:
+    """Each image's scene block: runs of ``block`` consecutive images of one group (``meta["image_groups"]``, all one
+    group when the cache does not record them), in the cache's image order (a drive's frames in time order).
+
+        >>> cache = EvaluationCache.random(images=5)
+        >>> scene_blocks(cache, 2).tolist()
+        [0, 0, 1, 1, 2]
+    """
+    if not isinstance(block, int) or isinstance(block, bool) or block < 1:
+        raise UncertaintyError(f"a scene block must be a whole number of images >= 1, not {block!r}")
+    groups = cache.meta.get("image_groups")
+    if not isinstance(groups, list) or len(groups) != cache.num_images:
+        groups = ["all"] * cache.num_images
+    out = np.empty(cache.num_images, dtype=np.int64)
+    seen: dict[str, int] = {}
+    next_block = 0
+    firsts: dict[str, int] = {}
+    for i, g in enumerate(groups):
+        position = seen.get(g, 0)
+        if position % block == 0:
+            firsts[g] = next_block
+            next_block += 1
+        out[i] = firsts[g]
+        seen[g] = position + 1
+    return out
 
 
 def image_heads(cache: EvaluationCache, instance: Instance) -> np.ndarray:
@@ -152,40 +198,41 @@ def bootstrap_drops(cache: EvaluationCache, heads: np.ndarray, weights: np.ndarr
 
 
 def _summaries(point: np.ndarray, drops: np.ndarray, *, level: float, confidence: float, seed: int,
-               images: int, fresh: int | None) -> list[DropInterval]:
+               images: int, fresh: int | None, block: int | None) -> list[DropInterval]:
     tail = (1.0 - level) / 2
     qs = np.nanquantile(drops, [tail, 1.0 - tail, confidence], axis=1)  # (3, M); resamples >= 1 always
     mean = np.nanmean(drops, axis=1)
     return [DropInterval(float(point[m]), float(mean[m]), float(qs[0, m]), float(qs[1, m]), float(qs[2, m]), level,
-                         confidence, drops.shape[1], images, seed, fresh) for m in range(len(point))]
+                         confidence, drops.shape[1], images, seed, fresh, block) for m in range(len(point))]
 
 
 def drop_intervals(cache: EvaluationCache, instances: Sequence[Instance], *, resamples: int = DEFAULT_RESAMPLES,
                    level: float = DEFAULT_LEVEL, confidence: float = DEFAULT_LEVEL, seed: int = 0,
-                   fresh_images: int | None = None) -> list[DropInterval]:
+                   fresh_images: int | None = None, block: int | None = None) -> list[DropInterval]:
     """:func:`drop_interval` of many instances at once, on the same resamples (one product for all of them)."""
     check_confidence(level, "level")
     check_confidence(confidence)
     if not instances:
         return []
-    weights = resample_weights(cache.num_images, resamples, seed)
+    blocks = None if block is None else scene_blocks(cache, block)
+    weights = resample_weights(cache.num_images, resamples, seed, blocks=blocks)
     heads = np.stack([image_heads(cache, inst) for inst in instances])
     point, drops = bootstrap_drops(cache, heads, weights)
     if fresh_images is not None:  # predictive: the fresh sample's own noise on top of this split's
-        fresh = resample_weights(cache.num_images, resamples, seed, size=fresh_images)
+        fresh = resample_weights(cache.num_images, resamples, seed, size=fresh_images, blocks=blocks)
         drops = point[:, None] + bootstrap_drops(cache, heads, fresh)[1] - drops
     return _summaries(point, drops, level=level, confidence=confidence, seed=seed, images=cache.num_images,
-                      fresh=fresh_images)
+                      fresh=fresh_images, block=block)
 
 
 def drop_interval(cache: EvaluationCache, instance: Instance, *, resamples: int = DEFAULT_RESAMPLES,
                   level: float = DEFAULT_LEVEL, confidence: float = DEFAULT_LEVEL, seed: int = 0,
-                  fresh_images: int | None = None) -> DropInterval:
+                  fresh_images: int | None = None, block: int | None = None) -> DropInterval:
     """The mIoU drop of ``instance`` against the backbone on ``cache``'s split, with its central ``level`` bootstrap
     interval and one-sided upper bound at ``confidence``; with ``fresh_images``, predictive for a fresh sample of
-    that many images (see the module docstring)."""
+    that many images; with ``block``, over scene blocks of that many images (see the module docstring)."""
     return drop_intervals(cache, [instance], resamples=resamples, level=level, confidence=confidence, seed=seed,
-                          fresh_images=fresh_images)[0]
+                          fresh_images=fresh_images, block=block)[0]
 
 
 @dataclass(frozen=True)
@@ -205,7 +252,7 @@ class ConfidentChoice:
 
 def confident_choice(cache: EvaluationCache, front: pd.DataFrame, max_drop: float, confidence: float, *,
                      resamples: int = DEFAULT_RESAMPLES, seed: int = 0, level: float = DEFAULT_LEVEL,
-                     fresh_images: int | None = None) -> ConfidentChoice:
+                     fresh_images: int | None = None, block: int | None = None) -> ConfidentChoice:
     """The cheapest instance of ``front`` (a Pareto front: columns cost, miou, instance) whose one-sided upper bound
     of the drop at ``confidence`` is <= ``max_drop`` pp, among those whose point drop is <= max_drop (with
     ``fresh_images``: the predictive bound for a fresh sample of that many images). Only front instances are
@@ -217,6 +264,6 @@ def confident_choice(cache: EvaluationCache, front: pd.DataFrame, max_drop: floa
     order = ok[np.argsort(cost[ok], kind="stable")]
     rows = tuple(int(i) for i in order)
     found = tuple(drop_intervals(cache, [front["instance"].iloc[i] for i in rows], resamples=resamples, level=level,
-                                 confidence=confidence, seed=seed, fresh_images=fresh_images))
+                                 confidence=confidence, seed=seed, fresh_images=fresh_images, block=block))
     row = next((i for i, interval in zip(rows, found) if interval.within(max_drop)), None)
     return ConfidentChoice(row, rows, found)

@@ -276,3 +276,38 @@ def test_the_thresholds_page_figures_carry_the_drop_interval():
     assert figures.drop_interval == drop_interval(cache, inst)
     assert figures.drop_interval.point == pytest.approx(figures.drop_pp)
     assert "drop_interval" not in figures.scalars()  # the downloaded instance's figures are unchanged
+
+
+def test_scene_blocks_resample_whole_runs_of_frames_and_equal_a_slow_loop_over_the_drawn_blocks():
+    from mess_core.uncertainty import scene_blocks
+
+    cache = EvaluationCache.random(images=12, exits=3, configs=2, classes=4, seed=3)
+    cache.meta["image_groups"] = ["a"] * 7 + ["b"] * 5
+    blocks = scene_blocks(cache, 3)
+    assert blocks.tolist() == [0, 0, 0, 1, 1, 1, 2, 3, 3, 3, 4, 4]  # runs never cross a group
+    weights = resample_weights(cache.num_images, 120, seed=1, blocks=blocks)
+    for b in range(5):  # every image of a block is drawn as often as its block
+        members = np.flatnonzero(blocks == b)
+        assert (weights[:, members] == weights[:, members[:1]]).all()
+    inst = _instances(cache)[3]
+    slow = _slow_drops(cache, inst, weights)
+    found = drop_interval(cache, inst, resamples=120, seed=1, block=3)
+    assert found.block == 3 and "scene blocks of 3" in found.describe()
+    assert found.mean == pytest.approx(slow.mean(), abs=1e-9)
+    assert found.upper == pytest.approx(np.quantile(slow, 0.9), abs=1e-9)
+    # a fresh sample of 6 images is round(6 / 2.4) = 2 fresh blocks (5 blocks of 2.4 images on average)
+    fresh = resample_weights(cache.num_images, 50, seed=1, size=6, blocks=blocks)
+    assert (fresh[:, [0, 3, 6, 7, 10]].sum(1) == 2).all()
+    with pytest.raises(UncertaintyError, match="scene block"):
+        scene_blocks(cache, 0)
+    with pytest.raises(SearchError, match="block needs a confidence"):
+        Objective("min-cost", max_drop=1.0, block=10)
+
+
+def test_frames_that_move_together_widen_the_interval_when_resampled_as_scenes():
+    # six scenes of five identical frames each: as single images the split looks like thirty independent draws
+    cache = EvaluationCache.random(images=6, exits=3, configs=2, classes=4, seed=9).subset(np.repeat(np.arange(6), 5))
+    cache.meta["image_groups"] = ["a"] * 30
+    inst = _instances(cache)[1]
+    frames, scenes = drop_interval(cache, inst), drop_interval(cache, inst, block=5)
+    assert scenes.high - scenes.low > frames.high - frames.low

@@ -30,6 +30,9 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--fresh-images", type=positive_int, metavar="M",
                    help="with --confidence: bound the drop a fresh sample of M images would show (wider: that sample "
                    "has its own noise), e.g. the size of the split you will be checked on")
+    s.add_argument("--block", type=positive_int, metavar="B",
+                   help="with --confidence: resample scene blocks of B consecutive images of a group instead of "
+                        "single images (frames of one drive are not independent; e.g. 10)")
     s.add_argument("--budget", type=positive_float, default=1.0,
                    help="max-acc: cost budget as a multiple of the backbone's")
     s.add_argument("--mode", choices=("budgeted", "anytime", "input-dependent"), default="input-dependent")
@@ -54,10 +57,11 @@ def _space(args: argparse.Namespace) -> SearchSpace:
     return SearchSpace(**fields)
 
 
-def _figures(cache: EvaluationCache, instance: Any, confidence: float) -> tuple[dict[str, Any], DropInterval]:
+def _figures(cache: EvaluationCache, instance: Any, confidence: float,
+             block: int | None = None) -> tuple[dict[str, Any], DropInterval]:
     """The instance file's figures on one split (mIoU, costs, and the drop with its bootstrap interval), and that
     interval, which the summary prints."""
-    interval = drop_interval(cache, instance, confidence=confidence)
+    interval = drop_interval(cache, instance, confidence=confidence, block=block)
     return {**outcome_figures(cache, instance), "uncertainty": interval.to_dict()}, interval
 
 
@@ -70,9 +74,12 @@ def run(args: argparse.Namespace) -> int:
     if args.fresh_images is not None and args.confidence is None:
         print("error: --fresh-images needs --confidence", file=sys.stderr)
         return 2
+    if args.block is not None and args.confidence is None:
+        print("error: --block needs --confidence", file=sys.stderr)
+        return 2
     objective = Objective(args.objective, max_drop=args.max_drop if args.objective == "min-cost" else None,
                           budget=args.budget if args.objective == "max-acc" else None, confidence=args.confidence,
-                          fresh_images=args.fresh_images)
+                          fresh_images=args.fresh_images, block=args.block)
     space = _space(args)
     unit = "ms" if args.cost == "latency" else "gflops"
     wanted = objective.describe()
@@ -98,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if result.instance is None:
         print(f"\nno instance meets '{objective.describe()}'; nothing written", file=sys.stderr)
         return 1
-    tuned, tuned_interval = _figures(cache, result.instance, confidence)
+    tuned, tuned_interval = _figures(cache, result.instance, confidence, args.block)
     extra = {"objective": wanted, "cost_unit": unit,
              "source": {k: meta.get(k) for k in ("model", "dataset", "split", "input_size")}
              | {"num_classes": cache.num_classes, "num_exits": cache.num_exits, "cache": args.cache},
@@ -109,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         extra["tuned"]["uncertainty_fresh"] = fresh.to_dict()
     reported_interval = None
     if eval_cache is not None:
-        reported, reported_interval = _figures(eval_cache, result.instance, confidence)
+        reported, reported_interval = _figures(eval_cache, result.instance, confidence, args.block)
         extra["reported"] = {"split": eval_cache.meta.get("split"), **reported}
     out = args.out or str(Path(args.cache).with_suffix("")) + ".instance.json"
     result.instance.save(out, **extra)

@@ -1,0 +1,76 @@
+"""How each objective's choice moves from one scene to another, and which search rule keeps its promise there.
+
+Usage:
+    .venv/bin/python benchmarks/transfer_rules.py CACHE.npz [--parts 2] [--block 10] [--drops 1 0.1]
+
+The cache's images are cut into scene parts (:func:`mess_core.transfer.scene_parts`: its groups, or contiguous runs of
+each group's frames). For each ordered pair (tune on A, report on B) and each rule, the cheapest instance promising a
+drop <= D is chosen on A and scored on B against B's own final exit. Rules: the plain min-cost search; the
+confidence-aware search with a predictive bound for a fresh sample of |B| images, over single images ("iid") and over
+scene blocks of --block consecutive frames ("blocks"). Prints one line per (rule, D, direction) and a summary per
+(rule, D): how often the promise held on the other part and the mean speedup kept there. Nothing is simulated: every
+figure is mess_core.instance.evaluate on the cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pandas as pd
+
+from mess_core.cache import EvaluationCache
+from mess_core.instance import Instance, evaluate
+from mess_core.search import Objective, SearchSpace, search
+from mess_core.transfer import part_names, scene_parts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("cache")
+    parser.add_argument("--parts", type=int, default=2)
+    parser.add_argument("--block", type=int, default=10)
+    parser.add_argument("--confidence", type=float, default=0.9)
+    parser.add_argument("--drops", type=float, nargs="+", default=[1.0, 0.1])
+    args = parser.parse_args()
+    cache = EvaluationCache.load(args.cache)
+    parts = [cache.subset(p) for p in scene_parts(cache, args.parts)]
+    names = part_names(cache, args.parts)
+    space = SearchSpace()
+    rows = []
+    for a, tuned in enumerate(parts):
+        front = search(tuned, Objective("pareto"), space=space).front
+        for b, other in enumerate(parts):
+            if a == b:
+                continue
+            base = evaluate(other, Instance("input-dependent"))
+            for drop in args.drops:
+                rules = {
+                    "plain": Objective("min-cost", max_drop=drop),
+                    "iid": Objective("min-cost", max_drop=drop, confidence=args.confidence,
+                                     fresh_images=other.num_images),
+                    f"blocks of {args.block}": Objective("min-cost", max_drop=drop, confidence=args.confidence,
+                                                        fresh_images=other.num_images, block=args.block),
+                }
+                for rule, objective in rules.items():
+                    from mess_core.search import confident_search
+                    found = (search(tuned, objective, space=space) if objective.confidence is None
+                             else confident_search(tuned, objective, space=space, front=front))
+                    there = evaluate(other, found.instance)
+                    lost = 100 * (base.miou - there.miou)
+                    rows.append({"rule": rule, "max drop": drop, "tuned on": names[a], "reported on": names[b],
+                                 "speedup tuned": round(found.reference_cost / found.cost, 2),
+                                 "drop there pp": round(lost, 2), "speedup there": round(base.cost / there.cost, 2),
+                                 "held": lost <= drop + 1e-9, "exits": found.instance.describe()})
+    frame = pd.DataFrame(rows)
+    pd.set_option("display.width", 250)
+    pd.set_option("display.max_colwidth", 80)
+    print(f"{args.cache}: {cache.num_images} images in {args.parts} scene parts ({', '.join(names)})\n")
+    print(frame.to_string(index=False))
+    summary = frame.groupby(["rule", "max drop"], sort=False).agg(
+        held=("held", "mean"), speedup_there=("speedup there", "mean"), worst_drop=("drop there pp", "max"))
+    print("\n" + summary.round(2).to_string())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Does a choice move from one scene to another? Tune on one part of the tuning images, report on the other, both
+ways.
+
+A results row is chosen on the tuning images; the images it will run on are other scenes. The tuning images are cut
+into parts that are scenes of their own: their groups when there are several (drives, cities), else contiguous runs
+of each group's images in their order (frames of one drive: its first half and its second half are different
+stretches of road). For each ordered pair of parts, every row is searched on the first with the row's own objective
+and scored on the second, against the second's final exit: the drop it promised there and the drop it kept, the
+speedup it had and the one it kept.
+
+Example:
+    >>> from mess_core.cache import EvaluationCache
+    >>> from mess_core.search import SearchSpace
+    >>> cache = EvaluationCache.random(images=24, exits=3, configs=2, seed=1)
+    >>> [len(p) for p in scene_parts(cache)], part_names(cache)
+    ([12, 12], ['images 1-12', 'images 13-24'])
+    >>> table = transfer_check(cache, space=SearchSpace(th_pix=(0.7,)))
+    >>> sorted(set(table["tuned_on"])), list(table.columns[:4])
+    (['images 1-12', 'images 13-24'], ['id', 'row', 'tuned_on', 'reported_on'])
+    >>> summary = transfer_summary(table)
+    >>> list(summary.columns)
+    ['id', 'row', 'drop_pp', 'speedup', 'worst_drop_pp', 'least_speedup', 'held', 'text']
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .cache import EvaluationCache
+from .heldout import PROMISES
+from .instance import Instance, evaluate
+from .report import Row, results_table
+from .search import SearchSpace
+
+__all__ = ["scene_parts", "part_names", "transfer_check", "transfer_summary"]
+
+
+def _groups(cache: EvaluationCache) -> list[str] | None:
+    groups = cache.meta.get("image_groups")
+    return groups if isinstance(groups, list) and len(groups) == cache.num_images else None
+
+
+def scene_parts(cache: EvaluationCache, parts: int = 2) -> list[np.ndarray]:
+    """Image indices of ``parts`` disjoint parts of ``cache``'s images that are scenes of their own: whole groups
+    when the cache records at least ``parts`` groups (dealt out largest first to even the sizes), else each group's
+    images in their order, cut into ``parts`` contiguous runs (part k takes run k of every group)."""
+    groups = _groups(cache)
+    if groups is not None and len(set(groups)) >= parts:
+        by_group: dict[str, list[int]] = {}
+        for i, g in enumerate(groups):
+            by_group.setdefault(g, []).append(i)
+        bins: list[list[int]] = [[] for _ in range(parts)]
+        for members in sorted(by_group.values(), key=len, reverse=True):
+            min(bins, key=len).extend(members)
+        return [np.asarray(sorted(b)) for b in bins]
+    labels = groups or ["all"] * cache.num_images
+    cut: list[list[int]] = [[] for _ in range(parts)]
+    for g in dict.fromkeys(labels):
+        members = [i for i, x in enumerate(labels) if x == g]
+        for k, run in enumerate(np.array_split(np.asarray(members), parts)):
+            cut[k].extend(int(i) for i in run)
+    return [np.asarray(sorted(c)) for c in cut]
+
+
+def part_names(cache: EvaluationCache, parts: int = 2) -> list[str]:
+    """How :func:`scene_parts`'s parts are called in tables: their groups, or their image numbers (1-based)."""
+    found = scene_parts(cache, parts)
+    groups = _groups(cache)
+    if groups is not None and len(set(groups)) >= parts:
+        return ["+".join(dict.fromkeys(groups[i] for i in p)) for p in found]
+    return [f"images {p.min() + 1}-{p.max() + 1}" if len(p) == p.max() - p.min() + 1 else f"part {k + 1}"
+            for k, p in enumerate(found)]
+
+
+def transfer_check(cache: EvaluationCache, *, mode: str = "input-dependent", space: SearchSpace | None = None,
+                   parts: int = 2) -> pd.DataFrame:
+    """Every results row tuned on each part of ``cache`` and scored on each other part. Columns: id, row, tuned_on,
+    reported_on, tuned_drop_pp and tuned_speedup (on the part it was tuned on), drop_pp and speedup (on the other,
+    against its own final exit), held (its promise there; None for the backbone), exits."""
+    pieces = [cache.subset(p) for p in scene_parts(cache, parts)]
+    names = part_names(cache, parts)
+    rows: list[dict[str, Any]] = []
+    for a, tuned in enumerate(pieces):
+        table = results_table(tuned, mode=mode, space=space, oracle=False)
+        for b, other in enumerate(pieces):
+            if a == b:
+                continue
+            base = evaluate(other, Instance(mode))
+            for r in table.itertuples():
+                if not isinstance(r.instance, Instance):
+                    continue
+                found = evaluate(other, r.instance)
+                drop, speedup = 100 * (base.miou - found.miou), base.cost / found.cost
+                promise = PROMISES.get(r.id)
+                rows.append({"id": r.id.value, "row": r.row, "tuned_on": names[a], "reported_on": names[b],
+                             "tuned_drop_pp": 100 * (float(tuned.head_miou()[tuned.final_head]) - r.miou),
+                             "tuned_speedup": r.speedup, "drop_pp": drop, "speedup": speedup,
+                             "held": None if promise is None else promise.held(drop_pp=drop,
+                                                                              cost_ratio=1 / speedup),
+                             "exits": r.exits})
+    return pd.DataFrame(rows)
+
+
+def transfer_summary(check: pd.DataFrame) -> pd.DataFrame:
+    """One line per row of :func:`transfer_check`: the mean drop and speedup over the directions, the worst drop and
+    the least speedup, whether the promise held in every direction, and a short text for tables."""
+    out = []
+    for rid, group in check.groupby("id", sort=False):
+        held = group["held"]
+        every = None if held.isna().all() else bool(held.astype(bool).all())
+        text = "; ".join(f"{r.tuned_on} -> {r.reported_on}: {r.drop_pp:.2f} pp at {r.speedup:.2f}x"
+                         for r in group.itertuples())
+        out.append({"id": rid, "row": Row(rid).label, "drop_pp": float(group["drop_pp"].mean()),
+                    "speedup": float(group["speedup"].mean()), "worst_drop_pp": float(group["drop_pp"].max()),
+                    "least_speedup": float(group["speedup"].min()), "held": every, "text": text})
+    return pd.DataFrame(out)
