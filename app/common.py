@@ -17,10 +17,13 @@ from typing import Any, Callable, Iterator, ParamSpec
 import pandas as pd
 import streamlit as st
 
+from mess_core.cache import EvaluationCache
 from mess_core.errors import MessError
 from mess_core.explore import sample_instances, thin_cloud
+from mess_core.heldout import check_report_set, evaluate_rows
 from mess_core.report import exit_class_iou, with_drop_intervals
 from mess_core.study import DEFAULT_STUDY, Study, StudyError, list_studies, open_study
+from mess_core.transfer import transfer_beside, transfer_check
 
 REPO = Path(__file__).resolve().parents[1]
 OTHER = "another folder..."
@@ -70,6 +73,55 @@ def load_network(path: str) -> tuple[Any, dict[str, Any]]:
     net, meta = load_study(path).load_network()
     _HEAP["settled"] = False
     return net.eval(), meta
+
+
+@st.cache_resource(show_spinner="Tuning on one part of the images, scoring on the other...", max_entries=8)
+def transfer(path: str) -> pd.DataFrame:
+    """The transfer check of the study's input-dependent rows (:func:`mess_core.transfer.transfer_beside`)."""
+    study = load_study(path)
+    return transfer_beside(study.results("input-dependent"), transfer_check(study.cache))
+
+
+REPORT_SET_KEY = "report_set"
+
+
+@st.cache_resource(show_spinner="Reading the report set...", max_entries=8)
+def load_report_set(study_path: str, cache_path: str) -> EvaluationCache:
+    """A cache of other images evaluated from this study's network (its report split, or `study evaluate
+    --cache`), checked against the study's tuning cache."""
+    other = EvaluationCache.load(cache_path)
+    check_report_set(load_study(study_path).cache, other, where=cache_path)
+    return other
+
+
+@st.cache_resource(show_spinner="Scoring every row on the report set...", max_entries=8)
+def report_rows(study_path: str, cache_path: str) -> pd.DataFrame:
+    study = load_study(study_path)
+    modes = ("input-dependent", "budgeted")
+    return evaluate_rows({mode: study.results(mode) for mode in modes}, load_report_set(study_path, cache_path))
+
+
+def report_set(study: Study) -> tuple[str, EvaluationCache] | None:
+    """The report set chosen on the Study page for this study (its path and cache), or None."""
+    path = st.session_state.get(REPORT_SET_KEY, {}).get(str(study.path))
+    return (path, load_report_set(str(study.path), path)) if path else None
+
+
+def choose_report_set(study: Study) -> tuple[str, EvaluationCache] | None:
+    """The Study page's chooser: none, the study's own report split, or a cache `study evaluate --cache` wrote."""
+    options = {"none": None}
+    if study.manifest.get("report_cache"):
+        options[f"its report split ({study.manifest['report_cache']})"] = str(study.path / study.manifest["report_cache"])
+    options["a cache written by `study evaluate --cache`..."] = ""
+    chosen = st.selectbox("report set: other labelled images to score every row on, as shipped", list(options),
+                          key="report_set_choice")
+    path = options[chosen]
+    if path == "":
+        path = st.text_input("cache file (.npz)", key="report_set_path",
+                             placeholder="python -m mess_core study evaluate STUDY --data ... --cache FILE").strip()
+    held = st.session_state.setdefault(REPORT_SET_KEY, {})
+    held[str(study.path)] = path or None
+    return report_set(study)
 
 
 @st.cache_resource(show_spinner="Reading the results...", max_entries=16)

@@ -28,12 +28,14 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from .cache import EvaluationCache
+from .cache import CacheError, EvaluationCache
 from .instance import Instance, evaluate
 from .report import Row
 from .uncertainty import DEFAULT_LEVEL, DEFAULT_RESAMPLES, drop_intervals
 
-__all__ = ["Promise", "PROMISES", "evaluate_rows", "exit_mix", "with_costs_of", "evaluation_markdown"]
+__all__ = ["Promise", "PROMISES", "evaluate_rows", "score_instance", "exit_mix", "mix_text", "with_costs_of",
+           "check_report_set",
+           "evaluation_markdown"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,21 @@ def _mix_text(mix: list[dict[str, Any]]) -> str:
                      for m in mix if m["fraction"] > 0)
 
 
+def check_report_set(tuning: EvaluationCache, other: EvaluationCache, *, where: str = "report set") -> None:
+    """Raise unless ``other`` was evaluated from the network ``tuning`` was (a study's tuning cache): the same model,
+    classes, exits and input size, and the same GFLOPs for every head both have (its space may be partial)."""
+    for key in ("model", "num_classes", "exits", "input_size"):
+        if tuning.meta.get(key) != other.meta.get(key):
+            raise CacheError(f"{where}: '{key}' is {other.meta.get(key)!r}, the study's is {tuning.meta.get(key)!r}; "
+                             "evaluate this study's network on the images with `python -m mess_core study evaluate "
+                             "STUDY --cache FILE`")
+    shared = [c for c in other.configs if c in tuning.configs]
+    mine = other.head_gflops[:, [other.config_index(c) for c in shared]]
+    theirs = tuning.head_gflops[:, [tuning.config_index(c) for c in shared]]
+    if not shared or not np.allclose(mine, theirs) or not np.allclose(other.stage_gflops, tuning.stage_gflops):
+        raise CacheError(f"{where}: its heads' costs are not the study's; it comes from another network")
+
+
 def with_costs_of(cache: EvaluationCache, source: EvaluationCache) -> EvaluationCache:
     """``cache`` with ``source``'s measured latency (stage and head milliseconds, matched by configuration): the same
     network on the same machine costs the same on other images. Unchanged when ``source`` measured none."""
@@ -93,6 +110,29 @@ def with_costs_of(cache: EvaluationCache, source: EvaluationCache) -> Evaluation
     return cache
 
 
+def score_instance(cache: EvaluationCache, instance: Instance, *, level: float = DEFAULT_LEVEL,
+                   resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict[str, Any]:
+    """One instance on ``cache``'s images: miou, gflops, speedup, latency_ms and latency_speedup (with measured
+    latency), exit_mix, and drop_pp with drop_low/drop_high (the central ``level`` bootstrap interval)."""
+    return _scored(cache, [instance], level=level, resamples=resamples, seed=seed)[0]
+
+
+def _scored(cache: EvaluationCache, instances: list[Instance], *, level: float, resamples: int,
+            seed: int) -> list[dict[str, Any]]:
+    base = evaluate(cache, Instance("budgeted"))
+    base_ms = evaluate(cache, Instance("budgeted"), unit="ms").cost if cache.has_latency else np.nan
+    intervals = drop_intervals(cache, instances, resamples=resamples, level=level, seed=seed)
+    out = []
+    for instance, interval in zip(instances, intervals):
+        figures = evaluate(cache, instance)
+        ms = evaluate(cache, instance, unit="ms").cost if cache.has_latency else np.nan
+        out.append({"miou": figures.miou, "gflops": figures.cost, "speedup": base.cost / figures.cost,
+                    "latency_ms": ms, "latency_speedup": base_ms / ms if cache.has_latency else np.nan,
+                    "exit_mix": exit_mix(cache, instance), "drop_pp": interval.point, "drop_low": interval.low,
+                    "drop_high": interval.high, "cost_ratio": figures.cost / base.cost})
+    return out
+
+
 def evaluate_rows(tables: Mapping[str, pd.DataFrame], cache: EvaluationCache, *, level: float = DEFAULT_LEVEL,
                   resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> pd.DataFrame:
     """Every row of ``tables`` (mode -> a study's results table) that deploys an instance, scored on ``cache``.
@@ -103,8 +143,6 @@ def evaluate_rows(tables: Mapping[str, pd.DataFrame], cache: EvaluationCache, *,
     (when the cache carries measured latency), exit_mix (per output, the fraction of images leaving there), promise,
     held (None for the backbone) and instance. mIoU in [0, 1], drops in percentage points. A row standing in several
     modes' tables with the same instance (the peers), and the backbone, are scored once, under the first."""
-    base = evaluate(cache, Instance("budgeted"))
-    base_ms = evaluate(cache, Instance("budgeted"), unit="ms").cost if cache.has_latency else np.nan
     found: list[dict[str, Any]] = []
     seen: set[tuple[str, str]] = set()
     for mode, table in tables.items():
@@ -117,26 +155,23 @@ def evaluate_rows(tables: Mapping[str, pd.DataFrame], cache: EvaluationCache, *,
             if key in seen:
                 continue  # the backbone and the input-dependent peers stand in every mode's table: score them once
             seen.add(key)
-            figures = evaluate(cache, instance)
-            ms = evaluate(cache, instance, unit="ms").cost if cache.has_latency else np.nan
-            speedup = base.cost / figures.cost
-            found.append({
-                "mode": mode, "id": rid.value, "row": rid.label, "exits": instance.describe(),
-                "tuned_miou": record.get("miou"), "tuned_speedup": record.get("speedup"),
-                "miou": figures.miou, "gflops": figures.cost, "speedup": speedup, "latency_ms": ms,
-                "latency_speedup": base_ms / ms if cache.has_latency else np.nan,
-                "exit_mix": exit_mix(cache, instance), "instance": instance,
-            })
-    intervals = drop_intervals(cache, [r["instance"] for r in found], resamples=resamples, level=level, seed=seed)
-    for row, interval in zip(found, intervals):
+            found.append({"mode": mode, "id": rid.value, "row": rid.label, "exits": instance.describe(),
+                          "tuned_miou": record.get("miou"), "tuned_speedup": record.get("speedup"),
+                          "instance": instance})
+    scores = _scored(cache, [r["instance"] for r in found], level=level, resamples=resamples, seed=seed)
+    for row, score in zip(found, scores):
         promise = PROMISES.get(Row(row["id"]))
-        row.update(drop_pp=interval.point, drop_low=interval.low, drop_high=interval.high,
-                   promise=promise.describe() if promise else "",
-                   held=None if promise is None else promise.held(drop_pp=interval.point,
-                                                                  cost_ratio=row["gflops"] / base.cost))
+        row.update(score, promise=promise.describe() if promise else "",
+                   held=None if promise is None else promise.held(drop_pp=score["drop_pp"],
+                                                                  cost_ratio=score["cost_ratio"]))
     columns = ["mode", "id", "row", "exits", "tuned_miou", "tuned_speedup", "miou", "drop_pp", "drop_low", "drop_high",
                "gflops", "speedup", "latency_ms", "latency_speedup", "exit_mix", "promise", "held", "instance"]
     return pd.DataFrame(found, columns=columns)
+
+
+def mix_text(mix: list[dict[str, Any]]) -> str:
+    """``exit 1 7%, exit 2 40%, final 53%``: where images leave, for tables and captions."""
+    return _mix_text(mix)
 
 
 def evaluation_markdown(rows: pd.DataFrame, *, title: str = "") -> str:

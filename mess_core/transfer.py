@@ -35,7 +35,7 @@ from .instance import Instance, evaluate
 from .report import Row, results_table
 from .search import SearchSpace
 
-__all__ = ["scene_parts", "part_names", "transfer_check", "transfer_summary"]
+__all__ = ["scene_parts", "part_names", "transfer_check", "transfer_summary", "transfer_beside", "transfer_markdown"]
 
 
 def _groups(cache: EvaluationCache) -> list[str] | None:
@@ -117,3 +117,40 @@ def transfer_summary(check: pd.DataFrame) -> pd.DataFrame:
                     "speedup": float(group["speedup"].mean()), "worst_drop_pp": float(group["drop_pp"].max()),
                     "least_speedup": float(group["speedup"].min()), "held": every, "text": text})
     return pd.DataFrame(out)
+
+
+def transfer_beside(table: pd.DataFrame, check: pd.DataFrame) -> pd.DataFrame:
+    """A study's results ``table`` (tuned on the whole tuning split) with its transfer check beside each row: the
+    tuned drop and speedup, then per direction of ``check`` the drop and speedup the row's objective kept on the
+    other part, and whether the promise held every way."""
+    final = table.loc[table["id"].map(lambda r: getattr(r, "value", r)) == "backbone", "miou"]
+    base = float(final.iloc[0]) if len(final) else np.nan
+    out = []
+    for r in table.itertuples():
+        rid = getattr(r.id, "value", r.id)
+        if not isinstance(r.instance, Instance):
+            continue
+        line: dict[str, Any] = {"row": r.row, "tuned drop pp": 100 * (base - r.miou), "tuned speedup": r.speedup}
+        mine = check[check["id"] == rid]
+        for c in mine.itertuples():
+            line[f"{c.tuned_on} -> {c.reported_on}"] = f"{c.drop_pp:.2f} pp, {c.speedup:.2f}x"
+        held = mine["held"]
+        line["held every way"] = (None if held.isna().all() else ("yes" if bool(held.astype(bool).all()) else "no"))
+        out.append(line)
+    return pd.DataFrame(out)
+
+
+def transfer_markdown(table: pd.DataFrame, cache: EvaluationCache, *, parts: int = 2) -> str:
+    """The transfer check of a study's input-dependent rows as markdown (``study report``)."""
+    check = transfer_check(cache, parts=parts)
+    beside = transfer_beside(table, check)
+    header = "| " + " | ".join(beside.columns) + " |"
+    lines = [header, "|" + "---|" * len(beside.columns)]
+    for r in beside.to_dict("records"):
+        cells = ["-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else
+                 (f"{v:.2f}" if isinstance(v, float) else str(v)) for v in r.values()]
+        lines.append("| " + " | ".join(cells) + " |")
+    names = part_names(cache, parts)
+    return "\n".join([f"Transfer check: each row's objective searched on one scene part of the {cache.num_images} "
+                      f"tuning images and scored on the other ({' and '.join(names)}), against that part's final "
+                      "exit:", "", *lines])

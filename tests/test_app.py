@@ -179,3 +179,39 @@ def test_the_pareto_page_links_a_selected_instance_and_compares_it_with_a_pinned
     assert any("images leaving at exit" in m.value for m in app.markdown)
     app.button(key="par_reset").click().run()
     assert not problems(app) and not any(m.value.startswith("**B: ") for m in app.markdown)
+
+
+def test_the_study_page_shows_protocol_transfer_and_rows_on_a_report_set_which_the_pareto_page_follows(
+        tiny_app, tiny_study, tmp_path):
+    from mess_core.cli import main
+
+    _, _, out, _ = tiny_study
+    app = goto(tiny_app, "study")
+    def table(column):
+        return next(d.value for d in app.dataframe if column in d.value.columns)
+
+    protocol = table("groups")
+    assert list(protocol["groups"]) == ["train (10)", "val (10)", "test (10)"]
+    transfer = table("held every way")
+    assert list(transfer["row"])[0] == "Backbone"
+    app.selectbox(key="report_set_choice").set_value("its report split (test.npz)").run()
+    assert not problems(app)
+    rows = table("images leave")
+    assert "MESS min-cost <= 1pp drop" in list(rows[""]) and set(rows["held"]) <= {"yes", "no", ""}
+    goto(app, "pareto")
+    assert not problems(app)
+    assert any(c.value.startswith("On the report set (synthetic test, 10 images") for c in app.caption)
+    # a cache written by study evaluate, and one of another network, refused with a message
+    mine = tmp_path / "mine.npz"
+    assert main(["study", "evaluate", str(out), "--split", "val", "--data-option", "length=4", "--cache",
+                 str(mine)]) == 0
+    app = goto(app, "study")
+    app.selectbox(key="report_set_choice").set_value("a cache written by `study evaluate --cache`...").run()
+    app.text_input(key="report_set_path").input(str(mine)).run()
+    assert not problems(app) and len(table("images leave")) >= 2
+    foreign = tmp_path / "foreign.npz"
+    from mess_core.cache import EvaluationCache
+
+    EvaluationCache.random().save(foreign)
+    app.text_input(key="report_set_path").input(str(foreign)).run()
+    assert any("comes from another network" in e.value or "study evaluate" in e.value for e in app.error)

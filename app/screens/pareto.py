@@ -14,9 +14,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import state
-from app.common import REPO, cloud, fronts, guarded, guarded_fragment, load_network, pct
+from app.common import REPO, cloud, fronts, guarded, guarded_fragment, load_network, pct, report_set
 from app.screens.explorer import dataset_of
 from mess_core.errors import MessError
+from mess_core.heldout import mix_text, score_instance
 from mess_core.explore import (LiveSearch, PlotPoint, constraint_line, dataset_sample, dataset_source, gflops_budget,
                                instance_document, live_search, onnx_zip, plot_points, threshold_summary)
 from mess_core.image_table import LinkedView, compare_figures, linked_view
@@ -213,6 +214,13 @@ def details(study: Study, point: PlotPoint) -> None:
                     delta_color="off")
     if interval is not None:
         st.caption(f"mIoU {interval.describe()}")
+    if (chosen := report_set(study)) is not None:
+        _, other = chosen
+        there = score_instance(other, instance)
+        st.caption(f"On the report set ({other.meta.get('dataset')} {other.meta.get('split')}, {other.num_images} "
+                   f"images, chosen on the Study page): mIoU {pct(there['miou'])}, drop {there['drop_pp']:.2f} pp "
+                   f"[{there['drop_low']:.2f}, {there['drop_high']:.2f}], {there['speedup']:.2f}x fewer GFLOPs; "
+                   f"images leave {mix_text(there['exit_mix'])}")
     if instance.exits:  # a line, not a data grid: this part is redrawn on every slider move
         st.markdown("kept exits: " + "; ".join(f"**exit {e.exit}** `{e.config}`" + (
             f" th_img {e.th_img:.2f}" if e.th_img is not None else "") for e in instance.exits))

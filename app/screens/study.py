@@ -9,7 +9,8 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from app.common import class_iou, guarded, pct, results
+from app.common import choose_report_set, class_iou, guarded, pct, report_rows, results, transfer
+from mess_core.heldout import mix_text
 from mess_core.instance import MODES
 from mess_core.report import interval_texts
 from mess_core.study import Study, end_to_end_table, headline, policy_comparison
@@ -41,6 +42,31 @@ def heatmap(frame: pd.DataFrame, title: str, scale: str, fmt: str) -> go.Figure:
     fig.update_layout(title=title, height=90 + 28 * len(frame), margin={"t": 40, "b": 10, "l": 10, "r": 10})
     fig.update_yaxes(autorange="reversed")
     return fig
+
+
+def report_set_section(study: Study) -> None:
+    st.subheader("On other images")
+    st.caption("Every row as shipped (nothing re-tuned) on labelled images it was not tuned on: the study's report "
+               "split, or your own deployment images evaluated with `python -m mess_core study evaluate STUDY --data "
+               "... --data-root ... --cache FILE`. The Pareto page shows the selected instance there too.")
+    chosen = choose_report_set(study)
+    if chosen is None:
+        return
+    path, other = chosen
+    rows = report_rows(str(study.path), path)
+    st.markdown(f"**{other.meta.get('dataset')} {other.meta.get('split')}"
+                + (f" [{','.join(other.meta['groups'])}]" if other.meta.get("groups") else "")
+                + f"**: {other.num_images} images, backbone {pct(float(other.head_miou()[other.final_head]))}; "
+                f"{int(rows['held'].dropna().sum())} of {len(rows['held'].dropna())} promises held")
+    shown = pd.DataFrame({
+        "mode": rows["mode"], "": rows["row"], "tuned mIoU %": 100 * rows["tuned_miou"],
+        "tuned speedup": rows["tuned_speedup"], "mIoU % here": 100 * rows["miou"],
+        "drop pp [90%]": [f"{r.drop_pp:.2f} [{r.drop_low:.2f}, {r.drop_high:.2f}]" for r in rows.itertuples()],
+        "speedup here": rows["speedup"], "images leave": [mix_text(m) for m in rows["exit_mix"]],
+        "promise": rows["promise"], "held": rows["held"].map({True: "yes", False: "no", None: ""}),
+    })
+    st.dataframe(shown.style.format({"tuned mIoU %": "{:.2f}", "mIoU % here": "{:.2f}", "tuned speedup": "{:.2f}x",
+                                     "speedup here": "{:.2f}x"}, na_rep="-"), hide_index=True, key="report_rows")
 
 
 @guarded
@@ -101,12 +127,17 @@ def page(study: Study) -> None:
                                        "speedup (ms)": "{:.2f}x"}, na_rep="-"),
                  hide_index=True, key="results_table")
     if mode == "input-dependent":
+        st.markdown("**Transfer check**: each row's objective searched on one scene part of the tuning images and "
+                    "scored on the other (both ways), against that part's final exit; a promise that only holds "
+                    "where it was tuned will not hold on new scenes")
+        st.dataframe(transfer(str(study.path)), hide_index=True, key="transfer_table")
         st.markdown("**Exit policies at equal accuracy** (speedup in average GFLOPs against the backbone, read off "
                     "each policy's front), against the oracle bound: the least cost any per-image exit choice over "
                     "the same instances reaches when it knows the labels")
         st.dataframe(policy_comparison(study), hide_index=True, key="policy_table")
         st.markdown("**Targets on this study** (the paper's figures for context)\n\n"
                     + "\n".join(f"- {line}" for line in headline(study)))
+    report_set_section(study)
     st.markdown("**Where exits lose**: IoU per class of each exit's most accurate head and of the final exit")
     per_class = class_iou(str(study.path))
     percent = [c for c in per_class.columns if c not in ("exit", "config", "gflops")]

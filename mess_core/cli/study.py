@@ -11,6 +11,7 @@ from ..heldout import evaluation_markdown
 from ..io import atomic_write_text
 from ..report import markdown_report
 from ..study import STAGES, build, open_study
+from ..transfer import transfer_markdown
 from ..study.evaluate import EvaluationData, evaluate_on, evaluation_dataset, evaluation_record
 from .args import add_data_option, add_selection, folder, output_file, positive_int
 
@@ -62,7 +63,10 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    print(markdown_report(open_study(args.study)))
+    study = open_study(args.study)
+    print(markdown_report(study))
+    print()
+    print(transfer_markdown(study.results("input-dependent"), study.cache))
     return 0
 
 
