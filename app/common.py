@@ -79,7 +79,7 @@ def load_network(path: str) -> tuple[Any, dict[str, Any]]:
 def transfer(path: str) -> pd.DataFrame:
     """The transfer check of the study's input-dependent rows (:func:`mess_core.transfer.transfer_beside`)."""
     study = load_study(path)
-    return transfer_beside(study.results("input-dependent"), transfer_check(study.cache))
+    return transfer_beside(study.results("input-dependent"), transfer_check(study.cache, **study.promise_rule))
 
 
 REPORT_SET_KEY = "report_set"

@@ -33,7 +33,7 @@ from .search import Objective, SearchResult, SearchSpace, pareto_front, search, 
 from .uncertainty import DEFAULT_LEVEL, drop_intervals
 
 __all__ = ["Row", "ROW_LABELS", "row_id", "with_row_ids", "TableRow", "results_table", "format_table", "all_fronts",
-           "ROW_OBJECTIVES", "policy_versus_oracle", "exit_class_iou", "StudyView", "end_to_end_table",
+           "ROW_OBJECTIVES", "row_objectives", "policy_versus_oracle", "exit_class_iou", "StudyView", "end_to_end_table",
            "policy_comparison", "Target", "TARGETS", "headline_figures", "headline", "markdown_report", "with_drop_intervals",
            "interval_texts"]
 
@@ -120,27 +120,46 @@ def _figures(cache: EvaluationCache, instance: Instance | None, prefix: str = ""
     return row
 
 
+def row_objectives(*, confidence: float | None = None, fresh_images: int | None = None,
+                   block: int | None = None) -> dict[Row, Objective]:
+    """What each MESS row is searched for: :data:`ROW_OBJECTIVES`, or with ``confidence`` its min-cost rows keeping
+    their drop at that confidence (for a fresh sample of ``fresh_images``, over scene blocks of ``block``; see
+    :mod:`mess_core.uncertainty`)."""
+    if confidence is None:
+        return dict(ROW_OBJECTIVES)
+    return {rid: (Objective("min-cost", max_drop=o.max_drop, confidence=confidence, fresh_images=fresh_images,
+                            block=block) if o.kind == "min-cost" else o) for rid, o in ROW_OBJECTIVES.items()}
+
+
 def results_table(cache: EvaluationCache, *, mode: str = "input-dependent", unit: str = "gflops",
                   space: SearchSpace | None = None, eval_cache: EvaluationCache | None = None,
-                  oracle: bool = True) -> pd.DataFrame:
+                  oracle: bool = True, confidence: float | None = None, block: int | None = None) -> pd.DataFrame:
     """The seed's table for ``mode``: rows Backbone, MESS max-acc <= 1x, MESS min-cost <= 0.1pp and <= 1pp,
     uniform-exit MESS, naive-confidence policy (these two: input-dependent, <= 1pp drop) and, in input-dependent
     mode with ``oracle``, the oracle bound at <= 1pp (the best label-aware assignment over every instance of the
     space, :func:`mess_core.oracle.oracle_bound`); columns mIoU, GFLOPs, latency, speedup, exits used, and the chosen
     ``instance``. With ``eval_cache`` (another split of the same network) every instance is also reported there
     (columns prefixed ``eval_``): thresholds tuned on one split are not the accuracy on another; the oracle, which
-    knows each split's labels, is solved on each split anew."""
+    knows each split's labels, is solved on each split anew.
+
+    With ``confidence`` the min-cost rows and the naive policy keep their drop at that confidence on a fresh sample
+    of as many images as the cache holds (a predictive bootstrap bound, over scene blocks of ``block`` images when
+    given): a promise meant for new images, not these (:func:`row_objectives`). Uniform-exit MESS has no such form
+    and stays plain; the table's ``attrs["confidence"]`` and ``attrs["block"]`` record the rule."""
     space = space or SearchSpace()
     if eval_cache is not None:
         cache.compatible_with(eval_cache)
+    fresh = cache.num_images if confidence is not None else None
+    objectives = row_objectives(confidence=confidence, fresh_images=fresh, block=block)
     rows: list[tuple[Row, Instance | None, SearchResult | None]] = [(Row.BACKBONE, Instance(mode), None)]
-    for rid, objective in ROW_OBJECTIVES.items():
+    for rid, objective in objectives.items():
         result = search(cache, objective, mode=mode, unit=unit, space=space)
         rows.append((rid, result.instance, result))
     uniform = uniform_exit(cache, PEER_OBJECTIVE, unit=unit, space=space)
     rows.append((Row.UNIFORM_1PP, uniform.instance, uniform))
     naive_space = SearchSpace(**{**space.__dict__, "policy": "naive"})
-    naive = search(cache, PEER_OBJECTIVE, mode="input-dependent", unit=unit, space=naive_space)
+    peer = objectives[Row.MIN_COST_1PP] if confidence is not None else PEER_OBJECTIVE
+    naive = search(cache, peer, mode="input-dependent", unit=unit, space=naive_space)
     rows.append((Row.NAIVE_1PP, naive.instance, naive))
     table = []
     base = evaluate(cache, Instance(mode), unit="gflops").cost
@@ -168,6 +187,7 @@ def results_table(cache: EvaluationCache, *, mode: str = "input-dependent", unit
     df = with_row_ids(pd.DataFrame(table))  # the ids as Row members (pandas would keep plain strings)
     df["speedup"] = base / df["gflops"]
     df["latency_speedup"] = base_ms / df["latency_ms"]
+    df.attrs.update(confidence=confidence, block=block)
     return df
 
 

@@ -76,15 +76,16 @@ def part_names(cache: EvaluationCache, parts: int = 2) -> list[str]:
 
 
 def transfer_check(cache: EvaluationCache, *, mode: str = "input-dependent", space: SearchSpace | None = None,
-                   parts: int = 2) -> pd.DataFrame:
-    """Every results row tuned on each part of ``cache`` and scored on each other part. Columns: id, row, tuned_on,
-    reported_on, tuned_drop_pp and tuned_speedup (on the part it was tuned on), drop_pp and speedup (on the other,
-    against its own final exit), held (its promise there; None for the backbone), exits."""
+                   parts: int = 2, confidence: float | None = None, block: int | None = None) -> pd.DataFrame:
+    """Every results row tuned on each part of ``cache`` and scored on each other part, each row searched as the
+    study searches it (``confidence`` and ``block``: :func:`mess_core.report.results_table`). Columns: id, row,
+    tuned_on, reported_on, tuned_drop_pp and tuned_speedup (on the part it was tuned on), drop_pp and speedup (on the
+    other, against its own final exit), held (its promise there; None for the backbone), exits."""
     pieces = [cache.subset(p) for p in scene_parts(cache, parts)]
     names = part_names(cache, parts)
     rows: list[dict[str, Any]] = []
     for a, tuned in enumerate(pieces):
-        table = results_table(tuned, mode=mode, space=space, oracle=False)
+        table = results_table(tuned, mode=mode, space=space, oracle=False, confidence=confidence, block=block)
         for b, other in enumerate(pieces):
             if a == b:
                 continue
@@ -140,9 +141,10 @@ def transfer_beside(table: pd.DataFrame, check: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def transfer_markdown(table: pd.DataFrame, cache: EvaluationCache, *, parts: int = 2) -> str:
+def transfer_markdown(table: pd.DataFrame, cache: EvaluationCache, *, parts: int = 2, confidence: float | None = None,
+                      block: int | None = None) -> str:
     """The transfer check of a study's input-dependent rows as markdown (``study report``)."""
-    check = transfer_check(cache, parts=parts)
+    check = transfer_check(cache, parts=parts, confidence=confidence, block=block)
     beside = transfer_beside(table, check)
     header = "| " + " | ".join(beside.columns) + " |"
     lines = [header, "|" + "---|" * len(beside.columns)]

@@ -311,3 +311,20 @@ def test_frames_that_move_together_widen_the_interval_when_resampled_as_scenes()
     inst = _instances(cache)[1]
     frames, scenes = drop_interval(cache, inst), drop_interval(cache, inst, block=5)
     assert scenes.high - scenes.low > frames.high - frames.low
+
+
+def test_a_results_table_can_keep_its_promises_for_fresh_scenes_and_a_study_says_so():
+    from mess_core.study import StudyConfig, StudyError
+
+    cache = EvaluationCache.random(images=30, exits=4, configs=2, seed=3)
+    cache.meta["image_groups"] = ["a"] * 15 + ["b"] * 15
+    table = results_table(cache, space=SPACE, confidence=0.9, block=5, oracle=False)
+    wanted = Objective("min-cost", max_drop=1.0, confidence=0.9, fresh_images=30, block=5)
+    row = table.set_index("id").loc["min_cost_1pp"]
+    assert row["instance"] == search(cache, wanted, space=SPACE).instance
+    assert table.attrs == {"confidence": 0.9, "block": 5}
+    plain = results_table(cache, space=SPACE, oracle=False).set_index("id")
+    assert plain.loc["max_acc_1x", "instance"] == table.set_index("id").loc["max_acc_1x", "instance"]
+    assert StudyConfig.from_dict({"name": "x", "promise_confidence": 0.9, "promise_block": 10}).promise_block == 10
+    with pytest.raises(StudyError, match="promise_block needs promise_confidence"):
+        StudyConfig.from_dict({"name": "x", "promise_block": 10})

@@ -113,6 +113,12 @@ def page(study: Study) -> None:
                    "ms per image at each batch size; speedups against the original.")
         st.dataframe(end_to_end_table(study, intervals=True), hide_index=True, key="end_to_end")
     table = results(str(study.path), mode)
+    rule = study.promise_rule
+    if rule["confidence"] is not None:
+        st.caption(f"The min-cost rows and the naive policy were chosen to keep their drop at "
+                   f"{100 * rule['confidence']:g}% confidence on a fresh set of as many images"
+                   + (f", resampling scene blocks of {rule['block']} frames" if rule["block"] else "")
+                   + ", not only on the tuning images.")
     shown = pd.DataFrame({
         "": table["row"], "mIoU %": 100 * table["miou"],
         f"drop pp [{100 * table.attrs.get('drop_level', 0.9):g}% interval]": interval_texts(table),

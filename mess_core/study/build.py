@@ -290,7 +290,9 @@ class _Build:
         say(f"search on {self.cache_names['tune']}: results table of every mode, fronts of every mode and peer"
             + (f", every instance also reported on {self.cache_names['report']}" if report is not None else ""))
         space = SearchSpace(max_exits=cfg.max_exits)
-        self.tables = {mode: results_table(cache, mode=mode, space=space, eval_cache=report) for mode in MODES}
+        self.tables = {mode: results_table(cache, mode=mode, space=space, eval_cache=report,
+                                           confidence=cfg.promise_confidence, block=cfg.promise_block)
+                       for mode in MODES}
         self.fronts = all_fronts(cache, space=space)
         say(f"the policy against the oracle bound at every allowed drop (label-aware, {space.max_exits} exits)")
         self.versus = json.loads(policy_versus_oracle(cache, space=space).to_json(orient="records"))

@@ -103,6 +103,11 @@ class StudyConfig:
     cache_limit: int | None = None
     latency: bool = True
     max_exits: int = 2
+    # how the results rows keep their promise: with a confidence, the min-cost rows (and the naive peer) keep their
+    # drop at that confidence on a fresh sample of as many images as the tuning set (a predictive bootstrap bound),
+    # over scene blocks of promise_block consecutive images of a group when given (see mess_core.uncertainty)
+    promise_confidence: float | None = None
+    promise_block: int | None = None
     # stage-2 variants for the training table: name -> {exit_loss, init ("pretrain" or "backbone"), other stage
     # settings}, each trained on ``variant_space`` (heads are independent given the frozen backbone)
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -252,6 +257,10 @@ class StudyConfig:
         """The study-only settings' ranges (the training settings are TrainConfig's to check)."""
         checks = [
             (self.max_exits >= 1, f"max_exits must be >= 1 (early exits an instance keeps), not {self.max_exits}"),
+            (self.promise_confidence is None or 0.5 <= self.promise_confidence < 1,
+             f"promise_confidence must be a level in [0.5, 1) (e.g. 0.9) or null, not {self.promise_confidence}"),
+            (self.promise_block is None or (self.promise_confidence is not None and self.promise_block >= 1),
+             f"promise_block needs promise_confidence and a whole number of images >= 1, not {self.promise_block}"),
             (self.cache_limit is None or self.cache_limit >= 1,
              f"cache_limit must be >= 1 image or null (the whole split), not {self.cache_limit}"),
             (self.bench_images >= 0, f"bench_images must be >= 0 (0: no latency benchmark), not {self.bench_images}"),

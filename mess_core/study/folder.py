@@ -75,6 +75,13 @@ class Study:
         return ModelSource.from_dict(record, base=self.path, where=f"{self.path / MANIFEST}: model_source")
 
     @property
+    def promise_rule(self) -> dict[str, Any]:
+        """How the study's results rows keep their promise: ``confidence`` and ``block`` (None: the plain search),
+        as :func:`mess_core.report.results_table` takes them."""
+        config = self.manifest.get("config") if isinstance(self.manifest.get("config"), dict) else {}
+        return {"confidence": config.get("promise_confidence"), "block": config.get("promise_block")}
+
+    @property
     def user_model(self) -> dict[str, Any] | None:
         """For a study built from the user's weights: their model as given, evaluated (mIoU on the cache split)."""
         return self.manifest.get("user_model")
