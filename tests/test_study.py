@@ -3,6 +3,7 @@ messages when a folder is incomplete, damaged or from another version."""
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -289,3 +290,14 @@ def test_groups_select_the_images_every_step_reads(tmp_path):
         StudyConfig.from_dict({"name": "g", "cache_groups": ["a", "a"]})
     with pytest.raises(StudyError, match="train_split"):
         StudyConfig.from_dict({"name": "g", "train_split": "train++val"})
+
+
+def test_camvid_studies_default_to_the_scene_disjoint_protocol_and_say_otherwise_explicitly():
+    cfg = StudyConfig.from_dict({"name": "c", "dataset": "camvid", "data_root": "anywhere"})
+    assert cfg.selection("train") == ("train+val", ("0016E5", "0001TP"))
+    assert cfg.selection("tune") == ("train", ("0006R0",))
+    own = StudyConfig.from_dict({"name": "c", "dataset": "camvid", "data_root": "anywhere", "cache_split": "val"})
+    assert own.selection("tune") == ("val", ())  # what the YAML says wins, step by step
+    assert StudyConfig.from_dict({"name": "s"}).selection("tune") == ("val", ())
+    shipped = StudyConfig.from_yaml(Path(__file__).parents[1] / "studies" / "camvid-mobilenetv2-fcn.yaml")
+    assert set(shipped.train_groups).isdisjoint(shipped.cache_groups)

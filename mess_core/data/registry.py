@@ -30,7 +30,16 @@ from .selection import SPLIT_SEPARATOR, PooledDataset, parse_splits
 from .synthetic import SyntheticSegmentation
 from .voc import PascalVOC
 
-__all__ = ["build_dataset", "list_datasets", "check_dataset"]
+__all__ = ["build_dataset", "list_datasets", "check_dataset", "default_selections"]
+
+# which images a study trains, tunes and reports on when its YAML does not say: (split, groups) per step. CamVid's
+# SegNet val frames come from a drive (0016E5) that also gives 204 training frames, so its default is scene-disjoint:
+# train on the drives 0016E5 and 0001TP of train + val (367 frames), tune on 0006R0 (101 frames of a drive it never
+# sees); the other datasets' splits share no scene (Cityscapes' val cities are not its train cities)
+_SELECTIONS: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
+    "camvid": {"train": ("train+val", ("0016E5", "0001TP")), "tune": ("train", ("0006R0",)), "report": ("test", ())},
+}
+_PLAIN_SELECTIONS = {"train": ("train", ()), "tune": ("val", ()), "report": ("test", ())}
 
 _DATASETS: dict[str, tuple[Callable[..., SegmentationDataset], str | None]] = {
     # name: (class, what root is; None = no files)
@@ -44,6 +53,15 @@ _DATASETS: dict[str, tuple[Callable[..., SegmentationDataset], str | None]] = {
 
 def list_datasets() -> tuple[str, ...]:
     return tuple(_DATASETS)
+
+
+def default_selections(name: str) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """The (split, groups) a study of dataset ``name`` trains, tunes and reports on by default.
+
+        >>> default_selections("camvid")["tune"], default_selections("synthetic")["tune"]
+        (('train', ('0006R0',)), ('val', ()))
+    """
+    return dict(_SELECTIONS.get(name, _PLAIN_SELECTIONS))
 
 
 def check_dataset(name: str, options: dict[str, Any]) -> None:

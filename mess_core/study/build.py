@@ -91,8 +91,9 @@ def _check_run(run_dir: Path, wanted: dict[str, Any]) -> None:
     defaults = plain({f.name: f.default for f in dataclasses.fields(TrainConfig)
                       if f.default is not dataclasses.MISSING})
     # where a run lives (out, and init: the previous stage in the same work folder) may change when a folder moves,
-    # but whether it started from another run or from scratch may not
-    differ = sorted(k for k in wanted if k not in ("out", "init", "progress")
+    # but whether it started from another run or from scratch may not; how it runs (loader processes, device, a
+    # progress bar) does not change what it computes (every sample's augmentation is seeded by its own index)
+    differ = sorted(k for k in wanted if k not in ("out", "init", "progress", "workers", "device")
                     and held.get(k, defaults.get(k)) != wanted[k])
     if (held.get("init") is None) != (wanted.get("init") is None):
         differ.append("init")

@@ -18,6 +18,7 @@ import yaml
 
 from ..bench import ENGINES
 from ..data import build_dataset, check_dataset, eval_transform, list_datasets
+from ..data.registry import default_selections
 from ..data.selection import parse_splits
 from ..errors import MessError
 from ..exits import ExitSpec, exit_space
@@ -94,7 +95,8 @@ class StudyConfig:
     # which report: a split, or splits pooled with '+' ("train+val"), kept to some groups (scenes: CamVid's drive,
     # Cityscapes' city; () = every group). The build refuses to tune on a group it trained on unless
     # tune_on_training_groups says so: thresholds tuned on frames of a drive the network trained on promise savings
-    # that new scenes do not give
+    # that new scenes do not give. A step whose split and groups the YAML leaves out takes the dataset's default
+    # (mess_core.data.default_selections: CamVid's is scene-disjoint)
     train_split: str = "train"
     train_groups: tuple[str, ...] = ()
     cache_split: str = "val"
@@ -134,6 +136,12 @@ class StudyConfig:
         for key in _MAPPINGS:
             if key in values and values[key] is None:  # 'convert:' with nothing under it: no options
                 values[key] = {}
+        dataset = values.get("dataset", cls.dataset)
+        if isinstance(dataset, str) and dataset in list_datasets():
+            for step, (split, groups) in default_selections(dataset).items():
+                split_key, groups_key = SELECTIONS[step]
+                if split_key not in values and groups_key not in values:
+                    values[split_key], values[groups_key] = split, groups
         cfg = cls(**values)
         cfg._check_settings(where)
         return cfg

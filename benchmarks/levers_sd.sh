@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Issue 23's stage-1 levers under the scene-disjoint protocol (train on 0016E5 + 0001TP, evaluate on 0006R0), two
+# runs at a time with one torch thread each (2 cores). Each is `study build --stop-after pretrain`, so running this
+# again resumes every unfinished run from its last checkpoint and skips finished ones. Logs: runs/logs/sd-NAME.log.
+#   bash benchmarks/levers_sd.sh [NAME ...]          # default: every studies/experiments/camvid-sd-*.yaml
+#   .venv/bin/python benchmarks/exit_table.py runs/camvid-sd-*/pretrain   # the tables BENCHMARKS.md records
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p runs/logs
+if [ $# -gt 0 ]; then names=("$@"); else
+  names=(); for f in studies/experiments/camvid-sd-*.yaml; do n=${f##*/camvid-sd-}; names+=("${n%.yaml}"); done
+fi
+printf '%s\n' "${names[@]}" | OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 xargs -P 2 -I{} sh -c \
+  '.venv/bin/python -m mess_core study build studies/experiments/camvid-sd-{}.yaml --stop-after pretrain >> runs/logs/sd-{}.log 2>&1 && echo "sd-{}: done" || echo "sd-{}: failed, see runs/logs/sd-{}.log"'
