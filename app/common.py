@@ -23,7 +23,7 @@ from mess_core.explore import sample_instances, thin_cloud
 from mess_core.heldout import check_report_set, evaluate_rows
 from mess_core.report import exit_class_iou, with_drop_intervals
 from mess_core.study import DEFAULT_STUDY, Study, StudyError, list_studies, open_study
-from mess_core.transfer import transfer_beside, transfer_check
+from mess_core.transfer import transfer_beside
 
 REPO = Path(__file__).resolve().parents[1]
 OTHER = "another folder..."
@@ -76,10 +76,12 @@ def load_network(path: str) -> tuple[Any, dict[str, Any]]:
 
 
 @st.cache_resource(show_spinner="Tuning on one part of the images, scoring on the other...", max_entries=8)
-def transfer(path: str) -> pd.DataFrame:
-    """The transfer check of the study's input-dependent rows (:func:`mess_core.transfer.transfer_beside`)."""
+def transfer(path: str, compute: bool) -> pd.DataFrame | None:
+    """The transfer check beside the study's input-dependent rows (:func:`mess_core.transfer.transfer_beside`): the
+    build's, or computed from the cache when ``compute`` (studies built before it)."""
     study = load_study(path)
-    return transfer_beside(study.results("input-dependent"), transfer_check(study.cache, **study.promise_rule))
+    check = study.transfer_check(compute=compute)
+    return None if check is None else transfer_beside(study.results("input-dependent"), check)
 
 
 REPORT_SET_KEY = "report_set"
@@ -111,7 +113,8 @@ def choose_report_set(study: Study) -> tuple[str, EvaluationCache] | None:
     """The Study page's chooser: none, the study's own report split, or a cache `study evaluate --cache` wrote."""
     options = {"none": None}
     if study.manifest.get("report_cache"):
-        options[f"its report split ({study.manifest['report_cache']})"] = str(study.path / study.manifest["report_cache"])
+        shipped = study.manifest["report_cache"]
+        options[f"its report split ({shipped})"] = str(study.path / shipped)
     options["a cache written by `study evaluate --cache`..."] = ""
     chosen = st.selectbox("report set: other labelled images to score every row on, as shipped", list(options),
                           key="report_set_choice")

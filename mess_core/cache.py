@@ -125,9 +125,9 @@ class EvaluationCache:
                              f"the final exit is {self.num_exits}")
         index = self.config_index(config)
         if self.configs[index] in self.absent_heads.get(exit, ()):
-            raise CacheError(f"this cache has no figures for '{self.configs[index]}' at exit {exit}: the network it was "
-                             "evaluated from does not carry that head there (a shipped study keeps heavy heads only "
-                             "where a stored instance uses them); choose an instance whose heads it carries")
+            raise CacheError(f"this cache has no figures for '{self.configs[index]}' at exit {exit}: the network it "
+                             "was evaluated from does not carry that head there (a shipped study keeps heavy heads "
+                             "only where a stored instance uses them); choose an instance whose heads it carries")
         return (exit - 1) * len(self.configs) + index
 
     @property

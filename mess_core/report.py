@@ -33,9 +33,9 @@ from .search import Objective, SearchResult, SearchSpace, pareto_front, search, 
 from .uncertainty import DEFAULT_LEVEL, drop_intervals
 
 __all__ = ["Row", "ROW_LABELS", "row_id", "with_row_ids", "TableRow", "results_table", "format_table", "all_fronts",
-           "ROW_OBJECTIVES", "row_objectives", "policy_versus_oracle", "exit_class_iou", "StudyView", "end_to_end_table",
-           "policy_comparison", "Target", "TARGETS", "headline_figures", "headline", "markdown_report", "with_drop_intervals",
-           "interval_texts"]
+           "ROW_OBJECTIVES", "row_objectives", "policy_versus_oracle", "exit_class_iou", "StudyView",
+           "end_to_end_table", "policy_comparison", "Target", "TARGETS", "headline_figures", "headline",
+           "markdown_report", "with_drop_intervals", "interval_texts"]
 
 
 class Row(str, Enum):

@@ -141,10 +141,9 @@ def transfer_beside(table: pd.DataFrame, check: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def transfer_markdown(table: pd.DataFrame, cache: EvaluationCache, *, parts: int = 2, confidence: float | None = None,
-                      block: int | None = None) -> str:
-    """The transfer check of a study's input-dependent rows as markdown (``study report``)."""
-    check = transfer_check(cache, parts=parts, confidence=confidence, block=block)
+def transfer_markdown(table: pd.DataFrame, check: pd.DataFrame, cache: EvaluationCache, *, parts: int = 2) -> str:
+    """A study's input-dependent rows and their transfer ``check`` (:func:`transfer_check` on ``cache``) as markdown
+    (``study report``)."""
     beside = transfer_beside(table, check)
     header = "| " + " | ".join(beside.columns) + " |"
     lines = [header, "|" + "---|" * len(beside.columns)]

@@ -59,8 +59,9 @@ from .cache import EvaluationCache
 from .errors import MessError
 from .instance import Instance, evaluate, iou_of_counts, mean_iou
 
-__all__ = ["DropInterval", "UncertaintyError", "resample_weights", "scene_blocks", "image_heads", "bootstrap_drops", "drop_interval",
-           "drop_intervals", "confident_choice", "ConfidentChoice", "check_confidence", "DEFAULT_RESAMPLES", "DEFAULT_LEVEL"]
+__all__ = ["DropInterval", "UncertaintyError", "resample_weights", "scene_blocks", "image_heads", "bootstrap_drops",
+           "drop_interval", "drop_intervals", "confident_choice", "ConfidentChoice", "check_confidence",
+           "DEFAULT_RESAMPLES", "DEFAULT_LEVEL"]
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_LEVEL = 0.9

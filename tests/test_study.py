@@ -301,3 +301,15 @@ def test_camvid_studies_default_to_the_scene_disjoint_protocol_and_say_otherwise
     assert StudyConfig.from_dict({"name": "s"}).selection("tune") == ("val", ())
     shipped = StudyConfig.from_yaml(Path(__file__).parents[1] / "studies" / "camvid-mobilenetv2-fcn.yaml")
     assert set(shipped.train_groups).isdisjoint(shipped.cache_groups)
+
+
+def test_the_build_stores_the_transfer_check_that_the_cache_gives(tiny_study):
+    from mess_core.transfer import transfer_check
+
+    _, _, out, _ = tiny_study
+    study = open_study(out)
+    stored = study.transfer_check()
+    again = transfer_check(study.cache, **study.promise_rule)
+    assert list(stored["id"]) == list(again["id"]) and len(stored) > 0
+    np.testing.assert_allclose(stored["drop_pp"], again["drop_pp"])
+    np.testing.assert_allclose(stored["speedup"], again["speedup"])

@@ -66,7 +66,7 @@ def _report(args: argparse.Namespace) -> int:
     study = open_study(args.study)
     print(markdown_report(study))
     print()
-    print(transfer_markdown(study.results("input-dependent"), study.cache, **study.promise_rule))
+    print(transfer_markdown(study.results("input-dependent"), study.transfer_check(compute=True), study.cache))
     return 0
 
 

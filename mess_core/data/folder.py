@@ -148,7 +148,8 @@ def _read_groups(path: Path, stems: list[str], *, default: str) -> list[str]:
         try:
             regex = re.compile(str(pattern))
         except re.error as error:
-            raise DataError(f"{path}: field 'group_pattern' {pattern!r} is not a regular expression ({error})") from None
+            raise DataError(f"{path}: field 'group_pattern' {pattern!r} is not a regular expression "
+                            f"({error})") from None
         groups = []
         for stem in stems:
             match = regex.search(stem)

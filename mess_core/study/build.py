@@ -32,11 +32,13 @@ from ..models.source import ModelSource, load_user_weights
 from ..report import Row, all_fronts, policy_versus_oracle, results_table
 from ..search import SearchSpace
 from ..training import TrainConfig, load_run_config, train
+from ..transfer import transfer_check
 from ..training.loop import CHECKPOINT
 from ..training.run import RESULT_FILES
 from ..workload import profile_report
 from ..data.selection import describe_groups
 from .config import (CONFIG, FRONTS, LATENCY, MANIFEST, ORACLE, PROFILE, RESULTS, STAGES, STUDY_FORMAT, TRAINING,
+                     TRANSFER,
                      USER_MODEL, WEIGHTS, StudyConfig, StudyError)
 from .pack import (file_entries, frame_json, replace_folder, sha256, ship_weights, to_half, used_heads, versions,
                    write_json)
@@ -134,6 +136,7 @@ class _Build:
         self.tables: dict[str, pd.DataFrame] = {}
         self.fronts: pd.DataFrame | None = None
         self.versus: list[dict[str, Any]] = []
+        self.transfer: pd.DataFrame | None = None
         self.profile: dict[str, Any] = {}
         self.latency: list[dict[str, Any]] | None = None
         self.packed_bytes = 0
@@ -297,6 +300,8 @@ class _Build:
         self.fronts = all_fronts(cache, space=space)
         say(f"the policy against the oracle bound at every allowed drop (label-aware, {space.max_exits} exits)")
         self.versus = json.loads(policy_versus_oracle(cache, space=space).to_json(orient="records"))
+        say("the transfer check: every row tuned on one scene part of the tuning images, scored on the other")
+        self.transfer = transfer_check(cache, space=space, confidence=cfg.promise_confidence, block=cfg.promise_block)
         self.profile = profile_report(self.network[0], model_name=cfg.model_source.name)
 
     def measure_latency(self, say: StepLog) -> None:
@@ -339,6 +344,7 @@ class _Build:
             shutil.copyfile(path, tmp / path.name)
         files = {RESULTS: {mode: frame_json(table) for mode, table in self.tables.items()},
                  FRONTS: frame_json(self.fronts), PROFILE: self.profile, ORACLE: self.versus,
+                 TRANSFER: frame_json(self.transfer) if self.transfer is not None else None,
                  TRAINING: self.variants or None, LATENCY: self.latency}
         for name, data in files.items():
             if data is not None:

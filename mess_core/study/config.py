@@ -26,8 +26,9 @@ from ..fields import check_fields
 from ..models.source import ModelSource, convert_options
 from ..training import TrainConfig
 
-__all__ = ["StudyError", "StudyConfig", "SELECTIONS", "STUDY_FORMAT", "DEFAULT_STUDY", "STAGES", "MANIFEST", "WEIGHTS", "RESULTS",
-           "FRONTS", "PROFILE", "CONFIG", "TRAINING", "LATENCY", "ORACLE", "USER_MODEL"]
+__all__ = ["StudyError", "StudyConfig", "SELECTIONS", "STUDY_FORMAT", "DEFAULT_STUDY", "STAGES", "MANIFEST",
+           "WEIGHTS", "RESULTS", "FRONTS", "PROFILE", "CONFIG", "TRAINING", "LATENCY", "ORACLE", "TRANSFER",
+           "USER_MODEL"]
 
 STUDY_FORMAT = "mess-study/1"
 # the files of a study folder
@@ -40,6 +41,7 @@ CONFIG = "study.yaml"
 TRAINING = "training.json"
 LATENCY = "latency.json"
 ORACLE = "oracle.json"
+TRANSFER = "transfer.json"
 USER_MODEL = "user_model.json"  # in the work folder: the user's model as given, evaluated (studies with weights:)
 # the shipped study the app opens first: the CPU reference study on real driving scenes (issue 7)
 DEFAULT_STUDY = "camvid-mobilenetv2-fcn"

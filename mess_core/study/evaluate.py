@@ -35,7 +35,8 @@ class EvaluationData:
     options: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
-        return " ".join(filter(None, [self.dataset, self.split or "", f"[{','.join(self.groups)}]" if self.groups else ""]))
+        groups = f"[{','.join(self.groups)}]" if self.groups else ""
+        return " ".join(filter(None, [self.dataset, self.split or "", groups]))
 
 
 def evaluation_dataset(study: Study, data: EvaluationData) -> tuple[Any, EvaluationData, list[str]]:

@@ -20,8 +20,9 @@ from ..instance import MODES
 from ..io import read_json
 from ..models.source import ModelSource
 from ..report import all_fronts, results_table, with_row_ids
+from ..transfer import transfer_check
 from ..workload import profile_report
-from .config import (FRONTS, LATENCY, MANIFEST, ORACLE, PROFILE, RESULTS, STUDY_FORMAT, TRAINING, WEIGHTS,
+from .config import (FRONTS, LATENCY, MANIFEST, ORACLE, PROFILE, RESULTS, STUDY_FORMAT, TRAINING, TRANSFER, WEIGHTS,
                      StudyConfig, StudyError)
 from .pack import frame_from_json, sha256
 
@@ -141,6 +142,14 @@ class Study:
         :func:`mess_core.report.policy_versus_oracle`), computed by the build; None for run folders and for studies
         built before it existed (the bound takes about a minute: the app does not wait for it)."""
         return pd.DataFrame(self._json(ORACLE)) if self.is_packed and (self.path / ORACLE).is_file() else None
+
+    def transfer_check(self, *, compute: bool = False) -> pd.DataFrame | None:
+        """The transfer check of the input-dependent rows (:func:`mess_core.transfer.transfer_check`, with the study's
+        promise rule): stored by the build; for studies built before it, computed from the cache with ``compute``
+        (about 10 s on CamVid's 101 images), else None."""
+        if self.is_packed and (self.path / TRANSFER).is_file():
+            return frame_from_json(self._json(TRANSFER), str(self.path / TRANSFER))
+        return transfer_check(self.cache, **self.promise_rule) if compute else None
 
     def latency(self) -> pd.DataFrame | None:
         """Measured latency of the results' instances against the original model (one run); None if not built.

@@ -16,8 +16,9 @@ Example:
     >>> protocol = data_protocol(cfg)
     >>> protocol["train"], protocol["tune"]["groups"], protocol["report"]["images"]
     ({'split': 'train', 'groups': {'train': 4}, 'images': 4}, {'val': 4}, 4)
-    >>> protocol_table({"data": protocol})[["step", "groups"]].to_dict("list")
-    {'step': ['training (stages 1 and 2)', 'tuning (thresholds, search, results)', 'report (every instance, never tuned)'], 'groups': ['train (4)', 'val (4)', 'test (4)']}
+    >>> table = protocol_table({"data": protocol})
+    >>> list(table["groups"]), list(table["images"])
+    (['train (4)', 'val (4)', 'test (4)'], [4, 4, 4])
     >>> protocol_warning({"data": protocol}) is None
     True
 """
