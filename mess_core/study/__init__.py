@@ -4,7 +4,8 @@ reproducible command from a YAML file and opened again without re-running anythi
 A study folder (``precomputed/<name>/``) holds
 
 * ``multi_exit.pt``: the backbone and every exit head, in float16 (loading widens them back to float32);
-* ``<split>.npz``: the evaluation cache of the split thresholds were tuned on (``val``);
+* ``<selection>.npz``: the evaluation cache of the images thresholds were tuned on (``val``, or ``train-0006R0``
+  for CamVid's frames of drive 0006R0), and of the report images when the dataset has them;
 * ``results.json``: the seed-shaped results table of every mode, each row with its id, label and instance;
 * ``fronts.json``: the accuracy-vs-GFLOPs fronts of every mode and peer;
 * ``profile.json``: the per-node workload profile and where the exits sit;
@@ -15,9 +16,10 @@ A study folder (``precomputed/<name>/``) holds
 done, so an interrupted build continues where it stopped; the study folder itself is written to a temporary folder
 and renamed, so it is either complete or absent.
 
-Modules: :mod:`.config` (what a study is built from, its file names), :mod:`.steps` (numbered, timed steps),
-:mod:`.build` (the steps of a build), :mod:`.pack` (weights, tables and hashes as files), :mod:`.folder` (opening a
-study). A study's tables and headline are :mod:`mess_core.report`'s, re-exported here for those who read them off a
+Modules: :mod:`.config` (what a study is built from, its file names), :mod:`.protocol` (which groups fed which
+step; no tuning on training scenes), :mod:`.steps` (numbered, timed steps), :mod:`.build` (the steps of a build),
+:mod:`.pack` (weights, tables and hashes as files), :mod:`.folder` (opening a study), :mod:`.evaluate` (a study, as
+shipped, on other labelled images). A study's tables and headline are :mod:`mess_core.report`'s, re-exported here for those who read them off a
 study.
 
 Example:
