@@ -474,3 +474,42 @@ def test_pad_collate_in_a_dataloader(tmp_path):
     loader = DataLoader(data, batch_size=2, collate_fn=functools.partial(pad_collate, ignore_index=255))
     images, masks = next(iter(loader))
     assert images.shape == (2, 3, 12, 14) and masks.shape == (2, 12, 14) and masks[1, :, 9:].eq(255).all()
+
+
+# --- groups (scenes) and selections ---------------------------------------------------------------------------------
+
+def test_camvid_groups_are_drives_and_selections_pool_splits_and_keep_groups(tmp_path):
+    root = tmp_path / "camvid"
+    for split, stems in (("train", ["0016E5_07920", "0006R0_f00930", "0001TP_006690"]), ("val", ["0016E5_07959"])):
+        for stem in stems:
+            write_rgb(root / split / f"{stem}.png")
+            write_label(root / f"{split}annot" / f"{stem}.png", np.zeros((12, 16)))
+    train = CamVid(root, split="train")
+    assert [train.group_of(i) for i in range(3)] == ["0001TP", "0006R0", "0016E5"]
+    pooled = build_dataset("camvid", root=root, split="train+val", groups=("0016E5", "0001TP"))
+    assert [pooled.name_of(i) for i in range(len(pooled))] == ["0001TP_006690.png", "0016E5_07920.png",
+                                                                "0016E5_07959.png"]
+    assert pooled.split_of(2) == "val" and pooled.files_of(2)[0].endswith("val/0016E5_07959.png")
+    image, mask = pooled[0]
+    assert image.shape == (3, 12, 16) and mask.shape == (12, 16)
+    with pytest.raises(DataError, match=r"holds no image of group\(s\) Seq05VD; its groups are: 0001TP \(1\)"):
+        build_dataset("camvid", root=root, split="train", groups=("Seq05VD",))
+
+
+def test_a_folder_dataset_reads_groups_from_a_pattern_or_a_file_and_names_what_is_wrong(tmp_path):
+    head = "classes: [background, road, car]\n"
+    root = folder_dataset(tmp_path / "p", stems=("siteA_1", "siteA_2", "siteB_1"),
+                          yaml=head + "group_pattern: '^([^_]+)_'\n")
+    data = FolderDataset(root)
+    assert [data.group_of(i) for i in range(3)] == ["siteA", "siteA", "siteB"]
+    listed = folder_dataset(tmp_path / "f", stems=("a", "b"), yaml=head + "group_file: groups.csv\n")
+    (listed / "groups.csv").write_text("a,morning\nb,night\n")
+    assert [FolderDataset(listed).group_of(i) for i in range(2)] == ["morning", "night"]
+    (listed / "groups.csv").write_text("a,morning\n")
+    with pytest.raises(DataError, match=r"groups.csv: no group for 1 image\(s\): b"):
+        FolderDataset(listed)
+    bad = folder_dataset(tmp_path / "b", stems=("x1",), yaml=head + "group_pattern: '^site'\n")
+    with pytest.raises(DataError, match="does not match image 'x1'"):
+        FolderDataset(bad)
+    plain = folder_dataset(tmp_path / "n", stems=("a",))
+    assert FolderDataset(plain).group_of(0) == "all"
