@@ -23,7 +23,8 @@ def test_build_writes_every_file_the_manifest_lists_with_matching_hashes(tiny_st
     assert manifest["format"] == "mess-study/1" and manifest["name"] == "tiny"
     assert manifest["command"].endswith(f"study build {config.as_posix()}")
     assert set(manifest["files"]) == {"multi_exit.pt", "val.npz", "test.npz", "results.json", "fronts.json",
-                                      "profile.json", "study.yaml", "training.json", "latency.json", "oracle.json"}
+                                      "profile.json", "study.yaml", "training.json", "latency.json", "oracle.json",
+                                      "transfer.json"}
     assert study.verify() == []
     assert {"backbone", "pretrain", "exits", "variant_ce", "cache_val", "cache_test", "search", "latency"} <= set(
         manifest["wall_seconds"])
