@@ -20,9 +20,10 @@ import streamlit as st
 from mess_core.cache import EvaluationCache
 from mess_core.errors import MessError
 from mess_core.explore import sample_instances, thin_cloud
-from mess_core.heldout import check_report_set, evaluate_rows
+from mess_core.heldout import check_report_set
 from mess_core.report import exit_class_iou, with_drop_intervals
 from mess_core.study import DEFAULT_STUDY, Study, StudyError, list_studies, open_study
+from mess_core.study.evaluate import score_rows
 from mess_core.transfer import transfer_beside
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,9 +99,7 @@ def load_report_set(study_path: str, cache_path: str) -> EvaluationCache:
 
 @st.cache_resource(show_spinner="Scoring every row on the report set...", max_entries=8)
 def report_rows(study_path: str, cache_path: str) -> pd.DataFrame:
-    study = load_study(study_path)
-    modes = ("input-dependent", "budgeted")
-    return evaluate_rows({mode: study.results(mode) for mode in modes}, load_report_set(study_path, cache_path))
+    return score_rows(load_study(study_path), load_report_set(study_path, cache_path))
 
 
 def report_set(study: Study) -> tuple[str, EvaluationCache] | None:

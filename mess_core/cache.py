@@ -131,6 +131,13 @@ class EvaluationCache:
         return (exit - 1) * len(self.configs) + index
 
     @property
+    def image_groups(self) -> list[str] | None:
+        """Each image's group (scene), where the dataset it was evaluated on said; None for caches that do not record
+        them."""
+        groups = self.meta.get("image_groups")
+        return groups if isinstance(groups, list) and len(groups) == self.num_images else None
+
+    @property
     def absent_heads(self) -> dict[int, frozenset[str]]:
         """Early exit -> the configurations this (partial) cache has no figures for there; empty for a whole cache."""
         held = self.meta.get("absent_heads") or {}

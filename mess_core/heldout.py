@@ -29,13 +29,12 @@ import numpy as np
 import pandas as pd
 
 from .cache import CacheError, EvaluationCache
-from .instance import Instance, evaluate
+from .instance import Instance, Outcome, evaluate
 from .report import Row
 from .uncertainty import DEFAULT_LEVEL, DEFAULT_RESAMPLES, drop_intervals
 
 __all__ = ["Promise", "PROMISES", "evaluate_rows", "score_instance", "exit_mix", "mix_text", "with_costs_of",
-           "check_report_set",
-           "evaluation_markdown"]
+           "check_report_set", "evaluation_markdown"]
 
 
 @dataclass(frozen=True)
@@ -70,13 +69,17 @@ PROMISES: dict[Row, Promise] = {
 
 def exit_mix(cache: EvaluationCache, instance: Instance) -> list[dict[str, Any]]:
     """Where the images leave under ``instance``: one entry per output (its exit, or ``final``) with the fraction."""
-    out = evaluate(cache, instance)
-    counts = np.bincount(out.exit_taken, minlength=len(out.steps)) / max(cache.num_images, 1)
+    return _mix_of(evaluate(cache, instance))
+
+
+def _mix_of(out: Outcome) -> list[dict[str, Any]]:
+    counts = np.bincount(out.exit_taken, minlength=len(out.steps)) / max(len(out.exit_taken), 1)
     return [{"exit": "final" if s["config"] == "final" else int(s["exit"]), "fraction": float(f)}
             for s, f in zip(out.steps, counts)]
 
 
-def _mix_text(mix: list[dict[str, Any]]) -> str:
+def mix_text(mix: list[dict[str, Any]]) -> str:
+    """``exit 1 7%, exit 2 40%, final 53%``: where images leave, for tables and captions."""
     return ", ".join(f"{'final' if m['exit'] == 'final' else 'exit ' + str(m['exit'])} {100 * m['fraction']:.0f}%"
                      for m in mix if m["fraction"] > 0)
 
@@ -128,7 +131,7 @@ def _scored(cache: EvaluationCache, instances: list[Instance], *, level: float, 
         ms = evaluate(cache, instance, unit="ms").cost if cache.has_latency else np.nan
         out.append({"miou": figures.miou, "gflops": figures.cost, "speedup": base.cost / figures.cost,
                     "latency_ms": ms, "latency_speedup": base_ms / ms if cache.has_latency else np.nan,
-                    "exit_mix": exit_mix(cache, instance), "drop_pp": interval.point, "drop_low": interval.low,
+                    "exit_mix": _mix_of(figures), "drop_pp": interval.point, "drop_low": interval.low,
                     "drop_high": interval.high, "cost_ratio": figures.cost / base.cost})
     return out
 
@@ -169,11 +172,6 @@ def evaluate_rows(tables: Mapping[str, pd.DataFrame], cache: EvaluationCache, *,
     return pd.DataFrame(found, columns=columns)
 
 
-def mix_text(mix: list[dict[str, Any]]) -> str:
-    """``exit 1 7%, exit 2 40%, final 53%``: where images leave, for tables and captions."""
-    return _mix_text(mix)
-
-
 def evaluation_markdown(rows: pd.DataFrame, *, title: str = "") -> str:
     """``rows`` (:func:`evaluate_rows`) as a markdown table: mIoU in percent with two decimals, the drop with its
     interval, speedups, where images leave and whether each promise held."""
@@ -186,7 +184,7 @@ def evaluation_markdown(rows: pd.DataFrame, *, title: str = "") -> str:
         tuned_speedup = f"{r['tuned_speedup']:.2f}x" if _number(r["tuned_speedup"]) else "-"
         lines.append(f"| {r['mode']} | {r['row']} | {tuned} | {tuned_speedup} | {100 * r['miou']:.2f} | "
                      f"{r['drop_pp']:.2f} [{r['drop_low']:.2f}, {r['drop_high']:.2f}] | {r['speedup']:.2f}x | "
-                     f"{_mix_text(r['exit_mix'])} | {r['promise'] or '-'} | {held} |")
+                     f"{mix_text(r['exit_mix'])} | {r['promise'] or '-'} | {held} |")
     return "\n".join(lines)
 
 

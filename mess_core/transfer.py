@@ -38,16 +38,11 @@ from .search import SearchSpace
 __all__ = ["scene_parts", "part_names", "transfer_check", "transfer_summary", "transfer_beside", "transfer_markdown"]
 
 
-def _groups(cache: EvaluationCache) -> list[str] | None:
-    groups = cache.meta.get("image_groups")
-    return groups if isinstance(groups, list) and len(groups) == cache.num_images else None
-
-
 def scene_parts(cache: EvaluationCache, parts: int = 2) -> list[np.ndarray]:
     """Image indices of ``parts`` disjoint parts of ``cache``'s images that are scenes of their own: whole groups
     when the cache records at least ``parts`` groups (dealt out largest first to even the sizes), else each group's
     images in their order, cut into ``parts`` contiguous runs (part k takes run k of every group)."""
-    groups = _groups(cache)
+    groups = cache.image_groups
     if groups is not None and len(set(groups)) >= parts:
         by_group: dict[str, list[int]] = {}
         for i, g in enumerate(groups):
@@ -68,7 +63,7 @@ def scene_parts(cache: EvaluationCache, parts: int = 2) -> list[np.ndarray]:
 def part_names(cache: EvaluationCache, parts: int = 2) -> list[str]:
     """How :func:`scene_parts`'s parts are called in tables: their groups, or their image numbers (1-based)."""
     found = scene_parts(cache, parts)
-    groups = _groups(cache)
+    groups = cache.image_groups
     if groups is not None and len(set(groups)) >= parts:
         return ["+".join(dict.fromkeys(groups[i] for i in p)) for p in found]
     return [f"images {p.min() + 1}-{p.max() + 1}" if len(p) == p.max() - p.min() + 1 else f"part {k + 1}"
@@ -86,6 +81,7 @@ def transfer_check(cache: EvaluationCache, *, mode: str = "input-dependent", spa
     rows: list[dict[str, Any]] = []
     for a, tuned in enumerate(pieces):
         table = results_table(tuned, mode=mode, space=space, oracle=False, confidence=confidence, block=block)
+        tuned_final = float(tuned.head_miou()[tuned.final_head])
         for b, other in enumerate(pieces):
             if a == b:
                 continue
@@ -97,7 +93,7 @@ def transfer_check(cache: EvaluationCache, *, mode: str = "input-dependent", spa
                 drop, speedup = 100 * (base.miou - found.miou), base.cost / found.cost
                 promise = PROMISES.get(r.id)
                 rows.append({"id": r.id.value, "row": r.row, "tuned_on": names[a], "reported_on": names[b],
-                             "tuned_drop_pp": 100 * (float(tuned.head_miou()[tuned.final_head]) - r.miou),
+                             "tuned_drop_pp": 100 * (tuned_final - r.miou),
                              "tuned_speedup": r.speedup, "drop_pp": drop, "speedup": speedup,
                              "held": None if promise is None else promise.held(drop_pp=drop,
                                                                               cost_ratio=1 / speedup),
@@ -105,13 +101,17 @@ def transfer_check(cache: EvaluationCache, *, mode: str = "input-dependent", spa
     return pd.DataFrame(rows)
 
 
+def _held_every_way(held: pd.Series) -> bool | None:
+    """Whether a row's promise held in every direction; None for a row that promises nothing (the backbone)."""
+    return None if held.isna().all() else bool(held.astype(bool).all())
+
+
 def transfer_summary(check: pd.DataFrame) -> pd.DataFrame:
     """One line per row of :func:`transfer_check`: the mean drop and speedup over the directions, the worst drop and
     the least speedup, whether the promise held in every direction, and a short text for tables."""
     out = []
     for rid, group in check.groupby("id", sort=False):
-        held = group["held"]
-        every = None if held.isna().all() else bool(held.astype(bool).all())
+        every = _held_every_way(group["held"])
         text = "; ".join(f"{r.tuned_on} -> {r.reported_on}: {r.drop_pp:.2f} pp at {r.speedup:.2f}x"
                          for r in group.itertuples())
         out.append({"id": rid, "row": Row(rid).label, "drop_pp": float(group["drop_pp"].mean()),
@@ -135,13 +135,13 @@ def transfer_beside(table: pd.DataFrame, check: pd.DataFrame) -> pd.DataFrame:
         mine = check[check["id"] == rid]
         for c in mine.itertuples():
             line[f"{c.tuned_on} -> {c.reported_on}"] = f"{c.drop_pp:.2f} pp, {c.speedup:.2f}x"
-        held = mine["held"]
-        line["held every way"] = (None if held.isna().all() else ("yes" if bool(held.astype(bool).all()) else "no"))
+        every = _held_every_way(mine["held"])
+        line["held every way"] = None if every is None else ("yes" if every else "no")
         out.append(line)
     return pd.DataFrame(out)
 
 
-def transfer_markdown(table: pd.DataFrame, check: pd.DataFrame, cache: EvaluationCache, *, parts: int = 2) -> str:
+def transfer_markdown(table: pd.DataFrame, check: pd.DataFrame, cache: EvaluationCache) -> str:
     """A study's input-dependent rows and their transfer ``check`` (:func:`transfer_check` on ``cache``) as markdown
     (``study report``)."""
     beside = transfer_beside(table, check)
@@ -151,7 +151,7 @@ def transfer_markdown(table: pd.DataFrame, check: pd.DataFrame, cache: Evaluatio
         cells = ["-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else
                  (f"{v:.2f}" if isinstance(v, float) else str(v)) for v in r.values()]
         lines.append("| " + " | ".join(cells) + " |")
-    names = part_names(cache, parts)
+    names = list(dict.fromkeys(check["tuned_on"]))
     return "\n".join([f"Transfer check: each row's objective searched on one scene part of the {cache.num_images} "
                       f"tuning images and scored on the other ({' and '.join(names)}), against that part's final "
                       "exit:", "", *lines])

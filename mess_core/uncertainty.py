@@ -153,21 +153,13 @@ def scene_blocks(cache: EvaluationCache, block: int) -> np.ndarray:
     """
     if not isinstance(block, int) or isinstance(block, bool) or block < 1:
         raise UncertaintyError(f"a scene block must be a whole number of images >= 1, not {block!r}")
-    groups = cache.meta.get("image_groups")
-    if not isinstance(groups, list) or len(groups) != cache.num_images:
-        groups = ["all"] * cache.num_images
-    out = np.empty(cache.num_images, dtype=np.int64)
     seen: dict[str, int] = {}
-    next_block = 0
-    firsts: dict[str, int] = {}
-    for i, g in enumerate(groups):
-        position = seen.get(g, 0)
-        if position % block == 0:
-            firsts[g] = next_block
-            next_block += 1
-        out[i] = firsts[g]
-        seen[g] = position + 1
-    return out
+    keys = []  # (group, run of `block` images within it), in image order
+    for g in cache.image_groups or ["all"] * cache.num_images:
+        keys.append((g, seen.get(g, 0) // block))
+        seen[g] = seen.get(g, 0) + 1
+    number = {key: n for n, key in enumerate(dict.fromkeys(keys))}
+    return np.asarray([number[key] for key in keys], dtype=np.int64)
 
 
 def image_heads(cache: EvaluationCache, instance: Instance) -> np.ndarray:

@@ -11,8 +11,8 @@ from ..heldout import evaluation_markdown
 from ..io import atomic_write_text
 from ..report import markdown_report
 from ..study import STAGES, build, open_study
-from ..transfer import transfer_markdown
 from ..study.evaluate import EvaluationData, evaluate_on, evaluation_dataset, evaluation_record
+from ..transfer import transfer_markdown
 from .args import add_data_option, add_selection, folder, output_file, positive_int
 
 
@@ -79,8 +79,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"note: {note}")
     cache, rows = evaluate_on(study, dataset, data, batch_size=args.batch_size, limit=args.limit)
-    if args.cache:
-        cache.save(args.cache)
     print(f"backbone (final exit) mIoU {100 * cache.head_miou()[cache.final_head]:.2f}% on these images\n")
     print(evaluation_markdown(rows, title=f"study {study.name}, as shipped, on {data.describe()} ({count} images)"))
     held = rows["held"].dropna()
@@ -89,5 +87,6 @@ def _evaluate(args: argparse.Namespace) -> int:
         atomic_write_text(args.json, json.dumps(evaluation_record(study, cache, rows, data, notes), indent=1))
         print(f"wrote {args.json}")
     if args.cache:
+        cache.save(args.cache)
         print(f"wrote {args.cache}")
     return 0

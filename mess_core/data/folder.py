@@ -59,7 +59,9 @@ class FolderDataset(FilePairDataset):
         super().__init__(transform=transform, seed=seed)
         self.root = require_dir(root, what="dataset folder")
         self.split = split
-        self.info = read_dataset_yaml(self.root / "dataset.yaml", default_name=self.root.name)
+        spec_path = self.root / "dataset.yaml"
+        spec = _read_spec(spec_path)
+        self.info = _info_of(spec, spec_path, default_name=self.root.name)
         base = self.root if split is None else require_dir(self.root / split, what=f"split {split!r} folder")
         image_dir = require_dir(base / "images", what="image folder")
         mask_dir = require_dir(base / "masks", what="mask folder")
@@ -79,7 +81,7 @@ class FolderDataset(FilePairDataset):
         stems = sorted(images)
         self.images = [images[stem] for stem in stems]
         self.labels = [masks[stem] for stem in stems]
-        self._groups = _read_groups(self.root / "dataset.yaml", stems, default=str(split or "all"))
+        self._groups = _groups_of(spec, spec_path, stems, default=str(split or "all"))
 
     def group_of(self, index: int) -> str:
         return self._groups[index]
@@ -89,15 +91,14 @@ _EXAMPLE = "e.g. 'classes: [background, road, car]' and 'ignore_index: 255' on t
 
 
 def _read_spec(path: Path) -> dict[str, Any]:
-    example = _EXAMPLE
     if not path.is_file():
-        raise DataError(f"{path} not found; a folder dataset describes its classes there, {example}")
+        raise DataError(f"{path} not found; a folder dataset describes its classes there, {_EXAMPLE}")
     try:
         spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: not valid YAML ({error})") from error
     if not isinstance(spec, dict):
-        raise DataError(f"{path}: expected a mapping with fields {', '.join(_YAML_FIELDS)}, {example}")
+        raise DataError(f"{path}: expected a mapping with fields {', '.join(_YAML_FIELDS)}, {_EXAMPLE}")
     if unknown := sorted(str(key) for key in spec.keys() - set(_YAML_FIELDS)):
         raise DataError(f"{path}: unknown field(s) {', '.join(unknown)}; the fields are {', '.join(_YAML_FIELDS)}")
     return spec
@@ -105,7 +106,10 @@ def _read_spec(path: Path) -> dict[str, Any]:
 
 def read_dataset_yaml(path: Path, *, default_name: str) -> DatasetInfo:
     """Parse and check ``dataset.yaml``; every problem names the file and the field."""
-    spec = _read_spec(path)
+    return _info_of(_read_spec(path), path, default_name=default_name)
+
+
+def _info_of(spec: dict[str, Any], path: Path, *, default_name: str) -> DatasetInfo:
 
     classes = spec.get("classes")
     if (not isinstance(classes, list) or not classes
@@ -137,10 +141,9 @@ def read_dataset_yaml(path: Path, *, default_name: str) -> DatasetInfo:
                        palette=tuple(tuple(rgb) for rgb in palette))
 
 
-def _read_groups(path: Path, stems: list[str], *, default: str) -> list[str]:
+def _groups_of(spec: dict[str, Any], path: Path, stems: list[str], *, default: str) -> list[str]:
     """Each stem's group from ``group_pattern`` (a regex searched in the stem; its first group, or the whole match)
-    or ``group_file`` (CSV lines ``stem,group``, relative to the YAML file's folder); ``default`` without either."""
-    spec = _read_spec(path)
+    or ``group_file`` (CSV lines ``stem,group``, relative to ``path``'s folder); ``default`` without either."""
     pattern, listing = spec.get("group_pattern"), spec.get("group_file")
     if pattern is not None and listing is not None:
         raise DataError(f"{path}: give group_pattern or group_file, not both")

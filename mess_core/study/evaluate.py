@@ -14,11 +14,13 @@ import pandas as pd
 from ..cache import EvaluationCache, build_cache
 from ..data import build_dataset, eval_transform
 from ..heldout import evaluate_rows, with_costs_of
+from ..uncertainty import DEFAULT_LEVEL
 from .config import StudyError
 from .folder import Study
 from .pack import frame_json
 
-__all__ = ["EvaluationData", "evaluation_dataset", "evaluate_on", "evaluation_record", "EVALUATED_MODES"]
+__all__ = ["EvaluationData", "evaluation_dataset", "evaluate_on", "score_rows", "evaluation_record",
+           "EVALUATED_MODES"]
 
 # the deployable modes, the one people deploy first: anytime rows are budgeted ones that also report later outputs
 EVALUATED_MODES = ("input-dependent", "budgeted")
@@ -73,7 +75,7 @@ def evaluation_dataset(study: Study, data: EvaluationData) -> tuple[Any, Evaluat
 
 def evaluate_on(study: Study, dataset: Any, data: EvaluationData, *, batch_size: int = 8, limit: int | None = None,
                 progress: Callable[[Iterable], Iterable] | None = None, modes: Sequence[str] = EVALUATED_MODES,
-                level: float = 0.9) -> tuple[EvaluationCache, pd.DataFrame]:
+                level: float = DEFAULT_LEVEL) -> tuple[EvaluationCache, pd.DataFrame]:
     """The study's network over ``dataset`` (an evaluation cache, with the tuning cache's measured latency) and every
     results row of ``modes`` scored on it."""
     net, meta = study.load_network()
@@ -81,8 +83,13 @@ def evaluate_on(study: Study, dataset: Any, data: EvaluationData, *, batch_size:
                         batch_size=batch_size, limit=limit, progress=progress,
                         extra_meta={"source": f"study evaluate {study.name}", "groups": list(data.groups)})
     cache = with_costs_of(cache, study.cache)
-    rows = evaluate_rows({mode: study.results(mode) for mode in modes}, cache, level=level)
-    return cache, rows
+    return cache, score_rows(study, cache, modes=modes, level=level)
+
+
+def score_rows(study: Study, cache: EvaluationCache, *, modes: Sequence[str] = EVALUATED_MODES,
+               level: float = DEFAULT_LEVEL) -> pd.DataFrame:
+    """Every results row of ``modes`` of ``study``, as shipped, scored on ``cache`` (other images of its network)."""
+    return evaluate_rows({mode: study.results(mode) for mode in modes}, cache, level=level)
 
 
 def evaluation_record(study: Study, cache: EvaluationCache, rows: pd.DataFrame, data: EvaluationData,

@@ -25,12 +25,11 @@ Example:
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from ..data import build_dataset
 import pandas as pd
 
+from ..data import build_dataset
 from ..data.selection import describe_groups, group_counts
 from ..errors import MessError
 from .config import SELECTIONS, StudyConfig, StudyError
@@ -41,11 +40,10 @@ _STEPS = {"train": "training (stages 1 and 2)", "tune": "tuning (thresholds, sea
           "report": "report (every instance, never tuned)"}
 
 
-def selection_summary(cfg: StudyConfig, step: str, *, root: str | os.PathLike | None = None) -> dict[str, Any]:
+def selection_summary(cfg: StudyConfig, step: str) -> dict[str, Any]:
     """``{"split", "groups": {group: images}, "images"}`` of the images ``step`` (train, tune, report) uses."""
     split, groups = cfg.selection(step)
-    data = build_dataset(cfg.dataset, root=root if root is not None else cfg.data_root, split=split, groups=groups,
-                         **cfg.data_options)
+    data = build_dataset(cfg.dataset, root=cfg.data_root, split=split, groups=groups, **cfg.data_options)
     counts = group_counts(data)
     return {"split": split, "groups": counts, "images": sum(counts.values())}
 
