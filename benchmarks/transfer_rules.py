@@ -9,8 +9,8 @@ drop <= D is chosen on A and scored on B against B's own final exit. Rules: the 
 confidence-aware search with a predictive bound for a fresh sample of |B| images, over single images ("iid") and over
 scene blocks of --block consecutive frames ("blocks"); and two walks up A's Pareto front by cost, taking the first
 instance that also keeps the drop when every th_img is lowered by --shift ("shift": decisions stable under a
-confidence rise), or on each of A's own two scene parts ("every part"). Prints one line per (rule, D, direction) and a summary per
-(rule, D): how often the promise held on the other part and the mean speedup kept there. Nothing is simulated: every
+confidence rise), or on each of A's own two scene parts ("every part"). Prints one line per (rule, D, direction)
+and a summary per (rule, D): how often the promise held on the other part and the mean speedup kept there. Nothing is simulated: every
 figure is mess_core.instance.evaluate on the cache.
 """
 

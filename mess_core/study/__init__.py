@@ -19,8 +19,8 @@ and renamed, so it is either complete or absent.
 Modules: :mod:`.config` (what a study is built from, its file names), :mod:`.protocol` (which groups fed which
 step; no tuning on training scenes), :mod:`.steps` (numbered, timed steps), :mod:`.build` (the steps of a build),
 :mod:`.pack` (weights, tables and hashes as files), :mod:`.folder` (opening a study), :mod:`.evaluate` (a study, as
-shipped, on other labelled images). A study's tables and headline are :mod:`mess_core.report`'s, re-exported here for those who read them off a
-study.
+shipped, on other labelled images). A study's tables and headline are :mod:`mess_core.report`'s, re-exported here
+for those who read them off a study.
 
 Example:
     >>> from mess_core.study import StudyConfig
