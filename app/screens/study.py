@@ -15,7 +15,7 @@ from mess_core.instance import MODES
 from mess_core.report import interval_texts
 from mess_core.study import Study, end_to_end_table, headline, policy_comparison
 from mess_core.study.protocol import protocol_table, protocol_warning
-from mess_core.study_figures import WorkloadProfile, exit_space, workload_profile
+from mess_core.study_figures import ExitSpace, WorkloadProfile, exit_space, workload_profile
 
 
 def profile_figure(workload: WorkloadProfile) -> go.Figure:
@@ -69,13 +69,10 @@ def report_set_section(study: Study) -> None:
                                      "speedup here": "{:.2f}x"}, na_rep="-"), hide_index=True, key="report_rows")
 
 
-@guarded
-def page(study: Study) -> None:
-    st.title(study.name)
+def overview_section(study: Study, space: ExitSpace) -> None:
     manifest, cache = study.manifest, study.cache
     if manifest.get("description"):
         st.write(manifest["description"])
-    space = exit_space(cache)
     st.markdown(f"**{cache.meta.get('model', '?')}** on **{cache.meta.get('dataset')}**, figures on its "
                 f"`{cache.meta.get('split')}` split ({cache.num_images} images)")
     cols = st.columns(5)
@@ -92,6 +89,9 @@ def page(study: Study) -> None:
     if (warning := protocol_warning(manifest)) is not None and study.is_packed:
         st.warning(warning)
 
+
+def space_section(study: Study, space: ExitSpace) -> None:
+    cache = study.cache
     st.subheader("Workload profile")
     workload = workload_profile(study.profile())
     st.plotly_chart(profile_figure(workload), key="profile_chart", width="stretch")
@@ -106,6 +106,8 @@ def page(study: Study) -> None:
     left.plotly_chart(heatmap(space.cost, "GFLOPs per image", "Blues", ".3f"), key="space_cost", width="stretch")
     right.plotly_chart(heatmap(100 * space.miou, "mIoU (%)", "Greens", ".1f"), key="space_miou", width="stretch")
 
+
+def results_section(study: Study) -> None:
     st.subheader("Results")
     mode = st.radio("mode", MODES, index=2, horizontal=True, key="study_mode")
     if mode == "input-dependent" and study.latency() is not None:
@@ -133,22 +135,28 @@ def page(study: Study) -> None:
                                        "speedup (ms)": "{:.2f}x"}, na_rep="-"),
                  hide_index=True, key="results_table")
     if mode == "input-dependent":
-        st.markdown("**Transfer check**: each row's objective searched on one scene part of the tuning images and "
-                    "scored on the other (both ways), against that part's final exit; a promise that only holds "
-                    "where it was tuned will not hold on new scenes")
-        check = transfer(str(study.path), False)
-        if check is None and st.button("run the transfer check (this study was built before it; ~10 s)",
-                                       key="transfer_run"):
-            check = transfer(str(study.path), True)
-        if check is not None:
-            st.dataframe(check, hide_index=True, key="transfer_table")
-        st.markdown("**Exit policies at equal accuracy** (speedup in average GFLOPs against the backbone, read off "
-                    "each policy's front), against the oracle bound: the least cost any per-image exit choice over "
-                    "the same instances reaches when it knows the labels")
-        st.dataframe(policy_comparison(study), hide_index=True, key="policy_table")
-        st.markdown("**Targets on this study** (the paper's figures for context)\n\n"
-                    + "\n".join(f"- {line}" for line in headline(study)))
-    report_set_section(study)
+        input_dependent_section(study)
+
+
+def input_dependent_section(study: Study) -> None:
+    st.markdown("**Transfer check**: each row's objective searched on one scene part of the tuning images and "
+                "scored on the other (both ways), against that part's final exit; a promise that only holds "
+                "where it was tuned will not hold on new scenes")
+    check = transfer(str(study.path), False)
+    if check is None and st.button("run the transfer check (this study was built before it; ~10 s)",
+                                   key="transfer_run"):
+        check = transfer(str(study.path), True)
+    if check is not None:
+        st.dataframe(check, hide_index=True, key="transfer_table")
+    st.markdown("**Exit policies at equal accuracy** (speedup in average GFLOPs against the backbone, read off "
+                "each policy's front), against the oracle bound: the least cost any per-image exit choice over "
+                "the same instances reaches when it knows the labels")
+    st.dataframe(policy_comparison(study), hide_index=True, key="policy_table")
+    st.markdown("**Targets on this study** (the paper's figures for context)\n\n"
+                + "\n".join(f"- {line}" for line in headline(study)))
+
+
+def classes_and_build_section(study: Study) -> None:
     st.markdown("**Where exits lose**: IoU per class of each exit's most accurate head and of the final exit")
     per_class = class_iou(str(study.path))
     percent = [c for c in per_class.columns if c not in ("exit", "config", "gflops")]
@@ -162,5 +170,17 @@ def page(study: Study) -> None:
         st.dataframe(training, hide_index=True, key="training_table")
     if study.is_packed:
         with st.expander("how this study was built"):
-            st.code(manifest.get("command", ""), language="bash")
-            st.json({k: manifest.get(k) for k in ("built", "machine", "versions", "wall_seconds")}, expanded=False)
+            st.code(study.manifest.get("command", ""), language="bash")
+            st.json({k: study.manifest.get(k) for k in ("built", "machine", "versions", "wall_seconds")},
+                    expanded=False)
+
+
+@guarded
+def page(study: Study) -> None:
+    st.title(study.name)
+    space = exit_space(study.cache)
+    overview_section(study, space)
+    space_section(study, space)
+    results_section(study)
+    report_set_section(study)
+    classes_and_build_section(study)
