@@ -21,6 +21,7 @@ from mess_core.cache import EvaluationCache
 from mess_core.errors import MessError
 from mess_core.explore import sample_instances, thin_cloud
 from mess_core.heldout import check_report_set
+from mess_core.models.trust import key_path
 from mess_core.report import exit_class_iou, with_drop_intervals
 from mess_core.study import DEFAULT_STUDY, Study, StudyError, list_studies, open_study
 from mess_core.study.evaluate import score_rows
@@ -69,11 +70,50 @@ def study_problems(path: str) -> list[str]:
     return load_study(path).verify()
 
 
+CONSENT_KEY = "code_consent"
+
+
+def untrusted_code(path: str) -> str | None:
+    """What building the study's model runs that this machine did not record (see
+    :meth:`mess_core.study.Study.untrusted_code`), or None."""
+    return _untrusted_code(path, str(key_path()))
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _untrusted_code(path: str, key: str) -> str | None:  # by key too: signatures are checked against this one
+    return load_study(path).untrusted_code()
+
+
+def code_allowed(study: Study, *, where: str) -> bool:
+    """Whether this session may build the study's model. A model whose code this machine did not record (an import
+    path or a model file in a study from elsewhere) needs the user's consent, asked here once per session and study:
+    the confirmation names what will run. ``where`` keeps each page's button apart."""
+    path = str(study.path)
+    code = untrusted_code(path)
+    if code is None or path in st.session_state.get(CONSENT_KEY, set()):
+        return True
+    st.warning(f"Building this study's model runs {code}. It was not recorded on this machine (the study comes from "
+               "elsewhere), and it would run with this server's permissions. Read that code before you allow it; "
+               "the figures stored in the study need no code and are shown without it.")
+    if st.button("I have read it: run this study's model code", key=f"consent_{where}"):
+        st.session_state.setdefault(CONSENT_KEY, set()).add(path)
+        st.rerun()
+    return False
+
+
 @st.cache_resource(show_spinner="Loading the multi-exit network...", max_entries=4)
-def load_network(path: str) -> tuple[Any, dict[str, Any]]:
-    net, meta = load_study(path).load_network()
+def _network(path: str) -> tuple[Any, dict[str, Any]]:
+    net, meta = load_study(path).load_network(consent=True)  # only reached through load_network's check
     _HEAP["settled"] = False
     return net.eval(), meta
+
+
+def load_network(path: str) -> tuple[Any, dict[str, Any]]:
+    """The study's network, shared by every session that may build it (see :func:`code_allowed`)."""
+    if untrusted_code(path) is not None and path not in st.session_state.get(CONSENT_KEY, set()):
+        raise StudyError(f"{path}: this study's model code has not been allowed in this session; confirm it on the "
+                         "page first")
+    return _network(path)
 
 
 @st.cache_resource(show_spinner="Tuning on one part of the images, scoring on the other...", max_entries=8)
@@ -238,5 +278,5 @@ def pct(value: float) -> str:
     return "-" if value != value else f"{100 * value:.2f}%"
 
 
-__all__ = ["settle_heap", "load_study", "load_network", "results", "fronts", "cloud", "choose_study", "error_boundary",
-           "guarded", "guarded_fragment", "pct", "StudyError"]
+__all__ = ["settle_heap", "load_study", "load_network", "code_allowed", "untrusted_code", "results", "fronts", "cloud",
+           "choose_study", "error_boundary", "guarded", "guarded_fragment", "pct", "StudyError"]

@@ -5,7 +5,8 @@ A multi-exit file stores where the model comes from (``model_source``: a registe
 see :class:`~mess_core.models.ModelSource`), the conversion options (``convert``), the number of exits and the input
 size exits were placed for; loading re-runs :func:`~mess_core.convert` with those, which places the exits at the same
 nodes, then loads the backbone and every head. Files are read with ``torch.load(weights_only=True)`` (see
-:mod:`mess_core.checkpoint`).
+:mod:`mess_core.checkpoint`), and a recorded source that runs Python (an import path, a model file) is built only
+when this machine recorded it or the caller passes ``consent=True`` (see :mod:`mess_core.models.trust`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import nn
 from . import checkpoint
 from .errors import TrainingError
 from .models.source import ModelSource, ModelSourceError
+from .models.trust import SIGNATURE_KEY, require_consent
 from .network import MultiExitNet, convert
 
 __all__ = ["save_model", "save_multi_exit", "load_model", "load_multi_exit", "load_exit_heads", "model_from_meta",
@@ -92,48 +94,53 @@ def _load_into(model: nn.Module, weights: dict[str, torch.Tensor], path: Path) -
         ) from None
 
 
-def model_from_meta(meta: dict[str, Any], path: str | os.PathLike, source: ModelSource | None = None) -> nn.Module:
+def model_from_meta(meta: dict[str, Any], path: str | os.PathLike, source: ModelSource | None = None, *,
+                    consent: bool = False) -> nn.Module:
     """An untrained model as the metadata of ``path`` names it (``model_source``, or ``model``: a registered name in
-    files written before sources were recorded); ``source`` overrides where it comes from (a study's shipped copy)."""
+    files written before sources were recorded); ``source`` overrides where it comes from (a study's shipped copy,
+    checked by the caller). A recorded source that runs Python needs this machine's signature or ``consent``."""
     if "num_classes" not in meta or (source is None and "model" not in meta and "model_source" not in meta):
         raise TrainingError(f"{path}: has no model name and class count in its metadata; pass the model to load into")
     try:
         if source is None:
             source = (ModelSource.from_dict(meta["model_source"], where=f"{path}: model_source")
                       if "model_source" in meta else ModelSource.parse(meta["model"]))
+            require_consent(source, signature=meta.get(SIGNATURE_KEY), consent=consent, where=f"{path}: model_source")
         return source.build(meta["num_classes"])
     except ModelSourceError as exc:
         raise ModelSourceError(f"{path}: cannot rebuild the model it was trained from: {exc}") from None
 
 
-def load_model(path: str | os.PathLike, model: nn.Module | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """A model from a ``model.pt`` (or any checkpoint with ``model`` weights): built from the registry by the name in
-    its metadata, or ``model`` when given."""
+def load_model(path: str | os.PathLike, model: nn.Module | None = None, *,
+               consent: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """A model from a ``model.pt`` (or any checkpoint with ``model`` weights): built from the source in its metadata
+    (see :func:`model_from_meta` for ``consent``), or ``model`` when given."""
     path = Path(path)
     payload = checkpoint.load(path)
     meta = dict(payload.get("meta", {}))
     if model is None:
-        model = model_from_meta(meta, path)
+        model = model_from_meta(meta, path, consent=consent)
     _load_into(model, checkpoint.load_weights(path), path)
     return model, meta
 
 
 def load_multi_exit(
     path: str | os.PathLike, model: nn.Module | None = None, *, source: ModelSource | None = None,
-    **convert_kwargs: Any
+    consent: bool = False, **convert_kwargs: Any
 ) -> tuple[MultiExitNet, dict[str, Any]]:
     """Rebuild a trained multi-exit network from ``multi_exit.pt``; returns it in eval mode with its metadata.
 
     The model is rebuilt from the source recorded in the file (a registered name, an import path or a file) and
     converted with the recorded ``convert`` options; ``source`` overrides where it comes from, ``model`` gives the
-    (untrained) model itself, ``convert_kwargs`` override recorded options."""
-    net, meta, _ = load_multi_exit_and_model(path, model, source=source, **convert_kwargs)
+    (untrained) model itself, ``convert_kwargs`` override recorded options. A recorded source that runs Python needs
+    this machine's signature or ``consent`` (see :mod:`mess_core.models.trust`)."""
+    net, meta, _ = load_multi_exit_and_model(path, model, source=source, consent=consent, **convert_kwargs)
     return net, meta
 
 
 def load_multi_exit_and_model(
     path: str | os.PathLike, model: nn.Module | None = None, *, source: ModelSource | None = None,
-    **convert_kwargs: Any
+    consent: bool = False, **convert_kwargs: Any
 ) -> tuple[MultiExitNet, dict[str, Any], nn.Module]:
     """:func:`load_multi_exit`, plus the original model it was converted from (sharing its trained weights): what a
     benchmark compares the deployed network against."""
@@ -143,7 +150,7 @@ def load_multi_exit_and_model(
         raise TrainingError(f"{path}: not a multi-exit file (format {payload.get('format')!r}); stage 2 writes them")
     meta = dict(payload["meta"])
     if model is None:
-        model = model_from_meta(meta, path, source)
+        model = model_from_meta(meta, path, source, consent=consent)
     _load_into(model, payload["model"], path)
     h, w = meta["profile_size"]
     options = {**meta.get("convert", {}), **convert_kwargs}

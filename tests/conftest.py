@@ -1,7 +1,12 @@
+import os
+import tempfile
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
+
+from mess_core.models.trust import KEY_ENV
 
 # torchvision and timm warn about deprecated arguments of their own; they are not ours to fix.
 warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
@@ -14,6 +19,9 @@ def _seed():
 
 def pytest_configure(config):
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    # the suite signs what it builds with a key of its own (mess_core.models.trust), never the user's, and every
+    # process it starts (CLI runs, the app server) uses the same one
+    os.environ[KEY_ENV] = str(Path(tempfile.mkdtemp(prefix="mess-trust-")) / "trust.key")
 
 
 TINY_STUDY = """\

@@ -2,6 +2,8 @@
 from one YAML file through the study build to the app and an ONNX export run by onnxruntime; and every bad model
 name, import, callable, weights file or key mismatch refused with a message naming it."""
 
+import json
+import re
 import shutil
 from pathlib import Path
 
@@ -12,12 +14,13 @@ from mess_core import artifacts
 from mess_core.cli import main
 from mess_core.export import OnnxRunner, export_onnx
 from mess_core.models import ModelSource, ModelSourceError, convert_options, load_user_weights
+from mess_core.models.trust import KEY_ENV, UntrustedCodeError
 from mess_core.report import markdown_report
 from mess_core.runtime import deploy
 from mess_core.study import StudyConfig, StudyError, build, open_study
 from mess_core.training import TrainConfig
 
-from .apptest import PAGES, goto, problems, start
+from .apptest import PAGES, goto, metrics, problems, start
 from .user_models import EncoderUNet, TinyUNet
 
 HERE = Path(__file__).resolve().parent
@@ -299,3 +302,106 @@ def test_train_and_profile_take_a_model_file_and_weights(tmp_path, capsys):
     assert main(["train", "--stage", "backbone", "--out", str(tmp_path / "bad"), "--model", "tests.user_models:Nope",
                  "--data-option", "length=4"]) == 2
     assert "has no 'Nope'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- trust
+def _elsewhere(monkeypatch, tmp_path):
+    """Open studies as another machine would: with a signing key of its own."""
+    monkeypatch.setenv(KEY_ENV, str(tmp_path / "other-machine.key"))
+
+
+@pytest.mark.parametrize("name", ["byo-file", "byo-import"])
+def test_a_study_built_here_runs_its_model_code_unasked_and_one_from_elsewhere_only_with_consent(
+        user_studies, monkeypatch, tmp_path, name):
+    out, _, _ = user_studies[name]
+    assert open_study(out).untrusted_code() is None
+    open_study(out).load_network()
+    _elsewhere(monkeypatch, tmp_path)
+    study = open_study(out)  # its stored figures need no code
+    assert study.results("input-dependent") is not None and not study.verify()
+    code = study.untrusted_code()
+    assert code is not None and ("my_net.py" in code if name == "byo-file" else "tests.user_models" in code)
+    with pytest.raises(UntrustedCodeError, match=r"manifest.json: model_source: building this model runs .*not "
+                                                 r"recorded on this machine.*--trust-model-code"):
+        study.load_network()
+    net, _ = study.load_network(consent=True)
+    assert net.num_exits == 3
+
+
+def test_the_cli_asks_for_consent_before_running_a_studys_code_from_elsewhere(user_studies, monkeypatch, tmp_path,
+                                                                               capsys):
+    out, _, _ = user_studies["byo-import"]
+    _elsewhere(monkeypatch, tmp_path)
+    command = ["study", "evaluate", str(out), "--split", "val", "--limit", "2"]
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert "EncoderUNet" in err and "--trust-model-code" in err and "This is a bug" not in err
+    assert main(command + ["--trust-model-code"]) == 0
+    assert "promises held" in capsys.readouterr().out
+
+
+def test_weights_from_elsewhere_whose_record_runs_code_need_consent(user_studies, monkeypatch, tmp_path, capsys):
+    weights = user_studies["byo-import"][0].parent.parent / "work" / "byo-import" / "multi_exit.pt"
+    artifacts.load_multi_exit(weights)  # trained here
+    _elsewhere(monkeypatch, tmp_path)
+    with pytest.raises(UntrustedCodeError, match=r"multi_exit.pt: model_source: building this model runs 'EncoderUNet' "
+                                                 r"from the module 'tests.user_models'"):
+        artifacts.load_multi_exit(weights)
+    cache = tmp_path / "c.npz"
+    command = ["cache", "--multi-exit", str(weights), "--data", "synthetic", "--data-option", "length=2",
+               "--data-option", "size=[48,64]", "--out", str(cache)]
+    assert main(command) == 2 and "--trust-model-code" in capsys.readouterr().err and not cache.exists()
+    assert main(command + ["--trust-model-code"]) == 0 and cache.is_file()
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"kind": "file", "target": "/tmp/x.py", "attr": "Net", "sha256": "0" * 64}, "is not a .py file inside the study"),
+    ({"kind": "file", "target": "../../x.py", "attr": "Net", "sha256": "0" * 64}, "is not a .py file inside the study"),
+    ({"kind": "file", "target": "my_net.py", "attr": "TinyUNet"}, "has no SHA-256 recorded"),
+    ({"kind": "import", "target": "os", "attr": "abort"}, "part of Python's standard library"),
+    ({"kind": "import", "target": "builtins", "attr": "exec"}, "part of Python's standard library"),
+    ({"kind": "import", "target": "mess_core.cli", "attr": "main"}, "of this program"),
+    ({"kind": "import", "target": "no_such_package_here", "attr": "Net"}, "is not installed here"),
+    ({"kind": "registry", "target": "no_such_model"}, "is not registered"),
+    ({"kind": "shell", "target": "rm -rf /"}, "not a model source record"),
+])
+def test_a_study_naming_code_a_study_may_not_name_is_refused_by_every_reader(user_studies, tmp_path, capsys, record,
+                                                                           message):
+    out, _, _ = user_studies["byo-file"]
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["model_source"] = record
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(StudyError, match=f"manifest.json: model_source: .*{re.escape(message)}"):
+        open_study(copy)
+    for command in (["study", "check", str(copy)], ["export", str(copy), "--row", "min_cost_1pp", "--onnx",
+                                                    str(tmp_path / "onnx")]):
+        assert main(command) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "onnx").exists()
+
+
+def test_study_check_reports_files_the_manifest_does_not_list(user_studies, tmp_path, capsys):
+    out, _, _ = user_studies["byo-file"]
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "checkpoint.pt").write_bytes(b"written into the study by a later command")
+    assert main(["study", "check", str(copy)]) == 1
+    assert "checkpoint.pt: not listed in the manifest" in capsys.readouterr().out
+
+
+def test_the_app_asks_before_running_model_code_from_elsewhere(user_studies, monkeypatch, tmp_path):
+    out, _, _ = user_studies["byo-file"]
+    _elsewhere(monkeypatch, tmp_path)
+    app = start(monkeypatch, out.parent, "byo-file")
+    for page in PAGES:
+        goto(app, page)
+        assert not problems(app), page
+    goto(app, "explorer")
+    warning = " ".join(w.value for w in app.warning)
+    assert "my_net.py" in warning and "not recorded on this machine" in warning
+    assert "leaves at" not in metrics(app)  # nothing ran the network
+    app.button(key="consent_explorer").click().run()
+    assert not problems(app) and not app.warning
+    assert {"leaves at", "measured, early exit"} <= set(metrics(app))

@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from app import state
-from app.common import REPO, guarded, load_network, pct
+from app.common import REPO, code_allowed, guarded, load_network, pct
 from mess_core.data import build_dataset
 from mess_core.errors import MessError
 from mess_core.explore import (EarlyExitTiming, PathCost, colorize, dataset_sample, dataset_source, decode_image,
@@ -136,6 +136,8 @@ def settings(study: Study) -> tuple[dict[int, str], dict[int, float], float, Edg
 @guarded
 def page(study: Study) -> None:
     st.title("Confidence explorer")
+    if not code_allowed(study, where="explorer"):
+        return
     picked = pick_image(study)
     if picked is None:
         return

@@ -14,7 +14,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import state
-from app.common import REPO, cloud, fronts, guarded, guarded_fragment, load_network, pct, report_set
+from app.common import (REPO, cloud, code_allowed, fronts, guarded, guarded_fragment, load_network, pct,
+                        report_set)
 from app.screens.explorer import dataset_of
 from mess_core.errors import MessError
 from mess_core.heldout import mix_text, score_instance
@@ -230,6 +231,8 @@ def details(study: Study, point: PlotPoint) -> None:
     left.download_button("download instance (JSON)", lambda: json.dumps(instance_document(
         cache, study.name, instance, figures), indent=2), file_name="instance.json", mime="application/json",
         key="par_json")
+    if not code_allowed(study, where="pareto"):  # the export builds the network
+        return
     export_key = f"onnx::{study.path}::{json.dumps(instance.to_dict(), sort_keys=True)}"
     if right.button("export to ONNX", key="par_onnx",
                     help="per-stage and per-head ONNX files with a manifest, for onnxruntime"):

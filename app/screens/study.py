@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from app.common import choose_report_set, class_iou, guarded, pct, report_rows, results, transfer
+from app.common import choose_report_set, class_iou, code_allowed, guarded, pct, report_rows, results, transfer
 from mess_core.heldout import mix_text
 from mess_core.instance import MODES
 from mess_core.report import interval_texts
@@ -93,10 +93,11 @@ def overview_section(study: Study, space: ExitSpace) -> None:
 def space_section(study: Study, space: ExitSpace) -> None:
     cache = study.cache
     st.subheader("Workload profile")
-    workload = workload_profile(study.profile())
-    st.plotly_chart(profile_figure(workload), key="profile_chart", width="stretch")
-    st.dataframe(workload.exits.rename(columns={"index": "exit", "cost_fraction": "share of workload",
-                                       "gflops": "GFLOPs to here"}), hide_index=True, key="exit_table")
+    if study.is_packed or code_allowed(study, where="study"):  # a run folder's profile is computed from its network
+        workload = workload_profile(study.profile(consent=True))
+        st.plotly_chart(profile_figure(workload), key="profile_chart", width="stretch")
+        st.dataframe(workload.exits.rename(columns={"index": "exit", "cost_fraction": "share of workload",
+                                           "gflops": "GFLOPs to here"}), hide_index=True, key="exit_table")
 
     st.subheader("Exit space")
     st.caption(f"{len(cache.configs)} configurations at each of {cache.num_exits - 1} early exits: GFLOPs to reach the "

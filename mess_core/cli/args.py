@@ -28,10 +28,11 @@ from ..data import build_dataset, eval_transform
 from ..data.selection import SPLIT_SEPARATOR, parse_splits
 from ..distributed import device_problem
 from ..errors import MessError
+from ..models.trust import CONSENT_FLAG
 
 __all__ = ["Parser", "size", "floats", "fractions", "ints", "positive_int", "non_negative_int", "odd_positive_int",
            "positive_float", "non_negative_float", "fraction", "confidence_level", "device", "folder", "output_file", "key_value",
-           "add_data_option", "eval_dataset", "MODEL_HELP", "add_convert_options", "convert_options_of"]
+           "add_data_option", "add_trust", "eval_dataset", "MODEL_HELP", "add_convert_options", "convert_options_of"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -185,6 +186,14 @@ def add_selection(parser: argparse.ArgumentParser, *, default: str | None = "val
                         help=f"split, or splits pooled with '+' (train+val); default {default_help or default}")
     parser.add_argument("--groups", type=groups, default=(), metavar="G1,G2",
                         help="keep only images of these groups (scenes: CamVid's sequence, Cityscapes' city)")
+
+
+def add_trust(parser: argparse.ArgumentParser) -> None:
+    """``--trust-model-code``: consent to build a recorded model that runs Python this machine did not record."""
+    parser.add_argument(CONSENT_FLAG, action="store_true", dest="trust_model_code",
+                        help="build the model even when its recorded source (an import path or a model file, in a "
+                        "study or weights file made elsewhere) runs Python this machine did not record; read that "
+                        "code first: it runs with your permissions")
 
 
 def key_value(text: str) -> tuple[str, Any]:

@@ -16,7 +16,7 @@ from ..bench import ENGINES, bench, machine, policy_overhead, stage_latency
 from ..cache import EvaluationCache
 from ..instance import Instance
 from ..io import atomic_write_text
-from .args import add_data_option, add_selection, eval_dataset, output_file, positive_int, size
+from .args import add_data_option, add_selection, add_trust, eval_dataset, output_file, positive_int, size
 
 
 def add_parser(sub: Any) -> None:
@@ -28,6 +28,7 @@ def add_parser(sub: Any) -> None:
     b.add_argument("--data-root")
     add_data_option(b)
     add_selection(b)
+    add_trust(b)
     b.add_argument("--size", type=size, metavar="HxW", help="resize every image")
     b.add_argument("--images", type=positive_int, default=16, help="how many images of the split to time on")
     b.add_argument("--batch", type=positive_int, nargs="+", default=[1, 8])
@@ -66,7 +67,7 @@ def _into_cache(path: str, size: tuple[int, ...], stage_ms: Any, head_ms: dict[i
 
 
 def run(args: argparse.Namespace) -> int:
-    net, meta, model = load_multi_exit_and_model(args.multi_exit)
+    net, meta, model = load_multi_exit_and_model(args.multi_exit, consent=args.trust_model_code)
     instances = {Path(p).stem.removesuffix(".instance"): Instance.load(p) for p in args.instance}
     dataset = eval_dataset(args)
     images = torch.stack([dataset[i][0] for i in range(min(args.images, len(dataset)))]).float()

@@ -11,8 +11,8 @@ import torch
 from ..artifacts import load_multi_exit
 from ..cache import TH_PIX_GRID, build_cache
 from ..policy import EdgeMasking
-from .args import (add_data_option, add_selection, device, eval_dataset, fractions, odd_positive_int, output_file,
-                   positive_int, size)
+from .args import (add_data_option, add_selection, add_trust, device, eval_dataset, fractions, odd_positive_int,
+                   output_file, positive_int, size)
 
 
 def add_parser(sub: Any) -> None:
@@ -28,6 +28,7 @@ def add_parser(sub: Any) -> None:
     k.add_argument("--out", required=True, type=output_file, help="the cache file to write (.npz)")
     k.add_argument("--batch-size", type=positive_int, default=4)
     k.add_argument("--device", type=device, help="cuda or cpu (default: cuda when available)")
+    add_trust(k)
     k.add_argument("--latency", action="store_true", help="also measure every stage's and head's latency (batch 1)")
     k.add_argument("--th-pix", type=fractions,
                    help="comma-separated th_pix grid the cache answers for (default 0.5..0.99)")
@@ -38,7 +39,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    net, meta = load_multi_exit(args.multi_exit)
+    net, meta = load_multi_exit(args.multi_exit, consent=args.trust_model_code)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     net.to(device)
     dataset = eval_dataset(args)

@@ -31,7 +31,7 @@ from ..report import Row
 from ..runtime import check_instance, deploy
 from ..study import open_study
 from ..study.config import StudyConfig
-from .args import folder, positive_int, size
+from .args import add_trust, folder, positive_int, size
 
 __all__ = ["add_parser", "run", "chosen_instance", "verify_export"]
 
@@ -54,6 +54,7 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--images", type=positive_int, default=4,
                    help="images of the verification batch (the study's split when it loads, else seeded noise)")
     e.add_argument("--data-root", help="where the study's dataset lives on this machine (default: its data_root)")
+    add_trust(e)
     e.set_defaults(run=run)
 
 
@@ -164,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     study = open_study(args.study)
     instance, where = chosen_instance(study, file=args.instance, row=args.row, mode=args.mode)
     _check_shipped(study, instance, where)
-    net, _ = study.load_network()
+    net, _ = study.load_network(consent=args.trust_model_code)
     try:
         check_instance(net, instance)
     except InstanceError as exc:

@@ -13,7 +13,7 @@ from ..report import markdown_report
 from ..study import STAGES, build, open_study
 from ..study.evaluate import EvaluationData, evaluate_on, evaluation_dataset, evaluation_record
 from ..transfer import transfer_markdown
-from .args import add_data_option, add_selection, folder, output_file, positive_int
+from .args import add_data_option, add_selection, add_trust, folder, output_file, positive_int
 
 
 def add_parser(sub: Any) -> None:
@@ -44,6 +44,7 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--json", type=output_file, help="also write every row's figures as JSON here")
     e.add_argument("--cache", type=output_file,
                    help="also keep the evaluation cache here (.npz; the app shows it beside the tuning split)")
+    add_trust(e)
     e.set_defaults(run=_evaluate)
 
 
@@ -78,7 +79,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"study {study.name} on {data.describe()}: {count} images", flush=True)
     for note in notes:
         print(f"note: {note}")
-    cache, rows = evaluate_on(study, dataset, data, batch_size=args.batch_size, limit=args.limit)
+    cache, rows = evaluate_on(study, dataset, data, batch_size=args.batch_size, limit=args.limit,
+                              consent=args.trust_model_code)
     print(f"backbone (final exit) mIoU {100 * cache.head_miou()[cache.final_head]:.2f}% on these images\n")
     print(evaluation_markdown(rows, title=f"study {study.name}, as shipped, on {data.describe()} ({count} images)"))
     held = rows["held"].dropna()

@@ -29,6 +29,7 @@ from ..exits import ExitSpec
 from ..instance import MODES
 from ..io import atomic_write_text, read_json
 from ..models.source import ModelSource, load_user_weights
+from ..models.trust import SIGNATURE_KEY, sign
 from ..report import Row, all_fronts, policy_versus_oracle, results_table
 from ..search import SearchSpace
 from ..training import TrainConfig, load_run_config, train
@@ -227,7 +228,8 @@ class _Build:
         weights = self.work / WEIGHTS
         if not weights.is_file():
             to_half(self._result("exits"), weights)
-        return artifacts.load_multi_exit_and_model(weights)
+        # the study's YAML names the model: building it is the user's own request, signed or not
+        return artifacts.load_multi_exit_and_model(weights, consent=True)
 
     @cached_property
     def cache_names(self) -> dict[str, str]:
@@ -353,6 +355,8 @@ class _Build:
         source = self.ship_model_source(tmp)
         manifest = self.manifest(unshipped, file_entries(tmp))
         manifest["model_source"] = source.to_dict()
+        if (signature := sign(source)) is not None:  # built here: reopening it here needs no consent
+            manifest[SIGNATURE_KEY] = signature
         manifest["convert"] = dict(cfg.convert)
         if (self.work / USER_MODEL).is_file():
             manifest["user_model"] = json.loads((self.work / USER_MODEL).read_text())

@@ -75,10 +75,10 @@ def evaluation_dataset(study: Study, data: EvaluationData) -> tuple[Any, Evaluat
 
 def evaluate_on(study: Study, dataset: Any, data: EvaluationData, *, batch_size: int = 8, limit: int | None = None,
                 progress: Callable[[Iterable], Iterable] | None = None, modes: Sequence[str] = EVALUATED_MODES,
-                level: float = DEFAULT_LEVEL) -> tuple[EvaluationCache, pd.DataFrame]:
+                level: float = DEFAULT_LEVEL, consent: bool = False) -> tuple[EvaluationCache, pd.DataFrame]:
     """The study's network over ``dataset`` (an evaluation cache, with the tuning cache's measured latency) and every
-    results row of ``modes`` scored on it."""
-    net, meta = study.load_network()
+    results row of ``modes`` scored on it; ``consent`` as in :meth:`~mess_core.study.Study.load_network`."""
+    net, meta = study.load_network(consent=consent)
     cache = build_cache(net, dataset, model=meta["model"], dataset_name=str(data.dataset), split=data.split,
                         batch_size=batch_size, limit=limit, progress=progress,
                         extra_meta={"source": f"study evaluate {study.name}", "groups": list(data.groups)})

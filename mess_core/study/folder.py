@@ -13,12 +13,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import checkpoint
 from ..artifacts import load_multi_exit
 from ..cache import EvaluationCache, build_cache
 from ..errors import MessError
 from ..instance import MODES
 from ..io import read_json
 from ..models.source import ModelSource
+from ..models.trust import SIGNATURE_KEY, UntrustedCodeError, check_study_source, describe_code, require_consent
 from ..report import all_fronts, results_table, with_row_ids
 from ..transfer import transfer_check
 from ..workload import profile_report
@@ -75,6 +77,32 @@ class Study:
             return None
         return ModelSource.from_dict(record, base=self.path, where=f"{self.path / MANIFEST}: model_source")
 
+    def untrusted_code(self) -> str | None:
+        """What building this study's model runs that this machine did not record, in words for a confirmation; None
+        when it needs no consent (a registered model, or a study built or trained here)."""
+        try:
+            self._require_consent(consent=False)
+        except UntrustedCodeError as exc:
+            return describe_code(exc.source) if exc.source is not None else str(exc)
+        return None
+
+    def _require_consent(self, *, consent: bool) -> None:
+        """Refuse to run model code this machine did not record unless ``consent``; a packed study's record is also
+        held to what a study may name (:func:`~mess_core.models.trust.check_study_source`)."""
+        if self.model_source is not None:
+            require_consent(self.model_source, signature=self.manifest.get(SIGNATURE_KEY), consent=consent,
+                            where=f"{self.path / MANIFEST}: model_source",
+                            stored=ModelSource.from_dict(self.manifest["model_source"]))
+            return
+        meta = checkpoint.load(self.weights_path).get("meta", {})
+        record = meta.get("model_source") or {"kind": "registry", "target": meta.get("model")}
+        where = f"{self.weights_path}: model_source"
+        if self.is_packed:  # an older study: its weights file's record may name only what a manifest may
+            check_study_source(record, where=where)
+        source = ModelSource.from_dict(record, where=where) if "model_source" in meta else \
+            ModelSource.parse(str(meta.get("model")))
+        require_consent(source, signature=meta.get(SIGNATURE_KEY), consent=consent, where=where)
+
     @property
     def promise_rule(self) -> dict[str, Any]:
         """How the study's results rows keep their promise: ``confidence`` and ``block`` (None: the plain search),
@@ -87,10 +115,13 @@ class Study:
         """For a study built from the user's weights: their model as given, evaluated (mIoU on the cache split)."""
         return self.manifest.get("user_model")
 
-    def load_network(self) -> tuple[Any, dict[str, Any]]:
-        """A fresh float32 :class:`~mess_core.MultiExitNet` (eval mode) and its metadata; the caller owns it."""
+    def load_network(self, *, consent: bool = False) -> tuple[Any, dict[str, Any]]:
+        """A fresh float32 :class:`~mess_core.MultiExitNet` (eval mode) and its metadata; the caller owns it. A model
+        that runs Python this machine did not record (an import path, a model file) is built only with ``consent``
+        (see :mod:`mess_core.models.trust`)."""
+        self._require_consent(consent=consent)
         try:
-            return load_multi_exit(self.weights_path, source=self.model_source)
+            return load_multi_exit(self.weights_path, source=self.model_source, consent=True)
         except MessError as exc:
             raise StudyError(f"study {self.name}: {exc}") from None
 
@@ -119,10 +150,11 @@ class Study:
             return all_fronts(self.cache)
         return frame_from_json(self._json(FRONTS), str(self.path / FRONTS))
 
-    def profile(self) -> dict[str, Any]:
-        """The profile report (``mess_core profile --json`` shape): nodes with FLOPs, exits, totals."""
+    def profile(self, *, consent: bool = False) -> dict[str, Any]:
+        """The profile report (``mess_core profile --json`` shape): nodes with FLOPs, exits, totals. A run folder's is
+        computed from its network (``consent`` as in :meth:`load_network`)."""
         if not self.is_packed:
-            net, meta = self.load_network()
+            net, meta = self.load_network(consent=consent)
             return profile_report(net, model_name=meta["model"])
         return self._json(PROFILE)
 
@@ -158,12 +190,13 @@ class Study:
             return None
         return with_row_ids(pd.DataFrame(self._json(LATENCY)), labels="variant", strict=False)
 
-    def check_weights(self, *, images: int = 3, data_root: str | os.PathLike | None = None) -> list[str]:
+    def check_weights(self, *, images: int = 3, data_root: str | os.PathLike | None = None,
+                      consent: bool = False) -> list[str]:
         """Re-run the shipped weights on the first ``images`` images of the cache's split and compare every shipped
         head's counts with the cache (a pixel or two may flip on a tie: convolutions round differently at another
-        batch size). Returns the problems; empty when they agree."""
+        batch size). Returns the problems; empty when they agree. ``consent`` as in :meth:`load_network`."""
         cfg = StudyConfig.from_dict(self.manifest["config"], where=str(self.path / MANIFEST))
-        net, _ = self.load_network()
+        net, _ = self.load_network(consent=consent)
         common = set.intersection(*(set(net.heads[str(i)].keys()) for i in range(1, net.num_exits)))
         for i in range(1, net.num_exits):  # build_cache wants one space at every exit: the heads every exit has
             bank = net.heads[str(i)]
@@ -186,8 +219,9 @@ class Study:
         return problems
 
     def verify(self) -> list[str]:
-        """Problems with the files the manifest lists (missing, size or SHA-256 differ); empty when all match. A run
-        folder has no manifest to check against: that is refused rather than reported as "0 files, no problem"."""
+        """Problems with the files the manifest lists (missing, size or SHA-256 differ) and files it does not list;
+        empty when all match. A run folder has no manifest to check against: that is refused rather than reported as
+        "0 files, no problem"."""
         if not self.is_packed:
             raise StudyError(f"{self.path}: has no {MANIFEST}, so there is nothing to check its files against (a run "
                              "folder, not a built study); build a study with `python -m mess_core study build CONFIG`")
@@ -198,6 +232,11 @@ class Study:
                 problems.append(f"{path}: missing")
             elif path.stat().st_size != entry.get("bytes") or sha256(path) != entry.get("sha256"):
                 problems.append(f"{path}: differs from the manifest (size or SHA-256); it was changed after the build")
+        listed = set(self.manifest.get("files", {})) | {MANIFEST}
+        for path in sorted(self.path.iterdir()):
+            if path.name not in listed:
+                problems.append(f"{path}: not listed in the manifest; the build did not write it (move it out of the "
+                                "study, or rebuild the study)")
         return problems
 
 
@@ -272,6 +311,11 @@ def _check_manifest(manifest: dict[str, Any], where: Path) -> None:
     for key in ("config", "model_source", "user_model"):
         if manifest.get(key) is not None and not isinstance(manifest[key], dict):
             raise StudyError(f"{where}: field '{key}' is a {type(manifest[key]).__name__}, expected an object; {fix}")
+    if manifest.get("model_source") is not None:
+        try:
+            check_study_source(manifest["model_source"], where=f"{where}: model_source")
+        except UntrustedCodeError as exc:
+            raise StudyError(str(exc)) from None
     files = manifest.get("files", {})
     if not isinstance(files, dict):
         raise StudyError(f"{where}: field 'files' is a {type(files).__name__}, expected an object of file entries; {fix}")

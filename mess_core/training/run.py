@@ -25,6 +25,7 @@ from ..exits import LIGHT_EXIT, ExitSpec, exit_space
 from ..io import atomic_write_text
 from ..losses import ExitLoss
 from ..models.source import ModelSource, load_user_weights
+from ..models.trust import SIGNATURE_KEY, sign
 from ..network import MultiExitNet, convert
 from .config import TrainConfig
 from .loop import CHECKPOINT, fit, guard_finite
@@ -235,7 +236,10 @@ def train(
             "ignore_index": info.ignore_index, "stage": config.stage, "convert": dict(config.convert),
             "weights": started_from}
     if source is not None:
-        meta["model_source"] = source.recorded().to_dict()
+        recorded = source.recorded()
+        meta["model_source"] = recorded.to_dict()
+        if (signature := sign(recorded)) is not None:  # this machine's record: reloading it here needs no consent
+            meta[SIGNATURE_KEY] = signature
     result = run_dir / RESULT_FILES[config.stage]
     guard_finite(net if net is not None else model, env, where=f"before writing {result}",
                  kept=f"{run_dir / CHECKPOINT} holds the last finite epoch")
