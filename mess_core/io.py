@@ -1,31 +1,109 @@
-"""File output that never leaves a half-written file behind."""
+"""File output that never leaves a half-written file behind, and never replaces what a path is.
+
+:func:`atomic_open` writes a temporary file beside the target and renames it over the target only when complete. A
+symlink is written through (its target gets the new content, the link stays), a device, FIFO or folder is refused,
+and the file gets the permissions a plain ``open`` would give: an existing file keeps its mode, a new one gets
+0666 minus the umask. Faults of the environment (disk full, read-only, no permission, a name too long) raise
+:class:`OutputError` naming the file.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> atomic_write_text(folder / "a.txt", "one").read_text()
+    'one'
+    >>> atomic_write_text(folder, "x")
+    Traceback (most recent call last):
+    ...
+    mess_core.io.OutputError: ... is a folder, not a file; name a file to write
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
+import threading
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-__all__ = ["atomic_open", "atomic_write_text", "read_json"]
+from .errors import MessError
+
+__all__ = ["OutputError", "atomic_open", "atomic_write_text", "read_json", "output_target", "environment_fault"]
+
+_UMASK_LOCK = threading.Lock()
+_FAULTS = {
+    errno.ENOSPC: "the disk is full; free some space and run it again",
+    errno.EDQUOT: "the disk quota is used up; free some space and run it again",
+    errno.EROFS: "the file system is read-only; write somewhere else",
+    errno.EACCES: "no permission to write there; write somewhere else or change the folder's permissions",
+    errno.EPERM: "the operation is not permitted there; write somewhere else",
+    errno.ENAMETOOLONG: "the name is too long for the file system; use a shorter one",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; fix the path",
+    errno.EISDIR: "it is a folder, not a file; name a file to write",
+}
+
+
+class OutputError(MessError):
+    """An output that cannot be written where asked (a special file, a full or read-only disk, no permission); the
+    message names the file and what to do."""
+
+
+def environment_fault(path: str | os.PathLike, exc: OSError) -> OutputError | None:
+    """A one-line :class:`OutputError` for an :class:`OSError` the environment causes, or None for any other."""
+    reason = _FAULTS.get(exc.errno)
+    return None if reason is None else OutputError(f"{_shown(path)}: cannot write it: {reason}")
+
+
+def _shown(path: str | os.PathLike) -> str:
+    text = str(path).replace("\0", "\\0")
+    return text if len(text) <= 160 else f"{text[:160]}... ({len(text)} characters)"
+
+
+def output_target(path: str | os.PathLike) -> Path:
+    """Where writing ``path`` really goes: a symlink's final target; a device, FIFO, socket or folder is refused."""
+    path = Path(path)
+    try:
+        real = Path(os.path.realpath(path)) if path.is_symlink() else path
+        info = real.stat() if real.exists() else None
+    except OSError as exc:
+        raise environment_fault(path, exc) or exc from None
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a device or other special file"
+        raise OutputError(f"{_shown(path)}: is {kind}, not a file; name a file to write")
+    return real
+
+
+def _new_file_mode() -> int:
+    with _UMASK_LOCK:  # reading the umask means setting it: no other thread of ours may create files meanwhile
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
 
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside ``path`` for writing; on a clean exit it is fsynced and renamed over ``path``
-    (atomic on POSIX), on an exception it is deleted and ``path`` keeps its previous content."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Open a temporary file beside ``path`` (beside a symlink's target) for writing; on a clean exit it is fsynced,
+    given the mode a plain ``open`` would give, and renamed over the target (atomic on POSIX); on an exception it is
+    deleted and the target keeps its previous content."""
+    target = output_target(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        keep = stat.S_IMODE(target.stat().st_mode) if target.exists() else _new_file_mode()
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:200]}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise environment_fault(path, exc) or exc from None
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        os.chmod(tmp, keep)
+        os.replace(tmp, target)
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and (fault := environment_fault(path, exc)) is not None:
+            raise fault from None
         raise
 
 

@@ -10,7 +10,7 @@ from typing import Sequence
 
 from ..errors import MessError
 from . import bench, cache, check_data, export, profile, search, study, train
-from .args import Parser
+from .args import Parser, check_outputs
 
 __all__ = ["build_parser", "main", "COMMANDS"]
 
@@ -40,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)  # a bad argument: one line on stderr, exit status 2 (see Parser)
     try:
+        check_outputs(args)
         return args.run(args)
     except KeyboardInterrupt:
         if args.debug:

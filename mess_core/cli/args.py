@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Sequence
 
 import yaml
 
@@ -28,11 +29,12 @@ from ..data import build_dataset, eval_transform
 from ..data.selection import SPLIT_SEPARATOR, parse_splits
 from ..distributed import device_problem
 from ..errors import MessError
+from ..io import OutputError, output_target
 from ..models.trust import CONSENT_FLAG
 
 __all__ = ["Parser", "size", "floats", "fractions", "ints", "positive_int", "non_negative_int", "odd_positive_int",
            "positive_float", "non_negative_float", "fraction", "confidence_level", "device", "folder", "output_file", "key_value",
-           "add_data_option", "add_trust", "eval_dataset", "MODEL_HELP", "add_convert_options", "convert_options_of"]
+           "add_data_option", "add_trust", "declare_files", "check_outputs", "eval_dataset", "MODEL_HELP", "add_convert_options", "convert_options_of"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -152,15 +154,24 @@ def device(text: str) -> str:
 
 def folder(text: str) -> str:
     """A folder to write into: it may not exist yet, but it may not be a file."""
-    if Path(text).exists() and not Path(text).is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder; name a new or existing folder")
+    try:
+        if Path(text).exists() and not Path(text).is_dir():
+            raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder; name a new or existing folder")
+    except (OSError, ValueError) as exc:  # a name too long, a NUL byte: say so instead of a traceback
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise argparse.ArgumentTypeError(f"{text[:120]!r}: cannot be used as a folder ({reason})") from None
     return text
 
 
 def output_file(text: str) -> str:
-    """A file to write: it may not exist yet, but it may not be a folder."""
-    if Path(text).is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a file; name the file to write")
+    """A file to write: it may not exist yet, but it may not be a folder, a device or another special file."""
+    try:
+        output_target(text)
+    except OutputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise argparse.ArgumentTypeError(f"{text[:120]!r}: cannot be written ({reason})") from None
     return text
 
 
@@ -186,6 +197,47 @@ def add_selection(parser: argparse.ArgumentParser, *, default: str | None = "val
                         help=f"split, or splits pooled with '+' (train+val); default {default_help or default}")
     parser.add_argument("--groups", type=groups, default=(), metavar="G1,G2",
                         help="keep only images of these groups (scenes: CamVid's sequence, Cityscapes' city)")
+
+
+def declare_files(parser: argparse.ArgumentParser, *, reads: Sequence[str], writes: Sequence[str]) -> None:
+    """Name the arguments (their ``dest``) a command reads files or folders from and those it writes; before the
+    command runs, :func:`check_outputs` refuses an output that is one of its inputs or lies inside or around one."""
+    parser.set_defaults(reads=tuple(reads), writes=tuple(writes))
+
+
+def _paths(value: Any) -> list[Path]:
+    """The paths an argument's value names: a path, a list of them, or a model named by file (``net.py:Net``)."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    paths = []
+    for v in values:
+        if not isinstance(v, str) or not v:
+            continue
+        where, sep, attr = v.rpartition(":")
+        paths.append(Path(where if sep and where.endswith(".py") and attr.isidentifier() else v))
+    return paths
+
+
+def _real(path: Path) -> Path:
+    try:
+        return Path(os.path.realpath(path))
+    except (OSError, ValueError):
+        return path.absolute()
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse to run a command whose output would overwrite one of its inputs: the same file (through links too), an
+    output inside an input folder (a study), or an output folder that holds an input."""
+    reads = [(name, p) for name in getattr(args, "reads", ()) for p in _paths(getattr(args, name, None))]
+    for out_name in getattr(args, "writes", ()):
+        for out in _paths(getattr(args, out_name, None)):
+            o = _real(out)
+            for in_name, given in reads:
+                i = _real(given)
+                if o == i or i in o.parents or o in i.parents:
+                    flag = lambda name: "--" + name.replace("_", "-") if name not in ("study", "config") else name
+                    how = "is" if o == i else ("lies inside" if i in o.parents else "holds")
+                    raise MessError(f"{flag(out_name)} {out} {how} {flag(in_name)} {given}: a command never writes "
+                                    f"over or into what it reads; write {flag(out_name)} somewhere else")
 
 
 def add_trust(parser: argparse.ArgumentParser) -> None:

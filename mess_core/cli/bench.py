@@ -16,7 +16,8 @@ from ..bench import ENGINES, bench, machine, policy_overhead, stage_latency
 from ..cache import EvaluationCache
 from ..instance import Instance
 from ..io import atomic_write_text
-from .args import add_data_option, add_selection, add_trust, eval_dataset, output_file, positive_int, size
+from .args import (add_data_option, add_selection, add_trust, declare_files, eval_dataset, output_file, positive_int,
+                   size)
 
 
 def add_parser(sub: Any) -> None:
@@ -37,6 +38,7 @@ def add_parser(sub: Any) -> None:
     b.add_argument("--skip", nargs="*", default=[], choices=["cuda"], help="leave out CUDA even when present")
     b.add_argument("--out", type=output_file, help="write every measurement as JSON")
     b.add_argument("--into-cache", type=output_file, help="write the per-stage and per-head latency into this evaluation cache")
+    declare_files(b, reads=("multi_exit", "instance"), writes=("out",))
     b.set_defaults(run=run)
 
 

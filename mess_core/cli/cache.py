@@ -11,8 +11,8 @@ import torch
 from ..artifacts import load_multi_exit
 from ..cache import TH_PIX_GRID, build_cache
 from ..policy import EdgeMasking
-from .args import (add_data_option, add_selection, add_trust, device, eval_dataset, fractions, odd_positive_int,
-                   output_file, positive_int, size)
+from .args import (add_data_option, add_selection, add_trust, declare_files, device, eval_dataset, fractions,
+                   odd_positive_int, output_file, positive_int, size)
 
 
 def add_parser(sub: Any) -> None:
@@ -35,6 +35,7 @@ def add_parser(sub: Any) -> None:
     k.add_argument("--edge-size", type=odd_positive_int, default=3,
                    help="edge masking: structuring element size s (odd)")
     k.add_argument("--edge-window", type=odd_positive_int, default=7, help="edge masking: median window w (odd)")
+    declare_files(k, reads=("multi_exit",), writes=("out",))
     k.set_defaults(run=run)
 
 

@@ -31,7 +31,7 @@ from ..report import Row
 from ..runtime import check_instance, deploy
 from ..study import open_study
 from ..study.config import StudyConfig
-from .args import add_trust, folder, positive_int, size
+from .args import add_trust, declare_files, folder, positive_int, size
 
 __all__ = ["add_parser", "run", "chosen_instance", "verify_export"]
 
@@ -55,6 +55,7 @@ def add_parser(sub: Any) -> None:
                    help="images of the verification batch (the study's split when it loads, else seeded noise)")
     e.add_argument("--data-root", help="where the study's dataset lives on this machine (default: its data_root)")
     add_trust(e)
+    declare_files(e, reads=("study", "instance"), writes=("onnx",))
     e.set_defaults(run=run)
 
 

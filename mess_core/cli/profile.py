@@ -15,7 +15,7 @@ from ..io import atomic_write_text
 from ..models import ModelSource
 from ..network import convert
 from ..workload import format_profile, profile_report
-from .args import MODEL_HELP, add_convert_options, convert_options_of, output_file, positive_int
+from .args import MODEL_HELP, add_convert_options, convert_options_of, declare_files, output_file, positive_int
 
 
 def add_parser(sub: Any) -> None:
@@ -27,6 +27,7 @@ def add_parser(sub: Any) -> None:
     add_convert_options(p)
     p.add_argument("--heads", action="store_true", help="also list every head's GFLOPs at every exit")
     p.add_argument("--json", metavar="FILE", type=output_file, help="also write the full profile (every node) as JSON")
+    declare_files(p, reads=("model", "weights"), writes=("json",))
     p.set_defaults(run=run)
 
 

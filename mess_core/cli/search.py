@@ -9,10 +9,12 @@ from typing import Any
 
 from ..cache import EvaluationCache
 from ..instance import outcome_figures
+from ..io import atomic_open
 from ..report import format_table, results_table, with_drop_intervals
 from ..search import Objective, SearchSpace, search
 from ..uncertainty import DEFAULT_LEVEL, DropInterval, drop_interval
-from .args import confidence_level, fractions, ints, non_negative_float, output_file, positive_float, positive_int
+from .args import (confidence_level, declare_files, fractions, ints, non_negative_float, output_file, positive_float,
+                   positive_int)
 
 
 def add_parser(sub: Any) -> None:
@@ -46,6 +48,7 @@ def add_parser(sub: Any) -> None:
                    help="image confidence: edge-masked fraction (mess), unmasked fraction (plain), mean (naive)")
     s.add_argument("--out", type=output_file, help="instance JSON to write (default: next to the cache)")
     s.add_argument("--front-csv", type=output_file, help="pareto: also write the front as CSV")
+    declare_files(s, reads=("cache", "eval_cache"), writes=("out", "front_csv"))
     s.set_defaults(run=run)
 
 
@@ -93,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
         front = result.front
         print(front[["cost", "miou", "description"]].to_string(index=False))
         if args.front_csv:
-            front.drop(columns=["instance"]).to_csv(args.front_csv, index=False)
+            with atomic_open(args.front_csv, "w") as f:
+                front.drop(columns=["instance"]).to_csv(f, index=False)
             print(f"wrote {args.front_csv}")
         return 0
     confidence = args.confidence or DEFAULT_LEVEL

@@ -13,7 +13,7 @@ from ..report import markdown_report
 from ..study import STAGES, build, open_study
 from ..study.evaluate import EvaluationData, evaluate_on, evaluation_dataset, evaluation_record
 from ..transfer import transfer_markdown
-from .args import add_data_option, add_selection, add_trust, folder, output_file, positive_int
+from .args import add_data_option, add_selection, add_trust, declare_files, folder, output_file, positive_int
 
 
 def add_parser(sub: Any) -> None:
@@ -24,6 +24,7 @@ def add_parser(sub: Any) -> None:
     b.add_argument("--work", type=folder, help="folder for training runs and caches (default runs/<name>)")
     b.add_argument("--out", type=folder, help="study folder to write (default precomputed/<name>)")
     b.add_argument("--stop-after", choices=STAGES, help="stop after this training stage (continue later)")
+    declare_files(b, reads=("config",), writes=("work", "out"))
     b.set_defaults(run=_build)
     c = ssub.add_parser("check", help="check a study's files against its manifest")
     c.add_argument("study", help="study folder")
@@ -45,6 +46,7 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--cache", type=output_file,
                    help="also keep the evaluation cache here (.npz; the app shows it beside the tuning split)")
     add_trust(e)
+    declare_files(e, reads=("study",), writes=("json", "cache"))
     e.set_defaults(run=_evaluate)
 
 

@@ -9,8 +9,8 @@ from typing import Any
 from .. import models
 from ..distributed import teardown
 from ..training import TrainConfig, load_run_config, train
-from .args import (MODEL_HELP, add_convert_options, add_data_option, convert_options_of, device, folder, fraction,
-                   groups, non_negative_float, non_negative_int, positive_float, positive_int, size,
+from .args import (MODEL_HELP, add_convert_options, add_data_option, convert_options_of, declare_files, device, folder,
+                   fraction, groups, non_negative_float, non_negative_int, positive_float, positive_int, size,
                    split_expression)
 
 
@@ -88,6 +88,7 @@ def add_parser(sub: Any) -> None:
     t.add_argument("--val-limit", type=positive_int, help="evaluate on the first N validation images")
     t.add_argument("--steps-per-epoch", type=positive_int, help="cap optimiser steps per epoch")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines are still printed)")
+    declare_files(t, reads=("model", "weights", "init"), writes=("out",))
     t.set_defaults(run=run)
 
 

@@ -26,6 +26,7 @@ from ..cache import EvaluationCache, build_cache
 from ..errors import MessError
 from ..evaluation import evaluate_model
 from ..exits import ExitSpec
+from ..folders import LOCK, claim_folder, folder_lock
 from ..instance import MODES
 from ..io import atomic_write_text, read_json
 from ..models.source import ModelSource, load_user_weights
@@ -39,8 +40,7 @@ from ..training.run import RESULT_FILES
 from ..workload import profile_report
 from ..data.selection import describe_groups
 from .config import (CONFIG, FRONTS, LATENCY, MANIFEST, ORACLE, PROFILE, RESULTS, STAGES, STUDY_FORMAT, TRAINING,
-                     TRANSFER,
-                     USER_MODEL, WEIGHTS, StudyConfig, StudyError)
+                     TRANSFER, USER_MODEL, WEIGHTS, StudyConfig, StudyError)
 from .pack import (file_entries, frame_json, replace_folder, sha256, ship_weights, to_half, used_heads, versions,
                    write_json)
 from .protocol import data_protocol
@@ -65,7 +65,33 @@ def build(config_path: str | os.PathLike, *, work: str | os.PathLike | None = No
     work = Path(work or Path("runs") / cfg.name)
     out = Path(out or Path("precomputed") / cfg.name)
     protocol = data_protocol(cfg)  # refuses to tune on scenes it trains on before anything is written
-    work.mkdir(parents=True, exist_ok=True)
+    claim_folder(work, own=_holds_build_work, what="study build",
+                 hint="choose a new or empty --work folder (a build resumes only in its own)")
+    claim_folder(out, own=lambda p: _study_name(p) == cfg.name, what="study build",
+                 hint=f"choose a new or empty --out (a build replaces only an earlier build of study {cfg.name})")
+    with folder_lock(work, what=f"study build {config_path}"):
+        return _build_in(cfg, config_path, work, out, protocol, stop_after, log)
+
+
+# what a build writes into its work folder (besides *.npz caches)
+WORK_ENTRIES = frozenset([*STAGES, "variants", "build_times.json", WEIGHTS, USER_MODEL, LATENCY])
+
+
+def _holds_build_work(folder: Path) -> bool:
+    return all(p.name in WORK_ENTRIES or (p.suffix == ".npz" and p.is_file()) for p in folder.iterdir()
+               if p.name != LOCK)
+
+
+def _study_name(folder: Path) -> str | None:
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest.get("name") if isinstance(manifest, dict) else None
+
+
+def _build_in(cfg: StudyConfig, config_path: Path, work: Path, out: Path, protocol: dict[str, Any],
+              stop_after: str | None, log: Callable[[str], None]) -> Path:
     log(f"study {cfg.name}: work folder {work}, output {out}")
     for step in ("train", "tune", "report"):
         if protocol[step] is not None:

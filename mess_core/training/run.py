@@ -21,6 +21,7 @@ from .. import artifacts
 from ..data import DatasetInfo, build_dataset, eval_transform, train_transform
 from ..distributed import DistEnv, barrier, setup, sync_batchnorm
 from ..errors import MessError, TrainingError
+from ..folders import claim_folder, folder_lock
 from ..exits import LIGHT_EXIT, ExitSpec, exit_space
 from ..io import atomic_write_text
 from ..losses import ExitLoss
@@ -174,6 +175,18 @@ def train(
     this; rank 0 writes the files.
     """
     env = env or setup(config.device)
+    run_dir = Path(config.out)
+    if not env.is_main:  # rank 0 holds the folder for every process
+        return _train(config, resume=resume, model=model, datasets=datasets, env=env, log=log)
+    claim_folder(run_dir, own=lambda p: (p / CONFIG_FILE).is_file() and not (p / "manifest.json").exists(),
+                 what="train", hint="choose a new or empty --out (train writes only into its own run folders)")
+    with folder_lock(run_dir, what=f"train --stage {config.stage}"):
+        return _train(config, resume=resume, model=model, datasets=datasets, env=env, log=log)
+
+
+def _train(config: TrainConfig, *, resume: bool, model: nn.Module | None,
+           datasets: tuple[Dataset, Dataset | None] | None, env: DistEnv,
+           log: Callable[[str], None] | None) -> dict[str, Any]:
     say = log or (print if env.is_main else (lambda _msg: None))
     run_dir = Path(config.out)
     if not resume and (run_dir / CHECKPOINT).exists():
