@@ -238,6 +238,9 @@ def error_boundary() -> Iterator[None]:
         yield
     except MessError as exc:
         st.error(str(exc))
+    except SystemExit as exc:  # a model's code called sys.exit(): it ends this page's run, not the server
+        st.error(f"The model's code (or a library it calls) tried to end the program with sys.exit({exc.code!r}); a "
+                 "model must not call sys.exit() or exit(): remove that call. The other pages still work.")
     except Exception as exc:  # a bug of ours: say so plainly, keep the trace out of sight but available
         st.error(f"Something went wrong on this page ({type(exc).__name__}: {exc}). The other pages still work; "
                  "please report this with the details below.")

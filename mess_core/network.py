@@ -42,7 +42,8 @@ from .placement import LATENCY_TOLERANCE, equidistant_targets, snap_stable, snap
 from .profiling import COST_KINDS, NodeCost, count_flops, evaluating, profile_nodes
 from .seeding import seeded_torch, stable_seed
 
-__all__ = ["ExitPoint", "WorkloadProfile", "StageStep", "StagedModule", "MultiExitNet", "convert", "resolve_backbone"]
+__all__ = ["ExitPoint", "WorkloadProfile", "StageStep", "StagedModule", "MultiExitNet", "convert", "resolve_backbone",
+           "check_model_output"]
 
 
 @dataclass(frozen=True)
@@ -457,6 +458,25 @@ def _check_logits(logits: Any, example: torch.Tensor) -> int:
             "input size (F.interpolate(..., mode='bilinear'))"
         )
     return logits.shape[1]
+
+
+def check_model_output(model: nn.Module, example: torch.Tensor, *, num_classes: int | None = None,
+                       output_key: str | int | None = None) -> str | int | None:
+    """Run ``model`` once on ``example`` (eval mode, no gradients) and refuse an output that is not per-pixel logits
+    of the input's size (with ``num_classes`` channels when given), as :func:`convert` does; returns the key of the
+    logits in the output (None: the output is the tensor)."""
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            output = model.eval()(example)
+    finally:
+        model.train(was_training)
+    logits, key = _final_tensor(output, output_key)
+    classes = _check_logits(logits, example)
+    if num_classes is not None and classes != num_classes:
+        raise ConversionError(f"the model predicts {classes} classes but the dataset has {num_classes}; build the "
+                              f"model with num_classes={num_classes} (its callable takes num_classes=)")
+    return key
 
 
 def convert(

@@ -405,3 +405,81 @@ def test_the_app_asks_before_running_model_code_from_elsewhere(user_studies, mon
     app.button(key="consent_explorer").click().run()
     assert not problems(app) and not app.warning
     assert {"leaves at", "measured, early exit"} <= set(metrics(app))
+
+
+# ------------------------------------------------------------------------------------------- misbehaving model code
+BAD_MODELS = '''\
+import sys
+
+import torch
+from torch import nn
+
+
+def body(out_channels, stride=1):
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, out_channels, 3, stride, 1))
+
+
+class Half(nn.Module):  # logits at half the input size
+    def __init__(self, num_classes=7):
+        super().__init__()
+        self.c = body(num_classes, stride=2)
+
+    def forward(self, x):
+        return self.c(x)
+
+
+class Pair(Half):  # a tuple
+    def forward(self, x):
+        return nn.functional.interpolate(self.c(x), size=x.shape[-2:]), x
+
+
+class ThreeClasses(nn.Module):  # ignores num_classes
+    def __init__(self, num_classes=7):
+        super().__init__()
+        self.c = body(3)
+
+    def forward(self, x):
+        return self.c(x)
+
+
+class ExitsInForward(Half):
+    def forward(self, x):
+        sys.exit(3)
+
+
+class ExitsInInit(nn.Module):
+    def __init__(self, num_classes=7):
+        raise SystemExit(0)
+
+
+class InterruptsInInit(nn.Module):
+    def __init__(self, num_classes=7):
+        raise KeyboardInterrupt
+'''
+
+
+@pytest.mark.parametrize("name, message", [
+    ("Half", "the model's logits are (24, 32) pixels for a (48, 64) input"),
+    ("Pair", "the model returns a tuple, not per-pixel logits"),
+    ("ThreeClasses", "the model predicts 3 classes but"),
+    ("ExitsInForward", "ended the program with sys.exit(3)"),
+    ("ExitsInInit", "it called sys.exit(0) or exit(); a model must not end the program"),
+    ("InterruptsInInit", "KeyboardInterrupt: interrupted, or the model raised it"),
+])
+@pytest.mark.parametrize("stage", ["profile", "backbone", "pretrain"])
+def test_model_code_that_misbehaves_gets_the_same_clear_message_at_every_entry_point(tmp_path, capsys, name, message,
+                                                                                    stage):
+    (tmp_path / "bad.py").write_text(BAD_MODELS)
+    model = f"{tmp_path / 'bad.py'}:{name}"
+    out = tmp_path / "run"
+    if stage == "profile":
+        command = ["profile", "--model", model, "--size", "48", "64", "--exits", "2", "--num-classes", "7"]
+    else:
+        command = ["train", "--stage", stage, "--model", model, "--out", str(out), "--data-option", "length=4",
+                   "--data-option", "size=[48,64]", "--crop", "48x64", "--exits", "2", "--epochs", "1",
+                   "--batch-size", "2", "--workers", "0", "--no-progress"]
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert message in err and "This is a bug" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()  # nothing written

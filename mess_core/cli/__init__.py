@@ -47,6 +47,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print("error: interrupted", file=sys.stderr)
         return 130
+    except SystemExit as exc:  # our commands return their status: an exit from inside is a model's (or a library's)
+        if args.debug:
+            raise
+        print(f"error: the model's code (or a library it calls) ended the program with sys.exit({exc.code!r}) "
+              f"during `{args.command}`; a model must not call sys.exit() or exit(): remove that call",
+              file=sys.stderr)
+        return 2
     except MessError as exc:
         if args.debug:
             raise

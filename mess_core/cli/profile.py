@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from .. import models
-from ..errors import MessError
+from ..errors import ConversionError, MessError
 from ..io import atomic_write_text
 from ..models import ModelSource
 from ..network import convert
@@ -23,7 +23,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--model", required=True, help=MODEL_HELP.format(", ".join(models.list_models())))
     p.add_argument("--size", nargs=2, type=positive_int, metavar=("H", "W"), default=(360, 480))
     p.add_argument("--exits", type=positive_int, default=6, help="N, the number of exits including the final one")
-    p.add_argument("--num-classes", type=positive_int, default=11)
+    p.add_argument("--num-classes", type=positive_int,
+                   help="classes to build the model with (default 11); given, the model's output must have as many")
     add_convert_options(p)
     p.add_argument("--heads", action="store_true", help="also list every head's GFLOPs at every exit")
     p.add_argument("--json", metavar="FILE", type=output_file, help="also write the full profile (every node) as JSON")
@@ -31,10 +32,13 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
+DEFAULT_CLASSES = 11  # CamVid's
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         source = ModelSource.parse(args.model)
-        model = source.build(args.num_classes)
+        model = source.build(args.num_classes or DEFAULT_CLASSES)
     except MessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -42,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(0)
     example = torch.randn(1, 3, height, width)
     net = convert(model, example, num_exits=args.exits, exit_head=None, **convert_options_of(args))
+    if args.num_classes is not None and net.num_classes != args.num_classes:
+        raise ConversionError(f"the model predicts {net.num_classes} classes but --num-classes is {args.num_classes}; "
+                              "build the model with num_classes= (its callable takes num_classes=)")
     report = profile_report(net, model_name=source.name, with_heads=args.heads)
     print(format_profile(report))
     if args.json:

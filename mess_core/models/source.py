@@ -160,9 +160,9 @@ class ModelSource:
                         else f"install the package that provides '{self.target}' or put its folder on PYTHONPATH")
                 raise ModelSourceError(f"model '{self.spec}': cannot import module '{self.target}' ({exc}); "
                                        f"{what}") from None
-            except Exception as exc:
+            except (Exception, SystemExit, KeyboardInterrupt) as exc:  # a module that exits ends no command
                 raise ModelSourceError(f"model '{self.spec}': importing module '{self.target}' failed "
-                                       f"({type(exc).__name__}: {exc}); fix that module") from None
+                                       f"({_raised(exc)}); fix that module") from None
             where = f"module '{self.target}'"
         else:
             path = self._file()
@@ -194,14 +194,23 @@ class ModelSource:
             takes = True
         try:
             model = factory(num_classes=num_classes) if takes else factory()
-        except Exception as exc:
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
             raise ModelSourceError(f"model '{self.spec}': calling {self.attr}"
                                    f"({'num_classes=' + str(num_classes) if takes else ''}) failed "
-                                   f"({type(exc).__name__}: {exc})") from None
+                                   f"({_raised(exc)})") from None
         if not isinstance(model, nn.Module):
             raise ModelSourceError(f"model '{self.spec}': {self.attr}() returned a {type(model).__name__}, not an "
                                    "nn.Module; name a class or function that returns the model itself")
         return model
+
+
+def _raised(exc: BaseException) -> str:
+    """What model code raised, in words: an exit call is named as such (a model must not end the program)."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r}) or exit(); a model must not end the program, remove that call"
+    if isinstance(exc, KeyboardInterrupt):
+        return "KeyboardInterrupt: interrupted, or the model raised it"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _import_file(path: Path, spec_text: str) -> Any:
@@ -223,9 +232,9 @@ def _import_file(path: Path, spec_text: str) -> Any:
                                + (f"install '{missing.split('.')[0]}' or put it on PYTHONPATH" if missing else
                                   "a model file may import installed packages, not files beside it (use the "
                                   "'package.module:callable' form for a package of your own)")) from None
-    except Exception as exc:
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:
         del sys.modules[name]
-        raise ModelSourceError(f"{path}: running it failed ({type(exc).__name__}: {exc}); fix that file") from None
+        raise ModelSourceError(f"{path}: running it failed ({_raised(exc)}); fix that file") from None
     return module
 
 

@@ -27,7 +27,7 @@ from ..io import atomic_write_text
 from ..losses import ExitLoss
 from ..models.source import ModelSource, load_user_weights
 from ..models.trust import SIGNATURE_KEY, sign
-from ..network import MultiExitNet, convert
+from ..network import MultiExitNet, check_model_output, convert
 from .config import TrainConfig
 from .loop import CHECKPOINT, fit, guard_finite
 from .tasks import BackboneTask, ExitsTask, PretrainTask
@@ -147,10 +147,15 @@ def build_task(config: TrainConfig, model: nn.Module, info: DatasetInfo,
     with a light exit at every point (pretrain) or every configuration of ``config.exit_space`` (exits).
     ``weights``: per-class loss weights (see :func:`class_weights`)."""
     common = {"ignore_index": info.ignore_index, "class_names": info.classes, "class_weights": weights}
-    if config.stage == "backbone":
-        return BackboneTask(model, **common)
     h, w = config.profile_size or config.crop
+    if config.stage == "backbone":  # convert checks the output at the other stages
+        key = check_model_output(model, torch.zeros(1, 3, h, w), num_classes=info.num_classes,
+                                 output_key=config.convert.get("output_key"))
+        return BackboneTask(model, output_key=key, **common)
     net = convert(model.eval(), torch.zeros(1, 3, h, w), num_exits=config.num_exits, exit_head=None, **config.convert)
+    if net.num_classes != info.num_classes:
+        raise TrainingError(f"the model predicts {net.num_classes} classes but the dataset has {info.num_classes}; "
+                            f"build the model with num_classes={info.num_classes} (its callable takes num_classes=)")
     if config.stage == "pretrain":
         return PretrainTask(net.attach(LIGHT_EXIT), model, schedule=config.exit_schedule, **common)
     exit_loss = ExitLoss(config.exit_loss, alpha=config.alpha, temperature=config.temperature)

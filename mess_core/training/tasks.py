@@ -43,12 +43,12 @@ def exits_due(step: int, num_early_exits: int, schedule: str = "modulo") -> tupl
 class _Logits(nn.Module):
     """A segmentation model whose forward returns just its logits (DDP wraps this)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, output_key: str | int | None = None):
         super().__init__()
-        self.model = model
+        self.model, self.output_key = model, output_key
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return model_logits(self.model(images))
+        return model_logits(self.model(images), self.output_key)
 
 
 class _ExitAware(nn.Module):
@@ -142,10 +142,10 @@ class BackboneTask(_Task):
     stage = "backbone"
     find_unused_parameters = False
 
-    def __init__(self, model: nn.Module, **kw: Any):
+    def __init__(self, model: nn.Module, *, output_key: str | int | None = None, **kw: Any):
         super().__init__(**kw)
-        self.model = model
-        self.module = _Logits(model)
+        self.model, self.output_key = model, output_key
+        self.module = _Logits(model, output_key)
 
     def loss(self, outputs: torch.Tensor, labels: torch.Tensor, step: int, num_valid: float):
         loss = self._ce(outputs, labels, num_valid)
@@ -153,7 +153,8 @@ class BackboneTask(_Task):
 
     def evaluate(self, loader: Iterable, device: torch.device) -> tuple[dict[str, float], dict[str, Any]]:
         num_classes = len(self.class_names)
-        cm = evaluate_model(self.model, loader, num_classes=num_classes, ignore_index=self.ignore_index, device=device)
+        cm = evaluate_model(self.model, loader, num_classes=num_classes, ignore_index=self.ignore_index, device=device,
+                            output_key=self.output_key)
         return {"miou_final": cm.miou()}, {"final": self._summary(cm)}
 
 
