@@ -304,6 +304,7 @@ class EvaluationCache:
         return cache
 
     def validate(self, where: str = "cache") -> None:
+        self._validate_meta(where)
         b, h, k = self.tp.shape
         n = self.stage_gflops.shape[0]
         c = len(self.configs)
@@ -326,6 +327,43 @@ class EvaluationCache:
             raise CacheError(f"{where}: meta field 'absent_heads' is {absent!r}, expected early exits (1..{n - 1}) "
                              "mapped to lists of configurations of its space; rebuild the cache")
         self._validate_counts(where)
+
+    def _validate_meta(self, where: str) -> None:
+        """Refuse metadata that contradicts itself or the arrays: the grid (numbers in (0, 1], strictly increasing:
+        the search reads it by position), the space (unique configuration ids), the class count and names, the
+        input size, and the image names."""
+        fix = "the file is damaged or was edited; rebuild it with `python -m mess_core cache`"
+        meta = self.meta
+        grid = meta.get("th_pix_grid")
+        if not isinstance(grid, list) or not grid or not all(
+                isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t <= 1 for t in grid) \
+                or any(a >= b for a, b in zip(grid, grid[1:])):
+            raise CacheError(f"{where}: meta field 'th_pix_grid' is {str(grid)[:120]}, expected increasing numbers in "
+                             f"(0, 1]; {fix}")
+        space = meta.get("space")
+        if not isinstance(space, list) or not space or not all(isinstance(c, str) and c for c in space):
+            raise CacheError(f"{where}: meta field 'space' is {str(space)[:120]}, expected configuration ids; {fix}")
+        if len(set(space)) != len(space):
+            twice = sorted({c for c in space if space.count(c) > 1})
+            raise CacheError(f"{where}: meta field 'space' lists {', '.join(twice)} more than once; {fix}")
+        k = self.tp.shape[2] if self.tp.ndim == 3 else None
+        if "num_classes" in meta and meta["num_classes"] != k:
+            raise CacheError(f"{where}: meta field 'num_classes' is {meta['num_classes']!r} but the arrays hold {k} "
+                             f"classes; {fix}")
+        classes = meta.get("classes")
+        if classes is not None and (not isinstance(classes, list) or len(classes) != k):
+            raise CacheError(f"{where}: meta field 'classes' names {str(classes)[:120]}, not the {k} classes of the "
+                             f"arrays; {fix}")
+        size = meta.get("input_size")
+        if not isinstance(size, list) or len(size) != 2 or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
+            raise CacheError(f"{where}: meta field 'input_size' is {str(size)[:120]}, expected [height, width]; {fix}")
+        if self.tp.ndim != 3 or self.tp.shape[0] == 0:
+            raise CacheError(f"{where}: holds no images; build the cache on a split with images")
+        names = meta.get("images")
+        if names is not None and (not isinstance(names, list) or len(names) != self.tp.shape[0]):
+            raise CacheError(f"{where}: meta field 'images' names {len(names) if isinstance(names, list) else names!r} "
+                             f"images but the arrays hold {self.tp.shape[0]}; {fix}")
 
     def _validate_counts(self, where: str) -> None:
         """Refuse counts no evaluation can produce (a damaged or hand-edited file would otherwise give nonsense such
@@ -356,6 +394,8 @@ class EvaluationCache:
             where_first("tp", tp > pred, "exceeds 'pred' (more true positives than predictions)")
         if (tp > label[:, None, :]).any():
             where_first("tp", tp > label[:, None, :], "exceeds 'label' (more true positives than labelled pixels)")
+        if (pixels == 0).any():
+            where_first("pixels", pixels == 0, "is 0 (an image without pixels)")
         px = pixels.astype(np.float64)
         for name, total in (("label", label.sum(-1)), ("pred", pred.sum(-1))):
             over = total > (px if total.ndim == 1 else px[:, None])
@@ -368,6 +408,12 @@ class EvaluationCache:
         over = arrays["conf_sum"] > px[:, None] * (1 + 1e-6) + 1e-6
         if over.any():
             where_first("conf_sum", over, "exceeds the image's pixel count (confidences are at most 1)")
+        if label.sum() == 0:
+            raise CacheError(f"{where}: array 'label' holds no labelled pixel at all: no accuracy can be measured; {fix}")
+        for name in ("above", "above_plain"):  # a higher threshold never finds more confident pixels
+            rising = np.diff(arrays[name].astype(np.int64), axis=-1) > 0
+            if rising.any():
+                where_first(name, rising, "counts more confident pixels at a higher th_pix (see 'th_pix_grid')")
 
     # ------------------------------------------------------------------------------------------------ testing aid
     @classmethod

@@ -51,6 +51,48 @@ def test_impossible_counts_are_refused_naming_file_and_array(tmp_path, array, ed
     assert folder_digest(tmp_path) == before
 
 
+def _meta_edit(cache, key, value):
+    cache.meta = {**cache.meta, key: value}
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda c: _meta_edit(c, "th_pix_grid", list(reversed(c.meta["th_pix_grid"]))), ["'th_pix_grid'", "increasing"]),
+    (lambda c: _meta_edit(c, "th_pix_grid", ["a", "b", "c"]), ["'th_pix_grid'"]),
+    (lambda c: _meta_edit(c, "th_pix_grid", [0.5, 0.7, 1.5]), ["'th_pix_grid'", "(0, 1]"]),
+    (lambda c: _meta_edit(c, "space", [c.configs[0]] * 2), ["'space'", "more than once"]),
+    (lambda c: _meta_edit(c, "space", 7), ["'space'"]),
+    (lambda c: _meta_edit(c, "num_classes", 19), ["'num_classes'", "19", "3 classes"]),
+    (lambda c: _meta_edit(c, "classes", ["a"]), ["'classes'"]),
+    (lambda c: _meta_edit(c, "input_size", "big"), ["'input_size'", "big"]),
+    (lambda c: _meta_edit(c, "images", ["one.png"]), ["'images'", "1 images", "hold 4"]),
+    (lambda c: setattr(c, "pixels", np.zeros_like(c.pixels)), ["'pixels'", "is 0"]),
+    (lambda c: (setattr(c, "label", np.zeros_like(c.label)), setattr(c, "tp", np.zeros_like(c.tp))),
+     ["no labelled pixel"]),
+    (lambda c: c.above.__setitem__((0, 0), c.above[0, 0][::-1].copy()) if c.above[0, 0, 0] != c.above[0, 0, -1]
+     else c.above.__setitem__((0, 0, -1), c.above[0, 0, 0] + 1), ["'above'", "higher th_pix"]),
+])
+def test_metadata_that_contradicts_the_arrays_is_refused(tmp_path, edit, words):
+    cache = EvaluationCache.random(images=4, exits=3, configs=2, classes=3, seed=1)
+    cache.above = cache.above.copy()
+    edit(cache)
+    path = cache.save(tmp_path / "val.npz")
+    with pytest.raises(CacheError) as err:
+        EvaluationCache.load(path)
+    for word in words:
+        assert word in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_a_run_folder_with_another_networks_cache_is_refused(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copyfile(SYNTHETIC / "multi_exit.pt", run / "multi_exit.pt")
+    EvaluationCache.random(images=4, exits=3, configs=2, classes=3, seed=1).save(run / "val.npz")
+    with pytest.raises(StudyError, match=r"val.npz: was not written from .*multi_exit.pt \(3 classes there, 7 in the "
+                                         r"weights; 3 exits there, 6 in the weights; configurations crm16-b0-fcn"):
+        open_study(run).cache
+
+
 def test_true_positives_beyond_labels_are_refused(tmp_path):
     cache = EvaluationCache.random(images=4, exits=3, configs=2, classes=3, seed=1)
     cache.tp, cache.pred = cache.tp.copy(), cache.pred.copy()

@@ -53,7 +53,11 @@ class Study:
 
     @cached_property
     def cache(self) -> EvaluationCache:
-        return self._load_cache(self.cache_path)
+        cache = self._load_cache(self.cache_path)
+        if not self.is_packed:  # a packed study's manifest hashes both; a run folder's cache may be anyone's
+            _check_cache_fits(cache, self.cache_path, checkpoint.load(self.weights_path).get("meta", {}),
+                              self.weights_path)
+        return cache
 
     @cached_property
     def report_cache(self) -> EvaluationCache | None:
@@ -327,6 +331,26 @@ def _check_manifest(manifest: dict[str, Any], where: Path) -> None:
                 not isinstance(entry.get("sha256"), str):
             raise StudyError(f"{where}: field 'files' entry {name!r} is {entry!r}, expected {{'bytes': int, "
                              f"'sha256': str}}; {fix}")
+
+
+def _check_cache_fits(cache: EvaluationCache, cache_path: Path, meta: dict[str, Any], weights: Path) -> None:
+    """Refuse a cache that another network wrote: its classes, exits and configurations must be the weights'."""
+    space = meta.get("exit_space") if isinstance(meta.get("exit_space"), dict) else {}
+    shipped = {c for configs in space.values() if isinstance(configs, list) for c in configs}
+    differ = []
+    if meta.get("num_classes") != cache.num_classes:
+        differ.append(f"{cache.num_classes} classes there, {meta.get('num_classes')} in the weights")
+    elif meta.get("classes") and cache.meta.get("classes") and list(meta["classes"]) != list(cache.meta["classes"]):
+        differ.append(f"classes {', '.join(cache.meta['classes'])} there, {', '.join(meta['classes'])} in the weights")
+    if meta.get("num_exits") != cache.num_exits:
+        differ.append(f"{cache.num_exits} exits there, {meta.get('num_exits')} in the weights")
+    if shipped and not set(cache.configs) <= shipped:
+        extra = sorted(set(cache.configs) - shipped)
+        differ.append(f"configurations {', '.join(extra[:3])} there that the weights have no head for")
+    if differ:
+        raise StudyError(f"{cache_path}: was not written from {weights} ({'; '.join(differ)}); rebuild the cache from "
+                         f"these weights (python -m mess_core cache --multi-exit {weights} ...) or put the matching "
+                         "weights beside it")
 
 
 def list_studies(root: str | os.PathLike) -> list[Path]:
