@@ -21,6 +21,7 @@ from mess_core.cache import EvaluationCache
 from mess_core.errors import MessError
 from mess_core.explore import sample_instances, thin_cloud
 from mess_core.heldout import check_report_set
+from mess_core.io import expand_home
 from mess_core.models.trust import key_path
 from mess_core.report import exit_class_iou, with_drop_intervals
 from mess_core.study import DEFAULT_STUDY, Study, StudyError, list_studies, open_study
@@ -206,7 +207,7 @@ def choose_study() -> Study | None:
                     "in the sidebar.")
             return None
         try:
-            path = str(Path(typed).expanduser().resolve())
+            path = str(expand_home(typed, StudyError).resolve())
         except (ValueError, OSError) as exc:  # a NUL byte, an unknown ~user, a loop of links: not a path at all
             shown = typed if len(typed) <= 120 else f"{typed[:120]}... ({len(typed)} characters)"
             st.error(f"The folder {shown!r} is not a usable path ({exc}); type the path of a study folder.")

@@ -117,11 +117,28 @@ def check_value(value: Any, annotation: Any, *, where: str, name: str, error: Ca
                 f"{name}: expected {expected}, got {value!r}")
 
 
+# the largest whole number any setting takes unless its class declares less (LIMITS): beyond it, torch and numpy
+# overflow (seed: 2**80) instead of saying what is wrong
+MAX_WHOLE = 2**63 - 1
+
+
 def check_fields(obj: Any, *, where: str, error: Callable[[str], Exception]) -> None:
-    """Check every field of dataclass instance ``obj`` against its annotation (see :func:`check_value`)."""
+    """Check every field of dataclass instance ``obj`` against its annotation (see :func:`check_value`), and numbers
+    against the largest value the class allows (its ``LIMITS``: field name to maximum, for a number or each number of
+    a list), so that ``epochs: 1e20`` or ``crop: [1000000000, 1000000000]`` is refused when the file is read."""
     hints = typing.get_type_hints(type(obj))
+    limits = getattr(type(obj), "LIMITS", {})
     for f in dataclasses.fields(obj):
-        check_value(getattr(obj, f.name), hints[f.name], where=where, name=f.name, error=error)
+        value = getattr(obj, f.name)
+        check_value(value, hints[f.name], where=where, name=f.name, error=error)
+        most = limits.get(f.name, MAX_WHOLE)
+        many = isinstance(value, (list, tuple))
+        if any(isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) > most
+               for v in (value if many else [value])):
+            prefix = f"{where}: " if where else ""
+            shown = list(value) if many else value
+            raise error(f"{prefix}{f.name}: {shown!r} is beyond what this setting allows (at most {most:,}"
+                        f"{' each' if many else ''})")
 
 
 def check_arguments(func: Callable[..., Any], values: Mapping[str, Any], *, where: str,

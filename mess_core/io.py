@@ -25,11 +25,12 @@ import stat
 import tempfile
 import threading
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 from .errors import MessError
 
-__all__ = ["OutputError", "atomic_open", "atomic_write_text", "read_json", "output_target", "environment_fault"]
+__all__ = ["OutputError", "atomic_open", "atomic_write_text", "read_text", "read_yaml", "expand_home", "read_json", "output_target",
+           "environment_fault"]
 
 _UMASK_LOCK = threading.Lock()
 _FAULTS = {
@@ -114,14 +115,79 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
-def read_json(path: str | os.PathLike, error: type[Exception], missing: str) -> Any:
-    """The JSON in ``path``; a missing file or bad JSON raises ``error`` naming the file (``missing`` says what to
-    do when it does not exist)."""
+def expand_home(path: str | os.PathLike, error: Callable[[str], Exception]) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` expanded; a user this machine does not know raises ``error``."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        raise error(f"{_shown(path)}: names the home folder of a user this machine does not have; write the full "
+                    "path") from None
+
+
+def read_text(path: str | os.PathLike, error: Callable[[str], Exception], missing: str) -> str:
+    """The UTF-8 text in ``path``; a missing file (``missing`` says what to do), a folder, a special file, another
+    encoding or binary content raise ``error`` naming the file and what to do."""
+    path = Path(path)
+    try:
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise error(f"{_shown(path)}: is a folder, not a file; name the file")
+        if not stat.S_ISREG(info.st_mode):
+            raise error(f"{_shown(path)}: is a device or other special file, not a file; name the file")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{_shown(path)}: {missing}") from None
+    except OSError as exc:
+        raise error(f"{_shown(path)}: cannot be read ({exc.strerror or exc})") from None
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise error(f"{_shown(path)}: is UTF-16 text; save it as UTF-8")
+    if b"\0" in data:
+        raise error(f"{_shown(path)}: holds binary data, not text; name a text file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(f"{_shown(path)}: is not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r}; "
+                    "latin-1 or another encoding?); save it as UTF-8") from None
+
+
+def _keys_are_names(value: Any, where: Path, error: Callable[[str], Exception], depth: int = 0) -> None:
+    if depth > 50:
+        raise error(f"{_shown(where)}: is nested more than 50 levels deep; no setting is")
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if not isinstance(key, str):
+                raise error(f"{_shown(where)}: key {key!r} is not a name; write every key as text (quote it)")
+            _keys_are_names(inner, where, error, depth + 1)
+    elif isinstance(value, list):
+        for inner in value:
+            _keys_are_names(inner, where, error, depth + 1)
+
+
+def read_yaml(path: str | os.PathLike, error: Callable[[str], Exception], missing: str) -> Any:
+    """The YAML document in ``path`` (see :func:`read_text`); invalid YAML, nesting deeper than any setting and keys
+    that are not text raise ``error`` naming the file."""
+    import yaml
+
+    text = read_text(path, error, missing)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise error(f"{_shown(path)}: not valid YAML ({' '.join(str(exc).split())[:300]})") from None
+    except RecursionError:
+        raise error(f"{_shown(path)}: is nested too deep to read; no setting is") from None
+    _keys_are_names(data, Path(path), error)
+    return data
+
+
+def read_json(path: str | os.PathLike, error: Callable[[str], Exception], missing: str) -> Any:
+    """The JSON in ``path`` (see :func:`read_text`); bad JSON or nesting too deep to read raises ``error`` naming
+    the file (``missing`` says what to do when it does not exist)."""
     import json
 
+    text = read_text(path, error, missing)
     try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise error(f"{path}: {missing}") from None
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise error(f"{path}: not valid JSON ({exc})") from None
+        raise error(f"{_shown(path)}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise error(f"{_shown(path)}: is nested too deep to read") from None

@@ -38,6 +38,9 @@ BAD_STUDY_SETTINGS = [
     ("bench_batches", [0], ">= 1"),
     ("bench_images", -1, ">= 0"),
     ("bench_repeats", 0, ">= 1"),
+    ("seed", 2**80, "at most 4,294,967,295"),
+    ("crop", [1_000_000_000, 1_000_000_000], "at most 16,384"),
+    ("num_exits", 10**12, "at most 64"),
     ("latency", "yes", "true or false"),
     ("seed", -1, ">= 0"),
     ("dataset", "nosuchdata", "unknown dataset"),
@@ -219,3 +222,49 @@ def test_every_shipped_manifest_config_passes_the_checks(path):
     import json
 
     StudyConfig.from_dict(json.loads(path.read_text())["config"], where=str(path))
+
+
+# ------------------------------------------------------------------------------------------------ files read as text
+BAD_TEXT_FILES = {
+    "latin-1": ("name: x\ndescription: caf\xe9\n".encode("latin-1"), "is not UTF-8 text"),
+    "utf-16": ("name: x\n".encode("utf-16"), "is UTF-16 text; save it as UTF-8"),
+    "binary": (bytes(range(256)), "holds binary data"),
+    "integer keys": (b"name: x\n1: y\n", "key 1 is not a name"),
+    "nested 5000 deep": (b"a: " + b"[" * 5000 + b"]" * 5000, "nested too deep"),
+    "huge epochs": (b"name: x\nstages:\n  pretrain: {epochs: 100000000000000000000}\n", "at most 100,000"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TEXT_FILES))
+def test_a_study_yaml_that_is_not_settings_is_refused_in_one_line(tmp_path, capsys, case):
+    content, says = BAD_TEXT_FILES[case]
+    path = tmp_path / "study.yaml"
+    path.write_bytes(content)
+    before = folder_digest(tmp_path)
+    assert main(["study", "build", str(path), "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert says in err and str(path) in err and len(err.strip().splitlines()) == 1
+    assert folder_digest(tmp_path) == before
+
+
+@pytest.mark.parametrize("case", ["folder", "utf-16", "nested"])
+def test_an_instance_file_that_is_not_an_instance_is_refused_in_one_line(tmp_path, capsys, case):
+    path = tmp_path / "instance.json"
+    if case == "folder":
+        path.mkdir()
+    else:
+        path.write_bytes('{"mode": "budgeted"}'.encode("utf-16") if case == "utf-16" else b"[" * 100_000 + b"]" * 100_000)
+    assert main(["export", str(REPO / "precomputed" / "synthetic-mobilenetv2-fcn"), "--instance", str(path), "--onnx",
+                 str(tmp_path / "onnx")]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "This is a bug" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "onnx").exists()
+
+
+def test_an_empty_weights_file_and_an_unknown_home_are_named(tmp_path, capsys):
+    (tmp_path / "w.pt").write_bytes(b"")
+    assert main(["train", "--stage", "backbone", "--out", str(tmp_path / "r"), "--weights", str(tmp_path / "w.pt"),
+                 "--data-option", "length=4"]) == 2
+    assert "w.pt: is an empty (0-byte) file" in capsys.readouterr().err
+    assert main(["study", "check", "~nosuchuser-here/study"]) == 2
+    assert "names the home folder of a user this machine does not have" in capsys.readouterr().err

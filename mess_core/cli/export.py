@@ -27,6 +27,7 @@ import torch
 from ..errors import MessError
 from ..export import ExportError, OnnxRunner, export_onnx
 from ..instance import MODES, Instance, InstanceError, KeptExit
+from ..io import expand_home
 from ..report import Row
 from ..runtime import check_instance, deploy
 from ..study import open_study
@@ -161,7 +162,7 @@ def _describe_files(out: Path) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    out = Path(args.onnx).expanduser()
+    out = expand_home(args.onnx, MessError)
     _check_destination(out)
     study = open_study(args.study)
     instance, where = chosen_instance(study, file=args.instance, row=args.row, mode=args.mode)

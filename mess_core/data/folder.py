@@ -38,9 +38,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from ..errors import DataError
+from ..io import read_yaml
 from .base import Transform
 from .files import IMAGE_SUFFIXES, FilePairDataset
 from .info import DatasetInfo, distinct_palette
@@ -91,12 +91,7 @@ _EXAMPLE = "e.g. 'classes: [background, road, car]' and 'ignore_index: 255' on t
 
 
 def _read_spec(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise DataError(f"{path} not found; a folder dataset describes its classes there, {_EXAMPLE}")
-    try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: not valid YAML ({error})") from error
+    spec = read_yaml(path, DataError, f"not found; a folder dataset describes its classes there, {_EXAMPLE}")
     if not isinstance(spec, dict):
         raise DataError(f"{path}: expected a mapping with fields {', '.join(_YAML_FIELDS)}, {_EXAMPLE}")
     if unknown := sorted(str(key) for key in spec.keys() - set(_YAML_FIELDS)):

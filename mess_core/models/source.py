@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from ..errors import MessError
+from ..io import expand_home
 from .registry import create, list_models
 
 __all__ = ["ModelSource", "ModelSourceError", "convert_options", "load_user_weights", "CONVERT_OPTIONS",
@@ -90,7 +91,7 @@ class ModelSource:
             raise ModelSourceError(f"model '{text}': '{attr}' after the ':' is not a Python name; write "
                                    "'package.module:callable' or 'path/to/file.py:callable'")
         if where.endswith(".py") or "/" in where or "\\" in where:
-            path = Path(where).expanduser()
+            path = expand_home(where, ModelSourceError)
             if not path.is_absolute():
                 path = Path(base or ".") / path
             return cls("file", str(path.resolve()), attr)
@@ -298,12 +299,15 @@ def load_user_weights(path: str | os.PathLike, model: nn.Module, *, show: int = 
     if not path.is_file():
         raise ModelSourceError(f"{path}: no such weights file; `weights:` (study) or --weights (train) names your "
                                "trained state dict (a file written with torch.save(model.state_dict(), ...))")
+    if path.stat().st_size == 0:
+        raise ModelSourceError(f"{path}: is an empty (0-byte) file, not trained weights; save them with "
+                               "torch.save(model.state_dict(), path)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
+        detail = (str(exc).strip().splitlines() or ["no detail"])[0][:200]
         raise ModelSourceError(f"{path}: not a readable weights-only torch file ({type(exc).__name__}: "
-                               f"{str(exc).splitlines()[0][:200]}); save tensors only, e.g. "
-                               "torch.save(model.state_dict(), path)") from None
+                               f"{detail}); save tensors only, e.g. torch.save(model.state_dict(), path)") from None
     if not isinstance(payload, dict):
         raise ModelSourceError(f"{path}: holds a {type(payload).__name__}, not a state dict; save "
                                "model.state_dict(), not the model object")

@@ -12,9 +12,8 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
-import yaml
 
 from ..bench import ENGINES
 from ..data import build_dataset, check_dataset, eval_transform, list_datasets
@@ -23,8 +22,10 @@ from ..data.selection import parse_splits
 from ..errors import MessError
 from ..exits import ExitSpec, exit_space
 from ..fields import check_fields
+from ..io import expand_home, read_yaml
 from ..models.source import ModelSource, convert_options
 from ..training import TrainConfig
+from ..training.config import SIZE_LIMIT
 
 __all__ = ["StudyError", "StudyConfig", "SELECTIONS", "STUDY_FORMAT", "DEFAULT_STUDY", "STAGES", "MANIFEST",
            "WEIGHTS", "RESULTS", "FRONTS", "PROFILE", "CONFIG", "TRAINING", "LATENCY", "ORACLE", "TRANSFER",
@@ -66,6 +67,11 @@ class StudyError(MessError):
 @dataclass
 class StudyConfig:
     """What a study is built from (the YAML file, flat, plus per-stage overrides under ``stages``)."""
+
+    LIMITS: ClassVar[dict[str, int]] = {
+        "num_exits": 64, "crop": SIZE_LIMIT, "eval_size": SIZE_LIMIT, "batch_size": 65_536, "seed": 2**32 - 1,
+        "cache_limit": 10_000_000, "max_exits": 64, "promise_block": 1_000_000, "bench_images": 100_000,
+        "bench_batches": 65_536, "bench_repeats": 1_000}
 
     name: str
     description: str = ""
@@ -153,12 +159,7 @@ class StudyConfig:
         """Read a study configuration; a model file and ``weights`` given as relative paths are resolved relative to
         the YAML file's folder (and kept absolute), and checked now: the model must import, the weights exist."""
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise StudyError(f"{path}: no such study configuration file") from None
-        except yaml.YAMLError as exc:
-            raise StudyError(f"{path}: not valid YAML ({exc})") from None
+        data = read_yaml(path, StudyError, "no such study configuration file")
         base = path.resolve().parent
         if isinstance(data, dict):
             data = dict(data)
@@ -169,7 +170,7 @@ class StudyConfig:
                 raise StudyError(f"{path}: model: {exc}") from None
             data["model"] = source.spec
             if data.get("weights") is not None:
-                weights = (base / Path(str(data["weights"])).expanduser()).resolve()
+                weights = (base / expand_home(str(data["weights"]), StudyError)).resolve()
                 if not weights.is_file():
                     raise StudyError(f"{path}: weights: {weights}: no such file (a relative path is read from the "
                                      "YAML file's folder); name the file of your trained state dict")

@@ -18,7 +18,7 @@ from ..artifacts import load_multi_exit
 from ..cache import EvaluationCache, build_cache
 from ..errors import MessError
 from ..instance import MODES
-from ..io import read_json
+from ..io import expand_home, read_json
 from ..models.source import ModelSource
 from ..models.trust import SIGNATURE_KEY, UntrustedCodeError, check_study_source, describe_code, require_consent
 from ..report import all_fronts, results_table, with_row_ids
@@ -247,7 +247,7 @@ class Study:
 def open_study(path: str | os.PathLike) -> Study:
     """Open a study folder built by :func:`~mess_core.study.build`, or a run folder holding ``multi_exit.pt`` (there
     or in ``exits/``) and an evaluation cache ``*.npz`` (``val.npz`` preferred)."""
-    path = Path(path).expanduser()
+    path = expand_home(path, StudyError)
     # a typed path may hold a NUL byte or be thousands of characters long: show it escaped and cut
     text = str(path).replace("\0", "\\0")
     shown = text if len(text) <= 120 else f"{text[:120]}... ({len(text)} characters)"

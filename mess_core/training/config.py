@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ..data import check_dataset
 from ..data.selection import parse_splits
@@ -25,6 +25,13 @@ EXIT_SCHEDULES = ("modulo", "every")
 DEFAULT_LR = {"sgd": 0.01, "adamw": 1e-3}
 
 
+# the largest value each numeric setting takes (checked when the settings are read; see mess_core.fields)
+SIZE_LIMIT = 16_384  # pixels a side
+TRAIN_LIMITS = {"epochs": 100_000, "schedule_epochs": 100_000, "num_exits": 64, "crop": SIZE_LIMIT,
+                "eval_size": SIZE_LIMIT, "profile_size": SIZE_LIMIT, "batch_size": 65_536, "accumulate": 65_536,
+                "seed": 2**32 - 1, "eval_every": 100_000, "workers": 256, "prune_at": 100_000}
+
+
 @dataclass
 class TrainConfig:
     """Everything that determines a run. ``batch_size`` is per process and per accumulation step: the global batch
@@ -34,6 +41,8 @@ class TrainConfig:
     exit at every candidate point (exit i weighted in on every i-th step with ``exit_schedule="modulo"``); ``exits``
     freezes it and trains every configuration of ``exit_space`` at every exit with ``exit_loss``.
     """
+
+    LIMITS: ClassVar[dict[str, int]] = TRAIN_LIMITS
 
     stage: str
     out: str

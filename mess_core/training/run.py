@@ -23,7 +23,7 @@ from ..distributed import DistEnv, barrier, setup, sync_batchnorm
 from ..errors import MessError, TrainingError
 from ..folders import claim_folder, folder_lock
 from ..exits import LIGHT_EXIT, ExitSpec, exit_space
-from ..io import atomic_write_text
+from ..io import atomic_write_text, read_yaml
 from ..losses import ExitLoss
 from ..models.source import ModelSource, load_user_weights
 from ..models.trust import SIGNATURE_KEY, sign
@@ -94,9 +94,7 @@ def load_run_config(run_dir: str | Path, **overrides: Any) -> TrainConfig:
     ``device="cpu"``)."""
     run_dir = Path(run_dir)
     path = run_dir / CONFIG_FILE
-    if not path.is_file():
-        raise TrainingError(f"{path}: missing; --resume continues a run directory that a previous run created")
-    data = yaml.safe_load(path.read_text())
+    data = read_yaml(path, TrainingError, "missing; --resume continues a run directory that a previous run created")
     if not isinstance(data, dict):
         raise TrainingError(f"{path}: expected a mapping of configuration fields, found {type(data).__name__}")
     stored = data.get("out")
