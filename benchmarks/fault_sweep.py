@@ -131,6 +131,71 @@ def prepare(root: Path) -> None:
     if status != 0:
         raise SystemExit("could not train the tiny run the resume cases need")
     shutil.copytree(root / "run", root / "run_copy")
+    # issue 24: text files that are not settings, a model that misbehaves, a folder holding someone's work
+    (root / "latin1.yaml").write_bytes("name: x\ndescription: caf\xe9\n".encode("latin-1"))
+    (root / "utf16.yaml").write_bytes("name: x\n".encode("utf-16"))
+    (root / "binary.yaml").write_bytes(bytes(range(256)))
+    (root / "intkeys.yaml").write_text("name: x\n1: y\n")
+    (root / "deep.yaml").write_text("a: " + "[" * 5000 + "]" * 5000)
+    (root / "folder.yaml").mkdir()
+    (root / "utf16.json").write_bytes('{"mode": "budgeted"}'.encode("utf-16"))
+    (root / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (root / "thesis").mkdir()
+    (root / "thesis" / "thesis.txt").write_text("four years of work\n")
+    (root / "bad_models.py").write_text(BAD_MODELS)
+    (root / "tiny.yaml").write_text(study_yaml_text("tiny"))
+
+
+BAD_MODELS = """\
+import sys
+
+from torch import nn
+
+
+def body(out_channels, stride=1):
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, out_channels, 3, stride, 1))
+
+
+class Half(nn.Module):
+    def __init__(self, num_classes=7):
+        super().__init__()
+        self.c = body(num_classes, stride=2)
+
+    def forward(self, x):
+        return self.c(x)
+
+
+class Pair(Half):
+    def forward(self, x):
+        return nn.functional.interpolate(self.c(x), size=x.shape[-2:]), x
+
+
+class ThreeClasses(Half):
+    def __init__(self, num_classes=7):
+        super().__init__(3)
+        self.c = body(3)
+
+
+class ExitsInForward(Half):
+    def forward(self, x):
+        sys.exit(0)
+
+
+class ExitsOnBuild(nn.Module):
+    def __init__(self, num_classes=7):
+        sys.exit(3)
+"""
+
+
+def study_yaml_text(name: str, **changes) -> str:
+    import yaml
+
+    settings = {"name": name, "model": "mobilenetv2_fcn", "data_options": {"size": [48, 64], "length": 4},
+                "crop": [48, 64], "batch_size": 2, "exit_space": "light", "latency": False, "bench_images": 0,
+                "stages": {s: {"epochs": 1} for s in ("backbone", "pretrain", "exits")}}
+    settings.update(changes)
+    return yaml.safe_dump(settings)
 
 
 def study_yaml(root: Path, name: str, line: str) -> str:
@@ -138,12 +203,8 @@ def study_yaml(root: Path, name: str, line: str) -> str:
     hours) with one setting replaced by ``line``."""
     import yaml
 
-    settings = {"name": name, "model": "mobilenetv2_fcn", "data_options": {"size": [48, 64], "length": 4},
-                "crop": [48, 64], "batch_size": 2, "exit_space": "light", "latency": False, "bench_images": 0,
-                "stages": {s: {"epochs": 1} for s in ("backbone", "pretrain", "exits")}}
-    settings.update(yaml.safe_load(line))
     path = root / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(settings))
+    path.write_text(study_yaml_text(name, **yaml.safe_load(line)))
     return str(path)
 
 
@@ -260,7 +321,105 @@ def cases(root: Path) -> list[Case]:
                                                         "--crop", "48x64", "--no-progress"], writes=("folder_run",))
     add("training", "check-data finds the corrupt image", ["check-data", "--data", "folder", "--data-root",
                                                            f"{r}/folder_data", "--split", "train"], expect=(1,))
+    issue_24_cases(root, add, train)
     return out
+
+
+def _live_lock(root: Path) -> None:
+    """A run folder another (live) process is writing: this process's parent holds it."""
+    import socket
+
+    folder = root / "locked_run"
+    folder.mkdir(exist_ok=True)
+    (folder / ".mess.lock").write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(),
+                                                   "what": "train --stage pretrain", "started": "earlier"}))
+
+
+def issue_24_cases(root: Path, add: Callable[..., None], train: list[str]) -> None:
+    """Issue 24: code a study names, outputs onto inputs and foreign folders, misbehaving model code, caches whose
+    metadata contradict their arrays, text files that are not settings, and numbers beyond any sane setting."""
+    r = str(root)
+    study, cache, weights = f"{r}/study", f"{r}/study/val.npz", f"{r}/study/multi_exit.pt"
+    for tag, label, record in (
+            ("absfile", "model file outside the study", {"kind": "file", "target": "/tmp/x.py", "attr": "Net",
+                                                         "sha256": "0" * 64}),
+            ("upfile", "model file ../../x.py", {"kind": "file", "target": "../../x.py", "attr": "Net",
+                                                 "sha256": "0" * 64}),
+            ("osabort", "import os:abort", {"kind": "import", "target": "os", "attr": "abort"}),
+            ("nohash", "model file without SHA-256", {"kind": "file", "target": "net.py", "attr": "Net"})):
+        edit = manifest_edit(tag, model_source=record)
+        add("trust", f"study check, {label}", ["study", "check", f"{r}/study_{tag}"], setup=edit)
+        add("trust", f"export, {label}", ["export", f"{r}/study_{tag}", "--row", "backbone", "--onnx",
+                                          f"{r}/onnx_{tag}"], setup=edit)
+    add("outputs", "search --out onto its --cache", ["search", "--cache", cache, "--out", cache])
+    add("outputs", "search --front-csv onto its --cache", ["search", "--cache", cache, "--objective", "pareto",
+                                                           "--front-csv", cache])
+    add("outputs", "bench --out onto its --multi-exit", ["bench", "--multi-exit", weights, "--out", weights])
+    add("outputs", "cache --out onto its --multi-exit", ["cache", "--multi-exit", weights, "--data", "synthetic",
+                                                         "--out", weights])
+    add("outputs", "profile --json onto its model file", ["profile", "--model", f"{r}/bad_models.py:Half", "--json",
+                                                          f"{r}/bad_models.py"])
+    add("outputs", "study evaluate --cache into the study", ["study", "evaluate", study, "--cache",
+                                                             f"{study}/mine.npz"])
+    add("outputs", "search --out /dev/full", ["search", "--cache", cache, "--out", "/dev/full"])
+    add("outputs", "search --out, 300-char name", ["search", "--cache", cache, "--out", f"{r}/{'a' * 300}"])
+    add("outputs", "study build --out a folder of other files", ["study", "build", f"{r}/tiny.yaml", "--out",
+                                                                 f"{r}/thesis", "--work", f"{r}/w_tiny"])
+    add("outputs", "study build --work a folder of other files", ["study", "build", f"{r}/tiny.yaml", "--work",
+                                                                  f"{r}/thesis"])
+    add("outputs", "study build --out another study", ["study", "build", f"{r}/tiny.yaml", "--out", study,
+                                                       "--work", f"{r}/w_tiny"])
+    add("outputs", "train --out a built study", ["train", "--stage", "backbone", "--out", study, *train[5:]])
+    add("outputs", "train into a folder another run holds", ["train", "--stage", "backbone", "--out",
+                                                             f"{r}/locked_run", *train[5:]], setup=_live_lock)
+    model = f"{r}/bad_models.py"
+    for name in ("Half", "Pair", "ThreeClasses", "ExitsInForward", "ExitsOnBuild"):
+        add("model code", f"train --stage backbone, {name}", [*train, "--model", f"{model}:{name}"])
+        add("model code", f"profile, {name}", ["profile", "--model", f"{model}:{name}", "--size", "48", "64",
+                                               "--exits", "2", "--num-classes", "7"])
+    for tag, label, change in (("grid", "reversed th_pix grid", "reverse"), ("dupes", "duplicate space ids", "dupe"),
+                               ("zeropix", "all-zero pixels", "zeropix"), ("nolabel", "all-zero labels", "nolabel"),
+                               ("classes", "num_classes 19", "classes"), ("size", "input_size 'big'", "size")):
+        add("cache fields", f"search, {label}", ["search", "--cache", f"{r}/cache_{tag}.npz"],
+            setup=lambda root, tag=tag, change=change: damaged_cache(root, tag, change))
+    for name in ("latin1", "utf16", "binary", "intkeys", "deep", "folder"):
+        add("text files", f"study build, {name} YAML", ["study", "build", f"{r}/{name}.yaml", "--work",
+                                                        f"{r}/w_{name}", "--out", f"{r}/p_{name}"])
+    for name in ("utf16.json", "deep.json", "folder.yaml"):
+        add("text files", f"export --instance {name}", ["export", study, "--instance", f"{r}/{name}", "--onnx",
+                                                        f"{r}/onnx_t"])
+    add("text files", "train --weights empty.pt", [*train, "--weights", f"{r}/empty.pt"])
+    add("text files", "study check ~nosuchuser", ["study", "check", "~nosuchuser/study"])
+    for name, line in (("hugeseed", "seed: 1208925819614629174706176"), ("hugecrop", "crop: [1000000000, 1000000000]"),
+                       ("hugeepochs", "stages: {pretrain: {epochs: 100000000000000000000}}"),
+                       ("hugeexits", "num_exits: 100000000000000000000")):
+        add("settings", f"study build, {line}", ["study", "build", f"{r}/{name}.yaml", "--work", f"{r}/w_{name}",
+                                                  "--out", f"{r}/p_{name}"],
+            setup=lambda root, name=name, line=line: study_yaml(root, name, line))
+
+
+def damaged_cache(root: Path, tag: str, change: str) -> None:
+    """A copy of the shipped cache with its metadata contradicting its arrays (``save`` does not validate)."""
+    import numpy as np
+
+    from mess_core.cache import EvaluationCache
+
+    cache = EvaluationCache.load(root / "study" / "val.npz")
+    meta = dict(cache.meta)
+    if change == "reverse":
+        meta["th_pix_grid"] = list(reversed(meta["th_pix_grid"]))
+    elif change == "dupe":
+        meta["space"] = [meta["space"][1]] + meta["space"][1:]
+    elif change == "zeropix":
+        cache.pixels = np.zeros_like(cache.pixels)
+    elif change == "nolabel":
+        cache.label, cache.tp = np.zeros_like(cache.label), np.zeros_like(cache.tp)
+    elif change == "classes":
+        meta["num_classes"] = 19
+    elif change == "size":
+        meta["input_size"] = "big"
+    cache.meta = meta
+    cache.save(root / f"cache_{tag}.npz")
 
 
 def run_case(case: Case, root: Path) -> Outcome:
