@@ -43,7 +43,7 @@ from .profiling import COST_KINDS, NodeCost, count_flops, evaluating, profile_no
 from .seeding import seeded_torch, stable_seed
 
 __all__ = ["ExitPoint", "WorkloadProfile", "StageStep", "StagedModule", "MultiExitNet", "convert", "resolve_backbone",
-           "check_model_output"]
+           "check_model_output", "check_module_names"]
 
 
 @dataclass(frozen=True)
@@ -458,6 +458,17 @@ def _check_logits(logits: Any, example: torch.Tensor) -> int:
             "input size (F.interpolate(..., mode='bilinear'))"
         )
     return logits.shape[1]
+
+
+def check_module_names(model: nn.Module, *, backbone: str | None = None, leaf_modules: Iterable[Any] = ()) -> None:
+    """Refuse ``backbone`` and ``leaf_modules`` names that are not submodules of ``model`` (what :func:`convert`
+    would refuse), so that a study's ``convert:`` block is checked when its YAML is read, not after training."""
+    resolve_backbone(model, backbone)
+    modules = dict(model.named_modules())
+    missing = [m for m in leaf_modules if isinstance(m, str) and m not in modules]
+    if missing:
+        raise ConversionError(f"leaf_modules names {missing} are not submodules of {type(model).__name__}; name "
+                              "submodules by their dotted path (print(model) lists them)")
 
 
 def check_model_output(model: nn.Module, example: torch.Tensor, *, num_classes: int | None = None,

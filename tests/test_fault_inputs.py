@@ -3,6 +3,7 @@ configuration fields and command-line arguments, each with one message naming wh
 
 from __future__ import annotations
 
+import re
 
 import pytest
 import torch
@@ -268,3 +269,12 @@ def test_an_empty_weights_file_and_an_unknown_home_are_named(tmp_path, capsys):
     assert "w.pt: is an empty (0-byte) file" in capsys.readouterr().err
     assert main(["study", "check", "~nosuchuser-here/study"]) == 2
     assert "names the home folder of a user this machine does not have" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("convert, says", [({"backbone": "nosuch"}, "backbone='nosuch' is not a submodule of FCN"),
+                                           ({"leaf_modules": ["backbone.99"]}, "leaf_modules names ['backbone.99']")])
+def test_convert_names_are_checked_on_the_model_when_the_yaml_is_read(tmp_path, convert, says):
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({"name": "bad", "convert": convert}))
+    with pytest.raises(StudyError, match="study.yaml: convert: " + re.escape(says)):
+        StudyConfig.from_yaml(path)

@@ -24,6 +24,7 @@ from ..exits import ExitSpec, exit_space
 from ..fields import check_fields
 from ..io import expand_home, read_yaml
 from ..models.source import ModelSource, convert_options
+from ..network import check_module_names
 from ..training import TrainConfig
 from ..training.config import SIZE_LIMIT
 
@@ -168,6 +169,14 @@ class StudyConfig:
                 source.load_callable()
             except MessError as exc:
                 raise StudyError(f"{path}: model: {exc}") from None
+            convert = data.get("convert")
+            if isinstance(convert, dict) and (convert.get("backbone") or convert.get("leaf_modules")):
+                try:  # names are checked on the model itself now, not after hours of training
+                    options = convert_options(convert)
+                    check_module_names(source.build(2), backbone=options.get("backbone"),
+                                       leaf_modules=options.get("leaf_modules", ()))
+                except MessError as exc:
+                    raise StudyError(f"{path}: convert: {exc}") from None
             data["model"] = source.spec
             if data.get("weights") is not None:
                 weights = (base / expand_home(str(data["weights"]), StudyError)).resolve()

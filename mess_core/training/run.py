@@ -27,7 +27,7 @@ from ..io import atomic_write_text, read_yaml
 from ..losses import ExitLoss
 from ..models.source import ModelSource, load_user_weights
 from ..models.trust import SIGNATURE_KEY, sign
-from ..network import MultiExitNet, check_model_output, convert
+from ..network import MultiExitNet, check_model_output, check_module_names, convert
 from .config import TrainConfig
 from .loop import CHECKPOINT, fit, guard_finite
 from .tasks import BackboneTask, ExitsTask, PretrainTask
@@ -146,7 +146,9 @@ def build_task(config: TrainConfig, model: nn.Module, info: DatasetInfo,
     ``weights``: per-class loss weights (see :func:`class_weights`)."""
     common = {"ignore_index": info.ignore_index, "class_names": info.classes, "class_weights": weights}
     h, w = config.profile_size or config.crop
-    if config.stage == "backbone":  # convert checks the output at the other stages
+    if config.stage == "backbone":  # convert checks the names and the output at the other stages
+        check_module_names(model, backbone=config.convert.get("backbone"),
+                           leaf_modules=config.convert.get("leaf_modules", ()))
         key = check_model_output(model, torch.zeros(1, 3, h, w), num_classes=info.num_classes,
                                  output_key=config.convert.get("output_key"))
         return BackboneTask(model, output_key=key, **common)
