@@ -44,7 +44,7 @@ import torch
 
 from .errors import MessError
 from .exits import ExitSpec
-from .io import atomic_open
+from .io import atomic_open, input_file
 from .policy import EdgeMasking, edge_masked_confidence, pixel_confidence, pixels_at_least, predicted_labels
 from .profiling import evaluating, time_call
 
@@ -274,9 +274,12 @@ class EvaluationCache:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "EvaluationCache":
-        path = Path(path)
-        if not path.is_file():
-            raise CacheError(f"{path}: no such cache file; build one with `python -m mess_core cache`")
+        path = input_file(path, CacheError, "no such cache file; build one with `python -m mess_core cache`")
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        if magic and magic != b"PK\x03\x04":  # an .npz is a zip archive
+            raise CacheError(f"{path}: is not an evaluation cache (an .npz archive; this file starts with {magic!r}); "
+                             "name the .npz written by `python -m mess_core cache`")
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from .errors import TrainingError
-from .io import atomic_open
+from .io import atomic_open, input_file
 
 __all__ = ["save", "load", "load_weights"]
 
@@ -29,9 +29,7 @@ def save(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
 
 def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a file written by :func:`save` (or any weights-only torch file)."""
-    path = Path(path)
-    if not path.is_file():
-        raise TrainingError(f"{path}: no such checkpoint file")
+    path = input_file(path, TrainingError, "no such checkpoint file")
     if path.stat().st_size == 0:
         raise TrainingError(f"{path}: an empty (0-byte) file, not a checkpoint; it was probably cut short while being "
                             "written or copied: copy or train it again")

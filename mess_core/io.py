@@ -29,7 +29,7 @@ from typing import IO, Any, Callable, Iterator
 
 from .errors import MessError
 
-__all__ = ["OutputError", "atomic_open", "atomic_write_text", "read_text", "read_yaml", "expand_home", "read_json", "output_target",
+__all__ = ["OutputError", "atomic_open", "atomic_write_text", "read_text", "read_yaml", "expand_home", "input_file", "read_json", "output_target",
            "environment_fault"]
 
 _UMASK_LOCK = threading.Lock()
@@ -124,19 +124,29 @@ def expand_home(path: str | os.PathLike, error: Callable[[str], Exception]) -> P
                     "path") from None
 
 
-def read_text(path: str | os.PathLike, error: Callable[[str], Exception], missing: str) -> str:
-    """The UTF-8 text in ``path``; a missing file (``missing`` says what to do), a folder, a special file, another
-    encoding or binary content raise ``error`` naming the file and what to do."""
+def input_file(path: str | os.PathLike, error: Callable[[str], Exception], missing: str) -> Path:
+    """``path`` when it is a regular file; a missing file (``missing`` says what to do), a folder, a device, FIFO or
+    socket raise ``error`` naming what the path is instead."""
     path = Path(path)
     try:
         info = path.stat()
-        if stat.S_ISDIR(info.st_mode):
-            raise error(f"{_shown(path)}: is a folder, not a file; name the file")
-        if not stat.S_ISREG(info.st_mode):
-            raise error(f"{_shown(path)}: is a device or other special file, not a file; name the file")
-        data = path.read_bytes()
     except FileNotFoundError:
         raise error(f"{_shown(path)}: {missing}") from None
+    except OSError as exc:
+        raise error(f"{_shown(path)}: cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise error(f"{_shown(path)}: is a folder, not a file; name the file")
+    if not stat.S_ISREG(info.st_mode):
+        raise error(f"{_shown(path)}: is a device, FIFO or other special file, not a file; name a file")
+    return path
+
+
+def read_text(path: str | os.PathLike, error: Callable[[str], Exception], missing: str) -> str:
+    """The UTF-8 text in ``path``; a missing file (``missing`` says what to do), a folder, a special file, another
+    encoding or binary content raise ``error`` naming the file and what to do."""
+    path = input_file(path, error, missing)
+    try:
+        data = path.read_bytes()
     except OSError as exc:
         raise error(f"{_shown(path)}: cannot be read ({exc.strerror or exc})") from None
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):

@@ -648,6 +648,14 @@ def _verify(net: MultiExitNet, model: nn.Module, key: str | int | None, example:
     with evaluating(net), evaluating(model):
         ours = net.walk_to(example).logits
         theirs = _final_tensor(model(example), key)[0]
+    if not torch.isfinite(theirs).all():
+        bad = [name for name, t in [*model.named_parameters(), *model.named_buffers()]
+               if t.is_floating_point() and not torch.isfinite(t).all()]
+        raise ConversionError(
+            "the model's output on the example input is not finite (NaN or infinite)"
+            + (f": its weights hold non-finite values ({', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}); "
+               "load weights from before training diverged" if bad else "; check its forward for a division by "
+               "zero or a log of zero"))
     if not torch.allclose(ours, theirs, atol=1e-5, rtol=0):
         raise ConversionError(
             "running the model stage by stage does not reproduce its output on the example input (max difference "

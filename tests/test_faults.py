@@ -2,6 +2,7 @@
 the file, field or value, and leave every file untouched."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -133,7 +134,8 @@ def test_the_shipped_caches_still_load():
 def test_empty_checkpoint_is_named_not_an_index_error(tmp_path, capsys):
     empty = tmp_path / "empty.pt"
     empty.write_bytes(b"")
-    assert main(["cache", "--multi-exit", str(empty), "--data", "synthetic", "--out", str(tmp_path / "x.npz")]) == 2
+    assert main(["cache", "--multi-exit", str(empty), "--data", "synthetic", "--out",
+                     str(tmp_path.parent / f"{tmp_path.name}-x.npz")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(empty) in err[0] and "empty (0-byte)" in err[0]
     assert not (tmp_path / "x.npz").exists()
@@ -142,7 +144,8 @@ def test_empty_checkpoint_is_named_not_an_index_error(tmp_path, capsys):
 def test_truncated_checkpoint_is_named(tmp_path, capsys):
     cut = tmp_path / "cut.pt"
     cut.write_bytes((SYNTHETIC / "multi_exit.pt").read_bytes()[:300])
-    assert main(["cache", "--multi-exit", str(cut), "--data", "synthetic", "--out", str(tmp_path / "x.npz")]) == 2
+    assert main(["cache", "--multi-exit", str(cut), "--data", "synthetic", "--out",
+                     str(tmp_path.parent / f"{tmp_path.name}-x.npz")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(cut) in err[0]
 
@@ -246,3 +249,40 @@ def test_cli_max_exits_50_is_refused_quickly(capsys):
     assert main(["search", "--cache", str(SYNTHETIC / "val.npz"), "--max-exits", "50"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "max_exits=50" in err[0]
+
+
+@pytest.mark.parametrize("what", ["folder", "fifo", "device", "csv"])
+def test_a_cache_or_weights_path_that_is_not_such_a_file_says_what_it_is(tmp_path, capsys, what):
+    path = {"folder": tmp_path, "fifo": tmp_path / "pipe", "device": Path("/dev/zero"), "csv": tmp_path / "c.npz"}[what]
+    if what == "fifo":
+        os.mkfifo(path)
+    if what == "csv":
+        path.write_text("a,b\n1,2\n")
+    says = {"folder": "is a folder, not a file", "fifo": "is a device, FIFO", "device": "is a device, FIFO",
+            "csv": "is not an evaluation cache (an .npz archive; this file starts with b'a,b\\n')"}[what]
+    assert main(["search", "--cache", str(path)]) == 2
+    assert says in capsys.readouterr().err
+    if what != "csv":
+        assert main(["cache", "--multi-exit", str(path), "--data", "synthetic", "--out",
+                     str(tmp_path.parent / f"{tmp_path.name}-x.npz")]) == 2
+        assert says in capsys.readouterr().err
+
+
+def test_nan_weights_are_named_not_called_nondeterminism():
+    import torch
+
+    from mess_core import models
+    from mess_core.errors import ConversionError
+    from mess_core.network import convert
+
+    model = models.create("mobilenetv2_fcn", num_classes=3)
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    with pytest.raises(ConversionError, match=r"not finite .*non-finite values \(backbone\."):
+        convert(model, torch.zeros(1, 3, 64, 64), num_exits=3)
+
+
+def test_profile_refuses_a_class_count_no_dataset_has(capsys):
+    with pytest.raises(SystemExit) as exc:  # an argument argparse refuses
+        main(["profile", "--model", "mobilenetv2_fcn", "--num-classes", "100000000"])
+    assert exc.value.code == 2 and "from 1 to 4,096" in capsys.readouterr().err

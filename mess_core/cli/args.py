@@ -33,8 +33,9 @@ from ..io import OutputError, output_target
 from ..models.trust import CONSENT_FLAG
 
 __all__ = ["Parser", "size", "floats", "fractions", "ints", "positive_int", "non_negative_int", "odd_positive_int",
-           "positive_float", "non_negative_float", "fraction", "confidence_level", "device", "folder", "output_file", "key_value",
-           "add_data_option", "add_trust", "declare_files", "check_outputs", "eval_dataset", "MODEL_HELP", "add_convert_options", "convert_options_of"]
+           "positive_float", "non_negative_float", "side", "class_count", "fraction", "confidence_level", "device",
+           "folder", "output_file", "key_value", "add_data_option", "add_trust", "declare_files", "check_outputs",
+           "eval_dataset", "MODEL_HELP", "add_convert_options", "convert_options_of"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -65,12 +66,27 @@ MODEL_HELP = ("a registered model ({}), an import path package.module:callable o
               "(the callable returns an nn.Module; it may take num_classes)")
 
 
+MAX_SIDE = 16_384  # pixels a side, as a study's crop (mess_core.training.config.SIZE_LIMIT)
+MAX_CLASSES = 4_096  # more than any segmentation dataset has; 10**8 would ask for terabytes of logits
+
+
 def size(text: str) -> tuple[int, int]:
     """``HxW`` (e.g. ``180x240``) as (height, width)."""
     parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise argparse.ArgumentTypeError(f"expected HxW in pixels, e.g. 180x240, got {text!r}")
+    if len(parts) != 2 or not all(p.strip().isdigit() and 0 < int(p) <= MAX_SIDE for p in parts):
+        raise argparse.ArgumentTypeError(f"expected HxW in pixels (1 to {MAX_SIDE:,} a side), e.g. 180x240, got "
+                                         f"{text!r}")
     return int(parts[0]), int(parts[1])
+
+
+def side(text: str) -> int:
+    """One side of an image in pixels."""
+    return _number(text, whole=True, low=1, high=MAX_SIDE, expected=f"a whole number of pixels from 1 to {MAX_SIDE:,}")
+
+
+def class_count(text: str) -> int:
+    """A number of classes."""
+    return _number(text, whole=True, low=1, high=MAX_CLASSES, expected=f"a whole number from 1 to {MAX_CLASSES:,}")
 
 
 def floats(text: str) -> tuple[float, ...]:

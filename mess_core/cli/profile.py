@@ -15,15 +15,16 @@ from ..io import atomic_write_text
 from ..models import ModelSource
 from ..network import convert
 from ..workload import format_profile, profile_report
-from .args import MODEL_HELP, add_convert_options, convert_options_of, declare_files, output_file, positive_int
+from .args import (MODEL_HELP, add_convert_options, class_count, convert_options_of, declare_files, output_file,
+                   positive_int, side)
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("profile", help="workload profile and exit placement of a model")
     p.add_argument("--model", required=True, help=MODEL_HELP.format(", ".join(models.list_models())))
-    p.add_argument("--size", nargs=2, type=positive_int, metavar=("H", "W"), default=(360, 480))
+    p.add_argument("--size", nargs=2, type=side, metavar=("H", "W"), default=(360, 480))
     p.add_argument("--exits", type=positive_int, default=6, help="N, the number of exits including the final one")
-    p.add_argument("--num-classes", type=positive_int,
+    p.add_argument("--num-classes", type=class_count,
                    help="classes to build the model with (default 11); given, the model's output must have as many")
     add_convert_options(p)
     p.add_argument("--heads", action="store_true", help="also list every head's GFLOPs at every exit")

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from ..errors import MessError
-from ..io import expand_home
+from ..io import expand_home, input_file
 from .registry import create, list_models
 
 __all__ = ["ModelSource", "ModelSourceError", "convert_options", "load_user_weights", "CONVERT_OPTIONS",
@@ -295,10 +295,8 @@ def load_user_weights(path: str | os.PathLike, model: nn.Module, *, show: int = 
     """Load the user's trained weights into ``model``: a state dict, or a checkpoint holding one under a common key
     (:data:`STATE_DICT_KEYS`), read with ``torch.load(weights_only=True)``. Keys that do not fit are refused by name:
     missing, unexpected and shape mismatches (the first ``show`` of each)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelSourceError(f"{path}: no such weights file; `weights:` (study) or --weights (train) names your "
-                               "trained state dict (a file written with torch.save(model.state_dict(), ...))")
+    path = input_file(path, ModelSourceError, "no such weights file; `weights:` (study) or --weights (train) names "
+                      "your trained state dict (a file written with torch.save(model.state_dict(), ...))")
     if path.stat().st_size == 0:
         raise ModelSourceError(f"{path}: is an empty (0-byte) file, not trained weights; save them with "
                                "torch.save(model.state_dict(), path)")
