@@ -133,7 +133,9 @@ def export_onnx(net: MultiExitNet, instance: Instance, out_dir: str | os.PathLik
                                       "files take a dynamic batch and cannot carry it. Export a budgeted instance.")
                 tensor_out = None if last else [i for i, k in enumerate(kinds[index - 1]) if k == "tensor"]
                 module = _Stage(net.stages[index - 1], inputs, tensor_in, tensor_out, net.output_key)
-                args = tuple(inputs[i] for i in tensor_in)
+                # separate copies: values crossing a cut may share memory (a slice kept as a skip beside the map it
+                # views), and torch.export refuses aliased inputs when the stage writes into one (ReLU(inplace=True))
+                args = tuple(inputs[i].clone() for i in tensor_in)
                 _export(module, args, tmp / f"stage_{index}.onnx")
                 stages.append({"index": index, "file": f"stage_{index}.onnx", "outputs": tensor_out})
                 if last:
@@ -144,7 +146,8 @@ def export_onnx(net: MultiExitNet, instance: Instance, out_dir: str | os.PathLik
                     feature = net.feature_slots[index - 1]
                     if feature not in tensor_out:
                         raise ExportError(f"exit {index} reads a feature map that does not depend on the batch")
-                    _export(_Head(model.heads[str(index)], (h, w)), (step.features,), tmp / f"head_{index}.onnx")
+                    _export(_Head(model.heads[str(index)], (h, w)), (step.features.clone(),),
+                            tmp / f"head_{index}.onnx")
                     heads.append({"exit": index, "file": f"head_{index}.onnx", "feature": tensor_out.index(feature)})
                 inputs, tensor_in = list(step.live), tensor_out
             manifest["stages"], manifest["heads"] = stages, heads

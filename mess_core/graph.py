@@ -273,6 +273,7 @@ def trace(
         if moded is None:
             break
         training_leaves.append(moded)
+    _fix_defaults(graph)
     gm = fx.GraphModule(tracer.root, graph, class_name=type(model).__name__ + "Traced")
     hoisted = _hoist_shape_reads(gm.graph, tracer.values)
     gm.recompile()
@@ -288,6 +289,18 @@ def trace(
             chain = chain[:-1]  # a leaf module's own call is the node itself, not something it is inside
         calls[n.name] = chain
     return TracedModel(gm, nodes, info, calls, tracer.specialisations, output, hoisted, tuple(training_leaves))
+
+
+def _fix_defaults(graph: fx.Graph) -> None:
+    """Turn the forward's further arguments (``return_aux=False``) into the constants they default to: the network
+    takes one image batch, and the stages must not ask for an argument nobody passes."""
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    for node in placeholders[1:]:
+        default = node.args[0] if node.args else None
+        for user in list(node.users):
+            user.args = map_arg(user.args, lambda a, node=node, default=default: default if a is node else a)
+            user.kwargs = map_arg(user.kwargs, lambda a, node=node, default=default: default if a is node else a)
+        graph.erase_node(node)
 
 
 def _trace_once(
@@ -357,6 +370,12 @@ def _cause_and_fix(exc: Exception, where: str) -> tuple[str, str]:
     """What went wrong, in words, and how to rewrite the line."""
     if isinstance(exc, _DataDependentControlFlow):
         return "Python control flow on tensor values", "rewrite that line without Python control flow on tensor values"
+    if isinstance(exc, TypeError) and "does not support item assignment" in str(exc):
+        return (
+            "an assignment into part of a traced tensor (y[...] = value), which torch.fx cannot record",
+            "write it without assigning into the tensor, e.g. y = torch.cat([...], 1), y = torch.where(mask, value, "
+            "y) or y = y.index_fill(1, index, value)",
+        )
     if isinstance(exc, TypeError) and ("Proxy" in str(exc) or _CONSTRUCTOR.search(where)):
         return (
             "a tensor constructor (torch.zeros, torch.rand, ...) was given sizes read from a traced tensor's shape "
@@ -391,7 +410,13 @@ def _explain_trace_failures(model: nn.Module, failures: Sequence[tuple[Exception
         f"torch.fx could not trace the model in {len(parts)} places: "
     )
     body = parts[0] if len(parts) == 1 else "; ".join(f"({i}) {p}" for i, p in enumerate(parts, start=1))
-    return TraceFailure(f"{head}{body}. To work around it, {hint}, or {'; or '.join(fixes)}.")
+    return TraceFailure(_plain(f"{head}{body}. To work around it, {hint}, or {'; or '.join(fixes)}."))
+
+
+def _plain(text: str) -> str:
+    """torch.fx's own words for the containers it records (``a immutable_list``) in the user's words."""
+    return re.sub(r"\ba immutable_(list|dict)\b", r"a \1", text).replace("immutable_list", "list") \
+        .replace("immutable_dict", "dict")
 
 
 def _signature(nodes: Sequence[fx.Node]) -> list[tuple]:
@@ -402,6 +427,8 @@ def _signature(nodes: Sequence[fx.Node]) -> list[tuple]:
             return ("node", index.get(a))
         if isinstance(a, (tuple, list)):
             return (type(a).__name__, tuple(norm(v) for v in a))
+        if isinstance(a, slice):  # y[:, :, :h, :w] holds nodes inside its slices: compare them by position too
+            return ("slice", norm(a.start), norm(a.stop), norm(a.step))
         if isinstance(a, dict):
             return ("dict", tuple((k, norm(v)) for k, v in a.items()))
         if isinstance(a, torch.Tensor):

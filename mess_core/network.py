@@ -428,6 +428,7 @@ def _final_tensor(output: Any, output_key: str | int | None) -> tuple[torch.Tens
         if isinstance(output, Mapping) and "out" in output:
             return output["out"], "out"
         kind = type(output).__name__
+        kind = {"immutable_list": "list", "immutable_dict": "dict"}.get(kind, kind)  # torch.fx's containers
         keys = f" with keys {list(output.keys())}" if isinstance(output, Mapping) else ""
         raise ConversionError(
             f"the model returns a {kind}{keys}, not per-pixel logits; pass output_key= naming the entry that holds the "

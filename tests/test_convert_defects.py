@@ -12,6 +12,11 @@ from mess_core.graph import find_cut_points, trace
 
 from .user_models import (
     FunctionalActivations,
+    IndexAssign,
+    ListOutput,
+    PadCrop,
+    ReturnAux,
+    SkipSliceInplace,
     LateShapeRead,
     RootDropout,
     TracedSizes,
@@ -125,3 +130,52 @@ def test_exits_never_split_a_convolution_from_its_norm_or_activation():
     net = mess_core.convert(FunctionalActivations().eval(), torch.randn(1, 3, 32, 32), num_exits=3)
     assert [e.module for e in net.exits] == ["relu", "relu_1"]  # not conv2|relu_1, two exits at the same cost
 
+
+
+# ------------------------------------------------------------------------------------------- issue 24
+def test_a_forward_with_a_defaulted_argument_converts_and_runs_with_its_default():
+    model = ReturnAux().eval()
+    net = mess_core.convert(model, torch.randn(1, 3, 32, 48), num_exits=3)
+    x = torch.randn(2, 3, 32, 48)
+    with torch.no_grad():
+        assert torch.allclose(net(x)[-1], model(x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("size", [(64, 96), (97, 131)])
+def test_a_pad_and_crop_back_model_converts_at_any_size(size):
+    model = PadCrop().eval()
+    net = mess_core.convert(model, torch.randn(1, 3, *size), num_exits=3)
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        assert torch.allclose(net(x)[-1], model(x), atol=1e-5, rtol=0)
+
+
+def test_assigning_into_a_tensor_is_explained_as_such():
+    with pytest.raises(TraceFailure) as info:
+        mess_core.convert(IndexAssign(), torch.randn(1, 3, 32, 32), num_exits=2)
+    message = str(info.value)
+    assert "an assignment into part of a traced tensor (y[...] = value)" in message
+    assert "torch.where" in message and "tensor constructor" not in message
+
+
+def test_fx_containers_are_named_in_the_users_words():
+    with pytest.raises(ConversionError, match="the model returns a list, not per-pixel logits") as info:
+        mess_core.convert(ListOutput(), torch.randn(1, 3, 32, 32), num_exits=2)
+    assert "immutable" not in str(info.value)
+
+
+def test_stage_inputs_that_share_memory_export_to_onnx_and_run_like_the_network(tmp_path):
+    from mess_core.export import OnnxRunner, export_onnx
+    from mess_core.instance import Instance, KeptExit
+    from mess_core.runtime import deploy
+
+    net = mess_core.convert(SkipSliceInplace().eval(), torch.randn(1, 3, 32, 48), num_exits=4, backbone="")
+    assert [e.module for e in net.exits] == ["stem.0", "block.0", "block2.0"]  # exit 2 cuts beside the skip's base
+    net.attach("crm25p-b0-fcn")
+    instance = Instance("input-dependent", exits=(KeptExit(2, "crm25p-b0-fcn", 0.5),))
+    runner = OnnxRunner(export_onnx(net, instance, tmp_path / "onnx", input_size=(32, 48)))
+    x = torch.randn(3, 3, 32, 48)
+    with torch.no_grad():
+        want, want_taken = deploy(net, instance)(x)
+    got, taken = runner(x)
+    assert torch.equal(taken, want_taken) and torch.allclose(got, want, atol=1e-4)

@@ -301,3 +301,74 @@ class TwoBranch(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.backbone(x))
+
+
+# ---------------------------------------------------------------------------------------- issue 24's conversion defects
+class SkipSliceInplace(nn.Module):
+    """A slice kept as a skip crosses a cut beside the map it views, and the next block starts with ReLU(inplace):
+    two stage inputs share memory and the stage writes into one."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.stem = nn.Sequential(conv_block(3, 8), conv_block(8, 8, 2))
+        self.block = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(8, 8, 3, 1, 1), nn.ReLU())
+        self.block2 = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(8, 8, 3, 1, 1), nn.ReLU())
+        self.head = nn.Conv2d(12, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.stem(x)
+        skip = f[:, :4]
+        f = self.block2(self.block(f))
+        return F.interpolate(self.head(torch.cat([f, skip], 1)), size=x.shape[-2:], mode="bilinear",
+                             align_corners=False)
+
+
+class ReturnAux(nn.Module):
+    """forward takes a second argument with a default, as many segmentation models do."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.backbone = nn.Sequential(conv_block(3, 8), conv_block(8, 8), conv_block(8, 8), conv_block(8, 8))
+        self.head = nn.Conv2d(8, num_classes, 1)
+
+    def forward(self, x: torch.Tensor, return_aux: bool = False):
+        y = self.head(self.backbone(x))
+        return (y, y) if return_aux else y
+
+
+class PadCrop(nn.Module):
+    """Pads the input to a multiple of 16 and crops the logits back to the input size."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.backbone = nn.Sequential(conv_block(3, 8, 2), conv_block(8, 8, 2), conv_block(8, 8, 2),
+                                      conv_block(8, 8, 2))
+        self.head = nn.Conv2d(8, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        x = F.pad(x, (0, (16 - w % 16) % 16, 0, (16 - h % 16) % 16))
+        y = F.interpolate(self.head(self.backbone(x)), scale_factor=16, mode="bilinear", align_corners=False)
+        return y[:, :, :h, :w]
+
+
+class IndexAssign(nn.Module):
+    """Assigns into part of a tensor: torch.fx cannot record it."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.backbone = nn.Sequential(conv_block(3, 8), conv_block(8, 8), conv_block(8, 8))
+        self.head = nn.Conv2d(8, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.backbone(x)
+        y[:, 0] = 0
+        return self.head(y)
+
+
+class ListOutput(ReturnAux):
+    """Returns a list: refused as not per-pixel logits, in the user's words."""
+
+    def forward(self, x: torch.Tensor):
+        y = self.head(self.backbone(x))
+        return [y, y]
