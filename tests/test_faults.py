@@ -286,3 +286,18 @@ def test_profile_refuses_a_class_count_no_dataset_has(capsys):
     with pytest.raises(SystemExit) as exc:  # an argument argparse refuses
         main(["profile", "--model", "mobilenetv2_fcn", "--num-classes", "100000000"])
     assert exc.value.code == 2 and "from 1 to 4,096" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, content, says", [
+    ("fronts.json", [{"x": 1}], "fronts.json: its rows lack the column(s) series"),
+    ("fronts.json", {"not": "rows"}, "fronts.json: expected a list of rows"),
+    ("results.json", [1, 2], "results.json: holds no 'input-dependent' table"),
+    ("results.json", {"input-dependent": [{"row": "backbone"}]}, "its rows lack the column(s) miou"),
+])
+def test_study_report_on_a_damaged_table_names_the_file(tmp_path, capsys, name, content, says):
+    study = tmp_path / "study"
+    shutil.copytree(SYNTHETIC, study)
+    (study / name).write_text(json.dumps(content))
+    assert main(["study", "report", str(study)]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "This is a bug" not in err

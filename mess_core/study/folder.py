@@ -30,6 +30,10 @@ from .pack import frame_from_json, sha256
 
 __all__ = ["Study", "open_study", "list_studies"]
 
+# what every stored table's rows carry (the app and the reports read these)
+FRONT_COLUMNS = ("series", "mode", "cost", "miou", "instance")
+RESULT_COLUMNS = ("row", "miou", "gflops", "exits", "instance", "speedup")
+
 
 @dataclass
 class Study:
@@ -141,18 +145,23 @@ class Study:
             return results_table(self.cache, mode=mode, oracle=False)  # the bound is the build's work
         data = self._json(RESULTS)
         where = self.path / RESULTS
-        if mode not in data:
+        if not isinstance(data, dict) or mode not in data:
             raise StudyError(f"{where}: holds no '{mode}' table; rebuild the study")
         try:
-            return with_row_ids(frame_from_json(data[mode], str(where)))
+            return with_row_ids(frame_from_json(data[mode], f"{where} ('{mode}' table)", RESULT_COLUMNS))
         except ValueError as exc:
-            raise StudyError(f"{where}: {exc}; rebuild the study with this version") from None
+            text = str(exc)
+            raise StudyError(f"{text if text.startswith(str(where)) else f'{where}: {text}'}; rebuild the study with "
+                             "this version") from None
 
     def fronts(self) -> pd.DataFrame:
         """Accuracy-vs-GFLOPs fronts of every mode and peer (see :func:`mess_core.report.all_fronts`)."""
         if not self.is_packed:
             return all_fronts(self.cache)
-        return frame_from_json(self._json(FRONTS), str(self.path / FRONTS))
+        try:
+            return frame_from_json(self._json(FRONTS), str(self.path / FRONTS), FRONT_COLUMNS)
+        except ValueError as exc:
+            raise StudyError(f"{exc}; rebuild the study with this version") from None
 
     def profile(self, *, consent: bool = False) -> dict[str, Any]:
         """The profile report (``mess_core profile --json`` shape): nodes with FLOPs, exits, totals. A run folder's is
@@ -184,7 +193,10 @@ class Study:
         promise rule): stored by the build; for studies built before it, computed from the cache with ``compute``
         (about 10 s on CamVid's 101 images), else None."""
         if self.is_packed and (self.path / TRANSFER).is_file():
-            return frame_from_json(self._json(TRANSFER), str(self.path / TRANSFER))
+            try:
+                return frame_from_json(self._json(TRANSFER), str(self.path / TRANSFER))
+            except ValueError as exc:
+                raise StudyError(f"{exc}; rebuild the study with this version") from None
         return transfer_check(self.cache, **self.promise_rule) if compute else None
 
     def latency(self) -> pd.DataFrame | None:

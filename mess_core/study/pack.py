@@ -17,7 +17,7 @@ import platform
 import shutil
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy
 import pandas as pd
@@ -94,9 +94,15 @@ def frame_json(df: pd.DataFrame) -> list[dict[str, Any]]:
     return [{k: _plain(v) for k, v in record.items()} for record in df.to_dict(orient="records")]
 
 
-def frame_from_json(rows: list[dict[str, Any]], where: str) -> pd.DataFrame:
-    """The table :func:`frame_json` wrote (instances back as :class:`~mess_core.instance.Instance`, null as NaN)."""
+def frame_from_json(rows: list[dict[str, Any]], where: str, columns: Sequence[str] = ()) -> pd.DataFrame:
+    """The table :func:`frame_json` wrote (instances back as :class:`~mess_core.instance.Instance`, null as NaN);
+    ``columns`` must all be there (a ValueError names the file and the missing ones)."""
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ValueError(f"{where}: expected a list of rows (objects), got {type(rows).__name__}")
     df = pd.DataFrame(rows)
+    missing = [c for c in columns if c not in df.columns]
+    if rows and missing:
+        raise ValueError(f"{where}: its rows lack the column(s) {', '.join(missing)}")
     if "instance" in df:
         df["instance"] = [None if d is None else Instance.from_dict(d, where=where) for d in df["instance"]]
     return df.fillna(value={c: numpy.nan for c in df.columns if c not in ("instance", "id")})
