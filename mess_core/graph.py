@@ -41,6 +41,7 @@ from torch.fx.node import map_aggregate, map_arg
 
 from .errors import GuardFailure, TraceFailure
 from .profiling import evaluating
+from .timelimit import TimeLimitExceeded
 
 __all__ = [
     "ValueInfo",
@@ -339,7 +340,7 @@ def _trace_reporting_all(
     while True:
         try:
             result = _trace_once(model, example, leaf_types, names)
-        except TraceFailure:
+        except (TraceFailure, TimeLimitExceeded):
             raise
         except Exception as exc:
             if not failures:

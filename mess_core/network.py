@@ -41,6 +41,7 @@ from .graph import EXIT_FEATURE_RULES, CutPoint, TracedModel, ValueInfo, find_cu
 from .placement import LATENCY_TOLERANCE, equidistant_targets, snap_stable, snap_to_cuts
 from .profiling import COST_KINDS, NodeCost, count_flops, evaluating, profile_nodes
 from .seeding import seeded_torch, stable_seed
+from .timelimit import time_limit
 
 __all__ = ["ExitPoint", "WorkloadProfile", "StageStep", "StagedModule", "MultiExitNet", "convert", "resolve_backbone",
            "check_model_output", "check_module_names"]
@@ -479,7 +480,7 @@ def check_model_output(model: nn.Module, example: torch.Tensor, *, num_classes: 
     logits in the output (None: the output is the tensor)."""
     was_training = model.training
     try:
-        with torch.no_grad():
+        with torch.no_grad(), time_limit(f"running {type(model).__name__} on {tuple(example.shape)}"):
             output = model.eval()(example)
     finally:
         model.train(was_training)
@@ -533,7 +534,8 @@ def convert(
         raise ConversionError(f"example_input must be an image batch (B, C, H, W), not {shape}")
     backbone_name = resolve_backbone(model, backbone)
 
-    traced = trace(model, example_input, leaf_modules=leaf_modules)
+    with time_limit(f"tracing {type(model).__name__} on an example input {tuple(example_input.shape)}"):
+        traced = trace(model, example_input, leaf_modules=leaf_modules)
     logits, key = _final_tensor(traced.output, output_key)
     num_classes = _check_logits(logits, example_input)
 

@@ -483,3 +483,18 @@ def test_model_code_that_misbehaves_gets_the_same_clear_message_at_every_entry_p
     err = capsys.readouterr().err
     assert message in err and "This is a bug" not in err and len(err.strip().splitlines()) == 1
     assert not out.exists()  # nothing written
+
+
+def test_a_model_far_too_slow_at_the_size_is_named_by_the_time_limit(tmp_path, monkeypatch, capsys):
+    (tmp_path / "slow.py").write_text(BAD_MODELS + '''
+
+class Slow(Half):
+    def forward(self, x):
+        import time
+        time.sleep(30)
+        return self.c(x)
+''')
+    monkeypatch.setenv("MESS_TIME_LIMIT", "0.5")
+    assert main(["profile", "--model", f"{tmp_path / 'slow.py'}:Slow", "--size", "48", "64", "--exits", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "tracing Slow on an example input (1, 3, 48, 64) took more than 0.5 s" in err and "MESS_TIME_LIMIT" in err
