@@ -301,3 +301,15 @@ def test_study_report_on_a_damaged_table_names_the_file(tmp_path, capsys, name, 
     assert main(["study", "report", str(study)]) == 2
     err = capsys.readouterr().err
     assert says in err and "This is a bug" not in err
+
+
+def test_an_environment_fault_anywhere_in_a_command_is_one_line_not_a_bug(monkeypatch, capsys):
+    from mess_core.cli import search as search_command
+
+    def disk_full(_args):
+        raise OSError(28, "No space left on device", "/data/out.json")
+
+    monkeypatch.setattr(search_command, "run", disk_full)
+    assert main(["search", "--cache", str(SYNTHETIC / "val.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "/data/out.json: cannot write it: the disk is full" in err and "This is a bug" not in err

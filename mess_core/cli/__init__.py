@@ -9,6 +9,7 @@ import sys
 from typing import Sequence
 
 from ..errors import MessError
+from ..io import environment_fault
 from . import bench, cache, check_data, export, profile, search, study, train
 from .args import Parser, check_outputs
 
@@ -62,6 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug, not bad input: say so and how to see the traceback
         if args.debug:
             raise
+        # a full or read-only disk, a missing permission: the environment, not a bug
+        fault = environment_fault(exc.filename or "output", exc) if isinstance(exc, OSError) else None
+        if fault is not None:
+            print(f"error: {_one_line(fault)}", file=sys.stderr)
+            return 2
         print(f"error: unexpected {type(exc).__name__} in `{args.command}`: {_one_line(exc)}. This is a bug, not "
               "bad input: rerun with --debug (python -m mess_core --debug ...) for the traceback and report it",
               file=sys.stderr)

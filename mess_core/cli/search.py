@@ -107,8 +107,10 @@ def run(args: argparse.Namespace) -> int:
              + "; speedup in GFLOPs vs the backbone")
     print(format_table(table, title=title))
     if result.instance is None:
-        print(f"\nno instance meets '{objective.describe()}'; nothing written", file=sys.stderr)
-        return 1
+        # a constraint nothing meets is a request that cannot be met as given, not a bug: status 2, as bad input
+        print(f"\nerror: no instance meets '{objective.describe()}'; nothing written: loosen it (a larger --budget "
+              "or --max-drop)", file=sys.stderr)
+        return 2
     tuned, tuned_interval = _figures(cache, result.instance, confidence, args.block)
     extra = {"objective": wanted, "cost_unit": unit,
              "source": {k: meta.get(k) for k in ("model", "dataset", "split", "input_size")}
