@@ -220,7 +220,8 @@ class Study:
                 del bank[name]
         shipped = self.cache
         split = shipped.meta["split"]
-        data = cfg.eval_dataset(split, tuple(shipped.meta["input_size"]), root=data_root)
+        groups = tuple(shipped.meta.get("groups") or ())  # the cache's images: a scene-disjoint study's tuning drive
+        data = cfg.eval_dataset(split, tuple(shipped.meta["input_size"]), root=data_root, groups=groups)
         again = build_cache(net, data, model=cfg.model_source.name, dataset_name=cfg.dataset, split=split, batch_size=1,
                             limit=images)
         problems = []
