@@ -299,7 +299,7 @@ def test_folder_dataset_bad_yaml_names_file_and_field(tmp_path, yaml, field):
 def test_folder_dataset_missing_yaml_and_empty_folder(tmp_path):
     root = folder_dataset(tmp_path / "ds")
     (root / "dataset.yaml").unlink()
-    with pytest.raises(DataError, match="dataset.yaml not found.*classes:"):
+    with pytest.raises(DataError, match="dataset.yaml: not found.*classes:"):
         FolderDataset(root)
     empty = tmp_path / "empty"
     (empty / "images").mkdir(parents=True)
