@@ -90,7 +90,11 @@ def code_allowed(study: Study, *, where: str) -> bool:
     path or a model file in a study from elsewhere) needs the user's consent, asked here once per session and study:
     the confirmation names what will run. ``where`` keeps each page's button apart."""
     path = str(study.path)
-    code = untrusted_code(path)
+    try:
+        code = untrusted_code(path)
+    except MessError as exc:  # a model this machine cannot build at all (a package not installed)
+        st.error(str(exc))
+        return False
     if code is None or path in st.session_state.get(CONSENT_KEY, set()):
         return True
     st.warning(f"Building this study's model runs {code}. It was not recorded on this machine (the study comes from "
@@ -103,18 +107,16 @@ def code_allowed(study: Study, *, where: str) -> bool:
 
 
 @st.cache_resource(show_spinner="Loading the multi-exit network...", max_entries=4)
-def _network(path: str) -> tuple[Any, dict[str, Any]]:
-    net, meta = load_study(path).load_network(consent=True)  # only reached through load_network's check
+def _network(path: str, consent: bool) -> tuple[Any, dict[str, Any]]:
+    # the engine checks the files on disk again: a cached answer about a folder replaced since cannot let code run
+    net, meta = load_study(path).load_network(consent=consent)
     _HEAP["settled"] = False
     return net.eval(), meta
 
 
 def load_network(path: str) -> tuple[Any, dict[str, Any]]:
     """The study's network, shared by every session that may build it (see :func:`code_allowed`)."""
-    if untrusted_code(path) is not None and path not in st.session_state.get(CONSENT_KEY, set()):
-        raise StudyError(f"{path}: this study's model code has not been allowed in this session; confirm it on the "
-                         "page first")
-    return _network(path)
+    return _network(path, path in st.session_state.get(CONSENT_KEY, set()))
 
 
 @st.cache_resource(show_spinner="Tuning on one part of the images, scoring on the other...", max_entries=8)

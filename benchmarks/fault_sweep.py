@@ -325,14 +325,21 @@ def cases(root: Path) -> list[Case]:
     return out
 
 
+_HELD: list[int] = []  # lock files this process holds for the cases, kept open until it ends
+
+
 def _live_lock(root: Path) -> None:
-    """A run folder another (live) process is writing: this process's parent holds it."""
+    """A run folder another command is writing: this process holds its lock, as a running train would."""
+    import fcntl
     import socket
 
     folder = root / "locked_run"
     folder.mkdir(exist_ok=True)
-    (folder / ".mess.lock").write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(),
-                                                   "what": "train --stage pretrain", "started": "earlier"}))
+    fd = os.open(folder / ".mess.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "what": "train --stage pretrain",
+                             "started": "earlier"}).encode())
+    _HELD.append(fd)
 
 
 def issue_24_cases(root: Path, add: Callable[..., None], train: list[str]) -> None:

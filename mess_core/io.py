@@ -90,6 +90,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     target = output_target(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists() and not os.access(target, os.W_OK):  # open() would refuse it: so do we
+            raise OutputError(f"{_shown(path)}: is read-only; make it writable or write somewhere else")
         keep = stat.S_IMODE(target.stat().st_mode) if target.exists() else _new_file_mode()
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:200]}.", suffix=".tmp", dir=target.parent)
     except OSError as exc:
@@ -160,17 +162,22 @@ def read_text(path: str | os.PathLike, error: Callable[[str], Exception], missin
                     "latin-1 or another encoding?); save it as UTF-8") from None
 
 
-def _keys_are_names(value: Any, where: Path, error: Callable[[str], Exception], depth: int = 0) -> None:
+def _keys_are_names(value: Any, where: Path, error: Callable[[str], Exception], depth: int = 0,
+                    seen: set[int] | None = None) -> None:
+    seen = set() if seen is None else seen
     if depth > 50:
         raise error(f"{_shown(where)}: is nested more than 50 levels deep; no setting is")
+    if not isinstance(value, (dict, list)) or id(value) in seen:  # YAML aliases share objects: each is walked once
+        return
+    seen.add(id(value))
     if isinstance(value, dict):
         for key, inner in value.items():
             if not isinstance(key, str):
                 raise error(f"{_shown(where)}: key {key!r} is not a name; write every key as text (quote it)")
-            _keys_are_names(inner, where, error, depth + 1)
-    elif isinstance(value, list):
+            _keys_are_names(inner, where, error, depth + 1, seen)
+    else:
         for inner in value:
-            _keys_are_names(inner, where, error, depth + 1)
+            _keys_are_names(inner, where, error, depth + 1, seen)
 
 
 def read_yaml(path: str | os.PathLike, error: Callable[[str], Exception], missing: str) -> Any:

@@ -85,24 +85,34 @@ def test_train_refuses_a_built_study_and_a_folder_of_other_files(tmp_path, capsy
         assert sorted(p.name for p in out.iterdir()) == before
 
 
-def test_a_second_writer_is_refused_naming_the_first_and_a_stale_lock_is_taken_over(tmp_path, capsys):
+HOLD = """\
+import fcntl, json, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "what": "train --stage pretrain",
+                         "started": "2026-12-06 10:00:00"}).encode())
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_second_writer_is_refused_naming_the_first_and_a_killed_ones_lock_holds_nothing(tmp_path, capsys):
     run = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    run.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run / LOCK)], stdout=subprocess.PIPE, text=True)
+    args = ["train", "--stage", "backbone", "--out", str(run), "--data-option", "length=4",
+            "--data-option", "size=[48,64]", "--crop", "48x64", "--epochs", "1", "--batch-size", "4",
+            "--workers", "0", "--no-progress"]
     try:
-        run.mkdir()
-        (run / LOCK).write_text(f'{{"pid": {holder.pid}, "host": "{os.uname().nodename}", "what": "train '
-                                f'--stage pretrain", "started": "2026-12-06 10:00:00"}}')
-        args = ["train", "--stage", "backbone", "--out", str(run), "--data-option", "length=4",
-                "--data-option", "size=[48,64]", "--crop", "48x64", "--epochs", "1", "--batch-size", "4",
-                "--workers", "0", "--no-progress"]
+        assert holder.stdout.readline().strip() == "held"
         assert main(args) == 2
         assert f"train --stage pretrain (process {holder.pid}" in capsys.readouterr().err
         assert sorted(p.name for p in run.iterdir()) == [LOCK]
     finally:
         holder.kill()
         holder.wait()
-    assert main(args) == 0  # its process is gone: the lock is stale
-    assert (run / "model.pt").is_file() and not (run / LOCK).exists()
+    assert main(args) == 0  # killed: its lock file is left, its lock is not
+    assert (run / "model.pt").is_file()
 
 
 def test_folder_lock_refuses_a_second_holder_in_this_process(tmp_path):
@@ -149,3 +159,42 @@ def test_a_full_disk_is_named_and_leaves_the_old_file(tmp_path, monkeypatch):
         with atomic_open(target, "w") as f:
             f.write("new")
     assert target.read_text() == "kept" and [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_own_folders_are_recognised_and_others_refused(tmp_path, capsys):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.yaml").write_text("mine: true\n")
+    (project / "thesis.tex").write_text("\\\\section{}")
+    assert main(["train", "--stage", "backbone", "--out", str(project), "--data-option", "length=4"]) == 2
+    assert "holds config.yaml, thesis.tex, which train did not write" in capsys.readouterr().err
+    # a registered model's name is no file: --out may be spelled the same
+    from mess_core.cli import build_parser
+    from mess_core.cli.args import check_outputs
+
+    check_outputs(build_parser().parse_args(["train", "--stage", "backbone", "--model", "mobilenetv2_fcn", "--out",
+                                             "mobilenetv2_fcn"]))
+
+
+def test_a_work_folder_with_a_killed_writers_temporary_file_still_resumes(tmp_path):
+    from mess_core.study.build import _holds_build_work
+
+    work = tmp_path / "work"
+    (work / "pretrain").mkdir(parents=True)
+    (work / "build_times.json").write_text("{}")
+    (work / ".multi_exit.pt.x1y2.tmp").write_bytes(b"cut short")
+    assert _holds_build_work(work)
+    (work / "notes.txt").write_text("mine")
+    assert not _holds_build_work(work)
+
+
+def test_yaml_aliases_are_walked_once(tmp_path):
+    from mess_core.errors import MessError
+    from mess_core.io import read_yaml
+
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, "
+              f"*a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 12)]  # 10**12 leaves if expanded
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    assert isinstance(read_yaml(path, MessError, "missing"), dict)  # returns at once

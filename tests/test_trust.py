@@ -63,3 +63,17 @@ def test_what_a_study_may_name(record):
 def test_what_a_study_may_not_name(record):
     with pytest.raises(UntrustedCodeError, match="manifest.json: model_source: "):
         check_study_source(record, where="manifest.json: model_source")
+
+
+def test_an_empty_or_cut_key_file_is_no_key_and_signs_nothing(monkeypatch, tmp_path):
+    key = tmp_path / "trust.key"
+    key.write_text("")
+    monkeypatch.setenv(KEY_ENV, str(key))
+    import hashlib
+    import hmac
+    import json
+
+    forged = hmac.new(b"", json.dumps(FILE.to_dict(), sort_keys=True).encode(), hashlib.sha256).hexdigest()
+    assert not signed_here(FILE, forged)
+    key.write_text("ab" * 8)  # 8 bytes: cut short
+    assert sign(FILE) is None and not signed_here(FILE, forged)

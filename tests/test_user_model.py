@@ -361,8 +361,6 @@ def test_weights_from_elsewhere_whose_record_runs_code_need_consent(user_studies
     ({"kind": "import", "target": "os", "attr": "abort"}, "part of Python's standard library"),
     ({"kind": "import", "target": "builtins", "attr": "exec"}, "part of Python's standard library"),
     ({"kind": "import", "target": "mess_core.cli", "attr": "main"}, "of this program"),
-    ({"kind": "import", "target": "no_such_package_here", "attr": "Net"}, "is not installed here"),
-    ({"kind": "registry", "target": "no_such_model"}, "is not registered"),
     ({"kind": "shell", "target": "rm -rf /"}, "not a model source record"),
 ])
 def test_a_study_naming_code_a_study_may_not_name_is_refused_by_every_reader(user_studies, tmp_path, capsys, record,
@@ -380,6 +378,27 @@ def test_a_study_naming_code_a_study_may_not_name_is_refused_by_every_reader(use
         assert main(command) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "onnx").exists()
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"kind": "import", "target": "no_such_package_here", "attr": "Net"}, "is not installed here"),
+    ({"kind": "registry", "target": "no_such_model"}, "is not registered"),
+])
+def test_a_study_whose_model_this_machine_cannot_build_opens_for_its_figures_only(user_studies, tmp_path, capsys,
+                                                                                   record, message):
+    out, _, _ = user_studies["byo-file"]
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["model_source"] = record
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    study = open_study(copy)
+    assert study.results("input-dependent") is not None
+    with pytest.raises(UntrustedCodeError, match=f"manifest.json: model_source: .*{message}"):
+        study.load_network(consent=True)
+    assert main(["export", str(copy), "--row", "min_cost_1pp", "--onnx", str(tmp_path / "onnx"),
+                 "--trust-model-code"]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "onnx").exists()
 
 
 def test_study_check_reports_files_the_manifest_does_not_list(user_studies, tmp_path, capsys):

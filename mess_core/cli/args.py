@@ -221,15 +221,19 @@ def declare_files(parser: argparse.ArgumentParser, *, reads: Sequence[str], writ
     parser.set_defaults(reads=tuple(reads), writes=tuple(writes))
 
 
-def _paths(value: Any) -> list[Path]:
-    """The paths an argument's value names: a path, a list of them, or a model named by file (``net.py:Net``)."""
+def _paths(value: Any, *, model: bool = False) -> list[Path]:
+    """The paths an argument's value names: a path or a list of them; for ``model``, only a model named by file
+    (``net.py:Net``: a registered name or an import path is no file)."""
     values = value if isinstance(value, (list, tuple)) else [value]
     paths = []
     for v in values:
         if not isinstance(v, str) or not v:
             continue
         where, sep, attr = v.rpartition(":")
-        paths.append(Path(where if sep and where.endswith(".py") and attr.isidentifier() else v))
+        if sep and where.endswith(".py") and attr.isidentifier():
+            paths.append(Path(where))
+        elif not model:
+            paths.append(Path(v))
     return paths
 
 
@@ -243,7 +247,8 @@ def _real(path: Path) -> Path:
 def check_outputs(args: argparse.Namespace) -> None:
     """Refuse to run a command whose output would overwrite one of its inputs: the same file (through links too), an
     output inside an input folder (a study), or an output folder that holds an input."""
-    reads = [(name, p) for name in getattr(args, "reads", ()) for p in _paths(getattr(args, name, None))]
+    reads = [(name, p) for name in getattr(args, "reads", ())
+             for p in _paths(getattr(args, name, None), model=name == "model")]
     for out_name in getattr(args, "writes", ()):
         for out in _paths(getattr(args, out_name, None)):
             o = _real(out)

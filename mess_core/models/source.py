@@ -29,6 +29,7 @@ import importlib.util
 import inspect
 import os
 import sys
+import types
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -167,10 +168,11 @@ class ModelSource:
             where = f"module '{self.target}'"
         else:
             path = self._file()
-            if self.sha256 is not None and _file_sha256(path) != self.sha256:
+            data = path.read_bytes()  # read once: the bytes checked are the bytes run
+            if self.sha256 is not None and hashlib.sha256(data).hexdigest() != self.sha256:
                 raise ModelSourceError(f"{path}: differs from the model file this network was trained with (SHA-256 "
                                        "changed); restore that file, or retrain with the new one")
-            module = _import_file(path, self.spec)
+            module = _import_file(path, data, self.spec)
             where = f"file {path}"
         if not hasattr(module, self.attr):
             found = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
@@ -214,18 +216,18 @@ def _raised(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _import_file(path: Path, spec_text: str) -> Any:
-    """The module of a ``.py`` file, imported once per file (the same classes on every build)."""
-    name = "mess_user_model_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
-    if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path):
+def _import_file(path: Path, data: bytes, spec_text: str) -> Any:
+    """The module the Python source ``data`` (read from ``path``) defines, run once per file content (the same
+    classes on every build). It is compiled from those bytes, not re-read: a file swapped after its hash was checked
+    never runs, and no ``__pycache__`` is written beside it (inside a study folder)."""
+    name = "mess_user_model_" + hashlib.sha1(f"{path}\0{hashlib.sha256(data).hexdigest()}".encode()).hexdigest()[:12]
+    if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ModelSourceError(f"{path}: cannot be imported as Python (model '{spec_text}'); name a .py file")
-    module = importlib.util.module_from_spec(spec)
+    module = types.ModuleType(name)
+    module.__file__ = str(path)
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        exec(compile(data, str(path), "exec", dont_inherit=True), module.__dict__)
     except ImportError as exc:
         del sys.modules[name]
         missing = getattr(exc, "name", None)
@@ -233,7 +235,7 @@ def _import_file(path: Path, spec_text: str) -> Any:
                                + (f"install '{missing.split('.')[0]}' or put it on PYTHONPATH" if missing else
                                   "a model file may import installed packages, not files beside it (use the "
                                   "'package.module:callable' form for a package of your own)")) from None
-    except (Exception, SystemExit, KeyboardInterrupt) as exc:
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:  # SyntaxError and ValueError (a NUL byte) included
         del sys.modules[name]
         raise ModelSourceError(f"{path}: running it failed ({_raised(exc)}); fix that file") from None
     return module

@@ -36,6 +36,7 @@ import os
 import re
 import secrets
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -72,28 +73,43 @@ def key_path() -> Path:
     return Path(data) / "mess-explorer" / "trust.key"
 
 
+KEY_BYTES = 32
+
+
+def _read_key(path: Path) -> bytes | None:
+    """The key in ``path``: exactly 32 bytes in hex, anything else (an empty or cut file) is no key."""
+    try:
+        key = bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return key if len(key) == KEY_BYTES else None
+
+
 def _key(*, create: bool) -> bytes | None:
     """The signing key; made (readable by this user only) when ``create`` and it does not exist yet. None when there
     is none, or it cannot be made (a read-only home): records then stay unsigned and need consent later."""
     path = key_path()
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except (OSError, ValueError):
-        if not create:
-            return None
+    key = _read_key(path)
+    if key is not None or not create:
+        return key
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32) + "\n")
-    except FileExistsError:  # another process made it first: use theirs
-        pass
+        # written whole to a file of its own, then linked into place: no process ever reads a half-written key
+        fd, tmp = tempfile.mkstemp(prefix=".trust.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(KEY_BYTES) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:  # another process made it first: use theirs (a damaged one is left alone)
+                pass
+        finally:
+            os.unlink(tmp)
     except OSError:
         return None
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
+    return _read_key(path)
 
 
 def _digest(key: bytes, source: ModelSource) -> str:
@@ -144,16 +160,18 @@ def require_consent(source: ModelSource, *, signature: Any, consent: bool, where
         "app", source)
 
 
-def check_study_source(record: Any, *, where: str) -> None:
+def check_study_source(record: Any, *, where: str, here: bool = True) -> None:
     """Refuse a study's ``model_source`` record that names what a study may not: anything but a registered name, an
-    import path of an installed package outside the standard library, or a model file inside the study folder
-    recorded with its SHA-256. The record is the manifest's (or an older study's weights metadata), as stored."""
+    import path of a package outside the standard library and this program, or a model file inside the study folder
+    recorded with its SHA-256. The record is the manifest's (or an older study's weights metadata), as stored. With
+    ``here`` (when the model is to be built) the name must also be registered, or the package installed, here; a
+    study whose model this machine cannot build still opens, for its stored figures."""
     if not isinstance(record, dict) or record.get("kind") not in ("registry", "import", "file") \
             or not isinstance(record.get("target"), str) or not record["target"]:
         raise UntrustedCodeError(f"{where}: not a model source record ({str(record)[:200]}); rebuild the study")
     kind, target, attr = record["kind"], record["target"], record.get("attr")
     if kind == "registry":
-        if target not in list_models():
+        if here and target not in list_models():
             raise UntrustedCodeError(f"{where}: model '{target}' is not registered in this version (registered: "
                                      f"{', '.join(list_models())}); rebuild the study with this version")
         return
@@ -169,7 +187,7 @@ def check_study_source(record: Any, *, where: str) -> None:
         if parts[0] == "mess_core":
             raise UntrustedCodeError(f"{where}: imports module '{target}' of this program; name a registered model "
                                      "instead (python -m mess_core profile --help lists them)")
-        if importlib.util.find_spec(parts[0]) is None:
+        if here and importlib.util.find_spec(parts[0]) is None:
             raise UntrustedCodeError(f"{where}: module '{target}' is not installed here; install the package that "
                                      f"provides it (or put it on PYTHONPATH), then open the study again")
         return

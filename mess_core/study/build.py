@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import shutil
+import tempfile
 import time
 from functools import cached_property
 from pathlib import Path
@@ -26,7 +27,7 @@ from ..cache import EvaluationCache, build_cache
 from ..errors import MessError
 from ..evaluation import evaluate_model
 from ..exits import ExitSpec
-from ..folders import LOCK, claim_folder, folder_lock
+from ..folders import LOCK, claim_folder, folder_lock, is_leftover
 from ..instance import MODES
 from ..io import atomic_write_text, read_json
 from ..models.source import ModelSource, load_user_weights
@@ -79,7 +80,7 @@ WORK_ENTRIES = frozenset([*STAGES, "variants", "build_times.json", WEIGHTS, USER
 
 def _holds_build_work(folder: Path) -> bool:
     return all(p.name in WORK_ENTRIES or (p.suffix == ".npz" and p.is_file()) for p in folder.iterdir()
-               if p.name != LOCK)
+               if p.name != LOCK and not is_leftover(p.name))
 
 
 def _study_name(folder: Path) -> str | None:
@@ -363,9 +364,19 @@ class _Build:
     def pack(self, say: StepLog) -> None:
         cfg, out = self.cfg, self.out
         say(f"pack: {out}")
-        tmp = out.with_name(f".{out.name}.building")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building.", dir=out.parent))  # a name no one else has
+        try:
+            manifest = self.fill(tmp)
+            replace_folder(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self.packed_bytes = sum(f["bytes"] for f in manifest["files"].values())
+
+    def fill(self, tmp: Path) -> dict[str, Any]:
+        """Write every file of the study into the empty folder ``tmp``; returns its manifest."""
+        cfg = self.cfg
         unshipped = ship_weights(self.work / WEIGHTS, tmp / WEIGHTS, set(cfg.heavy_configs),
                                  used_heads([*self.tables.values(), self.fronts]))
         for path in self.caches.values():
@@ -387,8 +398,7 @@ class _Build:
         if (self.work / USER_MODEL).is_file():
             manifest["user_model"] = json.loads((self.work / USER_MODEL).read_text())
         write_json(tmp / MANIFEST, manifest)
-        replace_folder(tmp, out)
-        self.packed_bytes = sum(f["bytes"] for f in manifest["files"].values())
+        return manifest
 
     def ship_model_source(self, folder: Path) -> ModelSource:
         """Where the study's model comes from, as the manifest records it. A model file is copied into the study

@@ -87,29 +87,38 @@ class Study:
 
     def untrusted_code(self) -> str | None:
         """What building this study's model runs that this machine did not record, in words for a confirmation; None
-        when it needs no consent (a registered model, or a study built or trained here)."""
+        when it needs no consent (a registered model, or a study built or trained here). A model this machine cannot
+        build at all (a package not installed) raises the error that says so."""
         try:
             self._require_consent(consent=False)
         except UntrustedCodeError as exc:
-            return describe_code(exc.source) if exc.source is not None else str(exc)
+            if exc.source is None:
+                raise
+            return describe_code(exc.source)
         return None
 
     def _require_consent(self, *, consent: bool) -> None:
-        """Refuse to run model code this machine did not record unless ``consent``; a packed study's record is also
-        held to what a study may name (:func:`~mess_core.models.trust.check_study_source`)."""
+        """Refuse to build a model this machine cannot (not registered, not installed) or whose code it did not
+        record unless ``consent``; a packed study's record is also held to what a study may name
+        (:func:`~mess_core.models.trust.check_study_source`)."""
         if self.model_source is not None:
+            where = f"{self.path / MANIFEST}: model_source"
+            check_study_source(self.manifest["model_source"], where=where)
             require_consent(self.model_source, signature=self.manifest.get(SIGNATURE_KEY), consent=consent,
-                            where=f"{self.path / MANIFEST}: model_source",
-                            stored=ModelSource.from_dict(self.manifest["model_source"]))
+                            where=where, stored=ModelSource.from_dict(self.manifest["model_source"]))
             return
-        meta = checkpoint.load(self.weights_path).get("meta", {})
-        record = meta.get("model_source") or {"kind": "registry", "target": meta.get("model")}
+        meta = checkpoint.load(self.weights_path).get("meta")
+        meta = meta if isinstance(meta, dict) else {}
         where = f"{self.weights_path}: model_source"
+        if isinstance(meta.get("model_source"), dict):
+            record = meta["model_source"]
+        else:  # files written before sources were recorded name a registered model
+            record = {"kind": "registry", "target": str(meta.get("model"))}
         if self.is_packed:  # an older study: its weights file's record may name only what a manifest may
             check_study_source(record, where=where)
-        source = ModelSource.from_dict(record, where=where) if "model_source" in meta else \
-            ModelSource.parse(str(meta.get("model")))
-        require_consent(source, signature=meta.get(SIGNATURE_KEY), consent=consent, where=where)
+        stored = ModelSource.from_dict(record, where=where)
+        source = ModelSource.from_dict(record, base=self.path if self.is_packed else None, where=where)
+        require_consent(source, signature=meta.get(SIGNATURE_KEY), consent=consent, where=where, stored=stored)
 
     @property
     def promise_rule(self) -> dict[str, Any]:
@@ -249,7 +258,7 @@ class Study:
                 problems.append(f"{path}: missing")
             elif path.stat().st_size != entry.get("bytes") or sha256(path) != entry.get("sha256"):
                 problems.append(f"{path}: differs from the manifest (size or SHA-256); it was changed after the build")
-        listed = set(self.manifest.get("files", {})) | {MANIFEST}
+        listed = set(self.manifest.get("files", {})) | {MANIFEST, "__pycache__"}  # Python's cache of a model file
         for path in sorted(self.path.iterdir()):
             if path.name not in listed:
                 problems.append(f"{path}: not listed in the manifest; the build did not write it (move it out of the "
@@ -329,8 +338,8 @@ def _check_manifest(manifest: dict[str, Any], where: Path) -> None:
         if manifest.get(key) is not None and not isinstance(manifest[key], dict):
             raise StudyError(f"{where}: field '{key}' is a {type(manifest[key]).__name__}, expected an object; {fix}")
     if manifest.get("model_source") is not None:
-        try:
-            check_study_source(manifest["model_source"], where=f"{where}: model_source")
+        try:  # what a study may not name at all; whether this machine can build it is asked when it is built
+            check_study_source(manifest["model_source"], where=f"{where}: model_source", here=False)
         except UntrustedCodeError as exc:
             raise StudyError(str(exc)) from None
     files = manifest.get("files", {})
@@ -348,6 +357,7 @@ def _check_manifest(manifest: dict[str, Any], where: Path) -> None:
 
 def _check_cache_fits(cache: EvaluationCache, cache_path: Path, meta: dict[str, Any], weights: Path) -> None:
     """Refuse a cache that another network wrote: its classes, exits and configurations must be the weights'."""
+    meta = meta if isinstance(meta, dict) else {}
     space = meta.get("exit_space") if isinstance(meta.get("exit_space"), dict) else {}
     shipped = {c for configs in space.values() if isinstance(configs, list) for c in configs}
     differ = []

@@ -15,6 +15,7 @@ import hashlib
 import json
 import platform
 import shutil
+import tempfile
 from enum import Enum
 from pathlib import Path
 from typing import Any, Sequence
@@ -120,9 +121,10 @@ def file_entries(folder: Path) -> dict[str, dict[str, Any]]:
 def replace_folder(built: Path, out: Path) -> None:
     """Put the complete folder ``built`` at ``out``, moving any earlier one aside first and deleting it after: ``out``
     is either the old study or the new one, never half of each."""
-    old = out.with_name(f".{out.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
+    if not out.exists():
+        built.rename(out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent)) / out.name  # a name no one else has
+    out.rename(old)
     built.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(old.parent, ignore_errors=True)

@@ -21,7 +21,7 @@ from .. import artifacts
 from ..data import DatasetInfo, build_dataset, eval_transform, train_transform
 from ..distributed import DistEnv, barrier, setup, sync_batchnorm
 from ..errors import MessError, TrainingError
-from ..folders import claim_folder, folder_lock
+from ..folders import LOCK, claim_folder, folder_lock, is_leftover
 from ..exits import LIGHT_EXIT, ExitSpec, exit_space
 from ..io import atomic_write_text, read_yaml
 from ..losses import ExitLoss
@@ -29,7 +29,7 @@ from ..models.source import ModelSource, load_user_weights
 from ..models.trust import SIGNATURE_KEY, sign
 from ..network import MultiExitNet, check_model_output, check_module_names, convert
 from .config import TrainConfig
-from .loop import CHECKPOINT, fit, guard_finite
+from .loop import CHECKPOINT, EVAL, METRICS, fit, guard_finite
 from .tasks import BackboneTask, ExitsTask, PretrainTask
 
 __all__ = ["train", "build_datasets", "build_task", "class_weights", "exit_space", "RESULT_FILES", "load_run_config"]
@@ -183,10 +183,20 @@ def train(
     run_dir = Path(config.out)
     if not env.is_main:  # rank 0 holds the folder for every process
         return _train(config, resume=resume, model=model, datasets=datasets, env=env, log=log)
-    claim_folder(run_dir, own=lambda p: (p / CONFIG_FILE).is_file() and not (p / "manifest.json").exists(),
-                 what="train", hint="choose a new or empty --out (train writes only into its own run folders)")
+    claim_folder(run_dir, own=_holds_a_run, what="train",
+                 hint="choose a new or empty --out (train writes only into its own run folders)")
     with folder_lock(run_dir, what=f"train --stage {config.stage}"):
         return _train(config, resume=resume, model=model, datasets=datasets, env=env, log=log)
+
+
+# what a run writes into its folder (see the module docstring)
+RUN_ENTRIES = frozenset([CONFIG_FILE, CHECKPOINT, METRICS, EVAL, "summary.json", *RESULT_FILES.values()])
+
+
+def _holds_a_run(folder: Path) -> bool:
+    """A folder train wrote: its config.yaml and nothing but what a run writes."""
+    return (folder / CONFIG_FILE).is_file() and all(
+        p.name in RUN_ENTRIES or p.name == LOCK or is_leftover(p.name) for p in folder.iterdir())
 
 
 def _train(config: TrainConfig, *, resume: bool, model: nn.Module | None,
