@@ -194,9 +194,15 @@ RUN_ENTRIES = frozenset([CONFIG_FILE, CHECKPOINT, METRICS, EVAL, "summary.json",
 
 
 def _holds_a_run(folder: Path) -> bool:
-    """A folder train wrote: its config.yaml and nothing but what a run writes."""
-    return (folder / CONFIG_FILE).is_file() and all(
-        p.name in RUN_ENTRIES or p.name == LOCK or is_leftover(p.name) for p in folder.iterdir())
+    """A folder train wrote: nothing but what a run writes, or a config.yaml that is a run's (a stage and an out
+    folder; files beside it, such as the weights it starts from, are kept: train writes only its own names)."""
+    if all(p.name in RUN_ENTRIES or p.name == LOCK or is_leftover(p.name) for p in folder.iterdir()):
+        return (folder / CONFIG_FILE).is_file()
+    try:
+        data = read_yaml(folder / CONFIG_FILE, TrainingError, "missing")
+    except TrainingError:
+        return False
+    return isinstance(data, dict) and data.get("stage") in RESULT_FILES and isinstance(data.get("out"), str)
 
 
 def _train(config: TrainConfig, *, resume: bool, model: nn.Module | None,
