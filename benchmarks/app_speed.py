@@ -34,16 +34,26 @@ def main() -> None:
     import numpy as np
     import torch
     from streamlit.testing.v1 import AppTest
-
     from streamlit.util import calc_hash
 
     sys.path[:0] = [str(REPO)]  # a script run by path: the repository is not on sys.path by itself
     for name in ("study", "explorer", "thresholds", "pareto"):  # what the app imports
         importlib.import_module(f"app.screens.{name}")
     from mess_core.bench import machine
-    from mess_core.explore import (colorize, decode_image, exit_views, heatmap, instance_from_settings, live_search,
-                                   measure_early_exit, palette_for, path_gflops, run_exits, threshold_summary,
-                                   to_input)
+    from mess_core.explore import (
+        colorize,
+        decode_image,
+        exit_views,
+        heatmap,
+        instance_from_settings,
+        live_search,
+        measure_early_exit,
+        palette_for,
+        path_gflops,
+        run_exits,
+        threshold_summary,
+        to_input,
+    )
     from mess_core.policy import EdgeMasking
     from mess_core.search import Objective
     from mess_core.study import DEFAULT_STUDY, open_study

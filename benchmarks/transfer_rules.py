@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import pandas as pd
 
 from mess_core.cache import EvaluationCache
-from mess_core.instance import Instance, evaluate
-from mess_core.instance import KeptExit
+from mess_core.instance import Instance, KeptExit, evaluate
 from mess_core.search import Objective, SearchSpace, confident_search, search
 from mess_core.transfer import part_names, scene_parts
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import io
 import re
 import time
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import cv2
@@ -33,9 +33,17 @@ from .errors import MessError
 from .exits import ExitSpec
 from .instance import Instance, KeptExit, evaluate, exit_histogram
 from .network import MultiExitNet
-from .policy import ConfidencePolicy, EdgeMasking, image_confidence, label_edges, pixel_confidence, predicted_labels, \
-    widen, edge_masked_confidence
 from .oracle import oracle
+from .policy import (
+    ConfidencePolicy,
+    EdgeMasking,
+    edge_masked_confidence,
+    image_confidence,
+    label_edges,
+    pixel_confidence,
+    predicted_labels,
+    widen,
+)
 from .search import Objective, SearchSpace, search, uniform_exit
 from .uncertainty import DEFAULT_LEVEL, DropInterval, drop_interval
 

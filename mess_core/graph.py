@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import torch
-import torchvision
 import torch.nn.functional as F
+import torchvision
 from torch import fx, nn
 from torch.fx.node import map_aggregate, map_arg
 

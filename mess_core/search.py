@@ -48,7 +48,7 @@ import pandas as pd
 
 from .cache import EvaluationCache
 from .errors import MessError
-from .instance import MODES, Instance, KeptExit, output_costs
+from .instance import MODES, Instance, KeptExit
 from .policy import ConfidencePolicy, EdgeMasking
 from .uncertainty import DEFAULT_RESAMPLES, DropInterval, UncertaintyError, check_confidence, confident_choice
 

@@ -6,11 +6,10 @@ import shutil
 import cv2
 import numpy as np
 import pytest
+from streamlit.util import calc_hash
 
 from mess_core.report import TARGETS
 from mess_core.study import DEFAULT_STUDY, list_studies
-
-from streamlit.util import calc_hash
 
 from .apptest import PAGES, goto, metrics, problems, start
 from .paths import PRECOMPUTED

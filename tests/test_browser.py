@@ -10,9 +10,9 @@ absence is a failure.
 import os
 import re
 import socket
-import tempfile
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path

@@ -13,8 +13,21 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import tv_tensors
 
-from mess_core.data import (MEAN, STD, CamVid, Cityscapes, FolderDataset, PascalVOC, SyntheticSegmentation,
-                            build_dataset, denormalize, eval_transform, list_datasets, pad_collate, train_transform)
+from mess_core.data import (
+    MEAN,
+    STD,
+    CamVid,
+    Cityscapes,
+    FolderDataset,
+    PascalVOC,
+    SyntheticSegmentation,
+    build_dataset,
+    denormalize,
+    eval_transform,
+    list_datasets,
+    pad_collate,
+    train_transform,
+)
 from mess_core.data.voc import voc_palette
 from mess_core.errors import DataError
 

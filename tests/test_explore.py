@@ -11,11 +11,36 @@ import torch
 from PIL import Image
 
 from mess_core.cache import EvaluationCache
-from mess_core.explore import (ImageError, SearchPoint, colorize, constraint_line, dataset_sample, dataset_source,
-                               decode_image, exit_firings, exit_taken, exit_views, explorer_defaults, gflops_budget,
-                               heatmap, instance_document, instance_from_settings, live_search, measure_early_exit,
-                               onnx_zip, palette_for, path_gflops, plot_points, run_exits, sample_instances,
-                               shipped_heads, synthetic_sample, threshold_defaults, threshold_summary, to_input)
+from mess_core.explore import (
+    ImageError,
+    SearchPoint,
+    colorize,
+    constraint_line,
+    dataset_sample,
+    dataset_source,
+    decode_image,
+    exit_firings,
+    exit_taken,
+    exit_views,
+    explorer_defaults,
+    gflops_budget,
+    heatmap,
+    instance_document,
+    instance_from_settings,
+    live_search,
+    measure_early_exit,
+    onnx_zip,
+    palette_for,
+    path_gflops,
+    plot_points,
+    run_exits,
+    sample_instances,
+    shipped_heads,
+    synthetic_sample,
+    threshold_defaults,
+    threshold_summary,
+    to_input,
+)
 from mess_core.instance import Instance, KeptExit, evaluate, output_costs
 from mess_core.policy import ConfidencePolicy, EdgeMasking
 from mess_core.search import Objective, SearchError, SearchSpace, search

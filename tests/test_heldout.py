@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from mess_core.cli import main
-from mess_core.data import build_dataset
 from mess_core.heldout import PROMISES, evaluate_rows
 from mess_core.instance import Instance, evaluate
 from mess_core.report import Row

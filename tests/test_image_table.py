@@ -5,8 +5,16 @@ import numpy as np
 import pytest
 
 from mess_core.cache import EvaluationCache
-from mess_core.image_table import (PRESETS, ImageTableError, compare_figures, exit_examples, image_table,
-                                   images_with_class, linked_view, select_images)
+from mess_core.image_table import (
+    PRESETS,
+    ImageTableError,
+    compare_figures,
+    exit_examples,
+    image_table,
+    images_with_class,
+    linked_view,
+    select_images,
+)
 from mess_core.instance import Instance, KeptExit, evaluate
 
 

@@ -8,8 +8,18 @@ import numpy as np
 import pytest
 
 from mess_core.cli import main
-from mess_core.report import (ROW_LABELS, TARGETS, Row, end_to_end_table, headline, headline_figures,
-                              policy_comparison, results_table, row_id, with_row_ids)
+from mess_core.report import (
+    ROW_LABELS,
+    TARGETS,
+    Row,
+    end_to_end_table,
+    headline,
+    headline_figures,
+    policy_comparison,
+    results_table,
+    row_id,
+    with_row_ids,
+)
 from mess_core.study import StudyError, list_studies, open_study
 
 from .paths import PRECOMPUTED

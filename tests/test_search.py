@@ -12,8 +12,7 @@ from mess_core.cache import EvaluationCache
 from mess_core.instance import Instance, InstanceError, KeptExit, evaluate, exit_histogram
 from mess_core.policy import ConfidencePolicy
 from mess_core.report import all_fronts, format_table, results_table
-from mess_core.search import (Objective, SearchError, SearchSpace, _Collector, pareto_front, search,
-                               uniform_exit)
+from mess_core.search import Objective, SearchError, SearchSpace, _Collector, pareto_front, search, uniform_exit
 
 OBJECTIVES = [
     Objective("min-cost", max_drop=0.0), Objective("min-cost", max_drop=1.0), Objective("min-cost", max_drop=5.0),

@@ -14,11 +14,11 @@ from mess_core import artifacts, checkpoint
 from mess_core.data import SyntheticSegmentation, eval_transform, train_transform
 from mess_core.distributed import setup
 from mess_core.errors import TrainingError
+from mess_core.losses import ExitLoss, ce_map
+from mess_core.network import convert
 from mess_core.training import TrainConfig, build_datasets, exits_due, fit, train
 from mess_core.training.run import class_weights
 from mess_core.training.tasks import ExitsTask
-from mess_core.losses import ExitLoss, ce_map
-from mess_core.network import convert
 
 from .paths import folder_digest
 from .user_models import TinyUNet

@@ -6,8 +6,15 @@ import stat
 import pytest
 
 from mess_core.models import ModelSource
-from mess_core.models.trust import (KEY_ENV, UntrustedCodeError, check_study_source, key_path, require_consent, sign,
-                                    signed_here)
+from mess_core.models.trust import (
+    KEY_ENV,
+    UntrustedCodeError,
+    check_study_source,
+    key_path,
+    require_consent,
+    sign,
+    signed_here,
+)
 
 FILE = ModelSource("file", "/work/model.py", "Net", "a" * 64)
 

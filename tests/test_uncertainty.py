@@ -12,8 +12,14 @@ from mess_core.cli import main
 from mess_core.instance import Instance, KeptExit, evaluate
 from mess_core.report import format_table, interval_texts, results_table, with_drop_intervals
 from mess_core.search import Objective, SearchError, SearchSpace, pareto_front, search
-from mess_core.uncertainty import (UncertaintyError, confident_choice, drop_interval, drop_intervals, image_heads,
-                                   resample_weights)
+from mess_core.uncertainty import (
+    UncertaintyError,
+    confident_choice,
+    drop_interval,
+    drop_intervals,
+    image_heads,
+    resample_weights,
+)
 
 SPACE = SearchSpace(th_pix=(0.5, 0.7, 0.9), th_img=(0.2, 0.4, 0.6, 0.8))
 

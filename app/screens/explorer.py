@@ -16,10 +16,27 @@ from app import state
 from app.common import REPO, code_allowed, guarded, load_network, pct
 from mess_core.data import build_dataset
 from mess_core.errors import MessError
-from mess_core.explore import (EarlyExitTiming, PathCost, colorize, dataset_sample, dataset_source, decode_image,
-                               exit_firings, exit_taken, exit_views, explorer_defaults, heatmap, instance_from_settings,
-                               measure_early_exit, palette_for, path_gflops, run_exits, shipped_heads,
-                               synthetic_sample, to_input)
+from mess_core.explore import (
+    EarlyExitTiming,
+    PathCost,
+    colorize,
+    dataset_sample,
+    dataset_source,
+    decode_image,
+    exit_firings,
+    exit_taken,
+    exit_views,
+    explorer_defaults,
+    heatmap,
+    instance_from_settings,
+    measure_early_exit,
+    palette_for,
+    path_gflops,
+    run_exits,
+    shipped_heads,
+    synthetic_sample,
+    to_input,
+)
 from mess_core.instance import Instance
 from mess_core.policy import EdgeMasking
 from mess_core.study import Study

@@ -16,8 +16,16 @@ from ..bench import ENGINES, bench, machine, policy_overhead, stage_latency
 from ..cache import EvaluationCache
 from ..instance import Instance
 from ..io import atomic_write_text
-from .args import (add_data_option, add_selection, add_trust, declare_files, eval_dataset, output_file, positive_int,
-                   size)
+from .args import (
+    add_data_option,
+    add_selection,
+    add_trust,
+    declare_files,
+    eval_dataset,
+    output_file,
+    positive_int,
+    size,
+)
 
 
 def add_parser(sub: Any) -> None:

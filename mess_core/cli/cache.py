@@ -11,8 +11,19 @@ import torch
 from ..artifacts import load_multi_exit
 from ..cache import TH_PIX_GRID, build_cache
 from ..policy import EdgeMasking
-from .args import (add_data_option, add_selection, add_trust, declare_files, device, eval_dataset, fractions,
-                   odd_positive_int, output_file, positive_int, size)
+from .args import (
+    add_data_option,
+    add_selection,
+    add_trust,
+    declare_files,
+    device,
+    eval_dataset,
+    fractions,
+    odd_positive_int,
+    output_file,
+    positive_int,
+    size,
+)
 
 
 def add_parser(sub: Any) -> None:

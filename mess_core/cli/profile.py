@@ -15,8 +15,16 @@ from ..io import atomic_write_text
 from ..models import ModelSource
 from ..network import convert
 from ..workload import format_profile, profile_report
-from .args import (MODEL_HELP, add_convert_options, class_count, convert_options_of, declare_files, output_file,
-                   positive_int, side)
+from .args import (
+    MODEL_HELP,
+    add_convert_options,
+    class_count,
+    convert_options_of,
+    declare_files,
+    output_file,
+    positive_int,
+    side,
+)
 
 
 def add_parser(sub: Any) -> None:

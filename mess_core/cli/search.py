@@ -13,8 +13,16 @@ from ..io import atomic_open
 from ..report import format_table, results_table, with_drop_intervals
 from ..search import Objective, SearchSpace, search
 from ..uncertainty import DEFAULT_LEVEL, DropInterval, drop_interval
-from .args import (confidence_level, declare_files, fractions, ints, non_negative_float, output_file, positive_float,
-                   positive_int)
+from .args import (
+    confidence_level,
+    declare_files,
+    fractions,
+    ints,
+    non_negative_float,
+    output_file,
+    positive_float,
+    positive_int,
+)
 
 
 def add_parser(sub: Any) -> None:

@@ -9,9 +9,23 @@ from typing import Any
 from .. import models
 from ..distributed import teardown
 from ..training import TrainConfig, load_run_config, train
-from .args import (MODEL_HELP, add_convert_options, add_data_option, convert_options_of, declare_files, device, folder,
-                   fraction, groups, non_negative_float, non_negative_int, positive_float, positive_int, size,
-                   split_expression)
+from .args import (
+    MODEL_HELP,
+    add_convert_options,
+    add_data_option,
+    convert_options_of,
+    declare_files,
+    device,
+    folder,
+    fraction,
+    groups,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    size,
+    split_expression,
+)
 
 
 def add_parser(sub: Any) -> None:

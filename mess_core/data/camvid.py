@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 
-
 from ..errors import DataError
 from .base import Transform
 from .files import IMAGE_SUFFIXES, FilePairDataset

@@ -38,7 +38,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-
 from ..errors import DataError
 from ..io import read_yaml
 from .base import Transform

@@ -24,6 +24,7 @@ from torch.utils.data import Subset
 from .. import artifacts
 from ..bench import bench, machine
 from ..cache import EvaluationCache, build_cache
+from ..data.selection import describe_groups
 from ..errors import MessError
 from ..evaluation import evaluate_model
 from ..exits import ExitSpec
@@ -35,15 +36,38 @@ from ..models.trust import SIGNATURE_KEY, sign
 from ..report import Row, all_fronts, policy_versus_oracle, results_table
 from ..search import SearchSpace
 from ..training import TrainConfig, load_run_config, train
-from ..transfer import transfer_check
 from ..training.loop import CHECKPOINT
 from ..training.run import RESULT_FILES
+from ..transfer import transfer_check
 from ..workload import profile_report
-from ..data.selection import describe_groups
-from .config import (CONFIG, FRONTS, LATENCY, MANIFEST, ORACLE, PROFILE, RESULTS, STAGES, STUDY_FORMAT, TRAINING,
-                     TRANSFER, USER_MODEL, WEIGHTS, StudyConfig, StudyError)
-from .pack import (file_entries, frame_json, replace_folder, sha256, ship_weights, to_half, used_heads, versions,
-                   write_json)
+from .config import (
+    CONFIG,
+    FRONTS,
+    LATENCY,
+    MANIFEST,
+    ORACLE,
+    PROFILE,
+    RESULTS,
+    STAGES,
+    STUDY_FORMAT,
+    TRAINING,
+    TRANSFER,
+    USER_MODEL,
+    WEIGHTS,
+    StudyConfig,
+    StudyError,
+)
+from .pack import (
+    file_entries,
+    frame_json,
+    replace_folder,
+    sha256,
+    ship_weights,
+    to_half,
+    used_heads,
+    versions,
+    write_json,
+)
 from .protocol import data_protocol
 from .steps import Step, StepLog, StepTimes, run_steps
 

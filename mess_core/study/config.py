@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
-
 from ..bench import ENGINES
 from ..data import build_dataset, check_dataset, eval_transform, list_datasets
 from ..data.registry import default_selections

@@ -24,8 +24,20 @@ from ..models.trust import SIGNATURE_KEY, UntrustedCodeError, check_study_source
 from ..report import all_fronts, results_table, with_row_ids
 from ..transfer import transfer_check
 from ..workload import profile_report
-from .config import (FRONTS, LATENCY, MANIFEST, ORACLE, PROFILE, RESULTS, STUDY_FORMAT, TRAINING, TRANSFER, WEIGHTS,
-                     StudyConfig, StudyError)
+from .config import (
+    FRONTS,
+    LATENCY,
+    MANIFEST,
+    ORACLE,
+    PROFILE,
+    RESULTS,
+    STUDY_FORMAT,
+    TRAINING,
+    TRANSFER,
+    WEIGHTS,
+    StudyConfig,
+    StudyError,
+)
 from .pack import frame_from_json, sha256
 
 __all__ = ["Study", "open_study", "list_studies"]

@@ -21,8 +21,8 @@ from .. import artifacts
 from ..data import DatasetInfo, build_dataset, eval_transform, train_transform
 from ..distributed import DistEnv, barrier, setup, sync_batchnorm
 from ..errors import MessError, TrainingError
+from ..exits import LIGHT_EXIT, exit_space
 from ..folders import LOCK, claim_folder, folder_lock, is_leftover
-from ..exits import LIGHT_EXIT, ExitSpec, exit_space
 from ..io import atomic_write_text, read_yaml
 from ..losses import ExitLoss
 from ..models.source import ModelSource, load_user_weights

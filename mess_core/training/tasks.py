@@ -16,9 +16,8 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import torch
-from torch import nn
-
 import torch.distributed as dist
+from torch import nn
 
 from ..evaluation import ConfusionMatrix, evaluate_exits, evaluate_model, model_logits
 from ..losses import ExitLoss, ce_map, reduce_pixels
