@@ -97,9 +97,11 @@ def code_allowed(study: Study, *, where: str) -> bool:
         return False
     if code is None or path in st.session_state.get(CONSENT_KEY, set()):
         return True
-    st.warning(f"Building this study's model runs {code}. It was not recorded on this machine (the study comes from "
-               "elsewhere), and it would run with this server's permissions. Read that code before you allow it; "
-               "the figures stored in the study need no code and are shown without it.")
+    st.warning(
+        f"Building this study's model runs {code}. It was not recorded on this machine (the study comes from "
+        "elsewhere), and it would run with this server's permissions. Read that code before you allow it; "
+        "the figures stored in the study need no code and are shown without it."
+    )
     if st.button("I have read it: run this study's model code", key=f"consent_{where}"):
         st.session_state.setdefault(CONSENT_KEY, set()).add(path)
         st.rerun()
@@ -158,12 +160,16 @@ def choose_report_set(study: Study) -> tuple[str, EvaluationCache] | None:
         shipped = study.manifest["report_cache"]
         options[f"its report split ({shipped})"] = str(study.path / shipped)
     options["a cache written by `study evaluate --cache`..."] = ""
-    chosen = st.selectbox("report set: other labelled images to score every row on, as shipped", list(options),
-                          key="report_set_choice")
+    chosen = st.selectbox(
+        "report set: other labelled images to score every row on, as shipped", list(options), key="report_set_choice"
+    )
     path = options[chosen]
     if path == "":
-        path = st.text_input("cache file (.npz)", key="report_set_path",
-                             placeholder="python -m mess_core study evaluate STUDY --data ... --cache FILE").strip()
+        path = st.text_input(
+            "cache file (.npz)",
+            key="report_set_path",
+            placeholder="python -m mess_core study evaluate STUDY --data ... --cache FILE",
+        ).strip()
     held = st.session_state.setdefault(REPORT_SET_KEY, {})
     held[str(study.path)] = path or None
     return report_set(study)
@@ -199,14 +205,21 @@ def choose_study() -> Study | None:
     found = {p.name: p for p in list_studies(root)}
     names = list(found) + [OTHER]
     default = names.index(default_study()) if default_study() in found else 0
-    choice = st.sidebar.selectbox("Study", names, index=default, key="study_choice",
-                                  help=f"studies in {root}, or a study/run folder of your own")
+    choice = st.sidebar.selectbox(
+        "Study", names, index=default, key="study_choice", help=f"studies in {root}, or a study/run folder of your own"
+    )
     if choice == OTHER:
-        typed = st.sidebar.text_input("Folder", key="study_folder", placeholder="/path/to/study or run folder",
-                                      help="a study (manifest.json) or a run folder with multi_exit.pt and a *.npz cache")
+        typed = st.sidebar.text_input(
+            "Folder",
+            key="study_folder",
+            placeholder="/path/to/study or run folder",
+            help="a study (manifest.json) or a run folder with multi_exit.pt and a *.npz cache",
+        )
         if not typed:
-            st.info("Type the path of a study folder (or a run folder with multi_exit.pt and an evaluation cache) "
-                    "in the sidebar.")
+            st.info(
+                "Type the path of a study folder (or a run folder with multi_exit.pt and an evaluation cache) "
+                "in the sidebar."
+            )
             return None
         try:
             path = str(expand_home(typed, StudyError).resolve())
@@ -223,12 +236,16 @@ def choose_study() -> Study | None:
         return None
     problems = study_problems(path) if study.is_packed else []
     if problems:
-        st.warning("This study's files differ from its manifest (the figures may not match the weights): "
-                   + "; ".join(problems))
+        st.warning(
+            "This study's files differ from its manifest (the figures may not match the weights): "
+            + "; ".join(problems)
+        )
     meta = study.cache.meta
-    st.sidebar.caption(f"**{study.name}**  \n{meta.get('model')} on {meta.get('dataset')} {meta.get('split')}, "
-                       f"{'x'.join(map(str, meta.get('input_size', [])))}, {study.cache.num_images} images, "
-                       f"{study.cache.num_exits} exits x {len(study.cache.configs)} configurations")
+    st.sidebar.caption(
+        f"**{study.name}**  \n{meta.get('model')} on {meta.get('dataset')} {meta.get('split')}, "
+        f"{'x'.join(map(str, meta.get('input_size', [])))}, {study.cache.num_images} images, "
+        f"{study.cache.num_exits} exits x {len(study.cache.configs)} configurations"
+    )
     st.session_state["study_path"] = path
     return study
 
@@ -242,11 +259,15 @@ def error_boundary() -> Iterator[None]:
     except MessError as exc:
         st.error(str(exc))
     except SystemExit as exc:  # a model's code called sys.exit(): it ends this page's run, not the server
-        st.error(f"The model's code (or a library it calls) tried to end the program with sys.exit({exc.code!r}); a "
-                 "model must not call sys.exit() or exit(): remove that call. The other pages still work.")
+        st.error(
+            f"The model's code (or a library it calls) tried to end the program with sys.exit({exc.code!r}); a "
+            "model must not call sys.exit() or exit(): remove that call. The other pages still work."
+        )
     except Exception as exc:  # a bug of ours: say so plainly, keep the trace out of sight but available
-        st.error(f"Something went wrong on this page ({type(exc).__name__}: {exc}). The other pages still work; "
-                 "please report this with the details below.")
+        st.error(
+            f"Something went wrong on this page ({type(exc).__name__}: {exc}). The other pages still work; "
+            "please report this with the details below."
+        )
         with st.expander("details"):
             st.code(traceback.format_exc())
 
@@ -284,5 +305,19 @@ def pct(value: float) -> str:
     return "-" if value != value else f"{100 * value:.2f}%"
 
 
-__all__ = ["settle_heap", "load_study", "load_network", "code_allowed", "untrusted_code", "results", "fronts", "cloud",
-           "choose_study", "error_boundary", "guarded", "guarded_fragment", "pct", "StudyError"]
+__all__ = [
+    "settle_heap",
+    "load_study",
+    "load_network",
+    "code_allowed",
+    "untrusted_code",
+    "results",
+    "fronts",
+    "cloud",
+    "choose_study",
+    "error_boundary",
+    "guarded",
+    "guarded_fragment",
+    "pct",
+    "StudyError",
+]

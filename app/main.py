@@ -16,11 +16,13 @@ from app.common import settle_heap
 from app.screens import explorer, images, pareto, study, thresholds
 
 st.set_page_config(page_title="MESS Explorer", layout="wide")
-st.navigation([
-    st.Page(study.page, title="Study", url_path="study", default=True),
-    st.Page(explorer.page, title="Confidence explorer", url_path="explorer"),
-    st.Page(thresholds.page, title="Thresholds", url_path="thresholds"),
-    st.Page(pareto.page, title="Pareto and search", url_path="pareto"),
-    st.Page(images.page, title="Image browser", url_path="images"),
-]).run()
+st.navigation(
+    [
+        st.Page(study.page, title="Study", url_path="study", default=True),
+        st.Page(explorer.page, title="Confidence explorer", url_path="explorer"),
+        st.Page(thresholds.page, title="Thresholds", url_path="thresholds"),
+        st.Page(pareto.page, title="Pareto and search", url_path="pareto"),
+        st.Page(images.page, title="Image browser", url_path="images"),
+    ]
+).run()
 settle_heap()

@@ -92,12 +92,15 @@ def main() -> None:
         slider.set_value(values[0]).run()
 
     median, worst = timed(move_threshold)
-    print(f"Thresholds slider, whole app rerun: median {1e3 * median:.0f} ms, worst {1e3 * worst:.0f} ms "
-          f"(target <= 300 ms)")
+    print(
+        f"Thresholds slider, whole app rerun: median {1e3 * median:.0f} ms, worst {1e3 * worst:.0f} ms "
+        f"(target <= 300 ms)"
+    )
     study = open_study(REPO / "precomputed" / args.study)
     cache = study.cache
-    inst = instance_from_settings("input-dependent", {exits[0]: 0.5}, {exits[0]: cache.configs[0]}, th_pix=0.8,
-                                  edges=EdgeMasking())
+    inst = instance_from_settings(
+        "input-dependent", {exits[0]: 0.5}, {exits[0]: cache.configs[0]}, th_pix=0.8, edges=EdgeMasking()
+    )
     median, worst = timed(lambda: threshold_summary(cache, inst))
     print(f"  engine alone (threshold_summary): median {1e3 * median:.1f} ms")
 
@@ -109,8 +112,10 @@ def main() -> None:
         app.slider(key="par_drop").set_value(drops[0]).run()
 
     median, worst = timed(move_drop)
-    print(f"Pareto allowed-drop slider, whole app rerun (search + peers + plot): median {1e3 * median:.0f} ms, "
-          f"worst {1e3 * worst:.0f} ms (target <= 300 ms)")
+    print(
+        f"Pareto allowed-drop slider, whole app rerun (search + peers + plot): median {1e3 * median:.0f} ms, "
+        f"worst {1e3 * worst:.0f} ms (target <= 300 ms)"
+    )
     median, worst = timed(lambda: live_search(cache, Objective("min-cost", max_drop=1.0), mode="input-dependent"))
     print(f"  engine alone (search + uniform-exit + naive + oracle): median {1e3 * median:.1f} ms")
 
@@ -131,15 +136,20 @@ def main() -> None:
 
     upload_through_every_exit()
     median, worst = timed(upload_through_every_exit)
-    print(f"upload 360x480 through every exit (decode, 5 heads + final, every map coloured): median "
-          f"{1e3 * median:.0f} ms, worst {1e3 * worst:.0f} ms (target <= 1 s)")
+    print(
+        f"upload 360x480 through every exit (decode, 5 heads + final, every map coloured): median "
+        f"{1e3 * median:.0f} ms, worst {1e3 * worst:.0f} ms (target <= 1 s)"
+    )
     t = time.perf_counter()
     path_gflops(net, (360, 480), {1: cache.configs[0]}, cache.num_exits)
-    print(f"  + counting GFLOPs at a size seen for the first time: {1e3 * (time.perf_counter() - t):.0f} ms (then cached)")
+    print(
+        f"  + counting GFLOPs at a size seen for the first time: {1e3 * (time.perf_counter() - t):.0f} ms (then cached)"
+    )
     x = to_input(decode_image(png, name="upload.png").rgb)
     median, worst = timed(lambda: measure_early_exit(net, inst_all, x, repeats=3), repeats=3)
-    print(f"  then, below the maps: timing the deployed early exit against the full model: median "
-          f"{1e3 * median:.0f} ms")
+    print(
+        f"  then, below the maps: timing the deployed early exit against the full model: median {1e3 * median:.0f} ms"
+    )
 
     goto(app, "explorer")
     app.radio(key="explorer_source").set_value("upload").run()
@@ -155,8 +165,10 @@ def main() -> None:
     page_with_a_new_upload()
     app.toggle(key="explorer_native").set_value(True).run()  # the upload's own 360x480, not the study's size
     median, worst = timed(page_with_a_new_upload, repeats=max(3, args.repeats // 2))
-    print(f"Explorer page with a new 360x480 upload, whole rerun (maps, then the timing below them): "
-          f"median {1e3 * median:.0f} ms, worst {1e3 * worst:.0f} ms")
+    print(
+        f"Explorer page with a new 360x480 upload, whole rerun (maps, then the timing below them): "
+        f"median {1e3 * median:.0f} ms, worst {1e3 * worst:.0f} ms"
+    )
 
 
 def in_browser(study: str, repeats: int) -> None:
@@ -173,10 +185,27 @@ def in_browser(study: str, repeats: int) -> None:
         port = sock.getsockname()[1]
     env = {**os.environ, "MESS_DEFAULT_STUDY": study}
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "main.py"),
-                             "--server.headless", "true", "--server.port", str(port), "--browser.gatherUsageStats",
-                             "false", "--server.fileWatcherType", "none"], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(REPO / "app" / "main.py"),
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     idle = '[data-testid="stApp"][data-test-script-state="notRunning"]'
     try:
@@ -192,16 +221,21 @@ def in_browser(study: str, repeats: int) -> None:
             page.goto(url)
             page.locator('[data-testid="stPlotlyChart"] .main-svg').first.wait_for(timeout=120_000)
             page.wait_for_selector(idle)
-            print(f"in Chromium: `streamlit run` to the Study page drawn, imports included: "
-                  f"{time.perf_counter() - start:.2f} s")
+            print(
+                f"in Chromium: `streamlit run` to the Study page drawn, imports included: "
+                f"{time.perf_counter() - start:.2f} s"
+            )
 
             cdp = page.context.new_cdp_session(page)
             cdp.send("Performance.enable")
 
             def busy() -> float:
                 """Seconds the page's renderer main thread has spent on tasks so far (Chrome's TaskDuration): the
-                browser's own work, which other processes on a loaded machine do not inflate the way they do wall time."""
-                return next(m["value"] for m in cdp.send("Performance.getMetrics")["metrics"] if m["name"] == "TaskDuration")
+                browser's own work, which other processes on a loaded machine do not inflate the way they do wall
+                time."""
+                return next(
+                    m["value"] for m in cdp.send("Performance.getMetrics")["metrics"] if m["name"] == "TaskDuration"
+                )
 
             def timed_change(action, changed_js: str, arg: str) -> tuple[float, float, float]:
                 """(seconds until the new figure is on screen, until Streamlit also reports the run finished, of
@@ -215,17 +249,21 @@ def in_browser(study: str, repeats: int) -> None:
 
             def report(what: str, times: list[tuple[float, float, float]]) -> None:
                 shown, done, work = ([1e3 * row[i] for row in times] for i in range(3))
-                print(f"in Chromium: {what}: new figure on screen median {statistics.median(shown):.0f} ms (worst "
-                      f"{max(shown):.0f}); run finished median {statistics.median(done):.0f} ms (worst {max(done):.0f}); "
-                      f"browser main-thread work median {statistics.median(work):.0f} ms; load average "
-                      f"{os.getloadavg()[0]:.1f}")
+                print(
+                    f"in Chromium: {what}: new figure on screen median {statistics.median(shown):.0f} ms (worst "
+                    f"{max(shown):.0f}); run finished median {statistics.median(done):.0f} ms (worst {max(done):.0f}); "
+                    f"browser main-thread work median {statistics.median(work):.0f} ms; load average "
+                    f"{os.getloadavg()[0]:.1f}"
+                )
 
             page.goto(f"{url}/thresholds")
             page.get_by_text("where images leave").wait_for()
             page.wait_for_selector(idle)
             thumb = page.locator('[data-testid="stSlider"]').filter(has_text="th_img").first.get_by_role("slider")
-            metric_js = ("(old) => { const m = [...document.querySelectorAll('[data-testid=\"stMetric\"]')]"
-                         ".find(e => e.innerText.includes('average GFLOPs')); return m && !m.innerText.includes(old); }")
+            metric_js = (
+                "(old) => { const m = [...document.querySelectorAll('[data-testid=\"stMetric\"]')]"
+                ".find(e => e.innerText.includes('average GFLOPs')); return m && !m.innerText.includes(old); }"
+            )
             times = []
             for i in range(repeats):
                 thumb.focus()
@@ -238,23 +276,30 @@ def in_browser(study: str, repeats: int) -> None:
             page.get_by_text("searched").first.wait_for()
             page.wait_for_selector(idle)
             thumb = page.locator('[data-testid="stSlider"]').filter(has_text="allowed mIoU drop").get_by_role("slider")
-            found_js = ("(old) => { const a = document.querySelector('[data-testid=\"stAlertContentSuccess\"], "
-                        "[data-testid=\"stAlertContentWarning\"]'); return a && a.innerText !== old; }")
+            found_js = (
+                '(old) => { const a = document.querySelector(\'[data-testid="stAlertContentSuccess"], '
+                '[data-testid="stAlertContentWarning"]\'); return a && a.innerText !== old; }'
+            )
             times = []
             for i in range(repeats):
                 thumb.focus()
-                old = page.locator('[data-testid="stAlertContentSuccess"], [data-testid="stAlertContentWarning"]'
-                                   ).first.inner_text()
+                old = page.locator(
+                    '[data-testid="stAlertContentSuccess"], [data-testid="stAlertContentWarning"]'
+                ).first.inner_text()
                 times.append(timed_change(lambda: thumb.press("PageUp" if i % 2 == 0 else "PageDown"), found_js, old))
             report("Pareto allowed-drop slider, back and forth between two values -> search result", times)
             times = []
             # the constraint line's label on the plot names the allowed drop: it changes with every value
-            line_js = ("(old) => { const a = [...document.querySelectorAll('.js-plotly-plot .annotation-text')]"
-                       ".map(e => e.textContent).find(t => t.includes('below the backbone')); return a && a !== old; }")
+            line_js = (
+                "(old) => { const a = [...document.querySelectorAll('.js-plotly-plot .annotation-text')]"
+                ".map(e => e.textContent).find(t => t.includes('below the backbone')); return a && a !== old; }"
+            )
             for i in range(repeats):  # 0.1 pp up each time: a value the slider has not had, nothing served from a cache
                 thumb.focus()
-                old = page.evaluate("() => [...document.querySelectorAll('.js-plotly-plot .annotation-text')]"
-                                    ".map(e => e.textContent).find(t => t.includes('below the backbone'))")
+                old = page.evaluate(
+                    "() => [...document.querySelectorAll('.js-plotly-plot .annotation-text')]"
+                    ".map(e => e.textContent).find(t => t.includes('below the backbone'))"
+                )
                 times.append(timed_change(lambda: thumb.press("ArrowRight"), line_js, old))
             report("Pareto allowed-drop slider, a new value each time -> search result", times)
             browser.close()

@@ -19,8 +19,9 @@ interval over the splits (splits share images, so it is indicative), the mean he
 backbone, the mean drop promised (tuning half) and found (held-out half), and whether the confidence objective keeps
 its promise at least as often as it says. Last, without any choice on the halves: one fixed instance (the plain
 <= 1 pp choice on the whole cache) on the same halves, how often its held-out drop stays under the bounds computed
-on the tuning half (separates the bootstrap's own accuracy from the search's selection). Every figure comes from ``mess_core.search`` and
-``mess_core.instance.evaluate`` on subsets of the caches (``EvaluationCache.subset``); nothing is simulated.
+on the tuning half (separates the bootstrap's own accuracy from the search's selection). Every figure comes from
+``mess_core.search`` and ``mess_core.instance.evaluate`` on subsets of the caches (``EvaluationCache.subset``);
+nothing is simulated.
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ from mess_core.search import Objective, SearchSpace, confident_search, search
 from mess_core.uncertainty import drop_interval
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CACHES = [REPO / "precomputed/camvid-mobilenetv2-fcn/val.npz",
-                  REPO / "precomputed/synthetic-mobilenetv2-fcn/val.npz"]
+DEFAULT_CACHES = [
+    REPO / "precomputed/camvid-mobilenetv2-fcn/val.npz",
+    REPO / "precomputed/synthetic-mobilenetv2-fcn/val.npz",
+]
 MODE = "input-dependent"
 
 
@@ -54,28 +57,45 @@ def held_out(check: EvaluationCache, instance: Instance) -> tuple[float, float]:
     return 100 * (base.miou - found.miou), base.cost / found.cost
 
 
-def one_split(cache: EvaluationCache, rng: np.random.Generator, max_drops: list[float], confidence: float,
-              space: SearchSpace) -> list[dict]:
+def one_split(
+    cache: EvaluationCache, rng: np.random.Generator, max_drops: list[float], confidence: float, space: SearchSpace
+) -> list[dict]:
     order = rng.permutation(cache.num_images)
-    tune, check = cache.subset(order[: cache.num_images // 2]), cache.subset(order[cache.num_images // 2:])
+    tune, check = cache.subset(order[: cache.num_images // 2]), cache.subset(order[cache.num_images // 2 :])
     front = search(tune, Objective("pareto"), mode=MODE, space=space).front  # shared by every max_drop
     rows = []
     for max_drop in max_drops:
         plain = search(tune, Objective("min-cost", max_drop=max_drop), mode=MODE, space=space)
         objective = Objective("min-cost", max_drop=max_drop, confidence=confidence)
         sure = confident_search(tune, objective, mode=MODE, space=space, front=front)
-        ahead = confident_search(tune, dataclasses.replace(objective, fresh_images=check.num_images), mode=MODE,
-                                 space=space, front=front)
-        for name, result in (("plain", plain), (f"confidence {confidence:g}", sure),
-                             (f"confidence {confidence:g}, fresh {check.num_images}", ahead)):
+        ahead = confident_search(
+            tune, dataclasses.replace(objective, fresh_images=check.num_images), mode=MODE, space=space, front=front
+        )
+        for name, result in (
+            ("plain", plain),
+            (f"confidence {confidence:g}", sure),
+            (f"confidence {confidence:g}, fresh {check.num_images}", ahead),
+        ):
             instance = result.instance or Instance(MODE)
             drop, speedup = held_out(check, instance)
-            rows.append({"objective": name, "max_drop": max_drop, "promised": 100 * (result.reference_miou
-                         - result.miou) if result.instance is not None else 0.0,
-                         "upper": (result.interval.upper if result.interval is not None  # the backbone: 0
-                                   else np.nan if name == "plain" else 0.0),
-                         "held_out_drop": drop, "kept": drop <= max_drop + 1e-9, "speedup": speedup,
-                         "backbone": not instance.exits})
+            rows.append(
+                {
+                    "objective": name,
+                    "max_drop": max_drop,
+                    "promised": 100 * (result.reference_miou - result.miou) if result.instance is not None else 0.0,
+                    "upper": (
+                        result.interval.upper
+                        if result.interval is not None  # the backbone: 0
+                        else np.nan
+                        if name == "plain"
+                        else 0.0
+                    ),
+                    "held_out_drop": drop,
+                    "kept": drop <= max_drop + 1e-9,
+                    "speedup": speedup,
+                    "backbone": not instance.exits,
+                }
+            )
     return rows
 
 
@@ -87,7 +107,7 @@ def fixed_instance(cache: EvaluationCache, splits: int, seed: int, confidence: f
     gaps, margins = [], []
     for _ in range(splits):
         order = rng.permutation(cache.num_images)
-        tune, check = cache.subset(order[: cache.num_images // 2]), cache.subset(order[cache.num_images // 2:])
+        tune, check = cache.subset(order[: cache.num_images // 2]), cache.subset(order[cache.num_images // 2 :])
         drop, _ = held_out(check, instance)
         fresh = drop_interval(tune, instance, confidence=confidence, fresh_images=check.num_images)
         under_population += drop <= drop_interval(tune, instance, confidence=confidence).upper + 1e-9
@@ -95,11 +115,13 @@ def fixed_instance(cache: EvaluationCache, splits: int, seed: int, confidence: f
         gaps.append(drop - fresh.point)
         margins.append(fresh.upper - fresh.point)
     share = (cache.label.max(0) / np.maximum(cache.label.sum(0), 1)).max()
-    return (f"fixed instance {instance.describe()}: held-out drop <= the tuning half's {100 * confidence:g}% bound in "
-            f"{100 * under_population / splits:.0f}% of splits (population bound), {100 * under_fresh / splits:.0f}% "
-            f"(fresh-sample bound); fresh bound's mean margin over the tuned drop {np.mean(margins):.2f} pp, "
-            f"{100 * confidence:g}th percentile of held-out minus tuned drop {np.quantile(gaps, confidence):.2f} pp; "
-            f"largest share of a class's pixels in one image {100 * share:.0f}%")
+    return (
+        f"fixed instance {instance.describe()}: held-out drop <= the tuning half's {100 * confidence:g}% bound in "
+        f"{100 * under_population / splits:.0f}% of splits (population bound), {100 * under_fresh / splits:.0f}% "
+        f"(fresh-sample bound); fresh bound's mean margin over the tuned drop {np.mean(margins):.2f} pp, "
+        f"{100 * confidence:g}th percentile of held-out minus tuned drop {np.quantile(gaps, confidence):.2f} pp; "
+        f"largest share of a class's pixels in one image {100 * share:.0f}%"
+    )
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -115,16 +137,25 @@ def summarise(rows: pd.DataFrame, confidence: float) -> pd.DataFrame:
         k, n = int(part["kept"].sum()), len(part)
         lo, hi = wilson(k, n)
         target = confidence if objective.startswith("confidence") else np.nan
-        out.append({"max drop pp": max_drop, "objective": objective, "kept": f"{k}/{n} = {100 * k / n:.0f}%",
-                    "95% Wilson": f"{100 * lo:.0f}-{100 * hi:.0f}%",
-                    "mean speedup (held out)": round(float(part["speedup"].mean()), 2),
-                    "mean drop tuned pp": round(float(part["promised"].mean()), 2),
-                    "mean drop held out pp": round(float(part["held_out_drop"].mean()), 2),
-                    "sd drop held out pp": round(float(part["held_out_drop"].std()), 2),
-                    "held out <= tuned bound": (f"{100 * (part['held_out_drop'] <= part['upper'] + 1e-9).mean():.0f}%"
-                                                if part["upper"].notna().any() else "-"),
-                    "backbone chosen": int(part["backbone"].sum()),
-                    "target met": ("yes" if k / n >= target else "NO") if np.isfinite(target) else "-"})
+        out.append(
+            {
+                "max drop pp": max_drop,
+                "objective": objective,
+                "kept": f"{k}/{n} = {100 * k / n:.0f}%",
+                "95% Wilson": f"{100 * lo:.0f}-{100 * hi:.0f}%",
+                "mean speedup (held out)": round(float(part["speedup"].mean()), 2),
+                "mean drop tuned pp": round(float(part["promised"].mean()), 2),
+                "mean drop held out pp": round(float(part["held_out_drop"].mean()), 2),
+                "sd drop held out pp": round(float(part["held_out_drop"].std()), 2),
+                "held out <= tuned bound": (
+                    f"{100 * (part['held_out_drop'] <= part['upper'] + 1e-9).mean():.0f}%"
+                    if part["upper"].notna().any()
+                    else "-"
+                ),
+                "backbone chosen": int(part["backbone"].sum()),
+                "target met": ("yes" if k / n >= target else "NO") if np.isfinite(target) else "-",
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -143,8 +174,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     max_drops = [float(v) for v in args.max_drops.split(",")]
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
+    cpu = (
+        next(
+            (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+            platform.processor(),
+        )
+        if os.path.exists("/proc/cpuinfo")
+        else platform.processor()
+    )
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(f"machine: {cpu}, {os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, no GPU used")
     space = SearchSpace()  # the default: max_exits 2, every exit and configuration, the default th_pix/th_img grids
@@ -152,12 +189,15 @@ def main(argv: list[str] | None = None) -> int:
         cache = EvaluationCache.load(path)
         rng = np.random.default_rng(args.seed)
         start = time.perf_counter()
-        rows = pd.DataFrame([r for _ in range(args.splits)
-                             for r in one_split(cache, rng, max_drops, args.confidence, space)])
+        rows = pd.DataFrame(
+            [r for _ in range(args.splits) for r in one_split(cache, rng, max_drops, args.confidence, space)]
+        )
         seconds = time.perf_counter() - start
-        print(f"\n{path.relative_to(REPO) if path.is_relative_to(REPO) else path}: {cache.num_images} images, "
-              f"{args.splits} random halves ({cache.num_images // 2} tune / {cache.num_images - cache.num_images // 2}"
-              f" held out), {MODE}, default space; {seconds:.0f} s")
+        print(
+            f"\n{path.relative_to(REPO) if path.is_relative_to(REPO) else path}: {cache.num_images} images, "
+            f"{args.splits} random halves ({cache.num_images // 2} tune / {cache.num_images - cache.num_images // 2}"
+            f" held out), {MODE}, default space; {seconds:.0f} s"
+        )
         print(markdown(summarise(rows, args.confidence)))
         print(fixed_instance(cache, args.splits, args.seed, args.confidence))
     return 0

@@ -30,8 +30,10 @@ def main() -> None:
     args = parser.parse_args()
     cache = EvaluationCache.load(args.cache)
     rng = np.random.default_rng(args.seed)
-    print(f"cache {args.cache}: {cache.num_images} images; sub-problems of {args.images} images, {args.trials} trials "
-          "per drop")
+    print(
+        f"cache {args.cache}: {cache.num_images} images; sub-problems of {args.images} images, {args.trials} trials "
+        "per drop"
+    )
     print(f"{'drop pp':>8} {'feasible':>9} {'greedy optimal':>15} {'mean excess':>12} {'worst excess':>13}")
     for drop in args.drop:
         optimal, excess, feasible = 0, [], 0
@@ -39,8 +41,9 @@ def main() -> None:
             images = rng.choice(cache.num_images, args.images, replace=False)
             k = int(rng.integers(1, 3))
             exits = sorted(rng.choice(np.arange(1, cache.num_exits), k, replace=False).tolist())
-            inst = Instance.input_dependent([KeptExit(int(e), cache.configs[rng.integers(len(cache.configs))], 0.0)
-                                             for e in exits])
+            inst = Instance.input_dependent(
+                [KeptExit(int(e), cache.configs[rng.integers(len(cache.configs))], 0.0) for e in exits]
+            )
             rows = [cache.head_index(e.exit, e.config) for e in inst.exits] + [cache.final_head]
             tp = cache.tp[images][:, rows].astype(np.float64)
             pred = cache.pred[images][:, rows].astype(np.float64)

@@ -31,8 +31,9 @@ def main() -> None:
     sizes = {"180x240": (180, 240), "360x480": (360, 480)}
     runs = {}
     for name, size in sizes.items():
-        cfg = TrainConfig(stage="pretrain", out="unused", crop=size, num_exits=6, optimizer="adamw", lr=0.002,
-                          progress=False)
+        cfg = TrainConfig(
+            stage="pretrain", out="unused", crop=size, num_exits=6, optimizer="adamw", lr=0.002, progress=False
+        )
         torch.manual_seed(0)
         task = build_task(cfg, models.create("mobilenetv2_fcn", num_classes=11), info)
         optimizer = torch.optim.AdamW(task.trainable_parameters(), lr=0.002)
@@ -60,14 +61,18 @@ def main() -> None:
                 times[name]["inference (batch 1)"].append(infer)
     median = {n: {k: sorted(v)[len(v) // 2] for k, v in t.items()} for n, t in times.items()}
     gflops = {n: sum(runs[n][0].net.stage_flops(runs[n][4])) / 1e9 for n in sizes}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
-          f"{args.rounds} rounds (medians)\n")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
+        f"{args.rounds} rounds (medians)\n"
+    )
     print(f"{'':22} {'180x240':>10} {'360x480':>10} {'ratio':>7}")
     for key in ("train step", "inference (batch 1)"):
         a, b = median["180x240"][key], median["360x480"][key]
         print(f"{key + ' s':22} {a:>10.3f} {b:>10.3f} {b / a:>7.2f}")
-    print(f"{'backbone GFLOPs':22} {gflops['180x240']:>10.3f} {gflops['360x480']:>10.3f} "
-          f"{gflops['360x480'] / gflops['180x240']:>7.2f}")
+    print(
+        f"{'backbone GFLOPs':22} {gflops['180x240']:>10.3f} {gflops['360x480']:>10.3f} "
+        f"{gflops['360x480'] / gflops['180x240']:>7.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -38,20 +38,38 @@ def main() -> None:
     model, meta = artifacts.load_model(path)
     placed = meta["exits"]
     h, w = placed["profile_size"]
-    net = convert(model.eval(), torch.zeros(1, 3, h, w), num_exits=len(placed["exit_modules"]) + 1,
-                  exit_head=None, **meta.get("convert", {})).attach(LIGHT_EXIT)
+    net = convert(
+        model.eval(),
+        torch.zeros(1, 3, h, w),
+        num_exits=len(placed["exit_modules"]) + 1,
+        exit_head=None,
+        **meta.get("convert", {}),
+    ).attach(LIGHT_EXIT)
     loaded = artifacts.load_exit_heads(path, net)
     groups = tuple(g for g in args.groups.split(",") if g)
-    dataset = build_dataset(args.data, root=args.data_root, split=args.split, groups=groups,
-                            transform=eval_transform(size=tuple(args.size)))
-    print(f"{path}: exits {', '.join(f'{i}:{c}' for i, c in loaded)}; {len(dataset)} images of {args.data} "
-          f"{args.split}{' [' + ','.join(groups) + ']' if groups else ''}", flush=True)
-    cache = build_cache(net, dataset, model=meta["model"], dataset_name=args.data, split=args.split, batch_size=8,
-                        extra_meta={"source": str(path), "groups": list(groups)})
+    dataset = build_dataset(
+        args.data, root=args.data_root, split=args.split, groups=groups, transform=eval_transform(size=tuple(args.size))
+    )
+    print(
+        f"{path}: exits {', '.join(f'{i}:{c}' for i, c in loaded)}; {len(dataset)} images of {args.data} "
+        f"{args.split}{' [' + ','.join(groups) + ']' if groups else ''}",
+        flush=True,
+    )
+    cache = build_cache(
+        net,
+        dataset,
+        model=meta["model"],
+        dataset_name=args.data,
+        split=args.split,
+        batch_size=8,
+        extra_meta={"source": str(path), "groups": list(groups)},
+    )
     cache.save(args.out)
     miou = cache.head_miou()
-    print(f"final exit {100 * miou[cache.final_head]:.2f}%; exits "
-          + ", ".join(f"{100 * miou[cache.head_index(i, cache.configs[0])]:.2f}%" for i in range(1, cache.num_exits)))
+    print(
+        f"final exit {100 * miou[cache.final_head]:.2f}%; exits "
+        + ", ".join(f"{100 * miou[cache.head_index(i, cache.configs[0])]:.2f}%" for i in range(1, cache.num_exits))
+    )
     print(f"wrote {args.out}")
 
 

@@ -21,13 +21,22 @@ import numpy as np  # noqa: E402
 from mess_core.report import Row  # noqa: E402
 from mess_core.study import open_study  # noqa: E402
 
-SERIES = [("budgeted", "tab:blue", "budgeted (one exit)"), ("anytime (first output)", "tab:purple", "anytime"),
-          ("naive policy", "tab:orange", "naive mean-confidence policy"),
-          ("no edge masking", "tab:olive", "MESS without edge masking"),
-          ("MESS input-dependent", "tab:red", "MESS input-dependent (edge-masked)")]
-MARKERS = {Row.BACKBONE: ("k", "s"), Row.MAX_ACC_1X: ("tab:red", "^"), Row.MIN_COST_01PP: ("tab:red", "D"),
-           Row.MIN_COST_1PP: ("tab:red", "o"), Row.UNIFORM_1PP: ("tab:green", "P"), Row.NAIVE_1PP: ("tab:orange", "X"),
-           Row.ORACLE_1PP: ("tab:gray", "*")}
+SERIES = [
+    ("budgeted", "tab:blue", "budgeted (one exit)"),
+    ("anytime (first output)", "tab:purple", "anytime"),
+    ("naive policy", "tab:orange", "naive mean-confidence policy"),
+    ("no edge masking", "tab:olive", "MESS without edge masking"),
+    ("MESS input-dependent", "tab:red", "MESS input-dependent (edge-masked)"),
+]
+MARKERS = {
+    Row.BACKBONE: ("k", "s"),
+    Row.MAX_ACC_1X: ("tab:red", "^"),
+    Row.MIN_COST_01PP: ("tab:red", "D"),
+    Row.MIN_COST_1PP: ("tab:red", "o"),
+    Row.UNIFORM_1PP: ("tab:green", "P"),
+    Row.NAIVE_1PP: ("tab:orange", "X"),
+    Row.ORACLE_1PP: ("tab:gray", "*"),
+}
 
 
 def fronts_plot(study, path: Path) -> None:
@@ -45,8 +54,17 @@ def fronts_plot(study, path: Path) -> None:
         if not np.isfinite(row.gflops):
             continue
         colour, marker = MARKERS.get(row.id, ("k", "."))
-        ax.scatter(row.gflops, 100 * row.miou, color=colour, marker=marker, s=70, zorder=5, edgecolor="k",
-                   linewidth=0.5, label=row.row)
+        ax.scatter(
+            row.gflops,
+            100 * row.miou,
+            color=colour,
+            marker=marker,
+            s=70,
+            zorder=5,
+            edgecolor="k",
+            linewidth=0.5,
+            label=row.row,
+        )
     ax.axhline(base_miou - 1, color="k", ls=":", lw=0.8)
     ax.text(ax.get_xlim()[0], base_miou - 1, " backbone - 1 pp", va="bottom", fontsize=8)
     ax.set_xlabel("average GFLOPs per image")

@@ -58,19 +58,30 @@ def main() -> None:
     args = parser.parse_args()
     size = tuple(args.size)
     env = setup("cpu")
-    print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs, torch "
-          f"{torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"model {args.model}, input {size[0]}x{size[1]}, batch {args.batch_size}, N={args.exits}, "
-          f"{args.steps} timed steps per stage\n")
+    print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"model {args.model}, input {size[0]}x{size[1]}, batch {args.batch_size}, N={args.exits}, "
+        f"{args.steps} timed steps per stage\n"
+    )
 
     rows = []
     stage2 = None
     with tempfile.TemporaryDirectory() as tmp:
         for stage in ("backbone", "pretrain", "exits"):
             cfg = TrainConfig(
-                stage=stage, out=str(Path(tmp) / stage), model=args.model, crop=size, batch_size=args.batch_size,
-                epochs=1, steps_per_epoch=args.steps + 1, num_exits=args.exits, exit_space=args.space,
-                workers=2, progress=False, scale=(1.0, 1.0), data_options={"size": size},
+                stage=stage,
+                out=str(Path(tmp) / stage),
+                model=args.model,
+                crop=size,
+                batch_size=args.batch_size,
+                epochs=1,
+                steps_per_epoch=args.steps + 1,
+                num_exits=args.exits,
+                exit_space=args.space,
+                workers=2,
+                progress=False,
+                scale=(1.0, 1.0),
+                data_options={"size": size},
             )
             train_set, _ = build_datasets(cfg)
             info = train_set.info
@@ -89,8 +100,16 @@ def main() -> None:
             last[0] = fit_start
             optimizer_hooks = register_optimizer_step_post_hook(hook)
             try:
-                fit(task, config=cfg, env=env, train_set=train_set, val_set=None, run_dir=Path(tmp) / stage,
-                    ignore_index=info.ignore_index, log=lambda m: None)
+                fit(
+                    task,
+                    config=cfg,
+                    env=env,
+                    train_set=train_set,
+                    val_set=None,
+                    run_dir=Path(tmp) / stage,
+                    ignore_index=info.ignore_index,
+                    log=lambda m: None,
+                )
             finally:
                 optimizer_hooks.remove()
             timed = step_times[1:]  # the first step includes start-up (workers, allocator)
@@ -134,20 +153,30 @@ def main() -> None:
 
     t_heads = median_seconds(all_heads, 2)
     t_heads_maps = median_seconds(lambda: all_heads(fused=False), 2)
-    print(f"\nstage 2, {heads} heads ({net.num_exits - 1} exits x {heads // (net.num_exits - 1)} configurations), "
-          f"per batch of {args.batch_size}:")
+    print(
+        f"\nstage 2, {heads} heads ({net.num_exits - 1} exits x {heads // (net.num_exits - 1)} configurations), "
+        f"per batch of {args.batch_size}:"
+    )
     print(f"  frozen backbone forward                 {t_backbone:8.3f} s")
     print(f"  all heads forward + backward            {t_heads:8.3f} s")
     print(f"  one backbone pass + all heads           {t_backbone + t_heads:8.3f} s")
-    print(f"  measured training step (fit)            {step:8.3f} s   "
-          f"(ratio to one pass + heads: {step / (t_backbone + t_heads):.2f})")
-    print(f"  if the backbone ran once per head       {heads * t_backbone + t_heads:8.3f} s   "
-          f"({(heads * t_backbone + t_heads) / step:.1f}x the measured step)")
-    print(f"  all heads with per-pixel loss maps      {t_heads_maps:8.3f} s   "
-          f"(the fused loss is {t_heads_maps / t_heads:.1f}x faster)")
+    print(
+        f"  measured training step (fit)            {step:8.3f} s   "
+        f"(ratio to one pass + heads: {step / (t_backbone + t_heads):.2f})"
+    )
+    print(
+        f"  if the backbone ran once per head       {heads * t_backbone + t_heads:8.3f} s   "
+        f"({(heads * t_backbone + t_heads) / step:.1f}x the measured step)"
+    )
+    print(
+        f"  all heads with per-pixel loss maps      {t_heads_maps:8.3f} s   "
+        f"(the fused loss is {t_heads_maps / t_heads:.1f}x faster)"
+    )
     epoch_steps = 367 // args.batch_size
-    print(f"  a CamVid-sized epoch (367 images, {epoch_steps} steps): {epoch_steps * step / 60:.1f} min measured, "
-          f"{epoch_steps * (heads * t_backbone + t_heads) / 60:.1f} min with a backbone pass per head")
+    print(
+        f"  a CamVid-sized epoch (367 images, {epoch_steps} steps): {epoch_steps * step / 60:.1f} min measured, "
+        f"{epoch_steps * (heads * t_backbone + t_heads) / 60:.1f} min with a backbone pass per head"
+    )
 
 
 if __name__ == "__main__":

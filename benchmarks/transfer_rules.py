@@ -10,8 +10,8 @@ confidence-aware search with a predictive bound for a fresh sample of |B| images
 scene blocks of --block consecutive frames ("blocks"); and two walks up A's Pareto front by cost, taking the first
 instance that also keeps the drop when every th_img is lowered by --shift ("shift": decisions stable under a
 confidence rise), or on each of A's own two scene parts ("every part"). Prints one line per (rule, D, direction)
-and a summary per (rule, D): how often the promise held on the other part and the mean speedup kept there. Nothing is simulated: every
-figure is mess_core.instance.evaluate on the cache.
+and a summary per (rule, D): how often the promise held on the other part and the mean speedup kept there. Nothing
+is simulated: every figure is mess_core.instance.evaluate on the cache.
 """
 
 from __future__ import annotations
@@ -67,36 +67,57 @@ def main() -> None:
             for drop in args.drops:
                 rules = {
                     "plain": Objective("min-cost", max_drop=drop),
-                    "iid": Objective("min-cost", max_drop=drop, confidence=args.confidence,
-                                     fresh_images=other.num_images),
-                    f"blocks of {args.block}": Objective("min-cost", max_drop=drop, confidence=args.confidence,
-                                                        fresh_images=other.num_images, block=args.block),
+                    "iid": Objective(
+                        "min-cost", max_drop=drop, confidence=args.confidence, fresh_images=other.num_images
+                    ),
+                    f"blocks of {args.block}": Objective(
+                        "min-cost",
+                        max_drop=drop,
+                        confidence=args.confidence,
+                        fresh_images=other.num_images,
+                        block=args.block,
+                    ),
                 }
                 chosen = {}
                 for rule, objective in rules.items():
-                    found = (search(tuned, objective, space=space) if objective.confidence is None
-                             else confident_search(tuned, objective, space=space, front=front))
+                    found = (
+                        search(tuned, objective, space=space)
+                        if objective.confidence is None
+                        else confident_search(tuned, objective, space=space, front=front)
+                    )
                     chosen[rule] = found.instance
                 halves = [tuned.subset(p) for p in scene_parts(tuned, 2)]
-                chosen[f"shift {args.shift:g}"] = front_walk(front, drop, lambda i: drop_of(tuned, i) <= drop
-                                                             and drop_of(tuned, shifted(i, args.shift)) <= drop)
-                chosen["every part"] = front_walk(front, drop, lambda i: drop_of(tuned, i) <= drop
-                                                  and all(drop_of(h, i) <= drop for h in halves))
+                chosen[f"shift {args.shift:g}"] = front_walk(
+                    front, drop, lambda i: drop_of(tuned, i) <= drop and drop_of(tuned, shifted(i, args.shift)) <= drop
+                )
+                chosen["every part"] = front_walk(
+                    front, drop, lambda i: drop_of(tuned, i) <= drop and all(drop_of(h, i) <= drop for h in halves)
+                )
                 tuned_base = evaluate(tuned, Instance("input-dependent"))
                 for rule, instance in chosen.items():
                     there = evaluate(other, instance)
                     lost = 100 * (base.miou - there.miou)
-                    rows.append({"rule": rule, "max drop": drop, "tuned on": names[a], "reported on": names[b],
-                                 "speedup tuned": round(tuned_base.cost / evaluate(tuned, instance).cost, 2),
-                                 "drop there pp": round(lost, 2), "speedup there": round(base.cost / there.cost, 2),
-                                 "held": lost <= drop + 1e-9, "exits": instance.describe()})
+                    rows.append(
+                        {
+                            "rule": rule,
+                            "max drop": drop,
+                            "tuned on": names[a],
+                            "reported on": names[b],
+                            "speedup tuned": round(tuned_base.cost / evaluate(tuned, instance).cost, 2),
+                            "drop there pp": round(lost, 2),
+                            "speedup there": round(base.cost / there.cost, 2),
+                            "held": lost <= drop + 1e-9,
+                            "exits": instance.describe(),
+                        }
+                    )
     frame = pd.DataFrame(rows)
     pd.set_option("display.width", 250)
     pd.set_option("display.max_colwidth", 80)
     print(f"{args.cache}: {cache.num_images} images in {args.parts} scene parts ({', '.join(names)})\n")
     print(frame.to_string(index=False))
     summary = frame.groupby(["rule", "max drop"], sort=False).agg(
-        held=("held", "mean"), speedup_there=("speedup there", "mean"), worst_drop=("drop there pp", "max"))
+        held=("held", "mean"), speedup_there=("speedup there", "mean"), worst_drop=("drop there pp", "max")
+    )
     print("\n" + summary.round(2).to_string())
 
 

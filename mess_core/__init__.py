@@ -1,9 +1,9 @@
 """MESS Explorer's engine: turn segmentation CNNs into Multi-Exit Semantic Segmentation networks.
 
-    >>> import torch, mess_core
-    >>> net = mess_core.convert(mess_core.models.create("resnet18_fcn", num_classes=5), torch.randn(1, 3, 64, 64))
-    >>> net.num_exits
-    4
+>>> import torch, mess_core
+>>> net = mess_core.convert(mess_core.models.create("resnet18_fcn", num_classes=5), torch.randn(1, 3, 64, 64))
+>>> net.num_exits
+4
 """
 
 from . import models

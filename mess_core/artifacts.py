@@ -24,8 +24,16 @@ from .models.source import ModelSource, ModelSourceError
 from .models.trust import SIGNATURE_KEY, require_consent
 from .network import MultiExitNet, convert
 
-__all__ = ["save_model", "save_multi_exit", "load_model", "load_multi_exit", "load_exit_heads", "model_from_meta",
-           "MODEL_FORMAT", "MULTI_EXIT_FORMAT"]
+__all__ = [
+    "save_model",
+    "save_multi_exit",
+    "load_model",
+    "load_multi_exit",
+    "load_exit_heads",
+    "model_from_meta",
+    "MODEL_FORMAT",
+    "MULTI_EXIT_FORMAT",
+]
 
 MODEL_FORMAT = "mess-model/1"
 MULTI_EXIT_FORMAT = "mess-multi-exit/1"
@@ -41,8 +49,9 @@ def _exit_meta(net: MultiExitNet) -> dict[str, Any]:
     }
 
 
-def save_model(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any],
-               net: MultiExitNet | None = None) -> Path:
+def save_model(
+    path: str | os.PathLike, model: nn.Module, meta: dict[str, Any], net: MultiExitNet | None = None
+) -> Path:
     """Write a plain model's weights with ``meta`` (at least ``model``: its registered name, ``num_classes``). With
     ``net`` (stage 1), its exit heads are kept beside the model, so stage 2 may start from them."""
     payload = {"format": MODEL_FORMAT, "model": model.state_dict(), "meta": dict(meta)}
@@ -62,15 +71,17 @@ def load_exit_heads(path: str | os.PathLike, net: MultiExitNet) -> list[tuple[in
         raise TrainingError(f"{path}: keeps no exit heads; only stage 1 (pretrain) writes them into its model.pt")
     placed = [e.module for e in net.exits]
     if held["exit_modules"] != placed:
-        raise TrainingError(f"{path}: its exits sit at {held['exit_modules']}, this network's at {placed}; train "
-                            "stage 2 with the same number of exits and input size as stage 1")
+        raise TrainingError(
+            f"{path}: its exits sit at {held['exit_modules']}, this network's at {placed}; train "
+            "stage 2 with the same number of exits and input size as stage 1"
+        )
     loaded = []
     for index, specs in held["exit_space"].items():
         for spec in specs:
             if spec not in net.heads[index]:
                 continue
             prefix = f"{index}.{spec}."
-            weights = {k[len(prefix):]: v for k, v in payload["heads"].items() if k.startswith(prefix)}
+            weights = {k[len(prefix) :]: v for k, v in payload["heads"].items() if k.startswith(prefix)}
             _load_into(net.heads[index][spec], weights, path)
             loaded.append((int(index), spec))
     return loaded
@@ -94,8 +105,9 @@ def _load_into(model: nn.Module, weights: dict[str, torch.Tensor], path: Path) -
         ) from None
 
 
-def model_from_meta(meta: dict[str, Any], path: str | os.PathLike, source: ModelSource | None = None, *,
-                    consent: bool = False) -> nn.Module:
+def model_from_meta(
+    meta: dict[str, Any], path: str | os.PathLike, source: ModelSource | None = None, *, consent: bool = False
+) -> nn.Module:
     """An untrained model as the metadata of ``path`` names it (``model_source``, or ``model``: a registered name in
     files written before sources were recorded); ``source`` overrides where it comes from (a study's shipped copy,
     checked by the caller). A recorded source that runs Python needs this machine's signature or ``consent``."""
@@ -103,16 +115,20 @@ def model_from_meta(meta: dict[str, Any], path: str | os.PathLike, source: Model
         raise TrainingError(f"{path}: has no model name and class count in its metadata; pass the model to load into")
     try:
         if source is None:
-            source = (ModelSource.from_dict(meta["model_source"], where=f"{path}: model_source")
-                      if "model_source" in meta else ModelSource.parse(meta["model"]))
+            source = (
+                ModelSource.from_dict(meta["model_source"], where=f"{path}: model_source")
+                if "model_source" in meta
+                else ModelSource.parse(meta["model"])
+            )
             require_consent(source, signature=meta.get(SIGNATURE_KEY), consent=consent, where=f"{path}: model_source")
         return source.build(meta["num_classes"])
     except ModelSourceError as exc:
         raise ModelSourceError(f"{path}: cannot rebuild the model it was trained from: {exc}") from None
 
 
-def load_model(path: str | os.PathLike, model: nn.Module | None = None, *,
-               consent: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+def load_model(
+    path: str | os.PathLike, model: nn.Module | None = None, *, consent: bool = False
+) -> tuple[nn.Module, dict[str, Any]]:
     """A model from a ``model.pt`` (or any checkpoint with ``model`` weights): built from the source in its metadata
     (see :func:`model_from_meta` for ``consent``), or ``model`` when given."""
     path = Path(path)
@@ -125,8 +141,12 @@ def load_model(path: str | os.PathLike, model: nn.Module | None = None, *,
 
 
 def load_multi_exit(
-    path: str | os.PathLike, model: nn.Module | None = None, *, source: ModelSource | None = None,
-    consent: bool = False, **convert_kwargs: Any
+    path: str | os.PathLike,
+    model: nn.Module | None = None,
+    *,
+    source: ModelSource | None = None,
+    consent: bool = False,
+    **convert_kwargs: Any,
 ) -> tuple[MultiExitNet, dict[str, Any]]:
     """Rebuild a trained multi-exit network from ``multi_exit.pt``; returns it in eval mode with its metadata.
 
@@ -139,8 +159,12 @@ def load_multi_exit(
 
 
 def load_multi_exit_and_model(
-    path: str | os.PathLike, model: nn.Module | None = None, *, source: ModelSource | None = None,
-    consent: bool = False, **convert_kwargs: Any
+    path: str | os.PathLike,
+    model: nn.Module | None = None,
+    *,
+    source: ModelSource | None = None,
+    consent: bool = False,
+    **convert_kwargs: Any,
 ) -> tuple[MultiExitNet, dict[str, Any], nn.Module]:
     """:func:`load_multi_exit`, plus the original model it was converted from (sharing its trained weights): what a
     benchmark compares the deployed network against."""

@@ -70,8 +70,15 @@ class _Final(nn.Module):
         return out if self.output_key is None else out[self.output_key]
 
 
-def _runners(net: MultiExitNet, model: nn.Module, instances: Mapping[str, Instance], engine: str, device: torch.device,
-             size: tuple[int, int], workdir: Path) -> dict[str, Callable[[torch.Tensor], Any]]:
+def _runners(
+    net: MultiExitNet,
+    model: nn.Module,
+    instances: Mapping[str, Instance],
+    engine: str,
+    device: torch.device,
+    size: tuple[int, int],
+    workdir: Path,
+) -> dict[str, Callable[[torch.Tensor], Any]]:
     variants: dict[str, Any] = {"original": _Final(model, net.output_key), "converted": Instance("budgeted")}
     for name, inst in instances.items():
         variants[name] = inst
@@ -88,8 +95,9 @@ def _runners(net: MultiExitNet, model: nn.Module, instances: Mapping[str, Instan
             if isinstance(v, nn.Module):
                 out.mkdir(parents=True, exist_ok=True)
                 _export(v.eval(), (torch.randn(2, 3, *size),), out / "model.onnx")
-                sess = ort.InferenceSession(str(out / "model.onnx"), session_options(),
-                                            providers=["CPUExecutionProvider"])
+                sess = ort.InferenceSession(
+                    str(out / "model.onnx"), session_options(), providers=["CPUExecutionProvider"]
+                )
                 name_in = sess.get_inputs()[0].name
                 runners[name] = lambda x, s=sess, n=name_in: s.run(None, {n: x.numpy()})[0]
             else:
@@ -108,10 +116,19 @@ def _exits_taken(result: Any) -> np.ndarray | None:
     return None
 
 
-def bench(net: MultiExitNet, model: nn.Module, instances: Mapping[str, Instance], images: torch.Tensor, *,
-          batch_sizes: Sequence[int] = (1, 8), engines: Sequence[str] = ("eager", "onnxruntime"),
-          repeats: int = 5, warmup: int = 2, device: str | torch.device = "cpu",
-          log: Callable[[str], None] = print) -> pd.DataFrame:
+def bench(
+    net: MultiExitNet,
+    model: nn.Module,
+    instances: Mapping[str, Instance],
+    images: torch.Tensor,
+    *,
+    batch_sizes: Sequence[int] = (1, 8),
+    engines: Sequence[str] = ("eager", "onnxruntime"),
+    repeats: int = 5,
+    warmup: int = 2,
+    device: str | torch.device = "cpu",
+    log: Callable[[str], None] = print,
+) -> pd.DataFrame:
     """Time every variant (see the module docstring) on ``images`` (N, 3, H, W); one row per engine x batch size x
     variant with ``ms_per_image`` (mean), ``median_ms`` / ``p90_ms`` (per batch), ``speedup`` (original's mean over
     this one's) and ``exit_fractions``."""
@@ -126,7 +143,7 @@ def bench(net: MultiExitNet, model: nn.Module, instances: Mapping[str, Instance]
             log(f"preparing {engine} ({dev})...")
             runners = _runners(net, model, instances, engine, dev, size, Path(tmp) / engine)
             for b in batch_sizes:
-                batches = [images[i:i + b].to(dev) for i in range(0, len(images) - b + 1, b)]
+                batches = [images[i : i + b].to(dev) for i in range(0, len(images) - b + 1, b)]
                 if not batches:
                     continue
                 times: dict[str, list[float]] = {name: [] for name in runners}
@@ -148,32 +165,49 @@ def bench(net: MultiExitNet, model: nn.Module, instances: Mapping[str, Instance]
                 for name, ts in times.items():
                     per_image = statistics.fmean(ts) / b
                     ex = np.concatenate(taken[name]) if taken[name] else None
-                    fractions = ({int(k): float(v) for k, v in zip(*np.unique(ex, return_counts=True))}
-                                 if ex is not None else None)
+                    fractions = (
+                        {int(k): float(v) for k, v in zip(*np.unique(ex, return_counts=True))}
+                        if ex is not None
+                        else None
+                    )
                     if fractions:
                         fractions = {k: v / len(ex) for k, v in fractions.items()}
-                    rows.append({"engine": f"{engine} ({dev.type})", "batch": b, "variant": name,
-                                 "ms_per_image": 1e3 * per_image, "median_ms": 1e3 * statistics.median(ts),
-                                 "p90_ms": 1e3 * float(np.percentile(ts, 90)), "speedup": base / per_image,
-                                 "exit_fractions": fractions, "runs": len(ts)})
+                    rows.append(
+                        {
+                            "engine": f"{engine} ({dev.type})",
+                            "batch": b,
+                            "variant": name,
+                            "ms_per_image": 1e3 * per_image,
+                            "median_ms": 1e3 * statistics.median(ts),
+                            "p90_ms": 1e3 * float(np.percentile(ts, 90)),
+                            "speedup": base / per_image,
+                            "exit_fractions": fractions,
+                            "runs": len(ts),
+                        }
+                    )
                 log(f"  {engine} batch {b}: done")
     return pd.DataFrame(rows)
 
 
-def stage_latency(net: MultiExitNet, size: tuple[int, int], *, repeats: int = 10,
-                  device: str | torch.device = "cpu") -> tuple[np.ndarray, dict[int, dict[str, float]]]:
+def stage_latency(
+    net: MultiExitNet, size: tuple[int, int], *, repeats: int = 10, device: str | torch.device = "cpu"
+) -> tuple[np.ndarray, dict[int, dict[str, float]]]:
     """Median milliseconds of every stage and every attached head for one image: the search's latency cost."""
     from .cache import _measure_latency
 
     configs = sorted({c for bank in net.heads.values() for c in bank.keys()})
     with torch.inference_mode():
         stage_ms, head_ms = _measure_latency(net, configs, size, torch.device(device), repeats)
-    table = {i: {c: float(head_ms[i - 1, j]) for j, c in enumerate(configs) if c in net.heads[str(i)]}
-             for i in range(1, net.num_exits)}
+    table = {
+        i: {c: float(head_ms[i - 1, j]) for j, c in enumerate(configs) if c in net.heads[str(i)]}
+        for i in range(1, net.num_exits)
+    }
     return stage_ms, table
 
 
-def policy_overhead(net: MultiExitNet, instance: Instance, images: torch.Tensor, *, repeats: int = 20) -> dict[str, float]:
+def policy_overhead(
+    net: MultiExitNet, instance: Instance, images: torch.Tensor, *, repeats: int = 20
+) -> dict[str, float]:
     """Batch-1 milliseconds of the shallowest kept exit's path (stages up to it + its head) and of the exit rule on
     its output, timed interleaved on the same images."""
     first = instance.exits[0]

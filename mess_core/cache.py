@@ -121,13 +121,17 @@ class EvaluationCache:
         if exit == self.num_exits:
             return self.final_head
         if not 1 <= exit < self.num_exits:
-            raise CacheError(f"exit {exit} is not an exit of this cache: early exits are 1..{self.num_exits - 1}, "
-                             f"the final exit is {self.num_exits}")
+            raise CacheError(
+                f"exit {exit} is not an exit of this cache: early exits are 1..{self.num_exits - 1}, "
+                f"the final exit is {self.num_exits}"
+            )
         index = self.config_index(config)
         if self.configs[index] in self.absent_heads.get(exit, ()):
-            raise CacheError(f"this cache has no figures for '{self.configs[index]}' at exit {exit}: the network it "
-                             "was evaluated from does not carry that head there (a shipped study keeps heavy heads "
-                             "only where a stored instance uses them); choose an instance whose heads it carries")
+            raise CacheError(
+                f"this cache has no figures for '{self.configs[index]}' at exit {exit}: the network it "
+                "was evaluated from does not carry that head there (a shipped study keeps heavy heads "
+                "only where a stored instance uses them); choose an instance whose heads it carries"
+            )
         return (exit - 1) * len(self.configs) + index
 
     @property
@@ -161,8 +165,10 @@ class EvaluationCache:
         grid = np.asarray(self.th_pix_grid)
         hits = np.flatnonzero(np.isclose(grid, th_pix, rtol=0, atol=1e-9))
         if not hits.size:
-            raise CacheError(f"th_pix={th_pix} is not on this cache's grid {list(self.th_pix_grid)}; pick one of those "
-                             "(or rebuild the cache with --th-pix listing it)")
+            raise CacheError(
+                f"th_pix={th_pix} is not on this cache's grid {list(self.th_pix_grid)}; pick one of those "
+                "(or rebuild the cache with --th-pix listing it)"
+            )
         return int(hits[0])
 
     # ------------------------------------------------------------------------------------------------ derived
@@ -231,8 +237,10 @@ class EvaluationCache:
         """Raise unless ``other`` comes from the same network and space (for reporting on another split)."""
         for key in ("model", "num_classes", "exits", "space"):
             if self.meta.get(key) != other.meta.get(key):
-                raise CacheError(f"the caches differ in '{key}' ({self.meta.get(key)!r} vs {other.meta.get(key)!r}); "
-                                 "build both from the same multi_exit.pt")
+                raise CacheError(
+                    f"the caches differ in '{key}' ({self.meta.get(key)!r} vs {other.meta.get(key)!r}); "
+                    "build both from the same multi_exit.pt"
+                )
 
     def subset(self, images: Sequence[int] | np.ndarray) -> "EvaluationCache":
         """The cache of only ``images`` (indices into this split, in the order given; repeats allowed), e.g. one half
@@ -246,8 +254,9 @@ class EvaluationCache:
         """
         idx = np.asarray(images, dtype=np.int64).reshape(-1)
         if idx.size == 0 or idx.min() < -self.num_images or idx.max() >= self.num_images:
-            raise CacheError(f"a subset needs at least one image index in 0..{self.num_images - 1}, got "
-                             f"{idx.tolist()[:10]}")
+            raise CacheError(
+                f"a subset needs at least one image index in 0..{self.num_images - 1}, got {idx.tolist()[:10]}"
+            )
         idx = idx % self.num_images
         meta = dict(self.meta)
         names = meta.get("images")
@@ -256,10 +265,18 @@ class EvaluationCache:
         groups = meta.get("image_groups")
         if isinstance(groups, list) and len(groups) == self.num_images:
             meta["image_groups"] = [groups[i] for i in idx]
-        per_image = {name: getattr(self, name)[idx] for name in
-                     ("tp", "pred", "label", "above", "above_plain", "conf_sum", "pixels")}
-        return EvaluationCache(meta=meta, **per_image, stage_gflops=self.stage_gflops, head_gflops=self.head_gflops,
-                               stage_ms=self.stage_ms, head_ms=self.head_ms)
+        per_image = {
+            name: getattr(self, name)[idx]
+            for name in ("tp", "pred", "label", "above", "above_plain", "conf_sum", "pixels")
+        }
+        return EvaluationCache(
+            meta=meta,
+            **per_image,
+            stage_gflops=self.stage_gflops,
+            head_gflops=self.head_gflops,
+            stage_ms=self.stage_ms,
+            head_ms=self.head_ms,
+        )
 
     # ------------------------------------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> Path:
@@ -278,8 +295,10 @@ class EvaluationCache:
         with open(path, "rb") as f:
             magic = f.read(4)
         if magic and magic != b"PK\x03\x04":  # an .npz is a zip archive
-            raise CacheError(f"{path}: is not an evaluation cache (an .npz archive; this file starts with {magic!r}); "
-                             "name the .npz written by `python -m mess_core cache`")
+            raise CacheError(
+                f"{path}: is not an evaluation cache (an .npz archive; this file starts with {magic!r}); "
+                "name the .npz written by `python -m mess_core cache`"
+            )
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
@@ -287,22 +306,32 @@ class EvaluationCache:
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "no detail"
             size = path.stat().st_size
-            what = "an empty (0-byte) file" if size == 0 else f"not a readable evaluation cache ({type(exc).__name__}: {detail})"
-            raise CacheError(f"{path}: {what}; it may be truncated or not an .npz written by `python -m mess_core "
-                             "cache`: rebuild it") from None
+            what = (
+                "an empty (0-byte) file"
+                if size == 0
+                else f"not a readable evaluation cache ({type(exc).__name__}: {detail})"
+            )
+            raise CacheError(
+                f"{path}: {what}; it may be truncated or not an .npz written by `python -m mess_core cache`: rebuild it"
+            ) from None
         if not isinstance(meta, dict):
-            raise CacheError(f"{path}: entry 'meta' is a JSON {type(meta).__name__}, expected an object; rebuild the cache")
+            raise CacheError(
+                f"{path}: entry 'meta' is a JSON {type(meta).__name__}, expected an object; rebuild the cache"
+            )
         if meta.get("format") != CACHE_FORMAT:
             raise CacheError(f"{path}: format {meta.get('format')!r}, expected {CACHE_FORMAT!r}; rebuild the cache")
         for key in ("space", "th_pix_grid"):
             value = meta.get(key)
             if not isinstance(value, list) or not value:
-                raise CacheError(f"{path}: meta field '{key}' is {value!r}, expected a non-empty list; rebuild the cache")
+                raise CacheError(
+                    f"{path}: meta field '{key}' is {value!r}, expected a non-empty list; rebuild the cache"
+                )
         missing = [n for n in _ARRAYS if n not in arrays]
         if missing:
             raise CacheError(f"{path}: missing arrays {missing}; the file is damaged, rebuild it")
-        cache = cls(meta=meta, **{n: arrays[n] for n in _ARRAYS}, stage_ms=arrays.get("stage_ms"),
-                    head_ms=arrays.get("head_ms"))
+        cache = cls(
+            meta=meta, **{n: arrays[n] for n in _ARRAYS}, stage_ms=arrays.get("stage_ms"), head_ms=arrays.get("head_ms")
+        )
         cache.validate(str(path))
         return cache
 
@@ -313,8 +342,13 @@ class EvaluationCache:
         c = len(self.configs)
         g = len(self.th_pix_grid)
         expected = {
-            "pred": (b, h, k), "label": (b, k), "above": (b, h, g), "above_plain": (b, h, g), "conf_sum": (b, h),
-            "pixels": (b,), "head_gflops": (n - 1, c),
+            "pred": (b, h, k),
+            "label": (b, k),
+            "above": (b, h, g),
+            "above_plain": (b, h, g),
+            "conf_sum": (b, h),
+            "pixels": (b,),
+            "head_gflops": (n - 1, c),
         }
         if self.has_latency:
             expected.update(stage_ms=(n,), head_ms=(n - 1, c))
@@ -325,10 +359,17 @@ class EvaluationCache:
             raise CacheError(f"{where}: {h} heads do not match {n - 1} early exits x {c} configurations + the final")
         absent = self.meta.get("absent_heads") or {}
         if not isinstance(absent, dict) or not all(
-                isinstance(e, str) and e.isdigit() and 1 <= int(e) < n and isinstance(cs, list)
-                and all(isinstance(x, str) and x in self.configs for x in cs) for e, cs in absent.items()):
-            raise CacheError(f"{where}: meta field 'absent_heads' is {absent!r}, expected early exits (1..{n - 1}) "
-                             "mapped to lists of configurations of its space; rebuild the cache")
+            isinstance(e, str)
+            and e.isdigit()
+            and 1 <= int(e) < n
+            and isinstance(cs, list)
+            and all(isinstance(x, str) and x in self.configs for x in cs)
+            for e, cs in absent.items()
+        ):
+            raise CacheError(
+                f"{where}: meta field 'absent_heads' is {absent!r}, expected early exits (1..{n - 1}) "
+                "mapped to lists of configurations of its space; rebuild the cache"
+            )
         self._validate_counts(where)
 
     def _validate_meta(self, where: str) -> None:
@@ -338,11 +379,15 @@ class EvaluationCache:
         fix = "the file is damaged or was edited; rebuild it with `python -m mess_core cache`"
         meta = self.meta
         grid = meta.get("th_pix_grid")
-        if not isinstance(grid, list) or not grid or not all(
-                isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t <= 1 for t in grid) \
-                or any(a >= b for a, b in zip(grid, grid[1:])):
-            raise CacheError(f"{where}: meta field 'th_pix_grid' is {str(grid)[:120]}, expected increasing numbers in "
-                             f"(0, 1]; {fix}")
+        if (
+            not isinstance(grid, list)
+            or not grid
+            or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t <= 1 for t in grid)
+            or any(a >= b for a, b in zip(grid, grid[1:]))
+        ):
+            raise CacheError(
+                f"{where}: meta field 'th_pix_grid' is {str(grid)[:120]}, expected increasing numbers in (0, 1]; {fix}"
+            )
         space = meta.get("space")
         if not isinstance(space, list) or not space or not all(isinstance(c, str) and c for c in space):
             raise CacheError(f"{where}: meta field 'space' is {str(space)[:120]}, expected configuration ids; {fix}")
@@ -351,22 +396,29 @@ class EvaluationCache:
             raise CacheError(f"{where}: meta field 'space' lists {', '.join(twice)} more than once; {fix}")
         k = self.tp.shape[2] if self.tp.ndim == 3 else None
         if "num_classes" in meta and meta["num_classes"] != k:
-            raise CacheError(f"{where}: meta field 'num_classes' is {meta['num_classes']!r} but the arrays hold {k} "
-                             f"classes; {fix}")
+            raise CacheError(
+                f"{where}: meta field 'num_classes' is {meta['num_classes']!r} but the arrays hold {k} classes; {fix}"
+            )
         classes = meta.get("classes")
         if classes is not None and (not isinstance(classes, list) or len(classes) != k):
-            raise CacheError(f"{where}: meta field 'classes' names {str(classes)[:120]}, not the {k} classes of the "
-                             f"arrays; {fix}")
+            raise CacheError(
+                f"{where}: meta field 'classes' names {str(classes)[:120]}, not the {k} classes of the arrays; {fix}"
+            )
         size = meta.get("input_size")
-        if not isinstance(size, list) or len(size) != 2 or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
+        if (
+            not isinstance(size, list)
+            or len(size) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
+        ):
             raise CacheError(f"{where}: meta field 'input_size' is {str(size)[:120]}, expected [height, width]; {fix}")
         if self.tp.ndim != 3 or self.tp.shape[0] == 0:
             raise CacheError(f"{where}: holds no images; build the cache on a split with images")
         names = meta.get("images")
         if names is not None and (not isinstance(names, list) or len(names) != self.tp.shape[0]):
-            raise CacheError(f"{where}: meta field 'images' names {len(names) if isinstance(names, list) else names!r} "
-                             f"images but the arrays hold {self.tp.shape[0]}; {fix}")
+            raise CacheError(
+                f"{where}: meta field 'images' names {len(names) if isinstance(names, list) else names!r} "
+                f"images but the arrays hold {self.tp.shape[0]}; {fix}"
+            )
 
     def _validate_counts(self, where: str) -> None:
         """Refuse counts no evaluation can produce (a damaged or hand-edited file would otherwise give nonsense such
@@ -377,8 +429,10 @@ class EvaluationCache:
         def where_first(name: str, bad: np.ndarray, detail: str) -> None:
             idx = tuple(int(i) for i in np.argwhere(bad)[0])
             count = int(bad.sum())
-            raise CacheError(f"{where}: array '{name}' {detail} at index {list(idx)} ({count} entr"
-                             f"{'y' if count == 1 else 'ies'} in all); {fix}")
+            raise CacheError(
+                f"{where}: array '{name}' {detail} at index {list(idx)} ({count} entr"
+                f"{'y' if count == 1 else 'ies'} in all); {fix}"
+            )
 
         arrays = {name: np.asarray(getattr(self, name)) for name in _ARRAYS}
         for extra in ("stage_ms", "head_ms"):
@@ -412,7 +466,9 @@ class EvaluationCache:
         if over.any():
             where_first("conf_sum", over, "exceeds the image's pixel count (confidences are at most 1)")
         if label.sum() == 0:
-            raise CacheError(f"{where}: array 'label' holds no labelled pixel at all: no accuracy can be measured; {fix}")
+            raise CacheError(
+                f"{where}: array 'label' holds no labelled pixel at all: no accuracy can be measured; {fix}"
+            )
         for name in ("above", "above_plain"):  # a higher threshold never finds more confident pixels
             rising = np.diff(arrays[name].astype(np.int64), axis=-1) > 0
             if rising.any():
@@ -420,8 +476,18 @@ class EvaluationCache:
 
     # ------------------------------------------------------------------------------------------------ testing aid
     @classmethod
-    def random(cls, *, images: int = 6, exits: int = 3, configs: int = 2, classes: int = 3, pixels: int = 64,
-               grid: Sequence[float] = (0.5, 0.7, 0.9), seed: int = 0, latency: bool = False) -> "EvaluationCache":
+    def random(
+        cls,
+        *,
+        images: int = 6,
+        exits: int = 3,
+        configs: int = 2,
+        classes: int = 3,
+        pixels: int = 64,
+        grid: Sequence[float] = (0.5, 0.7, 0.9),
+        seed: int = 0,
+        latency: bool = False,
+    ) -> "EvaluationCache":
         """A small, internally consistent cache with random statistics (deeper heads tend to be more accurate and
         more confident), for tests and doctests of the search. ``exits`` is N, the final exit included."""
         rng = np.random.default_rng(seed)
@@ -446,20 +512,39 @@ class EvaluationCache:
         stage = rng.uniform(0.5, 1.5, exits)
         head = rng.uniform(0.05, 0.4, (e, configs))
         meta = {
-            "format": CACHE_FORMAT, "model": "random", "dataset": "random", "split": "random",
-            "input_size": [8, 8], "num_classes": classes, "classes": [f"c{k}" for k in range(classes)],
-            "exits": list(range(1, exits)), "space": [f"crm{8 * (c + 1)}-b0-fcn" for c in range(configs)],
-            "th_pix_grid": [float(v) for v in grid], "edge_masking": {"size": 3, "window": 7},
+            "format": CACHE_FORMAT,
+            "model": "random",
+            "dataset": "random",
+            "split": "random",
+            "input_size": [8, 8],
+            "num_classes": classes,
+            "classes": [f"c{k}" for k in range(classes)],
+            "exits": list(range(1, exits)),
+            "space": [f"crm{8 * (c + 1)}-b0-fcn" for c in range(configs)],
+            "th_pix_grid": [float(v) for v in grid],
+            "edge_masking": {"size": 3, "window": 7},
             "images": [f"img{b}" for b in range(images)],
         }
-        return cls(meta=meta, tp=tp, pred=pred, label=label, above=above, above_plain=above_plain,
-                   conf_sum=conf * pixels, pixels=np.full(images, pixels), stage_gflops=stage, head_gflops=head,
-                   stage_ms=stage * 3.0 if latency else None, head_ms=head * 5.0 if latency else None)
+        return cls(
+            meta=meta,
+            tp=tp,
+            pred=pred,
+            label=label,
+            above=above,
+            above_plain=above_plain,
+            conf_sum=conf * pixels,
+            pixels=np.full(images, pixels),
+            stage_gflops=stage,
+            head_gflops=head,
+            stage_ms=stage * 3.0 if latency else None,
+            head_ms=head * 5.0 if latency else None,
+        )
 
 
 # ---------------------------------------------------------------------------------------------------- building
-def _measure_latency(net: Any, specs: Sequence[ExitSpec], input_size: tuple[int, int], device: torch.device,
-                     repeats: int) -> tuple[np.ndarray, np.ndarray]:
+def _measure_latency(
+    net: Any, specs: Sequence[ExitSpec], input_size: tuple[int, int], device: torch.device, repeats: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Median milliseconds of every stage and every head the network carries (0 for an absent head) for one image
     on ``device``."""
     x = torch.randn(1, 3, *input_size, device=device)
@@ -492,8 +577,9 @@ def _image_name(dataset: Any, i: int) -> str:
     return dataset.name_of(i) if hasattr(dataset, "name_of") else str(i)
 
 
-def _load_batch(dataset: Any, idx: list[int], size: tuple[int, int] | None, device: torch.device, k: int,
-                ignore: int) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+def _load_batch(
+    dataset: Any, idx: list[int], size: tuple[int, int] | None, device: torch.device, k: int, ignore: int
+) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
     """Images and labels of dataset items ``idx`` on ``device``, and the input size every image must share (the
     first batch's, unless ``size`` is already known)."""
     pairs = [dataset[i] for i in idx]
@@ -501,14 +587,18 @@ def _load_batch(dataset: Any, idx: list[int], size: tuple[int, int] | None, devi
     size = size or next(iter(shapes))
     if shapes != {size}:
         bad = next(_image_name(dataset, i) for i, (img, _) in zip(idx, pairs) if tuple(img.shape[-2:]) != size)
-        raise CacheError(f"image '{bad}' is {sorted(shapes - {size})[0]} pixels but the cache is {size}: costs "
-                         "are per input size, so resize every image to one size (--size HxW)")
+        raise CacheError(
+            f"image '{bad}' is {sorted(shapes - {size})[0]} pixels but the cache is {size}: costs "
+            "are per input size, so resize every image to one size (--size HxW)"
+        )
     images = torch.stack([torch.as_tensor(img).as_subclass(torch.Tensor) for img, _ in pairs]).to(device)
     labels = torch.stack([torch.as_tensor(lab).as_subclass(torch.Tensor) for _, lab in pairs]).to(device).long()
     bad_labels = (labels != ignore) & ((labels < 0) | (labels >= k))
     if bool(bad_labels.any()):
-        raise CacheError(f"labels {sorted(set(labels[bad_labels].unique().tolist()))} lie outside "
-                         f"0..{k - 1} and are not the ignore index {ignore}")
+        raise CacheError(
+            f"labels {sorted(set(labels[bad_labels].unique().tolist()))} lie outside "
+            f"0..{k - 1} and are not the ignore index {ignore}"
+        )
     return images, labels, size
 
 
@@ -528,13 +618,29 @@ class _Statistics:
     edges: EdgeMasking
 
     @classmethod
-    def zeros(cls, images: int, heads: int, k: int, grid: Sequence[float], device: torch.device, ignore: int,
-              edges: EdgeMasking) -> "_Statistics":
+    def zeros(
+        cls,
+        images: int,
+        heads: int,
+        k: int,
+        grid: Sequence[float],
+        device: torch.device,
+        ignore: int,
+        edges: EdgeMasking,
+    ) -> "_Statistics":
         above = np.zeros((images, heads, len(grid)), np.int64)
-        return cls(tp=np.zeros((images, heads, k), np.int64), pred=np.zeros((images, heads, k), np.int64),
-                   label=np.zeros((images, k), np.int64), above=above, above_plain=np.zeros_like(above),
-                   conf_sum=np.zeros((images, heads), np.float64), pixels=np.zeros(images, np.int64),
-                   thresholds=torch.tensor(grid, device=device), ignore=ignore, edges=edges)
+        return cls(
+            tp=np.zeros((images, heads, k), np.int64),
+            pred=np.zeros((images, heads, k), np.int64),
+            label=np.zeros((images, k), np.int64),
+            above=above,
+            above_plain=np.zeros_like(above),
+            conf_sum=np.zeros((images, heads), np.float64),
+            pixels=np.zeros(images, np.int64),
+            thresholds=torch.tensor(grid, device=device),
+            ignore=ignore,
+            edges=edges,
+        )
 
     @property
     def num_classes(self) -> int:
@@ -607,7 +713,7 @@ def build_cache(
 
     batches = range(0, count, batch_size)
     with evaluating(net):
-        for start in (progress(batches) if progress else batches):
+        for start in progress(batches) if progress else batches:
             idx = list(range(start, min(start + batch_size, count)))
             images, labels, size = _load_batch(dataset, idx, size, device, k, ignore)
             rows = slice(start, start + len(idx))
@@ -644,11 +750,20 @@ def build_cache(
         "images": names,
         **({"image_groups": groups} if len(groups) == len(names) else {}),
         **({"absent_heads": absent} if absent else {}),
-        "latency_device": (torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}")
-        if latency else None,
+        "latency_device": (
+            torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}"
+        )
+        if latency
+        else None,
         **(extra_meta or {}),
     }
-    cache = EvaluationCache(meta=meta, **stats.arrays(), stage_gflops=stage_gflops, head_gflops=head_gflops,
-                            stage_ms=stage_ms, head_ms=head_ms)
+    cache = EvaluationCache(
+        meta=meta,
+        **stats.arrays(),
+        stage_gflops=stage_gflops,
+        head_gflops=head_gflops,
+        stage_ms=stage_ms,
+        head_ms=head_ms,
+    )
     cache.validate()
     return cache

@@ -31,8 +31,10 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -
     """Read a file written by :func:`save` (or any weights-only torch file)."""
     path = input_file(path, TrainingError, "no such checkpoint file")
     if path.stat().st_size == 0:
-        raise TrainingError(f"{path}: an empty (0-byte) file, not a checkpoint; it was probably cut short while being "
-                            "written or copied: copy or train it again")
+        raise TrainingError(
+            f"{path}: an empty (0-byte) file, not a checkpoint; it was probably cut short while being "
+            "written or copied: copy or train it again"
+        )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the damage

@@ -119,7 +119,11 @@ def evaluate_model(
 
 
 def evaluate_exits(
-    net: nn.Module, loader: Iterable, *, ignore_index: int, device: torch.device | str = "cpu",
+    net: nn.Module,
+    loader: Iterable,
+    *,
+    ignore_index: int,
+    device: torch.device | str = "cpu",
     heads: Mapping[int, Iterable[str]] | None = None,
 ) -> tuple[dict[int, dict[str, ConfusionMatrix]], ConfusionMatrix]:
     """Confusion matrices of every attached head (or the configurations ``heads`` names per exit) at every early exit

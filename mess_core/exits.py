@@ -155,8 +155,10 @@ def exit_space(text: str) -> list[ExitSpec]:
         return [LIGHT_EXIT]
     specs = [ExitSpec.parse(s.strip()) for s in text.split(",") if s.strip()]
     if not specs:
-        raise SpecError(f"exit space {text!r} names no configuration; use default, light or comma-separated exit ids "
-                        "such as nocrm-b0-fcn,crm50p-b1-rdi-fcn")
+        raise SpecError(
+            f"exit space {text!r} names no configuration; use default, light or comma-separated exit ids "
+            "such as nocrm-b0-fcn,crm50p-b1-rdi-fcn"
+        )
     return specs
 
 

@@ -47,14 +47,53 @@ from .policy import (
 from .search import Objective, SearchSpace, search, uniform_exit
 from .uncertainty import DEFAULT_LEVEL, DropInterval, drop_interval
 
-__all__ = ["ImageError", "LoadedImage", "decode_image", "to_input", "ExitView", "run_exits", "exit_views",
-           "exit_taken", "PathCost", "path_gflops", "EarlyExitTiming", "measure_early_exit", "colorize", "heatmap",
-           "palette_for", "ThresholdFigures", "threshold_summary", "SearchPoint", "LiveSearch", "live_search",
-           "sample_instances", "thin_cloud", "instance_from_settings", "DatasetSource", "dataset_source", "dataset_sample",
-           "synthetic_sample", "shipped_heads", "ExitSettings", "explorer_defaults", "ExitFiring", "exit_firings",
-           "ThresholdDefaults", "threshold_defaults", "GflopsBudget", "gflops_budget", "PlotPoint", "plot_points",
-           "ConstraintLine", "constraint_line", "instance_document", "onnx_zip", "MIN_SIDE", "MAX_SIDE",
-           "MAX_PIXELS"]
+__all__ = [
+    "ImageError",
+    "LoadedImage",
+    "decode_image",
+    "to_input",
+    "ExitView",
+    "run_exits",
+    "exit_views",
+    "exit_taken",
+    "PathCost",
+    "path_gflops",
+    "EarlyExitTiming",
+    "measure_early_exit",
+    "colorize",
+    "heatmap",
+    "palette_for",
+    "ThresholdFigures",
+    "threshold_summary",
+    "SearchPoint",
+    "LiveSearch",
+    "live_search",
+    "sample_instances",
+    "thin_cloud",
+    "instance_from_settings",
+    "DatasetSource",
+    "dataset_source",
+    "dataset_sample",
+    "synthetic_sample",
+    "shipped_heads",
+    "ExitSettings",
+    "explorer_defaults",
+    "ExitFiring",
+    "exit_firings",
+    "ThresholdDefaults",
+    "threshold_defaults",
+    "GflopsBudget",
+    "gflops_budget",
+    "PlotPoint",
+    "plot_points",
+    "ConstraintLine",
+    "constraint_line",
+    "instance_document",
+    "onnx_zip",
+    "MIN_SIDE",
+    "MAX_SIDE",
+    "MAX_PIXELS",
+]
 
 MIN_SIDE = 32  # the reference backbones downsample 32x: smaller images have no feature map left
 MAX_SIDE = 1024  # larger uploads are downscaled so every exit stays interactive on a CPU
@@ -103,14 +142,18 @@ def _decode_pillow(data: bytes, name: str) -> np.ndarray:
                 img = img.convert("RGBA" if "A" in img.mode or "transparency" in img.info else "RGB")
             return np.asarray(img)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise ImageError(f"{name}: not an image that OpenCV or Pillow can read ({type(exc).__name__}); upload a PNG, "
-                         "JPEG, BMP, TIFF or WebP file") from None
+        raise ImageError(
+            f"{name}: not an image that OpenCV or Pillow can read ({type(exc).__name__}); upload a PNG, "
+            "JPEG, BMP, TIFF or WebP file"
+        ) from None
 
 
 def _too_large(name: str, size: str) -> ImageError:
-    return ImageError(f"{name}: {size} is more than this app decodes ({MAX_PIXELS // 1_000_000} megapixels at most); "
-                      f"downscale the image (to at most {MAX_SIDE} pixels a side, as it would be shown) and upload it "
-                      "again")
+    return ImageError(
+        f"{name}: {size} is more than this app decodes ({MAX_PIXELS // 1_000_000} megapixels at most); "
+        f"downscale the image (to at most {MAX_SIDE} pixels a side, as it would be shown) and upload it "
+        "again"
+    )
 
 
 def _check_pixel_count(data: bytes, name: str) -> None:
@@ -148,8 +191,10 @@ def decode_image(data: bytes, *, name: str = "upload", max_side: int = MAX_SIDE)
         array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:  # OpenCV refuses some damaged or oversized files with an error, not with None
         detail = " ".join(str(exc).split())[-160:]
-        raise ImageError(f"{name}: OpenCV cannot decode this file ({detail}); upload a PNG, JPEG, BMP, TIFF or WebP "
-                         f"file of at most {MAX_PIXELS // 1_000_000} megapixels") from None
+        raise ImageError(
+            f"{name}: OpenCV cannot decode this file ({detail}); upload a PNG, JPEG, BMP, TIFF or WebP "
+            f"file of at most {MAX_PIXELS // 1_000_000} megapixels"
+        ) from None
     except MemoryError:
         raise ImageError(f"{name}: not enough memory to decode this image; downscale it and upload it again") from None
     if array is not None:  # OpenCV gives BGR(A)
@@ -230,8 +275,9 @@ class ExitView:
     c_img_plain: float  # the same without edge masking
 
 
-def exit_views(logits: Mapping[int, torch.Tensor], configs: Mapping[int, str], *, th_pix: float,
-               edges: EdgeMasking) -> list[ExitView]:
+def exit_views(
+    logits: Mapping[int, torch.Tensor], configs: Mapping[int, str], *, th_pix: float, edges: EdgeMasking
+) -> list[ExitView]:
     """The per-exit maps of one image (batch 1) at ``th_pix`` with edge masking ``edges``, shallowest first."""
     views = []
     final = max(logits)
@@ -241,11 +287,18 @@ def exit_views(logits: Mapping[int, torch.Tensor], configs: Mapping[int, str], *
         labels = predicted_labels(out)
         mask = widen(label_edges(labels), edges.size)
         masked = edge_masked_confidence(conf, labels, size=edges.size, window=edges.window)
-        views.append(ExitView(
-            exit=index, config="final" if index == final else configs[index], labels=labels[0].numpy(),
-            confidence=conf[0].numpy(), edge_mask=mask[0].numpy(), masked_confidence=masked[0].numpy(),
-            c_img=float(image_confidence(masked, th_pix)[0]), c_img_plain=float(image_confidence(conf, th_pix)[0]),
-        ))
+        views.append(
+            ExitView(
+                exit=index,
+                config="final" if index == final else configs[index],
+                labels=labels[0].numpy(),
+                confidence=conf[0].numpy(),
+                edge_mask=mask[0].numpy(),
+                masked_confidence=masked[0].numpy(),
+                c_img=float(image_confidence(masked, th_pix)[0]),
+                c_img_plain=float(image_confidence(conf, th_pix)[0]),
+            )
+        )
     return views
 
 
@@ -293,8 +346,7 @@ class EarlyExitTiming:
         return self.full_ms / self.early_exit_ms
 
 
-def measure_early_exit(net: MultiExitNet, instance: Instance, x: torch.Tensor, *, repeats: int = 3
-                       ) -> EarlyExitTiming:
+def measure_early_exit(net: MultiExitNet, instance: Instance, x: torch.Tensor, *, repeats: int = 3) -> EarlyExitTiming:
     """Time the deployed instance (:class:`~mess_core.runtime.EarlyExitNet`, which really stops at the exit) and
     the original model's path (every stage, no head) on ``x``, interleaved, median of ``repeats``."""
     from .runtime import deploy
@@ -315,8 +367,9 @@ def measure_early_exit(net: MultiExitNet, instance: Instance, x: torch.Tensor, *
             t0 = time.perf_counter()
             deployed(x)
             exit_times.append(time.perf_counter() - t0)
-    return EarlyExitTiming(full_ms=1e3 * float(np.median(full_times)),
-                           early_exit_ms=1e3 * float(np.median(exit_times)), exit=int(taken[0]))
+    return EarlyExitTiming(
+        full_ms=1e3 * float(np.median(full_times)), early_exit_ms=1e3 * float(np.median(exit_times)), exit=int(taken[0])
+    )
 
 
 def palette_for(dataset: str, num_classes: int) -> np.ndarray:
@@ -396,9 +449,15 @@ def threshold_summary(cache: EvaluationCache, instance: Instance) -> ThresholdFi
         ms, base_ms = evaluate(cache, instance, unit="ms"), evaluate(cache, Instance(instance.mode), unit="ms")
         latency = {"latency_ms": ms.cost, "backbone_ms": base_ms.cost, "latency_speedup": base_ms.cost / ms.cost}
     return ThresholdFigures(
-        miou=out.miou, gflops=out.cost, speedup=base.cost / out.cost, backbone_miou=base.miou,
-        backbone_gflops=base.cost, drop_pp=100 * (base.miou - out.miou), histogram=exit_histogram(cache, instance),
-        per_class=pd.DataFrame({"class": classes, "IoU": out.iou, "backbone IoU": base.iou}), **latency,
+        miou=out.miou,
+        gflops=out.cost,
+        speedup=base.cost / out.cost,
+        backbone_miou=base.miou,
+        backbone_gflops=base.cost,
+        drop_pp=100 * (base.miou - out.miou),
+        histogram=exit_histogram(cache, instance),
+        per_class=pd.DataFrame({"class": classes, "IoU": out.iou, "backbone IoU": base.iou}),
+        **latency,
         drop_interval=drop_interval(cache, instance),
     )
 
@@ -440,8 +499,9 @@ class LiveSearch:
         return {name: point for name, point in points.items() if point is not None}
 
 
-def live_search(cache: EvaluationCache, objective: Objective, *, mode: str, unit: str = "gflops",
-                space: SearchSpace | None = None) -> LiveSearch:
+def live_search(
+    cache: EvaluationCache, objective: Objective, *, mode: str, unit: str = "gflops", space: SearchSpace | None = None
+) -> LiveSearch:
     """The Pareto page's search for one constraint: the chosen instance and its peers under the same objective
     (uniform-exit MESS and the naive policy, input-dependent; the oracle on the chosen exits under the same
     constraint, :func:`mess_core.oracle.oracle`), plus the backbone."""
@@ -449,8 +509,13 @@ def live_search(cache: EvaluationCache, objective: Objective, *, mode: str, unit
     result = search(cache, objective, mode=mode, unit=unit, space=space)
     interval = result.interval  # a confidence-aware search already bootstrapped its choice
     if interval is None and result.instance is not None:
-        interval = drop_interval(cache, result.instance, confidence=objective.confidence or DEFAULT_LEVEL,
-                                 fresh_images=objective.fresh_images, block=objective.block)
+        interval = drop_interval(
+            cache,
+            result.instance,
+            confidence=objective.confidence or DEFAULT_LEVEL,
+            fresh_images=objective.fresh_images,
+            block=objective.block,
+        )
     chosen = SearchPoint(result.instance, result.miou, result.cost, interval)
     backbone = SearchPoint(Instance(mode), result.reference_miou, result.reference_cost)
     peers: dict[str, SearchPoint] = {}
@@ -460,8 +525,13 @@ def live_search(cache: EvaluationCache, objective: Objective, *, mode: str, unit
     if objective.kind != "pareto":
         uni = uniform_exit(cache, objective, unit=unit, space=space)
         peers["uniform"] = SearchPoint(uni.instance, uni.miou, uni.cost)
-        naive = search(cache, objective, mode="input-dependent", unit=unit,
-                       space=SearchSpace(**{**space.__dict__, "policy": "naive"}))
+        naive = search(
+            cache,
+            objective,
+            mode="input-dependent",
+            unit=unit,
+            space=SearchSpace(**{**space.__dict__, "policy": "naive"}),
+        )
         peers["naive"] = SearchPoint(naive.instance, naive.miou, naive.cost)
         if result.instance is not None and result.instance.exits:
             found = oracle(cache, result.instance, max_drop=objective.max_drop, budget=objective.budget, unit=unit)
@@ -469,8 +539,9 @@ def live_search(cache: EvaluationCache, objective: Objective, *, mode: str, unit
     return LiveSearch(chosen=chosen, backbone=backbone, seconds=result.seconds, space_size=result.space_size, **peers)
 
 
-def sample_instances(cache: EvaluationCache, *, count: int = 600, seed: int = 0, max_exits: int = 2,
-                     space: SearchSpace | None = None) -> pd.DataFrame:
+def sample_instances(
+    cache: EvaluationCache, *, count: int = 600, seed: int = 0, max_exits: int = 2, space: SearchSpace | None = None
+) -> pd.DataFrame:
     """Exact mIoU and GFLOPs of every budgeted instance and of ``count`` random input-dependent instances (1 to
     ``max_exits`` exits, configurations, th_pix and th_img drawn from ``space``): the cloud the fronts are drawn
     over. Columns series, mode, cost, miou, description, instance."""
@@ -483,15 +554,25 @@ def sample_instances(cache: EvaluationCache, *, count: int = 600, seed: int = 0,
     for _ in range(count):
         k = int(rng.integers(1, min(max_exits, len(exits)) + 1))
         chosen = sorted(rng.choice(exits, size=k, replace=False).tolist())
-        kept = tuple(KeptExit(int(e), cache.configs[int(rng.choice(configs))], float(rng.choice(space.th_img)))
-                     for e in chosen)
-        rows.append(Instance("input-dependent", kept,
-                             ConfidencePolicy(th_pix=float(rng.choice(th_pixes)), edges=space.edges)))
+        kept = tuple(
+            KeptExit(int(e), cache.configs[int(rng.choice(configs))], float(rng.choice(space.th_img))) for e in chosen
+        )
+        rows.append(
+            Instance("input-dependent", kept, ConfidencePolicy(th_pix=float(rng.choice(th_pixes)), edges=space.edges))
+        )
     records = []
     for inst in rows:
         out = evaluate(cache, inst)
-        records.append({"series": f"evaluated ({inst.mode})", "mode": inst.mode, "cost": out.cost, "miou": out.miou,
-                        "description": inst.describe(), "instance": inst})
+        records.append(
+            {
+                "series": f"evaluated ({inst.mode})",
+                "mode": inst.mode,
+                "cost": out.cost,
+                "miou": out.miou,
+                "description": inst.describe(),
+                "instance": inst,
+            }
+        )
     return pd.DataFrame(records)
 
 
@@ -516,8 +597,9 @@ def thin_cloud(cloud: pd.DataFrame, *, cells: tuple[int, int] = (240, 120)) -> p
     return cloud.iloc[np.sort(first)].reset_index(drop=True)
 
 
-def instance_from_settings(mode: str, th_img: Mapping[int, float], configs: Mapping[int, str], *, th_pix: float,
-                           edges: EdgeMasking | None) -> Instance:
+def instance_from_settings(
+    mode: str, th_img: Mapping[int, float], configs: Mapping[int, str], *, th_pix: float, edges: EdgeMasking | None
+) -> Instance:
     """An input-dependent instance keeping the exits of ``th_img`` with their ``configs``: what the Thresholds and
     Explorer sliders describe."""
     kept = tuple(KeptExit(int(e), ExitSpec.coerce(configs[e]).id, float(th_img[e])) for e in sorted(th_img))
@@ -595,8 +677,9 @@ class ExitSettings:
     th_pix: float
 
 
-def explorer_defaults(cache: EvaluationCache, shipped: Mapping[int, Sequence[str]], searched: Instance | None,
-                      *, th_pix: float = 0.8) -> ExitSettings:
+def explorer_defaults(
+    cache: EvaluationCache, shipped: Mapping[int, Sequence[str]], searched: Instance | None, *, th_pix: float = 0.8
+) -> ExitSettings:
     """The explorer's starting settings: every exit with its most accurate shipped configuration (mIoU on the cache),
     then the ``searched`` instance's exits, configurations, thresholds and th_pix where it has one (its exits whose
     configuration is not shipped keep the most accurate one and are not kept). A static exit (budgeted or anytime,
@@ -627,8 +710,12 @@ class ExitFiring:
 
 def exit_firings(views: Sequence[ExitView], th_img: Mapping[int, float]) -> list[ExitFiring]:
     """Every exit's image confidence against its threshold, shallowest first: the explorer's table."""
-    return [ExitFiring(v.exit, v.config, v.c_img, v.c_img_plain, th_img.get(v.exit),
-                       v.exit in th_img and v.c_img >= th_img[v.exit]) for v in views]
+    return [
+        ExitFiring(
+            v.exit, v.config, v.c_img, v.c_img_plain, th_img.get(v.exit), v.exit in th_img and v.c_img >= th_img[v.exit]
+        )
+        for v in views
+    ]
 
 
 # --------------------------------------------------------------------------------------------- the thresholds' start
@@ -647,9 +734,12 @@ def threshold_defaults(cache: EvaluationCache) -> ThresholdDefaults:
     th_img 0.8, and the cache's own edge masking (s=3, w=7 where its meta does not say)."""
     grid = list(cache.th_pix_grid)
     edges = cache.meta.get("edge_masking", {"size": 3, "window": 7})
-    return ThresholdDefaults(kept=[max(1, (cache.num_exits - 1) // 2)],
-                             th_pix=0.8 if 0.8 in grid else grid[len(grid) // 2], th_img=0.8,
-                             edges=EdgeMasking(size=edges["size"], window=edges["window"]))
+    return ThresholdDefaults(
+        kept=[max(1, (cache.num_exits - 1) // 2)],
+        th_pix=0.8 if 0.8 in grid else grid[len(grid) // 2],
+        th_img=0.8,
+        edges=EdgeMasking(size=edges["size"], window=edges["window"]),
+    )
 
 
 # --------------------------------------------------------------------------------------------- the Pareto page
@@ -719,8 +809,9 @@ def constraint_line(objective: Objective, backbone: SearchPoint) -> ConstraintLi
     return ConstraintLine("cost", objective.budget * backbone.cost)
 
 
-def instance_document(cache: EvaluationCache, study_name: str, instance: Instance, figures: ThresholdFigures
-                      ) -> dict[str, Any]:
+def instance_document(
+    cache: EvaluationCache, study_name: str, instance: Instance, figures: ThresholdFigures
+) -> dict[str, Any]:
     """The JSON document of a downloaded instance: the instance, where it comes from (model, dataset, split, input
     size, classes, exits, study) and its single-number figures on the cache's split."""
     meta = cache.meta

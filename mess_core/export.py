@@ -57,8 +57,14 @@ class _Stage(nn.Module):
     """Stage ``index`` as a function of the batch tensors alone: metadata and batch-independent values it receives
     are baked in as constants; it returns only the batch tensors the next stage and heads need."""
 
-    def __init__(self, stage: nn.Module, inputs: Sequence[Any], tensor_in: Sequence[int], tensor_out: Sequence[int] | None,
-                 output_key: str | int | None):
+    def __init__(
+        self,
+        stage: nn.Module,
+        inputs: Sequence[Any],
+        tensor_in: Sequence[int],
+        tensor_out: Sequence[int] | None,
+        output_key: str | int | None,
+    ):
         super().__init__()
         self.stage = stage
         self.constants = [None if i in tensor_in else v for i, v in enumerate(inputs)]
@@ -95,16 +101,18 @@ def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path) -> No
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # a sample batch of 2: torch.export specialises dimensions of size 1
-        torch.onnx.export(module.eval(), args, str(path), dynamo=True, dynamic_shapes=dynamic, external_data=False,
-                          verbose=False)
+        torch.onnx.export(
+            module.eval(), args, str(path), dynamo=True, dynamic_shapes=dynamic, external_data=False, verbose=False
+        )
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def export_onnx(net: MultiExitNet, instance: Instance, out_dir: str | os.PathLike, *,
-                input_size: Sequence[int] | None = None) -> Path:
+def export_onnx(
+    net: MultiExitNet, instance: Instance, out_dir: str | os.PathLike, *, input_size: Sequence[int] | None = None
+) -> Path:
     """Export ``instance`` of ``net`` to ``out_dir`` (see the module docstring) for inputs of ``input_size``
     (H, W; the network's example size by default). Returns the directory."""
     model = deploy(net, instance)
@@ -115,8 +123,14 @@ def export_onnx(net: MultiExitNet, instance: Instance, out_dir: str | os.PathLik
     try:
         device, dtype = net._placement()
         x = torch.randn(2, 3, h, w, device=device, dtype=dtype)
-        manifest: dict[str, Any] = {"format": ONNX_FORMAT, "instance": instance.to_dict(), "input_size": [h, w],
-                                    "num_classes": net.num_classes, "num_exits": net.num_exits, "opset": None}
+        manifest: dict[str, Any] = {
+            "format": ONNX_FORMAT,
+            "instance": instance.to_dict(),
+            "input_size": [h, w],
+            "num_classes": net.num_classes,
+            "num_exits": net.num_exits,
+            "opset": None,
+        }
         if isinstance(model, BudgetedNet):
             _export(model, (x,), tmp / "model.onnx")
             manifest["model"] = "model.onnx"
@@ -129,8 +143,10 @@ def export_onnx(net: MultiExitNet, instance: Instance, out_dir: str | os.PathLik
             for index in range(1, net.num_exits + 1):
                 last = index == net.num_exits
                 if not last and {"shape", "size"} & set(kinds[index - 1]):
-                    raise ExportError(f"stage {index} hands on a shape holding the batch size; the per-stage ONNX "
-                                      "files take a dynamic batch and cannot carry it. Export a budgeted instance.")
+                    raise ExportError(
+                        f"stage {index} hands on a shape holding the batch size; the per-stage ONNX "
+                        "files take a dynamic batch and cannot carry it. Export a budgeted instance."
+                    )
                 tensor_out = None if last else [i for i, k in enumerate(kinds[index - 1]) if k == "tensor"]
                 module = _Stage(net.stages[index - 1], inputs, tensor_in, tensor_out, net.output_key)
                 # separate copies: values crossing a cut may share memory (a slice kept as a skip beside the map it
@@ -146,8 +162,9 @@ def export_onnx(net: MultiExitNet, instance: Instance, out_dir: str | os.PathLik
                     feature = net.feature_slots[index - 1]
                     if feature not in tensor_out:
                         raise ExportError(f"exit {index} reads a feature map that does not depend on the batch")
-                    _export(_Head(model.heads[str(index)], (h, w)), (step.features.clone(),),
-                            tmp / f"head_{index}.onnx")
+                    _export(
+                        _Head(model.heads[str(index)], (h, w)), (step.features.clone(),), tmp / f"head_{index}.onnx"
+                    )
                     heads.append({"exit": index, "file": f"head_{index}.onnx", "feature": tensor_out.index(feature)})
                 inputs, tensor_in = list(step.live), tensor_out
             manifest["stages"], manifest["heads"] = stages, heads
@@ -184,8 +201,14 @@ class OnnxRunner:
     logits (:meth:`stream` yields them one by one), input-dependent -> ``(logits, exit_taken)``. Inputs and outputs
     are torch tensors on the CPU."""
 
-    def __init__(self, directory: str | os.PathLike, *, providers: Sequence[str] | None = None, threads: int | None = None,
-                 verify: bool = True):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        *,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+        verify: bool = True,
+    ):
         import onnxruntime as ort
 
         self.directory = Path(directory)
@@ -223,8 +246,10 @@ class OnnxRunner:
 
     def _check(self, x: torch.Tensor) -> np.ndarray:
         if tuple(x.shape[-2:]) != self.input_size or x.dim() != 4:
-            raise ExportError(f"{self.directory}: exported for inputs (B, 3, {self.input_size[0]}, {self.input_size[1]}), "
-                              f"got {tuple(x.shape)}; export again with input_size={tuple(x.shape[-2:])}")
+            raise ExportError(
+                f"{self.directory}: exported for inputs (B, 3, {self.input_size[0]}, {self.input_size[1]}), "
+                f"got {tuple(x.shape)}; export again with input_size={tuple(x.shape[-2:])}"
+            )
         return np.ascontiguousarray(x.detach().cpu().float().numpy())
 
     def stream(self, x: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:

@@ -71,8 +71,12 @@ def describe(annotation: Any) -> str | None:
 
 
 def _plural(words: str) -> str:
-    return {"a whole number": "whole numbers", "a number": "numbers", "text": "texts",
-            "true or false": "true/false values"}.get(words, words)
+    return {
+        "a whole number": "whole numbers",
+        "a number": "numbers",
+        "text": "texts",
+        "true or false": "true/false values",
+    }.get(words, words)
 
 
 def _fits(value: Any, annotation: Any) -> bool:
@@ -113,8 +117,11 @@ def check_value(value: Any, annotation: Any, *, where: str, name: str, error: Ca
     expected = describe(annotation) or str(annotation)
     if isinstance(value, float) and not math.isfinite(value):
         expected = expected.replace("a number", "a finite number")
-    raise error(f"{where}: {name}: expected {expected}, got {value!r}" if where else
-                f"{name}: expected {expected}, got {value!r}")
+    raise error(
+        f"{where}: {name}: expected {expected}, got {value!r}"
+        if where
+        else f"{name}: expected {expected}, got {value!r}"
+    )
 
 
 # the largest whole number any setting takes unless its class declares less (LIMITS): beyond it, torch and numpy
@@ -133,16 +140,21 @@ def check_fields(obj: Any, *, where: str, error: Callable[[str], Exception]) -> 
         check_value(value, hints[f.name], where=where, name=f.name, error=error)
         most = limits.get(f.name, MAX_WHOLE)
         many = isinstance(value, (list, tuple))
-        if any(isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) > most
-               for v in (value if many else [value])):
+        if any(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) > most
+            for v in (value if many else [value])
+        ):
             prefix = f"{where}: " if where else ""
             shown = list(value) if many else value
-            raise error(f"{prefix}{f.name}: {shown!r} is beyond what this setting allows (at most {most:,}"
-                        f"{' each' if many else ''})")
+            raise error(
+                f"{prefix}{f.name}: {shown!r} is beyond what this setting allows (at most {most:,}"
+                f"{' each' if many else ''})"
+            )
 
 
-def check_arguments(func: Callable[..., Any], values: Mapping[str, Any], *, where: str,
-                    error: Callable[[str], Exception]) -> None:
+def check_arguments(
+    func: Callable[..., Any], values: Mapping[str, Any], *, where: str, error: Callable[[str], Exception]
+) -> None:
     """Check keyword arguments ``values`` against the annotations of ``func`` (a class: its ``__init__``); names it
     does not annotate are left to it."""
     target = func.__init__ if inspect.isclass(func) else func

@@ -91,9 +91,14 @@ def folder_lock(path: str | os.PathLike, *, what: str) -> Iterator[None]:
             raise OutputError(
                 f"{path}: {holder.get('what', 'another command')} (process {holder.get('pid', '?')} on "
                 f"{holder.get('host', '?')}, since {holder.get('started', '?')}) is writing it now; wait for it to "
-                "finish or stop it, then run again") from None
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "what": what,
-                  "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+                "finish or stop it, then run again"
+            ) from None
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "what": what,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode(), 0)
         try:

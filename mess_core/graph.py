@@ -305,7 +305,11 @@ def _fix_defaults(graph: fx.Graph) -> None:
 
 
 def _trace_once(
-    model: nn.Module, example: torch.Tensor, leaf_types: tuple[type, ...], leaf_names: frozenset[str], *,
+    model: nn.Module,
+    example: torch.Tensor,
+    leaf_types: tuple[type, ...],
+    leaf_names: frozenset[str],
+    *,
     training: bool = False,
 ) -> tuple[_ConcreteTracer, fx.Graph]:
     """One trace without gradients, leaving the model's modes, buffers and the random state as they were.
@@ -407,8 +411,10 @@ def _explain_trace_failures(model: nn.Module, failures: Sequence[tuple[Exception
         hint = "wrap the offending code in a submodule and pass its name in leaf_modules"
     if paths and len(paths) < len(failures):
         hint += "; code in the model's own forward cannot be kept opaque, so wrap it in a submodule first"
-    head = "torch.fx could not trace the model: " if len(parts) == 1 else (
-        f"torch.fx could not trace the model in {len(parts)} places: "
+    head = (
+        "torch.fx could not trace the model: "
+        if len(parts) == 1
+        else (f"torch.fx could not trace the model in {len(parts)} places: ")
     )
     body = parts[0] if len(parts) == 1 else "; ".join(f"({i}) {p}" for i, p in enumerate(parts, start=1))
     return TraceFailure(_plain(f"{head}{body}. To work around it, {hint}, or {'; or '.join(fixes)}."))
@@ -416,8 +422,11 @@ def _explain_trace_failures(model: nn.Module, failures: Sequence[tuple[Exception
 
 def _plain(text: str) -> str:
     """torch.fx's own words for the containers it records (``a immutable_list``) in the user's words."""
-    return re.sub(r"\ba immutable_(list|dict)\b", r"a \1", text).replace("immutable_list", "list") \
+    return (
+        re.sub(r"\ba immutable_(list|dict)\b", r"a \1", text)
+        .replace("immutable_list", "list")
         .replace("immutable_dict", "dict")
+    )
 
 
 def _signature(nodes: Sequence[fx.Node]) -> list[tuple]:
@@ -458,7 +467,10 @@ def _stack_trace_location(stack_trace: str) -> str:
 
 
 def _mode_dependent_module(
-    model: nn.Module, example: torch.Tensor, leaf_types: tuple[type, ...], leaf_names: frozenset[str],
+    model: nn.Module,
+    example: torch.Tensor,
+    leaf_types: tuple[type, ...],
+    leaf_names: frozenset[str],
     eval_graph: fx.Graph,
 ) -> str | None:
     """The qualified name of a module whose traced code differs between eval and training mode (None: no module
@@ -483,8 +495,11 @@ def _mode_dependent_module(
         if len(a) == len(b):
             return None
         first = min(len(a), len(b))
-    here = [n for n in (ours[first] if first < len(ours) else None, theirs[first] if first < len(theirs) else None)
-            if n is not None and n.op != "output"]
+    here = [
+        n
+        for n in (ours[first] if first < len(ours) else None, theirs[first] if first < len(theirs) else None)
+        if n is not None and n.op != "output"
+    ]
     common = []
     stacks = [stack(n) for n in here]
     if stacks:
@@ -511,10 +526,20 @@ def _mode_dependent_module(
 
 _SHAPE_ATTRIBUTES = frozenset({"shape", "ndim", "dtype", "device", "is_cuda"})
 _SHAPE_METHODS = frozenset({"size", "dim", "numel", "nelement", "get_device"})
-_METADATA_FUNCTIONS = frozenset({
-    operator.getitem, operator.add, operator.sub, operator.mul, operator.floordiv, operator.truediv, operator.mod,
-    operator.neg, len, int,
-})
+_METADATA_FUNCTIONS = frozenset(
+    {
+        operator.getitem,
+        operator.add,
+        operator.sub,
+        operator.mul,
+        operator.floordiv,
+        operator.truediv,
+        operator.mod,
+        operator.neg,
+        len,
+        int,
+    }
+)
 
 
 def _hoist_shape_reads(graph: fx.Graph, values: dict[fx.Node, Any]) -> frozenset[str]:
@@ -572,11 +597,7 @@ class CutPoint:
 
 
 def _is_container(qualname: str, typ: type, transparent: frozenset[str]) -> bool:
-    return (
-        qualname in transparent
-        or typ is nn.Sequential
-        or issubclass(typ, (nn.ModuleList, nn.ModuleDict))
-    )
+    return qualname in transparent or typ is nn.Sequential or issubclass(typ, (nn.ModuleList, nn.ModuleDict))
 
 
 def live_sets(traced: TracedModel) -> list[tuple[int, ...]]:
@@ -628,17 +649,52 @@ EXIT_FEATURE_RULES = ("latest", "highest-resolution")
 
 
 _CONVS: tuple[type, ...] = (nn.modules.conv._ConvNd,)
-_NORMS: tuple[type, ...] = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, torchvision.ops.FrozenBatchNorm2d)
+_NORMS: tuple[type, ...] = (
+    nn.modules.batchnorm._NormBase,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    torchvision.ops.FrozenBatchNorm2d,
+)
 _ACTIVATIONS: tuple[type, ...] = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish,
-    nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.CELU,
+    nn.SELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Hardtanh,
+    nn.Sigmoid,
+    nn.Tanh,
 )
 _CONV_FUNCTIONS = frozenset({torch.conv1d, torch.conv2d, torch.conv3d, F.conv1d, F.conv2d, F.conv3d})
 _NORM_FUNCTIONS = frozenset({F.batch_norm, F.group_norm, F.layer_norm, F.instance_norm, torch.batch_norm})
-_ACTIVATION_FUNCTIONS = frozenset({
-    F.relu, torch.relu, F.relu_, torch.relu_, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.mish, F.hardswish,
-    F.hardsigmoid, F.hardtanh, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh,
-})
+_ACTIVATION_FUNCTIONS = frozenset(
+    {
+        F.relu,
+        torch.relu,
+        F.relu_,
+        torch.relu_,
+        F.relu6,
+        F.leaky_relu,
+        F.elu,
+        F.gelu,
+        F.silu,
+        F.mish,
+        F.hardswish,
+        F.hardsigmoid,
+        F.hardtanh,
+        torch.sigmoid,
+        F.sigmoid,
+        torch.tanh,
+        F.tanh,
+    }
+)
 _ACTIVATION_METHODS = frozenset({"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_"})
 
 
@@ -679,6 +735,7 @@ def _exit_feature(traced: TracedModel, features: Sequence[str], rule: str) -> st
     if rule == "latest":
         return features[-1]
     if rule == "highest-resolution":
+
         def key(item: tuple[int, str]) -> tuple[int, int, int]:
             shape = traced.info[item[1]].shape
             return shape[2] * shape[3], shape[1], item[0]
@@ -718,7 +775,8 @@ def find_cut_points(traced: TracedModel, *, region: str = "", exit_feature: str 
         if not names or any(i.kind == "other" for i in infos):
             continue
         features = [
-            n for n, i in zip(names, infos)
+            n
+            for n, i in zip(names, infos)
             if i.is_feature_map and i.shape[0] == batch and nodes[traced.index(n)].op != "placeholder"
         ]
         if not features:

@@ -33,8 +33,17 @@ from .instance import Instance, Outcome, evaluate
 from .report import Row
 from .uncertainty import DEFAULT_LEVEL, DEFAULT_RESAMPLES, drop_intervals
 
-__all__ = ["Promise", "PROMISES", "evaluate_rows", "score_instance", "exit_mix", "mix_text", "with_costs_of",
-           "check_report_set", "evaluation_markdown"]
+__all__ = [
+    "Promise",
+    "PROMISES",
+    "evaluate_rows",
+    "score_instance",
+    "exit_mix",
+    "mix_text",
+    "with_costs_of",
+    "check_report_set",
+    "evaluation_markdown",
+]
 
 
 @dataclass(frozen=True)
@@ -74,14 +83,19 @@ def exit_mix(cache: EvaluationCache, instance: Instance) -> list[dict[str, Any]]
 
 def _mix_of(out: Outcome) -> list[dict[str, Any]]:
     counts = np.bincount(out.exit_taken, minlength=len(out.steps)) / max(len(out.exit_taken), 1)
-    return [{"exit": "final" if s["config"] == "final" else int(s["exit"]), "fraction": float(f)}
-            for s, f in zip(out.steps, counts)]
+    return [
+        {"exit": "final" if s["config"] == "final" else int(s["exit"]), "fraction": float(f)}
+        for s, f in zip(out.steps, counts)
+    ]
 
 
 def mix_text(mix: list[dict[str, Any]]) -> str:
     """``exit 1 7%, exit 2 40%, final 53%``: where images leave, for tables and captions."""
-    return ", ".join(f"{'final' if m['exit'] == 'final' else 'exit ' + str(m['exit'])} {100 * m['fraction']:.0f}%"
-                     for m in mix if m["fraction"] > 0)
+    return ", ".join(
+        f"{'final' if m['exit'] == 'final' else 'exit ' + str(m['exit'])} {100 * m['fraction']:.0f}%"
+        for m in mix
+        if m["fraction"] > 0
+    )
 
 
 def check_report_set(tuning: EvaluationCache, other: EvaluationCache, *, where: str = "report set") -> None:
@@ -89,9 +103,11 @@ def check_report_set(tuning: EvaluationCache, other: EvaluationCache, *, where: 
     classes, exits and input size, and the same GFLOPs for every head both have (its space may be partial)."""
     for key in ("model", "num_classes", "exits", "input_size"):
         if tuning.meta.get(key) != other.meta.get(key):
-            raise CacheError(f"{where}: '{key}' is {other.meta.get(key)!r}, the study's is {tuning.meta.get(key)!r}; "
-                             "evaluate this study's network on the images with `python -m mess_core study evaluate "
-                             "STUDY --cache FILE`")
+            raise CacheError(
+                f"{where}: '{key}' is {other.meta.get(key)!r}, the study's is {tuning.meta.get(key)!r}; "
+                "evaluate this study's network on the images with `python -m mess_core study evaluate "
+                "STUDY --cache FILE`"
+            )
     shared = [c for c in other.configs if c in tuning.configs]
     mine = other.head_gflops[:, [other.config_index(c) for c in shared]]
     theirs = tuning.head_gflops[:, [tuning.config_index(c) for c in shared]]
@@ -113,15 +129,22 @@ def with_costs_of(cache: EvaluationCache, source: EvaluationCache) -> Evaluation
     return cache
 
 
-def score_instance(cache: EvaluationCache, instance: Instance, *, level: float = DEFAULT_LEVEL,
-                   resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict[str, Any]:
+def score_instance(
+    cache: EvaluationCache,
+    instance: Instance,
+    *,
+    level: float = DEFAULT_LEVEL,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> dict[str, Any]:
     """One instance on ``cache``'s images: miou, gflops, speedup, latency_ms and latency_speedup (with measured
     latency), exit_mix, and drop_pp with drop_low/drop_high (the central ``level`` bootstrap interval)."""
     return _scored(cache, [instance], level=level, resamples=resamples, seed=seed)[0]
 
 
-def _scored(cache: EvaluationCache, instances: list[Instance], *, level: float, resamples: int,
-            seed: int) -> list[dict[str, Any]]:
+def _scored(
+    cache: EvaluationCache, instances: list[Instance], *, level: float, resamples: int, seed: int
+) -> list[dict[str, Any]]:
     base = evaluate(cache, Instance("budgeted"))
     base_ms = evaluate(cache, Instance("budgeted"), unit="ms").cost if cache.has_latency else np.nan
     intervals = drop_intervals(cache, instances, resamples=resamples, level=level, seed=seed)
@@ -129,15 +152,31 @@ def _scored(cache: EvaluationCache, instances: list[Instance], *, level: float, 
     for instance, interval in zip(instances, intervals):
         figures = evaluate(cache, instance)
         ms = evaluate(cache, instance, unit="ms").cost if cache.has_latency else np.nan
-        out.append({"miou": figures.miou, "gflops": figures.cost, "speedup": base.cost / figures.cost,
-                    "latency_ms": ms, "latency_speedup": base_ms / ms if cache.has_latency else np.nan,
-                    "exit_mix": _mix_of(figures), "drop_pp": interval.point, "drop_low": interval.low,
-                    "drop_high": interval.high, "cost_ratio": figures.cost / base.cost})
+        out.append(
+            {
+                "miou": figures.miou,
+                "gflops": figures.cost,
+                "speedup": base.cost / figures.cost,
+                "latency_ms": ms,
+                "latency_speedup": base_ms / ms if cache.has_latency else np.nan,
+                "exit_mix": _mix_of(figures),
+                "drop_pp": interval.point,
+                "drop_low": interval.low,
+                "drop_high": interval.high,
+                "cost_ratio": figures.cost / base.cost,
+            }
+        )
     return out
 
 
-def evaluate_rows(tables: Mapping[str, pd.DataFrame], cache: EvaluationCache, *, level: float = DEFAULT_LEVEL,
-                  resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> pd.DataFrame:
+def evaluate_rows(
+    tables: Mapping[str, pd.DataFrame],
+    cache: EvaluationCache,
+    *,
+    level: float = DEFAULT_LEVEL,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Every row of ``tables`` (mode -> a study's results table) that deploys an instance, scored on ``cache``.
 
     Columns: mode, id, row, exits, tuned_miou and tuned_speedup (the figures the row was chosen on), miou, drop_pp
@@ -158,17 +197,45 @@ def evaluate_rows(tables: Mapping[str, pd.DataFrame], cache: EvaluationCache, *,
             if key in seen:
                 continue  # the backbone and the input-dependent peers stand in every mode's table: score them once
             seen.add(key)
-            found.append({"mode": mode, "id": rid.value, "row": rid.label, "exits": instance.describe(),
-                          "tuned_miou": record.get("miou"), "tuned_speedup": record.get("speedup"),
-                          "instance": instance})
+            found.append(
+                {
+                    "mode": mode,
+                    "id": rid.value,
+                    "row": rid.label,
+                    "exits": instance.describe(),
+                    "tuned_miou": record.get("miou"),
+                    "tuned_speedup": record.get("speedup"),
+                    "instance": instance,
+                }
+            )
     scores = _scored(cache, [r["instance"] for r in found], level=level, resamples=resamples, seed=seed)
     for row, score in zip(found, scores):
         promise = PROMISES.get(Row(row["id"]))
-        row.update(score, promise=promise.describe() if promise else "",
-                   held=None if promise is None else promise.held(drop_pp=score["drop_pp"],
-                                                                  cost_ratio=score["cost_ratio"]))
-    columns = ["mode", "id", "row", "exits", "tuned_miou", "tuned_speedup", "miou", "drop_pp", "drop_low", "drop_high",
-               "gflops", "speedup", "latency_ms", "latency_speedup", "exit_mix", "promise", "held", "instance"]
+        row.update(
+            score,
+            promise=promise.describe() if promise else "",
+            held=None if promise is None else promise.held(drop_pp=score["drop_pp"], cost_ratio=score["cost_ratio"]),
+        )
+    columns = [
+        "mode",
+        "id",
+        "row",
+        "exits",
+        "tuned_miou",
+        "tuned_speedup",
+        "miou",
+        "drop_pp",
+        "drop_low",
+        "drop_high",
+        "gflops",
+        "speedup",
+        "latency_ms",
+        "latency_speedup",
+        "exit_mix",
+        "promise",
+        "held",
+        "instance",
+    ]
     return pd.DataFrame(found, columns=columns)
 
 
@@ -176,15 +243,20 @@ def evaluation_markdown(rows: pd.DataFrame, *, title: str = "") -> str:
     """``rows`` (:func:`evaluate_rows`) as a markdown table: mIoU in percent with two decimals, the drop with its
     interval, speedups, where images leave and whether each promise held."""
     lines = [f"### {title}", ""] if title else []
-    lines += ["| mode | row | tuned mIoU | tuned speedup | mIoU | drop pp [90%] | GFLOPs speedup | images leave | "
-              "promise | held |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "| mode | row | tuned mIoU | tuned speedup | mIoU | drop pp [90%] | GFLOPs speedup | images leave | "
+        "promise | held |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows.to_dict("records"):
         held = "" if r["held"] is None else ("yes" if r["held"] else "**no**")
         tuned = f"{100 * r['tuned_miou']:.2f}" if _number(r["tuned_miou"]) else "-"
         tuned_speedup = f"{r['tuned_speedup']:.2f}x" if _number(r["tuned_speedup"]) else "-"
-        lines.append(f"| {r['mode']} | {r['row']} | {tuned} | {tuned_speedup} | {100 * r['miou']:.2f} | "
-                     f"{r['drop_pp']:.2f} [{r['drop_low']:.2f}, {r['drop_high']:.2f}] | {r['speedup']:.2f}x | "
-                     f"{mix_text(r['exit_mix'])} | {r['promise'] or '-'} | {held} |")
+        lines.append(
+            f"| {r['mode']} | {r['row']} | {tuned} | {tuned_speedup} | {100 * r['miou']:.2f} | "
+            f"{r['drop_pp']:.2f} [{r['drop_low']:.2f}, {r['drop_high']:.2f}] | {r['speedup']:.2f}x | "
+            f"{mix_text(r['exit_mix'])} | {r['promise'] or '-'} | {held} |"
+        )
     return "\n".join(lines)
 
 

@@ -26,8 +26,17 @@ from .errors import MessError
 from .explore import ThresholdFigures, threshold_summary
 from .instance import Instance, evaluate, output_rows
 
-__all__ = ["PRESETS", "image_table", "select_images", "images_with_class", "exit_examples", "LinkedView",
-           "linked_view", "compare_figures", "ImageTableError"]
+__all__ = [
+    "PRESETS",
+    "image_table",
+    "select_images",
+    "images_with_class",
+    "exit_examples",
+    "LinkedView",
+    "linked_view",
+    "compare_figures",
+    "ImageTableError",
+]
 
 # the image browser's presets: what each shows, in what order
 PRESETS = {
@@ -55,11 +64,18 @@ def image_table(cache: EvaluationCache, instance: Instance) -> pd.DataFrame:
     configs = [e.config for e in instance.exits] + ["final"]
     names = list(cache.meta.get("images") or [str(i) for i in b])
     iou, final = per_image[b, out.head_taken], per_image[:, cache.final_head]
-    table = pd.DataFrame({
-        "image": b, "name": names, "exit": np.asarray(exits)[out.exit_taken],
-        "config": np.asarray(configs, dtype=object)[out.exit_taken], "IoU": iou, "final IoU": final,
-        "loss": final - iou, "best IoU": per_image.max(axis=1),
-    })
+    table = pd.DataFrame(
+        {
+            "image": b,
+            "name": names,
+            "exit": np.asarray(exits)[out.exit_taken],
+            "config": np.asarray(configs, dtype=object)[out.exit_taken],
+            "IoU": iou,
+            "final IoU": final,
+            "loss": final - iou,
+            "best IoU": per_image.max(axis=1),
+        }
+    )
     if instance.mode == "input-dependent" and instance.exits:
         c_img = cache.image_confidence(policy=instance.policy_name, th_pix=instance.policy.th_pix)
         for e, row in zip(instance.exits, output_rows(cache, instance)):
@@ -75,8 +91,9 @@ def images_with_class(cache: EvaluationCache, name: str) -> np.ndarray:
     return cache.label[:, classes.index(name)] > 0
 
 
-def select_images(cache: EvaluationCache, table: pd.DataFrame, preset: str = "all images",
-                  contains: str | None = None) -> pd.DataFrame:
+def select_images(
+    cache: EvaluationCache, table: pd.DataFrame, preset: str = "all images", contains: str | None = None
+) -> pd.DataFrame:
     """The rows of :func:`image_table` a preset of :data:`PRESETS` shows, in its order (ties by image index),
     keeping only images whose labels hold class ``contains`` when one is given."""
     if preset not in PRESETS:
@@ -85,8 +102,9 @@ def select_images(cache: EvaluationCache, table: pd.DataFrame, preset: str = "al
     if contains is not None:
         rows = rows[images_with_class(cache, contains)[rows["image"].to_numpy()]]
     if preset == "left early and lost most":
-        rows = rows[rows["exit"] < cache.num_exits].sort_values(["loss", "image"], ascending=[False, True],
-                                                                kind="stable")
+        rows = rows[rows["exit"] < cache.num_exits].sort_values(
+            ["loss", "image"], ascending=[False, True], kind="stable"
+        )
     elif preset == "hardest at the final exit":
         rows = rows.sort_values(["final IoU", "image"], kind="stable")
     elif preset == "hardest for every exit":
@@ -119,19 +137,34 @@ class LinkedView:
 
 def linked_view(cache: EvaluationCache, instance: Instance, per_exit: int = 3) -> LinkedView:
     """The linked views of ``instance`` on ``cache``'s split."""
-    return LinkedView(instance, threshold_summary(cache, instance), exit_examples(image_table(cache, instance), per_exit))
+    return LinkedView(
+        instance, threshold_summary(cache, instance), exit_examples(image_table(cache, instance), per_exit)
+    )
 
 
 def compare_figures(a: ThresholdFigures, b: ThresholdFigures) -> pd.DataFrame:
     """Two instances' single-number figures side by side: rows mIoU (%), drop (pp) with the ends of its bootstrap
     interval, GFLOPs, speedup, images leaving early (%); columns A, B and B - A."""
+
     def numbers(f: ThresholdFigures) -> list[float]:
         low, high = (f.drop_interval.low, f.drop_interval.high) if f.drop_interval is not None else (np.nan, np.nan)
         return [100 * f.miou, f.drop_pp, low, high, f.gflops, f.speedup, 100 * f.left_early]
 
     level = next((f.drop_interval.level for f in (a, b) if f.drop_interval is not None), 0.9)
     left, right = np.asarray(numbers(a)), np.asarray(numbers(b))
-    return pd.DataFrame({"figure": ["mIoU (%)", "drop (pp)", f"drop, {100 * level:g}% interval low (pp)",
-                                    f"drop, {100 * level:g}% interval high (pp)", "average GFLOPs",
-                                    "speedup (GFLOPs)", "images leaving early (%)"],
-                         "A": left, "B": right, "B - A": right - left})
+    return pd.DataFrame(
+        {
+            "figure": [
+                "mIoU (%)",
+                "drop (pp)",
+                f"drop, {100 * level:g}% interval low (pp)",
+                f"drop, {100 * level:g}% interval high (pp)",
+                "average GFLOPs",
+                "speedup (GFLOPs)",
+                "images leaving early (%)",
+            ],
+            "A": left,
+            "B": right,
+            "B - A": right - left,
+        }
+    )

@@ -44,8 +44,18 @@ from .io import atomic_write_text, read_json
 from .policy import ConfidencePolicy, EdgeMasking
 
 __all__ = [
-    "KeptExit", "Instance", "Outcome", "InstanceError", "evaluate", "exit_histogram", "outcome_figures", "output_costs",
-    "output_rows", "iou_of_counts", "mean_iou", "MODES",
+    "KeptExit",
+    "Instance",
+    "Outcome",
+    "InstanceError",
+    "evaluate",
+    "exit_histogram",
+    "outcome_figures",
+    "output_costs",
+    "output_rows",
+    "iou_of_counts",
+    "mean_iou",
+    "MODES",
     "INSTANCE_FORMAT",
 ]
 
@@ -94,8 +104,14 @@ class Instance:
             raise InstanceError(f"policy th_pix must lie in (0, 1], not {self.policy.th_pix}")
 
     @classmethod
-    def input_dependent(cls, exits: Sequence[KeptExit], *, th_pix: float = 0.8, edges: EdgeMasking | None = EdgeMasking(),
-                        naive: bool = False) -> "Instance":
+    def input_dependent(
+        cls,
+        exits: Sequence[KeptExit],
+        *,
+        th_pix: float = 0.8,
+        edges: EdgeMasking | None = EdgeMasking(),
+        naive: bool = False,
+    ) -> "Instance":
         return cls("input-dependent", tuple(exits), ConfidencePolicy(th_pix=th_pix, edges=edges, naive=naive))
 
     @property
@@ -111,8 +127,11 @@ class Instance:
         parts.append("final")
         policy = ""
         if self.mode == "input-dependent" and self.exits:
-            policy = " (naive)" if self.policy.naive else f" (th_pix {self.policy.th_pix:g}" + (
-                ", no edge masking)" if self.policy.edges is None else ")")
+            policy = (
+                " (naive)"
+                if self.policy.naive
+                else f" (th_pix {self.policy.th_pix:g}" + (", no edge masking)" if self.policy.edges is None else ")")
+            )
         return " > ".join(parts) + policy
 
     # ------------------------------------------------------------------------------------------------ JSON
@@ -121,10 +140,15 @@ class Instance:
         return {
             "format": INSTANCE_FORMAT,
             "mode": self.mode,
-            "exits": [{"exit": e.exit, "config": e.config, **({"th_img": e.th_img} if e.th_img is not None else {})}
-                      for e in self.exits],
-            "policy": {"th_pix": self.policy.th_pix, "naive": self.policy.naive,
-                       "edges": None if edges is None else {"size": edges.size, "window": edges.window}},
+            "exits": [
+                {"exit": e.exit, "config": e.config, **({"th_img": e.th_img} if e.th_img is not None else {})}
+                for e in self.exits
+            ],
+            "policy": {
+                "th_pix": self.policy.th_pix,
+                "naive": self.policy.naive,
+                "edges": None if edges is None else {"size": edges.size, "window": edges.window},
+            },
             **({"source": self.source} if self.source is not None else {}),
             **extra,
         }
@@ -141,8 +165,9 @@ class Instance:
                 raise InstanceError(f"{where}: 'policy' must be an object")
             edges = policy.get("edges", {"size": 3, "window": 7})
             if edges is not None and not (isinstance(edges, dict) and {"size", "window"} <= set(edges)):
-                raise InstanceError(f"{where}: policy.edges must be null or an object with 'size' and 'window', not "
-                                    f"{edges!r}")
+                raise InstanceError(
+                    f"{where}: policy.edges must be null or an object with 'size' and 'window', not {edges!r}"
+                )
             exits = data.get("exits", [])
             if not isinstance(exits, list):
                 raise InstanceError(f"{where}: 'exits' must be a list")
@@ -151,8 +176,9 @@ class Instance:
                 if not isinstance(e, dict) or "exit" not in e or "config" not in e:
                     raise InstanceError(f"{where}: exits[{n}] needs 'exit' (int) and 'config' (an exit id)")
                 if not isinstance(e["exit"], int) or isinstance(e["exit"], bool) or e["exit"] < 1:
-                    raise InstanceError(f"{where}: exits[{n}].exit must be an early exit's number (1, 2, ...), not "
-                                        f"{e['exit']!r}")
+                    raise InstanceError(
+                        f"{where}: exits[{n}].exit must be an early exit's number (1, 2, ...), not {e['exit']!r}"
+                    )
                 th = e.get("th_img")
                 if th is not None and not isinstance(th, (int, float)):
                     raise InstanceError(f"{where}: exits[{n}].th_img must be a number, not {th!r}")
@@ -190,8 +216,10 @@ class Instance:
         """Raise unless every exit and configuration exists in ``cache`` (and th_pix is on its grid)."""
         for e in self.exits:
             if not 1 <= e.exit < cache.num_exits:
-                raise InstanceError(f"exit {e.exit} is not an early exit of {cache.meta.get('model')} "
-                                    f"(early exits are 1..{cache.num_exits - 1})")
+                raise InstanceError(
+                    f"exit {e.exit} is not an early exit of {cache.meta.get('model')} "
+                    f"(early exits are 1..{cache.num_exits - 1})"
+                )
             cache.config_index(e.config)
         if self.mode == "input-dependent" and self.exits and not self.policy.naive:
             cache.th_pix_index(self.policy.th_pix)
@@ -216,10 +244,14 @@ def output_costs(cache: EvaluationCache, instance: Instance, *, unit: str = "gfl
     """Per-image cost of reaching each output of ``instance`` (its kept exits, then the final exit): the stages up
     to it plus every kept head up to and including its own."""
     cum, head = cache.reach_cost(unit), cache.head_cost(unit)  # type: ignore[arg-type]
-    paid = np.cumsum([head[e.exit - 1, cache.config_index(e.config)] for e in instance.exits]) if instance.exits \
+    paid = (
+        np.cumsum([head[e.exit - 1, cache.config_index(e.config)] for e in instance.exits])
+        if instance.exits
         else np.zeros(0)
-    return np.asarray([cum[e.exit] + paid[m] for m, e in enumerate(instance.exits)]
-                      + [cum[-1] + (paid[-1] if len(paid) else 0.0)])
+    )
+    return np.asarray(
+        [cum[e.exit] + paid[m] for m, e in enumerate(instance.exits)] + [cum[-1] + (paid[-1] if len(paid) else 0.0)]
+    )
 
 
 def iou_of_counts(label: np.ndarray, tp: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -263,10 +295,14 @@ def evaluate(cache: EvaluationCache, instance: Instance, *, unit: str = "gflops"
     steps = []
     for m, row in enumerate(rows):
         tp, pred = cache.tp[:, row].sum(0), cache.pred[:, row].sum(0)
-        steps.append({"exit": kept[m][0] if m < len(kept) else n_exits,
-                      "config": instance.exits[m].config if m < len(kept) else "final",
-                      "miou": _miou(_iou(cache, tp, pred)),
-                      "cost": float(reach[m])})
+        steps.append(
+            {
+                "exit": kept[m][0] if m < len(kept) else n_exits,
+                "config": instance.exits[m].config if m < len(kept) else "final",
+                "miou": _miou(_iou(cache, tp, pred)),
+                "cost": float(reach[m]),
+            }
+        )
     if instance.mode == "input-dependent" and kept:
         taken = np.full(b, len(kept))
         c_img = cache.image_confidence(policy=instance.policy_name, th_pix=instance.policy.th_pix)
@@ -281,8 +317,17 @@ def evaluate(cache: EvaluationCache, instance: Instance, *, unit: str = "gflops"
     iou = _iou(cache, tp, pred)
     image_cost = reach[taken]
     total = float(reach[-1]) if instance.mode == "anytime" else float(image_cost.mean())
-    return Outcome(miou=_miou(iou), iou=iou, cost=float(image_cost.mean()), unit=unit, exit_taken=taken,
-                   head_taken=chosen, image_cost=image_cost, steps=steps, total_cost=total)
+    return Outcome(
+        miou=_miou(iou),
+        iou=iou,
+        cost=float(image_cost.mean()),
+        unit=unit,
+        exit_taken=taken,
+        head_taken=chosen,
+        image_cost=image_cost,
+        steps=steps,
+        total_cost=total,
+    )
 
 
 def exit_histogram(cache: EvaluationCache, instance: Instance) -> pd.DataFrame:
@@ -290,21 +335,26 @@ def exit_histogram(cache: EvaluationCache, instance: Instance) -> pd.DataFrame:
     fraction (a DataFrame the app plots)."""
     out = evaluate(cache, instance)
     counts = np.bincount(out.exit_taken, minlength=len(out.steps))
-    return pd.DataFrame({
-        "output": np.arange(len(out.steps)),
-        "exit": [s["exit"] for s in out.steps],
-        "config": [s["config"] for s in out.steps],
-        "images": counts,
-        "fraction": counts / max(cache.num_images, 1),
-    })
+    return pd.DataFrame(
+        {
+            "output": np.arange(len(out.steps)),
+            "exit": [s["exit"] for s in out.steps],
+            "config": [s["config"] for s in out.steps],
+            "images": counts,
+            "fraction": counts / max(cache.num_images, 1),
+        }
+    )
 
 
 def outcome_figures(cache: EvaluationCache, instance: Instance) -> dict[str, Any]:
     """mIoU, GFLOPs and (when the cache measured it) latency of ``instance`` as JSON-ready numbers."""
     flops = evaluate(cache, instance, unit="gflops")
-    figures: dict[str, Any] = {"miou": flops.miou, "gflops": flops.cost, "total_gflops": flops.total_cost,
-                               "exit_fractions": (np.bincount(flops.exit_taken, minlength=len(flops.steps))
-                                                  / cache.num_images).tolist()}
+    figures: dict[str, Any] = {
+        "miou": flops.miou,
+        "gflops": flops.cost,
+        "total_gflops": flops.total_cost,
+        "exit_fractions": (np.bincount(flops.exit_taken, minlength=len(flops.steps)) / cache.num_images).tolist(),
+    }
     if cache.has_latency:
         ms = evaluate(cache, instance, unit="ms")
         figures.update(latency_ms=ms.cost, total_latency_ms=ms.total_cost)

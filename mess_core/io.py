@@ -29,8 +29,18 @@ from typing import IO, Any, Callable, Iterator
 
 from .errors import MessError
 
-__all__ = ["OutputError", "atomic_open", "atomic_write_text", "read_text", "read_yaml", "expand_home", "input_file", "read_json", "output_target",
-           "environment_fault"]
+__all__ = [
+    "OutputError",
+    "atomic_open",
+    "atomic_write_text",
+    "read_text",
+    "read_yaml",
+    "expand_home",
+    "input_file",
+    "read_json",
+    "output_target",
+    "environment_fault",
+]
 
 _UMASK_LOCK = threading.Lock()
 _FAULTS = {
@@ -122,8 +132,9 @@ def expand_home(path: str | os.PathLike, error: Callable[[str], Exception]) -> P
     try:
         return Path(path).expanduser()
     except RuntimeError:
-        raise error(f"{_shown(path)}: names the home folder of a user this machine does not have; write the full "
-                    "path") from None
+        raise error(
+            f"{_shown(path)}: names the home folder of a user this machine does not have; write the full path"
+        ) from None
 
 
 def input_file(path: str | os.PathLike, error: Callable[[str], Exception], missing: str) -> Path:
@@ -158,12 +169,15 @@ def read_text(path: str | os.PathLike, error: Callable[[str], Exception], missin
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise error(f"{_shown(path)}: is not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r}; "
-                    "latin-1 or another encoding?); save it as UTF-8") from None
+        raise error(
+            f"{_shown(path)}: is not UTF-8 text (byte {exc.start}: {data[exc.start : exc.start + 1]!r}; "
+            "latin-1 or another encoding?); save it as UTF-8"
+        ) from None
 
 
-def _keys_are_names(value: Any, where: Path, error: Callable[[str], Exception], depth: int = 0,
-                    seen: set[int] | None = None) -> None:
+def _keys_are_names(
+    value: Any, where: Path, error: Callable[[str], Exception], depth: int = 0, seen: set[int] | None = None
+) -> None:
     seen = set() if seen is None else seen
     if depth > 50:
         raise error(f"{_shown(where)}: is nested more than 50 levels deep; no setting is")

@@ -48,8 +48,9 @@ def _wide(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
-def ce_map(logits: torch.Tensor, target: torch.Tensor, *, ignore_index: int,
-           class_weights: torch.Tensor | None = None) -> torch.Tensor:
+def ce_map(
+    logits: torch.Tensor, target: torch.Tensor, *, ignore_index: int, class_weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per-pixel cross-entropy, zero on ``ignore_index`` pixels; with ``class_weights`` (K,) each pixel's loss is
     scaled by its label's weight."""
     weight = None if class_weights is None else class_weights.to(logits.device, torch.float32)
@@ -143,11 +144,19 @@ class _FusedExitLoss(torch.autograd.Function):
         return (grad * grad_output).to(student.dtype), None, None, None, None, None, None, None
 
 
-def fused_exit_loss(student: torch.Tensor, targets: DistillTargets, *, alpha: float, temperature: float) -> torch.Tensor:
+def fused_exit_loss(
+    student: torch.Tensor, targets: DistillTargets, *, alpha: float, temperature: float
+) -> torch.Tensor:
     """The summed per-pixel exit loss of one head (see :class:`ExitLoss`), memory-lean for training many heads."""
     return _FusedExitLoss.apply(
-        student, targets.target, targets.label_weight, targets.valid, targets.p_teacher, targets.teacher_term,
-        alpha, temperature,
+        student,
+        targets.target,
+        targets.label_weight,
+        targets.valid,
+        targets.p_teacher,
+        targets.teacher_term,
+        alpha,
+        temperature,
     )
 
 
@@ -167,8 +176,14 @@ class ExitLoss:
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, not {self.temperature}")
 
-    def targets(self, teacher: torch.Tensor, target: torch.Tensor, *, ignore_index: int,
-                class_weights: torch.Tensor | None = None) -> DistillTargets:
+    def targets(
+        self,
+        teacher: torch.Tensor,
+        target: torch.Tensor,
+        *,
+        ignore_index: int,
+        class_weights: torch.Tensor | None = None,
+    ) -> DistillTargets:
         """Precompute the teacher's share of the loss once per batch (see :meth:`sum`). With ``class_weights``
         (K,) both terms of every pixel are scaled by its label's weight (class balancing)."""
         with torch.no_grad():
@@ -187,8 +202,9 @@ class ExitLoss:
                 log_p_teacher = F.log_softmax(_wide(teacher) / self.temperature, dim=1)
                 p_teacher = log_p_teacher.exp()
                 teacher_term = (p_teacher * log_p_teacher).sum(dim=1)
-            return DistillTargets(target.clamp(min=0) * (target != ignore_index), label_weight, valid, p_teacher,
-                                  teacher_term)
+            return DistillTargets(
+                target.clamp(min=0) * (target != ignore_index), label_weight, valid, p_teacher, teacher_term
+            )
 
     @property
     def label_alpha(self) -> float:

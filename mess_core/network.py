@@ -43,8 +43,17 @@ from .profiling import COST_KINDS, NodeCost, count_flops, evaluating, profile_no
 from .seeding import seeded_torch, stable_seed
 from .timelimit import time_limit
 
-__all__ = ["ExitPoint", "WorkloadProfile", "StageStep", "StagedModule", "MultiExitNet", "convert", "resolve_backbone",
-           "check_model_output", "check_module_names"]
+__all__ = [
+    "ExitPoint",
+    "WorkloadProfile",
+    "StageStep",
+    "StagedModule",
+    "MultiExitNet",
+    "convert",
+    "resolve_backbone",
+    "check_model_output",
+    "check_module_names",
+]
 
 
 @dataclass(frozen=True)
@@ -202,8 +211,14 @@ class StagedModule(nn.Module):
     def final_logits(self, output: Any) -> torch.Tensor:
         return output if self.output_key is None else output[self.output_key]
 
-    def walk(self, x: torch.Tensor | None = None, *, live: Sequence[Any] | None = None, start: int = 1,
-             stop: int | None = None) -> Iterator[StageStep]:
+    def walk(
+        self,
+        x: torch.Tensor | None = None,
+        *,
+        live: Sequence[Any] | None = None,
+        start: int = 1,
+        stop: int | None = None,
+    ) -> Iterator[StageStep]:
         """Run stages ``start``..``stop`` (1-based, inclusive; ``stop`` defaults to the last stage held) one at a
         time, yielding a :class:`StageStep` after each. Give the input ``x`` (stage 1), or the ``live`` values that
         stage ``start - 1`` returned to resume a walk, e.g. after dropping samples that left at an exit.
@@ -222,8 +237,14 @@ class StagedModule(nn.Module):
             else:
                 yield StageStep(index, live, self.exit_features(index, live))
 
-    def walk_to(self, x: torch.Tensor | None = None, *, live: Sequence[Any] | None = None, start: int = 1,
-                stop: int | None = None) -> StageStep:
+    def walk_to(
+        self,
+        x: torch.Tensor | None = None,
+        *,
+        live: Sequence[Any] | None = None,
+        start: int = 1,
+        stop: int | None = None,
+    ) -> StageStep:
         """The step after stage ``stop`` of :meth:`walk` (same arguments), running the stages before it."""
         step = None
         for step in self.walk(x, live=live, start=start, stop=stop):
@@ -280,7 +301,10 @@ class MultiExitNet(StagedModule):
         return self.exits[index - 1]
 
     def attach(
-        self, spec_or_space: ExitSpec | str | ExitSpace | Iterable[ExitSpec | str], *, exits: Iterable[int] | None = None,
+        self,
+        spec_or_space: ExitSpec | str | ExitSpace | Iterable[ExitSpec | str],
+        *,
+        exits: Iterable[int] | None = None,
         seed: int | None = None,
     ) -> "MultiExitNet":
         """Build a head for every given configuration at every early exit (or the given ``exits``).
@@ -358,7 +382,9 @@ class MultiExitNet(StagedModule):
         return heads, final
 
     # ------------------------------------------------------------------------------------------------- costs
-    def _shapes_and_stage_flops(self, input_size: Sequence[int] | None) -> tuple[list[tuple[int, int, int]], list[float]]:
+    def _shapes_and_stage_flops(
+        self, input_size: Sequence[int] | None
+    ) -> tuple[list[tuple[int, int, int]], list[float]]:
         size = tuple(input_size) if input_size is not None else self.example_shape[1:]
         if size not in self._shape_cache:
             shapes: list[tuple[int, int, int]] = []
@@ -401,7 +427,9 @@ class MultiExitNet(StagedModule):
             head(torch.empty(1, c, h, w, device="meta"), size)
         return float(counter.get_total_flops())
 
-    def exit_flops(self, index: int, spec: ExitSpec | str | None = None, input_size: Sequence[int] | None = None) -> float:
+    def exit_flops(
+        self, index: int, spec: ExitSpec | str | None = None, input_size: Sequence[int] | None = None
+    ) -> float:
         """FLOPs of the static path to exit ``index`` (1..N): stages up to it plus its head (the final exit's head is
         part of the last stage)."""
         stages = self.stage_flops(input_size)
@@ -438,7 +466,9 @@ def _final_tensor(output: Any, output_key: str | int | None) -> tuple[torch.Tens
     try:
         return output[output_key], output_key
     except (KeyError, IndexError, TypeError) as exc:
-        raise ConversionError(f"output_key={output_key!r} does not select an entry of the model's output: {exc}") from exc
+        raise ConversionError(
+            f"output_key={output_key!r} does not select an entry of the model's output: {exc}"
+        ) from exc
 
 
 def _check_logits(logits: Any, example: torch.Tensor) -> int:
@@ -469,12 +499,15 @@ def check_module_names(model: nn.Module, *, backbone: str | None = None, leaf_mo
     modules = dict(model.named_modules())
     missing = [m for m in leaf_modules if isinstance(m, str) and m not in modules]
     if missing:
-        raise ConversionError(f"leaf_modules names {missing} are not submodules of {type(model).__name__}; name "
-                              "submodules by their dotted path (print(model) lists them)")
+        raise ConversionError(
+            f"leaf_modules names {missing} are not submodules of {type(model).__name__}; name "
+            "submodules by their dotted path (print(model) lists them)"
+        )
 
 
-def check_model_output(model: nn.Module, example: torch.Tensor, *, num_classes: int | None = None,
-                       output_key: str | int | None = None) -> str | int | None:
+def check_model_output(
+    model: nn.Module, example: torch.Tensor, *, num_classes: int | None = None, output_key: str | int | None = None
+) -> str | int | None:
     """Run ``model`` once on ``example`` (eval mode, no gradients) and refuse an output that is not per-pixel logits
     of the input's size (with ``num_classes`` channels when given), as :func:`convert` does; returns the key of the
     logits in the output (None: the output is the tensor)."""
@@ -487,8 +520,10 @@ def check_model_output(model: nn.Module, example: torch.Tensor, *, num_classes: 
     logits, key = _final_tensor(output, output_key)
     classes = _check_logits(logits, example)
     if num_classes is not None and classes != num_classes:
-        raise ConversionError(f"the model predicts {classes} classes but the dataset has {num_classes}; build the "
-                              f"model with num_classes={num_classes} (its callable takes num_classes=)")
+        raise ConversionError(
+            f"the model predicts {classes} classes but the dataset has {num_classes}; build the "
+            f"model with num_classes={num_classes} (its callable takes num_classes=)"
+        )
     return key
 
 
@@ -652,16 +687,22 @@ def _verify(net: MultiExitNet, model: nn.Module, key: str | int | None, example:
         ours = net.walk_to(example).logits
         theirs = _final_tensor(model(example), key)[0]
     if not torch.isfinite(theirs).all():
-        bad = [name for name, t in [*model.named_parameters(), *model.named_buffers()]
-               if t.is_floating_point() and not torch.isfinite(t).all()]
+        bad = [
+            name
+            for name, t in [*model.named_parameters(), *model.named_buffers()]
+            if t.is_floating_point() and not torch.isfinite(t).all()
+        ]
         raise ConversionError(
             "the model's output on the example input is not finite (NaN or infinite)"
-            + (f": its weights hold non-finite values ({', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}); "
-               "load weights from before training diverged" if bad else "; check its forward for a division by "
-               "zero or a log of zero"))
+            + (
+                f": its weights hold non-finite values ({', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}); "
+                "load weights from before training diverged"
+                if bad
+                else "; check its forward for a division by zero or a log of zero"
+            )
+        )
     if not torch.allclose(ours, theirs, atol=1e-5, rtol=0):
         raise ConversionError(
             "running the model stage by stage does not reproduce its output on the example input (max difference "
             f"{(ours - theirs).abs().max().item():.3g}); the model may be nondeterministic in eval mode"
         )
-

@@ -80,8 +80,9 @@ class OracleResult:
 
     def describe(self) -> str:
         used = sorted(set(int(t) for t in self.taken))
-        parts = [f"{self.outputs[m][0]}:{self.outputs[m][1]}" if self.outputs[m][1] != "final" else "final"
-                 for m in used]
+        parts = [
+            f"{self.outputs[m][0]}:{self.outputs[m][1]}" if self.outputs[m][1] != "final" else "final" for m in used
+        ]
         return " | ".join(parts) + " (oracle)"
 
 
@@ -93,8 +94,16 @@ def _miou(tp: np.ndarray, pred: np.ndarray, label: np.ndarray) -> np.ndarray:
     return iou.sum(-1) / np.maximum(present.sum(-1), 1)
 
 
-def assign(tp: np.ndarray, pred: np.ndarray, cost: np.ndarray, label: np.ndarray, *, target: float | None = None,
-           budget: float | None = None, start: np.ndarray | None = None) -> np.ndarray:
+def assign(
+    tp: np.ndarray,
+    pred: np.ndarray,
+    cost: np.ndarray,
+    label: np.ndarray,
+    *,
+    target: float | None = None,
+    budget: float | None = None,
+    start: np.ndarray | None = None,
+) -> np.ndarray:
     """The greedy oracle assignment for a batch of S problems at once.
 
     ``tp``/``pred``: (S, B, M, K) counts of image b at output m; ``cost``: (S, M) per-image cost of each output (the
@@ -161,8 +170,9 @@ def assign(tp: np.ndarray, pred: np.ndarray, cost: np.ndarray, label: np.ndarray
     return a
 
 
-def exact_assign(tp: np.ndarray, pred: np.ndarray, cost: np.ndarray, label: np.ndarray, *,
-                 target: float) -> tuple[np.ndarray | None, float]:
+def exact_assign(
+    tp: np.ndarray, pred: np.ndarray, cost: np.ndarray, label: np.ndarray, *, target: float
+) -> tuple[np.ndarray | None, float]:
     """The exact min-cost assignment of one small problem ((B, M, K) counts, (M,) costs) by enumerating all M**B
     assignments: for measuring the greedy's gap. Returns (assignment, average cost), (None, nan) if infeasible."""
     b, m, k = tp.shape
@@ -180,8 +190,7 @@ def exact_assign(tp: np.ndarray, pred: np.ndarray, cost: np.ndarray, label: np.n
     return combos[best], float(total[best] / b)
 
 
-def _constraint(cache: EvaluationCache, max_drop: float | None, budget: float | None,
-                unit: str) -> dict[str, float]:
+def _constraint(cache: EvaluationCache, max_drop: float | None, budget: float | None, unit: str) -> dict[str, float]:
     if (max_drop is None) == (budget is None):
         raise MessError("the oracle needs one constraint: max_drop (pp, min-cost) or budget (x backbone, max-acc)")
     if max_drop is not None:
@@ -189,8 +198,9 @@ def _constraint(cache: EvaluationCache, max_drop: float | None, budget: float | 
     return {"budget": budget * float(cache.reach_cost(unit)[-1])}  # type: ignore[arg-type, operator]
 
 
-def _outputs(cache: EvaluationCache, instance: Instance | None, unit: str
-             ) -> tuple[list[int], np.ndarray, list[tuple[int, str]]]:
+def _outputs(
+    cache: EvaluationCache, instance: Instance | None, unit: str
+) -> tuple[list[int], np.ndarray, list[tuple[int, str]]]:
     """Cache rows, per-image costs and names of the outputs of ``instance`` (None: every head, clairvoyant)."""
     final = (cache.num_exits, "final")
     if instance is None:
@@ -203,8 +213,12 @@ def _outputs(cache: EvaluationCache, instance: Instance | None, unit: str
     return rows, output_costs(cache, instance, unit=unit), [(e.exit, e.config) for e in instance.exits] + [final]
 
 
-def _solve(cache: EvaluationCache, problems: list[tuple[Instance | None, np.ndarray | None]],
-           constraint: dict[str, float], unit: str) -> OracleResult | None:
+def _solve(
+    cache: EvaluationCache,
+    problems: list[tuple[Instance | None, np.ndarray | None]],
+    constraint: dict[str, float],
+    unit: str,
+) -> OracleResult | None:
     """The best oracle over ``problems`` (instance or None for every head, and where its greedy starts; None: at the
     final exit), all with the same number of outputs."""
     label = cache.label.sum(0)
@@ -218,8 +232,10 @@ def _solve(cache: EvaluationCache, problems: list[tuple[Instance | None, np.ndar
     a = assign(tp, pred, costs, label, start=start, **constraint)
     ok = (a >= 0).all(1)
     safe = np.maximum(a, 0)
-    miou = cache.miou_of(np.take_along_axis(tp, safe[:, :, None, None], 2)[:, :, 0].sum(1),
-                         np.take_along_axis(pred, safe[:, :, None, None], 2)[:, :, 0].sum(1))
+    miou = cache.miou_of(
+        np.take_along_axis(tp, safe[:, :, None, None], 2)[:, :, 0].sum(1),
+        np.take_along_axis(pred, safe[:, :, None, None], 2)[:, :, 0].sum(1),
+    )
     mean = np.take_along_axis(costs, safe, 1).mean(1)
     if "target" in constraint:
         ok &= miou >= constraint["target"] - _TIE
@@ -232,14 +248,22 @@ def _solve(cache: EvaluationCache, problems: list[tuple[Instance | None, np.ndar
         return None
     final_miou = float(cache.head_miou()[cache.final_head])
     full = float(cache.reach_cost(unit)[-1])  # type: ignore[arg-type]
-    return OracleResult(float(miou[j]), float(mean[j]), unit, a[j], parts[j][2], problems[j][0], final_miou, full,
-                        True)
+    return OracleResult(float(miou[j]), float(mean[j]), unit, a[j], parts[j][2], problems[j][0], final_miou, full, True)
 
 
 def _infeasible(cache: EvaluationCache, instance: Instance | None, unit: str) -> OracleResult:
     outputs = _outputs(cache, instance, unit)[2]
-    return OracleResult(float("nan"), float("nan"), unit, np.zeros(0, int), outputs, instance,
-                        float(cache.head_miou()[cache.final_head]), float(cache.reach_cost(unit)[-1]), False)
+    return OracleResult(
+        float("nan"),
+        float("nan"),
+        unit,
+        np.zeros(0, int),
+        outputs,
+        instance,
+        float(cache.head_miou()[cache.final_head]),
+        float(cache.reach_cost(unit)[-1]),
+        False,
+    )
 
 
 def _own_start(cache: EvaluationCache, instance: Instance) -> np.ndarray | None:
@@ -249,8 +273,15 @@ def _own_start(cache: EvaluationCache, instance: Instance) -> np.ndarray | None:
     return evaluate(cache, instance).exit_taken.astype(np.int64)
 
 
-def oracle(cache: EvaluationCache, instance: Instance | None = None, *, max_drop: float | None = None,
-           budget: float | None = None, unit: str = "gflops", clairvoyant: bool = False) -> OracleResult:
+def oracle(
+    cache: EvaluationCache,
+    instance: Instance | None = None,
+    *,
+    max_drop: float | None = None,
+    budget: float | None = None,
+    unit: str = "gflops",
+    clairvoyant: bool = False,
+) -> OracleResult:
     """The oracle on ``instance``'s outputs (or, with ``clairvoyant=True``, on every head of the cache, each costing
     only its stages and itself) under ``max_drop`` (pp) or ``budget`` (x backbone); see the module docstring. The
     greedy starts both from the final exit and from where the instance's own policy sends each image, so it is never
@@ -266,9 +297,18 @@ def oracle(cache: EvaluationCache, instance: Instance | None = None, *, max_drop
     return found if found is not None else _infeasible(cache, target, unit)
 
 
-def oracle_bound(cache: EvaluationCache, *, max_drop: float | None = None, budget: float | None = None,
-                 unit: str = "gflops", exits: Sequence[int] | None = None, configs: Sequence[str] | None = None,
-                 max_exits: int = 2, also: Sequence[Instance] = (), chunk: int = 256) -> OracleResult:
+def oracle_bound(
+    cache: EvaluationCache,
+    *,
+    max_drop: float | None = None,
+    budget: float | None = None,
+    unit: str = "gflops",
+    exits: Sequence[int] | None = None,
+    configs: Sequence[str] | None = None,
+    max_exits: int = 2,
+    also: Sequence[Instance] = (),
+    chunk: int = 256,
+) -> OracleResult:
     """The best oracle over every input-dependent instance that keeps at most ``max_exits`` of ``exits`` (default all)
     with any of ``configs`` (default all): a bound on every exit policy over that space. The greedy also starts from
     the own assignments of the instances in ``also`` (say, the ones a search found), so the bound is never above them.
@@ -290,7 +330,7 @@ def oracle_bound(cache: EvaluationCache, *, max_drop: float | None = None, budge
     best: OracleResult | None = None
     for group in groups.values():
         for begin in range(0, len(group), chunk):
-            found = _solve(cache, group[begin:begin + chunk], constraint, unit)
+            found = _solve(cache, group[begin : begin + chunk], constraint, unit)
             if found is not None and (best is None or _better(found, best, "budget" in constraint)):
                 best = found
     return best if best is not None else _infeasible(cache, Instance("input-dependent"), unit)

@@ -64,7 +64,10 @@ def last_of_equal_runs(values: Sequence[float]) -> list[int]:
 
 
 def snap_stable(
-    costs: Sequence[float], targets: Sequence[float], flops: Sequence[float], flop_targets: Sequence[float],
+    costs: Sequence[float],
+    targets: Sequence[float],
+    flops: Sequence[float],
+    flop_targets: Sequence[float],
     tolerance: float,
 ) -> list[int]:
     """Like :func:`snap_to_cuts` on measured ``costs``, but stable under timing noise (see the module docstring).

@@ -95,9 +95,7 @@ def _median_at(conf: torch.Tensor, where: torch.Tensor, window: int) -> torch.Te
     return patches.median(dim=1).values  # window*window is odd: the exact middle value
 
 
-def edge_masked_confidence(
-    conf: torch.Tensor, labels: torch.Tensor, *, size: int = 3, window: int = 7
-) -> torch.Tensor:
+def edge_masked_confidence(conf: torch.Tensor, labels: torch.Tensor, *, size: int = 3, window: int = 7) -> torch.Tensor:
     """Replace the confidence on widened label edges by its local median (see the module docstring)."""
     if window % 2 == 0 or window < 1:
         raise ValueError(f"the median window must be odd and positive, not {window}")
@@ -107,8 +105,9 @@ def edge_masked_confidence(
     return out
 
 
-def edge_masked_fraction(conf: torch.Tensor, labels: torch.Tensor, th_pix: float, *, size: int = 3,
-                         window: int = 7, backend: str = "auto") -> torch.Tensor:
+def edge_masked_fraction(
+    conf: torch.Tensor, labels: torch.Tensor, th_pix: float, *, size: int = 3, window: int = 7, backend: str = "auto"
+) -> torch.Tensor:
     """(B,) fraction of pixels whose edge-masked confidence is >= ``th_pix``: exactly
     ``image_confidence(edge_masked_confidence(conf, labels, ...), th_pix)``, without any median. The median of a
     ``window`` x ``window`` neighbourhood is >= th_pix exactly when more than half of its pixels are, so a box count of
@@ -130,8 +129,9 @@ def edge_masked_fraction(conf: torch.Tensor, labels: torch.Tensor, th_pix: float
     return ok.flatten(1).float().mean(dim=1)
 
 
-def _edge_masked_fraction_cv2(passed: torch.Tensor, labels: torch.Tensor, size: int, window: int,
-                              half: int) -> torch.Tensor:
+def _edge_masked_fraction_cv2(
+    passed: torch.Tensor, labels: torch.Tensor, size: int, window: int, half: int
+) -> torch.Tensor:
     import cv2
     import numpy as np
 
@@ -171,8 +171,9 @@ def pixels_at_least(conf: torch.Tensor, thresholds: torch.Tensor) -> torch.Tenso
     flat = conf.reshape(n, -1)
     # bucket k holds confidences in [t_{k-1}, t_k): a pixel counts for threshold j when its bucket index > j
     bucket = torch.bucketize(flat, thresholds, right=True)
-    counts = torch.bincount((bucket + torch.arange(n, device=conf.device)[:, None] * (g + 1)).flatten(),
-                            minlength=n * (g + 1)).view(n, g + 1)
+    counts = torch.bincount(
+        (bucket + torch.arange(n, device=conf.device)[:, None] * (g + 1)).flatten(), minlength=n * (g + 1)
+    ).view(n, g + 1)
     return counts.flip(1).cumsum(1).flip(1)[:, 1:]  # pixels in buckets j+1.. = confidence >= t_j
 
 
@@ -213,8 +214,13 @@ class ConfidencePolicy:
 
     def image_confidence(self, logits: torch.Tensor) -> torch.Tensor:
         if self.edges is not None and not self.naive:  # the deployed hot path: no median needed for a fraction
-            return edge_masked_fraction(pixel_confidence(logits), predicted_labels(logits), self.th_pix,
-                                        size=self.edges.size, window=self.edges.window)
+            return edge_masked_fraction(
+                pixel_confidence(logits),
+                predicted_labels(logits),
+                self.th_pix,
+                size=self.edges.size,
+                window=self.edges.window,
+            )
         conf = self.pixel_confidence(logits)
         return naive_confidence(conf) if self.naive else image_confidence(conf, self.th_pix)
 

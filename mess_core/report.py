@@ -32,10 +32,30 @@ from .oracle import oracle, oracle_bound
 from .search import Objective, SearchResult, SearchSpace, pareto_front, search, uniform_exit
 from .uncertainty import DEFAULT_LEVEL, drop_intervals
 
-__all__ = ["Row", "ROW_LABELS", "row_id", "with_row_ids", "TableRow", "results_table", "format_table", "all_fronts",
-           "ROW_OBJECTIVES", "row_objectives", "policy_versus_oracle", "exit_class_iou", "StudyView",
-           "end_to_end_table", "policy_comparison", "Target", "TARGETS", "headline_figures", "headline",
-           "markdown_report", "with_drop_intervals", "interval_texts"]
+__all__ = [
+    "Row",
+    "ROW_LABELS",
+    "row_id",
+    "with_row_ids",
+    "TableRow",
+    "results_table",
+    "format_table",
+    "all_fronts",
+    "ROW_OBJECTIVES",
+    "row_objectives",
+    "policy_versus_oracle",
+    "exit_class_iou",
+    "StudyView",
+    "end_to_end_table",
+    "policy_comparison",
+    "Target",
+    "TARGETS",
+    "headline_figures",
+    "headline",
+    "markdown_report",
+    "with_drop_intervals",
+    "interval_texts",
+]
 
 
 class Row(str, Enum):
@@ -66,8 +86,10 @@ ROW_LABELS: dict[Row, str] = {
 }
 # labels tables were stored under before rows had ids: today's, and the oracle row of studies built before the
 # oracle bound (it was the oracle restricted to the exits of MESS <= 1pp)
-_STORED_LABELS: dict[str, Row] = {**{label: row for row, label in ROW_LABELS.items()},
-                                  "oracle (exits of MESS <= 1pp)": Row.ORACLE_1PP}
+_STORED_LABELS: dict[str, Row] = {
+    **{label: row for row, label in ROW_LABELS.items()},
+    "oracle (exits of MESS <= 1pp)": Row.ORACLE_1PP,
+}
 
 
 def row_id(name: Any) -> Row | None:
@@ -115,25 +137,43 @@ def _figures(cache: EvaluationCache, instance: Instance | None, prefix: str = ""
     if instance is None:
         return {f"{prefix}miou": np.nan, f"{prefix}gflops": np.nan, f"{prefix}latency_ms": np.nan}
     flops = evaluate(cache, instance, unit="gflops")
-    row = {f"{prefix}miou": flops.miou, f"{prefix}gflops": flops.cost,
-           f"{prefix}latency_ms": evaluate(cache, instance, unit="ms").cost if cache.has_latency else np.nan}
+    row = {
+        f"{prefix}miou": flops.miou,
+        f"{prefix}gflops": flops.cost,
+        f"{prefix}latency_ms": evaluate(cache, instance, unit="ms").cost if cache.has_latency else np.nan,
+    }
     return row
 
 
-def row_objectives(*, confidence: float | None = None, fresh_images: int | None = None,
-                   block: int | None = None) -> dict[Row, Objective]:
+def row_objectives(
+    *, confidence: float | None = None, fresh_images: int | None = None, block: int | None = None
+) -> dict[Row, Objective]:
     """What each MESS row is searched for: :data:`ROW_OBJECTIVES`, or with ``confidence`` its min-cost rows keeping
     their drop at that confidence (for a fresh sample of ``fresh_images``, over scene blocks of ``block``; see
     :mod:`mess_core.uncertainty`)."""
     if confidence is None:
         return dict(ROW_OBJECTIVES)
-    return {rid: (Objective("min-cost", max_drop=o.max_drop, confidence=confidence, fresh_images=fresh_images,
-                            block=block) if o.kind == "min-cost" else o) for rid, o in ROW_OBJECTIVES.items()}
+    return {
+        rid: (
+            Objective("min-cost", max_drop=o.max_drop, confidence=confidence, fresh_images=fresh_images, block=block)
+            if o.kind == "min-cost"
+            else o
+        )
+        for rid, o in ROW_OBJECTIVES.items()
+    }
 
 
-def results_table(cache: EvaluationCache, *, mode: str = "input-dependent", unit: str = "gflops",
-                  space: SearchSpace | None = None, eval_cache: EvaluationCache | None = None,
-                  oracle: bool = True, confidence: float | None = None, block: int | None = None) -> pd.DataFrame:
+def results_table(
+    cache: EvaluationCache,
+    *,
+    mode: str = "input-dependent",
+    unit: str = "gflops",
+    space: SearchSpace | None = None,
+    eval_cache: EvaluationCache | None = None,
+    oracle: bool = True,
+    confidence: float | None = None,
+    block: int | None = None,
+) -> pd.DataFrame:
     """The seed's table for ``mode``: rows Backbone, MESS max-acc <= 1x, MESS min-cost <= 0.1pp and <= 1pp,
     uniform-exit MESS, naive-confidence policy (these two: input-dependent, <= 1pp drop) and, in input-dependent
     mode with ``oracle``, the oracle bound at <= 1pp (the best label-aware assignment over every instance of the
@@ -175,12 +215,20 @@ def results_table(cache: EvaluationCache, *, mode: str = "input-dependent", unit
         policy = [r[1] for r in rows if r[0] is Row.MIN_COST_1PP and r[1] is not None]
         bound = dict(max_exits=space.max_exits, exits=space.exits, configs=space.configs, max_drop=1.0, also=policy)
         found = oracle_bound(cache, unit="gflops", **bound)
-        row = {"id": Row.ORACLE_1PP, "row": Row.ORACLE_1PP.label, "miou": found.miou, "gflops": found.cost,
-               "latency_ms": found.cost_in(cache, "ms") if cache.has_latency else np.nan}
+        row = {
+            "id": Row.ORACLE_1PP,
+            "row": Row.ORACLE_1PP.label,
+            "miou": found.miou,
+            "gflops": found.cost,
+            "latency_ms": found.cost_in(cache, "ms") if cache.has_latency else np.nan,
+        }
         if eval_cache is not None:
             other = oracle_bound(eval_cache, unit="gflops", **bound)
-            row.update(eval_miou=other.miou, eval_gflops=other.cost,
-                       eval_latency_ms=other.cost_in(eval_cache, "ms") if eval_cache.has_latency else np.nan)
+            row.update(
+                eval_miou=other.miou,
+                eval_gflops=other.cost,
+                eval_latency_ms=other.cost_in(eval_cache, "ms") if eval_cache.has_latency else np.nan,
+            )
         row["exits"] = found.describe() if found.feasible else "no assignment meets the constraint"
         row["instance"] = None
         table.append(row)
@@ -191,8 +239,13 @@ def results_table(cache: EvaluationCache, *, mode: str = "input-dependent", unit
     return df
 
 
-def policy_versus_oracle(cache: EvaluationCache, *, drops: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0),
-                         space: SearchSpace | None = None, unit: str = "gflops") -> pd.DataFrame:
+def policy_versus_oracle(
+    cache: EvaluationCache,
+    *,
+    drops: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0),
+    space: SearchSpace | None = None,
+    unit: str = "gflops",
+) -> pd.DataFrame:
     """How close the exit policy comes to the oracle, at each allowed mIoU drop (pp): the speedup against the
     backbone of the searched MESS instance (edge-masked policy), of the oracle bound over the same space (which also
     starts from that instance's own assignment, so it is never below it) and of the clairvoyant oracle (any head per
@@ -202,15 +255,31 @@ def policy_versus_oracle(cache: EvaluationCache, *, drops: tuple[float, ...] = (
     for drop in drops:
         found = search(cache, Objective("min-cost", max_drop=drop), mode="input-dependent", unit=unit, space=space)
         also = [found.instance] if found.instance is not None else []
-        bound = oracle_bound(cache, max_drop=drop, unit=unit, exits=space.exits, configs=space.configs,
-                             max_exits=space.max_exits, also=also)
+        bound = oracle_bound(
+            cache,
+            max_drop=drop,
+            unit=unit,
+            exits=space.exits,
+            configs=space.configs,
+            max_exits=space.max_exits,
+            also=also,
+        )
         seer = oracle(cache, max_drop=drop, unit=unit, clairvoyant=True)
         policy = found.reference_cost / found.cost if found.instance is not None else float("nan")
-        rows.append({"drop_pp": drop, "policy_speedup": policy, "policy_miou": found.miou,
-                     "policy_exits": found.instance.describe() if found.instance is not None else "",
-                     "oracle_speedup": bound.speedup, "oracle_miou": bound.miou, "oracle_exits": bound.describe(),
-                     "share_of_oracle": policy / bound.speedup if bound.feasible else float("nan"),
-                     "clairvoyant_speedup": seer.speedup, "clairvoyant_miou": seer.miou})
+        rows.append(
+            {
+                "drop_pp": drop,
+                "policy_speedup": policy,
+                "policy_miou": found.miou,
+                "policy_exits": found.instance.describe() if found.instance is not None else "",
+                "oracle_speedup": bound.speedup,
+                "oracle_miou": bound.miou,
+                "oracle_exits": bound.describe(),
+                "share_of_oracle": policy / bound.speedup if bound.feasible else float("nan"),
+                "clairvoyant_speedup": seer.speedup,
+                "clairvoyant_miou": seer.miou,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -226,19 +295,30 @@ def exit_class_iou(cache: EvaluationCache, *, config: str | None = None) -> pd.D
         if e == cache.num_exits:
             h, name, cost = cache.final_head, "final", reach[-1]
         else:
-            c = cache.config_index(config) if config is not None else int(np.argmax(
-                [miou[cache.head_index(e, j)] for j in range(len(cache.configs))]))
+            c = (
+                cache.config_index(config)
+                if config is not None
+                else int(np.argmax([miou[cache.head_index(e, j)] for j in range(len(cache.configs))]))
+            )
             h, name, cost = cache.head_index(e, c), cache.configs[c], reach[e] + head[e - 1, c]
         tp, pred = cache.tp[:, h].sum(0).astype(np.float64), cache.pred[:, h].sum(0).astype(np.float64)
         union = label + pred - tp
         iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
-        rows.append({"exit": str(e) if e < cache.num_exits else "final", "config": name, "gflops": float(cost),
-                     "miou": float(miou[h]), **dict(zip(cache.meta["classes"], iou))})
+        rows.append(
+            {
+                "exit": str(e) if e < cache.num_exits else "final",
+                "config": name,
+                "gflops": float(cost),
+                "miou": float(miou[h]),
+                **dict(zip(cache.meta["classes"], iou)),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def with_drop_intervals(table: pd.DataFrame, cache: EvaluationCache, *, level: float = DEFAULT_LEVEL,
-                        confidence: float = DEFAULT_LEVEL) -> pd.DataFrame:
+def with_drop_intervals(
+    table: pd.DataFrame, cache: EvaluationCache, *, level: float = DEFAULT_LEVEL, confidence: float = DEFAULT_LEVEL
+) -> pd.DataFrame:
     """``table`` (a results table) with each row's mIoU drop against the backbone on ``cache``'s split and its
     bootstrap uncertainty (:mod:`mess_core.uncertainty`), computed now from the cache: columns ``drop_pp``,
     ``drop_low``, ``drop_high`` (central ``level`` interval) and ``drop_upper`` (one-sided bound at ``confidence``),
@@ -257,8 +337,10 @@ def with_drop_intervals(table: pd.DataFrame, cache: EvaluationCache, *, level: f
 def interval_texts(table: pd.DataFrame) -> list[str]:
     """Each row's drop and interval as text, e.g. ``1.00 [0.64, 1.36]`` (``-`` without one); ``table`` from
     :func:`with_drop_intervals`."""
-    return [f"{p:.2f} [{lo:.2f}, {hi:.2f}]" if np.isfinite(p) else "-"
-            for p, lo, hi in zip(table["drop_pp"], table["drop_low"], table["drop_high"])]
+    return [
+        f"{p:.2f} [{lo:.2f}, {hi:.2f}]" if np.isfinite(p) else "-"
+        for p, lo, hi in zip(table["drop_pp"], table["drop_low"], table["drop_high"])
+    ]
 
 
 def format_table(df: pd.DataFrame, *, title: str = "") -> str:
@@ -286,7 +368,7 @@ def format_table(df: pd.DataFrame, *, title: str = "") -> str:
         line = f"{r['row']:<34}{pct(r['miou'])}{num(r['gflops'], 9)}"
         if has_ms:
             line += num(r["latency_ms"], 8, 2)
-        line += (f"{r['speedup']:8.2f}x" if np.isfinite(r["speedup"]) else f"{'-':>9}")
+        line += f"{r['speedup']:8.2f}x" if np.isfinite(r["speedup"]) else f"{'-':>9}"
         if has_drop:
             line += f"  {drops[n]:<20}"
         if has_eval:
@@ -295,8 +377,10 @@ def format_table(df: pd.DataFrame, *, title: str = "") -> str:
     if has_eval:
         lines.append("* on the other split, with the exits and thresholds tuned on this one")
     if has_drop:
-        lines.append(f"drop: mIoU points below the backbone on this split [{level:g}% bootstrap interval over its "
-                     "images, paired with the backbone]")
+        lines.append(
+            f"drop: mIoU points below the backbone on this split [{level:g}% bootstrap interval over its "
+            "images, paired with the backbone]"
+        )
     return "\n".join(lines)
 
 
@@ -308,10 +392,20 @@ def all_fronts(cache: EvaluationCache, *, unit: str = "gflops", space: SearchSpa
         pareto_front(cache, mode="budgeted", unit=unit, space=space, series="budgeted"),
         pareto_front(cache, mode="anytime", unit=unit, space=space, series="anytime (first output)"),
         pareto_front(cache, mode="input-dependent", unit=unit, space=space, series="MESS input-dependent"),
-        pareto_front(cache, mode="input-dependent", unit=unit, series="no edge masking",
-                     space=SearchSpace(**{**space.__dict__, "policy": "plain"})),
-        pareto_front(cache, mode="input-dependent", unit=unit, series="naive policy",
-                     space=SearchSpace(**{**space.__dict__, "policy": "naive"})),
+        pareto_front(
+            cache,
+            mode="input-dependent",
+            unit=unit,
+            series="no edge masking",
+            space=SearchSpace(**{**space.__dict__, "policy": "plain"}),
+        ),
+        pareto_front(
+            cache,
+            mode="input-dependent",
+            unit=unit,
+            series="naive policy",
+            space=SearchSpace(**{**space.__dict__, "policy": "naive"}),
+        ),
     ]
     return pd.concat(parts, ignore_index=True)
 
@@ -351,8 +445,9 @@ def _md(frame: pd.DataFrame) -> str:
     cols = list(frame.columns)
     lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join("-" if (isinstance(v, float) and not np.isfinite(v)) else str(v) for v in row)
-                     + " |")
+        lines.append(
+            "| " + " | ".join("-" if (isinstance(v, float) and not np.isfinite(v)) else str(v) for v in row) + " |"
+        )
     return "\n".join(lines)
 
 
@@ -385,7 +480,8 @@ def end_to_end_table(study: StudyView, *, intervals: bool = False) -> pd.DataFra
         out[name] = texts
     if "eval_miou" in table:
         out[f"mIoU % ({study.report_cache.meta.get('split') if study.report_cache else 'report'})"] = (
-            100 * table["eval_miou"]).round(2)
+            100 * table["eval_miou"]
+        ).round(2)
     out["GFLOPs"] = table["gflops"].round(3)
     out["speedup (GFLOPs)"] = table["speedup"].round(2)
     if latency is not None:
@@ -412,8 +508,11 @@ def policy_comparison(study: StudyView, drops: tuple[float, ...] = (0.1, 0.5, 1.
     rows = []
     for drop in drops:
         row: dict[str, Any] = {"mIoU drop <= pp": drop}
-        for series, label in (("MESS input-dependent", "MESS (edge-masked)"), ("no edge masking", "no edge masking"),
-                              ("naive policy", "naive (mean confidence)")):
+        for series, label in (
+            ("MESS input-dependent", "MESS (edge-masked)"),
+            ("no edge masking", "no edge masking"),
+            ("naive policy", "naive (mean confidence)"),
+        ):
             front = fronts[(fronts["series"] == series) & (fronts["miou"] >= base_miou - drop / 100 - 1e-12)]
             row[label] = round(base / float(front["cost"].min()), 2) if len(front) else np.nan
         at = versus[np.isclose(versus["drop_pp"], drop)] if versus is not None else None
@@ -437,10 +536,15 @@ class Target:
 
 # what the reference study is held to (issue 14), with the paper's own figures as context in the texts
 TARGETS = (
-    Target("gflops_1pp", "MESS <= 1 pp drop: fewer average GFLOPs than the backbone (the paper's MobileNetV2: 2.5x)",
-           2.0),
-    Target("latency_1pp_b1", "MESS <= 1 pp drop: lower measured CPU latency at batch 1 than the backbone, same run "
-           "(the paper's headline: 2.8x faster)", 1.7),
+    Target(
+        "gflops_1pp", "MESS <= 1 pp drop: fewer average GFLOPs than the backbone (the paper's MobileNetV2: 2.5x)", 2.0
+    ),
+    Target(
+        "latency_1pp_b1",
+        "MESS <= 1 pp drop: lower measured CPU latency at batch 1 than the backbone, same run "
+        "(the paper's headline: 2.8x faster)",
+        1.7,
+    ),
     Target("gflops_01pp", "MESS <= 0.1 pp drop: fewer average GFLOPs than the backbone", 1.4),
     Target("miou_gain_1x", "MESS at <= 1x cost: mIoU above the backbone's (pp)", 1e-9, "pp"),
     Target("oracle_share_1pp", "MESS <= 1 pp drop: share of the oracle bound's speedup", 0.6, ""),
@@ -451,15 +555,17 @@ def headline_figures(study: StudyView) -> dict[str, float]:
     """The measured value of every :data:`TARGETS` entry on ``study`` (NaN where the study lacks the measurement)."""
     table = study.results("input-dependent").set_index("id")
     base = table.loc[Row.BACKBONE]
-    figures = {"gflops_1pp": float(table.loc[Row.MIN_COST_1PP, "speedup"]),
-               "gflops_01pp": float(table.loc[Row.MIN_COST_01PP, "speedup"]),
-               "miou_gain_1x": 100 * float(table.loc[Row.MAX_ACC_1X, "miou"] - base["miou"]),
-               "latency_1pp_b1": float("nan"), "oracle_share_1pp": float("nan")}
+    figures = {
+        "gflops_1pp": float(table.loc[Row.MIN_COST_1PP, "speedup"]),
+        "gflops_01pp": float(table.loc[Row.MIN_COST_01PP, "speedup"]),
+        "miou_gain_1x": 100 * float(table.loc[Row.MAX_ACC_1X, "miou"] - base["miou"]),
+        "latency_1pp_b1": float("nan"),
+        "oracle_share_1pp": float("nan"),
+    }
     latency = study.latency()
     if latency is not None:
         at = latency[(latency["batch"] == 1) & latency["engine"].str.startswith("eager")]
-        figures["latency_1pp_b1"] = _measured(at, Row.MIN_COST_1PP, table.loc[Row.MIN_COST_1PP, "instance"],
-                                              "speedup")
+        figures["latency_1pp_b1"] = _measured(at, Row.MIN_COST_1PP, table.loc[Row.MIN_COST_1PP, "instance"], "speedup")
     versus = study.policy_versus_oracle()
     if versus is not None:
         at1 = versus[np.isclose(versus["drop_pp"], 1.0)]
@@ -485,25 +591,59 @@ def headline(study: StudyView) -> list[str]:
 
 def markdown_report(study: StudyView) -> str:
     """Every table BENCHMARKS.md records for a study, as markdown."""
-    parts = [f"### {study.name}", "", f"Built by `{study.manifest.get('command')}` on {study.manifest.get('machine')}; "
-             f"wall seconds per step: {study.manifest.get('wall_seconds')}.", "", "End to end (input-dependent):", "",
-             _md(end_to_end_table(study, intervals=True))]
+    parts = [
+        f"### {study.name}",
+        "",
+        f"Built by `{study.manifest.get('command')}` on {study.manifest.get('machine')}; "
+        f"wall seconds per step: {study.manifest.get('wall_seconds')}.",
+        "",
+        "End to end (input-dependent):",
+        "",
+        _md(end_to_end_table(study, intervals=True)),
+    ]
     given = study.manifest.get("user_model")
     if given:  # a study built from the user's weights: the reference is their model as given, before our stages
         final = float(study.cache.head_miou()[study.cache.final_head])
-        parts += ["", f"Your model as given ({given['model']}, weights {given['weights']}): mIoU "
-                  f"{100 * given['miou']:.2f}% on {given['split']}; the final exit after training: {100 * final:.2f}% "
-                  f"({100 * (final - given['miou']):+.2f} points)."]
+        parts += [
+            "",
+            f"Your model as given ({given['model']}, weights {given['weights']}): mIoU "
+            f"{100 * given['miou']:.2f}% on {given['split']}; the final exit after training: {100 * final:.2f}% "
+            f"({100 * (final - given['miou']):+.2f} points).",
+        ]
     for mode in ("budgeted", "anytime"):
         t = study.results(mode)
         name, texts = _interval_column(study, t)
-        parts += ["", f"{mode}:", "", _md(pd.DataFrame({"": t["row"], "mIoU %": (100 * t["miou"]).round(2), name: texts,
-                                                        "GFLOPs": t["gflops"].round(3), "exits used": t["exits"]}))]
-    parts += ["", f"drop pp: mIoU points below the backbone with a {100 * DEFAULT_LEVEL:g}% bootstrap interval over "
-              f"the {study.cache.num_images} images of the {study.cache.meta.get('split')} split (1000 resamples, "
-              "paired with the backbone, computed from the cache)."]
-    parts += ["", "Exit policies at equal accuracy (speedup in average GFLOPs against the backbone):", "",
-              _md(policy_comparison(study)), "", "Headline:", ""] + [f"- {line}" for line in headline(study)]
+        parts += [
+            "",
+            f"{mode}:",
+            "",
+            _md(
+                pd.DataFrame(
+                    {
+                        "": t["row"],
+                        "mIoU %": (100 * t["miou"]).round(2),
+                        name: texts,
+                        "GFLOPs": t["gflops"].round(3),
+                        "exits used": t["exits"],
+                    }
+                )
+            ),
+        ]
+    parts += [
+        "",
+        f"drop pp: mIoU points below the backbone with a {100 * DEFAULT_LEVEL:g}% bootstrap interval over "
+        f"the {study.cache.num_images} images of the {study.cache.meta.get('split')} split (1000 resamples, "
+        "paired with the backbone, computed from the cache).",
+    ]
+    parts += [
+        "",
+        "Exit policies at equal accuracy (speedup in average GFLOPs against the backbone):",
+        "",
+        _md(policy_comparison(study)),
+        "",
+        "Headline:",
+        "",
+    ] + [f"- {line}" for line in headline(study)]
     training = study.training_table()
     if training is not None:
         shown = training.copy()

@@ -38,8 +38,16 @@ from .instance import Instance, InstanceError
 from .network import MultiExitNet, StagedModule, StageStep
 from .policy import ConfidencePolicy
 
-__all__ = ["deploy", "check_instance", "BudgetedNet", "AnytimeNet", "EarlyExitNet", "DeployedNet", "compact_live",
-           "probe_live"]
+__all__ = [
+    "deploy",
+    "check_instance",
+    "BudgetedNet",
+    "AnytimeNet",
+    "EarlyExitNet",
+    "DeployedNet",
+    "compact_live",
+    "probe_live",
+]
 
 
 def check_instance(net: MultiExitNet, instance: Instance, *, source: Mapping[str, Any] | None = None) -> None:
@@ -48,19 +56,26 @@ def check_instance(net: MultiExitNet, instance: Instance, *, source: Mapping[str
     (class count, number of exits), when given, matches the network."""
     source = dict(source or instance.source or {})
     if "num_classes" in source and source["num_classes"] != net.num_classes:
-        raise InstanceError(f"the instance was searched for {source['num_classes']} classes but the network predicts "
-                            f"{net.num_classes}; search again on a cache of this network")
+        raise InstanceError(
+            f"the instance was searched for {source['num_classes']} classes but the network predicts "
+            f"{net.num_classes}; search again on a cache of this network"
+        )
     if "num_exits" in source and source["num_exits"] != net.num_exits:
-        raise InstanceError(f"the instance was searched for a network with {source['num_exits']} exits but this one has "
-                            f"{net.num_exits}; convert with num_exits={source['num_exits']} or search again")
+        raise InstanceError(
+            f"the instance was searched for a network with {source['num_exits']} exits but this one has "
+            f"{net.num_exits}; convert with num_exits={source['num_exits']} or search again"
+        )
     for kept in instance.exits:
         if not 1 <= kept.exit < net.num_exits:
-            raise InstanceError(f"exit {kept.exit} is not an early exit of this network (early exits are "
-                                f"1..{net.num_exits - 1})")
+            raise InstanceError(
+                f"exit {kept.exit} is not an early exit of this network (early exits are 1..{net.num_exits - 1})"
+            )
         bank = net.heads[str(kept.exit)]
         if kept.config not in bank:
-            raise InstanceError(f"exit {kept.exit} has no head '{kept.config}' (attached: {sorted(bank.keys()) or 'none'}); "
-                                "load the multi-exit weights the instance was searched on")
+            raise InstanceError(
+                f"exit {kept.exit} has no head '{kept.config}' (attached: {sorted(bank.keys()) or 'none'}); "
+                "load the multi-exit weights the instance was searched on"
+            )
         if instance.mode == "input-dependent" and kept.th_img is None:
             raise InstanceError(f"exit {kept.exit}: an input-dependent instance needs th_img for every kept exit")
 
@@ -105,20 +120,26 @@ def probe_live(net: MultiExitNet, upto: int, size: Sequence[int] | None = None) 
                 elif a.shape == b.shape:
                     kinds.append("fixed")
                 else:
-                    raise MessError(f"stage {index} hands on value {pos} whose shape {tuple(a.shape)} -> "
-                                    f"{tuple(b.shape)} changes with the batch size other than along dim 0; "
-                                    "per-sample early exit cannot compact it")
+                    raise MessError(
+                        f"stage {index} hands on value {pos} whose shape {tuple(a.shape)} -> "
+                        f"{tuple(b.shape)} changes with the batch size other than along dim 0; "
+                        "per-sample early exit cannot compact it"
+                    )
             elif isinstance(a, (tuple, list)) and a != b:
                 if len(a) == len(b) and len(a) > 0 and a[0] == 1 and b[0] == 2 and tuple(a[1:]) == tuple(b[1:]):
                     kinds.append("shape")
                 else:
-                    raise MessError(f"stage {index} hands on metadata {a!r} that changes with the batch size in a way "
-                                    "per-sample early exit cannot follow")
+                    raise MessError(
+                        f"stage {index} hands on metadata {a!r} that changes with the batch size in a way "
+                        "per-sample early exit cannot follow"
+                    )
             elif isinstance(a, int) and not isinstance(a, bool) and (a, b) == (1, 2):
                 kinds.append("size")
             elif a != b:
-                raise MessError(f"stage {index} hands on the value {a!r} that changes with the batch size (batch 2: "
-                                f"{b!r}); per-sample early exit cannot compact it")
+                raise MessError(
+                    f"stage {index} hands on the value {a!r} that changes with the batch size (batch 2: "
+                    f"{b!r}); per-sample early exit cannot compact it"
+                )
             else:
                 kinds.append("fixed")
         slots.append(kinds)

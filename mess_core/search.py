@@ -52,9 +52,18 @@ from .instance import MODES, Instance, KeptExit
 from .policy import ConfidencePolicy, EdgeMasking
 from .uncertainty import DEFAULT_RESAMPLES, DropInterval, UncertaintyError, check_confidence, confident_choice
 
-__all__ = ["Objective", "SearchSpace", "SearchResult", "SearchError", "search", "confident_search", "pareto_front",
-           "uniform_exit",
-           "DEFAULT_TH_IMG", "DEFAULT_TH_PIX"]
+__all__ = [
+    "Objective",
+    "SearchSpace",
+    "SearchResult",
+    "SearchError",
+    "search",
+    "confident_search",
+    "pareto_front",
+    "uniform_exit",
+    "DEFAULT_TH_IMG",
+    "DEFAULT_TH_PIX",
+]
 
 DEFAULT_TH_PIX = (0.6, 0.7, 0.8, 0.9, 0.95)
 DEFAULT_TH_IMG = tuple(round(0.05 * i, 2) for i in range(1, 21))
@@ -72,9 +81,9 @@ def _gather_product(r: np.ndarray, w: np.ndarray, cols: np.ndarray, rows: np.nda
     """(S, 2K): row ``rows[s]`` of ``r`` (M, B) times option ``cols[s]`` of ``w`` (B, 2K, n), in chunks."""
     out = np.empty((len(cols), w.shape[1]), dtype=w.dtype)
     for start in range(0, len(cols), _CHUNK):
-        c = cols[start:start + _CHUNK]
-        rr = r[rows[start:start + _CHUNK]] if rows is not None else r[start:start + _CHUNK]
-        out[start:start + _CHUNK] = np.einsum("sb,bks->sk", rr, w[:, :, c], optimize=True)
+        c = cols[start : start + _CHUNK]
+        rr = r[rows[start : start + _CHUNK]] if rows is not None else r[start : start + _CHUNK]
+        out[start : start + _CHUNK] = np.einsum("sb,bks->sk", rr, w[:, :, c], optimize=True)
     return out
 
 
@@ -104,19 +113,27 @@ class Objective:
                 check_confidence(self.confidence)
             except UncertaintyError as exc:
                 raise SearchError(str(exc)) from None
-        if self.fresh_images is not None and (self.confidence is None or isinstance(self.fresh_images, bool)
-                                              or not isinstance(self.fresh_images, int) or self.fresh_images < 1):
-            raise SearchError(f"fresh_images needs a confidence level and a whole number of images >= 1, not "
-                              f"{self.fresh_images!r}")
-        if self.block is not None and (self.confidence is None or isinstance(self.block, bool)
-                                       or not isinstance(self.block, int) or self.block < 1):
+        if self.fresh_images is not None and (
+            self.confidence is None
+            or isinstance(self.fresh_images, bool)
+            or not isinstance(self.fresh_images, int)
+            or self.fresh_images < 1
+        ):
+            raise SearchError(
+                f"fresh_images needs a confidence level and a whole number of images >= 1, not {self.fresh_images!r}"
+            )
+        if self.block is not None and (
+            self.confidence is None or isinstance(self.block, bool) or not isinstance(self.block, int) or self.block < 1
+        ):
             raise SearchError(f"block needs a confidence level and a whole number of images >= 1, not {self.block!r}")
         if self.kind == "min-cost":
             if self.max_drop is None or self.max_drop < 0:
                 raise SearchError(f"min-cost needs max_drop >= 0 percentage points, not {self.max_drop!r}")
         elif self.kind == "max-acc":
             if self.budget is None or self.budget <= 0:
-                raise SearchError(f"max-acc needs a budget > 0 (a multiple of the backbone's cost), not {self.budget!r}")
+                raise SearchError(
+                    f"max-acc needs a budget > 0 (a multiple of the backbone's cost), not {self.budget!r}"
+                )
         elif self.kind != "pareto":
             raise SearchError(f"objective must be min-cost, max-acc or pareto, not {self.kind!r}")
 
@@ -145,21 +162,27 @@ class SearchSpace:
     policy: str = "mess"
     edges: EdgeMasking = EdgeMasking()
 
-    def resolve(self, cache: EvaluationCache, mode: str = "input-dependent"
-                ) -> tuple[list[int], list[int], list[float | None]]:
+    def resolve(
+        self, cache: EvaluationCache, mode: str = "input-dependent"
+    ) -> tuple[list[int], list[int], list[float | None]]:
         exits = list(self.exits) if self.exits is not None else list(range(1, cache.num_exits))
         for e in exits:
             if not 1 <= e < cache.num_exits:
                 raise SearchError(f"candidate exit {e} is not an early exit of this cache (1..{cache.num_exits - 1})")
-        configs = [cache.config_index(c) for c in self.configs] if self.configs is not None else list(
-            range(len(cache.configs)))
+        configs = (
+            [cache.config_index(c) for c in self.configs]
+            if self.configs is not None
+            else list(range(len(cache.configs)))
+        )
         if cache.absent_heads:  # a partial cache: only the configurations it has figures for at every candidate exit
             whole = set(cache.configs_at_every_exit(exits))
             configs = [c for c in configs if cache.configs[c] in whole]
             if not configs:
-                raise SearchError("this cache has figures for no configuration at every candidate exit (its network "
-                                  "carries some heads only at some exits); restrict --exits, or build the cache from "
-                                  "a network that carries every head")
+                raise SearchError(
+                    "this cache has figures for no configuration at every candidate exit (its network "
+                    "carries some heads only at some exits); restrict --exits, or build the cache from "
+                    "a network that carries every head"
+                )
         if self.policy == "naive" or mode != "input-dependent":
             th_pix: list[float | None] = [None]
         elif self.th_pix is None:
@@ -344,8 +367,9 @@ class _States:
     done: np.ndarray  # (M,) total cost of the images that already left
 
     def take(self, keep: np.ndarray) -> "_States":
-        return _States(self.exits, self.option_ids[keep], self.remaining[keep], self.counts[keep], self.paid[keep],
-                       self.done[keep])
+        return _States(
+            self.exits, self.option_ids[keep], self.remaining[keep], self.counts[keep], self.paid[keep], self.done[keep]
+        )
 
 
 class _Engine:
@@ -375,8 +399,10 @@ class _Engine:
         later = {}
         for i in [0] + self.exits:
             rows = [cache.head_index(j, c) for j in self.exits if j > i for c in self.configs] + [cache.final_head]
-            later[i] = (counts[:, rows, : self.k].max(1).astype(np.float64), counts[:, rows, self.k:].min(1)
-                        .astype(np.float64))
+            later[i] = (
+                counts[:, rows, : self.k].max(1).astype(np.float64),
+                counts[:, rows, self.k :].min(1).astype(np.float64),
+            )
         self._later = later
         self._scored_classes = self.label > 0
         self._all_labelled = bool(self._scored_classes.all())
@@ -388,8 +414,10 @@ class _Engine:
     def miou_bound(self, states: "_States", last: int) -> np.ndarray:
         """(M,) an upper bound on the mIoU of every instance that completes ``states`` (exits after ``last``)."""
         best_tp, least_fp = self._later[last]
-        return self._bound(states.counts[:, : self.k] + states.remaining @ best_tp,
-                           states.counts[:, self.k:] + states.remaining @ least_fp)
+        return self._bound(
+            states.counts[:, : self.k] + states.remaining @ best_tp,
+            states.counts[:, self.k :] + states.remaining @ least_fp,
+        )
 
     def _bound(self, tp: np.ndarray, fp: np.ndarray, axis: int = -1) -> np.ndarray:
         """mIoU upper bound from optimistic true and false positives (classes along ``axis``)."""
@@ -410,17 +438,17 @@ class _Engine:
             head = self.counts[:, rows]  # (B, C, 2K)
             final = self.final_counts[:, None, :]
             tp = np.maximum(head[..., : self.k], final[..., : self.k])
-            fp = np.minimum(head[..., self.k:], final[..., self.k:])
+            fp = np.minimum(head[..., self.k :], final[..., self.k :])
             best = np.concatenate([tp, fp], axis=2).transpose(0, 2, 1)  # (B, 2K, C)
             self._head_or_final[exit] = np.ascontiguousarray(best).reshape(self.b, -1)
         counts = (states.remaining @ self._head_or_final[exit]).reshape(len(states.paid), 2 * self.k, -1)
         counts += states.counts[:, :, None]
-        return self._bound(counts[:, : self.k], counts[:, self.k:], axis=1)
+        return self._bound(counts[:, : self.k], counts[:, self.k :], axis=1)
 
     def miou(self, counts: np.ndarray) -> np.ndarray:
         """Exact mIoU (float64) of counts (..., 2K): true then false positives."""
         tp = counts[..., : self.k].astype(np.float64)
-        union = np.add(counts[..., self.k:], self.label, dtype=np.float64)
+        union = np.add(counts[..., self.k :], self.label, dtype=np.float64)
         present = union > 0
         if present.all():  # the usual case: every class is labelled or predicted somewhere
             tp /= union
@@ -454,8 +482,16 @@ class _Engine:
         if key not in self._options:
             # the same cache, exit, threshold grids and configurations always give the same options: searches
             # re-run under the app's sliders share them
-            shared = ("options", self.space.policy, exit, th_pix, tuple(self.configs), tuple(self.space.th_img),
-                      self.unit, self.dtype)
+            shared = (
+                "options",
+                self.space.policy,
+                exit,
+                th_pix,
+                tuple(self.configs),
+                tuple(self.space.th_img),
+                self.unit,
+                self.dtype,
+            )
             if shared not in self.cache._derived:
                 self.cache._derived[shared] = self._build_options(exit, th_pix)
             self._options[key] = self.cache._derived[shared]
@@ -478,19 +514,34 @@ class _Engine:
         head_counts = self.counts[:, rows].transpose(0, 2, 1)  # (B, 2K, n)
         w_head = np.multiply(head_counts, cap.T[:, None, :], out=np.empty(head_counts.shape, self.dtype))
         w_final = w_head - self.final_counts[:, :, None] * cap.T[:, None, :]
-        return _Options(cfg, grid[ti], cap, self.head[exit - 1, cfg], ci, w_final.reshape(self.b, -1),
-                        w_head.reshape(self.b, -1), np.append(ci[1:] == ci[:-1], False))
+        return _Options(
+            cfg,
+            grid[ti],
+            cap,
+            self.head[exit - 1, cfg],
+            ci,
+            w_final.reshape(self.b, -1),
+            w_head.reshape(self.b, -1),
+            np.append(ci[1:] == ci[:-1], False),
+        )
 
     def root(self) -> _States:
-        return _States((), np.zeros((1, 0), int), np.ones((1, self.b), self.dtype),
-                       np.zeros((1, 2 * self.k), self.dtype), np.zeros(1), np.zeros(1))
+        return _States(
+            (),
+            np.zeros((1, 0), int),
+            np.ones((1, self.b), self.dtype),
+            np.zeros((1, 2 * self.k), self.dtype),
+            np.zeros(1),
+            np.zeros(1),
+        )
 
     def complete_root(self, collector: _Collector, th_pix: float | None) -> None:
         cost = np.array([self.cum[self.n_exits]])
         collector.offer(cost, self.miou(self.final_counts.sum(0))[None], lambda i: (th_pix, (), ()))
 
-    def extend(self, states: _States, exit: int, th_pix: float | None, collector: _Collector,
-               keep_states: bool) -> list[_States]:
+    def extend(
+        self, states: _States, exit: int, th_pix: float | None, collector: _Collector, keep_states: bool
+    ) -> list[_States]:
         """Score every state x option at ``exit`` as a complete instance (the rest go to the final exit); return
         the extended partial instances when a deeper level follows."""
         opts = self.options(exit, th_pix)
@@ -530,11 +581,16 @@ class _Engine:
         floor = collector.miou_floor()
         batches = []
         for start in range(0, len(mi), _CHUNK):  # bounded memory however many partial instances survive
-            a, o = mi[start:start + _CHUNK], oi[start:start + _CHUNK]
+            a, o = mi[start : start + _CHUNK], oi[start : start + _CHUNK]
             paid = states.paid[a] + step + opts.head_cost[o]
-            nxt = _States(states.exits + (exit,), np.concatenate([states.option_ids[a], o[:, None]], axis=1),
-                          r[a] * (1 - opts.capture[o]), states.counts[a] + self._products(r, opts.w_head, a, o),
-                          paid, states.done[a] + captured[a, o] * paid)
+            nxt = _States(
+                states.exits + (exit,),
+                np.concatenate([states.option_ids[a], o[:, None]], axis=1),
+                r[a] * (1 - opts.capture[o]),
+                states.counts[a] + self._products(r, opts.w_head, a, o),
+                paid,
+                states.done[a] + captured[a, o] * paid,
+            )
             if floor > -np.inf:  # (lossless) no completion of a state can beat its accuracy bound
                 nxt = nxt.take(self.miou_bound(nxt, exit) >= floor - _EPS)
             if len(nxt.paid):
@@ -549,8 +605,16 @@ class _Engine:
             return (r[unique] @ w).reshape(len(unique), 2 * self.k, n)[row_of, :, cols]
         return _gather_product(r, w.reshape(self.b, 2 * self.k, n), cols, rows=rows)
 
-    def _score(self, states: _States, opts: _Options, exit: int, th_pix: float | None, score: np.ndarray,
-               cost: np.ndarray, collector: _Collector) -> None:
+    def _score(
+        self,
+        states: _States,
+        opts: _Options,
+        exit: int,
+        th_pix: float | None,
+        score: np.ndarray,
+        cost: np.ndarray,
+        collector: _Collector,
+    ) -> None:
         """Offer the candidates ``score`` (M, n) marks (state x option at ``exit``, the rest going to the final
         exit): every one gets an mIoU within ``self.tol`` of the exact one (float32); only the collector's
         shortlist gets the exact float64 mIoU it decides on."""
@@ -569,14 +633,22 @@ class _Engine:
         else:
             ri, oi = np.nonzero(hits)
             counts = _gather_product(sub, opts.w_final.reshape(self.b, 2 * self.k, n), oi, rows=ri)
-            keep = collector.shortlist(cost[rows[ri], oi], self.approx_miou(counts[:, :, None], base[ri])[:, 0],
-                                       np.ones(len(ri), bool), self.tol)
+            keep = collector.shortlist(
+                cost[rows[ri], oi],
+                self.approx_miou(counts[:, :, None], base[ri])[:, 0],
+                np.ones(len(ri), bool),
+                self.tol,
+            )
             ri, oi, counts = ri[keep], oi[keep], counts[keep]
-        counts[:, self.k:] -= self._label_counts  # unions back to false positives (exact integers)
+        counts[:, self.k :] -= self._label_counts  # unions back to false positives (exact integers)
         mi = rows[ri]
         ids, exits = states.option_ids, states.exits + (exit,)
-        collector.offer(cost[mi, oi], self.miou(counts),
-                        lambda i: (th_pix, exits, tuple(int(v) for v in ids[mi[i]]) + (int(oi[i]),)), scored=scored)
+        collector.offer(
+            cost[mi, oi],
+            self.miou(counts),
+            lambda i: (th_pix, exits, tuple(int(v) for v in ids[mi[i]]) + (int(oi[i]),)),
+            scored=scored,
+        )
 
     def instance(self, key: Any) -> Instance:
         th_pix, exits, option_ids = key
@@ -585,9 +657,15 @@ class _Engine:
             opts = self.options(e, th_pix)
             kept.append(KeptExit(e, self.cache.configs[int(opts.configs[o])], float(opts.th_img[o])))
         policy = self.space.policy
-        return Instance("input-dependent", tuple(kept), ConfidencePolicy(
-            th_pix=th_pix if th_pix is not None else 0.5, edges=None if policy != "mess" else self.space.edges,
-            naive=policy == "naive"))
+        return Instance(
+            "input-dependent",
+            tuple(kept),
+            ConfidencePolicy(
+                th_pix=th_pix if th_pix is not None else 0.5,
+                edges=None if policy != "mess" else self.space.edges,
+                naive=policy == "naive",
+            ),
+        )
 
 
 def _input_dependent(cache: EvaluationCache, unit: str, space: SearchSpace, collector: _Collector) -> _Engine:
@@ -607,8 +685,9 @@ def _input_dependent(cache: EvaluationCache, unit: str, space: SearchSpace, coll
     return engine
 
 
-def _single_exit(cache: EvaluationCache, unit: str, space: SearchSpace, mode: str,
-                 collector: _Collector) -> list[Instance]:
+def _single_exit(
+    cache: EvaluationCache, unit: str, space: SearchSpace, mode: str, collector: _Collector
+) -> list[Instance]:
     """Budgeted and anytime: the backbone, or one early exit (then, for anytime, the final exit)."""
     exits, configs, _ = space.resolve(cache, mode)
     cum = cache.reach_cost(unit)  # type: ignore[arg-type]
@@ -641,12 +720,19 @@ def check_size(cache: EvaluationCache, space: SearchSpace, mode: str = "input-de
             f"max_exits={space.max_exits} gives a space of {size:.3g} instances, beyond the {MAX_SPACE_SIZE:,} a "
             f"search takes on (about {_duration(size / _SEARCH_RATE)} for a constrained search, ~10x that for the "
             f"Pareto front); lower --max-exits (2-3 is the usual), or narrow --exit-ids, the configurations, "
-            f"--th-pix or --th-img")
+            f"--th-pix or --th-img"
+        )
     return size
 
 
-def search(cache: EvaluationCache, objective: Objective, *, mode: str = "input-dependent", unit: str = "gflops",
-           space: SearchSpace | None = None) -> SearchResult:
+def search(
+    cache: EvaluationCache,
+    objective: Objective,
+    *,
+    mode: str = "input-dependent",
+    unit: str = "gflops",
+    space: SearchSpace | None = None,
+) -> SearchResult:
     """The best instance of ``space`` for ``objective`` in ``mode`` on ``cache`` (exhaustive, see the module
     docstring). For ``pareto`` the result's ``front`` DataFrame lists every non-dominated instance."""
     if mode not in MODES:
@@ -677,13 +763,33 @@ def search(cache: EvaluationCache, objective: Objective, *, mode: str = "input-d
     elif collector.best is not None:
         best_cost, best_miou, key = collector.best
         best_instance = to_instance(key)
-    return SearchResult(best_instance, best_miou, best_cost, unit, objective, mode, final_miou, cum_full,
-                        space.size(cache, mode), collector.evaluated, seconds, front)
+    return SearchResult(
+        best_instance,
+        best_miou,
+        best_cost,
+        unit,
+        objective,
+        mode,
+        final_miou,
+        cum_full,
+        space.size(cache, mode),
+        collector.evaluated,
+        seconds,
+        front,
+    )
 
 
-def confident_search(cache: EvaluationCache, objective: Objective, *, mode: str = "input-dependent",
-                     unit: str = "gflops", space: SearchSpace | None = None, front: pd.DataFrame | None = None,
-                     resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> SearchResult:
+def confident_search(
+    cache: EvaluationCache,
+    objective: Objective,
+    *,
+    mode: str = "input-dependent",
+    unit: str = "gflops",
+    space: SearchSpace | None = None,
+    front: pd.DataFrame | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> SearchResult:
     """Confidence-aware min-cost: the cheapest instance of the Pareto front (``front``, searched when not given) whose
     one-sided bootstrap upper bound of the drop at ``objective.confidence`` is <= ``objective.max_drop``
     (:func:`mess_core.uncertainty.confident_choice`; with ``objective.fresh_images``, the bound on the drop a fresh
@@ -697,9 +803,16 @@ def confident_search(cache: EvaluationCache, objective: Objective, *, mode: str 
     if front is None:
         found = search(cache, Objective("pareto"), mode=mode, unit=unit, space=space)
         front, scored = found.front, found.evaluated
-    choice = confident_choice(cache, front, objective.max_drop, objective.confidence,  # type: ignore[arg-type]
-                              resamples=resamples, seed=seed, fresh_images=objective.fresh_images,
-                              block=objective.block)
+    choice = confident_choice(
+        cache,
+        front,
+        objective.max_drop,
+        objective.confidence,  # type: ignore[arg-type]
+        resamples=resamples,
+        seed=seed,
+        fresh_images=objective.fresh_images,
+        block=objective.block,
+    )
     final_miou = float(cache.head_miou()[cache.final_head])
     cum_full = float(np.sum(cache.stage_cost(unit)))  # type: ignore[arg-type]
     at = choice.row
@@ -707,25 +820,50 @@ def confident_search(cache: EvaluationCache, objective: Objective, *, mode: str 
         instance, cost, miou = Instance(mode), cum_full, final_miou
     else:
         instance, cost, miou = front["instance"].iloc[at], float(front["cost"].iloc[at]), float(front["miou"].iloc[at])
-    return SearchResult(instance, miou, cost, unit, objective, mode, final_miou, cum_full, space.size(cache, mode),
-                        scored + len(choice.rows), time.perf_counter() - start, interval=choice.interval,
-                        candidates=list(choice.intervals))
+    return SearchResult(
+        instance,
+        miou,
+        cost,
+        unit,
+        objective,
+        mode,
+        final_miou,
+        cum_full,
+        space.size(cache, mode),
+        scored + len(choice.rows),
+        time.perf_counter() - start,
+        interval=choice.interval,
+        candidates=list(choice.intervals),
+    )
 
 
-def pareto_front(cache: EvaluationCache, *, mode: str = "input-dependent", unit: str = "gflops",
-                 space: SearchSpace | None = None, series: str | None = None) -> pd.DataFrame:
+def pareto_front(
+    cache: EvaluationCache,
+    *,
+    mode: str = "input-dependent",
+    unit: str = "gflops",
+    space: SearchSpace | None = None,
+    series: str | None = None,
+) -> pd.DataFrame:
     """The accuracy-vs-cost front as a DataFrame (columns series, mode, cost, miou, description, instance)."""
     result = search(cache, Objective("pareto"), mode=mode, unit=unit, space=space)
     front = result.front.copy()  # type: ignore[union-attr]
     front.insert(0, "mode", mode)
-    front.insert(0, "series", series or (f"MESS {mode}" if (space or SearchSpace()).policy == "mess"
-                                         else f"{(space or SearchSpace()).policy} policy"))
+    front.insert(
+        0,
+        "series",
+        series
+        or (
+            f"MESS {mode}" if (space or SearchSpace()).policy == "mess" else f"{(space or SearchSpace()).policy} policy"
+        ),
+    )
     return front
 
 
 # ------------------------------------------------------------------------------------------------- peers
-def uniform_exit(cache: EvaluationCache, objective: Objective, *, unit: str = "gflops",
-                 space: SearchSpace | None = None) -> SearchResult:
+def uniform_exit(
+    cache: EvaluationCache, objective: Objective, *, unit: str = "gflops", space: SearchSpace | None = None
+) -> SearchResult:
     """The status quo: the same configuration at every candidate exit, one th_pix and one th_img for all of them,
     searched exhaustively over configuration x th_pix x th_img."""
     space = space or SearchSpace()
@@ -733,26 +871,42 @@ def uniform_exit(cache: EvaluationCache, objective: Objective, *, unit: str = "g
     exits, configs, th_pixes = space.resolve(cache)
     cum = cache.reach_cost(unit)  # type: ignore[arg-type]
     final_miou = float(cache.head_miou()[cache.final_head])
-    collector = _Collector(objective, final_miou - (objective.max_drop or 0.0) / 100.0,
-                           (objective.budget or 0.0) * cum[-1])
+    collector = _Collector(
+        objective, final_miou - (objective.max_drop or 0.0) / 100.0, (objective.budget or 0.0) * cum[-1]
+    )
     costs, accs, keys = _uniform_grid(cache, space, unit)
     collector.offer(costs, accs, keys.__getitem__)
     best = collector.best
     instance = None
     if best is not None:
         c, p, t = best[2]
-        instance = Instance("input-dependent", tuple(KeptExit(e, cache.configs[c], float(t)) for e in exits),
-                            ConfidencePolicy(th_pix=p if p is not None else 0.5,
-                                             edges=space.edges if space.policy == "mess" else None,
-                                             naive=space.policy == "naive"))
-    return SearchResult(instance, best[1] if best else float("nan"), best[0] if best else float("nan"), unit,
-                        objective, "input-dependent", final_miou, float(cum[-1]),
-                        len(configs) * len(th_pixes) * len(space.th_img), collector.evaluated,
-                        time.perf_counter() - start)
+        instance = Instance(
+            "input-dependent",
+            tuple(KeptExit(e, cache.configs[c], float(t)) for e in exits),
+            ConfidencePolicy(
+                th_pix=p if p is not None else 0.5,
+                edges=space.edges if space.policy == "mess" else None,
+                naive=space.policy == "naive",
+            ),
+        )
+    return SearchResult(
+        instance,
+        best[1] if best else float("nan"),
+        best[0] if best else float("nan"),
+        unit,
+        objective,
+        "input-dependent",
+        final_miou,
+        float(cum[-1]),
+        len(configs) * len(th_pixes) * len(space.th_img),
+        collector.evaluated,
+        time.perf_counter() - start,
+    )
 
 
-def _uniform_grid(cache: EvaluationCache, space: SearchSpace, unit: str
-                  ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, float | None, float]]]:
+def _uniform_grid(
+    cache: EvaluationCache, space: SearchSpace, unit: str
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, float | None, float]]]:
     """Cost and mIoU of every uniform-exit instance (configuration x th_pix x th_img) with its key: the same for
     every constraint, so computed once per cache, space and unit (a live search under a new constraint only picks
     from it: ~25 ms less on a 2-core machine)."""
@@ -769,8 +923,9 @@ def _uniform_grid(cache: EvaluationCache, space: SearchSpace, unit: str
     costs, accs = [], []
     for c in configs:
         rows = np.array([cache.head_index(e, c) for e in exits] + [cache.final_head])
-        reach = np.concatenate([cum[exits] + np.cumsum(head[np.array(exits) - 1, c]),
-                                [cum[-1] + head[np.array(exits) - 1, c].sum()]])
+        reach = np.concatenate(
+            [cum[exits] + np.cumsum(head[np.array(exits) - 1, c]), [cum[-1] + head[np.array(exits) - 1, c].sum()]]
+        )
         for p in th_pixes:
             c_img = cache.image_confidence(policy=space.policy, th_pix=p)[:, rows[:-1]]  # (B, E)
             fires = c_img[None, :, :] >= grid[:, None, None]  # (T, B, E)
@@ -778,7 +933,7 @@ def _uniform_grid(cache: EvaluationCache, space: SearchSpace, unit: str
             taken = fires.argmax(2)  # (T, B): first exit whose rule fires (the final always does)
             costs.append(reach[taken].mean(1))
             summed = counts[np.arange(b)[None, :], rows[taken]].sum(1)  # (T, 2K)
-            accs.append(cache.miou_of(summed[:, : cache.num_classes], summed[:, cache.num_classes:]))
+            accs.append(cache.miou_of(summed[:, : cache.num_classes], summed[:, cache.num_classes :]))
             keys += [(c, p, t) for t in grid]
     cost, miou = np.concatenate(costs), np.concatenate(accs)
     cost.flags.writeable = miou.flags.writeable = False  # shared by every later search

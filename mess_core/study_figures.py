@@ -60,8 +60,11 @@ def exit_space(cache: EvaluationCache) -> ExitSpace:
     """The exit space's cost and accuracy from an evaluation cache, beside the backbone's."""
     reach = cache.reach_cost("gflops")
     exits = [f"exit {i}" for i in range(1, cache.num_exits)]
-    cost = pd.DataFrame(reach[1:cache.num_exits, None] + cache.head_gflops, index=exits, columns=cache.configs).T
+    cost = pd.DataFrame(reach[1 : cache.num_exits, None] + cache.head_gflops, index=exits, columns=cache.configs).T
     miou = cache.head_miou()[:-1].reshape(cache.num_exits - 1, len(cache.configs))
-    return ExitSpace(cost=cost, miou=pd.DataFrame(miou, index=exits, columns=cache.configs).T,
-                     final_miou=float(cache.head_miou()[cache.final_head]),
-                     backbone_gflops=float(cache.stage_gflops.sum()))
+    return ExitSpace(
+        cost=cost,
+        miou=pd.DataFrame(miou, index=exits, columns=cache.configs).T,
+        final_miou=float(cache.head_miou()[cache.final_head]),
+        backbone_gflops=float(cache.stage_gflops.sum()),
+    )

@@ -44,15 +44,21 @@ def time_limit(what: str, *, seconds: float | None = None) -> Iterator[None]:
     """Raise :class:`TimeLimitExceeded` naming ``what`` when the block runs longer than ``seconds`` (default: the
     limit of the module docstring). Without effect outside the main thread, or when a limit is already running."""
     seconds = _limit() if seconds is None else seconds
-    usable = (seconds > 0 and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
-              and signal.getitimer(signal.ITIMER_REAL)[0] == 0)
+    usable = (
+        seconds > 0
+        and hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+        and signal.getitimer(signal.ITIMER_REAL)[0] == 0
+    )
     if not usable:
         yield
         return
 
     def expired(_signum, _frame):
-        raise TimeLimitExceeded(f"{what} took more than {seconds:g} s, far longer than a model should at this size; "
-                                f"try a smaller input size, or set {ENV}=SECONDS to wait longer (0: no limit)")
+        raise TimeLimitExceeded(
+            f"{what} took more than {seconds:g} s, far longer than a model should at this size; "
+            f"try a smaller input size, or set {ENV}=SECONDS to wait longer (0: no limit)"
+        )
 
     previous = signal.signal(signal.SIGALRM, expired)
     signal.setitimer(signal.ITIMER_REAL, seconds)

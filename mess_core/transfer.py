@@ -66,12 +66,21 @@ def part_names(cache: EvaluationCache, parts: int = 2) -> list[str]:
     groups = cache.image_groups
     if groups is not None and len(set(groups)) >= parts:
         return ["+".join(dict.fromkeys(groups[i] for i in p)) for p in found]
-    return [f"images {p.min() + 1}-{p.max() + 1}" if len(p) == p.max() - p.min() + 1 else f"part {k + 1}"
-            for k, p in enumerate(found)]
+    return [
+        f"images {p.min() + 1}-{p.max() + 1}" if len(p) == p.max() - p.min() + 1 else f"part {k + 1}"
+        for k, p in enumerate(found)
+    ]
 
 
-def transfer_check(cache: EvaluationCache, *, mode: str = "input-dependent", space: SearchSpace | None = None,
-                   parts: int = 2, confidence: float | None = None, block: int | None = None) -> pd.DataFrame:
+def transfer_check(
+    cache: EvaluationCache,
+    *,
+    mode: str = "input-dependent",
+    space: SearchSpace | None = None,
+    parts: int = 2,
+    confidence: float | None = None,
+    block: int | None = None,
+) -> pd.DataFrame:
     """Every results row tuned on each part of ``cache`` and scored on each other part, each row searched as the
     study searches it (``confidence`` and ``block``: :func:`mess_core.report.results_table`). Columns: id, row,
     tuned_on, reported_on, tuned_drop_pp and tuned_speedup (on the part it was tuned on), drop_pp and speedup (on the
@@ -92,12 +101,20 @@ def transfer_check(cache: EvaluationCache, *, mode: str = "input-dependent", spa
                 found = evaluate(other, r.instance)
                 drop, speedup = 100 * (base.miou - found.miou), base.cost / found.cost
                 promise = PROMISES.get(r.id)
-                rows.append({"id": r.id.value, "row": r.row, "tuned_on": names[a], "reported_on": names[b],
-                             "tuned_drop_pp": 100 * (tuned_final - r.miou),
-                             "tuned_speedup": r.speedup, "drop_pp": drop, "speedup": speedup,
-                             "held": None if promise is None else promise.held(drop_pp=drop,
-                                                                              cost_ratio=1 / speedup),
-                             "exits": r.exits})
+                rows.append(
+                    {
+                        "id": r.id.value,
+                        "row": r.row,
+                        "tuned_on": names[a],
+                        "reported_on": names[b],
+                        "tuned_drop_pp": 100 * (tuned_final - r.miou),
+                        "tuned_speedup": r.speedup,
+                        "drop_pp": drop,
+                        "speedup": speedup,
+                        "held": None if promise is None else promise.held(drop_pp=drop, cost_ratio=1 / speedup),
+                        "exits": r.exits,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -112,11 +129,21 @@ def transfer_summary(check: pd.DataFrame) -> pd.DataFrame:
     out = []
     for rid, group in check.groupby("id", sort=False):
         every = _held_every_way(group["held"])
-        text = "; ".join(f"{r.tuned_on} -> {r.reported_on}: {r.drop_pp:.2f} pp at {r.speedup:.2f}x"
-                         for r in group.itertuples())
-        out.append({"id": rid, "row": Row(rid).label, "drop_pp": float(group["drop_pp"].mean()),
-                    "speedup": float(group["speedup"].mean()), "worst_drop_pp": float(group["drop_pp"].max()),
-                    "least_speedup": float(group["speedup"].min()), "held": every, "text": text})
+        text = "; ".join(
+            f"{r.tuned_on} -> {r.reported_on}: {r.drop_pp:.2f} pp at {r.speedup:.2f}x" for r in group.itertuples()
+        )
+        out.append(
+            {
+                "id": rid,
+                "row": Row(rid).label,
+                "drop_pp": float(group["drop_pp"].mean()),
+                "speedup": float(group["speedup"].mean()),
+                "worst_drop_pp": float(group["drop_pp"].max()),
+                "least_speedup": float(group["speedup"].min()),
+                "held": every,
+                "text": text,
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -148,10 +175,20 @@ def transfer_markdown(table: pd.DataFrame, check: pd.DataFrame, cache: Evaluatio
     header = "| " + " | ".join(beside.columns) + " |"
     lines = [header, "|" + "---|" * len(beside.columns)]
     for r in beside.to_dict("records"):
-        cells = ["-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else
-                 (f"{v:.2f}" if isinstance(v, float) else str(v)) for v in r.values()]
+        cells = [
+            "-"
+            if v is None or (isinstance(v, float) and not np.isfinite(v))
+            else (f"{v:.2f}" if isinstance(v, float) else str(v))
+            for v in r.values()
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     names = list(dict.fromkeys(check["tuned_on"]))
-    return "\n".join([f"Transfer check: each row's objective searched on one scene part of the {cache.num_images} "
-                      f"tuning images and scored on the other ({' and '.join(names)}), against that part's final "
-                      "exit:", "", *lines])
+    return "\n".join(
+        [
+            f"Transfer check: each row's objective searched on one scene part of the {cache.num_images} "
+            f"tuning images and scored on the other ({' and '.join(names)}), against that part's final "
+            "exit:",
+            "",
+            *lines,
+        ]
+    )

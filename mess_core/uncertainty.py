@@ -59,9 +59,21 @@ from .cache import EvaluationCache
 from .errors import MessError
 from .instance import Instance, evaluate, iou_of_counts, mean_iou
 
-__all__ = ["DropInterval", "UncertaintyError", "resample_weights", "scene_blocks", "image_heads", "bootstrap_drops",
-           "drop_interval", "drop_intervals", "confident_choice", "ConfidentChoice", "check_confidence",
-           "DEFAULT_RESAMPLES", "DEFAULT_LEVEL"]
+__all__ = [
+    "DropInterval",
+    "UncertaintyError",
+    "resample_weights",
+    "scene_blocks",
+    "image_heads",
+    "bootstrap_drops",
+    "drop_interval",
+    "drop_intervals",
+    "confident_choice",
+    "ConfidentChoice",
+    "check_confidence",
+    "DEFAULT_RESAMPLES",
+    "DEFAULT_LEVEL",
+]
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_LEVEL = 0.9
@@ -100,15 +112,20 @@ class DropInterval:
         return self.upper <= max_drop + 1e-9
 
     def describe(self) -> str:
-        return (f"drop {self.point:.2f} pp ({100 * self.level:g}% interval {self.low:.2f} to {self.high:.2f}; "
-                f"<= {self.upper:.2f} pp at {100 * self.confidence:g}% confidence, {self.resamples} resamples over "
-                f"{self.images} images" + (f" in scene blocks of {self.block}" if self.block else "")
-                + (f"; on a fresh sample of {self.fresh_images}" if self.fresh_images else "") + ")")
+        return (
+            f"drop {self.point:.2f} pp ({100 * self.level:g}% interval {self.low:.2f} to {self.high:.2f}; "
+            f"<= {self.upper:.2f} pp at {100 * self.confidence:g}% confidence, {self.resamples} resamples over "
+            f"{self.images} images"
+            + (f" in scene blocks of {self.block}" if self.block else "")
+            + (f"; on a fresh sample of {self.fresh_images}" if self.fresh_images else "")
+            + ")"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (the instance file's ``uncertainty``)."""
-        return {f"drop_{k}_pp" if k in ("point", "mean", "low", "high", "upper") else k: v
-                for k, v in asdict(self).items()}
+        return {
+            f"drop_{k}_pp" if k in ("point", "mean", "low", "high", "upper") else k: v for k, v in asdict(self).items()
+        }
 
 
 @lru_cache(maxsize=8)
@@ -119,8 +136,14 @@ def _weights(images: int, resamples: int, seed: int, size: int | None) -> np.nda
     return w
 
 
-def resample_weights(images: int, resamples: int = DEFAULT_RESAMPLES, seed: int = 0, *,
-                     size: int | None = None, blocks: np.ndarray | None = None) -> np.ndarray:
+def resample_weights(
+    images: int,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    *,
+    size: int | None = None,
+    blocks: np.ndarray | None = None,
+) -> np.ndarray:
     """(resamples, images) read-only float array: how many times each image is drawn in each resample (rows sum to
     ``images``, or to ``size``: then from a stream independent of the one without); the same arguments give the same
     matrix. With ``blocks`` (each image's block number, 0..K-1) whole blocks are drawn, K of them (or ``size``
@@ -131,8 +154,10 @@ def resample_weights(images: int, resamples: int = DEFAULT_RESAMPLES, seed: int 
         (True, [4.0, 4.0, 4.0])
     """
     if images < 1 or resamples < 1 or (size is not None and size < 1):
-        raise UncertaintyError(f"a bootstrap needs images >= 1, resamples >= 1 and a sample size >= 1, not {images}, "
-                               f"{resamples} and {size}")
+        raise UncertaintyError(
+            f"a bootstrap needs images >= 1, resamples >= 1 and a sample size >= 1, not {images}, "
+            f"{resamples} and {size}"
+        )
     if blocks is None:
         return _weights(int(images), int(resamples), int(seed), None if size is None else int(size))
     blocks = np.asarray(blocks, dtype=np.int64)
@@ -182,26 +207,58 @@ def bootstrap_drops(cache: EvaluationCache, heads: np.ndarray, weights: np.ndarr
     final = np.concatenate([_per_image(cache, np.full(cache.num_images, cache.final_head)), label], axis=1)
     every = np.concatenate([weights, np.ones((1, weights.shape[1]))])  # the split itself as a last "resample"
     base_totals = every @ final  # (R + 1, 3K)
-    labels = base_totals[:, 2 * k:]
-    base = mean_iou(iou_of_counts(labels, base_totals[:, :k], base_totals[:, k:2 * k]))  # (R + 1,)
+    labels = base_totals[:, 2 * k :]
+    base = mean_iou(iou_of_counts(labels, base_totals[:, :k], base_totals[:, k : 2 * k]))  # (R + 1,)
     totals = np.einsum("rn,mnk->mrk", every, _per_image(cache, heads), optimize=True)  # (M, R + 1, 2K)
     miou = mean_iou(iou_of_counts(labels[None], totals[..., :k], totals[..., k:]))  # (M, R + 1)
     drops = 100.0 * (base[None, :] - miou)
     return drops[:, -1], drops[:, :-1]
 
 
-def _summaries(point: np.ndarray, drops: np.ndarray, *, level: float, confidence: float, seed: int,
-               images: int, fresh: int | None, block: int | None) -> list[DropInterval]:
+def _summaries(
+    point: np.ndarray,
+    drops: np.ndarray,
+    *,
+    level: float,
+    confidence: float,
+    seed: int,
+    images: int,
+    fresh: int | None,
+    block: int | None,
+) -> list[DropInterval]:
     tail = (1.0 - level) / 2
     qs = np.nanquantile(drops, [tail, 1.0 - tail, confidence], axis=1)  # (3, M); resamples >= 1 always
     mean = np.nanmean(drops, axis=1)
-    return [DropInterval(float(point[m]), float(mean[m]), float(qs[0, m]), float(qs[1, m]), float(qs[2, m]), level,
-                         confidence, drops.shape[1], images, seed, fresh, block) for m in range(len(point))]
+    return [
+        DropInterval(
+            float(point[m]),
+            float(mean[m]),
+            float(qs[0, m]),
+            float(qs[1, m]),
+            float(qs[2, m]),
+            level,
+            confidence,
+            drops.shape[1],
+            images,
+            seed,
+            fresh,
+            block,
+        )
+        for m in range(len(point))
+    ]
 
 
-def drop_intervals(cache: EvaluationCache, instances: Sequence[Instance], *, resamples: int = DEFAULT_RESAMPLES,
-                   level: float = DEFAULT_LEVEL, confidence: float = DEFAULT_LEVEL, seed: int = 0,
-                   fresh_images: int | None = None, block: int | None = None) -> list[DropInterval]:
+def drop_intervals(
+    cache: EvaluationCache,
+    instances: Sequence[Instance],
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    level: float = DEFAULT_LEVEL,
+    confidence: float = DEFAULT_LEVEL,
+    seed: int = 0,
+    fresh_images: int | None = None,
+    block: int | None = None,
+) -> list[DropInterval]:
     """:func:`drop_interval` of many instances at once, on the same resamples (one product for all of them)."""
     check_confidence(level, "level")
     check_confidence(confidence)
@@ -214,18 +271,42 @@ def drop_intervals(cache: EvaluationCache, instances: Sequence[Instance], *, res
     if fresh_images is not None:  # predictive: the fresh sample's own noise on top of this split's
         fresh = resample_weights(cache.num_images, resamples, seed, size=fresh_images, blocks=blocks)
         drops = point[:, None] + bootstrap_drops(cache, heads, fresh)[1] - drops
-    return _summaries(point, drops, level=level, confidence=confidence, seed=seed, images=cache.num_images,
-                      fresh=fresh_images, block=block)
+    return _summaries(
+        point,
+        drops,
+        level=level,
+        confidence=confidence,
+        seed=seed,
+        images=cache.num_images,
+        fresh=fresh_images,
+        block=block,
+    )
 
 
-def drop_interval(cache: EvaluationCache, instance: Instance, *, resamples: int = DEFAULT_RESAMPLES,
-                  level: float = DEFAULT_LEVEL, confidence: float = DEFAULT_LEVEL, seed: int = 0,
-                  fresh_images: int | None = None, block: int | None = None) -> DropInterval:
+def drop_interval(
+    cache: EvaluationCache,
+    instance: Instance,
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    level: float = DEFAULT_LEVEL,
+    confidence: float = DEFAULT_LEVEL,
+    seed: int = 0,
+    fresh_images: int | None = None,
+    block: int | None = None,
+) -> DropInterval:
     """The mIoU drop of ``instance`` against the backbone on ``cache``'s split, with its central ``level`` bootstrap
     interval and one-sided upper bound at ``confidence``; with ``fresh_images``, predictive for a fresh sample of
     that many images; with ``block``, over scene blocks of that many images (see the module docstring)."""
-    return drop_intervals(cache, [instance], resamples=resamples, level=level, confidence=confidence, seed=seed,
-                          fresh_images=fresh_images, block=block)[0]
+    return drop_intervals(
+        cache,
+        [instance],
+        resamples=resamples,
+        level=level,
+        confidence=confidence,
+        seed=seed,
+        fresh_images=fresh_images,
+        block=block,
+    )[0]
 
 
 @dataclass(frozen=True)
@@ -243,9 +324,18 @@ class ConfidentChoice:
         return None if self.row is None else self.intervals[self.rows.index(self.row)]
 
 
-def confident_choice(cache: EvaluationCache, front: pd.DataFrame, max_drop: float, confidence: float, *,
-                     resamples: int = DEFAULT_RESAMPLES, seed: int = 0, level: float = DEFAULT_LEVEL,
-                     fresh_images: int | None = None, block: int | None = None) -> ConfidentChoice:
+def confident_choice(
+    cache: EvaluationCache,
+    front: pd.DataFrame,
+    max_drop: float,
+    confidence: float,
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    level: float = DEFAULT_LEVEL,
+    fresh_images: int | None = None,
+    block: int | None = None,
+) -> ConfidentChoice:
     """The cheapest instance of ``front`` (a Pareto front: columns cost, miou, instance) whose one-sided upper bound
     of the drop at ``confidence`` is <= ``max_drop`` pp, among those whose point drop is <= max_drop (with
     ``fresh_images``: the predictive bound for a fresh sample of that many images). Only front instances are
@@ -256,7 +346,17 @@ def confident_choice(cache: EvaluationCache, front: pd.DataFrame, max_drop: floa
     ok = np.flatnonzero(front["miou"].to_numpy(dtype=np.float64) >= base - max_drop / 100.0 - 1e-12)
     order = ok[np.argsort(cost[ok], kind="stable")]
     rows = tuple(int(i) for i in order)
-    found = tuple(drop_intervals(cache, [front["instance"].iloc[i] for i in rows], resamples=resamples, level=level,
-                                 confidence=confidence, seed=seed, fresh_images=fresh_images, block=block))
+    found = tuple(
+        drop_intervals(
+            cache,
+            [front["instance"].iloc[i] for i in rows],
+            resamples=resamples,
+            level=level,
+            confidence=confidence,
+            seed=seed,
+            fresh_images=fresh_images,
+            block=block,
+        )
+    )
     row = next((i for i, interval in zip(rows, found) if interval.within(max_drop)), None)
     return ConfidentChoice(row, rows, found)

@@ -60,8 +60,11 @@ def format_profile(report: dict[str, Any]) -> str:
     if "head_gflops" in report:
         specs = list(next(iter(report["head_gflops"].values())))
         exits = report["head_gflops"]
-        lines += ["", "head GFLOPs per exit (default exit space):",
-                  f"{'config':<24}" + "".join(f"{'exit ' + i:>10}" for i in exits)]
+        lines += [
+            "",
+            "head GFLOPs per exit (default exit space):",
+            f"{'config':<24}" + "".join(f"{'exit ' + i:>10}" for i in exits),
+        ]
         for spec in specs:
             lines.append(f"{spec:<24}" + "".join(f"{exits[i][spec]:>10.3f}" for i in exits))
     return "\n".join(lines)

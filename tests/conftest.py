@@ -51,7 +51,8 @@ heavy_configs: [nocrm-b0-fcn]
 
 @pytest.fixture(scope="session")
 def tiny_study(tmp_path_factory):
-    """A real study built by the engine's command on a few generated scenes: (config, work folder, study folder, log)."""
+    """A real study built by the engine's command on a few generated scenes: (config, work folder, study folder,
+    log)."""
     from mess_core.study import build
 
     root = tmp_path_factory.mktemp("study")

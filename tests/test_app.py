@@ -93,8 +93,9 @@ def test_uploads_run_through_every_exit_and_bad_files_get_a_message(tiny_app):
     app = goto(tiny_app, "explorer")
     app.radio(key="explorer_source").set_value("upload").run()
     image = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
-    app.file_uploader(key="explorer_upload").set_value(("scene.png", cv2.imencode(".png", image)[1].tobytes(),
-                                                        "image/png")).run()
+    app.file_uploader(key="explorer_upload").set_value(
+        ("scene.png", cv2.imencode(".png", image)[1].tobytes(), "image/png")
+    ).run()
     assert not problems(app)
     assert "measured, early exit" in metrics(app)
     deep = cv2.imencode(".png", (image.astype(np.uint16) * 257)[:, :, 0])[1].tobytes()
@@ -181,11 +182,13 @@ def test_the_pareto_page_links_a_selected_instance_and_compares_it_with_a_pinned
 
 
 def test_the_study_page_shows_protocol_transfer_and_rows_on_a_report_set_which_the_pareto_page_follows(
-        tiny_app, tiny_study, tmp_path):
+    tiny_app, tiny_study, tmp_path
+):
     from mess_core.cli import main
 
     _, _, out, _ = tiny_study
     app = goto(tiny_app, "study")
+
     def table(column):
         return next(d.value for d in app.dataframe if column in d.value.columns)
 
@@ -202,8 +205,9 @@ def test_the_study_page_shows_protocol_transfer_and_rows_on_a_report_set_which_t
     assert any(c.value.startswith("On the report set (synthetic test, 10 images") for c in app.caption)
     # a cache written by study evaluate, and one of another network, refused with a message
     mine = tmp_path / "mine.npz"
-    assert main(["study", "evaluate", str(out), "--split", "val", "--data-option", "length=4", "--cache",
-                 str(mine)]) == 0
+    assert (
+        main(["study", "evaluate", str(out), "--split", "val", "--data-option", "length=4", "--cache", str(mine)]) == 0
+    )
     app = goto(app, "study")
     app.selectbox(key="report_set_choice").set_value("a cache written by `study evaluate --cache`...").run()
     app.text_input(key="report_set_path").input(str(mine)).run()

@@ -33,11 +33,17 @@ try:
 except ImportError:  # pragma: no cover - depends on the machine
     sync_playwright = None
 
-_missing = ("playwright is not installed" if sync_playwright is None
-            else f"no Chromium at {CHROMIUM}" if not os.path.exists(CHROMIUM) else None)
+_missing = (
+    "playwright is not installed"
+    if sync_playwright is None
+    else f"no Chromium at {CHROMIUM}"
+    if not os.path.exists(CHROMIUM)
+    else None
+)
 if _missing and os.environ.get("MESS_REQUIRE_BROWSER") == "1":
-    raise RuntimeError(f"browser tests are required here but {_missing} (apt-get install -y chromium; "
-                       "pip install playwright)")
+    raise RuntimeError(
+        f"browser tests are required here but {_missing} (apt-get install -y chromium; pip install playwright)"
+    )
 pytestmark = pytest.mark.skipif(_missing is not None, reason=_missing or "")
 
 
@@ -53,9 +59,28 @@ def server():
     env = {k: v for k, v in os.environ.items() if k != "MESS_DEFAULT_STUDY"}  # the default a fresh clone opens
     env["MESS_STUDIES"] = str(REPO / "precomputed")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(APP),
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -98,9 +123,13 @@ def settle(page) -> None:
     page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=WAIT_MS)
     page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=WAIT_MS)
     page.wait_for_function(  # plotly draws after the run: every chart has its svg
-        "() => [...document.querySelectorAll('[data-testid=\"stPlotlyChart\"]')].every(c => c.querySelector('.main-svg'))",
-        timeout=WAIT_MS)
-    assert page.locator('[data-testid="stException"]').count() == 0, page.locator('[data-testid="stException"]').first.inner_text()
+        "() => [...document.querySelectorAll('[data-testid=\"stPlotlyChart\"]')]"
+        ".every(c => c.querySelector('.main-svg'))",
+        timeout=WAIT_MS,
+    )
+    assert page.locator('[data-testid="stException"]').count() == 0, page.locator(
+        '[data-testid="stException"]'
+    ).first.inner_text()
 
 
 def open_page(page, server, path: str, ready: str, drawn: str = '[data-testid="stPlotlyChart"] .main-svg') -> None:
@@ -114,8 +143,11 @@ def open_page(page, server, path: str, ready: str, drawn: str = '[data-testid="s
 
 
 def metric(page, label: str) -> str:
-    box = page.locator('[data-testid="stMetric"]').filter(has=page.locator('[data-testid="stMetricLabel"]',
-                                                                           has_text=label)).first
+    box = (
+        page.locator('[data-testid="stMetric"]')
+        .filter(has=page.locator('[data-testid="stMetricLabel"]', has_text=label))
+        .first
+    )
     return box.locator('[data-testid="stMetricValue"]').inner_text()
 
 
@@ -125,11 +157,13 @@ def shoot(page, name: str) -> None:
 
 
 def test_every_page_opens(page, server):
-    for path, ready, drawn in [("", "Workload profile", '[data-testid="stPlotlyChart"] .main-svg'),
-                               ("explorer", "Anytime", '[data-testid="stImage"] img'),
-                               ("thresholds", "where images leave", '[data-testid="stPlotlyChart"] .main-svg'),
-                               ("pareto", "searched", '[data-testid="stPlotlyChart"] .main-svg'),
-                               ("images", "Image browser", '[data-testid="stDataFrame"]')]:
+    for path, ready, drawn in [
+        ("", "Workload profile", '[data-testid="stPlotlyChart"] .main-svg'),
+        ("explorer", "Anytime", '[data-testid="stImage"] img'),
+        ("thresholds", "where images leave", '[data-testid="stPlotlyChart"] .main-svg'),
+        ("pareto", "searched", '[data-testid="stPlotlyChart"] .main-svg'),
+        ("images", "Image browser", '[data-testid="stDataFrame"]'),
+    ]:
         open_page(page, server, path, ready, drawn)
         expect(page.locator('[data-testid="stSidebarNav"]')).to_be_visible()
         shoot(page, path or "study")
@@ -150,7 +184,9 @@ def test_moving_a_threshold_slider_changes_the_figures(page, server):
             settle(page)
     page.wait_for_function(
         "(old) => [...document.querySelectorAll('[data-testid=\"stMetric\"]')].some(m => "
-        "m.innerText.includes('images leaving early') && !m.innerText.includes(old))", arg=before[1])
+        "m.innerText.includes('images leaving early') && !m.innerText.includes(old))",
+        arg=before[1],
+    )
     settle(page)
     after = (metric(page, "average GFLOPs"), metric(page, "images leaving early"))
     assert after != before

@@ -44,8 +44,17 @@ def setup():
     net = convert(model, torch.zeros(1, 3, *SIZE), num_exits=4).attach(SPACE)
     data = SyntheticSegmentation(split="val", length=10, size=SIZE, transform=eval_transform())
     net = calibrate(net, torch.stack([torch.as_tensor(data[i][0]).as_subclass(torch.Tensor) for i in range(10)]))
-    cache = build_cache(net, data, model="mobilenetv3_lraspp", dataset_name="synthetic", split="val", batch_size=3,
-                        th_pix_grid=GRID, latency=True, latency_repeats=1)
+    cache = build_cache(
+        net,
+        data,
+        model="mobilenetv3_lraspp",
+        dataset_name="synthetic",
+        split="val",
+        batch_size=3,
+        th_pix_grid=GRID,
+        latency=True,
+        latency_repeats=1,
+    )
     return net, data, cache, model
 
 
@@ -61,7 +70,7 @@ def run_network(net, data, instance):
             cost, chosen = 0.0, None
             previous = 0
             for e in instance.exits:
-                cost += sum(stage[previous:e.exit]) + net.head_flops(e.exit, e.config, SIZE)
+                cost += sum(stage[previous : e.exit]) + net.head_flops(e.exit, e.config, SIZE)
                 previous = e.exit
                 logits = outputs[e.exit][e.config]
                 if instance.policy.exits(logits, e.th_img).item():
@@ -89,8 +98,11 @@ def test_any_instance_from_the_cache_equals_running_the_network(setup, policy):
     c_img = cache.image_confidence(policy=policy, th_pix=th_pix)
     exits = [(1, SPACE[1], 0.5), (3, SPACE[2], 0.3)]
     kept = [KeptExit(e, c, between(c_img[:, cache.head_index(e, c)], q)) for e, c, q in exits]
-    instance = Instance("input-dependent", tuple(kept), ConfidencePolicy(
-        th_pix=th_pix, edges=EdgeMasking() if policy == "mess" else None, naive=policy == "naive"))
+    instance = Instance(
+        "input-dependent",
+        tuple(kept),
+        ConfidencePolicy(th_pix=th_pix, edges=EdgeMasking() if policy == "mess" else None, naive=policy == "naive"),
+    )
     outcome = evaluate(cache, instance)
     miou, cost = run_network(net, data, instance)
     assert 0 < np.bincount(outcome.exit_taken, minlength=3)[:2].sum() < len(data)  # some images leave early, not all
@@ -161,19 +173,83 @@ def test_cache_and_search_commands_end_to_end(setup, tmp_path, capsys):
     net, _, _, model = setup
     weights = artifacts.save_multi_exit(tmp_path / "multi_exit.pt", net, model, {"model": "mobilenetv3_lraspp"})
     out = tmp_path / "val.npz"
-    assert main(["cache", "--multi-exit", str(weights), "--data", "synthetic", "--data-option", "size=[48,64]",
-                 "--data-option", "length=8", "--split", "val", "--out", str(out), "--th-pix", "0.5,0.7,0.9"]) == 0
-    assert main(["cache", "--multi-exit", str(weights), "--data", "synthetic", "--data-option", "size=[48,64]",
-                 "--data-option", "length=8", "--split", "train", "--out", str(tmp_path / "train.npz"),
-                 "--th-pix", "0.5,0.7,0.9"]) == 0
+    assert (
+        main(
+            [
+                "cache",
+                "--multi-exit",
+                str(weights),
+                "--data",
+                "synthetic",
+                "--data-option",
+                "size=[48,64]",
+                "--data-option",
+                "length=8",
+                "--split",
+                "val",
+                "--out",
+                str(out),
+                "--th-pix",
+                "0.5,0.7,0.9",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "cache",
+                "--multi-exit",
+                str(weights),
+                "--data",
+                "synthetic",
+                "--data-option",
+                "size=[48,64]",
+                "--data-option",
+                "length=8",
+                "--split",
+                "train",
+                "--out",
+                str(tmp_path / "train.npz"),
+                "--th-pix",
+                "0.5,0.7,0.9",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    code = main(["search", "--cache", str(tmp_path / "train.npz"), "--eval-cache", str(out), "--objective", "min-cost",
-                 "--max-drop", "1", "--mode", "input-dependent", "--th-pix", "0.5,0.7,0.9", "--th-img", "0.2,0.5,0.8",
-                 "--out", str(tmp_path / "inst.json")])
+    code = main(
+        [
+            "search",
+            "--cache",
+            str(tmp_path / "train.npz"),
+            "--eval-cache",
+            str(out),
+            "--objective",
+            "min-cost",
+            "--max-drop",
+            "1",
+            "--mode",
+            "input-dependent",
+            "--th-pix",
+            "0.5,0.7,0.9",
+            "--th-img",
+            "0.2,0.5,0.8",
+            "--out",
+            str(tmp_path / "inst.json"),
+        ]
+    )
     text = capsys.readouterr().out
     assert code == 0
-    for row in ("Backbone", "MESS max-acc <= 1x cost", "MESS min-cost <= 0.1pp drop", "MESS min-cost <= 1pp drop",
-                "uniform-exit MESS", "naive-confidence policy", "oracle"):
+    for row in (
+        "Backbone",
+        "MESS max-acc <= 1x cost",
+        "MESS min-cost <= 0.1pp drop",
+        "MESS min-cost <= 1pp drop",
+        "uniform-exit MESS",
+        "naive-confidence policy",
+        "oracle",
+    ):
         assert row in text
     assert "on the other split" in text
     inst = Instance.load(tmp_path / "inst.json")
@@ -187,20 +263,68 @@ def test_cache_and_search_commands_end_to_end(setup, tmp_path, capsys):
 
     # bench: the instance timed beside the original model, and its latency table written into the cache
     capsys.readouterr()
-    assert main(["bench", "--multi-exit", str(weights), "--instance", str(tmp_path / "inst.json"), "--data-option",
-                 "size=[48,64]", "--data-option", "length=8", "--images", "4", "--batch", "1", "2", "--repeats", "1",
-                 "--engines", "eager", "--skip", "cuda", "--out", str(tmp_path / "bench.json"),
-                 "--into-cache", str(tmp_path / "train.npz")]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--multi-exit",
+                str(weights),
+                "--instance",
+                str(tmp_path / "inst.json"),
+                "--data-option",
+                "size=[48,64]",
+                "--data-option",
+                "length=8",
+                "--images",
+                "4",
+                "--batch",
+                "1",
+                "2",
+                "--repeats",
+                "1",
+                "--engines",
+                "eager",
+                "--skip",
+                "cuda",
+                "--out",
+                str(tmp_path / "bench.json"),
+                "--into-cache",
+                str(tmp_path / "train.npz"),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "converted network, no exit kept, vs original" in text
     rows = json.loads((tmp_path / "bench.json").read_text())
-    assert {(r["batch"], r["variant"]) for r in rows} >= {(b, v) for b in (1, 2) for v in ("original", "converted", "inst")}
+    assert {(r["batch"], r["variant"]) for r in rows} >= {
+        (b, v) for b in (1, 2) for v in ("original", "converted", "inst")
+    }
     assert all(r["ms_per_image"] > 0 and r["runs"] == 4 // r["batch"] for r in rows)
     timed = EvaluationCache.load(tmp_path / "train.npz")
     assert timed.has_latency and timed.stage_ms.shape == (net.num_exits,) and (timed.head_ms > 0).all()
-    assert main(["search", "--cache", str(tmp_path / "train.npz"), "--objective", "min-cost", "--max-drop", "1",
-                 "--cost", "latency", "--th-pix", "0.5,0.7,0.9", "--th-img", "0.2,0.5,0.8",
-                 "--out", str(tmp_path / "inst_ms.json")]) == 0
+    assert (
+        main(
+            [
+                "search",
+                "--cache",
+                str(tmp_path / "train.npz"),
+                "--objective",
+                "min-cost",
+                "--max-drop",
+                "1",
+                "--cost",
+                "latency",
+                "--th-pix",
+                "0.5,0.7,0.9",
+                "--th-img",
+                "0.2,0.5,0.8",
+                "--out",
+                str(tmp_path / "inst_ms.json"),
+            ]
+        )
+        == 0
+    )
 
 
 def test_a_network_missing_a_head_at_one_exit_gives_a_partial_cache_that_refuses_that_head_only(setup):
@@ -211,8 +335,15 @@ def test_a_network_missing_a_head_at_one_exit_gives_a_partial_cache_that_refuses
     net, data, whole, _ = setup
     partial_net = copy.deepcopy(net)
     del partial_net.heads["2"][SPACE[2]]  # as a shipped study leaves a heavy head out where no instance uses it
-    partial = build_cache(partial_net, data, model="mobilenetv3_lraspp", dataset_name="synthetic", split="val",
-                          batch_size=3, th_pix_grid=GRID)
+    partial = build_cache(
+        partial_net,
+        data,
+        model="mobilenetv3_lraspp",
+        dataset_name="synthetic",
+        split="val",
+        batch_size=3,
+        th_pix_grid=GRID,
+    )
     assert partial.meta["absent_heads"] == {"2": [SPACE[2]]} and partial.configs == SPACE
     with pytest.raises(CacheError, match=f"no figures for '{SPACE[2]}' at exit 2"):
         partial.head_index(2, SPACE[2])

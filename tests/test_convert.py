@@ -45,7 +45,11 @@ def test_registry_lists_the_paper_models_and_torchvision_builders():
     names = set(models.list_models())
     assert {"mobilenetv2_fcn", "resnet50_fcn", "resnet50_deeplabv3", "resnet18_fcn"} <= names
     assert {"mobilenetv3_deeplabv3", "mobilenetv3_lraspp"} <= names
-    assert {n for n in names if models.model_info(n).in_paper} == {"mobilenetv2_fcn", "resnet50_fcn", "resnet50_deeplabv3"}
+    assert {n for n in names if models.model_info(n).in_paper} == {
+        "mobilenetv2_fcn",
+        "resnet50_fcn",
+        "resnet50_deeplabv3",
+    }
 
 
 def test_final_exit_equals_the_model_for_other_batch_and_input_sizes(converted):

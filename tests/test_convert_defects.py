@@ -66,8 +66,9 @@ def test_constructors_with_traced_sizes_name_the_cause_and_every_module():
     assert "tensor constructor" in message and "x.new_zeros(" in message
     assert "leaf_modules=['backbone.1', 'backbone.3']" in message
     assert "control flow on tensor values" not in message
-    net = mess_core.convert(TracedSizes().eval(), torch.randn(1, 3, 32, 32), num_exits=2,
-                            leaf_modules=["backbone.1", "backbone.3"])
+    net = mess_core.convert(
+        TracedSizes().eval(), torch.randn(1, 3, 32, 32), num_exits=2, leaf_modules=["backbone.1", "backbone.3"]
+    )
     assert net.num_exits == 2
 
 
@@ -129,7 +130,6 @@ def test_exits_never_split_a_convolution_from_its_norm_or_activation():
         assert [e.module for e in net.exits] == ["backbone.0", "backbone.1", "backbone.2", "backbone.3"]
     net = mess_core.convert(FunctionalActivations().eval(), torch.randn(1, 3, 32, 32), num_exits=3)
     assert [e.module for e in net.exits] == ["relu", "relu_1"]  # not conv2|relu_1, two exits at the same cost
-
 
 
 # ------------------------------------------------------------------------------------------- issue 24

@@ -36,6 +36,7 @@ REAL_CAMVID = Path("/work/shared/datasets/camvid")
 
 # --- helpers: write real image/label files -------------------------------------------------------------------------
 
+
 def write_rgb(path: Path, height: int = 12, width: int = 16, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
@@ -49,8 +50,14 @@ def write_label(path: Path, values: np.ndarray) -> Path:
     return path
 
 
-def folder_dataset(root: Path, stems=("a", "b"), *, yaml: str = "classes: [background, road, car]\nignore_index: 255\n",
-                   height: int = 12, width: int = 16) -> Path:
+def folder_dataset(
+    root: Path,
+    stems=("a", "b"),
+    *,
+    yaml: str = "classes: [background, road, car]\nignore_index: 255\n",
+    height: int = 12,
+    width: int = 16,
+) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "dataset.yaml").write_text(yaml)
     for k, stem in enumerate(stems):
@@ -65,6 +72,7 @@ def truncate(path: Path) -> None:
 
 
 # --- synthetic ---------------------------------------------------------------------------------------------------
+
 
 def test_synthetic_is_deterministic_and_seed_and_split_change_it():
     a = SyntheticSegmentation(split="train", length=6, seed=0)
@@ -136,6 +144,7 @@ def test_synthetic_rejects_bad_arguments():
 
 # --- transforms --------------------------------------------------------------------------------------------------
 
+
 def _pair(height: int, width: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
     image = tv_tensors.Image(torch.full((3, height, width), 200, dtype=torch.uint8))
     mask = tv_tensors.Mask(torch.ones(height, width, dtype=torch.int64))
@@ -198,6 +207,7 @@ def test_pad_collate_pads_with_zero_and_ignore_and_stacks_equal_sizes():
 
 # --- per-sample deterministic augmentation -----------------------------------------------------------------------
 
+
 def _augmented(length: int = 6) -> SyntheticSegmentation:
     data = SyntheticSegmentation(split="train", length=length, size=(40, 56), seed=5)
     data.transform = train_transform(crop=(32, 32), ignore_index=data.info.ignore_index)
@@ -255,6 +265,7 @@ def test_getitem_neither_uses_nor_disturbs_the_global_random_state():
 
 # --- folder datasets ---------------------------------------------------------------------------------------------
 
+
 def test_folder_dataset_loads_pairs_by_stem(tmp_path):
     root = folder_dataset(tmp_path / "ds", stems=("b", "a"))
     write_rgb(root / "images" / "c.jpg", seed=3)
@@ -292,16 +303,19 @@ def test_folder_dataset_unpaired_files_are_named(tmp_path):
     assert "orphan.png" in str(error.value) and "no image" in str(error.value)
 
 
-@pytest.mark.parametrize("yaml, field", [
-    ("classes: []\n", "classes"),
-    ("classes: road\n", "classes"),
-    ("classes: [a, b, a]\n", "classes"),
-    ("classes: [a, b]\nignore_index: 1\n", "ignore_index"),
-    ("classes: [a, b]\nignore_index: high\n", "ignore_index"),
-    ("classes: [a, b]\npalette: [[0, 0, 0]]\n", "palette"),
-    ("classes: [a, b]\nignore: 255\n", "ignore"),
-    ("classes: [a, b\n", "YAML"),
-])
+@pytest.mark.parametrize(
+    "yaml, field",
+    [
+        ("classes: []\n", "classes"),
+        ("classes: road\n", "classes"),
+        ("classes: [a, b, a]\n", "classes"),
+        ("classes: [a, b]\nignore_index: 1\n", "ignore_index"),
+        ("classes: [a, b]\nignore_index: high\n", "ignore_index"),
+        ("classes: [a, b]\npalette: [[0, 0, 0]]\n", "palette"),
+        ("classes: [a, b]\nignore: 255\n", "ignore"),
+        ("classes: [a, b\n", "YAML"),
+    ],
+)
 def test_folder_dataset_bad_yaml_names_file_and_field(tmp_path, yaml, field):
     root = folder_dataset(tmp_path / "ds", yaml=yaml)
     with pytest.raises(DataError, match=field) as error:
@@ -376,6 +390,7 @@ def test_validate_collects_every_problem(tmp_path):
 
 
 # --- CamVid, Cityscapes, VOC on small real layouts ---------------------------------------------------------------
+
 
 def camvid_layout(root: Path, split: str = "train", stems=("0001TP_000010", "0001TP_000020")) -> Path:
     for k, stem in enumerate(stems):
@@ -462,6 +477,7 @@ def test_voc_keeps_255_as_ignore(tmp_path):
 
 # --- registry ------------------------------------------------------------------------------------------------------
 
+
 def test_build_dataset(tmp_path):
     assert set(list_datasets()) == {"synthetic", "camvid", "cityscapes", "voc", "folder"}
     data = build_dataset("synthetic", split="val", length=3, size=(32, 32), seed=2)
@@ -491,6 +507,7 @@ def test_pad_collate_in_a_dataloader(tmp_path):
 
 # --- groups (scenes) and selections ---------------------------------------------------------------------------------
 
+
 def test_camvid_groups_are_drives_and_selections_pool_splits_and_keep_groups(tmp_path):
     root = tmp_path / "camvid"
     for split, stems in (("train", ["0016E5_07920", "0006R0_f00930", "0001TP_006690"]), ("val", ["0016E5_07959"])):
@@ -500,8 +517,11 @@ def test_camvid_groups_are_drives_and_selections_pool_splits_and_keep_groups(tmp
     train = CamVid(root, split="train")
     assert [train.group_of(i) for i in range(3)] == ["0001TP", "0006R0", "0016E5"]
     pooled = build_dataset("camvid", root=root, split="train+val", groups=("0016E5", "0001TP"))
-    assert [pooled.name_of(i) for i in range(len(pooled))] == ["0001TP_006690.png", "0016E5_07920.png",
-                                                                "0016E5_07959.png"]
+    assert [pooled.name_of(i) for i in range(len(pooled))] == [
+        "0001TP_006690.png",
+        "0016E5_07920.png",
+        "0016E5_07959.png",
+    ]
     assert pooled.split_of(2) == "val" and pooled.files_of(2)[0].endswith("val/0016E5_07959.png")
     image, mask = pooled[0]
     assert image.shape == (3, 12, 16) and mask.shape == (12, 16)
@@ -511,8 +531,9 @@ def test_camvid_groups_are_drives_and_selections_pool_splits_and_keep_groups(tmp
 
 def test_a_folder_dataset_reads_groups_from_a_pattern_or_a_file_and_names_what_is_wrong(tmp_path):
     head = "classes: [background, road, car]\n"
-    root = folder_dataset(tmp_path / "p", stems=("siteA_1", "siteA_2", "siteB_1"),
-                          yaml=head + "group_pattern: '^([^_]+)_'\n")
+    root = folder_dataset(
+        tmp_path / "p", stems=("siteA_1", "siteA_2", "siteB_1"), yaml=head + "group_pattern: '^([^_]+)_'\n"
+    )
     data = FolderDataset(root)
     assert [data.group_of(i) for i in range(3)] == ["siteA", "siteA", "siteB"]
     listed = folder_dataset(tmp_path / "f", stems=("a", "b"), yaml=head + "group_file: groups.csv\n")

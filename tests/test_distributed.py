@@ -37,8 +37,19 @@ def run_stage(stage: str, out: Path, env, batch_size: int) -> dict:
     """Stage 1 or 2 on a TinyUNet with dropout off: dropout masks depend on how the batch is split, everything
     else must not."""
     cfg = TrainConfig(
-        stage=stage, out=str(out), crop=SIZE, batch_size=batch_size, epochs=2, train_limit=16, val_limit=6,
-        num_exits=3, optimizer="sgd", lr=0.05, workers=0, progress=False, data_options={"size": SIZE, "length": 32},
+        stage=stage,
+        out=str(out),
+        crop=SIZE,
+        batch_size=batch_size,
+        epochs=2,
+        train_limit=16,
+        val_limit=6,
+        num_exits=3,
+        optimizer="sgd",
+        lr=0.05,
+        workers=0,
+        progress=False,
+        data_options={"size": SIZE, "length": 32},
         exit_space="nocrm-b0-fcn,crm50p-b1-rdi-deeplab",
     )
     train_set, val_set = build_datasets(cfg)
@@ -52,20 +63,33 @@ def run_stage(stage: str, out: Path, env, batch_size: int) -> dict:
     if env.distributed:
         assert sync_batchnorm(task.module, env.device) > 0
     initial = {k: v.clone() for k, v in net.state_dict().items()}
-    outcome = fit(task, config=cfg, env=env, train_set=train_set, val_set=val_set, run_dir=out,
-                  ignore_index=info.ignore_index, log=lambda m: None)
-    return {"initial": initial, "state": {k: v.clone() for k, v in net.state_dict().items()},
-            "history": outcome["history"]}
+    outcome = fit(
+        task,
+        config=cfg,
+        env=env,
+        train_set=train_set,
+        val_set=val_set,
+        run_dir=out,
+        ignore_index=info.ignore_index,
+        log=lambda m: None,
+    )
+    return {
+        "initial": initial,
+        "state": {k: v.clone() for k, v in net.state_dict().items()},
+        "history": outcome["history"],
+    }
 
 
 def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     torch.set_num_threads(1)
     env = setup("cpu")
     try:
-        results = {stage: run_stage(stage, Path(out) / stage, env, GLOBAL_BATCH // world)
-                   for stage in ("pretrain", "exits")}
+        results = {
+            stage: run_stage(stage, Path(out) / stage, env, GLOBAL_BATCH // world) for stage in ("pretrain", "exits")
+        }
         if rank == 0:
             torch.save(results, Path(out) / "ddp.pt")
     finally:
@@ -110,16 +134,57 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "mess_core", "train", "--model", "mobilenetv3_lraspp", "--crop", "48x64",
-            "--data-option", "size=[48,64]", "--data-option", "length=64", "--device", "cpu", "--workers", "0",
-            "--no-progress", "--optimizer", "adamw", "--lr", "0.002", *args]
+    return [
+        sys.executable,
+        "-m",
+        "mess_core",
+        "train",
+        "--model",
+        "mobilenetv3_lraspp",
+        "--crop",
+        "48x64",
+        "--data-option",
+        "size=[48,64]",
+        "--data-option",
+        "length=64",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--no-progress",
+        "--optimizer",
+        "adamw",
+        "--lr",
+        "0.002",
+        *args,
+    ]
 
 
 def test_the_train_command_runs_under_torchrun_with_two_processes(tmp_path):
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-               str(free_port()), *cli("--stage", "backbone", "--out", str(out), "--epochs", "1",
-                                      "--train-limit", "8", "--val-limit", "4", "--batch-size", "2")[1:]]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(free_port()),
+        *cli(
+            "--stage",
+            "backbone",
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--train-limit",
+            "8",
+            "--val-limit",
+            "4",
+            "--batch-size",
+            "2",
+        )[1:],
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -130,13 +195,15 @@ def test_the_train_command_runs_under_torchrun_with_two_processes(tmp_path):
 def test_a_killed_command_resumes_to_the_result_of_an_uninterrupted_run(tmp_path):
     args = ("--stage", "backbone", "--epochs", "5", "--train-limit", "48", "--val-limit", "4", "--batch-size", "4")
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    full = subprocess.run(cli(*args, "--out", str(tmp_path / "full")), cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=env)
+    full = subprocess.run(
+        cli(*args, "--out", str(tmp_path / "full")), cwd=ROOT, capture_output=True, text=True, timeout=300, env=env
+    )
     assert full.returncode == 0, full.stderr[-3000:]
 
     killed_dir = tmp_path / "killed"
-    proc = subprocess.Popen(cli(*args, "--out", str(killed_dir)), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        cli(*args, "--out", str(killed_dir)), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
     deadline = time.monotonic() + 240
     while not (killed_dir / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -146,12 +213,14 @@ def test_a_killed_command_resumes_to_the_result_of_an_uninterrupted_run(tmp_path
     assert interrupted_at < 5, "the run finished before it could be killed; make its epochs longer"
     assert not (killed_dir / "model.pt").exists()
 
-    resumed = subprocess.run(cli("--resume", "--out", str(killed_dir)), cwd=ROOT, capture_output=True, text=True,
-                             timeout=300, env=env)
+    resumed = subprocess.run(
+        cli("--resume", "--out", str(killed_dir)), cwd=ROOT, capture_output=True, text=True, timeout=300, env=env
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming {killed_dir / 'checkpoint.pt'} after epoch {interrupted_at}" in resumed.stdout
     a = checkpoint.load_weights(tmp_path / "full" / "model.pt")
     b = checkpoint.load_weights(killed_dir / "model.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert (tmp_path / "full" / "metrics.csv").read_text() .splitlines()[-1].split(",")[:4] == \
-        (killed_dir / "metrics.csv").read_text().splitlines()[-1].split(",")[:4]
+    assert (tmp_path / "full" / "metrics.csv").read_text().splitlines()[-1].split(",")[:4] == (
+        killed_dir / "metrics.csv"
+    ).read_text().splitlines()[-1].split(",")[:4]

@@ -11,10 +11,10 @@ def brute_force_miou(pred, label, num_classes, ignore):
     ious = []
     for c in range(num_classes):
         valid = label != ignore
-        p, l = (pred == c) & valid, (label == c) & valid
-        union = (p | l).sum()
+        p, t = (pred == c) & valid, (label == c) & valid
+        union = (p | t).sum()
         if union:
-            ious.append((p & l).sum() / union)
+            ious.append((p & t).sum() / union)
     return float(np.mean(ious)), len(ious)
 
 
@@ -30,7 +30,7 @@ def test_matches_brute_force_over_several_batches():
         preds.append(pred.numpy()), labels.append(label.numpy())
     expected, _ = brute_force_miou(np.concatenate(preds), np.concatenate(labels), 5, 9)
     assert cm.miou() == pytest.approx(expected)
-    assert int(cm.matrix.sum()) == int(sum((l != 9).sum() for l in labels))
+    assert int(cm.matrix.sum()) == int(sum((t != 9).sum() for t in labels))
 
 
 def test_classes_absent_from_prediction_and_label_are_skipped():

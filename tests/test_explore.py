@@ -175,8 +175,9 @@ def cache():
 
 
 def test_threshold_summary_is_the_exact_evaluation(cache):
-    inst = instance_from_settings("input-dependent", {1: 0.6, 3: 0.3}, {1: cache.configs[0], 3: cache.configs[2]},
-                                  th_pix=0.7, edges=EdgeMasking())
+    inst = instance_from_settings(
+        "input-dependent", {1: 0.6, 3: 0.3}, {1: cache.configs[0], 3: cache.configs[2]}, th_pix=0.7, edges=EdgeMasking()
+    )
     figures = threshold_summary(cache, inst)
     out, base = evaluate(cache, inst), evaluate(cache, Instance("input-dependent"))
     assert figures.miou == out.miou and figures.gflops == out.cost
@@ -220,16 +221,19 @@ def test_live_search_carries_the_chosen_drop_interval_and_takes_a_confidence(cac
     space = SearchSpace(th_pix=(0.7,), th_img=(0.3, 0.6, 0.9))
     plain = live_search(cache, Objective("min-cost", max_drop=2.0), mode="input-dependent", space=space)
     assert plain.chosen.interval == drop_interval(cache, plain.chosen.instance)
-    sure = live_search(cache, Objective("min-cost", max_drop=2.0, confidence=0.9), mode="input-dependent",
-                       space=space)
+    sure = live_search(cache, Objective("min-cost", max_drop=2.0, confidence=0.9), mode="input-dependent", space=space)
     expected = search(cache, Objective("min-cost", max_drop=2.0, confidence=0.9), space=space)
     assert sure.chosen.instance == expected.instance
     assert sure.chosen.interval.upper <= 2.0 + 1e-9  # the promise holds at 90% confidence
     assert sure.chosen.cost >= plain.chosen.cost - 1e-12  # a surer promise never costs less
     # the peers answer the plain constraint in both cases
     assert sure.uniform == plain.uniform and sure.naive == plain.naive
-    ahead = live_search(cache, Objective("min-cost", max_drop=2.0, confidence=0.9, fresh_images=cache.num_images),
-                        mode="input-dependent", space=space)
+    ahead = live_search(
+        cache,
+        Objective("min-cost", max_drop=2.0, confidence=0.9, fresh_images=cache.num_images),
+        mode="input-dependent",
+        space=space,
+    )
     assert ahead.chosen.interval.fresh_images == cache.num_images and ahead.chosen.interval.upper <= 2.0 + 1e-9
     assert ahead.chosen.cost >= sure.chosen.cost - 1e-12  # the predictive bound is the wider one
     with pytest.raises(SearchError, match="fresh_images needs a confidence"):
@@ -282,8 +286,9 @@ def test_explorer_starts_from_the_searched_instance_and_else_the_most_accurate_s
     for e, config in plain.configs.items():  # the most accurate of the shipped heads, never one left out
         assert config in shipped[e]
         assert miou[e - 1, cache.config_index(config)] == max(miou[e - 1, cache.config_index(c)] for c in shipped[e])
-    searched = instance_from_settings("input-dependent", {2: 0.4}, {2: shipped[2][-1]}, th_pix=0.65,
-                                      edges=EdgeMasking())
+    searched = instance_from_settings(
+        "input-dependent", {2: 0.4}, {2: shipped[2][-1]}, th_pix=0.65, edges=EdgeMasking()
+    )
     start = explorer_defaults(cache, shipped, searched)
     assert start.th_pix == 0.65 and start.th_img == {2: 0.4} and start.configs[2] == shipped[2][-1]
     assert {e: c for e, c in start.configs.items() if e != 2} == {e: c for e, c in plain.configs.items() if e != 2}
@@ -356,8 +361,15 @@ def test_a_downloaded_instance_reads_back_and_carries_its_figures_and_source(cac
     doc = json.loads(json.dumps(instance_document(cache, "tiny", inst, figures)))
     assert Instance.from_dict(doc) == inst
     assert doc["figures"] == pytest.approx(figures.scalars())
-    assert doc["source"] == {"model": "random", "dataset": "random", "split": "random", "input_size": [8, 8],
-                             "num_classes": 4, "num_exits": 4, "study": "tiny"}
+    assert doc["source"] == {
+        "model": "random",
+        "dataset": "random",
+        "split": "random",
+        "input_size": [8, 8],
+        "num_classes": 4,
+        "num_exits": 4,
+        "study": "tiny",
+    }
 
 
 def test_the_onnx_zip_holds_the_exported_files_with_their_manifest(explored):

@@ -35,7 +35,7 @@ def test_input_dependent_export_runs_in_onnxruntime_with_the_same_decisions(net,
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
     # any batch size: one image at a time gives the same
     for i in (0, len(x) - 1):
-        one, t = runner(x[i:i + 1])
+        one, t = runner(x[i : i + 1])
         assert int(t) == int(taken[i])
         torch.testing.assert_close(one[0], got[i], atol=1e-4, rtol=1e-4)
 

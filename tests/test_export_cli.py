@@ -125,8 +125,9 @@ def test_a_head_the_study_does_not_ship_is_refused_before_loading_weights(study,
     chosen = _instance_file(tmp_path / "chosen.json", study)
     assert row_instance(study, Row.MIN_COST_1PP).exits[0].config == "crm50p-b1-rdi-fcn"
     line = _run_refused([str(packed), "--instance", str(chosen), "--onnx", str(tmp_path / "onnx")], capsys)
-    assert ("chosen.json: exit 1 uses head 'crm50p-b1-rdi-fcn', which study synthetic-mobilenetv2-fcn does not "
-            "ship") in line
+    assert (
+        "chosen.json: exit 1 uses head 'crm50p-b1-rdi-fcn', which study synthetic-mobilenetv2-fcn does not ship"
+    ) in line
     assert "unshipped_heads" in line and "choose an instance with shipped heads" in line
     assert nothing_written(tmp_path, "onnx")
 
@@ -141,7 +142,9 @@ def test_an_export_that_disagrees_with_pytorch_is_not_kept(study, tmp_path, monk
 
     monkeypatch.setattr(command, "export_onnx", fake_export)
     monkeypatch.setattr(command, "OnnxRunner", lambda directory: None)
-    monkeypatch.setattr(command, "verify_export", lambda *a: (["exit 1: ONNX and PyTorch differ by up to 3.00e-01"], []))
+    monkeypatch.setattr(
+        command, "verify_export", lambda *a: (["exit 1: ONNX and PyTorch differ by up to 3.00e-01"], [])
+    )
     assert main(["export", str(STUDY), "--row", "backbone", "--onnx", str(tmp_path / "onnx")]) == 1
     printed = capsys.readouterr().out
     assert "problem: exit 1: ONNX and PyTorch differ" in printed and "nothing written to" in printed
@@ -152,7 +155,7 @@ def _readme_blocks() -> list[tuple[str, str]]:
     text = (REPO / "README.md").read_text()
     start = text.index(README_SECTION)
     end = text.find("\n## ", start + len(README_SECTION))
-    section = text[start:end if end != -1 else None]
+    section = text[start : end if end != -1 else None]
     return re.findall(r"```(\w+)\n(.*?)```", section, flags=re.S)
 
 
@@ -167,7 +170,8 @@ def test_the_readme_section_runs_as_written(study, tmp_path, monkeypatch, capsys
     scope: dict = {}
     exec(compile(blocks[0][1], "README.md (deploy)", "exec"), scope)
     assert tuple(scope["logits"].shape) == (4, 7, 120, 160) and scope["exit_taken"].tolist() == json.loads(
-        capsys.readouterr().out.strip().splitlines()[-1])
+        capsys.readouterr().out.strip().splitlines()[-1]
+    )
 
     command = shlex.split(blocks[1][1].strip())
     assert command[:3] == [".venv/bin/python", "-m", "mess_core"]

@@ -60,8 +60,9 @@ def works(app, page: str = "thresholds") -> None:
     assert metrics(app), f"no figures on {page}"
 
 
-@pytest.mark.parametrize("damage, says", [(cut_cache, "val.npz: not a readable evaluation cache"),
-                                          (cache_as_number, "field 'cache' is 5")])
+@pytest.mark.parametrize(
+    "damage, says", [(cut_cache, "val.npz: not a readable evaluation cache"), (cache_as_number, "field 'cache' is 5")]
+)
 def test_a_damaged_study_gets_a_message_on_every_page(studies, monkeypatch, damage, says):
     folder, before = damaged(studies, "damaged", damage)
     app = start(monkeypatch, studies, "damaged")
@@ -79,8 +80,13 @@ def options_as_list(folder: Path) -> None:
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
-@pytest.mark.parametrize("damage, says", [(cut_weights, "multi_exit.pt: not a readable weights-only checkpoint"),
-                                          (options_as_list, "config field 'data_options' is [1]")])
+@pytest.mark.parametrize(
+    "damage, says",
+    [
+        (cut_weights, "multi_exit.pt: not a readable weights-only checkpoint"),
+        (options_as_list, "config field 'data_options' is [1]"),
+    ],
+)
 def test_damage_the_explorer_meets_gets_a_message_there_and_other_pages_work(studies, monkeypatch, damage, says):
     folder, before = damaged(studies, "damaged", damage)
     app = goto(start(monkeypatch, studies, "damaged"), "explorer")  # it loads the network and the dataset
@@ -92,8 +98,10 @@ def test_damage_the_explorer_meets_gets_a_message_there_and_other_pages_work(stu
     assert folder_digest(folder) == before
 
 
-@pytest.mark.parametrize("typed, says", [("/tmp/a\0b", "not a usable path (embedded null byte)"),
-                                         ("/tmp/" + "x" * 5000, "(5005 characters)")])
+@pytest.mark.parametrize(
+    "typed, says",
+    [("/tmp/a\0b", "not a usable path (embedded null byte)"), ("/tmp/" + "x" * 5000, "(5005 characters)")],
+)
 def test_an_unusable_folder_typed_in_the_sidebar_gets_a_message(studies, monkeypatch, typed, says):
     app = goto(start(monkeypatch, studies, "good"), "thresholds")
     app.sidebar.selectbox(key="study_choice").set_value("another folder...").run()
@@ -104,6 +112,7 @@ def test_an_unusable_folder_typed_in_the_sidebar_gets_a_message(studies, monkeyp
 
 
 # --- fragments: they rerun alone, outside their page's boundary ---------------------------------------------------
+
 
 def run_fragment(path: str, module: str, fragment: str) -> None:
     """A script (for ``AppTest.from_function``) that runs one fragment of the app on the study at ``path``, as a
@@ -122,10 +131,13 @@ def broken(message: str, kind: type = RuntimeError):
     return fail
 
 
-@pytest.mark.parametrize("module, fragment, engine_call", [
-    ("app.screens.thresholds", "controls_and_figures", "threshold_summary"),
-    ("app.screens.pareto", "search_area", "live_search"),
-])
+@pytest.mark.parametrize(
+    "module, fragment, engine_call",
+    [
+        ("app.screens.thresholds", "controls_and_figures", "threshold_summary"),
+        ("app.screens.pareto", "search_area", "live_search"),
+    ],
+)
 @pytest.mark.parametrize("kind, says", [(ImageError, "the engine says no"), (RuntimeError, "Something went wrong")])
 def test_an_error_inside_a_fragment_gets_a_message(studies, monkeypatch, module, fragment, engine_call, kind, says):
     import importlib
@@ -145,6 +157,7 @@ def test_every_fragment_of_the_app_is_guarded():
 
 # --- uploads ------------------------------------------------------------------------------------------------------
 
+
 def png_declaring(width: int, height: int) -> bytes:
     """A small valid PNG (one pixel of data) whose header declares ``width`` x ``height``: a decompression bomb's
     header without its payload."""
@@ -158,8 +171,10 @@ def png_declaring(width: int, height: int) -> bytes:
     return bytes(data)
 
 
-@pytest.mark.parametrize("width, height, says", [(40000, 40000, "1,600,000,000 pixels"),
-                                                 (11000, 10000, "10000x11000 pixels (110 megapixels)")])
+@pytest.mark.parametrize(
+    "width, height, says",
+    [(40000, 40000, "1,600,000,000 pixels"), (11000, 10000, "10000x11000 pixels (110 megapixels)")],
+)
 def test_an_image_declaring_too_many_pixels_is_refused_before_decoding(width, height, says):
     assert width * height > MAX_PIXELS
     with pytest.raises(ImageError) as error:
@@ -173,7 +188,9 @@ def test_an_opencv_error_while_decoding_names_the_file(monkeypatch):
     import cv2
 
     def refuse(*args, **kwargs):
-        raise cv2.error("OpenCV(5.1.0) loadsave.cpp:80: error: (-215:Assertion failed) pixels <= CV_IO_MAX_IMAGE_PIXELS")
+        raise cv2.error(
+            "OpenCV(5.1.0) loadsave.cpp:80: error: (-215:Assertion failed) pixels <= CV_IO_MAX_IMAGE_PIXELS"
+        )
 
     monkeypatch.setattr(cv2, "imdecode", refuse)
     image = io.BytesIO()
@@ -184,6 +201,7 @@ def test_an_opencv_error_while_decoding_names_the_file(monkeypatch):
 
 # --- data loader workers ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_corrupt_image_ends_training_with_one_line_naming_it(tmp_path, capsys, workers):
     root = tmp_path / "ds"
@@ -191,9 +209,29 @@ def test_a_corrupt_image_ends_training_with_one_line_naming_it(tmp_path, capsys,
     folder_dataset(root / "val", stems=("e",), height=32, width=32)
     (root / "dataset.yaml").write_text("classes: [background, road, car]\n")
     truncate(root / "train" / "images" / "c.png")
-    code = main(["train", "--stage", "backbone", "--data", "folder", "--data-root", str(root), "--out",
-                 str(tmp_path / "run"), "--workers", str(workers), "--epochs", "1", "--batch-size", "4",
-                 "--crop", "32x32", "--device", "cpu"])
+    code = main(
+        [
+            "train",
+            "--stage",
+            "backbone",
+            "--data",
+            "folder",
+            "--data-root",
+            str(root),
+            "--out",
+            str(tmp_path / "run"),
+            "--workers",
+            str(workers),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--crop",
+            "32x32",
+            "--device",
+            "cpu",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2, err
     assert len(err.splitlines()) == 1 and "images/c.png" in err, err

@@ -55,8 +55,9 @@ BAD_STUDY_SETTINGS = [
 ]
 
 
-@pytest.mark.parametrize("setting, value, says", BAD_STUDY_SETTINGS,
-                         ids=[f"{s}={v!r}" for s, v, _ in BAD_STUDY_SETTINGS])
+@pytest.mark.parametrize(
+    "setting, value, says", BAD_STUDY_SETTINGS, ids=[f"{s}={v!r}" for s, v, _ in BAD_STUDY_SETTINGS]
+)
 def test_a_bad_study_setting_is_refused_when_the_yaml_is_read(tmp_path, setting, value, says):
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump({"name": "bad", setting: value}))
@@ -109,8 +110,7 @@ BAD_TRAIN_FIELDS = [
 ]
 
 
-@pytest.mark.parametrize("field, value, says", BAD_TRAIN_FIELDS,
-                         ids=[f"{f}={v!r}" for f, v, _ in BAD_TRAIN_FIELDS])
+@pytest.mark.parametrize("field, value, says", BAD_TRAIN_FIELDS, ids=[f"{f}={v!r}" for f, v, _ in BAD_TRAIN_FIELDS])
 def test_a_bad_training_field_is_refused_when_the_config_is_made(field, value, says):
     with pytest.raises(TrainingError, match=None) as exc:
         TrainConfig(stage="exits", out=".", **{field: value})
@@ -148,14 +148,22 @@ BAD_ARGUMENTS = [
     (["search", "--cache", "c.npz", "--budget", "0"], "argument --budget"),
     (["search", "--cache", "c.npz", "--th-pix", "0.5,1.5"], "argument --th-pix"),
     (["search", "--cache", "c.npz", "--th-img", "nan"], "argument --th-img"),
-    (["cache", "--multi-exit", "m.pt", "--data", "synthetic", "--out", "c.npz", "--th-pix", "-0.1"],
-     "argument --th-pix"),
-    (["cache", "--multi-exit", "m.pt", "--data", "synthetic", "--out", "c.npz", "--edge-size", "4"],
-     "argument --edge-size: expected an odd whole number"),
-    (["cache", "--multi-exit", "m.pt", "--data", "synthetic", "--out", "c.npz", "--edge-window", "0"],
-     "argument --edge-window"),
-    (["cache", "--multi-exit", "m.pt", "--data", "synthetic", "--out", "c.npz", "--device", "tpu:x"],
-     "argument --device"),
+    (
+        ["cache", "--multi-exit", "m.pt", "--data", "synthetic", "--out", "c.npz", "--th-pix", "-0.1"],
+        "argument --th-pix",
+    ),
+    (
+        ["cache", "--multi-exit", "m.pt", "--data", "synthetic", "--out", "c.npz", "--edge-size", "4"],
+        "argument --edge-size: expected an odd whole number",
+    ),
+    (
+        ["cache", "--multi-exit", "m.pt", "--data", "synthetic", "--out", "c.npz", "--edge-window", "0"],
+        "argument --edge-window",
+    ),
+    (
+        ["cache", "--multi-exit", "m.pt", "--data", "synthetic", "--out", "c.npz", "--device", "tpu:x"],
+        "argument --device",
+    ),
     (["check-data", "--data", "synthetic", "--limit", "0"], "argument --limit"),
     (["profile", "--model", "mobilenetv2_fcn", "--exits", "-2"], "argument --exits"),
     (["bench", "--multi-exit", "m.pt", "--engines", "tensorrt"], "argument --engines: invalid choice"),
@@ -173,8 +181,9 @@ BAD_ARGUMENTS = [
 ]
 
 
-@pytest.mark.parametrize("argv, says", BAD_ARGUMENTS, ids=[" ".join(a[len(TRAIN) if a[:5] == TRAIN else 0:])
-                                                            for a, _ in BAD_ARGUMENTS])
+@pytest.mark.parametrize(
+    "argv, says", BAD_ARGUMENTS, ids=[" ".join(a[len(TRAIN) if a[:5] == TRAIN else 0 :]) for a, _ in BAD_ARGUMENTS]
+)
 def test_a_bad_argument_is_one_line_and_changes_nothing(tmp_path, monkeypatch, capsys, argv, says):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "afile").write_text("not a folder")
@@ -195,8 +204,10 @@ def test_an_argparse_error_names_the_command_and_points_to_help(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["search", "--cache", "c.npz", "--budget", "-1"])
     assert exc.value.code == 2
-    assert capsys.readouterr().err == ("error: python -m mess_core search: argument --budget: expected a number above "
-                                       "0, got '-1' (--help lists the arguments)\n")
+    assert capsys.readouterr().err == (
+        "error: python -m mess_core search: argument --budget: expected a number above "
+        "0, got '-1' (--help lists the arguments)\n"
+    )
 
 
 @NO_CUDA
@@ -254,9 +265,22 @@ def test_an_instance_file_that_is_not_an_instance_is_refused_in_one_line(tmp_pat
     if case == "folder":
         path.mkdir()
     else:
-        path.write_bytes('{"mode": "budgeted"}'.encode("utf-16") if case == "utf-16" else b"[" * 100_000 + b"]" * 100_000)
-    assert main(["export", str(REPO / "precomputed" / "synthetic-mobilenetv2-fcn"), "--instance", str(path), "--onnx",
-                 str(tmp_path / "onnx")]) == 2
+        path.write_bytes(
+            '{"mode": "budgeted"}'.encode("utf-16") if case == "utf-16" else b"[" * 100_000 + b"]" * 100_000
+        )
+    assert (
+        main(
+            [
+                "export",
+                str(REPO / "precomputed" / "synthetic-mobilenetv2-fcn"),
+                "--instance",
+                str(path),
+                "--onnx",
+                str(tmp_path / "onnx"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert str(path) in err and "This is a bug" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "onnx").exists()
@@ -264,15 +288,34 @@ def test_an_instance_file_that_is_not_an_instance_is_refused_in_one_line(tmp_pat
 
 def test_an_empty_weights_file_and_an_unknown_home_are_named(tmp_path, capsys):
     (tmp_path / "w.pt").write_bytes(b"")
-    assert main(["train", "--stage", "backbone", "--out", str(tmp_path / "r"), "--weights", str(tmp_path / "w.pt"),
-                 "--data-option", "length=4"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--stage",
+                "backbone",
+                "--out",
+                str(tmp_path / "r"),
+                "--weights",
+                str(tmp_path / "w.pt"),
+                "--data-option",
+                "length=4",
+            ]
+        )
+        == 2
+    )
     assert "w.pt: is an empty (0-byte) file" in capsys.readouterr().err
     assert main(["study", "check", "~nosuchuser-here/study"]) == 2
     assert "names the home folder of a user this machine does not have" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("convert, says", [({"backbone": "nosuch"}, "backbone='nosuch' is not a submodule of FCN"),
-                                           ({"leaf_modules": ["backbone.99"]}, "leaf_modules names ['backbone.99']")])
+@pytest.mark.parametrize(
+    "convert, says",
+    [
+        ({"backbone": "nosuch"}, "backbone='nosuch' is not a submodule of FCN"),
+        ({"leaf_modules": ["backbone.99"]}, "leaf_modules names ['backbone.99']"),
+    ],
+)
 def test_convert_names_are_checked_on_the_model_when_the_yaml_is_read(tmp_path, convert, says):
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump({"name": "bad", "convert": convert}))

@@ -31,15 +31,18 @@ def saved_cache(tmp_path: Path, **changes) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ caches
-@pytest.mark.parametrize("array, edit, words", [
-    ("tp", lambda a: a.__setitem__((0, 0, 0), -5), ["'tp'", "negative", "-5"]),
-    ("pred", lambda a: a.__setitem__((1, 2, 1), -1), ["'pred'", "negative"]),
-    ("label", lambda a: a.__setitem__((2, 0), -3), ["'label'", "negative"]),
-    ("tp", lambda a: a.__setitem__((0, 1, 0), 10_000), ["'tp'", "exceeds 'pred'"]),
-    ("pixels", lambda a: a.__setitem__(0, 1), ["'label'", "more pixels", "'pixels'"]),
-    ("above", lambda a: a.__setitem__((0, 0, 0), 1_000), ["'above'", "confident pixels"]),
-    ("conf_sum", lambda a: a.__setitem__((0, 0), np.nan), ["'conf_sum'", "non-finite"]),
-])
+@pytest.mark.parametrize(
+    "array, edit, words",
+    [
+        ("tp", lambda a: a.__setitem__((0, 0, 0), -5), ["'tp'", "negative", "-5"]),
+        ("pred", lambda a: a.__setitem__((1, 2, 1), -1), ["'pred'", "negative"]),
+        ("label", lambda a: a.__setitem__((2, 0), -3), ["'label'", "negative"]),
+        ("tp", lambda a: a.__setitem__((0, 1, 0), 10_000), ["'tp'", "exceeds 'pred'"]),
+        ("pixels", lambda a: a.__setitem__(0, 1), ["'label'", "more pixels", "'pixels'"]),
+        ("above", lambda a: a.__setitem__((0, 0, 0), 1_000), ["'above'", "confident pixels"]),
+        ("conf_sum", lambda a: a.__setitem__((0, 0), np.nan), ["'conf_sum'", "non-finite"]),
+    ],
+)
 def test_impossible_counts_are_refused_naming_file_and_array(tmp_path, array, edit, words):
     path = saved_cache(tmp_path, **{array: edit})
     before = folder_digest(tmp_path)
@@ -56,22 +59,36 @@ def _meta_edit(cache, key, value):
     cache.meta = {**cache.meta, key: value}
 
 
-@pytest.mark.parametrize("edit, words", [
-    (lambda c: _meta_edit(c, "th_pix_grid", list(reversed(c.meta["th_pix_grid"]))), ["'th_pix_grid'", "increasing"]),
-    (lambda c: _meta_edit(c, "th_pix_grid", ["a", "b", "c"]), ["'th_pix_grid'"]),
-    (lambda c: _meta_edit(c, "th_pix_grid", [0.5, 0.7, 1.5]), ["'th_pix_grid'", "(0, 1]"]),
-    (lambda c: _meta_edit(c, "space", [c.configs[0]] * 2), ["'space'", "more than once"]),
-    (lambda c: _meta_edit(c, "space", 7), ["'space'"]),
-    (lambda c: _meta_edit(c, "num_classes", 19), ["'num_classes'", "19", "3 classes"]),
-    (lambda c: _meta_edit(c, "classes", ["a"]), ["'classes'"]),
-    (lambda c: _meta_edit(c, "input_size", "big"), ["'input_size'", "big"]),
-    (lambda c: _meta_edit(c, "images", ["one.png"]), ["'images'", "1 images", "hold 4"]),
-    (lambda c: setattr(c, "pixels", np.zeros_like(c.pixels)), ["'pixels'", "is 0"]),
-    (lambda c: (setattr(c, "label", np.zeros_like(c.label)), setattr(c, "tp", np.zeros_like(c.tp))),
-     ["no labelled pixel"]),
-    (lambda c: c.above.__setitem__((0, 0), c.above[0, 0][::-1].copy()) if c.above[0, 0, 0] != c.above[0, 0, -1]
-     else c.above.__setitem__((0, 0, -1), c.above[0, 0, 0] + 1), ["'above'", "higher th_pix"]),
-])
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (
+            lambda c: _meta_edit(c, "th_pix_grid", list(reversed(c.meta["th_pix_grid"]))),
+            ["'th_pix_grid'", "increasing"],
+        ),
+        (lambda c: _meta_edit(c, "th_pix_grid", ["a", "b", "c"]), ["'th_pix_grid'"]),
+        (lambda c: _meta_edit(c, "th_pix_grid", [0.5, 0.7, 1.5]), ["'th_pix_grid'", "(0, 1]"]),
+        (lambda c: _meta_edit(c, "space", [c.configs[0]] * 2), ["'space'", "more than once"]),
+        (lambda c: _meta_edit(c, "space", 7), ["'space'"]),
+        (lambda c: _meta_edit(c, "num_classes", 19), ["'num_classes'", "19", "3 classes"]),
+        (lambda c: _meta_edit(c, "classes", ["a"]), ["'classes'"]),
+        (lambda c: _meta_edit(c, "input_size", "big"), ["'input_size'", "big"]),
+        (lambda c: _meta_edit(c, "images", ["one.png"]), ["'images'", "1 images", "hold 4"]),
+        (lambda c: setattr(c, "pixels", np.zeros_like(c.pixels)), ["'pixels'", "is 0"]),
+        (
+            lambda c: (setattr(c, "label", np.zeros_like(c.label)), setattr(c, "tp", np.zeros_like(c.tp))),
+            ["no labelled pixel"],
+        ),
+        (
+            lambda c: (
+                c.above.__setitem__((0, 0), c.above[0, 0][::-1].copy())
+                if c.above[0, 0, 0] != c.above[0, 0, -1]
+                else c.above.__setitem__((0, 0, -1), c.above[0, 0, 0] + 1)
+            ),
+            ["'above'", "higher th_pix"],
+        ),
+    ],
+)
 def test_metadata_that_contradicts_the_arrays_is_refused(tmp_path, edit, words):
     cache = EvaluationCache.random(images=4, exits=3, configs=2, classes=3, seed=1)
     cache.above = cache.above.copy()
@@ -89,8 +106,11 @@ def test_a_run_folder_with_another_networks_cache_is_refused(tmp_path):
     run.mkdir()
     shutil.copyfile(SYNTHETIC / "multi_exit.pt", run / "multi_exit.pt")
     EvaluationCache.random(images=4, exits=3, configs=2, classes=3, seed=1).save(run / "val.npz")
-    with pytest.raises(StudyError, match=r"val.npz: was not written from .*multi_exit.pt \(3 classes there, 7 in the "
-                                         r"weights; 3 exits there, 6 in the weights; configurations crm16-b0-fcn"):
+    with pytest.raises(
+        StudyError,
+        match=r"val.npz: was not written from .*multi_exit.pt \(3 classes there, 7 in the "
+        r"weights; 3 exits there, 6 in the weights; configurations crm16-b0-fcn",
+    ):
         open_study(run).cache
 
 
@@ -114,7 +134,7 @@ def test_negative_tp_no_longer_reaches_search(tmp_path):
 def test_empty_or_truncated_npz_is_a_clear_error(tmp_path, cut, capsys):
     good = EvaluationCache.random(seed=2).save(tmp_path / "good.npz").read_bytes()
     path = tmp_path / "cut.npz"
-    path.write_bytes(good[:cut] if cut >= 0 else good[:len(good) + cut])
+    path.write_bytes(good[:cut] if cut >= 0 else good[: len(good) + cut])
     with pytest.raises(CacheError) as err:
         EvaluationCache.load(path)
     assert str(path) in str(err.value) and "rebuild" in str(err.value)
@@ -134,8 +154,20 @@ def test_the_shipped_caches_still_load():
 def test_empty_checkpoint_is_named_not_an_index_error(tmp_path, capsys):
     empty = tmp_path / "empty.pt"
     empty.write_bytes(b"")
-    assert main(["cache", "--multi-exit", str(empty), "--data", "synthetic", "--out",
-                     str(tmp_path.parent / f"{tmp_path.name}-x.npz")]) == 2
+    assert (
+        main(
+            [
+                "cache",
+                "--multi-exit",
+                str(empty),
+                "--data",
+                "synthetic",
+                "--out",
+                str(tmp_path.parent / f"{tmp_path.name}-x.npz"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(empty) in err[0] and "empty (0-byte)" in err[0]
     assert not (tmp_path / "x.npz").exists()
@@ -144,8 +176,20 @@ def test_empty_checkpoint_is_named_not_an_index_error(tmp_path, capsys):
 def test_truncated_checkpoint_is_named(tmp_path, capsys):
     cut = tmp_path / "cut.pt"
     cut.write_bytes((SYNTHETIC / "multi_exit.pt").read_bytes()[:300])
-    assert main(["cache", "--multi-exit", str(cut), "--data", "synthetic", "--out",
-                     str(tmp_path.parent / f"{tmp_path.name}-x.npz")]) == 2
+    assert (
+        main(
+            [
+                "cache",
+                "--multi-exit",
+                str(cut),
+                "--data",
+                "synthetic",
+                "--out",
+                str(tmp_path.parent / f"{tmp_path.name}-x.npz"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(cut) in err[0]
 
@@ -155,6 +199,7 @@ def test_unexpected_errors_exit_1_with_a_debug_hint_and_debug_reraises(monkeypat
 
     def boom(args):
         raise ZeroDivisionError("division by zero")
+
     monkeypatch.setattr(search_cli, "run", boom)
     argv = ["search", "--cache", "x.npz"]
     assert main(argv) == 1
@@ -190,16 +235,19 @@ def edit_manifest(folder: Path, **changes) -> None:
     path.write_text(json.dumps(manifest))
 
 
-@pytest.mark.parametrize("changes, words", [
-    ({"cache": "../other/val.npz"}, ["'cache'", "../other/val.npz", "outside"]),
-    ({"cache": "/etc/passwd"}, ["'cache'", "/etc/passwd", "outside"]),
-    ({"report_cache": "../../val.npz"}, ["'report_cache'", "outside"]),
-    ({"cache": 3}, ["'cache'", "3", "expected a file name"]),
-    ({"files": ["val.npz"]}, ["'files'", "list"]),
-    ({"files": {"../multi_exit.pt": {"bytes": 1, "sha256": "x"}}}, ["'files'", "../multi_exit.pt", "outside"]),
-    ({"files": {"val.npz": {"bytes": "12", "sha256": "x"}}}, ["'files'", "val.npz", "'bytes'"]),
-    ({"config": "oops"}, ["'config'", "str"]),
-])
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"cache": "../other/val.npz"}, ["'cache'", "../other/val.npz", "outside"]),
+        ({"cache": "/etc/passwd"}, ["'cache'", "/etc/passwd", "outside"]),
+        ({"report_cache": "../../val.npz"}, ["'report_cache'", "outside"]),
+        ({"cache": 3}, ["'cache'", "3", "expected a file name"]),
+        ({"files": ["val.npz"]}, ["'files'", "list"]),
+        ({"files": {"../multi_exit.pt": {"bytes": 1, "sha256": "x"}}}, ["'files'", "../multi_exit.pt", "outside"]),
+        ({"files": {"val.npz": {"bytes": "12", "sha256": "x"}}}, ["'files'", "val.npz", "'bytes'"]),
+        ({"config": "oops"}, ["'config'", "str"]),
+    ],
+)
 def test_bad_manifest_fields_are_refused_naming_the_field(study_copy, changes, words):
     (study_copy.parent / "other").mkdir()
     shutil.copy(study_copy / "val.npz", study_copy.parent / "other" / "val.npz")
@@ -258,13 +306,29 @@ def test_a_cache_or_weights_path_that_is_not_such_a_file_says_what_it_is(tmp_pat
         os.mkfifo(path)
     if what == "csv":
         path.write_text("a,b\n1,2\n")
-    says = {"folder": "is a folder, not a file", "fifo": "is a device, FIFO", "device": "is a device, FIFO",
-            "csv": "is not an evaluation cache (an .npz archive; this file starts with b'a,b\\n')"}[what]
+    says = {
+        "folder": "is a folder, not a file",
+        "fifo": "is a device, FIFO",
+        "device": "is a device, FIFO",
+        "csv": "is not an evaluation cache (an .npz archive; this file starts with b'a,b\\n')",
+    }[what]
     assert main(["search", "--cache", str(path)]) == 2
     assert says in capsys.readouterr().err
     if what != "csv":
-        assert main(["cache", "--multi-exit", str(path), "--data", "synthetic", "--out",
-                     str(tmp_path.parent / f"{tmp_path.name}-x.npz")]) == 2
+        assert (
+            main(
+                [
+                    "cache",
+                    "--multi-exit",
+                    str(path),
+                    "--data",
+                    "synthetic",
+                    "--out",
+                    str(tmp_path.parent / f"{tmp_path.name}-x.npz"),
+                ]
+            )
+            == 2
+        )
         assert says in capsys.readouterr().err
 
 
@@ -289,12 +353,15 @@ def test_profile_refuses_a_class_count_no_dataset_has(capsys):
     assert exc.value.code == 2 and "from 1 to 4,096" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name, content, says", [
-    ("fronts.json", [{"x": 1}], "fronts.json: its rows lack the column(s) series"),
-    ("fronts.json", {"not": "rows"}, "fronts.json: expected a list of rows"),
-    ("results.json", [1, 2], "results.json: holds no 'input-dependent' table"),
-    ("results.json", {"input-dependent": [{"row": "backbone"}]}, "its rows lack the column(s) miou"),
-])
+@pytest.mark.parametrize(
+    "name, content, says",
+    [
+        ("fronts.json", [{"x": 1}], "fronts.json: its rows lack the column(s) series"),
+        ("fronts.json", {"not": "rows"}, "fronts.json: expected a list of rows"),
+        ("results.json", [1, 2], "results.json: holds no 'input-dependent' table"),
+        ("results.json", {"input-dependent": [{"row": "backbone"}]}, "its rows lack the column(s) miou"),
+    ],
+)
 def test_study_report_on_a_damaged_table_names_the_file(tmp_path, capsys, name, content, says):
     study = tmp_path / "study"
     shutil.copytree(SYNTHETIC, study)

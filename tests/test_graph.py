@@ -159,5 +159,7 @@ def test_an_example_the_model_itself_refuses_is_reported_as_such():
     import segmentation_models_pytorch as smp
 
     model = smp.FPN("resnet18", encoder_weights=None, classes=3)
-    with pytest.raises(TraceFailure, match=r"fails on example_input \(1, 3, 64, 80\) even without tracing.*divisible by 32"):
+    with pytest.raises(
+        TraceFailure, match=r"fails on example_input \(1, 3, 64, 80\) even without tracing.*divisible by 32"
+    ):
         mess_core.convert(model, torch.randn(1, 3, 64, 80))

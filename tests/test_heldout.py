@@ -66,8 +66,23 @@ def test_every_row_is_scored_on_the_new_images_and_says_whether_its_promise_held
 def test_the_command_prints_the_table_writes_json_and_the_cache_and_notes_resizing(tiny_study, tmp_path, capsys):
     _, _, out, _ = tiny_study
     record, cache = tmp_path / "eval.json", tmp_path / "eval.npz"
-    code = main(["study", "evaluate", str(out), "--split", "val", "--data-option", "size=[60,80]",
-                 "--data-option", "length=6", "--json", str(record), "--cache", str(cache)])
+    code = main(
+        [
+            "study",
+            "evaluate",
+            str(out),
+            "--split",
+            "val",
+            "--data-option",
+            "size=[60,80]",
+            "--data-option",
+            "length=6",
+            "--json",
+            str(record),
+            "--cache",
+            str(cache),
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0
     assert "note: images are resized to the study's input size 48x64 (the first is 60x80)" in printed

@@ -25,8 +25,9 @@ def cache():
 
 @pytest.fixture(scope="module")
 def instance(cache):
-    return Instance.input_dependent([KeptExit(1, cache.configs[1], th_img=0.3), KeptExit(2, cache.configs[0],
-                                                                                          th_img=0.5)], th_pix=0.7)
+    return Instance.input_dependent(
+        [KeptExit(1, cache.configs[1], th_img=0.3), KeptExit(2, cache.configs[0], th_img=0.5)], th_pix=0.7
+    )
 
 
 def own_miou(cache, b, head):
@@ -86,8 +87,12 @@ def test_the_class_filter_returns_exactly_the_images_holding_that_class(cache, i
 
 def test_presets_keep_and_order_the_right_images(cache, instance):
     table = image_table(cache, instance)
-    assert set(PRESETS) == {"all images", "left early and lost most", "hardest at the final exit",
-                            "hardest for every exit"}
+    assert set(PRESETS) == {
+        "all images",
+        "left early and lost most",
+        "hardest at the final exit",
+        "hardest for every exit",
+    }
     early = select_images(cache, table, "left early and lost most")
     assert sorted(early["image"]) == sorted(table.loc[table["exit"] < 4, "image"])
     assert list(early["loss"]) == sorted(early["loss"], reverse=True)
@@ -128,6 +133,9 @@ def test_the_linked_view_and_the_comparison_agree_with_the_evaluation(cache, ins
     assert table.loc["mIoU (%)", "B - A"] == pytest.approx(100 * (out.miou - backbone.figures.miou))
     assert table.loc["drop (pp)", "A"] == pytest.approx(0.0)
     assert table.loc["drop, 90% interval low (pp)", "A"] == table.loc["drop, 90% interval high (pp)", "A"] == 0.0
-    assert table.loc["drop, 90% interval low (pp)", "B"] <= table.loc["drop (pp)", "B"] \
+    assert (
+        table.loc["drop, 90% interval low (pp)", "B"]
+        <= table.loc["drop (pp)", "B"]
         <= table.loc["drop, 90% interval high (pp)", "B"]
+    )
     assert table.loc["images leaving early (%)", "A"] == 0.0

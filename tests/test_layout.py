@@ -27,7 +27,7 @@ def _imported(module: str, is_package: bool, node: ast.AST, known: set[str]) -> 
     assert isinstance(node, ast.ImportFrom)
     if node.level:
         base = module.split(".") if is_package else module.split(".")[:-1]
-        base = base[:len(base) - node.level + 1]
+        base = base[: len(base) - node.level + 1]
         target = ".".join(base + ([node.module] if node.module else []))
     else:
         target = node.module or ""
@@ -68,7 +68,7 @@ def test_the_engine_imports_form_no_circle():
         path.append(node)
         for dep in sorted(graph[node] & known):
             if state.get(dep) == 1:
-                cycle = path[path.index(dep):] + [dep]
+                cycle = path[path.index(dep) :] + [dep]
                 pytest.fail("import circle: " + " -> ".join(cycle))
             if dep not in state:
                 visit(dep)
@@ -81,9 +81,11 @@ def test_the_engine_imports_form_no_circle():
 
 
 def test_no_engine_module_imports_the_command_line_or_the_app():
-    offenders = {name: sorted(d for d in deps if d == "mess_core.cli" or d.startswith(("mess_core.cli.", "app")))
-                 for name, deps in _graph().items()
-                 if name != "mess_core.__main__" and not name.startswith("mess_core.cli")}
+    offenders = {
+        name: sorted(d for d in deps if d == "mess_core.cli" or d.startswith(("mess_core.cli.", "app")))
+        for name, deps in _graph().items()
+        if name != "mess_core.__main__" and not name.startswith("mess_core.cli")
+    }
     assert not {k: v for k, v in offenders.items() if v}
 
 

@@ -53,8 +53,14 @@ def expected_pfd(alpha, t):
 
 @pytest.mark.parametrize("alpha,temperature", [(0.5, 1.0), (0.8, 2.0), (0.0, 1.0), (1.0, 3.0)])
 def test_pfd_matches_the_formula_pixel_by_pixel(alpha, temperature):
-    got = pfd_map(as_tensor(STUDENT), as_tensor(TEACHER), label_tensor(), alpha=alpha, temperature=temperature,
-                  ignore_index=IGNORE)
+    got = pfd_map(
+        as_tensor(STUDENT),
+        as_tensor(TEACHER),
+        label_tensor(),
+        alpha=alpha,
+        temperature=temperature,
+        ignore_index=IGNORE,
+    )
     for (r, c), value in expected_pfd(alpha, temperature).items():
         assert got[0, r, c].item() == pytest.approx(value, rel=1e-5, abs=1e-6), (r, c)
 
@@ -101,8 +107,9 @@ def test_exit_loss_rejects_bad_settings(kwargs):
         ExitLoss(**kwargs)
 
 
-@pytest.mark.parametrize("kind,alpha,temperature", [("pfd", 0.5, 1.0), ("pfd", 0.3, 2.0), ("kd", 0.5, 3.0),
-                                                    ("ce", 0.5, 1.0)])
+@pytest.mark.parametrize(
+    "kind,alpha,temperature", [("pfd", 0.5, 1.0), ("pfd", 0.3, 2.0), ("kd", 0.5, 3.0), ("ce", 0.5, 1.0)]
+)
 def test_the_fused_training_loss_equals_the_per_pixel_definition_in_value_and_gradient(kind, alpha, temperature):
     g = torch.Generator().manual_seed(0)
     teacher = torch.randn(2, 5, 6, 7, generator=g) * 3

@@ -24,8 +24,12 @@ def small(seed: int, images: int = 8) -> EvaluationCache:
 
 def counts(cache: EvaluationCache, inst: Instance):
     rows = [cache.head_index(e.exit, e.config) for e in inst.exits] + [cache.final_head]
-    return (cache.tp[:, rows].astype(float), cache.pred[:, rows].astype(float), cache.label.sum(0),
-            output_costs(cache, inst))
+    return (
+        cache.tp[:, rows].astype(float),
+        cache.pred[:, rows].astype(float),
+        cache.label.sum(0),
+        output_costs(cache, inst),
+    )
 
 
 def policy_instances(cache: EvaluationCache, exits: tuple[int, ...], configs: tuple[str, ...]):

@@ -34,17 +34,20 @@ def inputs(tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("command", [
-    ["search", "--cache", "{d}/val.npz", "--out", "{d}/val.npz"],
-    ["search", "--cache", "{d}/val.npz", "--objective", "pareto", "--front-csv", "{d}/val.npz"],
-    ["search", "--cache", "{d}/val.npz", "--eval-cache", "{d}/w.pt", "--out", "{d}/w.pt"],
-    ["search", "--cache", "{d}/link.npz", "--out", "{d}/val.npz"],  # the same file through a link
-    ["bench", "--multi-exit", "{d}/w.pt", "--out", "{d}/w.pt"],
-    ["cache", "--multi-exit", "{d}/w.pt", "--data", "synthetic", "--out", "{d}/w.pt"],
-    ["profile", "--model", "{d}/m.py:TinyUNet", "--json", "{d}/m.py"],
-    ["study", "evaluate", "{d}/study", "--cache", "{d}/study/mine.npz"],
-    ["export", "{d}/study", "--row", "backbone", "--onnx", "{d}/study/onnx"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["search", "--cache", "{d}/val.npz", "--out", "{d}/val.npz"],
+        ["search", "--cache", "{d}/val.npz", "--objective", "pareto", "--front-csv", "{d}/val.npz"],
+        ["search", "--cache", "{d}/val.npz", "--eval-cache", "{d}/w.pt", "--out", "{d}/w.pt"],
+        ["search", "--cache", "{d}/link.npz", "--out", "{d}/val.npz"],  # the same file through a link
+        ["bench", "--multi-exit", "{d}/w.pt", "--out", "{d}/w.pt"],
+        ["cache", "--multi-exit", "{d}/w.pt", "--data", "synthetic", "--out", "{d}/w.pt"],
+        ["profile", "--model", "{d}/m.py:TinyUNet", "--json", "{d}/m.py"],
+        ["study", "evaluate", "{d}/study", "--cache", "{d}/study/mine.npz"],
+        ["export", "{d}/study", "--row", "backbone", "--onnx", "{d}/study/onnx"],
+    ],
+)
 def test_an_output_onto_an_input_is_refused_and_the_input_kept(inputs, capsys, command):
     (inputs / "link.npz").symlink_to(inputs / "val.npz")
     shutil.copytree(SHIPPED, inputs / "study")
@@ -79,8 +82,9 @@ def test_train_refuses_a_built_study_and_a_folder_of_other_files(tmp_path, capsy
     (tmp_path / "notes" / "notes.md").write_text("mine")
     for out, shown in ((study, "fronts.json, manifest.json"), (tmp_path / "notes", "notes.md")):
         before = sorted(p.name for p in out.iterdir())
-        assert main(["train", "--stage", "backbone", "--out", str(out), "--data-option", "length=4", "--epochs",
-                     "1"]) == 2
+        assert (
+            main(["train", "--stage", "backbone", "--out", str(out), "--data-option", "length=4", "--epochs", "1"]) == 2
+        )
         assert f"holds {shown}" in capsys.readouterr().err
         assert sorted(p.name for p in out.iterdir()) == before
 
@@ -100,9 +104,26 @@ def test_a_second_writer_is_refused_naming_the_first_and_a_killed_ones_lock_hold
     run = tmp_path / "run"
     run.mkdir()
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run / LOCK)], stdout=subprocess.PIPE, text=True)
-    args = ["train", "--stage", "backbone", "--out", str(run), "--data-option", "length=4",
-            "--data-option", "size=[48,64]", "--crop", "48x64", "--epochs", "1", "--batch-size", "4",
-            "--workers", "0", "--no-progress"]
+    args = [
+        "train",
+        "--stage",
+        "backbone",
+        "--out",
+        str(run),
+        "--data-option",
+        "length=4",
+        "--data-option",
+        "size=[48,64]",
+        "--crop",
+        "48x64",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
     try:
         assert holder.stdout.readline().strip() == "held"
         assert main(args) == 2
@@ -172,8 +193,11 @@ def test_own_folders_are_recognised_and_others_refused(tmp_path, capsys):
     from mess_core.cli import build_parser
     from mess_core.cli.args import check_outputs
 
-    check_outputs(build_parser().parse_args(["train", "--stage", "backbone", "--model", "mobilenetv2_fcn", "--out",
-                                             "mobilenetv2_fcn"]))
+    check_outputs(
+        build_parser().parse_args(
+            ["train", "--stage", "backbone", "--model", "mobilenetv2_fcn", "--out", "mobilenetv2_fcn"]
+        )
+    )
 
 
 def test_a_work_folder_with_a_killed_writers_temporary_file_still_resumes(tmp_path):
@@ -193,8 +217,11 @@ def test_yaml_aliases_are_walked_once(tmp_path):
     from mess_core.io import read_yaml
 
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
-    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, "
-              f"*a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 12)]  # 10**12 leaves if expanded
+    lines += [
+        f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, "
+        f"*a{i - 1}, *a{i - 1}, *a{i - 1}]"
+        for i in range(1, 12)
+    ]  # 10**12 leaves if expanded
     path = tmp_path / "bomb.yaml"
     path.write_text("\n".join(lines) + "\n")
     assert isinstance(read_yaml(path, MessError, "missing"), dict)  # returns at once

@@ -27,8 +27,16 @@ def blob_labels(seed, shape=(37, 53), classes=4):
     for _ in range(8):
         c = int(rng.integers(1, classes))
         y, x = rng.integers(0, shape[0]), rng.integers(0, shape[1])
-        cv2.ellipse(labels, (int(x), int(y)), (int(rng.integers(2, 15)), int(rng.integers(1, 9))),
-                    float(rng.uniform(0, 180)), 0, 360, c, -1)
+        cv2.ellipse(
+            labels,
+            (int(x), int(y)),
+            (int(rng.integers(2, 15)), int(rng.integers(1, 9))),
+            float(rng.uniform(0, 180)),
+            0,
+            360,
+            c,
+            -1,
+        )
     cv2.line(labels, (0, 3), (shape[1] - 1, 30), classes - 1, 1)
     return labels
 
@@ -75,7 +83,7 @@ def test_a_batch_gives_each_image_the_result_it_gets_alone():
     conf = torch.rand(labels.shape, generator=torch.Generator().manual_seed(0))
     batched = edge_masked_confidence(conf, labels, size=3, window=5)
     for i in range(3):
-        assert torch.equal(batched[i], edge_masked_confidence(conf[i:i + 1], labels[i:i + 1], size=3, window=5)[0])
+        assert torch.equal(batched[i], edge_masked_confidence(conf[i : i + 1], labels[i : i + 1], size=3, window=5)[0])
 
 
 def test_edge_masking_lifts_an_image_whose_only_doubt_is_on_boundaries():
@@ -140,5 +148,7 @@ def test_the_median_free_fraction_equals_thresholding_the_edge_median(backend, s
         want = image_confidence(masked, th)
         got = edge_masked_fraction(conf, labels, th, size=size, window=window, backend=backend)
         assert torch.equal(got, want), th
-    assert torch.equal(ConfidencePolicy(th_pix=0.5, edges=EdgeMasking(size, window)).image_confidence(logits),
-                       image_confidence(masked, 0.5))
+    assert torch.equal(
+        ConfidencePolicy(th_pix=0.5, edges=EdgeMasking(size, window)).image_confidence(logits),
+        image_confidence(masked, 0.5),
+    )

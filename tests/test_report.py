@@ -49,8 +49,15 @@ def test_policy_comparison_reads_the_fronts_at_equal_accuracy(tiny_study):
 
 
 def test_every_row_has_an_id_and_todays_label():
-    assert [r.value for r in Row] == ["backbone", "max_acc_1x", "min_cost_01pp", "min_cost_1pp", "uniform_1pp",
-                                      "naive_1pp", "oracle_1pp"]
+    assert [r.value for r in Row] == [
+        "backbone",
+        "max_acc_1x",
+        "min_cost_01pp",
+        "min_cost_1pp",
+        "uniform_1pp",
+        "naive_1pp",
+        "oracle_1pp",
+    ]
     assert set(ROW_LABELS) == set(Row)
     assert Row.MIN_COST_1PP.label == "MESS min-cost <= 1pp drop"
     for row in Row:

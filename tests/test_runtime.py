@@ -75,10 +75,13 @@ def expected_exits(net, x, instance):
 def record_stage_batches(model):
     """Batch size every stage and head of ``model`` is called with, in call order."""
     calls = []
-    for name, module in [*((f"stage{i}", s) for i, s in enumerate(model.stages, start=1)),
-                         *((f"head{k}", h) for k, h in model.heads.items())]:
-        module.register_forward_pre_hook(lambda m, args, name=name: calls.append(
-            (name, next(a.shape[0] for a in args if torch.is_tensor(a)))))
+    for name, module in [
+        *((f"stage{i}", s) for i, s in enumerate(model.stages, start=1)),
+        *((f"head{k}", h) for k, h in model.heads.items()),
+    ]:
+        module.register_forward_pre_hook(
+            lambda m, args, name=name: calls.append((name, next(a.shape[0] for a in args if torch.is_tensor(a))))
+        )
     return calls
 
 
@@ -91,7 +94,7 @@ def test_input_dependent_equals_the_simulation_and_each_sample_alone(model_cls):
     assert isinstance(model, EarlyExitNet)
     with torch.no_grad():
         logits, taken = model(x)
-        alone = [model(x[i:i + 1]) for i in range(len(x))]
+        alone = [model(x[i : i + 1]) for i in range(len(x))]
     want_logits, want_taken = expected_exits(net, x, instance)
     assert set(taken.tolist()) == {1, 2, 3}
     assert torch.equal(taken, want_taken)
@@ -113,7 +116,7 @@ def test_no_stage_or_head_sees_a_sample_that_already_left():
     # the work done is exactly the sum of every sample's own path: stages up to its exit plus the heads it met
     stage = net.stage_flops(SIZE)
     head = [net.head_flops(1, CONFIGS[0], SIZE), net.head_flops(2, CONFIGS[1], SIZE)]
-    want = sum(sum(stage[:t]) + sum(head[:min(t, 2)]) for t in taken.tolist())
+    want = sum(sum(stage[:t]) + sum(head[: min(t, 2)]) for t in taken.tolist())
     assert counter.get_total_flops() == pytest.approx(want, rel=1e-6)
     assert counter.get_total_flops() < len(x) * (sum(stage) + sum(head))
 
@@ -159,13 +162,16 @@ def test_budgeted_holds_only_the_stages_up_to_its_exit_and_its_head():
         torch.testing.assert_close(deploy(net, Instance("budgeted"))(x), final)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda d: d["exits"][0].update(exit=7), "exit 7 is not an early exit"),
-    (lambda d: d["exits"][0].update(config="crm25p-b2-rdi-fcn"), "exit 1 has no head 'crm25p-b2-rdi-fcn'"),
-    (lambda d: d.update(source={"num_classes": 11}), "searched for 11 classes but the network predicts 4"),
-    (lambda d: d.update(source={"num_exits": 6}), "with 6 exits but this one has 3"),
-    (lambda d: d["exits"][0].pop("th_img"), "th_img"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d["exits"][0].update(exit=7), "exit 7 is not an early exit"),
+        (lambda d: d["exits"][0].update(config="crm25p-b2-rdi-fcn"), "exit 1 has no head 'crm25p-b2-rdi-fcn'"),
+        (lambda d: d.update(source={"num_classes": 11}), "searched for 11 classes but the network predicts 4"),
+        (lambda d: d.update(source={"num_exits": 6}), "with 6 exits but this one has 3"),
+        (lambda d: d["exits"][0].pop("th_img"), "th_img"),
+    ],
+)
 def test_an_instance_that_does_not_fit_the_network_is_refused_saying_what_differs(tmp_path, change, message):
     net = build()
     data = Instance.input_dependent([KeptExit(1, CONFIGS[0], th_img=0.5)]).to_dict()

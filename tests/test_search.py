@@ -15,8 +15,12 @@ from mess_core.report import all_fronts, format_table, results_table
 from mess_core.search import Objective, SearchError, SearchSpace, _Collector, pareto_front, search, uniform_exit
 
 OBJECTIVES = [
-    Objective("min-cost", max_drop=0.0), Objective("min-cost", max_drop=1.0), Objective("min-cost", max_drop=5.0),
-    Objective("max-acc", budget=0.6), Objective("max-acc", budget=1.0), Objective("max-acc", budget=1.3),
+    Objective("min-cost", max_drop=0.0),
+    Objective("min-cost", max_drop=1.0),
+    Objective("min-cost", max_drop=5.0),
+    Objective("max-acc", budget=0.6),
+    Objective("max-acc", budget=1.0),
+    Objective("max-acc", budget=1.3),
 ]
 
 
@@ -31,10 +35,17 @@ def every_instance(cache, space, mode):
             for configs in itertools.product(cache.configs, repeat=k):
                 for ths in itertools.product(space.th_img, repeat=k):
                     for p in space.th_pix if space.policy != "naive" else [0.5]:
-                        out.append(Instance("input-dependent",
-                                            tuple(KeptExit(e, c, t) for e, c, t in zip(subset, configs, ths)),
-                                            ConfidencePolicy(th_pix=p, edges=None if space.policy != "mess" else
-                                                             space.edges, naive=space.policy == "naive")))
+                        out.append(
+                            Instance(
+                                "input-dependent",
+                                tuple(KeptExit(e, c, t) for e, c, t in zip(subset, configs, ths)),
+                                ConfidencePolicy(
+                                    th_pix=p,
+                                    edges=None if space.policy != "mess" else space.edges,
+                                    naive=space.policy == "naive",
+                                ),
+                            )
+                        )
     return out
 
 
@@ -55,8 +66,10 @@ def brute_force_best(cache, instances, objective):
 
 
 def brute_force_front(cache, instances):
-    pts = sorted({(round(o.cost, 12), round(o.miou, 12)) for o in (evaluate(cache, i) for i in instances)},
-                 key=lambda p: (p[0], -p[1]))
+    pts = sorted(
+        {(round(o.cost, 12), round(o.miou, 12)) for o in (evaluate(cache, i) for i in instances)},
+        key=lambda p: (p[0], -p[1]),
+    )
     front, best = [], -np.inf
     for c, m in pts:
         if m > best + 1e-12:
@@ -66,7 +79,11 @@ def brute_force_front(cache, instances):
 
 
 CASES = [  # (seed, N exits, configs, max_exits, policy)
-    (0, 4, 2, 1, "mess"), (1, 4, 2, 2, "mess"), (2, 4, 2, 3, "mess"), (3, 5, 2, 2, "plain"), (4, 4, 3, 2, "naive"),
+    (0, 4, 2, 1, "mess"),
+    (1, 4, 2, 2, "mess"),
+    (2, 4, 2, 3, "mess"),
+    (3, 5, 2, 2, "plain"),
+    (4, 4, 3, 2, "naive"),
 ]
 
 
@@ -111,8 +128,11 @@ def test_search_equals_brute_force_when_counts_exceed_float32():
     assert_search_equals_brute_force(cache, SearchSpace(th_pix=(0.5, 0.7), th_img=(0.2, 0.45, 0.7, 0.9)))
 
 
-@pytest.mark.parametrize("objective", [Objective("min-cost", max_drop=1.0), Objective("max-acc", budget=1.0),
-                                       Objective("pareto")], ids=lambda o: o.kind)
+@pytest.mark.parametrize(
+    "objective",
+    [Objective("min-cost", max_drop=1.0), Objective("max-acc", budget=1.0), Objective("pareto")],
+    ids=lambda o: o.kind,
+)
 def test_the_approximate_shortlist_decides_exactly_as_scoring_everything(objective):
     """The search scores every candidate with an mIoU within ``tol`` of the exact one and computes the exact mIoU
     only for the collector's shortlist. Offering only the shortlist must decide exactly as offering every candidate,
@@ -186,7 +206,8 @@ def test_single_exit_modes_equal_brute_force(mode):
         assert (result.cost, result.miou) == pytest.approx(expected, abs=1e-12)
     front = search(cache, Objective("pareto"), mode=mode).front
     assert [(round(c, 12), round(m, 12)) for c, m in zip(front["cost"], front["miou"])] == brute_force_front(
-        cache, instances)
+        cache, instances
+    )
 
 
 def test_lossless_pruning_really_skips_work_on_a_larger_space():
@@ -210,8 +231,9 @@ def test_anytime_reports_every_output_and_the_total_cost():
 
 # ------------------------------------------------------------------------------------------------ monotonicity
 def _instance(cache, th1, th2, th_pix):
-    return Instance.input_dependent([KeptExit(1, cache.configs[0], th1), KeptExit(3, cache.configs[1], th2)],
-                                    th_pix=th_pix)
+    return Instance.input_dependent(
+        [KeptExit(1, cache.configs[0], th1), KeptExit(3, cache.configs[1], th2)], th_pix=th_pix
+    )
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -234,11 +256,14 @@ def test_accuracy_never_falls_as_thresholds_rise_when_later_outputs_are_better_p
     cache.pred[:, cache.final_head] = cache.label
     grid = np.linspace(0, 1, 21)
     for p in cache.th_pix_grid:
-        mious = [evaluate(cache, Instance.input_dependent([KeptExit(2, cache.configs[1], t)], th_pix=p)).miou
-                 for t in grid]
+        mious = [
+            evaluate(cache, Instance.input_dependent([KeptExit(2, cache.configs[1], t)], th_pix=p)).miou for t in grid
+        ]
         assert np.all(np.diff(mious) >= -1e-12)
-    by_pix = [evaluate(cache, Instance.input_dependent([KeptExit(2, cache.configs[1], 0.4)], th_pix=p)).miou
-              for p in cache.th_pix_grid]
+    by_pix = [
+        evaluate(cache, Instance.input_dependent([KeptExit(2, cache.configs[1], 0.4)], th_pix=p)).miou
+        for p in cache.th_pix_grid
+    ]
     assert np.all(np.diff(by_pix) >= -1e-12)
 
 
@@ -248,8 +273,12 @@ def test_uniform_exit_equals_brute_force_over_its_own_space():
     space = SearchSpace(th_pix=(0.5, 0.9), th_img=(0.3, 0.6, 0.9))
     objective = Objective("min-cost", max_drop=2.0)
     result = uniform_exit(cache, objective, space=space)
-    instances = [Instance.input_dependent([KeptExit(e, c, t) for e in (1, 2, 3)], th_pix=p)
-                 for c in cache.configs for p in space.th_pix for t in space.th_img]
+    instances = [
+        Instance.input_dependent([KeptExit(e, c, t) for e in (1, 2, 3)], th_pix=p)
+        for c in cache.configs
+        for p in space.th_pix
+        for t in space.th_img
+    ]
     assert (result.cost, result.miou) == pytest.approx(brute_force_best(cache, instances, objective), abs=1e-12)
     assert len({e.config for e in result.instance.exits}) == 1
 
@@ -264,11 +293,21 @@ def test_instance_json_round_trips_and_bad_fields_are_named(tmp_path):
     for change, message in [
         ({"format": "x"}, "format"),
         ({"mode": "fast"}, "mode must be one of"),
-        ({"exits": [{"exit": 2, "config": "crm25p-b1-fcn", "th_img": 0.5},
-                    {"exit": 1, "config": "crm25p-b1-fcn", "th_img": 0.5}]}, "shallowest first"),
+        (
+            {
+                "exits": [
+                    {"exit": 2, "config": "crm25p-b1-fcn", "th_img": 0.5},
+                    {"exit": 1, "config": "crm25p-b1-fcn", "th_img": 0.5},
+                ]
+            },
+            "shallowest first",
+        ),
         ({"exits": [{"exit": 1, "config": "crm25p-b1-fcn", "th_img": 1.5}]}, "th_img must be a number in"),
         ({"exits": [{"exit": 1, "config": "crm25p-b1-fcn"}]}, "th_img must be a number in"),
-        ({"exits": [{"exit": "1", "config": "crm25p-b1-fcn", "th_img": 0.5}]}, r"exits\[0\].exit must be an early exit"),
+        (
+            {"exits": [{"exit": "1", "config": "crm25p-b1-fcn", "th_img": 0.5}]},
+            r"exits\[0\].exit must be an early exit",
+        ),
         ({"exits": [{"config": "crm25p-b1-fcn"}]}, r"exits\[0\] needs 'exit'"),
         ({"exits": [{"exit": -3, "config": "crm25p-b1-fcn", "th_img": 0.5}]}, r"exits\[0\].exit must be an early"),
         ({"policy": {"th_pix": 0.8, "edges": "x"}}, "policy.edges must be null or an object"),
@@ -305,8 +344,14 @@ def test_results_table_has_the_seed_shape_and_true_figures():
     space = SearchSpace(th_pix=(0.5, 0.7, 0.9), th_img=(0.3, 0.5, 0.7, 0.9))
     table = results_table(cache, space=space, eval_cache=other)
     assert list(table["row"]) == [
-        "Backbone", "MESS max-acc <= 1x cost", "MESS min-cost <= 0.1pp drop", "MESS min-cost <= 1pp drop",
-        "uniform-exit MESS (<= 1pp)", "naive-confidence policy (<= 1pp)", "oracle bound (<= 1pp)"]
+        "Backbone",
+        "MESS max-acc <= 1x cost",
+        "MESS min-cost <= 0.1pp drop",
+        "MESS min-cost <= 1pp drop",
+        "uniform-exit MESS (<= 1pp)",
+        "naive-confidence policy (<= 1pp)",
+        "oracle bound (<= 1pp)",
+    ]
     base = table.iloc[0]
     assert base["speedup"] == pytest.approx(1.0)
     assert table.loc[2, "miou"] >= base["miou"] - 0.001 - 1e-12 and table.loc[3, "miou"] >= base["miou"] - 0.01 - 1e-12
@@ -328,8 +373,13 @@ def test_fronts_and_histogram_are_dataframes_the_app_can_plot():
     space = SearchSpace(th_pix=(0.5, 0.7), th_img=(0.3, 0.6, 0.9))
     fronts = all_fronts(cache, space=space)
     assert {"series", "mode", "cost", "miou", "description"} <= set(fronts.columns)
-    assert set(fronts["series"]) == {"budgeted", "anytime (first output)", "MESS input-dependent", "no edge masking",
-                                     "naive policy"}
+    assert set(fronts["series"]) == {
+        "budgeted",
+        "anytime (first output)",
+        "MESS input-dependent",
+        "no edge masking",
+        "naive policy",
+    }
     for _, part in fronts.groupby("series"):
         assert np.all(np.diff(part["cost"]) > 0) and np.all(np.diff(part["miou"]) > 0)  # a front rises with cost
     front = pareto_front(cache, space=space)

@@ -22,12 +22,23 @@ def test_build_writes_every_file_the_manifest_lists_with_matching_hashes(tiny_st
     manifest = study.manifest
     assert manifest["format"] == "mess-study/1" and manifest["name"] == "tiny"
     assert manifest["command"].endswith(f"study build {config.as_posix()}")
-    assert set(manifest["files"]) == {"multi_exit.pt", "val.npz", "test.npz", "results.json", "fronts.json",
-                                      "profile.json", "study.yaml", "training.json", "latency.json", "oracle.json",
-                                      "transfer.json"}
+    assert set(manifest["files"]) == {
+        "multi_exit.pt",
+        "val.npz",
+        "test.npz",
+        "results.json",
+        "fronts.json",
+        "profile.json",
+        "study.yaml",
+        "training.json",
+        "latency.json",
+        "oracle.json",
+        "transfer.json",
+    }
     assert study.verify() == []
     assert {"backbone", "pretrain", "exits", "variant_ce", "cache_val", "cache_test", "search", "latency"} <= set(
-        manifest["wall_seconds"])
+        manifest["wall_seconds"]
+    )
     assert any(line.startswith("[8/8] pack") for line in lines)
     assert list_studies(out.parent) == [out]
 
@@ -50,8 +61,13 @@ def test_heavy_heads_ship_only_where_an_instance_uses_them(tiny_study):
     _, _, out, _ = tiny_study
     study = open_study(out)
     net, _ = study.load_network()
-    used = {(e.exit, e.config) for mode in MODES for inst in study.results(mode)["instance"] if inst is not None
-            for e in inst.exits} | {(e.exit, e.config) for inst in study.fronts()["instance"] for e in inst.exits}
+    used = {
+        (e.exit, e.config)
+        for mode in MODES
+        for inst in study.results(mode)["instance"]
+        if inst is not None
+        for e in inst.exits
+    } | {(e.exit, e.config) for inst in study.fronts()["instance"] for e in inst.exits}
     for i in range(1, 6):
         shipped = set(net.heads[str(i)].keys())
         assert "crm25p-b0-fcn" in shipped
@@ -147,15 +163,18 @@ def test_a_run_folder_opens_as_a_study_computed_on_the_fly(tiny_study, tmp_path)
     assert study.profile()["num_exits"] == 6
 
 
-@pytest.mark.parametrize("text, message", [
-    ("name: x\nbogus: 1\n", "unknown setting"),
-    ("name: 'a b'\n", "'name' must be letters"),
-    ("name: x\nstages:\n  exits: {exit_loss: nope}\n", "stages.exits:"),
-    ("name: x\nstages:\n  warmup: {}\n", "stages.warmup"),
-    ("name: [x\n", "not valid YAML"),
-    ("name: x\nheavy_configs: [banana]\n", "heavy_configs:"),
-    ("name: x\nvariants:\n  a: {init: stage0}\n", "variants.a"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("name: x\nbogus: 1\n", "unknown setting"),
+        ("name: 'a b'\n", "'name' must be letters"),
+        ("name: x\nstages:\n  exits: {exit_loss: nope}\n", "stages.exits:"),
+        ("name: x\nstages:\n  warmup: {}\n", "stages.warmup"),
+        ("name: [x\n", "not valid YAML"),
+        ("name: x\nheavy_configs: [banana]\n", "heavy_configs:"),
+        ("name: x\nvariants:\n  a: {init: stage0}\n", "variants.a"),
+    ],
+)
 def test_bad_configs_are_refused_before_any_training(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
@@ -227,8 +246,10 @@ def test_latency_is_measured_for_every_early_exit_instance_against_the_original(
 def test_exit_aware_training_from_scratch_skips_the_backbone_stage(tiny_study, tmp_path):
     config, _, _, _ = tiny_study
     scratch = tmp_path / "scratch.yaml"
-    scratch.write_text(config.read_text().replace("  pfd-no-stage1: {exit_loss: pfd, init: backbone}\n", "")
-                       + "pretrain_from: scratch\n")
+    scratch.write_text(
+        config.read_text().replace("  pfd-no-stage1: {exit_loss: pfd, init: backbone}\n", "")
+        + "pretrain_from: scratch\n"
+    )
     lines: list[str] = []
     work = tmp_path / "work"
     build(scratch, work=work, out=tmp_path / "study", stop_after="pretrain", log=lines.append)
@@ -240,8 +261,9 @@ def test_exit_aware_training_from_scratch_skips_the_backbone_stage(tiny_study, t
     with pytest.raises(StudyError, match="init"):
         build(config, work=work, out=tmp_path / "study", stop_after="pretrain", log=lambda _: None)
     with pytest.raises(StudyError, match="start from the backbone stage"):
-        StudyConfig.from_dict({"name": "x", "pretrain_from": "scratch",
-                               "variants": {"a": {"exit_loss": "pfd", "init": "backbone"}}})
+        StudyConfig.from_dict(
+            {"name": "x", "pretrain_from": "scratch", "variants": {"a": {"exit_loss": "pfd", "init": "backbone"}}}
+        )
 
 
 def test_a_run_written_before_a_setting_existed_counts_as_its_default(tiny_study, tmp_path):
@@ -278,9 +300,17 @@ def test_a_study_that_would_tune_on_scenes_it_trains_on_is_refused_unless_its_ya
 
 
 def test_groups_select_the_images_every_step_reads(tmp_path):
-    cfg = StudyConfig.from_dict({"name": "g", "dataset": "synthetic", "data_options": {"length": 6},
-                                 "train_split": "train+test", "train_groups": ["test"], "cache_split": "train+val",
-                                 "cache_groups": ["val"]})
+    cfg = StudyConfig.from_dict(
+        {
+            "name": "g",
+            "dataset": "synthetic",
+            "data_options": {"length": 6},
+            "train_split": "train+test",
+            "train_groups": ["test"],
+            "cache_split": "train+val",
+            "cache_groups": ["val"],
+        }
+    )
     fields = cfg.stage_fields("pretrain")
     assert (fields["train_split"], fields["train_groups"]) == ("train+test", ("test",))
     assert (fields["val_split"], fields["val_groups"]) == ("train+val", ("val",))

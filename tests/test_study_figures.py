@@ -9,12 +9,36 @@ from mess_core.study_figures import exit_space, workload_profile
 
 
 def test_the_workload_cumulates_to_the_total_and_places_every_exit_on_its_layer():
-    profile = {"profile": {"nodes": [{"name": "conv1", "flops": 2e9}, {"name": "block1", "flops": 1e9},
-                                     {"name": "block2", "flops": 3e9}, {"name": "head", "flops": 0.5e9}]},
-               "exits": [{"index": 1, "node": "block1", "module": "features.1", "cost_fraction": 3 / 6.5,
-                          "gflops": 3.0, "channels": 16, "stride": 4},
-                         {"index": 2, "node": "not traced", "module": "features.9", "cost_fraction": 0.9,
-                          "gflops": 6.0, "channels": 32, "stride": 8}]}
+    profile = {
+        "profile": {
+            "nodes": [
+                {"name": "conv1", "flops": 2e9},
+                {"name": "block1", "flops": 1e9},
+                {"name": "block2", "flops": 3e9},
+                {"name": "head", "flops": 0.5e9},
+            ]
+        },
+        "exits": [
+            {
+                "index": 1,
+                "node": "block1",
+                "module": "features.1",
+                "cost_fraction": 3 / 6.5,
+                "gflops": 3.0,
+                "channels": 16,
+                "stride": 4,
+            },
+            {
+                "index": 2,
+                "node": "not traced",
+                "module": "features.9",
+                "cost_fraction": 0.9,
+                "gflops": 6.0,
+                "channels": 32,
+                "stride": 8,
+            },
+        ],
+    }
     workload = workload_profile(profile)
     np.testing.assert_allclose(workload.layers["gflops"], [2, 1, 3, 0.5])
     np.testing.assert_allclose(workload.layers["cumulative"], [2, 3, 6, 6.5])
@@ -32,8 +56,9 @@ def test_the_workload_of_a_real_study_agrees_with_its_cache(tiny_study):
     # and each exit's "GFLOPs to here" is the cumulative at its layer
     assert workload.layers["cumulative"].iloc[-1] == pytest.approx(study.cache.stage_gflops.sum(), rel=0.02)
     for row in workload.exits.itertuples():
-        assert row.gflops == pytest.approx(workload.layers["cumulative"].iloc[workload.exit_positions[row.index]],
-                                           rel=0.02)
+        assert row.gflops == pytest.approx(
+            workload.layers["cumulative"].iloc[workload.exit_positions[row.index]], rel=0.02
+        )
 
 
 def test_the_exit_space_is_each_exits_reach_plus_its_head_and_its_miou():

@@ -29,9 +29,20 @@ QUIET = dict(progress=False, workers=0)
 
 def config(tmp_path, stage, name="run", **kw):
     base = dict(
-        stage=stage, out=str(tmp_path / name), dataset="synthetic", crop=SIZE, batch_size=4, epochs=2,
-        train_limit=16, val_limit=8, num_exits=3, optimizer="adamw", lr=3e-3, lr_schedule="constant",
-        data_options={"size": SIZE, "length": 32}, **QUIET,
+        stage=stage,
+        out=str(tmp_path / name),
+        dataset="synthetic",
+        crop=SIZE,
+        batch_size=4,
+        epochs=2,
+        train_limit=16,
+        val_limit=8,
+        num_exits=3,
+        optimizer="adamw",
+        lr=3e-3,
+        lr_schedule="constant",
+        data_options={"size": SIZE, "length": 32},
+        **QUIET,
     )
     base.update(kw)
     return TrainConfig(**base)
@@ -101,11 +112,20 @@ def test_exit_stage_trains_every_head_from_one_backbone_pass_and_leaves_the_back
     for bank in net.heads.values():
         for head in bank.values():
             head.register_forward_hook(lambda *a: calls.__setitem__("heads", calls["heads"] + 1))
-    task = ExitsTask(net, exit_loss=ExitLoss("pfd"), ignore_index=train_set.info.ignore_index,
-                     class_names=train_set.info.classes)
+    task = ExitsTask(
+        net, exit_loss=ExitLoss("pfd"), ignore_index=train_set.info.ignore_index, class_names=train_set.info.classes
+    )
     cfg = config(tmp_path, "exits", epochs=3)
-    out = fit(task, config=cfg, env=setup("cpu"), train_set=train_set, val_set=None, run_dir=tmp_path / "run",
-              ignore_index=train_set.info.ignore_index, log=silent)
+    out = fit(
+        task,
+        config=cfg,
+        env=setup("cpu"),
+        train_set=train_set,
+        val_set=None,
+        run_dir=tmp_path / "run",
+        ignore_index=train_set.info.ignore_index,
+        log=silent,
+    )
     steps = 3 * (16 // 4)
     assert calls["backbone"] == steps  # never once per head
     assert calls["heads"] == steps * len(specs) * 2
@@ -118,8 +138,15 @@ def test_exit_stage_trains_every_head_from_one_backbone_pass_and_leaves_the_back
 
 
 def test_exit_stage_command_path_writes_a_multi_exit_file_that_rebuilds(tmp_path):
-    cfg = config(tmp_path, "exits", model="mobilenetv3_lraspp", exit_space="nocrm-b0-fcn,crm25p-b1-fcn", epochs=1,
-                 train_limit=8, val_limit=4)
+    cfg = config(
+        tmp_path,
+        "exits",
+        model="mobilenetv3_lraspp",
+        exit_space="nocrm-b0-fcn,crm25p-b1-fcn",
+        epochs=1,
+        train_limit=8,
+        val_limit=4,
+    )
     out = train(cfg, log=silent)
     net, meta = artifacts.load_multi_exit(out["result"])
     assert meta["exit_space"]["1"] == ["nocrm-b0-fcn", "crm25p-b1-fcn"]
@@ -140,8 +167,9 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
 
     results = []
     for name, batch, accumulate in (("big", 4, 1), ("acc", 2, 2)):
-        cfg = config(tmp_path, "backbone", name=name, batch_size=batch, accumulate=accumulate, epochs=2,
-                     optimizer="sgd", lr=0.05)
+        cfg = config(
+            tmp_path, "backbone", name=name, batch_size=batch, accumulate=accumulate, epochs=2, optimizer="sgd", lr=0.05
+        )
         model = plain()
         out = train(cfg, model=model, log=silent)
         results.append((model.state_dict(), losses(out["history"])))
@@ -180,8 +208,12 @@ class _PoisonedAfter(torch.utils.data.Dataset):
 
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
-    base = SyntheticSegmentation(split="train", size=SIZE, length=16,
-                                 transform=train_transform(crop=SIZE, ignore_index=SyntheticSegmentation(split="train").info.ignore_index))
+    base = SyntheticSegmentation(
+        split="train",
+        size=SIZE,
+        length=16,
+        transform=train_transform(crop=SIZE, ignore_index=SyntheticSegmentation(split="train").info.ignore_index),
+    )
     val = SyntheticSegmentation(split="val", size=SIZE, length=4, transform=eval_transform())
     cfg = config(tmp_path, "backbone", epochs=3)
     with pytest.raises(TrainingError, match=r"loss became nan at epoch 2.*still holds .*epoch 1"):
@@ -241,8 +273,9 @@ def test_a_weight_average_leaves_training_alone_becomes_the_result_and_resumes_e
 def test_a_short_run_on_a_longer_schedule_is_the_exact_start_of_the_long_run(tmp_path):
     poly = dict(lr_schedule="poly", train_limit=12, val_limit=2)  # 3 steps: the third sees the second step's lr
     long = train(config(tmp_path, "backbone", name="long", epochs=2, **poly), model=tiny(), log=silent)
-    short = train(config(tmp_path, "backbone", name="short", epochs=1, schedule_epochs=2, **poly), model=tiny(),
-                  log=silent)
+    short = train(
+        config(tmp_path, "backbone", name="short", epochs=1, schedule_epochs=2, **poly), model=tiny(), log=silent
+    )
     alone = train(config(tmp_path, "backbone", name="alone", epochs=1, **poly), model=tiny(), log=silent)
     first = [(r["lr"], r["loss"]) for r in long["history"] if "loss" in r][:1]
     assert [(r["lr"], r["loss"]) for r in short["history"] if "loss" in r] == first
@@ -268,8 +301,16 @@ HALVING_SPACE = "nocrm-b0-fcn,crm50p-b1-rdi-fcn,crm25p-b2-deeplab,nocrm-b2-deepl
 
 
 def test_successive_halving_stops_dominated_heads_and_every_head_learns_as_if_trained_alone(tmp_path):
-    cfg = config(tmp_path, "exits", name="all", epochs=3, lr_schedule="poly", exit_space=HALVING_SPACE,
-                 prune_at=(1,), prune_margin=(0.5,))
+    cfg = config(
+        tmp_path,
+        "exits",
+        name="all",
+        epochs=3,
+        lr_schedule="poly",
+        exit_space=HALVING_SPACE,
+        prune_at=(1,),
+        prune_margin=(0.5,),
+    )
     out = train(cfg, model=tiny(), log=silent)
     detail = json.loads((tmp_path / "all" / "eval.json").read_text())
     stopped = detail["stopped"]
@@ -279,12 +320,24 @@ def test_successive_halving_stops_dominated_heads_and_every_head_learns_as_if_tr
     assert [r["heads_training"] for r in out["history"]] == [8, 8 - len(stopped), 8 - len(stopped)]
     rung = detail["halving"][0]
     assert rung["epoch"] == 1 and {(h["exit"], h["config"]) for h in rung["heads"] if h["stopped"]} == {
-        (int(k.split(":")[0]), k.split(":")[1]) for k in stopped}
+        (int(k.split(":")[0]), k.split(":")[1]) for k in stopped
+    }
     net = out["net"]
     for spec in HALVING_SPACE.split(","):
         for epochs in (1, 3):
-            alone = train(config(tmp_path, "exits", name=f"{spec}-{epochs}", epochs=epochs, schedule_epochs=3,
-                                 lr_schedule="poly", exit_space=spec), model=tiny(), log=silent)["net"]
+            alone = train(
+                config(
+                    tmp_path,
+                    "exits",
+                    name=f"{spec}-{epochs}",
+                    epochs=epochs,
+                    schedule_epochs=3,
+                    lr_schedule="poly",
+                    exit_space=spec,
+                ),
+                model=tiny(),
+                log=silent,
+            )["net"]
             for index in (1, 2):
                 if (1 if f"{index}:{spec}" in stopped else 3) != epochs:
                     continue
@@ -293,8 +346,10 @@ def test_successive_halving_stops_dominated_heads_and_every_head_learns_as_if_tr
                 assert all(torch.equal(a[k], b[k]) for k in a), f"exit {index} {spec} trained {epochs} epochs"
                 # a stopped head is reported with its evaluation from when it stopped
                 assert detail["exits"][str(index)][spec]["miou"] == pytest.approx(
-                    json.loads((tmp_path / f"{spec}-{epochs}" / "eval.json").read_text())
-                    ["exits"][str(index)][spec]["miou"])
+                    json.loads((tmp_path / f"{spec}-{epochs}" / "eval.json").read_text())["exits"][str(index)][spec][
+                        "miou"
+                    ]
+                )
 
 
 def test_a_resumed_halving_run_ends_where_an_uninterrupted_one_does(tmp_path):
@@ -365,8 +420,19 @@ def test_stage_2_can_start_stage_1s_configuration_from_stage_1s_exits(tmp_path):
         now = net.heads[index]["nocrm-b0-fcn"].state_dict()
         assert all(torch.equal(now[k], kept[f"{index}.nocrm-b0-fcn.{k}"]) for k in now)
     messages = []
-    train(config(tmp_path, "exits", name="exits", epochs=1, init=str(model_pt), init_exits=True,
-                 exit_space="crm25p-b0-fcn,nocrm-b0-fcn"), model=TinyUNet(num_classes=7), log=messages.append)
+    train(
+        config(
+            tmp_path,
+            "exits",
+            name="exits",
+            epochs=1,
+            init=str(model_pt),
+            init_exits=True,
+            exit_space="crm25p-b0-fcn,nocrm-b0-fcn",
+        ),
+        model=TinyUNet(num_classes=7),
+        log=messages.append,
+    )
     assert any(m.startswith("heads started from stage 1's exits: 1:nocrm-b0-fcn, 2:nocrm-b0-fcn") for m in messages)
     # a plain backbone keeps no exits, and the setting needs a stage-1 file to start from
     plain = tmp_path / "plain"
@@ -399,8 +465,12 @@ def test_resuming_a_copied_run_writes_only_into_the_copy_and_ends_like_resuming_
     assert folder_digest(tmp_path / "orig") == before  # the original is untouched
     assert copied["result"] == tmp_path / "copy" / "model.pt"
     # the reference: a run resumed in place (its config names its own folder)
-    inplace = train(TrainConfig.from_dict({**config(tmp_path, "backbone", name="inplace").to_dict(), "epochs": 2}),
-                    model=tiny(), resume=True, log=silent)
+    inplace = train(
+        TrainConfig.from_dict({**config(tmp_path, "backbone", name="inplace").to_dict(), "epochs": 2}),
+        model=tiny(),
+        resume=True,
+        log=silent,
+    )
     a = checkpoint.load(tmp_path / "copy" / "checkpoint.pt")
     b = checkpoint.load(tmp_path / "inplace" / "checkpoint.pt")
     assert a["epoch"] == b["epoch"] == 2
@@ -420,8 +490,9 @@ def test_resuming_a_moved_run_works_where_it_is_and_creates_nothing_at_the_old_p
     (tmp_path / "old").rename(tmp_path / "new")
     cfg = load_run_config(tmp_path / "new")
     assert cfg.out == str(tmp_path / "new") and cfg.init == str(tmp_path / "new" / "start.pt")
-    out = train(TrainConfig.from_dict({**cfg.to_dict(), "init": None, "epochs": 2}), model=tiny(), resume=True,
-                log=silent)
+    out = train(
+        TrainConfig.from_dict({**cfg.to_dict(), "init": None, "epochs": 2}), model=tiny(), resume=True, log=silent
+    )
     assert not (tmp_path / "old").exists()
     assert checkpoint.load(tmp_path / "new" / "checkpoint.pt")["epoch"] == 2 and len(losses(out["history"])) == 2
 
@@ -486,8 +557,11 @@ def _all_finite(path):
 def test_a_non_finite_buffer_stops_the_run_names_the_tensor_and_no_written_file_holds_it(tmp_path):
     cfg = config(tmp_path, "backbone", epochs=3)  # 16 images / 4 = 4 steps per epoch
     model, bn_name = _poison_bn_after(tiny(), 4)
-    with pytest.raises(TrainingError, match=rf"diverged in epoch 2: .*{bn_name}\.running_var \(inf\).*epoch 1.*"
-                                            r"Lower the learning rate.*resume from the last checkpoint"):
+    with pytest.raises(
+        TrainingError,
+        match=rf"diverged in epoch 2: .*{bn_name}\.running_var \(inf\).*epoch 1.*"
+        r"Lower the learning rate.*resume from the last checkpoint",
+    ):
         train(cfg, model=model, log=silent)
     run = tmp_path / "run"
     assert checkpoint.load(run / "checkpoint.pt")["epoch"] == 1 and _all_finite(run / "checkpoint.pt")
@@ -505,9 +579,32 @@ def test_a_diverging_run_exits_non_zero_from_the_command_line_with_the_tensor_na
 
     monkeypatch.setattr(cli_train, "train", with_poisoned_model)
     out = tmp_path / "cli"
-    code = main(["train", "--stage", "backbone", "--out", str(out), "--epochs", "2", "--batch-size", "4",
-                 "--train-limit", "8", "--val-limit", "2", "--no-progress", "--workers", "0", "--data-option",
-                 "size=[48,64]", "--data-option", "length=16", "--crop", "48x64"])
+    code = main(
+        [
+            "train",
+            "--stage",
+            "backbone",
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "4",
+            "--train-limit",
+            "8",
+            "--val-limit",
+            "2",
+            "--no-progress",
+            "--workers",
+            "0",
+            "--data-option",
+            "size=[48,64]",
+            "--data-option",
+            "length=16",
+            "--crop",
+            "48x64",
+        ]
+    )
     assert code != 0
     err = capsys.readouterr().err
     assert "running_var (inf)" in err and "diverged in epoch 1" in err

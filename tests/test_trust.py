@@ -44,29 +44,40 @@ def test_without_a_writable_key_records_stay_unsigned_and_ask_for_consent(monkey
     (tmp_path / "file").write_text("")
     monkeypatch.setenv(KEY_ENV, str(tmp_path / "file" / "trust.key"))  # a folder that cannot exist
     assert sign(FILE) is None
-    with pytest.raises(UntrustedCodeError, match=r"m.pt: model_source: building this model runs the Python file "
-                                                 r"/work/model.py, SHA-256 aaaaaaaaaaaaaaaa\.\.\. .*--trust-model-code"):
+    with pytest.raises(
+        UntrustedCodeError,
+        match=r"m.pt: model_source: building this model runs the Python file "
+        r"/work/model.py, SHA-256 aaaaaaaaaaaaaaaa\.\.\. .*--trust-model-code",
+    ):
         require_consent(FILE, signature=None, consent=False, where="m.pt: model_source")
     require_consent(FILE, signature=None, consent=True, where="m.pt: model_source")
 
 
-@pytest.mark.parametrize("record", [
-    {"kind": "registry", "target": "mobilenetv2_fcn"},
-    {"kind": "import", "target": "torchvision.models.segmentation", "attr": "fcn_resnet50"},
-    {"kind": "file", "target": "net.py", "attr": "Net", "sha256": "0" * 64},
-])
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"kind": "registry", "target": "mobilenetv2_fcn"},
+        {"kind": "import", "target": "torchvision.models.segmentation", "attr": "fcn_resnet50"},
+        {"kind": "file", "target": "net.py", "attr": "Net", "sha256": "0" * 64},
+    ],
+)
 def test_what_a_study_may_name(record):
     check_study_source(record, where="manifest.json: model_source")
 
 
-@pytest.mark.parametrize("record", [
-    None, "mobilenetv2_fcn", {"kind": "file", "target": "net.py", "attr": "Net", "sha256": "not-hex"},
-    {"kind": "file", "target": "sub/net.py", "attr": "Net", "sha256": "0" * 64},
-    {"kind": "file", "target": "net.txt", "attr": "Net", "sha256": "0" * 64},
-    {"kind": "import", "target": "torchvision", "attr": "not a name"},
-    {"kind": "import", "target": "subprocess", "attr": "run"},
-    {"kind": "import", "target": "torchvision..x", "attr": "f"},
-])
+@pytest.mark.parametrize(
+    "record",
+    [
+        None,
+        "mobilenetv2_fcn",
+        {"kind": "file", "target": "net.py", "attr": "Net", "sha256": "not-hex"},
+        {"kind": "file", "target": "sub/net.py", "attr": "Net", "sha256": "0" * 64},
+        {"kind": "file", "target": "net.txt", "attr": "Net", "sha256": "0" * 64},
+        {"kind": "import", "target": "torchvision", "attr": "not a name"},
+        {"kind": "import", "target": "subprocess", "attr": "run"},
+        {"kind": "import", "target": "torchvision..x", "attr": "f"},
+    ],
+)
 def test_what_a_study_may_not_name(record):
     with pytest.raises(UntrustedCodeError, match="manifest.json: model_source: "):
         check_study_source(record, where="manifest.json: model_source")

@@ -26,10 +26,12 @@ SPACE = SearchSpace(th_pix=(0.5, 0.7, 0.9), th_img=(0.2, 0.4, 0.6, 0.8))
 
 def _instances(cache: EvaluationCache) -> list[Instance]:
     """Instances of every mode, the backbone included."""
-    return [Instance("budgeted"), Instance("budgeted", (KeptExit(1, cache.configs[0]),)),
-            Instance("anytime", (KeptExit(2, cache.configs[1]),)),
-            Instance.input_dependent([KeptExit(1, cache.configs[1], 0.4), KeptExit(2, cache.configs[0], 0.6)],
-                                     th_pix=0.7)]
+    return [
+        Instance("budgeted"),
+        Instance("budgeted", (KeptExit(1, cache.configs[0]),)),
+        Instance("anytime", (KeptExit(2, cache.configs[1]),)),
+        Instance.input_dependent([KeptExit(1, cache.configs[1], 0.4), KeptExit(2, cache.configs[0], 0.6)], th_pix=0.7),
+    ]
 
 
 def _slow_drops(cache: EvaluationCache, instance: Instance, weights: np.ndarray) -> np.ndarray:
@@ -165,8 +167,9 @@ def test_the_confident_search_equals_brute_force_over_the_front(seed, mode):
     cache = EvaluationCache.random(images=24, exits=4, configs=2, seed=seed)
     for max_drop in (0.5, 2.0, 5.0):
         for confidence in (0.6, 0.9):
-            found = search(cache, Objective("min-cost", max_drop=max_drop, confidence=confidence), mode=mode,
-                           space=SPACE)
+            found = search(
+                cache, Objective("min-cost", max_drop=max_drop, confidence=confidence), mode=mode, space=SPACE
+            )
             instance, cost = _brute_force(cache, mode, max_drop, confidence)
             assert found.instance == instance and found.cost == pytest.approx(cost)
             assert found.cost == pytest.approx(evaluate(cache, found.instance).cost)
@@ -201,15 +204,34 @@ def test_the_confidence_is_validated():
 def test_the_search_command_shows_intervals_and_writes_them(tmp_path, capsys):
     path = EvaluationCache.random(images=30, exits=4, configs=2, seed=3).save(tmp_path / "val.npz")
     out = tmp_path / "inst.json"
-    assert main(["search", "--cache", str(path), "--max-drop", "2", "--confidence", "0.9", "--th-pix", "0.5,0.7",
-                 "--th-img", "0.3,0.6", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "search",
+                "--cache",
+                str(path),
+                "--max-drop",
+                "2",
+                "--confidence",
+                "0.9",
+                "--th-pix",
+                "0.5,0.7",
+                "--th-img",
+                "0.3,0.6",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "at 90% confidence" in text and "drop pp [90%]" in text and "bootstrap interval" in text
     data = json.loads(out.read_text())
     sure = data["tuned"]["uncertainty"]
     assert sure["confidence"] == 0.9 and sure["drop_upper_pp"] <= 2 + 1e-9
-    assert sure["drop_point_pp"] == pytest.approx(100 * (evaluate(EvaluationCache.load(path), Instance(
-        "input-dependent")).miou - data["tuned"]["miou"]))
+    assert sure["drop_point_pp"] == pytest.approx(
+        100 * (evaluate(EvaluationCache.load(path), Instance("input-dependent")).miou - data["tuned"]["miou"])
+    )
     for bad in ("1", "0.3", "x"):
         with pytest.raises(SystemExit):
             main(["search", "--cache", str(path), "--confidence", bad])
@@ -263,8 +285,19 @@ def test_the_predictive_bound_for_a_fresh_sample_equals_a_slow_loop_and_is_wider
 def test_the_search_command_bounds_a_fresh_sample_when_asked(tmp_path, capsys):
     path = EvaluationCache.random(images=30, exits=4, configs=2, seed=3).save(tmp_path / "val.npz")
     out = tmp_path / "inst.json"
-    argv = ["search", "--cache", str(path), "--max-drop", "2", "--th-pix", "0.5,0.7", "--th-img", "0.3,0.6",
-            "--out", str(out)]
+    argv = [
+        "search",
+        "--cache",
+        str(path),
+        "--max-drop",
+        "2",
+        "--th-pix",
+        "0.5,0.7",
+        "--th-img",
+        "0.3,0.6",
+        "--out",
+        str(out),
+    ]
     assert main(argv + ["--fresh-images", "30"]) == 2  # needs --confidence
     assert main(argv + ["--confidence", "0.9", "--fresh-images", "30"]) == 0
     assert "for a fresh sample of 30 images" in capsys.readouterr().out

@@ -70,8 +70,9 @@ def user_studies(tmp_path_factory):
     ]:
         weights = _save_weights(net, root / f"{name}.pt", wrap="state_dict" if name == "byo-file" else None)
         config = root / f"{name}.yaml"
-        config.write_text(STUDY.format(name=name, model=model, weights=weights.name, convert=convert,
-                                       pretrain=pretrain))
+        config.write_text(
+            STUDY.format(name=name, model=model, weights=weights.name, convert=convert, pretrain=pretrain)
+        )
         lines: list[str] = []
         out = build(config, work=root / "work" / name, out=root / "precomputed" / name, log=lines.append)
         built[name] = (out, weights, lines)
@@ -147,17 +148,23 @@ def test_the_three_ways_to_name_a_model_build_the_same_kind_of_network():
     assert ModelSource.parse("user_models.py:TinyUNet", base=HERE).target == str(HERE / "user_models.py")
 
 
-@pytest.mark.parametrize("text, message", [
-    ("resnet19_fcn", "model 'resnet19_fcn' is not registered (registered: "),
-    ("tests/no_such_file.py:Net", "no_such_file.py: no such model file (model '"),
-    ("no_such_package.models:Net", "cannot import module 'no_such_package.models' (No module named "
-                                   "'no_such_package'); it needs module 'no_such_package', which is not installed"),
-    ("tests.user_models:Missing", "module 'tests.user_models' has no 'Missing' (it defines "),
-    ("tests/user_models.py:Missing", "user_models.py has no 'Missing'"),
-    ("tests.user_models:not_a_module", "not_a_module() returned a str, not an nn.Module"),
-    ("tests.user_models:conv_block", "calling conv_block() failed (TypeError"),
-    ("tests.user_models:1net", "'1net' after the ':' is not a Python name"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("resnet19_fcn", "model 'resnet19_fcn' is not registered (registered: "),
+        ("tests/no_such_file.py:Net", "no_such_file.py: no such model file (model '"),
+        (
+            "no_such_package.models:Net",
+            "cannot import module 'no_such_package.models' (No module named "
+            "'no_such_package'); it needs module 'no_such_package', which is not installed",
+        ),
+        ("tests.user_models:Missing", "module 'tests.user_models' has no 'Missing' (it defines "),
+        ("tests/user_models.py:Missing", "user_models.py has no 'Missing'"),
+        ("tests.user_models:not_a_module", "not_a_module() returned a str, not an nn.Module"),
+        ("tests.user_models:conv_block", "calling conv_block() failed (TypeError"),
+        ("tests.user_models:1net", "'1net' after the ':' is not a Python name"),
+    ],
+)
 def test_every_bad_model_name_gets_a_message_naming_it(text, message):
     with pytest.raises(ModelSourceError, match=None) as info:
         ModelSource.parse(text).build(3)
@@ -225,8 +232,11 @@ def test_weights_of_another_model_are_refused_with_the_keys_that_do_not_fit(tmp_
 
 def test_weights_for_another_number_of_classes_name_the_shape_mismatch(tmp_path):
     path = _save_weights(TinyUNet(4), tmp_path / "four.pt")
-    with pytest.raises(ModelSourceError, match=r"shape mismatch \(file vs model\): classifier.weight \(4, 8, 1, 1\) "
-                                               r"vs \(7, 8, 1, 1\)"):
+    with pytest.raises(
+        ModelSourceError,
+        match=r"shape mismatch \(file vs model\): classifier.weight \(4, 8, 1, 1\) "
+        r"vs \(7, 8, 1, 1\)",
+    ):
         load_user_weights(path, TinyUNet(7))
 
 
@@ -255,15 +265,20 @@ def test_a_study_reads_model_files_and_weights_relative_to_its_yaml(tmp_path):
     assert not cfg.trains_backbone and cfg.pretrain
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"model": "gone.py:Net"}, "s.yaml: model: .*gone.py: no such model file"),
-    ({"model": "tests.user_models:Nope"}, "s.yaml: model: .*has no 'Nope'"),
-    ({"weights": "gone.pt"}, r"s.yaml: weights: .*gone.pt: no such file \(a relative path is read from the YAML"),
-    ({"convert": "{cost: time}"}, "s.yaml: convert.cost: expected flops or latency"),
-    ({"weights": "w.pt", "pretrain_from": "scratch"}, "weights and pretrain_from: scratch contradict"),
-    ({"stages": "{pretrain: false}", "variants": "{a: {exit_loss: ce}}"},
-     "variants a start from stage 1 .*stages.pretrain: false switches off"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"model": "gone.py:Net"}, "s.yaml: model: .*gone.py: no such model file"),
+        ({"model": "tests.user_models:Nope"}, "s.yaml: model: .*has no 'Nope'"),
+        ({"weights": "gone.pt"}, r"s.yaml: weights: .*gone.pt: no such file \(a relative path is read from the YAML"),
+        ({"convert": "{cost: time}"}, "s.yaml: convert.cost: expected flops or latency"),
+        ({"weights": "w.pt", "pretrain_from": "scratch"}, "weights and pretrain_from: scratch contradict"),
+        (
+            {"stages": "{pretrain: false}", "variants": "{a: {exit_loss: ce}}"},
+            "variants a start from stage 1 .*stages.pretrain: false switches off",
+        ),
+    ],
+)
 def test_bad_model_weights_and_stage_settings_in_a_study_are_refused_before_training(tmp_path, fields, message):
     _save_weights(TinyUNet(7), tmp_path / "w.pt")
     with pytest.raises(StudyError, match=message):
@@ -281,26 +296,87 @@ def test_a_shipped_model_file_that_changed_is_refused_on_open(user_studies, tmp_
 
 def test_a_multi_exit_file_whose_model_file_is_gone_names_it(user_studies):
     out, _, _ = user_studies["byo-file"]
-    with pytest.raises(ModelSourceError, match=r"multi_exit.pt: cannot rebuild the model .*my_net.py: no such model "
-                                               "file"):
+    with pytest.raises(
+        ModelSourceError,
+        match=r"multi_exit.pt: cannot rebuild the model .*my_net.py: no such model "
+        "file",
+    ):
         artifacts.load_multi_exit(out.parent.parent / "work" / "byo-file" / "multi_exit.pt")
 
 
 def test_train_and_profile_take_a_model_file_and_weights(tmp_path, capsys):
     weights = _save_weights(TinyUNet(7), tmp_path / "w.pt")
-    assert main(["profile", "--model", "tests/user_models.py:TinyUNet", "--size", "48", "64", "--exits", "3",
-                 "--num-classes", "7"]) == 0
+    assert (
+        main(
+            [
+                "profile",
+                "--model",
+                "tests/user_models.py:TinyUNet",
+                "--size",
+                "48",
+                "64",
+                "--exits",
+                "3",
+                "--num-classes",
+                "7",
+            ]
+        )
+        == 0
+    )
     assert "TinyUNet" in capsys.readouterr().out
     out = tmp_path / "run"
-    assert main(["train", "--stage", "pretrain", "--out", str(out), "--model", "tests.user_models:TinyUNet",
-                 "--weights", str(weights), "--data-option", "length=4", "--data-option", "size=[48,64]",
-                 "--crop", "48x64", "--exits", "3", "--epochs", "1", "--batch-size", "4", "--workers", "0",
-                 "--no-progress", "--cost", "flops"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--stage",
+                "pretrain",
+                "--out",
+                str(out),
+                "--model",
+                "tests.user_models:TinyUNet",
+                "--weights",
+                str(weights),
+                "--data-option",
+                "length=4",
+                "--data-option",
+                "size=[48,64]",
+                "--crop",
+                "48x64",
+                "--exits",
+                "3",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "4",
+                "--workers",
+                "0",
+                "--no-progress",
+                "--cost",
+                "flops",
+            ]
+        )
+        == 0
+    )
     _, meta = artifacts.load_model(out / "model.pt")
     assert meta["model_source"] == {"kind": "import", "target": "tests.user_models", "attr": "TinyUNet"}
     assert meta["weights"] == str(weights) and meta["convert"] == {"cost": "flops"}
-    assert main(["train", "--stage", "backbone", "--out", str(tmp_path / "bad"), "--model", "tests.user_models:Nope",
-                 "--data-option", "length=4"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--stage",
+                "backbone",
+                "--out",
+                str(tmp_path / "bad"),
+                "--model",
+                "tests.user_models:Nope",
+                "--data-option",
+                "length=4",
+            ]
+        )
+        == 2
+    )
     assert "has no 'Nope'" in capsys.readouterr().err
 
 
@@ -312,7 +388,8 @@ def _elsewhere(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("name", ["byo-file", "byo-import"])
 def test_a_study_built_here_runs_its_model_code_unasked_and_one_from_elsewhere_only_with_consent(
-        user_studies, monkeypatch, tmp_path, name):
+    user_studies, monkeypatch, tmp_path, name
+):
     out, _, _ = user_studies[name]
     assert open_study(out).untrusted_code() is None
     open_study(out).load_network()
@@ -321,15 +398,19 @@ def test_a_study_built_here_runs_its_model_code_unasked_and_one_from_elsewhere_o
     assert study.results("input-dependent") is not None and not study.verify()
     code = study.untrusted_code()
     assert code is not None and ("my_net.py" in code if name == "byo-file" else "tests.user_models" in code)
-    with pytest.raises(UntrustedCodeError, match=r"manifest.json: model_source: building this model runs .*not "
-                                                 r"recorded on this machine.*--trust-model-code"):
+    with pytest.raises(
+        UntrustedCodeError,
+        match=r"manifest.json: model_source: building this model runs .*not "
+        r"recorded on this machine.*--trust-model-code",
+    ):
         study.load_network()
     net, _ = study.load_network(consent=True)
     assert net.num_exits == 3
 
 
-def test_the_cli_asks_for_consent_before_running_a_studys_code_from_elsewhere(user_studies, monkeypatch, tmp_path,
-                                                                               capsys):
+def test_the_cli_asks_for_consent_before_running_a_studys_code_from_elsewhere(
+    user_studies, monkeypatch, tmp_path, capsys
+):
     out, _, _ = user_studies["byo-import"]
     _elsewhere(monkeypatch, tmp_path)
     command = ["study", "evaluate", str(out), "--split", "val", "--limit", "2"]
@@ -344,27 +425,51 @@ def test_weights_from_elsewhere_whose_record_runs_code_need_consent(user_studies
     weights = user_studies["byo-import"][0].parent.parent / "work" / "byo-import" / "multi_exit.pt"
     artifacts.load_multi_exit(weights)  # trained here
     _elsewhere(monkeypatch, tmp_path)
-    with pytest.raises(UntrustedCodeError, match=r"multi_exit.pt: model_source: building this model runs 'EncoderUNet' "
-                                                 r"from the module 'tests.user_models'"):
+    with pytest.raises(
+        UntrustedCodeError,
+        match=r"multi_exit.pt: model_source: building this model runs 'EncoderUNet' "
+        r"from the module 'tests.user_models'",
+    ):
         artifacts.load_multi_exit(weights)
     cache = tmp_path / "c.npz"
-    command = ["cache", "--multi-exit", str(weights), "--data", "synthetic", "--data-option", "length=2",
-               "--data-option", "size=[48,64]", "--out", str(cache)]
+    command = [
+        "cache",
+        "--multi-exit",
+        str(weights),
+        "--data",
+        "synthetic",
+        "--data-option",
+        "length=2",
+        "--data-option",
+        "size=[48,64]",
+        "--out",
+        str(cache),
+    ]
     assert main(command) == 2 and "--trust-model-code" in capsys.readouterr().err and not cache.exists()
     assert main(command + ["--trust-model-code"]) == 0 and cache.is_file()
 
 
-@pytest.mark.parametrize("record, message", [
-    ({"kind": "file", "target": "/tmp/x.py", "attr": "Net", "sha256": "0" * 64}, "is not a .py file inside the study"),
-    ({"kind": "file", "target": "../../x.py", "attr": "Net", "sha256": "0" * 64}, "is not a .py file inside the study"),
-    ({"kind": "file", "target": "my_net.py", "attr": "TinyUNet"}, "has no SHA-256 recorded"),
-    ({"kind": "import", "target": "os", "attr": "abort"}, "part of Python's standard library"),
-    ({"kind": "import", "target": "builtins", "attr": "exec"}, "part of Python's standard library"),
-    ({"kind": "import", "target": "mess_core.cli", "attr": "main"}, "of this program"),
-    ({"kind": "shell", "target": "rm -rf /"}, "not a model source record"),
-])
-def test_a_study_naming_code_a_study_may_not_name_is_refused_by_every_reader(user_studies, tmp_path, capsys, record,
-                                                                           message):
+@pytest.mark.parametrize(
+    "record, message",
+    [
+        (
+            {"kind": "file", "target": "/tmp/x.py", "attr": "Net", "sha256": "0" * 64},
+            "is not a .py file inside the study",
+        ),
+        (
+            {"kind": "file", "target": "../../x.py", "attr": "Net", "sha256": "0" * 64},
+            "is not a .py file inside the study",
+        ),
+        ({"kind": "file", "target": "my_net.py", "attr": "TinyUNet"}, "has no SHA-256 recorded"),
+        ({"kind": "import", "target": "os", "attr": "abort"}, "part of Python's standard library"),
+        ({"kind": "import", "target": "builtins", "attr": "exec"}, "part of Python's standard library"),
+        ({"kind": "import", "target": "mess_core.cli", "attr": "main"}, "of this program"),
+        ({"kind": "shell", "target": "rm -rf /"}, "not a model source record"),
+    ],
+)
+def test_a_study_naming_code_a_study_may_not_name_is_refused_by_every_reader(
+    user_studies, tmp_path, capsys, record, message
+):
     out, _, _ = user_studies["byo-file"]
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
@@ -373,19 +478,25 @@ def test_a_study_naming_code_a_study_may_not_name_is_refused_by_every_reader(use
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(StudyError, match=f"manifest.json: model_source: .*{re.escape(message)}"):
         open_study(copy)
-    for command in (["study", "check", str(copy)], ["export", str(copy), "--row", "min_cost_1pp", "--onnx",
-                                                    str(tmp_path / "onnx")]):
+    for command in (
+        ["study", "check", str(copy)],
+        ["export", str(copy), "--row", "min_cost_1pp", "--onnx", str(tmp_path / "onnx")],
+    ):
         assert main(command) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "onnx").exists()
 
 
-@pytest.mark.parametrize("record, message", [
-    ({"kind": "import", "target": "no_such_package_here", "attr": "Net"}, "is not installed here"),
-    ({"kind": "registry", "target": "no_such_model"}, "is not registered"),
-])
-def test_a_study_whose_model_this_machine_cannot_build_opens_for_its_figures_only(user_studies, tmp_path, capsys,
-                                                                                   record, message):
+@pytest.mark.parametrize(
+    "record, message",
+    [
+        ({"kind": "import", "target": "no_such_package_here", "attr": "Net"}, "is not installed here"),
+        ({"kind": "registry", "target": "no_such_model"}, "is not registered"),
+    ],
+)
+def test_a_study_whose_model_this_machine_cannot_build_opens_for_its_figures_only(
+    user_studies, tmp_path, capsys, record, message
+):
     out, _, _ = user_studies["byo-file"]
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
@@ -396,8 +507,10 @@ def test_a_study_whose_model_this_machine_cannot_build_opens_for_its_figures_onl
     assert study.results("input-dependent") is not None
     with pytest.raises(UntrustedCodeError, match=f"manifest.json: model_source: .*{message}"):
         study.load_network(consent=True)
-    assert main(["export", str(copy), "--row", "min_cost_1pp", "--onnx", str(tmp_path / "onnx"),
-                 "--trust-model-code"]) == 2
+    assert (
+        main(["export", str(copy), "--row", "min_cost_1pp", "--onnx", str(tmp_path / "onnx"), "--trust-model-code"])
+        == 2
+    )
     assert message in capsys.readouterr().err and not (tmp_path / "onnx").exists()
 
 
@@ -427,7 +540,7 @@ def test_the_app_asks_before_running_model_code_from_elsewhere(user_studies, mon
 
 
 # ------------------------------------------------------------------------------------------- misbehaving model code
-BAD_MODELS = '''\
+BAD_MODELS = """\
 import sys
 
 import torch
@@ -475,29 +588,54 @@ class ExitsInInit(nn.Module):
 class InterruptsInInit(nn.Module):
     def __init__(self, num_classes=7):
         raise KeyboardInterrupt
-'''
+"""
 
 
-@pytest.mark.parametrize("name, message", [
-    ("Half", "the model's logits are (24, 32) pixels for a (48, 64) input"),
-    ("Pair", "the model returns a tuple, not per-pixel logits"),
-    ("ThreeClasses", "the model predicts 3 classes but"),
-    ("ExitsInForward", "ended the program with sys.exit(3)"),
-    ("ExitsInInit", "it called sys.exit(0) or exit(); a model must not end the program"),
-    ("InterruptsInInit", "KeyboardInterrupt: interrupted, or the model raised it"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("Half", "the model's logits are (24, 32) pixels for a (48, 64) input"),
+        ("Pair", "the model returns a tuple, not per-pixel logits"),
+        ("ThreeClasses", "the model predicts 3 classes but"),
+        ("ExitsInForward", "ended the program with sys.exit(3)"),
+        ("ExitsInInit", "it called sys.exit(0) or exit(); a model must not end the program"),
+        ("InterruptsInInit", "KeyboardInterrupt: interrupted, or the model raised it"),
+    ],
+)
 @pytest.mark.parametrize("stage", ["profile", "backbone"])  # profile converts as the later stages do
-def test_model_code_that_misbehaves_gets_the_same_clear_message_at_every_entry_point(tmp_path, capsys, name, message,
-                                                                                    stage):
+def test_model_code_that_misbehaves_gets_the_same_clear_message_at_every_entry_point(
+    tmp_path, capsys, name, message, stage
+):
     (tmp_path / "bad.py").write_text(BAD_MODELS)
     model = f"{tmp_path / 'bad.py'}:{name}"
     out = tmp_path / "run"
     if stage == "profile":
         command = ["profile", "--model", model, "--size", "48", "64", "--exits", "2", "--num-classes", "7"]
     else:
-        command = ["train", "--stage", stage, "--model", model, "--out", str(out), "--data-option", "length=4",
-                   "--data-option", "size=[48,64]", "--crop", "48x64", "--exits", "2", "--epochs", "1",
-                   "--batch-size", "2", "--workers", "0", "--no-progress"]
+        command = [
+            "train",
+            "--stage",
+            stage,
+            "--model",
+            model,
+            "--out",
+            str(out),
+            "--data-option",
+            "length=4",
+            "--data-option",
+            "size=[48,64]",
+            "--crop",
+            "48x64",
+            "--exits",
+            "2",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+            "--workers",
+            "0",
+            "--no-progress",
+        ]
     assert main(command) == 2
     err = capsys.readouterr().err
     assert message in err and "This is a bug" not in err and len(err.strip().splitlines()) == 1
@@ -505,14 +643,17 @@ def test_model_code_that_misbehaves_gets_the_same_clear_message_at_every_entry_p
 
 
 def test_a_model_far_too_slow_at_the_size_is_named_by_the_time_limit(tmp_path, monkeypatch, capsys):
-    (tmp_path / "slow.py").write_text(BAD_MODELS + '''
+    (tmp_path / "slow.py").write_text(
+        BAD_MODELS
+        + """
 
 class Slow(Half):
     def forward(self, x):
         import time
         time.sleep(30)
         return self.c(x)
-''')
+"""
+    )
     monkeypatch.setenv("MESS_TIME_LIMIT", "0.5")
     assert main(["profile", "--model", f"{tmp_path / 'slow.py'}:Slow", "--size", "48", "64", "--exits", "2"]) == 2
     err = capsys.readouterr().err

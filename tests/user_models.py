@@ -35,7 +35,9 @@ class TinyUNet(nn.Module):
 class _Encoder(nn.Module):
     def __init__(self):
         super().__init__()
-        self.stages = nn.ModuleList([conv_block(3, 8), conv_block(8, 16, 2), conv_block(16, 32, 2), conv_block(32, 64, 2)])
+        self.stages = nn.ModuleList(
+            [conv_block(3, 8), conv_block(8, 16, 2), conv_block(16, 32, 2), conv_block(32, 64, 2)]
+        )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = []
@@ -101,7 +103,9 @@ class FlatBackbone(nn.Module):
     def __init__(self, num_classes: int = 3, size: int = 8):
         super().__init__()
         self.size, self.num_classes = size, num_classes
-        self.backbone = nn.Sequential(nn.Flatten(), nn.Linear(3 * size * size, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU())
+        self.backbone = nn.Sequential(
+            nn.Flatten(), nn.Linear(3 * size * size, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU()
+        )
         self.head = nn.Linear(32, num_classes * size * size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -199,7 +203,11 @@ class TrainingDependent(nn.Module):
     def __init__(self, num_classes: int = 3):
         super().__init__()
         self.backbone = nn.Sequential(
-            conv_block(3, 8), DropPathBlock(8), NoisyBlock(8, 16), FunctionalDropoutBlock(16), DropPathBlock(16),
+            conv_block(3, 8),
+            DropPathBlock(8),
+            NoisyBlock(8, 16),
+            FunctionalDropoutBlock(16),
+            DropPathBlock(16),
             conv_block(16, 16),
         )
         self.classifier = nn.Conv2d(16, num_classes, 1)
@@ -319,8 +327,9 @@ class SkipSliceInplace(nn.Module):
         f = self.stem(x)
         skip = f[:, :4]
         f = self.block2(self.block(f))
-        return F.interpolate(self.head(torch.cat([f, skip], 1)), size=x.shape[-2:], mode="bilinear",
-                             align_corners=False)
+        return F.interpolate(
+            self.head(torch.cat([f, skip], 1)), size=x.shape[-2:], mode="bilinear", align_corners=False
+        )
 
 
 class ReturnAux(nn.Module):
@@ -341,8 +350,9 @@ class PadCrop(nn.Module):
 
     def __init__(self, num_classes: int = 3):
         super().__init__()
-        self.backbone = nn.Sequential(conv_block(3, 8, 2), conv_block(8, 8, 2), conv_block(8, 8, 2),
-                                      conv_block(8, 8, 2))
+        self.backbone = nn.Sequential(
+            conv_block(3, 8, 2), conv_block(8, 8, 2), conv_block(8, 8, 2), conv_block(8, 8, 2)
+        )
         self.head = nn.Conv2d(8, num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

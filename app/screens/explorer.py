@@ -82,8 +82,10 @@ def pick_image(study: Study) -> tuple[np.ndarray, np.ndarray | None, str] | None
     origin = dataset_source(study.manifest.get("config") or {}, study.cache.meta, REPO)
     sources = SOURCES if origin.on_disk else SOURCES[1:]
     if not origin.on_disk:
-        st.caption(f"The study's dataset ({origin.name} at {origin.root}) is not on this machine: pick a generated "
-                   "sample or upload an image.")
+        st.caption(
+            f"The study's dataset ({origin.name} at {origin.root}) is not on this machine: pick a generated "
+            "sample or upload an image."
+        )
     source = st.radio("image", sources, horizontal=True, key="explorer_source")
     if source == "dataset image":
         dataset = dataset_of(origin.name, origin.root, origin.options, origin.split, origin.groups)
@@ -100,8 +102,9 @@ def pick_image(study: Study) -> tuple[np.ndarray, np.ndarray | None, str] | None
         seed = st.number_input("scene seed", 0, 10_000, 7, key="explorer_seed")
         rgb, label = synthetic_sample(size, int(seed), study.cache.num_classes)
         return rgb, label, f"synthetic-{seed}-{size}"
-    upload = st.file_uploader("an image (PNG, JPEG, BMP, TIFF, WebP; any size, 8 or 16 bit, gray, RGB or RGBA)",
-                              key="explorer_upload")
+    upload = st.file_uploader(
+        "an image (PNG, JPEG, BMP, TIFF, WebP; any size, 8 or 16 bit, gray, RGB or RGBA)", key="explorer_upload"
+    )
     if upload is None:
         st.info("Upload an image to see it go through every exit.")
         return None
@@ -134,17 +137,27 @@ def settings(study: Study) -> tuple[dict[int, str], dict[int, float], float, Edg
     start = explorer_defaults(cache, shipped, start_instance(study))
     with st.expander("exit settings", expanded=True):
         top = st.columns(4)
-        th_pix = top[0].slider("th_pix (pixel confidence threshold)", 0.50, 0.99, float(start.th_pix), 0.01,
-                               key="explorer_th_pix")
+        th_pix = top[0].slider(
+            "th_pix (pixel confidence threshold)", 0.50, 0.99, float(start.th_pix), 0.01, key="explorer_th_pix"
+        )
         size = top[1].select_slider("edge width s", [1, 3, 5, 7, 9], 3, key="explorer_s")
         window = top[2].select_slider("median window w", [3, 5, 7, 9, 11], 7, key="explorer_w")
-        native = top[3].toggle("run at the image's own size", False, key="explorer_native",
-                               help="off: resize to the study's input size, as the exits were trained")
+        native = top[3].toggle(
+            "run at the image's own size",
+            False,
+            key="explorer_native",
+            help="off: resize to the study's input size, as the exits were trained",
+        )
         cols = st.columns(cache.num_exits - 1)
         configs, th_img = {}, {}
         for i, col in enumerate(cols, start=1):
-            configs[i] = col.selectbox(f"exit {i}", shipped[i], index=shipped[i].index(start.configs[i]),
-                                       key=f"explorer_cfg_{i}", help="configurations whose weights the study ships")
+            configs[i] = col.selectbox(
+                f"exit {i}",
+                shipped[i],
+                index=shipped[i].index(start.configs[i]),
+                key=f"explorer_cfg_{i}",
+                help="configurations whose weights the study ships",
+            )
             if col.checkbox("kept", i in start.th_img, key=f"explorer_keep_{i}"):
                 th_img[i] = col.slider("th_img", 0.0, 1.0, start.th_img.get(i, 0.8), 0.01, key=f"explorer_th_img_{i}")
     return configs, th_img, th_pix, EdgeMasking(size=size, window=window), native
@@ -166,8 +179,9 @@ def page(study: Study) -> None:
     key = tuple(sorted(configs.items()))
     logits, seconds = infer(path, f"{digest}-{input_size}", key, x)
     views = exit_views(logits, configs, th_pix=th_pix, edges=edges)
-    shown_rgb = rgb if tuple(rgb.shape[:2]) == input_size else cv2.resize(rgb, input_size[::-1],
-                                                                            interpolation=cv2.INTER_AREA)
+    shown_rgb = (
+        rgb if tuple(rgb.shape[:2]) == input_size else cv2.resize(rgb, input_size[::-1], interpolation=cv2.INTER_AREA)
+    )
     palette = palette_for(study.cache.meta.get("dataset", ""), study.cache.num_classes)
 
     leave = exit_taken(views, th_img)
@@ -178,10 +192,14 @@ def page(study: Study) -> None:
     m = st.columns(5)
     m[0].metric("leaves at", f"exit {leave}" if leave < n else f"final exit ({n})")
     saved = cost.saved
-    m[1].metric("GFLOPs", f"{cost.gflops:.3f}",
-                (f"{100 * saved:.0f}% saved" if saved >= 0 else f"{-100 * saved:.0f}% more")
-                + f" vs the full {cost.full_gflops:.3f}", delta_color="off",
-                help="stages to the exit it leaves at, plus every kept head on the way")
+    m[1].metric(
+        "GFLOPs",
+        f"{cost.gflops:.3f}",
+        (f"{100 * saved:.0f}% saved" if saved >= 0 else f"{-100 * saved:.0f}% more")
+        + f" vs the full {cost.full_gflops:.3f}",
+        delta_color="off",
+        help="stages to the exit it leaves at, plus every kept head on the way",
+    )
     timing_slot = m[2].empty()
     timing_slot.metric("measured, early exit", "timing...")
     m[3].metric("every exit, once", f"{1e3 * seconds:.0f} ms", f"{input_size[0]}x{input_size[1]}", delta_color="off")
@@ -193,35 +211,74 @@ def page(study: Study) -> None:
     strip[0].image(enlarge(shown_rgb, 200), caption="input")
     for col, view in zip(strip[1:], views):
         reach = gflops_of(path, input_size, ((view.exit, view.config),) if view.exit < n else (), view.exit)
-        col.image(enlarge(colorize(view.labels, palette), 200),
-                  caption=f"exit {view.exit} · {reach.gflops:.3f} GFLOPs" + (" · leaves here" if view.exit == leave else ""))
+        col.image(
+            enlarge(colorize(view.labels, palette), 200),
+            caption=f"exit {view.exit} · {reach.gflops:.3f} GFLOPs" + (" · leaves here" if view.exit == leave else ""),
+        )
 
     st.subheader("Every exit")
     if label is not None:
-        st.image([enlarge(shown_rgb), enlarge(colorize(np.where(label == 255, -1, label), palette))],
-                 caption=["input", "ground truth"])
+        st.image(
+            [enlarge(shown_rgb), enlarge(colorize(np.where(label == 255, -1, label), palette))],
+            caption=["input", "ground truth"],
+        )
     firings = exit_firings(views, th_img)
     for view, firing in zip(views, firings):
-        head = (f"**exit {view.exit}** ({view.config}): c_img = {pct(view.c_img)} edge-masked, "
-                f"{pct(view.c_img_plain)} plain"
-                + (f"; th_img {firing.th_img:.2f}: {'fires' if firing.fires else 'does not fire'}"
-                   if firing.th_img is not None else ""))
+        head = (
+            f"**exit {view.exit}** ({view.config}): c_img = {pct(view.c_img)} edge-masked, "
+            f"{pct(view.c_img_plain)} plain"
+            + (
+                f"; th_img {firing.th_img:.2f}: {'fires' if firing.fires else 'does not fire'}"
+                if firing.th_img is not None
+                else ""
+            )
+        )
         st.markdown(head)
-        st.image([enlarge(colorize(view.labels, palette)), enlarge(heatmap(view.confidence)),
-                  enlarge((view.edge_mask * 255).astype(np.uint8)), enlarge(heatmap(view.masked_confidence))],
-                 caption=["prediction", "pixel confidence", f"edge mask M (s={edges.size})",
-                          f"edge-masked confidence (w={edges.window})"])
-    st.dataframe(pd.DataFrame([{"exit": f.exit, "config": f.config, "c_img (edge-masked)": f.c_img,
-                                "c_img (plain)": f.c_img_plain, "th_img": f.th_img, "fires": f.fires}
-                               for f in firings]), hide_index=True, key="explorer_table")
+        st.image(
+            [
+                enlarge(colorize(view.labels, palette)),
+                enlarge(heatmap(view.confidence)),
+                enlarge((view.edge_mask * 255).astype(np.uint8)),
+                enlarge(heatmap(view.masked_confidence)),
+            ],
+            caption=[
+                "prediction",
+                "pixel confidence",
+                f"edge mask M (s={edges.size})",
+                f"edge-masked confidence (w={edges.window})",
+            ],
+        )
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "exit": f.exit,
+                    "config": f.config,
+                    "c_img (edge-masked)": f.c_img,
+                    "c_img (plain)": f.c_img_plain,
+                    "th_img": f.th_img,
+                    "fires": f.fires,
+                }
+                for f in firings
+            ]
+        ),
+        hide_index=True,
+        key="explorer_table",
+    )
 
     # the maps are on the page first; timing the deployed network against the full model takes a few passes more
-    measured = timing(path, f"{digest}-{input_size}", instance.describe() + f" s{edges.size} w{edges.window}",
-                      instance, x)
-    timing_slot.metric("measured, early exit", f"{measured.early_exit_ms:.1f} ms",
-                       f"{measured.speedup:.2f}x vs full {measured.full_ms:.1f} ms",
-                       delta_color="off", help="the deployed EarlyExitNet (it stops at the exit) and the original "
-                       "model's path, interleaved, median of 3 after a warm-up, batch 1, this machine")
+    measured = timing(
+        path, f"{digest}-{input_size}", instance.describe() + f" s{edges.size} w{edges.window}", instance, x
+    )
+    timing_slot.metric(
+        "measured, early exit",
+        f"{measured.early_exit_ms:.1f} ms",
+        f"{measured.speedup:.2f}x vs full {measured.full_ms:.1f} ms",
+        delta_color="off",
+        help="the deployed EarlyExitNet (it stops at the exit) and the original "
+        "model's path, interleaved, median of 3 after a warm-up, batch 1, this machine",
+    )
     if measured.exit != leave:
-        warning_slot.warning(f"The deployed network left at exit {measured.exit}, the maps say {leave}: "
-                             "please report this.")
+        warning_slot.warning(
+            f"The deployed network left at exit {measured.exit}, the maps say {leave}: please report this."
+        )

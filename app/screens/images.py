@@ -24,11 +24,18 @@ def table_of(study_path: str, description: str, _study: Study, _instance: Instan
 
 def filters(study: Study) -> tuple[str, str | None]:
     cols = st.columns([2, 1])
-    preset = cols[0].radio("show", list(PRESETS), horizontal=True, key="img_preset",
-                           captions=None, help="; ".join(f"{k}: {v}" for k, v in PRESETS.items()))
+    preset = cols[0].radio(
+        "show",
+        list(PRESETS),
+        horizontal=True,
+        key="img_preset",
+        captions=None,
+        help="; ".join(f"{k}: {v}" for k, v in PRESETS.items()),
+    )
     classes = list(study.cache.meta.get("classes") or [])
-    chosen = cols[1].selectbox("containing", [ANY_CLASS] + classes, key="img_class",
-                               help="only images whose labels hold this class")
+    chosen = cols[1].selectbox(
+        "containing", [ANY_CLASS] + classes, key="img_class", help="only images whose labels hold this class"
+    )
     return preset, (None if chosen == ANY_CLASS else chosen)
 
 
@@ -38,16 +45,24 @@ def chosen_image(study: Study, instance: Instance | None, row) -> None:
     index = int(row["image"])
     left, right = st.columns([1, 2])
     if not origin.on_disk:
-        right.info(f"The study's dataset ({origin.name} at {origin.root}) is not on this machine, so image {index} "
-                   "cannot be shown or opened in the explorer here; its figures above come from the study's cache.")
+        right.info(
+            f"The study's dataset ({origin.name} at {origin.root}) is not on this machine, so image {index} "
+            "cannot be shown or opened in the explorer here; its figures above come from the study's cache."
+        )
         return
     dataset = explorer.dataset_of(origin.name, origin.root, origin.options, origin.split, origin.groups)
     rgb, _ = dataset_sample(dataset, index)
     left.image(explorer.enlarge(rgb), caption=f"image {index}: {row['name']}")
-    right.markdown(f"**image {index}** leaves at exit {row['exit']} ({row['config']}): IoU {100 * row['IoU']:.1f}% "
-                   f"there, {100 * row['final IoU']:.1f}% at the final exit")
-    if right.button("open in the Confidence explorer", key="img_open", type="primary",
-                    help="every exit's maps for this image, with the same instance"):
+    right.markdown(
+        f"**image {index}** leaves at exit {row['exit']} ({row['config']}): IoU {100 * row['IoU']:.1f}% "
+        f"there, {100 * row['final IoU']:.1f}% at the final exit"
+    )
+    if right.button(
+        "open in the Confidence explorer",
+        key="img_open",
+        type="primary",
+        help="every exit's maps for this image, with the same instance",
+    ):
         state.send_to_explorer(study, index, instance)
         st.switch_page(st.Page(explorer.page, title="Confidence explorer", url_path="explorer"))
 
@@ -59,19 +74,31 @@ def page(study: Study) -> None:
     if instance is None:
         instance, source = Instance("input-dependent"), "the backbone (the study has no searched instance)"
     cache = study.cache
-    st.caption(f"Every image of the {cache.meta.get('split')} split ({cache.num_images}) under `{instance.describe()}` "
-               f"({instance.mode}), {source}: change it on the Thresholds or Pareto page. IoU is the image's own mIoU "
-               "(classes in its labels or prediction); loss = final IoU - IoU.")
+    st.caption(
+        f"Every image of the {cache.meta.get('split')} split ({cache.num_images}) under `{instance.describe()}` "
+        f"({instance.mode}), {source}: change it on the Thresholds or Pareto page. IoU is the image's own mIoU "
+        "(classes in its labels or prediction); loss = final IoU - IoU."
+    )
     table = table_of(str(study.path), f"{instance.mode} {instance.describe()}", study, instance)
     preset, contains = filters(study)
     shown = select_images(cache, table, preset, contains)
     st.caption(f"{len(shown)} images: {PRESETS[preset]}" + (f", containing {contains}" if contains else ""))
     percent = {c: st.column_config.NumberColumn(c, format="%.3f") for c in shown.columns if c.startswith("c_img")}
-    percent |= {c: st.column_config.ProgressColumn(c, format="percent", min_value=0.0, max_value=1.0)
-                for c in ("IoU", "final IoU", "best IoU")}
+    percent |= {
+        c: st.column_config.ProgressColumn(c, format="percent", min_value=0.0, max_value=1.0)
+        for c in ("IoU", "final IoU", "best IoU")
+    }
     percent["loss"] = st.column_config.NumberColumn("loss", format="percent")
-    event = st.dataframe(shown, hide_index=True, key="img_table", on_select="rerun", selection_mode="single-row",
-                         column_config=percent, height=420, width="stretch")
+    event = st.dataframe(
+        shown,
+        hide_index=True,
+        key="img_table",
+        on_select="rerun",
+        selection_mode="single-row",
+        column_config=percent,
+        height=420,
+        width="stretch",
+    )
     # one chooser per list (a widget keeps its value in the browser): a new preset or class shows its first image
     index = pick(shown, event.selection.rows if event else [], f"img_pick:{preset}:{contains or ''}")
     if index is None:

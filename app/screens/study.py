@@ -21,24 +21,57 @@ from mess_core.study_figures import ExitSpace, WorkloadProfile, exit_space, work
 def profile_figure(workload: WorkloadProfile) -> go.Figure:
     layers = workload.layers
     fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.add_trace(go.Bar(x=layers.index, y=layers["gflops"], name="GFLOPs of the layer", marker_color="#9aa5b1",
-                         customdata=layers[["name"]], hovertemplate="%{customdata[0]}<br>%{y:.4f} GFLOPs<extra></extra>"),
-                  secondary_y=False)
-    fig.add_trace(go.Scatter(x=layers.index, y=layers["cumulative"], name="cumulative GFLOPs", mode="lines",
-                             line={"color": "#1f77b4", "width": 2}), secondary_y=True)
+    fig.add_trace(
+        go.Bar(
+            x=layers.index,
+            y=layers["gflops"],
+            name="GFLOPs of the layer",
+            marker_color="#9aa5b1",
+            customdata=layers[["name"]],
+            hovertemplate="%{customdata[0]}<br>%{y:.4f} GFLOPs<extra></extra>",
+        ),
+        secondary_y=False,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=layers.index,
+            y=layers["cumulative"],
+            name="cumulative GFLOPs",
+            mode="lines",
+            line={"color": "#1f77b4", "width": 2},
+        ),
+        secondary_y=True,
+    )
     for index, position in workload.exit_positions.items():
-        fig.add_vline(x=position, line_dash="dot", line_color="#d62728",
-                      annotation_text=f"exit {index}", annotation_position="top")
-    fig.update_layout(height=380, margin={"t": 30, "b": 10}, legend={"orientation": "h", "y": -0.2},
-                      xaxis_title="layer (graph node, in execution order)")
+        fig.add_vline(
+            x=position,
+            line_dash="dot",
+            line_color="#d62728",
+            annotation_text=f"exit {index}",
+            annotation_position="top",
+        )
+    fig.update_layout(
+        height=380,
+        margin={"t": 30, "b": 10},
+        legend={"orientation": "h", "y": -0.2},
+        xaxis_title="layer (graph node, in execution order)",
+    )
     fig.update_yaxes(title_text="GFLOPs per layer", secondary_y=False, rangemode="tozero")
     fig.update_yaxes(title_text="cumulative GFLOPs", secondary_y=True, rangemode="tozero", showgrid=False)
     return fig
 
 
 def heatmap(frame: pd.DataFrame, title: str, scale: str, fmt: str) -> go.Figure:
-    fig = go.Figure(go.Heatmap(z=frame.to_numpy(), x=list(frame.columns), y=list(frame.index), colorscale=scale,
-                               texttemplate=f"%{{z:{fmt}}}", hovertemplate="%{y} at %{x}: %{z:" + fmt + "}<extra></extra>"))
+    fig = go.Figure(
+        go.Heatmap(
+            z=frame.to_numpy(),
+            x=list(frame.columns),
+            y=list(frame.index),
+            colorscale=scale,
+            texttemplate=f"%{{z:{fmt}}}",
+            hovertemplate="%{y} at %{x}: %{z:" + fmt + "}<extra></extra>",
+        )
+    )
     fig.update_layout(title=title, height=90 + 28 * len(frame), margin={"t": 40, "b": 10, "l": 10, "r": 10})
     fig.update_yaxes(autorange="reversed")
     return fig
@@ -46,35 +79,54 @@ def heatmap(frame: pd.DataFrame, title: str, scale: str, fmt: str) -> go.Figure:
 
 def report_set_section(study: Study) -> None:
     st.subheader("On other images")
-    st.caption("Every row as shipped (nothing re-tuned) on labelled images it was not tuned on: the study's report "
-               "split, or your own deployment images evaluated with `python -m mess_core study evaluate STUDY --data "
-               "... --data-root ... --cache FILE`. The Pareto page shows the selected instance there too.")
+    st.caption(
+        "Every row as shipped (nothing re-tuned) on labelled images it was not tuned on: the study's report "
+        "split, or your own deployment images evaluated with `python -m mess_core study evaluate STUDY --data "
+        "... --data-root ... --cache FILE`. The Pareto page shows the selected instance there too."
+    )
     chosen = choose_report_set(study)
     if chosen is None:
         return
     path, other = chosen
     rows = report_rows(str(study.path), path)
-    st.markdown(f"**{other.meta.get('dataset')} {other.meta.get('split')}"
-                + (f" [{','.join(other.meta['groups'])}]" if other.meta.get("groups") else "")
-                + f"**: {other.num_images} images, backbone {pct(float(other.head_miou()[other.final_head]))}; "
-                f"{int(rows['held'].dropna().sum())} of {len(rows['held'].dropna())} promises held")
-    shown = pd.DataFrame({
-        "mode": rows["mode"], "": rows["row"], "tuned mIoU %": 100 * rows["tuned_miou"],
-        "tuned speedup": rows["tuned_speedup"], "mIoU % here": 100 * rows["miou"],
-        "drop pp [90%]": [f"{r.drop_pp:.2f} [{r.drop_low:.2f}, {r.drop_high:.2f}]" for r in rows.itertuples()],
-        "speedup here": rows["speedup"], "images leave": [mix_text(m) for m in rows["exit_mix"]],
-        "promise": rows["promise"], "held": rows["held"].map({True: "yes", False: "no", None: ""}),
-    })
-    st.dataframe(shown.style.format({"tuned mIoU %": "{:.2f}", "mIoU % here": "{:.2f}", "tuned speedup": "{:.2f}x",
-                                     "speedup here": "{:.2f}x"}, na_rep="-"), hide_index=True, key="report_rows")
+    st.markdown(
+        f"**{other.meta.get('dataset')} {other.meta.get('split')}"
+        + (f" [{','.join(other.meta['groups'])}]" if other.meta.get("groups") else "")
+        + f"**: {other.num_images} images, backbone {pct(float(other.head_miou()[other.final_head]))}; "
+        f"{int(rows['held'].dropna().sum())} of {len(rows['held'].dropna())} promises held"
+    )
+    shown = pd.DataFrame(
+        {
+            "mode": rows["mode"],
+            "": rows["row"],
+            "tuned mIoU %": 100 * rows["tuned_miou"],
+            "tuned speedup": rows["tuned_speedup"],
+            "mIoU % here": 100 * rows["miou"],
+            "drop pp [90%]": [f"{r.drop_pp:.2f} [{r.drop_low:.2f}, {r.drop_high:.2f}]" for r in rows.itertuples()],
+            "speedup here": rows["speedup"],
+            "images leave": [mix_text(m) for m in rows["exit_mix"]],
+            "promise": rows["promise"],
+            "held": rows["held"].map({True: "yes", False: "no", None: ""}),
+        }
+    )
+    st.dataframe(
+        shown.style.format(
+            {"tuned mIoU %": "{:.2f}", "mIoU % here": "{:.2f}", "tuned speedup": "{:.2f}x", "speedup here": "{:.2f}x"},
+            na_rep="-",
+        ),
+        hide_index=True,
+        key="report_rows",
+    )
 
 
 def overview_section(study: Study, space: ExitSpace) -> None:
     manifest, cache = study.manifest, study.cache
     if manifest.get("description"):
         st.write(manifest["description"])
-    st.markdown(f"**{cache.meta.get('model', '?')}** on **{cache.meta.get('dataset')}**, figures on its "
-                f"`{cache.meta.get('split')}` split ({cache.num_images} images)")
+    st.markdown(
+        f"**{cache.meta.get('model', '?')}** on **{cache.meta.get('dataset')}**, figures on its "
+        f"`{cache.meta.get('split')}` split ({cache.num_images} images)"
+    )
     cols = st.columns(5)
     cols[0].metric("input", "x".join(map(str, cache.meta.get("input_size", []))))
     cols[1].metric("backbone mIoU", pct(space.final_miou))
@@ -83,8 +135,10 @@ def overview_section(study: Study, space: ExitSpace) -> None:
     cols[4].metric("configurations per exit", len(cache.configs))
     data = protocol_table(manifest)
     if data is not None:
-        st.markdown("**Which images fed which step** (groups are scenes: CamVid's drive, Cityscapes' city; a promise "
-                    "holds on new scenes only when it was tuned on scenes the network did not train on)")
+        st.markdown(
+            "**Which images fed which step** (groups are scenes: CamVid's drive, Cityscapes' city; a promise "
+            "holds on new scenes only when it was tuned on scenes the network did not train on)"
+        )
         st.dataframe(data, hide_index=True, key="protocol_table")
     if (warning := protocol_warning(manifest)) is not None and study.is_packed:
         st.warning(warning)
@@ -96,13 +150,20 @@ def space_section(study: Study, space: ExitSpace) -> None:
     if study.is_packed or code_allowed(study, where="study"):  # a run folder's profile is computed from its network
         workload = workload_profile(study.profile(consent=True))
         st.plotly_chart(profile_figure(workload), key="profile_chart", width="stretch")
-        st.dataframe(workload.exits.rename(columns={"index": "exit", "cost_fraction": "share of workload",
-                                           "gflops": "GFLOPs to here"}), hide_index=True, key="exit_table")
+        st.dataframe(
+            workload.exits.rename(
+                columns={"index": "exit", "cost_fraction": "share of workload", "gflops": "GFLOPs to here"}
+            ),
+            hide_index=True,
+            key="exit_table",
+        )
 
     st.subheader("Exit space")
-    st.caption(f"{len(cache.configs)} configurations at each of {cache.num_exits - 1} early exits: GFLOPs to reach the "
-               f"exit and run its head, and the exit's mIoU on {cache.meta.get('split')} "
-               f"(final exit {pct(space.final_miou)}, {space.backbone_gflops:.3f} GFLOPs)")
+    st.caption(
+        f"{len(cache.configs)} configurations at each of {cache.num_exits - 1} early exits: GFLOPs to reach the "
+        f"exit and run its head, and the exit's mIoU on {cache.meta.get('split')} "
+        f"(final exit {pct(space.final_miou)}, {space.backbone_gflops:.3f} GFLOPs)"
+    )
     left, right = st.columns(2)
     left.plotly_chart(heatmap(space.cost, "GFLOPs per image", "Blues", ".3f"), key="space_cost", width="stretch")
     right.plotly_chart(heatmap(100 * space.miou, "mIoU (%)", "Greens", ".1f"), key="space_miou", width="stretch")
@@ -112,68 +173,95 @@ def results_section(study: Study) -> None:
     st.subheader("Results")
     mode = st.radio("mode", MODES, index=2, horizontal=True, key="study_mode")
     if mode == "input-dependent" and study.latency() is not None:
-        st.caption("Latency measured in one run against the original model (eager, this study's build machine): "
-                   "ms per image at each batch size; speedups against the original.")
+        st.caption(
+            "Latency measured in one run against the original model (eager, this study's build machine): "
+            "ms per image at each batch size; speedups against the original."
+        )
         st.dataframe(end_to_end_table(study, intervals=True), hide_index=True, key="end_to_end")
     table = results(str(study.path), mode)
     rule = study.promise_rule
     if rule["confidence"] is not None:
-        st.caption(f"The min-cost rows and the naive policy were chosen to keep their drop at "
-                   f"{100 * rule['confidence']:g}% confidence on a fresh set of as many images"
-                   + (f", resampling scene blocks of {rule['block']} frames" if rule["block"] else "")
-                   + ", not only on the tuning images.")
-    shown = pd.DataFrame({
-        "": table["row"], "mIoU %": 100 * table["miou"],
-        f"drop pp [{100 * table.attrs.get('drop_level', 0.9):g}% interval]": interval_texts(table),
-        "GFLOPs": table["gflops"],
-        "CPU ms": table["latency_ms"], "speedup (GFLOPs)": table["speedup"],
-        "speedup (ms)": table.get("latency_speedup", np.nan), "exits used": table["exits"],
-    })
+        st.caption(
+            f"The min-cost rows and the naive policy were chosen to keep their drop at "
+            f"{100 * rule['confidence']:g}% confidence on a fresh set of as many images"
+            + (f", resampling scene blocks of {rule['block']} frames" if rule["block"] else "")
+            + ", not only on the tuning images."
+        )
+    shown = pd.DataFrame(
+        {
+            "": table["row"],
+            "mIoU %": 100 * table["miou"],
+            f"drop pp [{100 * table.attrs.get('drop_level', 0.9):g}% interval]": interval_texts(table),
+            "GFLOPs": table["gflops"],
+            "CPU ms": table["latency_ms"],
+            "speedup (GFLOPs)": table["speedup"],
+            "speedup (ms)": table.get("latency_speedup", np.nan),
+            "exits used": table["exits"],
+        }
+    )
     if "eval_miou" in table and study.report_cache is not None:
         shown.insert(2, f"mIoU % ({study.report_cache.meta.get('split')})", 100 * table["eval_miou"])
-    st.dataframe(shown.style.format({c: "{:.2f}" for c in shown.columns if c.startswith("mIoU")}
-                                    | {"GFLOPs": "{:.3f}", "CPU ms": "{:.2f}", "speedup (GFLOPs)": "{:.2f}x",
-                                       "speedup (ms)": "{:.2f}x"}, na_rep="-"),
-                 hide_index=True, key="results_table")
+    st.dataframe(
+        shown.style.format(
+            {c: "{:.2f}" for c in shown.columns if c.startswith("mIoU")}
+            | {"GFLOPs": "{:.3f}", "CPU ms": "{:.2f}", "speedup (GFLOPs)": "{:.2f}x", "speedup (ms)": "{:.2f}x"},
+            na_rep="-",
+        ),
+        hide_index=True,
+        key="results_table",
+    )
     if mode == "input-dependent":
         input_dependent_section(study)
 
 
 def input_dependent_section(study: Study) -> None:
-    st.markdown("**Transfer check**: each row's objective searched on one scene part of the tuning images and "
-                "scored on the other (both ways), against that part's final exit; a promise that only holds "
-                "where it was tuned will not hold on new scenes")
+    st.markdown(
+        "**Transfer check**: each row's objective searched on one scene part of the tuning images and "
+        "scored on the other (both ways), against that part's final exit; a promise that only holds "
+        "where it was tuned will not hold on new scenes"
+    )
     check = transfer(str(study.path), False)
-    if check is None and st.button("run the transfer check (this study was built before it; ~10 s)",
-                                   key="transfer_run"):
+    if check is None and st.button(
+        "run the transfer check (this study was built before it; ~10 s)", key="transfer_run"
+    ):
         check = transfer(str(study.path), True)
     if check is not None:
         st.dataframe(check, hide_index=True, key="transfer_table")
-    st.markdown("**Exit policies at equal accuracy** (speedup in average GFLOPs against the backbone, read off "
-                "each policy's front), against the oracle bound: the least cost any per-image exit choice over "
-                "the same instances reaches when it knows the labels")
+    st.markdown(
+        "**Exit policies at equal accuracy** (speedup in average GFLOPs against the backbone, read off "
+        "each policy's front), against the oracle bound: the least cost any per-image exit choice over "
+        "the same instances reaches when it knows the labels"
+    )
     st.dataframe(policy_comparison(study), hide_index=True, key="policy_table")
-    st.markdown("**Targets on this study** (the paper's figures for context)\n\n"
-                + "\n".join(f"- {line}" for line in headline(study)))
+    st.markdown(
+        "**Targets on this study** (the paper's figures for context)\n\n"
+        + "\n".join(f"- {line}" for line in headline(study))
+    )
 
 
 def classes_and_build_section(study: Study) -> None:
     st.markdown("**Where exits lose**: IoU per class of each exit's most accurate head and of the final exit")
     per_class = class_iou(str(study.path))
     percent = [c for c in per_class.columns if c not in ("exit", "config", "gflops")]
-    st.dataframe(per_class.style.format({c: "{:.1%}" for c in percent} | {"gflops": "{:.3f}"}, na_rep="-"),
-                 hide_index=True, key="class_iou")
+    st.dataframe(
+        per_class.style.format({c: "{:.1%}" for c in percent} | {"gflops": "{:.3f}"}, na_rep="-"),
+        hide_index=True,
+        key="class_iou",
+    )
     training = study.training_table()
     if training is not None:
         st.subheader("Stage 2 training variants")
-        st.caption("mIoU of every exit on the tuning split with one configuration: exit loss (cross-entropy, "
-                   "distillation, Positive Filtering Distillation), with or without exit-aware pre-training (stage 1)")
+        st.caption(
+            "mIoU of every exit on the tuning split with one configuration: exit loss (cross-entropy, "
+            "distillation, Positive Filtering Distillation), with or without exit-aware pre-training (stage 1)"
+        )
         st.dataframe(training, hide_index=True, key="training_table")
     if study.is_packed:
         with st.expander("how this study was built"):
             st.code(study.manifest.get("command", ""), language="bash")
-            st.json({k: study.manifest.get(k) for k in ("built", "machine", "versions", "wall_seconds")},
-                    expanded=False)
+            st.json(
+                {k: study.manifest.get(k) for k in ("built", "machine", "versions", "wall_seconds")}, expanded=False
+            )
 
 
 @guarded

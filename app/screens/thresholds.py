@@ -46,8 +46,9 @@ def controls_and_figures(study: Study) -> None:
         st.session_state["thr_th_pix"] = start.th_pix
     th_pix = top[0].select_slider("th_pix", grid, key="thr_th_pix")
     kept = top[1].multiselect("kept exits", list(range(1, cache.num_exits)), key="thr_exits")
-    if optimum is not None and top[2].button("load the searched optimum", key="thr_load",
-                                             help=f"the study's '{OPTIMUM_ROW.label}' instance"):
+    if optimum is not None and top[2].button(
+        "load the searched optimum", key="thr_load", help=f"the study's '{OPTIMUM_ROW.label}' instance"
+    ):
         load_into_sliders(study, optimum)
         st.rerun(scope="fragment")
     configs, th_img = {}, {}
@@ -63,25 +64,33 @@ def controls_and_figures(study: Study) -> None:
 
     m = st.columns(5)
     interval = figures.drop_interval
-    m[0].metric("mIoU", pct(figures.miou), f"{-figures.drop_pp:+.2f} pp vs backbone",
-                help=f"mIoU {interval.describe()}" if interval else None)
-    m[1].metric("average GFLOPs", f"{figures.gflops:.3f}", f"backbone {figures.backbone_gflops:.3f}",
-                delta_color="off")
+    m[0].metric(
+        "mIoU",
+        pct(figures.miou),
+        f"{-figures.drop_pp:+.2f} pp vs backbone",
+        help=f"mIoU {interval.describe()}" if interval else None,
+    )
+    m[1].metric("average GFLOPs", f"{figures.gflops:.3f}", f"backbone {figures.backbone_gflops:.3f}", delta_color="off")
     m[2].metric("speedup (GFLOPs)", f"{figures.speedup:.2f}x")
     if figures.measured:
-        m[3].metric("CPU latency (cache)", f"{figures.latency_ms:.2f} ms", f"{figures.latency_speedup:.2f}x",
-                    delta_color="off")
+        m[3].metric(
+            "CPU latency (cache)", f"{figures.latency_ms:.2f} ms", f"{figures.latency_speedup:.2f}x", delta_color="off"
+        )
     m[4].metric("images leaving early", pct(figures.left_early))
     if interval is not None:
-        st.caption(f"mIoU {interval.describe()}: another sample of images like these would show a drop in this "
-                   "range; the search can choose by it (Pareto page, 'keep it on new images')")
+        st.caption(
+            f"mIoU {interval.describe()}: another sample of images like these would show a drop in this "
+            "range; the search can choose by it (Pareto page, 'keep it on new images')"
+        )
     st.caption(f"instance: `{instance.describe() if instance.exits else 'backbone only (no exit kept)'}`")
 
     if optimum is not None:
         best = threshold_summary(cache, optimum)
-        st.caption(f"searched optimum ({OPTIMUM_ROW.label}): {optimum.describe()}: mIoU {pct(best.miou)}, "
-                   f"{best.gflops:.3f} GFLOPs, {best.speedup:.2f}x"
-                   + (f"; {best.drop_interval.describe()}" if best.drop_interval else ""))
+        st.caption(
+            f"searched optimum ({OPTIMUM_ROW.label}): {optimum.describe()}: mIoU {pct(best.miou)}, "
+            f"{best.gflops:.3f} GFLOPs, {best.speedup:.2f}x"
+            + (f"; {best.drop_interval.describe()}" if best.drop_interval else "")
+        )
 
     left, right = st.columns(2)
     hist = figures.histogram
@@ -90,16 +99,27 @@ def controls_and_figures(study: Study) -> None:
     fig.update_layout(title="where images leave", height=340, margin={"t": 40, "b": 10}, yaxis_title="images")
     left.plotly_chart(fig, key="thr_hist", width="stretch")
     per_class = figures.per_class
-    fig = go.Figure([go.Bar(x=per_class["class"], y=100 * per_class["IoU"], name="this instance"),
-                     go.Bar(x=per_class["class"], y=100 * per_class["backbone IoU"], name="backbone")])
-    fig.update_layout(title="IoU per class (%)", height=340, margin={"t": 40, "b": 10}, barmode="group",
-                      legend={"orientation": "h", "y": -0.25})
+    fig = go.Figure(
+        [
+            go.Bar(x=per_class["class"], y=100 * per_class["IoU"], name="this instance"),
+            go.Bar(x=per_class["class"], y=100 * per_class["backbone IoU"], name="backbone"),
+        ]
+    )
+    fig.update_layout(
+        title="IoU per class (%)",
+        height=340,
+        margin={"t": 40, "b": 10},
+        barmode="group",
+        legend={"orientation": "h", "y": -0.25},
+    )
     right.plotly_chart(fig, key="thr_classes", width="stretch")
 
 
 @guarded
 def page(study: Study) -> None:
     st.title("Thresholds")
-    st.caption(f"Every figure is exact on the {study.cache.meta.get('split')} split ({study.cache.num_images} images) "
-               "from the study's evaluation cache: no network runs while you move a slider.")
+    st.caption(
+        f"Every figure is exact on the {study.cache.meta.get('split')} split ({study.cache.num_images} images) "
+        "from the study's evaluation cache: no network runs while you move a slider."
+    )
     controls_and_figures(study)

@@ -21,8 +21,9 @@ COMMANDS = (profile, train, check_data, cache, search, bench, study, export)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m mess_core", description="MESS Explorer engine")
-    parser.add_argument("--debug", action="store_true",
-                        help="on failure, show the full Python traceback instead of a one-line message")
+    parser.add_argument(
+        "--debug", action="store_true", help="on failure, show the full Python traceback instead of a one-line message"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(sub)
@@ -51,9 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # our commands return their status: an exit from inside is a model's (or a library's)
         if args.debug:
             raise
-        print(f"error: the model's code (or a library it calls) ended the program with sys.exit({exc.code!r}) "
-              f"during `{args.command}`; a model must not call sys.exit() or exit(): remove that call",
-              file=sys.stderr)
+        print(
+            f"error: the model's code (or a library it calls) ended the program with sys.exit({exc.code!r}) "
+            f"during `{args.command}`; a model must not call sys.exit() or exit(): remove that call",
+            file=sys.stderr,
+        )
         return 2
     except MessError as exc:
         if args.debug:
@@ -68,7 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if fault is not None:
             print(f"error: {_one_line(fault)}", file=sys.stderr)
             return 2
-        print(f"error: unexpected {type(exc).__name__} in `{args.command}`: {_one_line(exc)}. This is a bug, not "
-              "bad input: rerun with --debug (python -m mess_core --debug ...) for the traceback and report it",
-              file=sys.stderr)
+        print(
+            f"error: unexpected {type(exc).__name__} in `{args.command}`: {_one_line(exc)}. This is a bug, not "
+            "bad input: rerun with --debug (python -m mess_core --debug ...) for the traceback and report it",
+            file=sys.stderr,
+        )
         return 1

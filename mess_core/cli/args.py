@@ -1,18 +1,18 @@
 """Argument types and arguments more than one command shares: each written once here.
 
-    >>> size("180x240"), floats("0.5, 0.9"), ints("1,3"), key_value("size=[48, 64]")
-    ((180, 240), (0.5, 0.9), (1, 3), ('size', [48, 64]))
-    >>> positive_int("0")
-    Traceback (most recent call last):
-    argparse.ArgumentTypeError: expected a whole number above 0, got '0'
-    >>> positive_float("1e-3"), fraction("1"), non_negative_int("0"), fractions("0.5,0.9"), odd_positive_int("3")
-    (0.001, 1.0, 0, (0.5, 0.9), 3)
-    >>> positive_float("nan")
-    Traceback (most recent call last):
-    argparse.ArgumentTypeError: expected a number above 0, got 'nan'
-    >>> fractions("0.5,2")
-    Traceback (most recent call last):
-    argparse.ArgumentTypeError: expected comma-separated numbers from 0 to 1, e.g. 0.5,0.9, got '0.5,2'
+>>> size("180x240"), floats("0.5, 0.9"), ints("1,3"), key_value("size=[48, 64]")
+((180, 240), (0.5, 0.9), (1, 3), ('size', [48, 64]))
+>>> positive_int("0")
+Traceback (most recent call last):
+argparse.ArgumentTypeError: expected a whole number above 0, got '0'
+>>> positive_float("1e-3"), fraction("1"), non_negative_int("0"), fractions("0.5,0.9"), odd_positive_int("3")
+(0.001, 1.0, 0, (0.5, 0.9), 3)
+>>> positive_float("nan")
+Traceback (most recent call last):
+argparse.ArgumentTypeError: expected a number above 0, got 'nan'
+>>> fractions("0.5,2")
+Traceback (most recent call last):
+argparse.ArgumentTypeError: expected comma-separated numbers from 0 to 1, e.g. 0.5,0.9, got '0.5,2'
 """
 
 from __future__ import annotations
@@ -32,10 +32,34 @@ from ..errors import MessError
 from ..io import OutputError, output_target
 from ..models.trust import CONSENT_FLAG
 
-__all__ = ["Parser", "size", "floats", "fractions", "ints", "positive_int", "non_negative_int", "odd_positive_int",
-           "positive_float", "non_negative_float", "side", "class_count", "fraction", "confidence_level", "device",
-           "folder", "output_file", "key_value", "add_data_option", "add_trust", "declare_files", "check_outputs",
-           "eval_dataset", "MODEL_HELP", "add_convert_options", "convert_options_of"]
+__all__ = [
+    "Parser",
+    "size",
+    "floats",
+    "fractions",
+    "ints",
+    "positive_int",
+    "non_negative_int",
+    "odd_positive_int",
+    "positive_float",
+    "non_negative_float",
+    "side",
+    "class_count",
+    "fraction",
+    "confidence_level",
+    "device",
+    "folder",
+    "output_file",
+    "key_value",
+    "add_data_option",
+    "add_trust",
+    "declare_files",
+    "check_outputs",
+    "eval_dataset",
+    "MODEL_HELP",
+    "add_convert_options",
+    "convert_options_of",
+]
 
 
 class Parser(argparse.ArgumentParser):
@@ -48,22 +72,30 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {text} (--help lists the arguments)\n")
 
 
-def _number(text: str, *, whole: bool, low: float | None = None, above: bool = False, high: float | None = None,
-            expected: str) -> Any:
+def _number(
+    text: str, *, whole: bool, low: float | None = None, above: bool = False, high: float | None = None, expected: str
+) -> Any:
     """``text`` as a finite number (an int when ``whole``) from ``low`` (excluded when ``above``) to ``high``, or an
     ArgumentTypeError saying ``expected``."""
     try:
         value = int(text) if whole else float(text)
     except ValueError:
         value = None
-    ok = value is not None and math.isfinite(value) and (low is None or value > low or (not above and value == low)) \
+    ok = (
+        value is not None
+        and math.isfinite(value)
+        and (low is None or value > low or (not above and value == low))
         and (high is None or value <= high)
+    )
     if not ok:
         raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
 
-MODEL_HELP = ("a registered model ({}), an import path package.module:callable or a file path/to/file.py:callable "
-              "(the callable returns an nn.Module; it may take num_classes)")
+
+MODEL_HELP = (
+    "a registered model ({}), an import path package.module:callable or a file path/to/file.py:callable "
+    "(the callable returns an nn.Module; it may take num_classes)"
+)
 
 
 MAX_SIDE = 16_384  # pixels a side, as a study's crop (mess_core.training.config.SIZE_LIMIT)
@@ -74,8 +106,9 @@ def size(text: str) -> tuple[int, int]:
     """``HxW`` (e.g. ``180x240``) as (height, width)."""
     parts = text.lower().split("x")
     if len(parts) != 2 or not all(p.strip().isdigit() and 0 < int(p) <= MAX_SIDE for p in parts):
-        raise argparse.ArgumentTypeError(f"expected HxW in pixels (1 to {MAX_SIDE:,} a side), e.g. 180x240, got "
-                                         f"{text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected HxW in pixels (1 to {MAX_SIDE:,} a side), e.g. 180x240, got {text!r}"
+        )
     return int(parts[0]), int(parts[1])
 
 
@@ -209,10 +242,19 @@ def split_expression(text: str) -> str:
 
 def add_selection(parser: argparse.ArgumentParser, *, default: str | None = "val", default_help: str = "") -> None:
     """``--split`` (pooled with '+') and ``--groups``: which images of the dataset a command reads."""
-    parser.add_argument("--split", default=default, type=split_expression,
-                        help=f"split, or splits pooled with '+' (train+val); default {default_help or default}")
-    parser.add_argument("--groups", type=groups, default=(), metavar="G1,G2",
-                        help="keep only images of these groups (scenes: CamVid's sequence, Cityscapes' city)")
+    parser.add_argument(
+        "--split",
+        default=default,
+        type=split_expression,
+        help=f"split, or splits pooled with '+' (train+val); default {default_help or default}",
+    )
+    parser.add_argument(
+        "--groups",
+        type=groups,
+        default=(),
+        metavar="G1,G2",
+        help="keep only images of these groups (scenes: CamVid's sequence, Cityscapes' city)",
+    )
 
 
 def declare_files(parser: argparse.ArgumentParser, *, reads: Sequence[str], writes: Sequence[str]) -> None:
@@ -244,29 +286,42 @@ def _real(path: Path) -> Path:
         return path.absolute()
 
 
+def _flag(name: str) -> str:
+    """How an argument is spelled on the command line (positional ones by their name)."""
+    return name if name in ("study", "config") else "--" + name.replace("_", "-")
+
+
 def check_outputs(args: argparse.Namespace) -> None:
     """Refuse to run a command whose output would overwrite one of its inputs: the same file (through links too), an
     output inside an input folder (a study), or an output folder that holds an input."""
-    reads = [(name, p) for name in getattr(args, "reads", ())
-             for p in _paths(getattr(args, name, None), model=name == "model")]
+    reads = [
+        (name, p)
+        for name in getattr(args, "reads", ())
+        for p in _paths(getattr(args, name, None), model=name == "model")
+    ]
     for out_name in getattr(args, "writes", ()):
         for out in _paths(getattr(args, out_name, None)):
             o = _real(out)
             for in_name, given in reads:
                 i = _real(given)
                 if o == i or i in o.parents or o in i.parents:
-                    flag = lambda name: "--" + name.replace("_", "-") if name not in ("study", "config") else name
                     how = "is" if o == i else ("lies inside" if i in o.parents else "holds")
-                    raise MessError(f"{flag(out_name)} {out} {how} {flag(in_name)} {given}: a command never writes "
-                                    f"over or into what it reads; write {flag(out_name)} somewhere else")
+                    raise MessError(
+                        f"{_flag(out_name)} {out} {how} {_flag(in_name)} {given}: a command never writes "
+                        f"over or into what it reads; write {_flag(out_name)} somewhere else"
+                    )
 
 
 def add_trust(parser: argparse.ArgumentParser) -> None:
     """``--trust-model-code``: consent to build a recorded model that runs Python this machine did not record."""
-    parser.add_argument(CONSENT_FLAG, action="store_true", dest="trust_model_code",
-                        help="build the model even when its recorded source (an import path or a model file, in a "
-                        "study or weights file made elsewhere) runs Python this machine did not record; read that "
-                        "code first: it runs with your permissions")
+    parser.add_argument(
+        CONSENT_FLAG,
+        action="store_true",
+        dest="trust_model_code",
+        help="build the model even when its recorded source (an import path or a model file, in a "
+        "study or weights file made elsewhere) runs Python this machine did not record; read that "
+        "code first: it runs with your permissions",
+    )
 
 
 def key_value(text: str) -> tuple[str, Any]:
@@ -289,24 +344,43 @@ def add_convert_options(parser: argparse.ArgumentParser) -> None:
     """How the model is converted: ``--backbone``, ``--leaf-module`` (repeatable), ``--output-key``, ``--cost``,
     ``--exit-feature``."""
     parser.add_argument("--backbone", help="the submodule that carries the exits (default: found from the model)")
-    parser.add_argument("--leaf-module", action="append", default=[], metavar="NAME",
-                        help="a submodule tracing keeps as one opaque step (code torch.fx cannot trace; repeatable)")
+    parser.add_argument(
+        "--leaf-module",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a submodule tracing keeps as one opaque step (code torch.fx cannot trace; repeatable)",
+    )
     parser.add_argument("--output-key", help="the key of the logits when the model returns a dict (default 'out')")
-    parser.add_argument("--cost", choices=("flops", "latency"),
-                        help="what exits are spread evenly over (default flops)")
-    parser.add_argument("--exit-feature", choices=("latest", "highest-resolution"),
-                        help="which live feature map an exit reads where several cross a cut (multi-branch models; "
-                        "default latest)")
+    parser.add_argument(
+        "--cost", choices=("flops", "latency"), help="what exits are spread evenly over (default flops)"
+    )
+    parser.add_argument(
+        "--exit-feature",
+        choices=("latest", "highest-resolution"),
+        help="which live feature map an exit reads where several cross a cut (multi-branch models; default latest)",
+    )
 
 
 def convert_options_of(args: argparse.Namespace) -> dict[str, Any]:
     """The ``convert`` options :func:`add_convert_options`' arguments give (only those set)."""
-    options = {"backbone": args.backbone, "leaf_modules": list(args.leaf_module) or None,
-               "output_key": args.output_key, "cost": args.cost, "exit_feature": args.exit_feature}
+    options = {
+        "backbone": args.backbone,
+        "leaf_modules": list(args.leaf_module) or None,
+        "output_key": args.output_key,
+        "cost": args.cost,
+        "exit_feature": args.exit_feature,
+    }
     return {k: v for k, v in options.items() if v is not None}
 
 
 def eval_dataset(args: argparse.Namespace) -> Any:
     """The evaluation dataset ``--data``, ``--data-root``, ``--split``, ``--size`` and ``--data-option`` name."""
-    return build_dataset(args.data, root=args.data_root, split=args.split, groups=args.groups,
-                         transform=eval_transform(size=args.size), **dict(args.data_option))
+    return build_dataset(
+        args.data,
+        root=args.data_root,
+        split=args.split,
+        groups=args.groups,
+        transform=eval_transform(size=args.size),
+        **dict(args.data_option),
+    )

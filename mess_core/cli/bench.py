@@ -29,8 +29,10 @@ from .args import (
 
 
 def add_parser(sub: Any) -> None:
-    b = sub.add_parser("bench", help="time the original model and deployed instances side by side (eager, "
-                       "onnxruntime, CUDA when present)")
+    b = sub.add_parser(
+        "bench",
+        help="time the original model and deployed instances side by side (eager, onnxruntime, CUDA when present)",
+    )
     b.add_argument("--multi-exit", required=True, help="multi_exit.pt written by stage 2")
     b.add_argument("--instance", action="append", default=[], help="an instance JSON from the search (repeatable)")
     b.add_argument("--data", default="synthetic")
@@ -45,28 +47,40 @@ def add_parser(sub: Any) -> None:
     b.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
     b.add_argument("--skip", nargs="*", default=[], choices=["cuda"], help="leave out CUDA even when present")
     b.add_argument("--out", type=output_file, help="write every measurement as JSON")
-    b.add_argument("--into-cache", type=output_file, help="write the per-stage and per-head latency into this evaluation cache")
+    b.add_argument(
+        "--into-cache", type=output_file, help="write the per-stage and per-head latency into this evaluation cache"
+    )
     declare_files(b, reads=("multi_exit", "instance"), writes=("out",))
     b.set_defaults(run=run)
 
 
 def _print_table(table: pd.DataFrame) -> None:
-    shown = table.assign(exits=table.exit_fractions.map(
-        lambda f: "" if not f else " ".join(f"{k}:{100 * v:.0f}%" for k, v in sorted(f.items()))))
+    shown = table.assign(
+        exits=table.exit_fractions.map(
+            lambda f: "" if not f else " ".join(f"{k}:{100 * v:.0f}%" for k, v in sorted(f.items()))
+        )
+    )
     print("\nlatency per image (mean over images and rounds; median and p90 per batch), speedup vs original")
-    print(shown[["engine", "batch", "variant", "ms_per_image", "median_ms", "p90_ms", "speedup", "exits"]]
-          .to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print(
+        shown[["engine", "batch", "variant", "ms_per_image", "median_ms", "p90_ms", "speedup", "exits"]].to_string(
+            index=False, float_format=lambda v: f"{v:.2f}"
+        )
+    )
     for engine, group in table.groupby(["engine", "batch"]):
         ms = dict(zip(group.variant, group.ms_per_image))
-        print(f"{engine[0]} batch {engine[1]}: converted network, no exit kept, vs original: "
-              f"{100 * (ms['converted'] / ms['original'] - 1):+.1f}%")
+        print(
+            f"{engine[0]} batch {engine[1]}: converted network, no exit kept, vs original: "
+            f"{100 * (ms['converted'] / ms['original'] - 1):+.1f}%"
+        )
 
 
 def _into_cache(path: str, size: tuple[int, ...], stage_ms: Any, head_ms: dict[int, dict[str, float]]) -> int:
     cache = EvaluationCache.load(path)
     if tuple(cache.meta.get("input_size", ())) != size:
-        print(f"{path}: its images are {cache.meta.get('input_size')}, these {list(size)}; latency not written",
-              file=sys.stderr)
+        print(
+            f"{path}: its images are {cache.meta.get('input_size')}, these {list(size)}; latency not written",
+            file=sys.stderr,
+        )
         return 1
     cache.stage_ms = np.asarray(stage_ms, float)
     cache.head_ms = np.asarray([[head_ms[e][c] for c in cache.configs] for e in range(1, cache.num_exits)])
@@ -88,21 +102,34 @@ def run(args: argparse.Namespace) -> int:
     print(f"{meta['model']}, {len(images)} {args.data} {args.split} images at {size[0]}x{size[1]}; {machine()}")
     frames = []
     for engine in engines:
-        frames.append(bench(net, model, instances, images, batch_sizes=args.batch, repeats=args.repeats,
-                            engines=["eager" if engine == "cuda" else engine],
-                            device="cuda" if engine == "cuda" else "cpu"))
+        frames.append(
+            bench(
+                net,
+                model,
+                instances,
+                images,
+                batch_sizes=args.batch,
+                repeats=args.repeats,
+                engines=["eager" if engine == "cuda" else engine],
+                device="cuda" if engine == "cuda" else "cpu",
+            )
+        )
     table = pd.concat(frames, ignore_index=True)
     _print_table(table)
     for name, inst in instances.items():
         if inst.mode == "input-dependent" and inst.exits:
             o = policy_overhead(net, inst, images[: min(8, len(images))])
-            print(f"{name}: exit rule {o['policy_ms']:.2f} ms vs the shallowest kept exit's path (exit {o['exit']}) "
-                  f"{o['path_ms']:.2f} ms = {100 * o['ratio']:.1f}% (batch 1, eager)")
+            print(
+                f"{name}: exit rule {o['policy_ms']:.2f} ms vs the shallowest kept exit's path (exit {o['exit']}) "
+                f"{o['path_ms']:.2f} ms = {100 * o['ratio']:.1f}% (batch 1, eager)"
+            )
     stage_ms, head_ms = stage_latency(net, size, repeats=args.repeats * 2)
     print("\nper-stage latency (ms, batch 1, eager): " + ", ".join(f"{i}: {v:.2f}" for i, v in enumerate(stage_ms, 1)))
     for exit, row in head_ms.items():
-        print(f"exit {exit} heads (ms): "
-              + ", ".join(f"{c} {v:.2f}" for c, v in sorted(row.items(), key=lambda kv: kv[1])))
+        print(
+            f"exit {exit} heads (ms): "
+            + ", ".join(f"{c} {v:.2f}" for c, v in sorted(row.items(), key=lambda kv: kv[1]))
+        )
     if args.out:
         atomic_write_text(args.out, table.to_json(orient="records", indent=1))
         print(f"wrote {args.out}")

@@ -27,8 +27,11 @@ from .args import (
 
 
 def add_parser(sub: Any) -> None:
-    k = sub.add_parser("cache", help="evaluate every exit x configuration of a trained multi-exit network on a split, "
-                       "once, into an evaluation cache for the search and the app")
+    k = sub.add_parser(
+        "cache",
+        help="evaluate every exit x configuration of a trained multi-exit network on a split, "
+        "once, into an evaluation cache for the search and the app",
+    )
     k.add_argument("--multi-exit", required=True, help="multi_exit.pt written by stage 2 (train --stage exits)")
     k.add_argument("--data", required=True, help="synthetic, camvid, cityscapes, voc or folder")
     k.add_argument("--data-root", help="dataset folder (all but synthetic)")
@@ -41,10 +44,12 @@ def add_parser(sub: Any) -> None:
     k.add_argument("--device", type=device, help="cuda or cpu (default: cuda when available)")
     add_trust(k)
     k.add_argument("--latency", action="store_true", help="also measure every stage's and head's latency (batch 1)")
-    k.add_argument("--th-pix", type=fractions,
-                   help="comma-separated th_pix grid the cache answers for (default 0.5..0.99)")
-    k.add_argument("--edge-size", type=odd_positive_int, default=3,
-                   help="edge masking: structuring element size s (odd)")
+    k.add_argument(
+        "--th-pix", type=fractions, help="comma-separated th_pix grid the cache answers for (default 0.5..0.99)"
+    )
+    k.add_argument(
+        "--edge-size", type=odd_positive_int, default=3, help="edge masking: structuring element size s (odd)"
+    )
     k.add_argument("--edge-window", type=odd_positive_int, default=7, help="edge masking: median window w (odd)")
     declare_files(k, reads=("multi_exit",), writes=("out",))
     k.set_defaults(run=run)
@@ -56,16 +61,33 @@ def run(args: argparse.Namespace) -> int:
     net.to(device)
     dataset = eval_dataset(args)
     edges = EdgeMasking(size=args.edge_size, window=args.edge_window)
-    print(f"evaluating {meta['model']} ({net.num_exits} exits x {len(meta['exit_space']['1'])} configurations) on "
-          f"{args.data} {args.split}: {len(dataset) if args.limit is None else min(args.limit, len(dataset))} images")
-    cache = build_cache(net, dataset, model=meta["model"], dataset_name=args.data, split=args.split,
-                        batch_size=args.batch_size, device=device, th_pix_grid=args.th_pix or TH_PIX_GRID,
-                        edges=edges, latency=args.latency, limit=args.limit,
-                        extra_meta={"source": str(args.multi_exit), "command": " ".join(sys.argv)})
+    print(
+        f"evaluating {meta['model']} ({net.num_exits} exits x {len(meta['exit_space']['1'])} configurations) on "
+        f"{args.data} {args.split}: {len(dataset) if args.limit is None else min(args.limit, len(dataset))} images"
+    )
+    cache = build_cache(
+        net,
+        dataset,
+        model=meta["model"],
+        dataset_name=args.data,
+        split=args.split,
+        batch_size=args.batch_size,
+        device=device,
+        th_pix_grid=args.th_pix or TH_PIX_GRID,
+        edges=edges,
+        latency=args.latency,
+        limit=args.limit,
+        extra_meta={"source": str(args.multi_exit), "command": " ".join(sys.argv)},
+    )
     cache.save(args.out)
     miou = cache.head_miou()
-    print(f"final exit mIoU {100 * miou[cache.final_head]:.2f}%, {cache.stage_gflops.sum():.3f} GFLOPs; best early "
-          f"head per exit: " + ", ".join(f"{100 * miou[(i - 1) * len(cache.configs):i * len(cache.configs)].max():.1f}%"
-                                         for i in range(1, cache.num_exits)))
+    print(
+        f"final exit mIoU {100 * miou[cache.final_head]:.2f}%, {cache.stage_gflops.sum():.3f} GFLOPs; best early "
+        f"head per exit: "
+        + ", ".join(
+            f"{100 * miou[(i - 1) * len(cache.configs) : i * len(cache.configs)].max():.1f}%"
+            for i in range(1, cache.num_exits)
+        )
+    )
     print(f"wrote {args.out}")
     return 0

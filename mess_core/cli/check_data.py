@@ -23,8 +23,10 @@ def run(args: argparse.Namespace) -> int:
     split = args.split or (None if args.data == "folder" else "train")
     dataset = build_dataset(args.data, root=args.data_root, split=split)
     info = dataset.info
-    print(f"{info.name} {split or '(no split)'}: {len(dataset)} samples, {info.num_classes} classes "
-          f"({', '.join(info.classes)}), ignore index {info.ignore_index}")
+    print(
+        f"{info.name} {split or '(no split)'}: {len(dataset)} samples, {info.num_classes} classes "
+        f"({', '.join(info.classes)}), ignore index {info.ignore_index}"
+    )
     problems = dataset.validate(limit=args.limit)
     checked = len(dataset) if args.limit is None else min(args.limit, len(dataset))
     for line in problems:

@@ -40,20 +40,29 @@ TOLERANCE = 1e-4  # per logit, relative to the largest logit's magnitude (and at
 
 
 def add_parser(sub: Any) -> None:
-    e = sub.add_parser("export", help="export a chosen instance of a study to ONNX (one file per stage and head)",
-                       description="Export an instance of a study's network to ONNX files for onnxruntime, verify "
-                       "them against PyTorch on a sample batch and write them to a new folder.")
+    e = sub.add_parser(
+        "export",
+        help="export a chosen instance of a study to ONNX (one file per stage and head)",
+        description="Export an instance of a study's network to ONNX files for onnxruntime, verify "
+        "them against PyTorch on a sample batch and write them to a new folder.",
+    )
     e.add_argument("study", help="study folder (precomputed/<name>) or run folder (multi_exit.pt and a cache)")
     which = e.add_mutually_exclusive_group(required=True)
     which.add_argument("--instance", metavar="FILE", help="instance JSON (the app's Pareto page, or `search --out`)")
-    which.add_argument("--row", choices=[r.value for r in Row],
-                       help="a row of the study's results table instead of a file")
+    which.add_argument(
+        "--row", choices=[r.value for r in Row], help="a row of the study's results table instead of a file"
+    )
     e.add_argument("--mode", choices=MODES, default="input-dependent", help="with --row: the results table's mode")
-    e.add_argument("--onnx", required=True, type=folder, metavar="DIR",
-                   help="folder to create (must not exist, or be empty)")
+    e.add_argument(
+        "--onnx", required=True, type=folder, metavar="DIR", help="folder to create (must not exist, or be empty)"
+    )
     e.add_argument("--size", type=size, help="HxW the files are exported for (default: the study's input size)")
-    e.add_argument("--images", type=positive_int, default=4,
-                   help="images of the verification batch (the study's split when it loads, else seeded noise)")
+    e.add_argument(
+        "--images",
+        type=positive_int,
+        default=4,
+        help="images of the verification batch (the study's split when it loads, else seeded noise)",
+    )
     e.add_argument("--data-root", help="where the study's dataset lives on this machine (default: its data_root)")
     add_trust(e)
     declare_files(e, reads=("study", "instance"), writes=("onnx",))
@@ -67,8 +76,9 @@ def _check_destination(out: Path) -> None:
         raise ExportError(f"{out}: exists and is not empty; choose a new --onnx folder or remove this one first")
 
 
-def chosen_instance(study: Any, *, file: str | None = None, row: str | None = None,
-                    mode: str = "input-dependent") -> tuple[Instance, str]:
+def chosen_instance(
+    study: Any, *, file: str | None = None, row: str | None = None, mode: str = "input-dependent"
+) -> tuple[Instance, str]:
     """The instance ``file`` holds, or that of results ``row`` in the ``mode`` table of ``study``, and a name of where
     it came from for messages."""
     if file is not None:
@@ -77,12 +87,14 @@ def chosen_instance(study: Any, *, file: str | None = None, row: str | None = No
     table = study.results(mode)
     found = table[[Row(row) is r for r in table["id"]]]
     if found.empty:
-        raise ExportError(f"{where}: not in the results table (rows: "
-                          f"{', '.join(r.value for r in table['id'] if r is not None)})")
+        raise ExportError(
+            f"{where}: not in the results table (rows: {', '.join(r.value for r in table['id'] if r is not None)})"
+        )
     instance = found["instance"].iloc[0]
     if instance is None:
-        raise ExportError(f"{where}: a bound that knows each image's labels, not a deployable instance; "
-                          "choose another --row")
+        raise ExportError(
+            f"{where}: a bound that knows each image's labels, not a deployable instance; choose another --row"
+        )
     return instance, where
 
 
@@ -95,11 +107,14 @@ def _check_shipped(study: Any, instance: Instance, where: str) -> None:
                 f"{where}: exit {kept.exit} uses head '{kept.config}', which study {study.name} does not ship (its "
                 f"manifest.json lists it under unshipped_heads: heavy configurations ship only where a stored "
                 f"instance uses them); choose an instance with shipped heads, or export from the run folder the "
-                f"study was built from (runs/{study.name}/exits)")
+                f"study was built from (runs/{study.name}/exits)"
+            )
     model = (instance.source or {}).get("model")
     if model and study.manifest.get("model") and model != study.manifest["model"]:
-        raise ExportError(f"{where}: searched on model {model!r} but study {study.name} holds "
-                          f"{study.manifest['model']!r}; choose an instance of this study")
+        raise ExportError(
+            f"{where}: searched on model {model!r} but study {study.name} holds "
+            f"{study.manifest['model']!r}; choose an instance of this study"
+        )
 
 
 def _sample(study: Any, hw: tuple[int, int], images: int, data_root: str | None) -> tuple[torch.Tensor, str]:
@@ -193,7 +208,9 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(staging, ignore_errors=True)
     print(f"wrote {out} for inputs (B, 3, {hw[0]}, {hw[1]}), any batch size:")
     print("\n".join(_describe_files(out)))
-    print(f"verified with onnxruntime on {sample}: every output within {TOLERANCE:g} of PyTorch"
-          + (f", same exit decisions (exit taken per image: {decisions})" if decisions else ""))
+    print(
+        f"verified with onnxruntime on {sample}: every output within {TOLERANCE:g} of PyTorch"
+        + (f", same exit decisions (exit taken per image: {decisions})" if decisions else "")
+    )
     print(f"run it: OnnxRunner({str(out)!r})(x) from mess_core.export (see the README)")
     return 0

@@ -32,8 +32,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--model", required=True, help=MODEL_HELP.format(", ".join(models.list_models())))
     p.add_argument("--size", nargs=2, type=side, metavar=("H", "W"), default=(360, 480))
     p.add_argument("--exits", type=positive_int, default=6, help="N, the number of exits including the final one")
-    p.add_argument("--num-classes", type=class_count,
-                   help="classes to build the model with (default 11); given, the model's output must have as many")
+    p.add_argument(
+        "--num-classes",
+        type=class_count,
+        help="classes to build the model with (default 11); given, the model's output must have as many",
+    )
     add_convert_options(p)
     p.add_argument("--heads", action="store_true", help="also list every head's GFLOPs at every exit")
     p.add_argument("--json", metavar="FILE", type=output_file, help="also write the full profile (every node) as JSON")
@@ -56,8 +59,10 @@ def run(args: argparse.Namespace) -> int:
     example = torch.randn(1, 3, height, width)
     net = convert(model, example, num_exits=args.exits, exit_head=None, **convert_options_of(args))
     if args.num_classes is not None and net.num_classes != args.num_classes:
-        raise ConversionError(f"the model predicts {net.num_classes} classes but --num-classes is {args.num_classes}; "
-                              "build the model with num_classes= (its callable takes num_classes=)")
+        raise ConversionError(
+            f"the model predicts {net.num_classes} classes but --num-classes is {args.num_classes}; "
+            "build the model with num_classes= (its callable takes num_classes=)"
+        )
     report = profile_report(net, model_name=source.name, with_heads=args.heads)
     print(format_profile(report))
     if args.json:

@@ -26,34 +26,55 @@ from .args import (
 
 
 def add_parser(sub: Any) -> None:
-    s = sub.add_parser("search", help="choose exits, configurations and thresholds from an evaluation cache",
-                       description="Exhaustive search of MESS instances on an evaluation cache; prints the results "
-                       "table and writes the chosen instance as JSON.")
+    s = sub.add_parser(
+        "search",
+        help="choose exits, configurations and thresholds from an evaluation cache",
+        description="Exhaustive search of MESS instances on an evaluation cache; prints the results "
+        "table and writes the chosen instance as JSON.",
+    )
     s.add_argument("--cache", required=True, help="evaluation cache (python -m mess_core cache) to tune on")
     s.add_argument("--eval-cache", help="a cache of another split: every instance is also reported there")
     s.add_argument("--objective", choices=("min-cost", "max-acc", "pareto"), default="min-cost")
-    s.add_argument("--max-drop", type=non_negative_float, default=1.0,
-                   help="min-cost: allowed mIoU drop in percentage points")
-    s.add_argument("--confidence", type=confidence_level,
-                   help="min-cost: keep the drop within --max-drop at this confidence (e.g. 0.9: the one-sided "
-                   "bootstrap upper bound over the images), not only on average; chosen among the Pareto front")
-    s.add_argument("--fresh-images", type=positive_int, metavar="M",
-                   help="with --confidence: bound the drop a fresh sample of M images would show (wider: that sample "
-                   "has its own noise), e.g. the size of the split you will be checked on")
-    s.add_argument("--block", type=positive_int, metavar="B",
-                   help="with --confidence: resample scene blocks of B consecutive images of a group instead of "
-                        "single images (frames of one drive are not independent; e.g. 10)")
-    s.add_argument("--budget", type=positive_float, default=1.0,
-                   help="max-acc: cost budget as a multiple of the backbone's")
+    s.add_argument(
+        "--max-drop", type=non_negative_float, default=1.0, help="min-cost: allowed mIoU drop in percentage points"
+    )
+    s.add_argument(
+        "--confidence",
+        type=confidence_level,
+        help="min-cost: keep the drop within --max-drop at this confidence (e.g. 0.9: the one-sided "
+        "bootstrap upper bound over the images), not only on average; chosen among the Pareto front",
+    )
+    s.add_argument(
+        "--fresh-images",
+        type=positive_int,
+        metavar="M",
+        help="with --confidence: bound the drop a fresh sample of M images would show (wider: that sample "
+        "has its own noise), e.g. the size of the split you will be checked on",
+    )
+    s.add_argument(
+        "--block",
+        type=positive_int,
+        metavar="B",
+        help="with --confidence: resample scene blocks of B consecutive images of a group instead of "
+        "single images (frames of one drive are not independent; e.g. 10)",
+    )
+    s.add_argument(
+        "--budget", type=positive_float, default=1.0, help="max-acc: cost budget as a multiple of the backbone's"
+    )
     s.add_argument("--mode", choices=("budgeted", "anytime", "input-dependent"), default="input-dependent")
-    s.add_argument("--cost", choices=("flops", "latency"), default="flops",
-                   help="latency needs a cache built with --latency")
+    s.add_argument(
+        "--cost", choices=("flops", "latency"), default="flops", help="latency needs a cache built with --latency"
+    )
     s.add_argument("--max-exits", type=positive_int, default=2, help="most early exits an instance keeps (default 2)")
     s.add_argument("--exit-ids", type=ints, help="comma-separated candidate exits the search may keep (default: all)")
     s.add_argument("--th-pix", type=fractions, help="comma-separated th_pix values (on the cache's grid)")
     s.add_argument("--th-img", type=fractions, help="comma-separated th_img values")
-    s.add_argument("--policy", choices=("mess", "plain", "naive"), default="mess",
-                   help="image confidence: edge-masked fraction (mess), unmasked fraction (plain), mean (naive)")
+    s.add_argument(
+        "--policy",
+        choices=("mess", "plain", "naive"),
+        default="mess",
+        help="image confidence: edge-masked fraction (mess), unmasked fraction (plain), mean (naive)",
+    )
     s.add_argument("--out", type=output_file, help="instance JSON to write (default: next to the cache)")
     s.add_argument("--front-csv", type=output_file, help="pareto: also write the front as CSV")
     declare_files(s, reads=("cache", "eval_cache"), writes=("out", "front_csv"))
@@ -68,8 +89,9 @@ def _space(args: argparse.Namespace) -> SearchSpace:
     return SearchSpace(**fields)
 
 
-def _figures(cache: EvaluationCache, instance: Any, confidence: float,
-             block: int | None = None) -> tuple[dict[str, Any], DropInterval]:
+def _figures(
+    cache: EvaluationCache, instance: Any, confidence: float, block: int | None = None
+) -> tuple[dict[str, Any], DropInterval]:
     """The instance file's figures on one split (mIoU, costs, and the drop with its bootstrap interval), and that
     interval, which the summary prints."""
     interval = drop_interval(cache, instance, confidence=confidence, block=block)
@@ -88,18 +110,27 @@ def run(args: argparse.Namespace) -> int:
     if args.block is not None and args.confidence is None:
         print("error: --block needs --confidence", file=sys.stderr)
         return 2
-    objective = Objective(args.objective, max_drop=args.max_drop if args.objective == "min-cost" else None,
-                          budget=args.budget if args.objective == "max-acc" else None, confidence=args.confidence,
-                          fresh_images=args.fresh_images, block=args.block)
+    objective = Objective(
+        args.objective,
+        max_drop=args.max_drop if args.objective == "min-cost" else None,
+        budget=args.budget if args.objective == "max-acc" else None,
+        confidence=args.confidence,
+        fresh_images=args.fresh_images,
+        block=args.block,
+    )
     space = _space(args)
     unit = "ms" if args.cost == "latency" else "gflops"
     wanted = objective.describe()
     result = search(cache, objective, mode=args.mode, unit=unit, space=space)
     meta = cache.meta
-    print(f"{meta['model']} on {meta['dataset']} {meta['split']} ({cache.num_images} images, "
-          f"{'x'.join(map(str, meta['input_size']))}); {args.mode}; {wanted}; cost in {unit}")
-    print(f"searched {result.space_size:,} instances ({result.evaluated:,} scored after lossless pruning) in "
-          f"{1e3 * result.seconds:.0f} ms")
+    print(
+        f"{meta['model']} on {meta['dataset']} {meta['split']} ({cache.num_images} images, "
+        f"{'x'.join(map(str, meta['input_size']))}); {args.mode}; {wanted}; cost in {unit}"
+    )
+    print(
+        f"searched {result.space_size:,} instances ({result.evaluated:,} scored after lossless pruning) in "
+        f"{1e3 * result.seconds:.0f} ms"
+    )
     if objective.kind == "pareto":
         front = result.front
         print(front[["cost", "miou", "description"]].to_string(index=False))
@@ -109,23 +140,38 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote {args.front_csv}")
         return 0
     confidence = args.confidence or DEFAULT_LEVEL
-    table = with_drop_intervals(results_table(cache, mode=args.mode, unit=unit, space=space, eval_cache=eval_cache),
-                                cache, confidence=confidence)
-    title = (f"\nresults on {meta['split']}" + (f" (* = {eval_cache.meta['split']})" if eval_cache else "")
-             + "; speedup in GFLOPs vs the backbone")
+    table = with_drop_intervals(
+        results_table(cache, mode=args.mode, unit=unit, space=space, eval_cache=eval_cache),
+        cache,
+        confidence=confidence,
+    )
+    title = (
+        f"\nresults on {meta['split']}"
+        + (f" (* = {eval_cache.meta['split']})" if eval_cache else "")
+        + "; speedup in GFLOPs vs the backbone"
+    )
     print(format_table(table, title=title))
     if result.instance is None:
         # a constraint nothing meets is a request that cannot be met as given, not a bug: status 2, as bad input
-        print(f"\nerror: no instance meets '{objective.describe()}'; nothing written: loosen it (a larger --budget "
-              "or --max-drop)", file=sys.stderr)
+        print(
+            f"\nerror: no instance meets '{objective.describe()}'; nothing written: loosen it (a larger --budget "
+            "or --max-drop)",
+            file=sys.stderr,
+        )
         return 2
     tuned, tuned_interval = _figures(cache, result.instance, confidence, args.block)
-    extra = {"objective": wanted, "cost_unit": unit,
-             "source": {k: meta.get(k) for k in ("model", "dataset", "split", "input_size")}
-             | {"num_classes": cache.num_classes, "num_exits": cache.num_exits, "cache": args.cache},
-             "tuned": tuned}
-    fresh = None if args.fresh_images is None else drop_interval(cache, result.instance, confidence=confidence,
-                                                                   fresh_images=args.fresh_images)
+    extra = {
+        "objective": wanted,
+        "cost_unit": unit,
+        "source": {k: meta.get(k) for k in ("model", "dataset", "split", "input_size")}
+        | {"num_classes": cache.num_classes, "num_exits": cache.num_exits, "cache": args.cache},
+        "tuned": tuned,
+    }
+    fresh = (
+        None
+        if args.fresh_images is None
+        else drop_interval(cache, result.instance, confidence=confidence, fresh_images=args.fresh_images)
+    )
     if fresh is not None:
         extra["tuned"]["uncertainty_fresh"] = fresh.to_dict()
     reported_interval = None

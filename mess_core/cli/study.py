@@ -29,12 +29,16 @@ def add_parser(sub: Any) -> None:
     c = ssub.add_parser("check", help="check a study's files against its manifest")
     c.add_argument("study", help="study folder")
     c.set_defaults(run=_check)
-    r = ssub.add_parser("report", help="print a study's tables (end to end with measured latency, modes, training) "
-                        "as markdown")
+    r = ssub.add_parser(
+        "report", help="print a study's tables (end to end with measured latency, modes, training) as markdown"
+    )
     r.add_argument("study", help="study folder")
     r.set_defaults(run=_report)
-    e = ssub.add_parser("evaluate", help="every row of a study, as shipped, on your own labelled images: mIoU, drop "
-                        "with its interval, speedup, where images leave, and whether each promise held")
+    e = ssub.add_parser(
+        "evaluate",
+        help="every row of a study, as shipped, on your own labelled images: mIoU, drop "
+        "with its interval, speedup, where images leave, and whether each promise held",
+    )
     e.add_argument("study", help="study folder")
     e.add_argument("--data", help="dataset (synthetic, camvid, cityscapes, voc or folder; default: the study's)")
     e.add_argument("--data-root", help="dataset folder (default: the study's, when --data is its dataset)")
@@ -43,16 +47,18 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--limit", type=positive_int, help="only the first N images")
     e.add_argument("--batch-size", type=positive_int, default=8)
     e.add_argument("--json", type=output_file, help="also write every row's figures as JSON here")
-    e.add_argument("--cache", type=output_file,
-                   help="also keep the evaluation cache here (.npz; the app shows it beside the tuning split)")
+    e.add_argument(
+        "--cache",
+        type=output_file,
+        help="also keep the evaluation cache here (.npz; the app shows it beside the tuning split)",
+    )
     add_trust(e)
     declare_files(e, reads=("study",), writes=("json", "cache"))
     e.set_defaults(run=_evaluate)
 
 
 def _build(args: argparse.Namespace) -> int:
-    build(args.config, work=args.work, out=args.out, stop_after=args.stop_after,
-          log=lambda msg: print(msg, flush=True))
+    build(args.config, work=args.work, out=args.out, stop_after=args.stop_after, log=lambda msg: print(msg, flush=True))
     return 0
 
 
@@ -81,8 +87,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"study {study.name} on {data.describe()}: {count} images", flush=True)
     for note in notes:
         print(f"note: {note}")
-    cache, rows = evaluate_on(study, dataset, data, batch_size=args.batch_size, limit=args.limit,
-                              consent=args.trust_model_code)
+    cache, rows = evaluate_on(
+        study, dataset, data, batch_size=args.batch_size, limit=args.limit, consent=args.trust_model_code
+    )
     print(f"backbone (final exit) mIoU {100 * cache.head_miou()[cache.final_head]:.2f}% on these images\n")
     print(evaluation_markdown(rows, title=f"study {study.name}, as shipped, on {data.describe()} ({count} images)"))
     held = rows["held"].dropna()

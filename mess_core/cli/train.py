@@ -35,20 +35,31 @@ def add_parser(sub: Any) -> None:
         description="One stage of MESS training. Runs as one process, or under torchrun --nproc-per-node K.",
     )
     t.add_argument("--stage", choices=("backbone", "pretrain", "exits"), help="required unless --resume")
-    t.add_argument("--out", required=True, type=folder,
-                   help="run directory (config.yaml, checkpoint.pt, metrics.csv, result)")
+    t.add_argument(
+        "--out", required=True, type=folder, help="run directory (config.yaml, checkpoint.pt, metrics.csv, result)"
+    )
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--model", help=MODEL_HELP.format(", ".join(models.list_models())) + "; default mobilenetv2_fcn")
-    t.add_argument("--weights", help="your trained weights: a state dict, or a checkpoint holding one (under "
-                                     "state_dict, model, ...), loaded before --init")
+    t.add_argument(
+        "--weights",
+        help="your trained weights: a state dict, or a checkpoint holding one (under "
+        "state_dict, model, ...), loaded before --init",
+    )
     add_convert_options(t)
     t.add_argument("--data", help="synthetic (default), camvid, cityscapes, voc or folder")
     t.add_argument("--data-root", help="dataset folder (all but synthetic)")
     add_data_option(t, help="extra dataset argument, e.g. length=512 or size=[120,160] for synthetic (repeatable)")
-    t.add_argument("--train-split", type=split_expression,
-                   help="the training images: a split or splits pooled with '+' (default train)")
-    t.add_argument("--train-groups", type=groups, metavar="G1,G2",
-                   help="train only on these groups (scenes: CamVid's sequence, Cityscapes' city)")
+    t.add_argument(
+        "--train-split",
+        type=split_expression,
+        help="the training images: a split or splits pooled with '+' (default train)",
+    )
+    t.add_argument(
+        "--train-groups",
+        type=groups,
+        metavar="G1,G2",
+        help="train only on these groups (scenes: CamVid's sequence, Cityscapes' city)",
+    )
     t.add_argument("--val-split", type=split_expression, help="the images evaluated during training (default val)")
     t.add_argument("--val-groups", type=groups, metavar="G1,G2", help="evaluate only on these groups")
     t.add_argument("--init", help="model.pt (or checkpoint) of a previous stage to start from")
@@ -58,28 +69,50 @@ def add_parser(sub: Any) -> None:
     t.add_argument("--loss", choices=("pfd", "kd", "ce"), help="stage 2 exit loss (default pfd)")
     t.add_argument("--alpha", type=fraction, help="PFD weight of the filtered cross-entropy (default 0.5)")
     t.add_argument("--temperature", type=positive_float, help="distillation temperature (default 1)")
-    t.add_argument("--exit-schedule", choices=("modulo", "every"),
-                   help="stage 1: exit i counts on every i-th step (modulo, default) or on every step")
-    t.add_argument("--class-balance", type=non_negative_float, metavar="P",
-                   help="weigh each pixel's loss by (median f / f_class) ** P (median-frequency balancing at 1; "
-                        "default 0)")
-    t.add_argument("--prune-at", type=positive_int, nargs="+", metavar="EPOCH",
-                   help="stage 2, successive halving: after these epochs stop the heads that cannot reach the front")
-    t.add_argument("--prune-margin", type=positive_float, nargs="+", metavar="PP",
-                   help="with --prune-at: one margin per epoch, in mIoU points (a head beaten by that much at no "
-                        "more cost stops)")
-    t.add_argument("--init-exits", action="store_true",
-                   help="stage 2: start the configuration stage 1 trained (nocrm-b0-fcn) from the exits kept in the "
-                        "--init model.pt instead of random weights")
+    t.add_argument(
+        "--exit-schedule",
+        choices=("modulo", "every"),
+        help="stage 1: exit i counts on every i-th step (modulo, default) or on every step",
+    )
+    t.add_argument(
+        "--class-balance",
+        type=non_negative_float,
+        metavar="P",
+        help="weigh each pixel's loss by (median f / f_class) ** P (median-frequency balancing at 1; default 0)",
+    )
+    t.add_argument(
+        "--prune-at",
+        type=positive_int,
+        nargs="+",
+        metavar="EPOCH",
+        help="stage 2, successive halving: after these epochs stop the heads that cannot reach the front",
+    )
+    t.add_argument(
+        "--prune-margin",
+        type=positive_float,
+        nargs="+",
+        metavar="PP",
+        help="with --prune-at: one margin per epoch, in mIoU points (a head beaten by that much at no more cost stops)",
+    )
+    t.add_argument(
+        "--init-exits",
+        action="store_true",
+        help="stage 2: start the configuration stage 1 trained (nocrm-b0-fcn) from the exits kept in the "
+        "--init model.pt instead of random weights",
+    )
     t.add_argument("--crop", type=size, metavar="HxW", help="training crop (default 180x240)")
-    t.add_argument("--scale", type=positive_float, nargs=2, metavar=("MIN", "MAX"),
-                   help="random scale range (default 0.5 2)")
+    t.add_argument(
+        "--scale", type=positive_float, nargs=2, metavar=("MIN", "MAX"), help="random scale range (default 0.5 2)"
+    )
     t.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
     t.add_argument("--jitter", type=non_negative_float, help="colour jitter strength (default 0.2)")
     t.add_argument("--hue", type=non_negative_float, help="hue shift of the colour jitter, at most 0.5 (default 0)")
     t.add_argument("--blur", type=fraction, help="probability of a Gaussian blur (default 0)")
-    t.add_argument("--noise", type=non_negative_float,
-                   help="standard deviation of Gaussian noise on half the images, of the 0-1 range (default 0)")
+    t.add_argument(
+        "--noise",
+        type=non_negative_float,
+        help="standard deviation of Gaussian noise on half the images, of the 0-1 range (default 0)",
+    )
     t.add_argument("--eval-size", type=size, metavar="HxW", help="resize validation images (default: native size)")
     t.add_argument("--epochs", type=positive_int, help="default 10")
     t.add_argument("--batch-size", type=positive_int, help="per process and accumulation step (default 8)")
@@ -88,12 +121,15 @@ def add_parser(sub: Any) -> None:
     t.add_argument("--lr", type=positive_float, help="default 0.01 (sgd) or 0.001 (adamw)")
     t.add_argument("--weight-decay", type=non_negative_float)
     t.add_argument("--lr-schedule", choices=("poly", "constant"))
-    t.add_argument("--ema", type=fraction, metavar="DECAY",
-                   help="keep an exponential moving average of the weights (e.g. 0.999); evaluations and the result "
-                        "use it (default 0: none)")
+    t.add_argument(
+        "--ema",
+        type=fraction,
+        metavar="DECAY",
+        help="keep an exponential moving average of the weights (e.g. 0.999); evaluations and the result "
+        "use it (default 0: none)",
+    )
     t.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="mixed precision (fp16 needs CUDA)")
-    t.add_argument("--device", type=device,
-                   help="cuda or cpu (default: cuda when available)")
+    t.add_argument("--device", type=device, help="cuda or cpu (default: cuda when available)")
     t.add_argument("--workers", type=non_negative_int, help="data loading processes per training process (default 2)")
     t.add_argument("--seed", type=non_negative_int)
     t.add_argument("--no-sync-bn", action="store_true", help="keep BatchNorm statistics per process under torchrun")
@@ -114,23 +150,55 @@ RESUME_OVERRIDES = ("epochs", "lr", "device", "workers", "progress")
 def _fields(args: argparse.Namespace) -> dict[str, Any]:
     """The TrainConfig fields the arguments set (None: not given, the configuration's default applies)."""
     return {
-        "stage": args.stage, "model": args.model, "dataset": args.data, "data_root": args.data_root,
-        "train_split": args.train_split, "train_groups": args.train_groups, "val_split": args.val_split,
+        "stage": args.stage,
+        "model": args.model,
+        "dataset": args.data,
+        "data_root": args.data_root,
+        "train_split": args.train_split,
+        "train_groups": args.train_groups,
+        "val_split": args.val_split,
         "val_groups": args.val_groups,
-        "init": args.init, "num_exits": args.exits, "profile_size": args.profile_size, "exit_space": args.space,
-        "exit_loss": args.loss, "alpha": args.alpha, "temperature": args.temperature,
-        "exit_schedule": args.exit_schedule, "class_balance": args.class_balance, "prune_at": args.prune_at,
-        "prune_margin": args.prune_margin, "init_exits": args.init_exits or None, "crop": args.crop,
-        "scale": args.scale, "hflip": False if args.no_flip else None, "jitter": args.jitter,
-        "hue": args.hue, "blur": args.blur, "noise": args.noise,
-        "eval_size": args.eval_size, "epochs": args.epochs, "batch_size": args.batch_size,
-        "accumulate": args.accumulate, "optimizer": args.optimizer, "lr": args.lr, "weight_decay": args.weight_decay,
-        "lr_schedule": args.lr_schedule, "ema": args.ema,
-        "precision": args.precision, "device": args.device, "workers": args.workers,
-        "seed": args.seed, "sync_bn": False if args.no_sync_bn else None, "eval_every": args.eval_every,
-        "train_limit": args.train_limit, "val_limit": args.val_limit, "steps_per_epoch": args.steps_per_epoch,
-        "progress": False if args.no_progress else None, "data_options": dict(args.data_option) or None,
-        "weights": args.weights, "convert": convert_options_of(args) or None,
+        "init": args.init,
+        "num_exits": args.exits,
+        "profile_size": args.profile_size,
+        "exit_space": args.space,
+        "exit_loss": args.loss,
+        "alpha": args.alpha,
+        "temperature": args.temperature,
+        "exit_schedule": args.exit_schedule,
+        "class_balance": args.class_balance,
+        "prune_at": args.prune_at,
+        "prune_margin": args.prune_margin,
+        "init_exits": args.init_exits or None,
+        "crop": args.crop,
+        "scale": args.scale,
+        "hflip": False if args.no_flip else None,
+        "jitter": args.jitter,
+        "hue": args.hue,
+        "blur": args.blur,
+        "noise": args.noise,
+        "eval_size": args.eval_size,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "accumulate": args.accumulate,
+        "optimizer": args.optimizer,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "lr_schedule": args.lr_schedule,
+        "ema": args.ema,
+        "precision": args.precision,
+        "device": args.device,
+        "workers": args.workers,
+        "seed": args.seed,
+        "sync_bn": False if args.no_sync_bn else None,
+        "eval_every": args.eval_every,
+        "train_limit": args.train_limit,
+        "val_limit": args.val_limit,
+        "steps_per_epoch": args.steps_per_epoch,
+        "progress": False if args.no_progress else None,
+        "data_options": dict(args.data_option) or None,
+        "weights": args.weights,
+        "convert": convert_options_of(args) or None,
     }
 
 
@@ -148,12 +216,18 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         stored = load_run_config(args.out, **{k: given[k] for k in RESUME_OVERRIDES if k in given})
         # the run's own command line again, with --resume added, is fine: only a setting that differs is refused
-        fixed = sorted(k for k in given if k not in RESUME_OVERRIDES and k != "stage"
-                       and _plain(given[k]) != _plain(getattr(stored, k)))
+        fixed = sorted(
+            k
+            for k in given
+            if k not in RESUME_OVERRIDES and k != "stage" and _plain(given[k]) != _plain(getattr(stored, k))
+        )
         if fixed:
-            print(f"error: --resume continues the run in {args.out} with its own settings; only "
-                  f"{', '.join(RESUME_OVERRIDES)} may change, not {', '.join(fixed)}, which differ from its "
-                  "config.yaml (start a new run with --out elsewhere for other settings)", file=sys.stderr)
+            print(
+                f"error: --resume continues the run in {args.out} with its own settings; only "
+                f"{', '.join(RESUME_OVERRIDES)} may change, not {', '.join(fixed)}, which differ from its "
+                "config.yaml (start a new run with --out elsewhere for other settings)",
+                file=sys.stderr,
+            )
             return 2
         config = stored
         if args.stage and args.stage != config.stage:

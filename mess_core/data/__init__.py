@@ -23,6 +23,21 @@ from .synthetic import SyntheticSegmentation
 from .transforms import MEAN, STD, denormalize, eval_transform, pad_collate, train_transform
 from .voc import PascalVOC
 
-__all__ = ["DatasetInfo", "SegmentationDataset", "build_dataset", "check_dataset", "list_datasets", "train_transform",
-           "eval_transform", "pad_collate", "denormalize", "MEAN", "STD", "CamVid", "Cityscapes", "PascalVOC",
-           "FolderDataset", "SyntheticSegmentation"]
+__all__ = [
+    "DatasetInfo",
+    "SegmentationDataset",
+    "build_dataset",
+    "check_dataset",
+    "list_datasets",
+    "train_transform",
+    "eval_transform",
+    "pad_collate",
+    "denormalize",
+    "MEAN",
+    "STD",
+    "CamVid",
+    "Cityscapes",
+    "PascalVOC",
+    "FolderDataset",
+    "SyntheticSegmentation",
+]

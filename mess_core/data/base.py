@@ -113,9 +113,11 @@ class SegmentationDataset(Dataset, ABC):
         if mask.ndim == 3 and mask.shape[0] == 1:
             mask = mask[0]
         if tuple(image.shape[-2:]) != tuple(mask.shape):
-            raise DataError(f"{image_file} is {_hw(image.shape[-2:])} but its label {label_file} is "
-                            f"{_hw(mask.shape)} (H x W); image and label must have the same size: re-export the "
-                            "label at the image's size, or remove the pair")
+            raise DataError(
+                f"{image_file} is {_hw(image.shape[-2:])} but its label {label_file} is "
+                f"{_hw(mask.shape)} (H x W); image and label must have the same size: re-export the "
+                "label at the image's size, or remove the pair"
+            )
         mask = tv_tensors.Mask(mask.as_subclass(torch.Tensor).to(torch.int64))
         self._check_labels(mask, label_file)
         return tv_tensors.Image(image), mask
@@ -155,9 +157,11 @@ class SegmentationDataset(Dataset, ABC):
         values, counts = torch.unique(mask[bad], return_counts=True)
         found = ", ".join(f"{v} ({c} px)" for v, c in zip(values.tolist()[:10], counts.tolist()[:10]))
         more = f" and {len(values) - 10} more" if len(values) > 10 else ""
-        raise DataError(f"{label_file}: label values {found}{more} are neither a class of {info.name!r} "
-                        f"(0..{info.num_classes - 1}) nor its ignore index {info.ignore_index}; fix the label file, "
-                        "or declare the classes / ignore_index this dataset really uses")
+        raise DataError(
+            f"{label_file}: label values {found}{more} are neither a class of {info.name!r} "
+            f"(0..{info.num_classes - 1}) nor its ignore index {info.ignore_index}; fix the label file, "
+            "or declare the classes / ignore_index this dataset really uses"
+        )
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:

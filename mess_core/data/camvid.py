@@ -24,12 +24,34 @@ __all__ = ["CamVid", "CAMVID_INFO"]
 
 CAMVID_INFO = DatasetInfo(
     name="camvid",
-    classes=("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
-             "Bicyclist"),
+    classes=(
+        "Sky",
+        "Building",
+        "Pole",
+        "Road",
+        "Pavement",
+        "Tree",
+        "SignSymbol",
+        "Fence",
+        "Car",
+        "Pedestrian",
+        "Bicyclist",
+    ),
     ignore_index=11,
     # The colours of the SegNet tutorial, so our overlays look like the figures people know.
-    palette=((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
-             (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192)),
+    palette=(
+        (128, 128, 128),
+        (128, 0, 0),
+        (192, 192, 128),
+        (128, 64, 128),
+        (60, 40, 222),
+        (128, 128, 0),
+        (192, 128, 128),
+        (64, 64, 128),
+        (64, 0, 128),
+        (64, 64, 0),
+        (0, 128, 192),
+    ),
 )
 
 
@@ -42,8 +64,9 @@ class CamVid(FilePairDataset):
 
     SPLITS = ("train", "val", "test")
 
-    def __init__(self, root: str | os.PathLike, *, split: str = "train", transform: Transform | None = None,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, root: str | os.PathLike, *, split: str = "train", transform: Transform | None = None, seed: int = 0
+    ) -> None:
         super().__init__(transform=transform, seed=seed)
         self.info = CAMVID_INFO
         self.split = check_split(split, self.SPLITS, dataset="CamVid")
@@ -52,14 +75,18 @@ class CamVid(FilePairDataset):
         label_dir = require_dir(self.root / f"{split}annot", what=f"CamVid {split} label folder")
         self.images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.images:
-            raise DataError(f"CamVid {split} image folder {image_dir} holds no images "
-                            f"({', '.join(IMAGE_SUFFIXES)}); copy the split's images there")
+            raise DataError(
+                f"CamVid {split} image folder {image_dir} holds no images "
+                f"({', '.join(IMAGE_SUFFIXES)}); copy the split's images there"
+            )
         self.labels = [label_dir / image.name for image in self.images]
         self._groups = [image.stem.split("_", 1)[0] for image in self.images]
         missing = [label for label in self.labels if not label.is_file()]
         if missing:
-            raise DataError(f"{len(missing)} of {len(self.images)} CamVid {split} images have no label file: "
-                            f"{some_of(missing)}; each image {image_dir}/X.png needs {label_dir}/X.png")
+            raise DataError(
+                f"{len(missing)} of {len(self.images)} CamVid {split} images have no label file: "
+                f"{some_of(missing)}; each image {image_dir}/X.png needs {label_dir}/X.png"
+            )
 
     def group_of(self, index: int) -> str:
         return self._groups[index]

@@ -26,10 +26,15 @@ from .layout import check_split, some_of
 __all__ = ["Cityscapes", "CITYSCAPES_INFO", "to_train_ids"]
 
 IGNORE = 255
-_TRAIN_CLASSES = sorted((c for c in torchvision.datasets.Cityscapes.classes if 0 <= c.train_id < IGNORE),
-                        key=lambda c: c.train_id)
-CITYSCAPES_INFO = DatasetInfo(name="cityscapes", classes=tuple(c.name for c in _TRAIN_CLASSES), ignore_index=IGNORE,
-                              palette=tuple(c.color for c in _TRAIN_CLASSES))
+_TRAIN_CLASSES = sorted(
+    (c for c in torchvision.datasets.Cityscapes.classes if 0 <= c.train_id < IGNORE), key=lambda c: c.train_id
+)
+CITYSCAPES_INFO = DatasetInfo(
+    name="cityscapes",
+    classes=tuple(c.name for c in _TRAIN_CLASSES),
+    ignore_index=IGNORE,
+    palette=tuple(c.color for c in _TRAIN_CLASSES),
+)
 
 # labelIds are 0..33 (uint8 files); a 256-entry table covers every value such a file can hold.
 _LABEL_TO_TRAIN = torch.full((256,), IGNORE, dtype=torch.int64)
@@ -49,14 +54,17 @@ class Cityscapes(FilePairDataset):
 
     SPLITS = ("train", "val", "test")
 
-    def __init__(self, root: str | os.PathLike, *, split: str, transform: Transform | None = None,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, root: str | os.PathLike, *, split: str, transform: Transform | None = None, seed: int = 0
+    ) -> None:
         super().__init__(transform=transform, seed=seed)
         self.info = CITYSCAPES_INFO
         self.split = check_split(split, self.SPLITS, dataset="Cityscapes")
         self.root = Path(root)
-        expected = (f"{self.root / 'leftImg8bit' / split}/<city>/*_leftImg8bit.png and "
-                    f"{self.root / 'gtFine' / split}/<city>/*_gtFine_labelIds.png")
+        expected = (
+            f"{self.root / 'leftImg8bit' / split}/<city>/*_leftImg8bit.png and "
+            f"{self.root / 'gtFine' / split}/<city>/*_gtFine_labelIds.png"
+        )
         try:
             found = torchvision.datasets.Cityscapes(str(self.root), split=split, mode="fine", target_type="semantic")
         except (RuntimeError, OSError, ValueError) as error:
@@ -69,8 +77,10 @@ class Cityscapes(FilePairDataset):
         self.labels = [Path(label) for _, label in pairs]
         missing = [label for label in self.labels if not label.is_file()]
         if missing:
-            raise DataError(f"{len(missing)} of {len(pairs)} Cityscapes {split} images have no label file: "
-                            f"{some_of(missing)}; unpack gtFine_trainvaltest.zip into {self.root}")
+            raise DataError(
+                f"{len(missing)} of {len(pairs)} Cityscapes {split} images have no label file: "
+                f"{some_of(missing)}; unpack gtFine_trainvaltest.zip into {self.root}"
+            )
 
     def map_label(self, label: torch.Tensor) -> torch.Tensor:
         return to_train_ids(label)

@@ -56,9 +56,11 @@ def read_label(path: str | os.PathLike) -> torch.Tensor:
     """Decode a single-channel label file (class index per pixel) and return it as int64 (H, W), values unmapped."""
     with _open(path, "label") as label:
         if label.mode not in _INDEX_MODES:
-            raise DataError(f"{path}: label file has mode {label.mode} ({len(label.getbands())} channels); a label "
-                            "must hold one class index per pixel: save it as a single-channel (L or P) PNG, "
-                            "not as colours")
+            raise DataError(
+                f"{path}: label file has mode {label.mode} ({len(label.getbands())} channels); a label "
+                "must hold one class index per pixel: save it as a single-channel (L or P) PNG, "
+                "not as colours"
+            )
         pixels = np.asarray(label)
     return torch.from_numpy(pixels.astype(np.int64))
 
@@ -83,8 +85,10 @@ def _open(path: str | os.PathLike, role: str) -> Iterator[Image.Image]:
 
 
 def _corrupt(path: str | os.PathLike, role: str, error: BaseException) -> DataError:
-    return DataError(f"{path}: cannot read this {role} file ({type(error).__name__}: {error}); it is truncated or "
-                     "not an image: re-copy or re-export it, or remove it (and its pair) from the dataset")
+    return DataError(
+        f"{path}: cannot read this {role} file ({type(error).__name__}: {error}); it is truncated or "
+        "not an image: re-copy or re-export it, or remove it (and its pair) from the dataset"
+    )
 
 
 class FilePairDataset(SegmentationDataset):

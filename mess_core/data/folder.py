@@ -53,8 +53,9 @@ _YAML_FIELDS = ("name", "classes", "ignore_index", "palette", "group_pattern", "
 class FolderDataset(FilePairDataset):
     """Images and masks paired by file stem; classes from ``root/dataset.yaml``."""
 
-    def __init__(self, root: str | os.PathLike, *, split: str | None = None, transform: Transform | None = None,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, root: str | os.PathLike, *, split: str | None = None, transform: Transform | None = None, seed: int = 0
+    ) -> None:
         super().__init__(transform=transform, seed=seed)
         self.root = require_dir(root, what="dataset folder")
         self.split = split
@@ -67,14 +68,18 @@ class FolderDataset(FilePairDataset):
         images = _by_stem(image_dir, IMAGE_SUFFIXES, kind="image")
         masks = _by_stem(mask_dir, (".png",), kind="mask")
         if not images and not masks:
-            raise DataError(f"{image_dir} and {mask_dir} are empty; put images ({' '.join(IMAGE_SUFFIXES)}) in the "
-                            "first and a .png mask of the same stem for each in the second")
+            raise DataError(
+                f"{image_dir} and {mask_dir} are empty; put images ({' '.join(IMAGE_SUFFIXES)}) in the "
+                "first and a .png mask of the same stem for each in the second"
+            )
         problems = []
         if unmatched := [images[stem] for stem in sorted(images.keys() - masks.keys())]:
             problems.append(f"{len(unmatched)} images have no mask {mask_dir}/<stem>.png: {some_of(unmatched)}")
         if unmatched := [masks[stem] for stem in sorted(masks.keys() - images.keys())]:
-            problems.append(f"{len(unmatched)} masks have no image of the same stem in {image_dir} "
-                            f"({' '.join(IMAGE_SUFFIXES)}): {some_of(unmatched)}")
+            problems.append(
+                f"{len(unmatched)} masks have no image of the same stem in {image_dir} "
+                f"({' '.join(IMAGE_SUFFIXES)}): {some_of(unmatched)}"
+            )
         if problems:
             raise DataError("; ".join(problems) + "; add the missing files or remove the unpaired ones")
         stems = sorted(images)
@@ -106,33 +111,47 @@ def read_dataset_yaml(path: Path, *, default_name: str) -> DatasetInfo:
 def _info_of(spec: dict[str, Any], path: Path, *, default_name: str) -> DatasetInfo:
 
     classes = spec.get("classes")
-    if (not isinstance(classes, list) or not classes
-            or not all(isinstance(c, (str, int)) and not isinstance(c, bool) and str(c).strip() for c in classes)):
-        raise DataError(f"{path}: field 'classes' must be a non-empty list of class names (index = label value), "
-                        f"got {classes!r}")
+    if (
+        not isinstance(classes, list)
+        or not classes
+        or not all(isinstance(c, (str, int)) and not isinstance(c, bool) and str(c).strip() for c in classes)
+    ):
+        raise DataError(
+            f"{path}: field 'classes' must be a non-empty list of class names (index = label value), got {classes!r}"
+        )
     classes = [str(c) for c in classes]
     if duplicates := sorted({c for c in classes if classes.count(c) > 1}):
         raise DataError(f"{path}: field 'classes' names {', '.join(duplicates)} more than once")
 
     ignore_index = spec.get("ignore_index", 255)
     if not _is_int(ignore_index) or ignore_index < len(classes):
-        raise DataError(f"{path}: field 'ignore_index' must be a whole number that is not a class index "
-                        f"(>= {len(classes)}), e.g. 255; got {ignore_index!r}")
+        raise DataError(
+            f"{path}: field 'ignore_index' must be a whole number that is not a class index "
+            f"(>= {len(classes)}), e.g. 255; got {ignore_index!r}"
+        )
 
     palette: Any = spec.get("palette")
     if palette is None:
         palette = distinct_palette(len(classes))
-    elif not (isinstance(palette, list) and len(palette) == len(classes)
-              and all(isinstance(rgb, list) and len(rgb) == 3 and all(_is_int(v) and 0 <= v <= 255 for v in rgb)
-                      for rgb in palette)):
-        raise DataError(f"{path}: field 'palette' must list one [r, g, b] (0..255) per class, {len(classes)} in "
-                        f"all; got {palette!r}")
+    elif not (
+        isinstance(palette, list)
+        and len(palette) == len(classes)
+        and all(
+            isinstance(rgb, list) and len(rgb) == 3 and all(_is_int(v) and 0 <= v <= 255 for v in rgb)
+            for rgb in palette
+        )
+    ):
+        raise DataError(
+            f"{path}: field 'palette' must list one [r, g, b] (0..255) per class, {len(classes)} in "
+            f"all; got {palette!r}"
+        )
 
     name = spec.get("name", default_name)
     if not isinstance(name, str) or not name.strip():
         raise DataError(f"{path}: field 'name' must be a non-empty string, got {name!r}")
-    return DatasetInfo(name=name, classes=tuple(classes), ignore_index=ignore_index,
-                       palette=tuple(tuple(rgb) for rgb in palette))
+    return DatasetInfo(
+        name=name, classes=tuple(classes), ignore_index=ignore_index, palette=tuple(tuple(rgb) for rgb in palette)
+    )
 
 
 def _groups_of(spec: dict[str, Any], path: Path, stems: list[str], *, default: str) -> list[str]:
@@ -145,14 +164,17 @@ def _groups_of(spec: dict[str, Any], path: Path, stems: list[str], *, default: s
         try:
             regex = re.compile(str(pattern))
         except re.error as error:
-            raise DataError(f"{path}: field 'group_pattern' {pattern!r} is not a regular expression "
-                            f"({error})") from None
+            raise DataError(
+                f"{path}: field 'group_pattern' {pattern!r} is not a regular expression ({error})"
+            ) from None
         groups = []
         for stem in stems:
             match = regex.search(stem)
             if match is None:
-                raise DataError(f"{path}: group_pattern {pattern!r} does not match image {stem!r}; every image needs "
-                                "a group: widen the pattern or rename the file")
+                raise DataError(
+                    f"{path}: group_pattern {pattern!r} does not match image {stem!r}; every image needs "
+                    "a group: widen the pattern or rename the file"
+                )
             groups.append(match.group(1) if regex.groups else match.group(0))
         return groups
     if listing is not None:
@@ -167,8 +189,9 @@ def _groups_of(spec: dict[str, Any], path: Path, stems: list[str], *, default: s
             raise DataError(f"{table}: lines must be 'stem,group', found {some_of(bad)}")
         mapping = {row[0].strip(): row[1].strip() for row in rows}
         if missing := [stem for stem in stems if stem not in mapping]:
-            raise DataError(f"{table}: no group for {len(missing)} image(s): {some_of(missing)}; add a 'stem,group' "
-                            "line for each")
+            raise DataError(
+                f"{table}: no group for {len(missing)} image(s): {some_of(missing)}; add a 'stem,group' line for each"
+            )
         return [mapping[stem] for stem in stems]
     return [default] * len(stems)
 

@@ -38,12 +38,16 @@ class DatasetInfo:
         if not self.classes:
             raise DataError(f"dataset {self.name!r}: it needs at least one class")
         if len(self.palette) != len(self.classes):
-            raise DataError(f"dataset {self.name!r}: {len(self.palette)} palette colours for {len(self.classes)} "
-                            "classes; give exactly one colour per class")
+            raise DataError(
+                f"dataset {self.name!r}: {len(self.palette)} palette colours for {len(self.classes)} "
+                "classes; give exactly one colour per class"
+            )
         if 0 <= self.ignore_index < len(self.classes):
-            raise DataError(f"dataset {self.name!r}: ignore_index {self.ignore_index} is the index of class "
-                            f"{self.classes[self.ignore_index]!r}; pick a value outside 0..{len(self.classes) - 1}, "
-                            "e.g. 255")
+            raise DataError(
+                f"dataset {self.name!r}: ignore_index {self.ignore_index} is the index of class "
+                f"{self.classes[self.ignore_index]!r}; pick a value outside 0..{len(self.classes) - 1}, "
+                "e.g. 255"
+            )
 
     @property
     def num_classes(self) -> int:

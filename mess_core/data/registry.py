@@ -58,8 +58,8 @@ def list_datasets() -> tuple[str, ...]:
 def default_selections(name: str) -> dict[str, tuple[str, tuple[str, ...]]]:
     """The (split, groups) a study of dataset ``name`` trains, tunes and reports on by default.
 
-        >>> default_selections("camvid")["tune"], default_selections("synthetic")["tune"]
-        (('train', ('0006R0',)), ('val', ()))
+    >>> default_selections("camvid")["tune"], default_selections("synthetic")["tune"]
+    (('train', ('0006R0',)), ('val', ()))
     """
     return dict(_SELECTIONS.get(name, _PLAIN_SELECTIONS))
 
@@ -82,8 +82,16 @@ def check_dataset(name: str, options: dict[str, Any]) -> None:
     check_arguments(cls, options, where=f"dataset {name!r} option", error=DataError)
 
 
-def build_dataset(name: str, *, root: str | os.PathLike | None = None, split: str | None, groups: Sequence[str] = (),
-                  transform: Transform | None = None, seed: int = 0, **options: Any) -> SegmentationDataset:
+def build_dataset(
+    name: str,
+    *,
+    root: str | os.PathLike | None = None,
+    split: str | None,
+    groups: Sequence[str] = (),
+    transform: Transform | None = None,
+    seed: int = 0,
+    **options: Any,
+) -> SegmentationDataset:
     """``name`` is one of ``list_datasets()``; ``options`` go to its class (e.g. ``length``/``size`` for synthetic).
 
     ``split`` may pool splits (``"train+val"``) and ``groups`` keep only the images of those groups (scenes, see
@@ -93,13 +101,24 @@ def build_dataset(name: str, *, root: str | os.PathLike | None = None, split: st
     splits: tuple[str | None, ...] = (None,) if split is None else parse_splits(split)
     if len(splits) > 1 or groups:
         parts = [_build_one(name, root, part, None, seed, options) for part in splits]
-        return PooledDataset(parts, split=SPLIT_SEPARATOR.join(str(p or "all") for p in splits), groups=groups,
-                             transform=transform, seed=seed)
+        return PooledDataset(
+            parts,
+            split=SPLIT_SEPARATOR.join(str(p or "all") for p in splits),
+            groups=groups,
+            transform=transform,
+            seed=seed,
+        )
     return _build_one(name, root, split, transform, seed, options)
 
 
-def _build_one(name: str, root: str | os.PathLike | None, split: str | None, transform: Transform | None, seed: int,
-               options: dict[str, Any]) -> SegmentationDataset:
+def _build_one(
+    name: str,
+    root: str | os.PathLike | None,
+    split: str | None,
+    transform: Transform | None,
+    seed: int,
+    options: dict[str, Any],
+) -> SegmentationDataset:
     cls, root_is = _DATASETS[name]
     if root_is is None:
         if root is not None:

@@ -43,12 +43,12 @@ SPLIT_SEPARATOR = "+"
 def parse_splits(text: str) -> tuple[str, ...]:
     """``"train+val"`` -> ``("train", "val")``: the one reading of a split expression (CLI, YAML, caches).
 
-        >>> parse_splits("val")
-        ('val',)
-        >>> parse_splits("train++val")
-        Traceback (most recent call last):
-        ...
-        mess_core.errors.DataError: split 'train++val': expected split names joined by '+', e.g. 'train+val'
+    >>> parse_splits("val")
+    ('val',)
+    >>> parse_splits("train++val")
+    Traceback (most recent call last):
+    ...
+    mess_core.errors.DataError: split 'train++val': expected split names joined by '+', e.g. 'train+val'
     """
     parts = tuple(part.strip() for part in str(text).split(SPLIT_SEPARATOR))
     if not parts or any(not part for part in parts):
@@ -64,8 +64,15 @@ class PooledDataset(SegmentationDataset):
     Augmentation is seeded by the pooled index (``transform`` and ``set_epoch`` are this dataset's own); loading,
     names, files and groups are the parts'."""
 
-    def __init__(self, parts: Sequence[SegmentationDataset], *, split: str, groups: Iterable[str] = (),
-                 transform: Transform | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        parts: Sequence[SegmentationDataset],
+        *,
+        split: str,
+        groups: Iterable[str] = (),
+        transform: Transform | None = None,
+        seed: int = 0,
+    ) -> None:
         super().__init__(transform=transform, seed=seed)
         if not parts:
             raise DataError("a pooled dataset needs at least one split")
@@ -73,17 +80,25 @@ class PooledDataset(SegmentationDataset):
         self.info = self.parts[0].info
         for part in self.parts[1:]:
             if part.info != self.info:
-                raise DataError(f"splits {split!r} describe different classes ({self.info.name} vs {part.info.name}); "
-                                "pool only splits of one dataset")
+                raise DataError(
+                    f"splits {split!r} describe different classes ({self.info.name} vs {part.info.name}); "
+                    "pool only splits of one dataset"
+                )
         self.split = split
         self.groups = tuple(groups)
         wanted = set(self.groups)
-        self.index = [(p, i) for p, part in enumerate(self.parts) for i in range(len(part))
-                      if not wanted or part.group_of(i) in wanted]
+        self.index = [
+            (p, i)
+            for p, part in enumerate(self.parts)
+            for i in range(len(part))
+            if not wanted or part.group_of(i) in wanted
+        ]
         if not self.index:
             found = Counter(part.group_of(i) for part in self.parts for i in range(len(part)))
-            raise DataError(f"{self.info.name} {split} holds no image of group(s) {', '.join(self.groups)}; its groups "
-                            f"are: {describe_groups(found)}")
+            raise DataError(
+                f"{self.info.name} {split} holds no image of group(s) {', '.join(self.groups)}; its groups "
+                f"are: {describe_groups(found)}"
+            )
 
     def __len__(self) -> int:
         return len(self.index)

@@ -44,20 +44,24 @@ from .layout import check_split
 __all__ = ["SyntheticSegmentation", "SYNTHETIC_INFO"]
 
 CLASSES = ("background", "disc", "square", "triangle", "ring", "cross", "striped blob")
-SYNTHETIC_INFO = DatasetInfo(name="synthetic", classes=CLASSES, ignore_index=255,
-                             palette=distinct_palette(len(CLASSES)))
+SYNTHETIC_INFO = DatasetInfo(
+    name="synthetic", classes=CLASSES, ignore_index=255, palette=distinct_palette(len(CLASSES))
+)
 _SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
 # Each object class has a typical colour (RGB, 0..1); easy images use it nearly as is, hard ones mostly not.
-_CLASS_COLOURS = np.array([
-    (0.50, 0.50, 0.50),  # background (unused)
-    (0.90, 0.20, 0.15),  # disc: red
-    (0.15, 0.35, 0.90),  # square: blue
-    (0.20, 0.80, 0.25),  # triangle: green
-    (0.95, 0.85, 0.15),  # ring: yellow
-    (0.85, 0.25, 0.85),  # cross: magenta
-    (0.95, 0.55, 0.10),  # striped blob: orange
-], dtype=np.float32)
+_CLASS_COLOURS = np.array(
+    [
+        (0.50, 0.50, 0.50),  # background (unused)
+        (0.90, 0.20, 0.15),  # disc: red
+        (0.15, 0.35, 0.90),  # square: blue
+        (0.20, 0.80, 0.25),  # triangle: green
+        (0.95, 0.85, 0.15),  # ring: yellow
+        (0.85, 0.25, 0.85),  # cross: magenta
+        (0.95, 0.55, 0.10),  # striped blob: orange
+    ],
+    dtype=np.float32,
+)
 
 
 def _mix(easy: float, hard: float, d: float) -> float:
@@ -69,8 +73,15 @@ class SyntheticSegmentation(SegmentationDataset):
 
     SPLITS = tuple(_SPLIT_CODES)
 
-    def __init__(self, *, split: str = "train", length: int | None = None, size: tuple[int, int] = (120, 160),
-                 seed: int = 0, transform: Transform | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        split: str = "train",
+        length: int | None = None,
+        size: tuple[int, int] = (120, 160),
+        seed: int = 0,
+        transform: Transform | None = None,
+    ) -> None:
         super().__init__(transform=transform, seed=seed)
         self.info = SYNTHETIC_INFO
         self.split = check_split(split, self.SPLITS, dataset="synthetic")
@@ -94,18 +105,20 @@ class SyntheticSegmentation(SegmentationDataset):
 
     def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         image, label = self._render(self._checked_index(index))
-        return (tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1).contiguous()),
-                tv_tensors.Mask(torch.from_numpy(label.astype(np.int64))))
+        return (
+            tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1).contiguous()),
+            tv_tensors.Mask(torch.from_numpy(label.astype(np.int64))),
+        )
 
     def __repr__(self) -> str:
-        return (f"SyntheticSegmentation(split={self.split!r}, length={self.length}, size={self.size}, "
-                f"seed={self.seed})")
+        return f"SyntheticSegmentation(split={self.split!r}, length={self.length}, size={self.size}, seed={self.seed})"
 
     # --- generation ------------------------------------------------------------------------------------------
 
     def _generator(self, index: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed & 0xFFFFFFFF, self.seed >> 32 & 0xFFFFFFFF,
-                                      _SPLIT_CODES[self.split], index])
+        return np.random.default_rng(
+            [self.seed & 0xFFFFFFFF, self.seed >> 32 & 0xFFFFFFFF, _SPLIT_CODES[self.split], index]
+        )
 
     def _render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         rng = self._generator(index)
@@ -168,8 +181,9 @@ def _distractors(rng: np.random.Generator, d: float, image: np.ndarray) -> None:
         cv2.line(image, start, end, tuple(float(v) for v in colour), int(rng.integers(1, 3)), cv2.LINE_AA)
 
 
-def _place(rng: np.random.Generator, d: float, radius: float, width: int, height: int,
-           placed: list[tuple[float, float, float]]) -> tuple[float, float]:
+def _place(
+    rng: np.random.Generator, d: float, radius: float, width: int, height: int, placed: list[tuple[float, float, float]]
+) -> tuple[float, float]:
     """A centre inside the image; easy images try to keep objects apart, hard ones let them overlap."""
     margin = radius * _mix(1.0, 0.3, d)
     tries = 12 if d < 0.5 else 1
@@ -181,8 +195,18 @@ def _place(rng: np.random.Generator, d: float, radius: float, width: int, height
     return cx, cy
 
 
-def _draw_object(rng: np.random.Generator, d: float, cls: int, cx: float, cy: float, radius: float,
-                 image: np.ndarray, label: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> None:
+def _draw_object(
+    rng: np.random.Generator,
+    d: float,
+    cls: int,
+    cx: float,
+    cy: float,
+    radius: float,
+    image: np.ndarray,
+    label: np.ndarray,
+    ys: np.ndarray,
+    xs: np.ndarray,
+) -> None:
     height, width = label.shape
     reach = int(math.ceil(radius * 1.3)) + 2
     x0, x1 = max(0, int(cx) - reach), min(width, int(cx) + reach + 1)

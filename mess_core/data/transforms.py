@@ -39,8 +39,16 @@ from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
 
-__all__ = ["MEAN", "STD", "PairTransform", "JointResize", "train_transform", "eval_transform", "pad_collate",
-           "denormalize"]
+__all__ = [
+    "MEAN",
+    "STD",
+    "PairTransform",
+    "JointResize",
+    "train_transform",
+    "eval_transform",
+    "pad_collate",
+    "denormalize",
+]
 
 # ImageNet statistics: every backbone we convert was pre-trained with them.
 MEAN = (0.485, 0.456, 0.406)
@@ -95,9 +103,17 @@ class PairTransform:
         return f"PairTransform({self.pipeline!r})"
 
 
-def train_transform(*, crop: tuple[int, int], scale: tuple[float, float] = (0.5, 2.0), hflip: bool = True,
-                    jitter: float = 0.2, hue: float = 0.0, blur: float = 0.0, noise: float = 0.0,
-                    ignore_index: int) -> PairTransform:
+def train_transform(
+    *,
+    crop: tuple[int, int],
+    scale: tuple[float, float] = (0.5, 2.0),
+    hflip: bool = True,
+    jitter: float = 0.2,
+    hue: float = 0.0,
+    blur: float = 0.0,
+    noise: float = 0.0,
+    ignore_index: int,
+) -> PairTransform:
     """Random scale, pad-if-needed + random crop to ``crop`` (H, W), random h-flip, colour jitter (brightness,
     contrast and saturation by up to ``jitter``, hue by up to ``hue``), a Gaussian blur (sigma 0.1-2) with probability
     ``blur``, Gaussian noise of standard deviation ``noise`` (of the 0-1 range) on half the images, normalise.
@@ -106,14 +122,23 @@ def train_transform(*, crop: tuple[int, int], scale: tuple[float, float] = (0.5,
     steps: list[Callable[..., Any]] = []
     if tuple(scale) != (1.0, 1.0):
         steps.append(JointResize(scale=scale))
-    steps.append(v2.RandomCrop(tuple(crop), pad_if_needed=True, padding_mode="constant",
-                               fill={tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}))
+    steps.append(
+        v2.RandomCrop(
+            tuple(crop),
+            pad_if_needed=True,
+            padding_mode="constant",
+            fill={tv_tensors.Image: 0, tv_tensors.Mask: ignore_index},
+        )
+    )
     if hflip:
         steps.append(v2.RandomHorizontalFlip())
     if jitter or hue:
         # v2.ColorJitter, GaussianBlur and GaussianNoise pass masks through untouched.
-        steps.append(v2.ColorJitter(brightness=jitter or None, contrast=jitter or None, saturation=jitter or None,
-                                    hue=hue or None))
+        steps.append(
+            v2.ColorJitter(
+                brightness=jitter or None, contrast=jitter or None, saturation=jitter or None, hue=hue or None
+            )
+        )
     if blur:
         steps.append(v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.1, 2.0))], p=blur))
     to_float, normalise = _to_normalised_float()
@@ -129,8 +154,9 @@ def eval_transform(*, size: tuple[int, int] | None = None) -> PairTransform:
     return PairTransform(steps + _to_normalised_float())
 
 
-def pad_collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
-                ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_collate(
+    batch: Sequence[tuple[torch.Tensor, torch.Tensor]], *, ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack (image, mask) pairs of different sizes by padding bottom/right to the largest H and W.
 
     Image padding is 0, mask padding ``ignore_index``. Use ``functools.partial(pad_collate, ignore_index=...)`` as a

@@ -42,9 +42,29 @@ def voc_palette(count: int) -> tuple[tuple[int, int, int], ...]:
 
 VOC_INFO = DatasetInfo(
     name="voc",
-    classes=("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-             "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-             "tvmonitor"),
+    classes=(
+        "background",
+        "aeroplane",
+        "bicycle",
+        "bird",
+        "boat",
+        "bottle",
+        "bus",
+        "car",
+        "cat",
+        "chair",
+        "cow",
+        "diningtable",
+        "dog",
+        "horse",
+        "motorbike",
+        "person",
+        "pottedplant",
+        "sheep",
+        "sofa",
+        "train",
+        "tvmonitor",
+    ),
     ignore_index=255,
     palette=voc_palette(21),
 )
@@ -55,15 +75,18 @@ class PascalVOC(FilePairDataset):
 
     SPLITS = ("train", "val", "trainval")
 
-    def __init__(self, root: str | os.PathLike, *, split: str = "train", transform: Transform | None = None,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, root: str | os.PathLike, *, split: str = "train", transform: Transform | None = None, seed: int = 0
+    ) -> None:
         super().__init__(transform=transform, seed=seed)
         self.info = VOC_INFO
         self.split = check_split(split, self.SPLITS, dataset="PASCAL VOC 2012")
         self.root = Path(root)
         devkit = self.root / "VOCdevkit" / "VOC2012"
-        expected = (f"expected {devkit}/JPEGImages/*.jpg, {devkit}/SegmentationClass/*.png and "
-                    f"{devkit}/ImageSets/Segmentation/{split}.txt")
+        expected = (
+            f"expected {devkit}/JPEGImages/*.jpg, {devkit}/SegmentationClass/*.png and "
+            f"{devkit}/ImageSets/Segmentation/{split}.txt"
+        )
         if (self.root / "JPEGImages").is_dir():
             expected += f"; {self.root} looks like the VOC2012 folder itself: pass the folder that holds VOCdevkit"
         try:
@@ -79,8 +102,10 @@ class PascalVOC(FilePairDataset):
         for kind, paths in (("image", self.images), ("label", self.labels)):
             missing = [path for path in paths if not path.is_file()]
             if missing:
-                raise DataError(f"{len(missing)} {kind} files listed in {split}.txt are missing: {some_of(missing)}; "
-                                "the VOC copy is incomplete: unpack VOCtrainval_11-May-2012.tar again")
+                raise DataError(
+                    f"{len(missing)} {kind} files listed in {split}.txt are missing: {some_of(missing)}; "
+                    "the VOC copy is incomplete: unpack VOCtrainval_11-May-2012.tar again"
+                )
 
     def name_of(self, index: int) -> str:
         return self.images[index].stem

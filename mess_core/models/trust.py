@@ -44,16 +44,26 @@ from ..errors import MessError
 from .registry import list_models
 from .source import ModelSource
 
-__all__ = ["UntrustedCodeError", "KEY_ENV", "SIGNATURE_KEY", "CONSENT_FLAG", "key_path", "runs_code", "sign",
-           "signed_here", "require_consent", "check_study_source", "describe_code"]
+__all__ = [
+    "UntrustedCodeError",
+    "KEY_ENV",
+    "SIGNATURE_KEY",
+    "CONSENT_FLAG",
+    "key_path",
+    "runs_code",
+    "sign",
+    "signed_here",
+    "require_consent",
+    "check_study_source",
+    "describe_code",
+]
 
 KEY_ENV = "MESS_TRUST_KEY"
 # the field beside a ``model_source`` record (in a manifest or a weights file's metadata) that holds its signature
 SIGNATURE_KEY = "model_source_signature"
 CONSENT_FLAG = "--trust-model-code"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_ALLOWED = ("a study may name a registered model, an installed model package or a model file inside the study "
-            "folder")
+_ALLOWED = "a study may name a registered model, an installed model package or a model file inside the study folder"
 
 
 class UntrustedCodeError(MessError):
@@ -147,8 +157,9 @@ def describe_code(source: ModelSource) -> str:
     return f"the registered model '{source.target}'"
 
 
-def require_consent(source: ModelSource, *, signature: Any, consent: bool, where: str,
-                    stored: ModelSource | None = None) -> None:
+def require_consent(
+    source: ModelSource, *, signature: Any, consent: bool, where: str, stored: ModelSource | None = None
+) -> None:
     """Refuse to build a recorded ``source`` that runs code unless it was recorded on this machine or the user
     consents; ``where`` names the record (a file and field), ``stored`` is the record as stored, which the signature
     covers (default ``source``; a study stores its model file's name, ``source`` holds its path)."""
@@ -157,7 +168,9 @@ def require_consent(source: ModelSource, *, signature: Any, consent: bool, where
     raise UntrustedCodeError(
         f"{where}: building this model runs {describe_code(source)}, which was not recorded on this machine. Read that "
         f"code; to run it, pass {CONSENT_FLAG} (python -m mess_core COMMAND ... {CONSENT_FLAG}) or confirm in the "
-        "app", source)
+        "app",
+        source,
+    )
 
 
 def check_study_source(record: Any, *, where: str, here: bool = True) -> None:
@@ -166,14 +179,20 @@ def check_study_source(record: Any, *, where: str, here: bool = True) -> None:
     recorded with its SHA-256. The record is the manifest's (or an older study's weights metadata), as stored. With
     ``here`` (when the model is to be built) the name must also be registered, or the package installed, here; a
     study whose model this machine cannot build still opens, for its stored figures."""
-    if not isinstance(record, dict) or record.get("kind") not in ("registry", "import", "file") \
-            or not isinstance(record.get("target"), str) or not record["target"]:
+    if (
+        not isinstance(record, dict)
+        or record.get("kind") not in ("registry", "import", "file")
+        or not isinstance(record.get("target"), str)
+        or not record["target"]
+    ):
         raise UntrustedCodeError(f"{where}: not a model source record ({str(record)[:200]}); rebuild the study")
     kind, target, attr = record["kind"], record["target"], record.get("attr")
     if kind == "registry":
         if here and target not in list_models():
-            raise UntrustedCodeError(f"{where}: model '{target}' is not registered in this version (registered: "
-                                     f"{', '.join(list_models())}); rebuild the study with this version")
+            raise UntrustedCodeError(
+                f"{where}: model '{target}' is not registered in this version (registered: "
+                f"{', '.join(list_models())}); rebuild the study with this version"
+            )
         return
     if not isinstance(attr, str) or not attr.isidentifier():
         raise UntrustedCodeError(f"{where}: callable {attr!r} is not a Python name; rebuild the study")
@@ -182,18 +201,26 @@ def check_study_source(record: Any, *, where: str, here: bool = True) -> None:
         if not all(part.isidentifier() for part in parts):
             raise UntrustedCodeError(f"{where}: {target!r} is not a module name; rebuild the study")
         if parts[0] in sys.stdlib_module_names or parts[0] in sys.builtin_module_names:
-            raise UntrustedCodeError(f"{where}: imports module '{target}', which is part of Python's standard "
-                                     f"library, not a model package; {_ALLOWED}")
+            raise UntrustedCodeError(
+                f"{where}: imports module '{target}', which is part of Python's standard "
+                f"library, not a model package; {_ALLOWED}"
+            )
         if parts[0] == "mess_core":
-            raise UntrustedCodeError(f"{where}: imports module '{target}' of this program; name a registered model "
-                                     "instead (python -m mess_core profile --help lists them)")
+            raise UntrustedCodeError(
+                f"{where}: imports module '{target}' of this program; name a registered model "
+                "instead (python -m mess_core profile --help lists them)"
+            )
         if here and importlib.util.find_spec(parts[0]) is None:
-            raise UntrustedCodeError(f"{where}: module '{target}' is not installed here; install the package that "
-                                     f"provides it (or put it on PYTHONPATH), then open the study again")
+            raise UntrustedCodeError(
+                f"{where}: module '{target}' is not installed here; install the package that "
+                f"provides it (or put it on PYTHONPATH), then open the study again"
+            )
         return
     if Path(target).name != target or target in (".", "..") or "\\" in target or not target.endswith(".py"):
-        raise UntrustedCodeError(f"{where}: model file {target!r} is not a .py file inside the study folder; "
-                                 f"{_ALLOWED}")
+        raise UntrustedCodeError(
+            f"{where}: model file {target!r} is not a .py file inside the study folder; {_ALLOWED}"
+        )
     if not isinstance(record.get("sha256"), str) or not _SHA256.fullmatch(record["sha256"]):
-        raise UntrustedCodeError(f"{where}: model file {target!r} has no SHA-256 recorded; rebuild the study (the "
-                                 "build records it)")
+        raise UntrustedCodeError(
+            f"{where}: model file {target!r} has no SHA-256 recorded; rebuild the study (the build records it)"
+        )

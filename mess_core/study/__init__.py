@@ -34,6 +34,21 @@ from .build import build
 from .config import DEFAULT_STUDY, STAGES, STUDY_FORMAT, StudyConfig, StudyError
 from .folder import Study, list_studies, open_study
 
-__all__ = ["StudyError", "StudyConfig", "Study", "build", "list_studies", "open_study", "STUDY_FORMAT",
-           "DEFAULT_STUDY", "STAGES", "end_to_end_table", "policy_comparison", "Target", "TARGETS", "headline_figures",
-           "headline", "markdown_report"]
+__all__ = [
+    "StudyError",
+    "StudyConfig",
+    "Study",
+    "build",
+    "list_studies",
+    "open_study",
+    "STUDY_FORMAT",
+    "DEFAULT_STUDY",
+    "STAGES",
+    "end_to_end_table",
+    "policy_comparison",
+    "Target",
+    "TARGETS",
+    "headline_figures",
+    "headline",
+    "markdown_report",
+]

@@ -74,9 +74,14 @@ from .steps import Step, StepLog, StepTimes, run_steps
 __all__ = ["build"]
 
 
-def build(config_path: str | os.PathLike, *, work: str | os.PathLike | None = None,
-          out: str | os.PathLike | None = None, stop_after: str | None = None,
-          log: Callable[[str], None] = print) -> Path:
+def build(
+    config_path: str | os.PathLike,
+    *,
+    work: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+    stop_after: str | None = None,
+    log: Callable[[str], None] = print,
+) -> Path:
     """Build the study ``config_path`` describes end to end; returns the study folder (or the work folder when
     ``stop_after`` names a training stage to stop after).
 
@@ -90,10 +95,18 @@ def build(config_path: str | os.PathLike, *, work: str | os.PathLike | None = No
     work = Path(work or Path("runs") / cfg.name)
     out = Path(out or Path("precomputed") / cfg.name)
     protocol = data_protocol(cfg)  # refuses to tune on scenes it trains on before anything is written
-    claim_folder(work, own=_holds_build_work, what="study build",
-                 hint="choose a new or empty --work folder (a build resumes only in its own)")
-    claim_folder(out, own=lambda p: _study_name(p) == cfg.name, what="study build",
-                 hint=f"choose a new or empty --out (a build replaces only an earlier build of study {cfg.name})")
+    claim_folder(
+        work,
+        own=_holds_build_work,
+        what="study build",
+        hint="choose a new or empty --work folder (a build resumes only in its own)",
+    )
+    claim_folder(
+        out,
+        own=lambda p: _study_name(p) == cfg.name,
+        what="study build",
+        hint=f"choose a new or empty --out (a build replaces only an earlier build of study {cfg.name})",
+    )
     with folder_lock(work, what=f"study build {config_path}"):
         return _build_in(cfg, config_path, work, out, protocol, stop_after, log)
 
@@ -103,8 +116,11 @@ WORK_ENTRIES = frozenset([*STAGES, "variants", "build_times.json", WEIGHTS, USER
 
 
 def _holds_build_work(folder: Path) -> bool:
-    return all(p.name in WORK_ENTRIES or (p.suffix == ".npz" and p.is_file()) for p in folder.iterdir()
-               if p.name != LOCK and not is_leftover(p.name))
+    return all(
+        p.name in WORK_ENTRIES or (p.suffix == ".npz" and p.is_file())
+        for p in folder.iterdir()
+        if p.name != LOCK and not is_leftover(p.name)
+    )
 
 
 def _study_name(folder: Path) -> str | None:
@@ -115,19 +131,29 @@ def _study_name(folder: Path) -> str | None:
     return manifest.get("name") if isinstance(manifest, dict) else None
 
 
-def _build_in(cfg: StudyConfig, config_path: Path, work: Path, out: Path, protocol: dict[str, Any],
-              stop_after: str | None, log: Callable[[str], None]) -> Path:
+def _build_in(
+    cfg: StudyConfig,
+    config_path: Path,
+    work: Path,
+    out: Path,
+    protocol: dict[str, Any],
+    stop_after: str | None,
+    log: Callable[[str], None],
+) -> Path:
     log(f"study {cfg.name}: work folder {work}, output {out}")
     for step in ("train", "tune", "report"):
         if protocol[step] is not None:
-            log(f"  {step}: {cfg.dataset} {protocol[step]['split']}, groups "
-                f"{describe_groups(protocol[step]['groups'])}")
+            log(
+                f"  {step}: {cfg.dataset} {protocol[step]['split']}, groups {describe_groups(protocol[step]['groups'])}"
+            )
     run = _Build(cfg, config_path, work, out, protocol)
     if not run_steps(run.steps(), times=run.times, log=log, stop_after=stop_after):
         log(f"stopped after {stop_after}, as asked; run the same command without --stop-after to go on")
         return work
-    log(f"study {cfg.name} written to {out} ({run.packed_bytes / 1e6:.1f} MB; "
-        f"steps took {sum(run.times.seconds.values()) / 60:.1f} min in all)")
+    log(
+        f"study {cfg.name} written to {out} ({run.packed_bytes / 1e6:.1f} MB; "
+        f"steps took {sum(run.times.seconds.values()) / 60:.1f} min in all)"
+    )
     return out
 
 
@@ -142,19 +168,25 @@ def _check_run(run_dir: Path, wanted: dict[str, Any]) -> None:
     held = plain(load_run_config(run_dir).to_dict())
     wanted = plain(wanted)
     # a run written before a setting existed ran with that setting's default
-    defaults = plain({f.name: f.default for f in dataclasses.fields(TrainConfig)
-                      if f.default is not dataclasses.MISSING})
+    defaults = plain(
+        {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    )
     # where a run lives (out, and init: the previous stage in the same work folder) may change when a folder moves,
     # but whether it started from another run or from scratch may not; how it runs (loader processes, device, a
     # progress bar) does not change what it computes (every sample's augmentation is seeded by its own index)
-    differ = sorted(k for k in wanted if k not in ("out", "init", "progress", "workers", "device")
-                    and held.get(k, defaults.get(k)) != wanted[k])
+    differ = sorted(
+        k
+        for k in wanted
+        if k not in ("out", "init", "progress", "workers", "device") and held.get(k, defaults.get(k)) != wanted[k]
+    )
     if (held.get("init") is None) != (wanted.get("init") is None):
         differ.append("init")
     if differ:
         detail = ", ".join(f"{k}: {held.get(k)!r} there, {wanted[k]!r} now" for k in differ[:4])
-        raise StudyError(f"{run_dir}: holds a run with other settings ({detail}); delete that folder to retrain it "
-                         "with these, or build into another --work folder")
+        raise StudyError(
+            f"{run_dir}: holds a run with other settings ({detail}); delete that folder to retrain it "
+            "with these, or build into another --work folder"
+        )
 
 
 def _train_or_resume(say: StepLog, what: str, wanted: TrainConfig, *, starting: str = "training") -> None:
@@ -221,8 +253,11 @@ class _Build:
     def train_stage(self, say: StepLog, stage: str) -> None:
         cfg = self.cfg
         if stage == "backbone" and not cfg.trains_backbone:
-            why = (f"your weights ({cfg.weights}) are the backbone" if cfg.weights is not None else
-                   "pretrain_from: scratch; stage 1 starts from random weights")
+            why = (
+                f"your weights ({cfg.weights}) are the backbone"
+                if cfg.weights is not None
+                else "pretrain_from: scratch; stage 1 starts from random weights"
+            )
             say(f"backbone: not trained on its own ({why})")
             return
         if stage == "pretrain" and not cfg.pretrain:
@@ -249,8 +284,9 @@ class _Build:
         spec = self.cfg.variants[name]
         init_stage = spec.get("init", "pretrain")
         run_dir = self.work / "variants" / name
-        wanted = TrainConfig(**{**self.cfg.variant_fields(name), **self._start(init_stage)}, stage="exits",
-                             out=str(run_dir))
+        wanted = TrainConfig(
+            **{**self.cfg.variant_fields(name), **self._start(init_stage)}, stage="exits", out=str(run_dir)
+        )
         # heads are independent given the frozen backbone: a variant with stage 2's own settings, on a configuration
         # stage 2 trained, is the stage-2 run itself, read from it instead of training the same heads twice
         stage2 = self.cfg.stage_fields("exits")
@@ -260,16 +296,25 @@ class _Build:
             run_dir = self.work / "exits"
             say(f"variant {name}: stage 2's own settings, read from {run_dir}")
         else:
-            _train_or_resume(say, f"variant {name}", wanted,
-                             starting=f"stage 2 with {wanted.exit_loss}, from {init_stage}")
+            _train_or_resume(
+                say, f"variant {name}", wanted, starting=f"stage 2 with {wanted.exit_loss}, from {init_stage}"
+            )
         detail = read_json(run_dir / "eval.json", StudyError, "missing: the variant's run did not evaluate")
         config = self._variant_config
         if config not in detail["exits"]["1"]:
             raise StudyError(f"{run_dir / 'eval.json'}: no figures for the variant space '{config}'")
         exits = {i: detail["exits"][i][config]["miou"] for i in sorted(detail["exits"], key=int)}
-        self.variants.append({"variant": name, "exit_loss": wanted.exit_loss, "stage1": init_stage == "pretrain",
-                              "config": config, "epochs": wanted.epochs, "exits": exits,
-                              "final": detail["final"]["miou"]})
+        self.variants.append(
+            {
+                "variant": name,
+                "exit_loss": wanted.exit_loss,
+                "stage1": init_stage == "pretrain",
+                "config": config,
+                "epochs": wanted.epochs,
+                "exits": exits,
+                "final": detail["final"]["miou"],
+            }
+        )
 
     # ------------------------------------------------------------------------------------------- figures
     @cached_property
@@ -301,20 +346,28 @@ class _Build:
         except MessError as exc:
             if tune:
                 raise
-            say(f"cache: no '{name}' images here ({str(exc).splitlines()[0][:120]}); figures on the tuning images "
-                "only")
+            say(f"cache: no '{name}' images here ({str(exc).splitlines()[0][:120]}); figures on the tuning images only")
             return
         self.caches["tune" if tune else "report"] = path
         if path.is_file():
             say(f"cache: {name} done earlier ({path})")
             return
         latency = cfg.latency and tune
-        say(f"cache: every exit x configuration on {cfg.dataset} {name}"
-            + (" (and per-stage/head latency)" if latency else ""))
-        cache = build_cache(self.network[0], dataset, model=cfg.model_source.name, dataset_name=cfg.dataset,
-                            split=split,
-                            batch_size=8, latency=latency, limit=cfg.cache_limit,
-                            extra_meta={"source": f"study {cfg.name}", "groups": list(groups)})
+        say(
+            f"cache: every exit x configuration on {cfg.dataset} {name}"
+            + (" (and per-stage/head latency)" if latency else "")
+        )
+        cache = build_cache(
+            self.network[0],
+            dataset,
+            model=cfg.model_source.name,
+            dataset_name=cfg.dataset,
+            split=split,
+            batch_size=8,
+            latency=latency,
+            limit=cfg.cache_limit,
+            extra_meta={"source": f"study {cfg.name}", "groups": list(groups)},
+        )
         cache.save(path)
         if cfg.weights is not None and tune:
             self.user_model_figures(say, dataset)
@@ -328,12 +381,23 @@ class _Build:
         cfg = self.cfg
         meta = self.network[1]
         model = load_user_weights(cfg.weights, cfg.model_source.build(meta["num_classes"])).eval()
-        loader = torch.utils.data.DataLoader(Subset(dataset, range(min(len(dataset), cfg.cache_limit or len(dataset)))),
-                                             batch_size=8)
-        cm = evaluate_model(model, loader, num_classes=meta["num_classes"], ignore_index=meta["ignore_index"],
-                            output_key=cfg.convert.get("output_key"))
-        figures = {"model": cfg.model_source.name, "weights": Path(cfg.weights).name, "weights_sha256":
-                   sha256(Path(cfg.weights)), "split": cfg.cache_split, "miou": cm.miou()}
+        loader = torch.utils.data.DataLoader(
+            Subset(dataset, range(min(len(dataset), cfg.cache_limit or len(dataset)))), batch_size=8
+        )
+        cm = evaluate_model(
+            model,
+            loader,
+            num_classes=meta["num_classes"],
+            ignore_index=meta["ignore_index"],
+            output_key=cfg.convert.get("output_key"),
+        )
+        figures = {
+            "model": cfg.model_source.name,
+            "weights": Path(cfg.weights).name,
+            "weights_sha256": sha256(Path(cfg.weights)),
+            "split": cfg.cache_split,
+            "miou": cm.miou(),
+        }
         say(f"your model as given ({figures['weights']}): mIoU {figures['miou']:.4f} on {cfg.cache_split}")
         write_json(path, figures)
         return figures
@@ -344,12 +408,22 @@ class _Build:
         self.report = report = EvaluationCache.load(self.caches["report"]) if "report" in self.caches else None
         if report is not None and cache.has_latency:
             report.stage_ms, report.head_ms = cache.stage_ms, cache.head_ms  # same network, same machine: same cost
-        say(f"search on {self.cache_names['tune']}: results table of every mode, fronts of every mode and peer"
-            + (f", every instance also reported on {self.cache_names['report']}" if report is not None else ""))
+        say(
+            f"search on {self.cache_names['tune']}: results table of every mode, fronts of every mode and peer"
+            + (f", every instance also reported on {self.cache_names['report']}" if report is not None else "")
+        )
         space = SearchSpace(max_exits=cfg.max_exits)
-        self.tables = {mode: results_table(cache, mode=mode, space=space, eval_cache=report,
-                                           confidence=cfg.promise_confidence, block=cfg.promise_block)
-                       for mode in MODES}
+        self.tables = {
+            mode: results_table(
+                cache,
+                mode=mode,
+                space=space,
+                eval_cache=report,
+                confidence=cfg.promise_confidence,
+                block=cfg.promise_block,
+            )
+            for mode in MODES
+        }
         self.fronts = all_fronts(cache, space=space)
         say(f"the policy against the oracle bound at every allowed drop (label-aware, {space.max_exits} exits)")
         self.versus = json.loads(policy_versus_oracle(cache, space=space).to_json(orient="records"))
@@ -372,21 +446,31 @@ class _Build:
         table = self.tables["input-dependent"]
         deployed = [r for r in table.itertuples() if r.instance is not None and r.instance.exits]
         instances = {r.row: r.instance for r in deployed}
-        say(f"latency: {', '.join(instances) or 'no early-exit instance'} against the original model, "
-            f"batch {list(cfg.bench_batches)}, {', '.join(cfg.bench_engines)}")
+        say(
+            f"latency: {', '.join(instances) or 'no early-exit instance'} against the original model, "
+            f"batch {list(cfg.bench_batches)}, {', '.join(cfg.bench_engines)}"
+        )
         split, groups = cfg.selection("tune")
         dataset = cfg.eval_dataset(split, self.size, groups=groups)
         images = torch.stack([dataset[i][0] for i in range(min(cfg.bench_images, len(dataset)))])
         net, _, model = self.network
-        frame = bench(net, model, instances, images, batch_sizes=cfg.bench_batches, engines=cfg.bench_engines,
-                      repeats=cfg.bench_repeats, log=say.detail)
+        frame = bench(
+            net,
+            model,
+            instances,
+            images,
+            batch_sizes=cfg.bench_batches,
+            engines=cfg.bench_engines,
+            repeats=cfg.bench_repeats,
+            log=say.detail,
+        )
         frame.insert(0, "id", frame["variant"].map({r.row: Row(r.id).value for r in deployed}))
         self.latency = json.loads(frame.to_json(orient="records"))
         write_json(path, self.latency)
 
     # ------------------------------------------------------------------------------------------- pack
     def pack(self, say: StepLog) -> None:
-        cfg, out = self.cfg, self.out
+        out = self.out
         say(f"pack: {out}")
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building.", dir=out.parent))  # a name no one else has
@@ -401,14 +485,20 @@ class _Build:
     def fill(self, tmp: Path) -> dict[str, Any]:
         """Write every file of the study into the empty folder ``tmp``; returns its manifest."""
         cfg = self.cfg
-        unshipped = ship_weights(self.work / WEIGHTS, tmp / WEIGHTS, set(cfg.heavy_configs),
-                                 used_heads([*self.tables.values(), self.fronts]))
+        unshipped = ship_weights(
+            self.work / WEIGHTS, tmp / WEIGHTS, set(cfg.heavy_configs), used_heads([*self.tables.values(), self.fronts])
+        )
         for path in self.caches.values():
             shutil.copyfile(path, tmp / path.name)
-        files = {RESULTS: {mode: frame_json(table) for mode, table in self.tables.items()},
-                 FRONTS: frame_json(self.fronts), PROFILE: self.profile, ORACLE: self.versus,
-                 TRANSFER: frame_json(self.transfer) if self.transfer is not None else None,
-                 TRAINING: self.variants or None, LATENCY: self.latency}
+        files = {
+            RESULTS: {mode: frame_json(table) for mode, table in self.tables.items()},
+            FRONTS: frame_json(self.fronts),
+            PROFILE: self.profile,
+            ORACLE: self.versus,
+            TRANSFER: frame_json(self.transfer) if self.transfer is not None else None,
+            TRAINING: self.variants or None,
+            LATENCY: self.latency,
+        }
         for name, data in files.items():
             if data is not None:
                 write_json(tmp / name, data)

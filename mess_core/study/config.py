@@ -27,9 +27,25 @@ from ..network import check_module_names
 from ..training import TrainConfig
 from ..training.config import SIZE_LIMIT
 
-__all__ = ["StudyError", "StudyConfig", "SELECTIONS", "STUDY_FORMAT", "DEFAULT_STUDY", "STAGES", "MANIFEST",
-           "WEIGHTS", "RESULTS", "FRONTS", "PROFILE", "CONFIG", "TRAINING", "LATENCY", "ORACLE", "TRANSFER",
-           "USER_MODEL"]
+__all__ = [
+    "StudyError",
+    "StudyConfig",
+    "SELECTIONS",
+    "STUDY_FORMAT",
+    "DEFAULT_STUDY",
+    "STAGES",
+    "MANIFEST",
+    "WEIGHTS",
+    "RESULTS",
+    "FRONTS",
+    "PROFILE",
+    "CONFIG",
+    "TRAINING",
+    "LATENCY",
+    "ORACLE",
+    "TRANSFER",
+    "USER_MODEL",
+]
 
 STUDY_FORMAT = "mess-study/1"
 # the files of a study folder
@@ -52,11 +68,22 @@ _STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "pretrain": {"epochs": 4, "optimizer": "adamw", "lr": 0.0005},
     "exits": {"epochs": 3, "optimizer": "adamw", "lr": 0.002, "exit_loss": "pfd"},
 }
-_TUPLES = ("crop", "eval_size", "bench_batches", "bench_engines", "heavy_configs", "train_groups", "cache_groups",
-           "report_groups")
+_TUPLES = (
+    "crop",
+    "eval_size",
+    "bench_batches",
+    "bench_engines",
+    "heavy_configs",
+    "train_groups",
+    "cache_groups",
+    "report_groups",
+)
 # the images each step of a study uses: (split field, groups field)
-SELECTIONS = {"train": ("train_split", "train_groups"), "tune": ("cache_split", "cache_groups"),
-              "report": ("report_split", "report_groups")}
+SELECTIONS = {
+    "train": ("train_split", "train_groups"),
+    "tune": ("cache_split", "cache_groups"),
+    "report": ("report_split", "report_groups"),
+}
 _MAPPINGS = ("convert", "data_options", "stages", "variants")
 
 
@@ -69,9 +96,18 @@ class StudyConfig:
     """What a study is built from (the YAML file, flat, plus per-stage overrides under ``stages``)."""
 
     LIMITS: ClassVar[dict[str, int]] = {
-        "num_exits": 64, "crop": SIZE_LIMIT, "eval_size": SIZE_LIMIT, "batch_size": 65_536, "seed": 2**32 - 1,
-        "cache_limit": 10_000_000, "max_exits": 64, "promise_block": 1_000_000, "bench_images": 100_000,
-        "bench_batches": 65_536, "bench_repeats": 1_000}
+        "num_exits": 64,
+        "crop": SIZE_LIMIT,
+        "eval_size": SIZE_LIMIT,
+        "batch_size": 65_536,
+        "seed": 2**32 - 1,
+        "cache_limit": 10_000_000,
+        "max_exits": 64,
+        "promise_block": 1_000_000,
+        "bench_images": 100_000,
+        "bench_batches": 65_536,
+        "bench_repeats": 1_000,
+    }
 
     name: str
     description: str = ""
@@ -172,16 +208,19 @@ class StudyConfig:
             if isinstance(convert, dict) and (convert.get("backbone") or convert.get("leaf_modules")):
                 try:  # names are checked on the model itself now, not after hours of training
                     options = convert_options(convert)
-                    check_module_names(source.build(2), backbone=options.get("backbone"),
-                                       leaf_modules=options.get("leaf_modules", ()))
+                    check_module_names(
+                        source.build(2), backbone=options.get("backbone"), leaf_modules=options.get("leaf_modules", ())
+                    )
                 except MessError as exc:
                     raise StudyError(f"{path}: convert: {exc}") from None
             data["model"] = source.spec
             if data.get("weights") is not None:
                 weights = (base / expand_home(str(data["weights"]), StudyError)).resolve()
                 if not weights.is_file():
-                    raise StudyError(f"{path}: weights: {weights}: no such file (a relative path is read from the "
-                                     "YAML file's folder); name the file of your trained state dict")
+                    raise StudyError(
+                        f"{path}: weights: {weights}: no such file (a relative path is read from the "
+                        "YAML file's folder); name the file of your trained state dict"
+                    )
                 data["weights"] = str(weights)
         return cls.from_dict(data, where=str(path))
 
@@ -210,8 +249,13 @@ class StudyConfig:
         """Stage-2 settings of training-table variant ``name`` (its ``init`` stage left out): stage 2's, on
         ``variant_space``, for the whole schedule (no successive halving: the table compares fully trained heads)."""
         spec = {k: v for k, v in self.variants[name].items() if k != "init"}
-        return {**self.stage_fields("exits"), "exit_space": self.variant_space, "prune_at": (), "prune_margin": (),
-                **spec}
+        return {
+            **self.stage_fields("exits"),
+            "exit_space": self.variant_space,
+            "prune_at": (),
+            "prune_margin": (),
+            **spec,
+        }
 
     def stage_fields(self, stage: str) -> dict[str, Any]:
         """The :class:`~mess_core.training.TrainConfig` fields of one stage (without ``stage``/``out``/``init``)."""
@@ -220,24 +264,43 @@ class StudyConfig:
 
     def _common_fields(self) -> dict[str, Any]:
         """The :class:`~mess_core.training.TrainConfig` fields every stage takes from the study's own settings."""
-        return {"model": self.model, "convert": dict(self.convert), "dataset": self.dataset,
-                "data_root": self.data_root, "data_options": dict(self.data_options), "num_exits": self.num_exits,
-                "train_split": self.train_split, "train_groups": tuple(self.train_groups),
-                "val_split": self.cache_split, "val_groups": tuple(self.cache_groups),
-                "crop": tuple(self.crop), "eval_size": self.eval_size, "exit_space": self.exit_space,
-                "batch_size": self.batch_size, "seed": self.seed, "progress": False}
+        return {
+            "model": self.model,
+            "convert": dict(self.convert),
+            "dataset": self.dataset,
+            "data_root": self.data_root,
+            "data_options": dict(self.data_options),
+            "num_exits": self.num_exits,
+            "train_split": self.train_split,
+            "train_groups": tuple(self.train_groups),
+            "val_split": self.cache_split,
+            "val_groups": tuple(self.cache_groups),
+            "crop": tuple(self.crop),
+            "eval_size": self.eval_size,
+            "exit_space": self.exit_space,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "progress": False,
+        }
 
     def selection(self, step: str) -> tuple[str, tuple[str, ...]]:
         """The (split, groups) of the images ``step`` uses: ``train``, ``tune`` or ``report``."""
         split, groups = SELECTIONS[step]
         return getattr(self, split), tuple(getattr(self, groups))
 
-    def eval_dataset(self, split: str, size: tuple[int, int], *, groups: Sequence[str] = (),
-                     root: str | os.PathLike | None = None) -> Any:
+    def eval_dataset(
+        self, split: str, size: tuple[int, int], *, groups: Sequence[str] = (), root: str | os.PathLike | None = None
+    ) -> Any:
         """The study's images of ``split`` (pooled with '+'), kept to ``groups``, as evaluated: every image resized
         to ``size``; ``root`` overrides ``data_root`` (the data may live elsewhere on another machine)."""
-        return build_dataset(self.dataset, root=root if root is not None else self.data_root, split=split,
-                             groups=tuple(groups), transform=eval_transform(size=tuple(size)), **self.data_options)
+        return build_dataset(
+            self.dataset,
+            root=root if root is not None else self.data_root,
+            split=split,
+            groups=tuple(groups),
+            transform=eval_transform(size=tuple(size)),
+            **self.data_options,
+        )
 
     def _check_settings(self, where: str) -> None:
         """Every setting has its type and range, and every stage's and variant's settings make a valid training
@@ -253,16 +316,22 @@ class StudyConfig:
         for stage in STAGES:
             _check_training(f"{where}: stages.{stage}", {**self.stage_fields(stage), "stage": stage})
         if self.weights is not None and self.pretrain_from == "scratch":
-            raise StudyError(f"{where}: weights and pretrain_from: scratch contradict each other (scratch starts from "
-                             "random weights); drop one")
+            raise StudyError(
+                f"{where}: weights and pretrain_from: scratch contradict each other (scratch starts from "
+                "random weights); drop one"
+            )
         if not self.pretrain and not self.trains_backbone and self.weights is None:
-            raise StudyError(f"{where}: stages.pretrain: false with pretrain_from: scratch leaves stage 2 no trained "
-                             "backbone; give weights: or switch stage 1 back on")
+            raise StudyError(
+                f"{where}: stages.pretrain: false with pretrain_from: scratch leaves stage 2 no trained "
+                "backbone; give weights: or switch stage 1 back on"
+            )
         if not self.pretrain:
             orphans = [n for n, spec in self.variants.items() if spec.get("init", "pretrain") == "pretrain"]
             if orphans:
-                raise StudyError(f"{where}: variants {', '.join(orphans)} start from stage 1 (init: pretrain), which "
-                                 "stages.pretrain: false switches off; set init: backbone or drop them")
+                raise StudyError(
+                    f"{where}: variants {', '.join(orphans)} start from stage 1 (init: pretrain), which "
+                    "stages.pretrain: false switches off; set init: backbone or drop them"
+                )
         for config in self.heavy_configs:
             try:
                 ExitSpec.parse(config)
@@ -271,26 +340,34 @@ class StudyConfig:
         for name in self.variants:
             _check_training(f"{where}: variants.{name}", {**self.variant_fields(name), "stage": "exits"})
 
-
     def _check_ranges(self, where: str) -> None:
         """The study-only settings' ranges (the training settings are TrainConfig's to check)."""
         checks = [
             (self.max_exits >= 1, f"max_exits must be >= 1 (early exits an instance keeps), not {self.max_exits}"),
-            (self.promise_confidence is None or 0.5 <= self.promise_confidence < 1,
-             f"promise_confidence must be a level in [0.5, 1) (e.g. 0.9) or null, not {self.promise_confidence}"),
-            (self.promise_block is None or (self.promise_confidence is not None and self.promise_block >= 1),
-             f"promise_block needs promise_confidence and a whole number of images >= 1, not {self.promise_block}"),
-            (self.cache_limit is None or self.cache_limit >= 1,
-             f"cache_limit must be >= 1 image or null (the whole split), not {self.cache_limit}"),
+            (
+                self.promise_confidence is None or 0.5 <= self.promise_confidence < 1,
+                f"promise_confidence must be a level in [0.5, 1) (e.g. 0.9) or null, not {self.promise_confidence}",
+            ),
+            (
+                self.promise_block is None or (self.promise_confidence is not None and self.promise_block >= 1),
+                f"promise_block needs promise_confidence and a whole number of images >= 1, not {self.promise_block}",
+            ),
+            (
+                self.cache_limit is None or self.cache_limit >= 1,
+                f"cache_limit must be >= 1 image or null (the whole split), not {self.cache_limit}",
+            ),
             (self.bench_images >= 0, f"bench_images must be >= 0 (0: no latency benchmark), not {self.bench_images}"),
-            (len(self.bench_batches) > 0 and all(b >= 1 for b in self.bench_batches),
-             f"bench_batches must list batch sizes >= 1, not {list(self.bench_batches)}"),
+            (
+                len(self.bench_batches) > 0 and all(b >= 1 for b in self.bench_batches),
+                f"bench_batches must list batch sizes >= 1, not {list(self.bench_batches)}",
+            ),
             (self.bench_repeats >= 1, f"bench_repeats must be >= 1, not {self.bench_repeats}"),
-            (len(self.bench_engines) > 0 and all(e in ENGINES for e in self.bench_engines),
-             f"bench_engines must list engines among {', '.join(ENGINES)}, not {list(self.bench_engines)}"),
+            (
+                len(self.bench_engines) > 0 and all(e in ENGINES for e in self.bench_engines),
+                f"bench_engines must list engines among {', '.join(ENGINES)}, not {list(self.bench_engines)}",
+            ),
             (self.cache_split.strip() != "", f"cache_split must name a split (e.g. val), not {self.cache_split!r}"),
-            (self.report_split.strip() != "",
-             f"report_split must name a split (e.g. test), not {self.report_split!r}"),
+            (self.report_split.strip() != "", f"report_split must name a split (e.g. test), not {self.report_split!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -302,8 +379,7 @@ class StudyConfig:
                 raise StudyError(f"{where}: {split}: {exc}") from None
             names = getattr(self, groups)
             if any(not str(name).strip() for name in names) or len(set(names)) != len(names):
-                raise StudyError(f"{where}: {groups} must list distinct group names ({step} images), not "
-                                 f"{list(names)}")
+                raise StudyError(f"{where}: {groups} must list distinct group names ({step} images), not {list(names)}")
         for name, parse in (("exit_space", exit_space), ("variant_space", ExitSpec.parse)):
             try:
                 parse(getattr(self, name))
@@ -336,8 +412,10 @@ def _check_shape(data: Any, where: str, known: set[str]) -> None:
         if stage == "pretrain" and overrides is False:
             continue
         if stage not in STAGES or not isinstance(overrides, dict):
-            raise StudyError(f"{where}: stages.{stage}: expected one of {', '.join(STAGES)} with a mapping "
-                             "(or stages.pretrain: false to switch stage 1 off)")
+            raise StudyError(
+                f"{where}: stages.{stage}: expected one of {', '.join(STAGES)} with a mapping "
+                "(or stages.pretrain: false to switch stage 1 off)"
+            )
     for name, spec in (data.get("variants") or {}).items():
         if not isinstance(spec, dict) or spec.get("init", "pretrain") not in ("pretrain", "backbone"):
             raise StudyError(f"{where}: variants.{name}: expected a mapping with init 'pretrain' or 'backbone'")
@@ -346,5 +424,7 @@ def _check_shape(data: Any, where: str, known: set[str]) -> None:
     if data.get("pretrain_from") == "scratch":
         orphans = [n for n, spec in (data.get("variants") or {}).items() if spec.get("init") == "backbone"]
         if orphans:
-            raise StudyError(f"{where}: variants {', '.join(orphans)} start from the backbone stage, which "
-                             "pretrain_from: scratch does not train; drop them or set init: pretrain")
+            raise StudyError(
+                f"{where}: variants {', '.join(orphans)} start from the backbone stage, which "
+                "pretrain_from: scratch does not train; drop them or set init: pretrain"
+            )

@@ -19,8 +19,7 @@ from .config import StudyError
 from .folder import Study
 from .pack import frame_json
 
-__all__ = ["EvaluationData", "evaluation_dataset", "evaluate_on", "score_rows", "evaluation_record",
-           "EVALUATED_MODES"]
+__all__ = ["EvaluationData", "evaluation_dataset", "evaluate_on", "score_rows", "evaluation_record", "EVALUATED_MODES"]
 
 # the deployable modes, the one people deploy first: anytime rows are budgeted ones that also report later outputs
 EVALUATED_MODES = ("input-dependent", "budgeted")
@@ -53,55 +52,87 @@ def evaluation_dataset(study: Study, data: EvaluationData) -> tuple[Any, Evaluat
     options = data.options if (data.options or not same) else dict(config.get("data_options") or {})
     size = tuple(int(v) for v in study.cache.meta["input_size"])
     split = data.split if data.split is not None or name == "folder" else "test"
-    dataset = build_dataset(name, root=root, split=split, groups=data.groups, transform=eval_transform(size=size),
-                            **options)
+    dataset = build_dataset(
+        name, root=root, split=split, groups=data.groups, transform=eval_transform(size=size), **options
+    )
     chosen = EvaluationData(split, tuple(data.groups), name, root, dict(options))
     notes = []
     classes = study.cache.meta.get("classes") or []
     if dataset.info.num_classes != study.cache.num_classes:
-        raise StudyError(f"{chosen.describe()} has {dataset.info.num_classes} classes but study {study.name} predicts "
-                         f"{study.cache.num_classes} ({', '.join(classes)}); evaluate on images labelled with the "
-                         "study's classes")
+        raise StudyError(
+            f"{chosen.describe()} has {dataset.info.num_classes} classes but study {study.name} predicts "
+            f"{study.cache.num_classes} ({', '.join(classes)}); evaluate on images labelled with the "
+            "study's classes"
+        )
     if classes and list(dataset.info.classes) != list(classes):
-        notes.append(f"class names differ ({', '.join(dataset.info.classes)} here, {', '.join(classes)} in the study); "
-                     "they are matched by index")
+        notes.append(
+            f"class names differ ({', '.join(dataset.info.classes)} here, {', '.join(classes)} in the study); "
+            "they are matched by index"
+        )
     if len(dataset):
         native = tuple(dataset.load(0)[0].shape[-2:])
         if native != size:
-            notes.append(f"images are resized to the study's input size {size[0]}x{size[1]} (the first is "
-                         f"{native[0]}x{native[1]})")
+            notes.append(
+                f"images are resized to the study's input size {size[0]}x{size[1]} (the first is "
+                f"{native[0]}x{native[1]})"
+            )
     return dataset, chosen, notes
 
 
-def evaluate_on(study: Study, dataset: Any, data: EvaluationData, *, batch_size: int = 8, limit: int | None = None,
-                progress: Callable[[Iterable], Iterable] | None = None, modes: Sequence[str] = EVALUATED_MODES,
-                level: float = DEFAULT_LEVEL, consent: bool = False) -> tuple[EvaluationCache, pd.DataFrame]:
+def evaluate_on(
+    study: Study,
+    dataset: Any,
+    data: EvaluationData,
+    *,
+    batch_size: int = 8,
+    limit: int | None = None,
+    progress: Callable[[Iterable], Iterable] | None = None,
+    modes: Sequence[str] = EVALUATED_MODES,
+    level: float = DEFAULT_LEVEL,
+    consent: bool = False,
+) -> tuple[EvaluationCache, pd.DataFrame]:
     """The study's network over ``dataset`` (an evaluation cache, with the tuning cache's measured latency) and every
     results row of ``modes`` scored on it; ``consent`` as in :meth:`~mess_core.study.Study.load_network`."""
     net, meta = study.load_network(consent=consent)
-    cache = build_cache(net, dataset, model=meta["model"], dataset_name=str(data.dataset), split=data.split,
-                        batch_size=batch_size, limit=limit, progress=progress,
-                        extra_meta={"source": f"study evaluate {study.name}", "groups": list(data.groups)})
+    cache = build_cache(
+        net,
+        dataset,
+        model=meta["model"],
+        dataset_name=str(data.dataset),
+        split=data.split,
+        batch_size=batch_size,
+        limit=limit,
+        progress=progress,
+        extra_meta={"source": f"study evaluate {study.name}", "groups": list(data.groups)},
+    )
     cache = with_costs_of(cache, study.cache)
     return cache, score_rows(study, cache, modes=modes, level=level)
 
 
-def score_rows(study: Study, cache: EvaluationCache, *, modes: Sequence[str] = EVALUATED_MODES,
-               level: float = DEFAULT_LEVEL) -> pd.DataFrame:
+def score_rows(
+    study: Study, cache: EvaluationCache, *, modes: Sequence[str] = EVALUATED_MODES, level: float = DEFAULT_LEVEL
+) -> pd.DataFrame:
     """Every results row of ``modes`` of ``study``, as shipped, scored on ``cache`` (other images of its network)."""
     return evaluate_rows({mode: study.results(mode) for mode in modes}, cache, level=level)
 
 
-def evaluation_record(study: Study, cache: EvaluationCache, rows: pd.DataFrame, data: EvaluationData,
-                      notes: Sequence[str]) -> dict[str, Any]:
+def evaluation_record(
+    study: Study, cache: EvaluationCache, rows: pd.DataFrame, data: EvaluationData, notes: Sequence[str]
+) -> dict[str, Any]:
     """What ``study evaluate --json`` writes: the study, the images, the notes and every row's figures."""
     return {
         "format": "mess-evaluation/1",
         "study": study.name,
         "study_path": str(study.path),
-        "data": {"dataset": data.dataset, "root": None if data.root is None else str(os.fspath(data.root)),
-                 "split": data.split, "groups": list(data.groups), "options": data.options,
-                 "images": cache.num_images, "input_size": list(cache.meta["input_size"])},
+        "data": {
+            "dataset": data.dataset,
+            "root": None if data.root is None else str(os.fspath(data.root)),
+            "split": data.split,
+            "groups": list(data.groups),
+            "options": data.options,
+            "images": cache.num_images,
+            "input_size": list(cache.meta["input_size"]),
+        },
         "notes": list(notes),
         "backbone_miou": float(cache.head_miou()[cache.final_head]),
         "rows": frame_json(rows),

@@ -71,8 +71,9 @@ class Study:
     def cache(self) -> EvaluationCache:
         cache = self._load_cache(self.cache_path)
         if not self.is_packed:  # a packed study's manifest hashes both; a run folder's cache may be anyone's
-            _check_cache_fits(cache, self.cache_path, checkpoint.load(self.weights_path).get("meta", {}),
-                              self.weights_path)
+            _check_cache_fits(
+                cache, self.cache_path, checkpoint.load(self.weights_path).get("meta", {}), self.weights_path
+            )
         return cache
 
     @cached_property
@@ -116,8 +117,13 @@ class Study:
         if self.model_source is not None:
             where = f"{self.path / MANIFEST}: model_source"
             check_study_source(self.manifest["model_source"], where=where)
-            require_consent(self.model_source, signature=self.manifest.get(SIGNATURE_KEY), consent=consent,
-                            where=where, stored=ModelSource.from_dict(self.manifest["model_source"]))
+            require_consent(
+                self.model_source,
+                signature=self.manifest.get(SIGNATURE_KEY),
+                consent=consent,
+                where=where,
+                stored=ModelSource.from_dict(self.manifest["model_source"]),
+            )
             return
         meta = checkpoint.load(self.weights_path).get("meta")
         meta = meta if isinstance(meta, dict) else {}
@@ -172,8 +178,9 @@ class Study:
             return with_row_ids(frame_from_json(data[mode], f"{where} ('{mode}' table)", RESULT_COLUMNS))
         except ValueError as exc:
             text = str(exc)
-            raise StudyError(f"{text if text.startswith(str(where)) else f'{where}: {text}'}; rebuild the study with "
-                             "this version") from None
+            raise StudyError(
+                f"{text if text.startswith(str(where)) else f'{where}: {text}'}; rebuild the study with this version"
+            ) from None
 
     def fronts(self) -> pd.DataFrame:
         """Accuracy-vs-GFLOPs fronts of every mode and peer (see :func:`mess_core.report.all_fronts`)."""
@@ -198,9 +205,16 @@ class Study:
             return None
         rows = []
         for r in self._json(TRAINING):
-            rows.append({"variant": r["variant"], "stage 2 loss": r["exit_loss"], "stage 1": r["stage1"],
-                         "config": r["config"], **{f"exit {i}": v for i, v in r["exits"].items()},
-                         "final": r["final"]})
+            rows.append(
+                {
+                    "variant": r["variant"],
+                    "stage 2 loss": r["exit_loss"],
+                    "stage 1": r["stage1"],
+                    "config": r["config"],
+                    **{f"exit {i}": v for i, v in r["exits"].items()},
+                    "final": r["final"],
+                }
+            )
         return pd.DataFrame(rows)
 
     def policy_versus_oracle(self) -> pd.DataFrame | None:
@@ -227,8 +241,9 @@ class Study:
             return None
         return with_row_ids(pd.DataFrame(self._json(LATENCY)), labels="variant", strict=False)
 
-    def check_weights(self, *, images: int = 3, data_root: str | os.PathLike | None = None,
-                      consent: bool = False) -> list[str]:
+    def check_weights(
+        self, *, images: int = 3, data_root: str | os.PathLike | None = None, consent: bool = False
+    ) -> list[str]:
         """Re-run the shipped weights on the first ``images`` images of the cache's split and compare every shipped
         head's counts with the cache (a pixel or two may flip on a tie: convolutions round differently at another
         batch size). Returns the problems; empty when they agree. ``consent`` as in :meth:`load_network`."""
@@ -243,8 +258,9 @@ class Study:
         split = shipped.meta["split"]
         groups = tuple(shipped.meta.get("groups") or ())  # the cache's images: a scene-disjoint study's tuning drive
         data = cfg.eval_dataset(split, tuple(shipped.meta["input_size"]), root=data_root, groups=groups)
-        again = build_cache(net, data, model=cfg.model_source.name, dataset_name=cfg.dataset, split=split, batch_size=1,
-                            limit=images)
+        again = build_cache(
+            net, data, model=cfg.model_source.name, dataset_name=cfg.dataset, split=split, batch_size=1, limit=images
+        )
         problems = []
         if not np.array_equal(again.label, shipped.label[:images]):
             problems.append(f"{self.cache_path}: its labels differ from the dataset's first {images} images")
@@ -261,8 +277,10 @@ class Study:
         empty when all match. A run folder has no manifest to check against: that is refused rather than reported as
         "0 files, no problem"."""
         if not self.is_packed:
-            raise StudyError(f"{self.path}: has no {MANIFEST}, so there is nothing to check its files against (a run "
-                             "folder, not a built study); build a study with `python -m mess_core study build CONFIG`")
+            raise StudyError(
+                f"{self.path}: has no {MANIFEST}, so there is nothing to check its files against (a run "
+                "folder, not a built study); build a study with `python -m mess_core study build CONFIG`"
+            )
         problems = []
         for name, entry in self.manifest.get("files", {}).items():
             path = self.path / name
@@ -273,8 +291,10 @@ class Study:
         listed = set(self.manifest.get("files", {})) | {MANIFEST, "__pycache__"}  # Python's cache of a model file
         for path in sorted(self.path.iterdir()):
             if path.name not in listed:
-                problems.append(f"{path}: not listed in the manifest; the build did not write it (move it out of the "
-                                "study, or rebuild the study)")
+                problems.append(
+                    f"{path}: not listed in the manifest; the build did not write it (move it out of the "
+                    "study, or rebuild the study)"
+                )
         return problems
 
 
@@ -289,8 +309,10 @@ def open_study(path: str | os.PathLike) -> Study:
         is_dir = path.is_dir()
     except (OSError, ValueError) as exc:  # a name too long for the file system: not a folder we can open
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise StudyError(f"{shown}: cannot be opened as a folder ({reason}); point to a study folder "
-                         "(precomputed/<name>) or a run folder") from None
+        raise StudyError(
+            f"{shown}: cannot be opened as a folder ({reason}); point to a study folder "
+            "(precomputed/<name>) or a run folder"
+        ) from None
     if not is_dir:
         raise StudyError(f"{shown}: no such folder; point to a study folder (precomputed/<name>) or a run folder")
     if (path / MANIFEST).is_file():
@@ -300,8 +322,10 @@ def open_study(path: str | os.PathLike) -> Study:
         raise StudyError(f"{path}: neither a study ({MANIFEST}) nor a run folder ({WEIGHTS} or exits/{WEIGHTS})")
     caches = sorted(path.glob("*.npz"), key=lambda p: (not p.name.startswith("val"), p.name))
     if not caches:
-        raise StudyError(f"{path}: has {weights.relative_to(path)} but no evaluation cache (*.npz); make one with "
-                         f"`python -m mess_core cache --multi-exit {weights} --data ... --out {path}/val.npz`")
+        raise StudyError(
+            f"{path}: has {weights.relative_to(path)} but no evaluation cache (*.npz); make one with "
+            f"`python -m mess_core cache --multi-exit {weights} --data ... --out {path}/val.npz`"
+        )
     return Study(path, {"name": path.name, "format": None, "cache": caches[0].name}, caches[0], weights)
 
 
@@ -310,14 +334,19 @@ def _open_packed(path: Path) -> Study:
     manifest = read_json(manifest_path, StudyError, "missing")
     if not isinstance(manifest, dict) or manifest.get("format") != STUDY_FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise StudyError(f"{manifest_path}: study format {found!r}, this version reads {STUDY_FORMAT!r}; rebuild "
-                         "it with this version's `python -m mess_core study build` (its command is in the manifest)")
+        raise StudyError(
+            f"{manifest_path}: study format {found!r}, this version reads {STUDY_FORMAT!r}; rebuild "
+            "it with this version's `python -m mess_core study build` (its command is in the manifest)"
+        )
     _check_manifest(manifest, manifest_path)
-    missing = [n for n in [WEIGHTS, manifest.get("cache", ""), RESULTS, FRONTS, PROFILE]
-               if not n or not (path / n).is_file()]
+    missing = [
+        n for n in [WEIGHTS, manifest.get("cache", ""), RESULTS, FRONTS, PROFILE] if not n or not (path / n).is_file()
+    ]
     if missing:
-        raise StudyError(f"{path}: missing {', '.join(missing or ['its cache name'])}; the study is incomplete; "
-                         f"rebuild it with `{manifest.get('command', 'python -m mess_core study build CONFIG')}`")
+        raise StudyError(
+            f"{path}: missing {', '.join(missing or ['its cache name'])}; the study is incomplete; "
+            f"rebuild it with `{manifest.get('command', 'python -m mess_core study build CONFIG')}`"
+        )
     return Study(path, manifest, path / manifest["cache"], path / WEIGHTS)
 
 
@@ -344,8 +373,10 @@ def _check_manifest(manifest: dict[str, Any], where: Path) -> None:
         if not isinstance(value, str) or not value:
             raise StudyError(f"{where}: field '{key}' is {value!r}, expected a file name in the study; {fix}")
         if not _inside(folder, value):
-            raise StudyError(f"{where}: field '{key}' is {value!r}, which lies outside the study folder {folder}; a "
-                             f"study only reads its own files: copy the file into the study and rebuild it")
+            raise StudyError(
+                f"{where}: field '{key}' is {value!r}, which lies outside the study folder {folder}; a "
+                f"study only reads its own files: copy the file into the study and rebuild it"
+            )
     for key in ("config", "model_source", "user_model"):
         if manifest.get(key) is not None and not isinstance(manifest[key], dict):
             raise StudyError(f"{where}: field '{key}' is a {type(manifest[key]).__name__}, expected an object; {fix}")
@@ -356,15 +387,22 @@ def _check_manifest(manifest: dict[str, Any], where: Path) -> None:
             raise StudyError(str(exc)) from None
     files = manifest.get("files", {})
     if not isinstance(files, dict):
-        raise StudyError(f"{where}: field 'files' is a {type(files).__name__}, expected an object of file entries; {fix}")
+        raise StudyError(
+            f"{where}: field 'files' is a {type(files).__name__}, expected an object of file entries; {fix}"
+        )
     for name, entry in files.items():
         if not _inside(folder, name):
-            raise StudyError(f"{where}: field 'files' lists {name!r}, which lies outside the study folder {folder}; "
-                             f"{fix}")
-        if not isinstance(entry, dict) or not isinstance(entry.get("bytes"), int) or \
-                not isinstance(entry.get("sha256"), str):
-            raise StudyError(f"{where}: field 'files' entry {name!r} is {entry!r}, expected {{'bytes': int, "
-                             f"'sha256': str}}; {fix}")
+            raise StudyError(
+                f"{where}: field 'files' lists {name!r}, which lies outside the study folder {folder}; {fix}"
+            )
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("bytes"), int)
+            or not isinstance(entry.get("sha256"), str)
+        ):
+            raise StudyError(
+                f"{where}: field 'files' entry {name!r} is {entry!r}, expected {{'bytes': int, 'sha256': str}}; {fix}"
+            )
 
 
 def _check_cache_fits(cache: EvaluationCache, cache_path: Path, meta: dict[str, Any], weights: Path) -> None:
@@ -383,9 +421,11 @@ def _check_cache_fits(cache: EvaluationCache, cache_path: Path, meta: dict[str, 
         extra = sorted(set(cache.configs) - shipped)
         differ.append(f"configurations {', '.join(extra[:3])} there that the weights have no head for")
     if differ:
-        raise StudyError(f"{cache_path}: was not written from {weights} ({'; '.join(differ)}); rebuild the cache from "
-                         f"these weights (python -m mess_core cache --multi-exit {weights} ...) or put the matching "
-                         "weights beside it")
+        raise StudyError(
+            f"{cache_path}: was not written from {weights} ({'; '.join(differ)}); rebuild the cache from "
+            f"these weights (python -m mess_core cache --multi-exit {weights} ...) or put the matching "
+            "weights beside it"
+        )
 
 
 def list_studies(root: str | os.PathLike) -> list[Path]:

@@ -29,8 +29,18 @@ from .. import checkpoint
 from ..instance import Instance
 from ..io import atomic_write_text
 
-__all__ = ["sha256", "versions", "to_half", "ship_weights", "used_heads", "frame_json", "frame_from_json",
-           "write_json", "file_entries", "replace_folder"]
+__all__ = [
+    "sha256",
+    "versions",
+    "to_half",
+    "ship_weights",
+    "used_heads",
+    "frame_json",
+    "frame_from_json",
+    "write_json",
+    "file_entries",
+    "replace_folder",
+]
 
 
 def sha256(path: Path) -> str:
@@ -43,8 +53,13 @@ def sha256(path: Path) -> str:
 
 def versions() -> dict[str, str]:
     """The versions of what computed the study's figures."""
-    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "numpy": numpy.__version__, "pandas": pd.__version__}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": numpy.__version__,
+        "pandas": pd.__version__,
+    }
 
 
 def to_half(src: Path, dst: Path) -> None:
@@ -76,8 +91,9 @@ def ship_weights(src: Path, dst: Path, heavy: set[str], used: set[tuple[int, str
 
 def used_heads(frames: list[pd.DataFrame]) -> set[tuple[int, str]]:
     """(exit, configuration) of every head an instance in ``frames`` keeps."""
-    return {(e.exit, e.config) for frame in frames for inst in frame["instance"] if inst is not None
-            for e in inst.exits}
+    return {
+        (e.exit, e.config) for frame in frames for inst in frame["instance"] if inst is not None for e in inst.exits
+    }
 
 
 def _plain(value: Any) -> Any:

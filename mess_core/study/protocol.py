@@ -36,8 +36,11 @@ from .config import SELECTIONS, StudyConfig, StudyError
 
 __all__ = ["data_protocol", "selection_summary", "overlap", "protocol_table", "protocol_warning"]
 
-_STEPS = {"train": "training (stages 1 and 2)", "tune": "tuning (thresholds, search, results)",
-          "report": "report (every instance, never tuned)"}
+_STEPS = {
+    "train": "training (stages 1 and 2)",
+    "tune": "tuning (thresholds, search, results)",
+    "report": "report (every instance, never tuned)",
+}
 
 
 def selection_summary(cfg: StudyConfig, step: str) -> dict[str, Any]:
@@ -76,7 +79,8 @@ def data_protocol(cfg: StudyConfig) -> dict[str, Any]:
             f"thresholds tuned on scenes the network trained on do not hold on new ones. Choose disjoint groups "
             f"({train_split}/{train_groups} and {split}/{groups}; the groups here: train "
             f"{', '.join(protocol['train']['groups'])}, tune {', '.join(tune)}), or set tune_on_training_groups: "
-            "true to accept it")
+            "true to accept it"
+        )
     return protocol
 
 
@@ -90,8 +94,14 @@ def protocol_table(manifest: dict[str, Any]) -> pd.DataFrame | None:
     for step, what in _STEPS.items():
         held = data.get(step)
         if isinstance(held, dict) and isinstance(held.get("groups"), dict):
-            rows.append({"step": what, "split": held.get("split"), "groups": describe_groups(held["groups"]),
-                         "images": held.get("images")})
+            rows.append(
+                {
+                    "step": what,
+                    "split": held.get("split"),
+                    "groups": describe_groups(held["groups"]),
+                    "images": held.get("images"),
+                }
+            )
         elif step == "report":
             rows.append({"step": what, "split": None, "groups": "not on the build machine", "images": 0})
     return pd.DataFrame(rows)
@@ -103,12 +113,16 @@ def protocol_warning(manifest: dict[str, Any]) -> str | None:
     data = manifest.get("data")
     if not isinstance(data, dict):
         config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
-        return (f"This study was built before groups (scenes) were recorded: it trained on "
-                f"'{config.get('train_split', 'train')}' and tuned on '{config.get('cache_split', 'val')}', which may "
-                "share scenes; its figures may not hold on scenes the network never saw. `study evaluate` measures "
-                "them on your own images.")
+        return (
+            f"This study was built before groups (scenes) were recorded: it trained on "
+            f"'{config.get('train_split', 'train')}' and tuned on '{config.get('cache_split', 'val')}', which may "
+            "share scenes; its figures may not hold on scenes the network never saw. `study evaluate` measures "
+            "them on your own images."
+        )
     shared = data.get("shared_train_tune") or []
     if shared:
-        return (f"Tuned on group(s) {', '.join(shared)}, which it also trained on (tune_on_training_groups: true): "
-                "its figures describe scenes the network saw; expect less on new ones.")
+        return (
+            f"Tuned on group(s) {', '.join(shared)}, which it also trained on (tune_on_training_groups: true): "
+            "its figures describe scenes the network saw; expect less on new ones."
+        )
     return None

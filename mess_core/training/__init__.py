@@ -8,7 +8,8 @@ Example (two tiny epochs of each stage on the synthetic dataset):
     >>> common = dict(model="resnet18_fcn", crop=(48, 64), batch_size=4, epochs=1, train_limit=8, val_limit=4,
     ...               workers=0, num_exits=3, progress=False, data_options={"size": (48, 64)})
     >>> r = train(TrainConfig(stage="pretrain", out=f"{out}/pre", **common), log=lambda m: None)
-    >>> r = train(TrainConfig(stage="exits", out=f"{out}/exits", init=f"{out}/pre/model.pt", exit_space="nocrm-b0-fcn,crm25p-b1-rdi-deeplab",
+    >>> space = "nocrm-b0-fcn,crm25p-b1-rdi-deeplab"
+    >>> r = train(TrainConfig(stage="exits", out=f"{out}/exits", init=f"{out}/pre/model.pt", exit_space=space,
     ...                       **common), log=lambda m: None)
     >>> r["result"].name, sorted(r["net"].heads["1"])
     ('multi_exit.pt', ['crm25p-b1-rdi-deeplab', 'nocrm-b0-fcn'])

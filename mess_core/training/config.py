@@ -27,9 +27,20 @@ DEFAULT_LR = {"sgd": 0.01, "adamw": 1e-3}
 
 # the largest value each numeric setting takes (checked when the settings are read; see mess_core.fields)
 SIZE_LIMIT = 16_384  # pixels a side
-TRAIN_LIMITS = {"epochs": 100_000, "schedule_epochs": 100_000, "num_exits": 64, "crop": SIZE_LIMIT,
-                "eval_size": SIZE_LIMIT, "profile_size": SIZE_LIMIT, "batch_size": 65_536, "accumulate": 65_536,
-                "seed": 2**32 - 1, "eval_every": 100_000, "workers": 256, "prune_at": 100_000}
+TRAIN_LIMITS = {
+    "epochs": 100_000,
+    "schedule_epochs": 100_000,
+    "num_exits": 64,
+    "crop": SIZE_LIMIT,
+    "eval_size": SIZE_LIMIT,
+    "profile_size": SIZE_LIMIT,
+    "batch_size": 65_536,
+    "accumulate": 65_536,
+    "seed": 2**32 - 1,
+    "eval_every": 100_000,
+    "workers": 256,
+    "prune_at": 100_000,
+}
 
 
 @dataclass
@@ -115,8 +126,16 @@ class TrainConfig:
     data_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("crop", "scale", "profile_size", "eval_size", "prune_at", "prune_margin", "train_groups",
-                     "val_groups"):
+        for name in (
+            "crop",
+            "scale",
+            "profile_size",
+            "eval_size",
+            "prune_at",
+            "prune_margin",
+            "train_groups",
+            "val_groups",
+        ):
             value = getattr(self, name)
             if isinstance(value, list):  # YAML gives lists; anything else is left for the type check to name
                 setattr(self, name, tuple(value))
@@ -132,16 +151,20 @@ class TrainConfig:
             (self.exit_schedule in EXIT_SCHEDULES, f"exit_schedule must be one of {EXIT_SCHEDULES}"),
             (self.exit_loss in EXIT_LOSSES, f"exit_loss must be one of {EXIT_LOSSES}, not {self.exit_loss!r}"),
             (self.epochs >= 1, f"epochs must be >= 1, not {self.epochs}"),
-            (self.schedule_epochs is None or self.schedule_epochs >= self.epochs,
-             f"schedule_epochs must be >= epochs ({self.epochs}), not {self.schedule_epochs}"),
+            (
+                self.schedule_epochs is None or self.schedule_epochs >= self.epochs,
+                f"schedule_epochs must be >= epochs ({self.epochs}), not {self.schedule_epochs}",
+            ),
             (self.batch_size >= 1, f"batch_size must be >= 1, not {self.batch_size}"),
             (self.accumulate >= 1, f"accumulate must be >= 1, not {self.accumulate}"),
             (self.num_exits >= 2, f"num_exits must be >= 2, not {self.num_exits}"),
             (len(self.crop) == 2 and min(self.crop) >= 8, f"crop must be (H, W) of at least 8 pixels, not {self.crop}"),
             (self.eval_every >= 1, f"eval_every must be >= 1, not {self.eval_every}"),
-            (all(min(v) >= 8 for v in (self.profile_size, self.eval_size) if v is not None),
-             f"profile_size and eval_size must be (H, W) of at least 8 pixels, not {self.profile_size} and "
-             f"{self.eval_size}"),
+            (
+                all(min(v) >= 8 for v in (self.profile_size, self.eval_size) if v is not None),
+                f"profile_size and eval_size must be (H, W) of at least 8 pixels, not {self.profile_size} and "
+                f"{self.eval_size}",
+            ),
             (self.lr is None or self.lr > 0, f"lr must be > 0 (or null for the optimizer's default), not {self.lr}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, not {self.weight_decay}"),
             (0 <= self.momentum < 1, f"momentum must be in [0, 1), not {self.momentum}"),
@@ -156,16 +179,24 @@ class TrainConfig:
             (0 < self.scale[0] <= self.scale[1], f"scale must be (min, max) with 0 < min <= max, not {self.scale}"),
             (self.workers >= 0, f"workers must be >= 0 (0: load data in the training process), not {self.workers}"),
             (self.seed >= 0, f"seed must be >= 0, not {self.seed}"),
-            (all(v is None or v >= 1 for v in (self.train_limit, self.val_limit, self.steps_per_epoch)),
-             f"train_limit, val_limit and steps_per_epoch must be >= 1 or null (no limit), not {self.train_limit}, "
-             f"{self.val_limit} and {self.steps_per_epoch}"),
+            (
+                all(v is None or v >= 1 for v in (self.train_limit, self.val_limit, self.steps_per_epoch)),
+                f"train_limit, val_limit and steps_per_epoch must be >= 1 or null (no limit), not {self.train_limit}, "
+                f"{self.val_limit} and {self.steps_per_epoch}",
+            ),
             (self.class_balance >= 0, f"class_balance must be >= 0 (0: no balancing), not {self.class_balance}"),
-            (len(self.prune_at) == len(self.prune_margin),
-             f"prune_at {list(self.prune_at)} and prune_margin {list(self.prune_margin)} need one margin per epoch"),
-            (list(self.prune_at) == sorted(set(self.prune_at)) and all(1 <= e < self.epochs for e in self.prune_at),
-             f"prune_at must list increasing epochs before the last ({self.epochs}), not {list(self.prune_at)}"),
-            (all(m > 0 for m in self.prune_margin), f"prune_margin must be positive mIoU points, not "
-             f"{list(self.prune_margin)}"),
+            (
+                len(self.prune_at) == len(self.prune_margin),
+                f"prune_at {list(self.prune_at)} and prune_margin {list(self.prune_margin)} need one margin per epoch",
+            ),
+            (
+                list(self.prune_at) == sorted(set(self.prune_at)) and all(1 <= e < self.epochs for e in self.prune_at),
+                f"prune_at must list increasing epochs before the last ({self.epochs}), not {list(self.prune_at)}",
+            ),
+            (
+                all(m > 0 for m in self.prune_margin),
+                f"prune_margin must be positive mIoU points, not {list(self.prune_margin)}",
+            ),
             (not self.prune_at or self.stage == "exits", "prune_at (successive halving) applies to stage 2 (exits)"),
             (not self.init_exits or self.stage == "exits", "init_exits applies to stage 2 (exits)"),
         ]

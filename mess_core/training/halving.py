@@ -34,8 +34,9 @@ from ..seeding import stable_seed
 __all__ = ["dominated", "head_seed"]
 
 
-def dominated(cost: Mapping[Hashable, float], miou: Mapping[Hashable, float], *, final: tuple[float, float],
-              margin: float) -> set[Hashable]:
+def dominated(
+    cost: Mapping[Hashable, float], miou: Mapping[Hashable, float], *, final: tuple[float, float], margin: float
+) -> set[Hashable]:
     """The heads of ``cost``/``miou`` (path cost and mIoU per head) that another head, or the final exit
     ``final = (cost, miou)``, beats by at least ``margin`` mIoU at no more cost."""
     if margin <= 0:

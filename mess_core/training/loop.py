@@ -59,14 +59,22 @@ def _loaders(config: TrainConfig, env: DistEnv, train_set, val_set, ignore_index
     pin = env.device.type == "cuda"
     # plain_error_loader: a bad dataset file ends as its DataError's one-line message, not a worker's traceback
     train = plain_error_loader(
-        train_set, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
-        drop_last=True, collate_fn=collate, pin_memory=pin,
+        train_set,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=config.workers,
+        drop_last=True,
+        collate_fn=collate,
+        pin_memory=pin,
     )
     val = None
     if val_set is not None:
         val = plain_error_loader(
             Subset(val_set, shard_indices(len(val_set), env.rank, env.world_size)),
-            batch_size=config.batch_size, num_workers=config.workers, collate_fn=collate, pin_memory=pin,
+            batch_size=config.batch_size,
+            num_workers=config.workers,
+            collate_fn=collate,
+            pin_memory=pin,
         )
     return train, sampler, val
 
@@ -135,8 +143,15 @@ def _trained_state(module: nn.Module, optimizer: torch.optim.Optimizer | None = 
     return state
 
 
-def guard_finite(module: nn.Module, env: DistEnv, *, where: str, kept: str, lr: float | None = None,
-                 optimizer: torch.optim.Optimizer | None = None) -> None:
+def guard_finite(
+    module: nn.Module,
+    env: DistEnv,
+    *,
+    where: str,
+    kept: str,
+    lr: float | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> None:
     """Raise :class:`TrainingError` on every process when any process's trained state holds a non-finite value
     (a collective call: each process checks its own copy, then they agree). ``where``: when it was found; ``kept``:
     what the run directory still holds."""
@@ -145,8 +160,11 @@ def guard_finite(module: nn.Module, env: DistEnv, *, where: str, kept: str, lr: 
     if not count:
         return
     shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-    what = (f"non-finite values in {len(bad)} tensor(s) of the trained state: {shown}" if bad
-            else "non-finite values in the trained state of another process")
+    what = (
+        f"non-finite values in {len(bad)} tensor(s) of the trained state: {shown}"
+        if bad
+        else "non-finite values in the trained state of another process"
+    )
     rate = f" (now {lr:.3g})" if lr is not None else ""
     raise TrainingError(
         f"training diverged {where}: {what}; nothing of it was written and {kept}. Lower the learning rate{rate} or "
@@ -155,8 +173,11 @@ def guard_finite(module: nn.Module, env: DistEnv, *, where: str, kept: str, lr: 
 
 
 def _kept(run: "_Run", epoch: int) -> str:
-    return (f"{run.ckpt_path} still holds epoch {epoch - 1}, the last good one (finite)" if epoch > 1
-            else "no epoch had finished, so no checkpoint was written")
+    return (
+        f"{run.ckpt_path} still holds epoch {epoch - 1}, the last good one (finite)"
+        if epoch > 1
+        else "no epoch had finished, so no checkpoint was written"
+    )
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -248,8 +269,9 @@ def _resume(run: _Run) -> tuple[int, int, list[dict[str, Any]]]:
     run.task.restore(state.get("task", {}))
     if run.ema is not None:
         if "ema" not in state:
-            raise TrainingError(f"{ckpt_path}: holds no weight average (it was written without ema); resume with the "
-                                "run's own settings")
+            raise TrainingError(
+                f"{ckpt_path}: holds no weight average (it was written without ema); resume with the run's own settings"
+            )
         run.ema.load_state_dict(state["ema"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
@@ -259,8 +281,10 @@ def _resume(run: _Run) -> tuple[int, int, list[dict[str, Any]]]:
     if len(state["rng"]) == env.world_size:
         set_rng_state(state["rng"][env.rank])
     else:
-        log(f"note: {ckpt_path} was written by {len(state['rng'])} processes, this run has {env.world_size}; "
-            "random streams (dropout) restart from the seed")
+        log(
+            f"note: {ckpt_path} was written by {len(state['rng'])} processes, this run has {env.world_size}; "
+            "random streams (dropout) restart from the seed"
+        )
         torch.manual_seed(config.seed + 7919 * env.rank + start_epoch)
     log(f"resuming {ckpt_path} after epoch {state['epoch']} (global step {global_step})")
     if start_epoch > config.epochs:
@@ -307,8 +331,9 @@ def _train_step(run: _Run, micro: list, epoch: int, global_step: int) -> tuple[f
     return loss_value, dict(zip(names, reduced[1:].tolist()))
 
 
-def _train_epoch(run: _Run, epoch: int, train_loader: DataLoader, steps: int, global_step: int,
-                 global_batch: int) -> tuple[dict[str, Any], int]:
+def _train_epoch(
+    run: _Run, epoch: int, train_loader: DataLoader, steps: int, global_step: int, global_batch: int
+) -> tuple[dict[str, Any], int]:
     """``steps`` optimiser steps; returns the epoch's metric row (before evaluation) and the global step reached."""
     config = run.config
     run.task.set_train_mode()
@@ -342,8 +367,7 @@ def _train_epoch(run: _Run, epoch: int, train_loader: DataLoader, steps: int, gl
     return row, global_step
 
 
-def _save_epoch(run: _Run, epoch: int, global_step: int, history: list[dict[str, Any]],
-                detail: dict[str, Any]) -> None:
+def _save_epoch(run: _Run, epoch: int, global_step: int, history: list[dict[str, Any]], detail: dict[str, Any]) -> None:
     """Rank 0 writes the checkpoint, metrics.csv and (when evaluated) eval.json; every process contributes its
     random state, so this is a collective call. A non-finite trained state raises before anything is written."""
     _guard_epoch(run, epoch)
@@ -376,8 +400,14 @@ def _save_epoch(run: _Run, epoch: int, global_step: int, history: list[dict[str,
 
 
 def _guard_epoch(run: _Run, epoch: int) -> None:
-    guard_finite(run.task.module, run.env, where=f"in epoch {epoch}", kept=_kept(run, epoch),
-                 lr=run.scheduler.get_last_lr()[0], optimizer=run.optimizer)
+    guard_finite(
+        run.task.module,
+        run.env,
+        where=f"in epoch {epoch}",
+        kept=_kept(run, epoch),
+        lr=run.scheduler.get_last_lr()[0],
+        optimizer=run.optimizer,
+    )
 
 
 @contextlib.contextmanager
@@ -434,10 +464,17 @@ def fit(
     wrapped = _parallel_module(task, env)
     optimizer = _optimizer(config, task.trainable_parameters())
     run = _Run(
-        task=task, config=config, env=env, wrapped=wrapped, optimizer=optimizer,
+        task=task,
+        config=config,
+        env=env,
+        wrapped=wrapped,
+        optimizer=optimizer,
         scheduler=_scheduler(config, optimizer, (config.schedule_epochs or config.epochs) * steps),
         scaler=torch.amp.GradScaler(device.type, enabled=config.precision == "fp16"),
-        autocast=_autocast(config, device), ignore_index=ignore_index, run_dir=Path(run_dir), log=log,
+        autocast=_autocast(config, device),
+        ignore_index=ignore_index,
+        run_dir=Path(run_dir),
+        log=log,
         ema=_weight_average(task.module, config.ema),
     )
 

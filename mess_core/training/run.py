@@ -53,16 +53,33 @@ class _Limited(Subset):
 def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
     """The training images (augmented) and validation images of ``config.dataset``: ``train_split`` and ``val_split``
     kept to ``train_groups`` and ``val_groups``."""
-    probe = build_dataset(config.dataset, root=config.data_root, split=config.train_split,
-                          groups=config.train_groups, seed=config.seed, **config.data_options)
+    probe = build_dataset(
+        config.dataset,
+        root=config.data_root,
+        split=config.train_split,
+        groups=config.train_groups,
+        seed=config.seed,
+        **config.data_options,
+    )
     ignore = probe.info.ignore_index
     probe.transform = train_transform(
-        crop=config.crop, scale=config.scale, hflip=config.hflip, jitter=config.jitter, hue=config.hue,
-        blur=config.blur, noise=config.noise, ignore_index=ignore
+        crop=config.crop,
+        scale=config.scale,
+        hflip=config.hflip,
+        jitter=config.jitter,
+        hue=config.hue,
+        blur=config.blur,
+        noise=config.noise,
+        ignore_index=ignore,
     )
     val = build_dataset(
-        config.dataset, root=config.data_root, split=config.val_split, groups=config.val_groups, seed=config.seed,
-        transform=eval_transform(size=config.eval_size), **config.data_options,
+        config.dataset,
+        root=config.data_root,
+        split=config.val_split,
+        groups=config.val_groups,
+        seed=config.seed,
+        transform=eval_transform(size=config.eval_size),
+        **config.data_options,
     )
     train_set: Dataset = _Limited(probe, config.train_limit) if config.train_limit else probe
     val_set: Dataset = _Limited(val, config.val_limit) if config.val_limit else val
@@ -139,28 +156,39 @@ def class_weights(dataset: Dataset, info: DatasetInfo, power: float) -> torch.Te
     return weights.float()
 
 
-def build_task(config: TrainConfig, model: nn.Module, info: DatasetInfo,
-               weights: torch.Tensor | None = None) -> BackboneTask | PretrainTask | ExitsTask:
+def build_task(
+    config: TrainConfig, model: nn.Module, info: DatasetInfo, weights: torch.Tensor | None = None
+) -> BackboneTask | PretrainTask | ExitsTask:
     """The task ``config.stage`` trains: ``model`` as is (backbone), or converted to a multi-exit net (``task.net``)
     with a light exit at every point (pretrain) or every configuration of ``config.exit_space`` (exits).
     ``weights``: per-class loss weights (see :func:`class_weights`)."""
     common = {"ignore_index": info.ignore_index, "class_names": info.classes, "class_weights": weights}
     h, w = config.profile_size or config.crop
     if config.stage == "backbone":  # convert checks the names and the output at the other stages
-        check_module_names(model, backbone=config.convert.get("backbone"),
-                           leaf_modules=config.convert.get("leaf_modules", ()))
-        key = check_model_output(model, torch.zeros(1, 3, h, w), num_classes=info.num_classes,
-                                 output_key=config.convert.get("output_key"))
+        check_module_names(
+            model, backbone=config.convert.get("backbone"), leaf_modules=config.convert.get("leaf_modules", ())
+        )
+        key = check_model_output(
+            model, torch.zeros(1, 3, h, w), num_classes=info.num_classes, output_key=config.convert.get("output_key")
+        )
         return BackboneTask(model, output_key=key, **common)
     net = convert(model.eval(), torch.zeros(1, 3, h, w), num_exits=config.num_exits, exit_head=None, **config.convert)
     if net.num_classes != info.num_classes:
-        raise TrainingError(f"the model predicts {net.num_classes} classes but the dataset has {info.num_classes}; "
-                            f"build the model with num_classes={info.num_classes} (its callable takes num_classes=)")
+        raise TrainingError(
+            f"the model predicts {net.num_classes} classes but the dataset has {info.num_classes}; "
+            f"build the model with num_classes={info.num_classes} (its callable takes num_classes=)"
+        )
     if config.stage == "pretrain":
         return PretrainTask(net.attach(LIGHT_EXIT), model, schedule=config.exit_schedule, **common)
     exit_loss = ExitLoss(config.exit_loss, alpha=config.alpha, temperature=config.temperature)
-    return ExitsTask(net.attach(exit_space(config.exit_space), seed=config.seed), exit_loss=exit_loss, seed=config.seed,
-                     prune_at=config.prune_at, prune_margin=config.prune_margin, **common)
+    return ExitsTask(
+        net.attach(exit_space(config.exit_space), seed=config.seed),
+        exit_loss=exit_loss,
+        seed=config.seed,
+        prune_at=config.prune_at,
+        prune_margin=config.prune_margin,
+        **common,
+    )
 
 
 def train(
@@ -183,8 +211,12 @@ def train(
     run_dir = Path(config.out)
     if not env.is_main:  # rank 0 holds the folder for every process
         return _train(config, resume=resume, model=model, datasets=datasets, env=env, log=log)
-    claim_folder(run_dir, own=_holds_a_run, what="train",
-                 hint="choose a new or empty --out (train writes only into its own run folders)")
+    claim_folder(
+        run_dir,
+        own=_holds_a_run,
+        what="train",
+        hint="choose a new or empty --out (train writes only into its own run folders)",
+    )
     with folder_lock(run_dir, what=f"train --stage {config.stage}"):
         return _train(config, resume=resume, model=model, datasets=datasets, env=env, log=log)
 
@@ -205,9 +237,15 @@ def _holds_a_run(folder: Path) -> bool:
     return isinstance(data, dict) and data.get("stage") in RESULT_FILES and isinstance(data.get("out"), str)
 
 
-def _train(config: TrainConfig, *, resume: bool, model: nn.Module | None,
-           datasets: tuple[Dataset, Dataset | None] | None, env: DistEnv,
-           log: Callable[[str], None] | None) -> dict[str, Any]:
+def _train(
+    config: TrainConfig,
+    *,
+    resume: bool,
+    model: nn.Module | None,
+    datasets: tuple[Dataset, Dataset | None] | None,
+    env: DistEnv,
+    log: Callable[[str], None] | None,
+) -> dict[str, Any]:
     say = log or (print if env.is_main else (lambda _msg: None))
     run_dir = Path(config.out)
     if not resume and (run_dir / CHECKPOINT).exists():
@@ -218,7 +256,9 @@ def _train(config: TrainConfig, *, resume: bool, model: nn.Module | None,
     train_set, val_set = datasets or build_datasets(config)
     info = getattr(train_set, "info", None)
     if info is None:
-        raise TrainingError("the training dataset has no .info (classes and ignore index); use a mess_core.data dataset")
+        raise TrainingError(
+            "the training dataset has no .info (classes and ignore index); use a mess_core.data dataset"
+        )
     torch.manual_seed(config.seed)  # identical initial weights in every process
     source = ModelSource.parse(config.model) if model is None else None
     name = source.name if source is not None else type(model).__name__
@@ -236,8 +276,11 @@ def _train(config: TrainConfig, *, resume: bool, model: nn.Module | None,
     weights = None
     if config.class_balance > 0:
         weights = class_weights(train_set, info, config.class_balance)
-        say("class weights (median-frequency balancing ** {}): {}".format(
-            config.class_balance, ", ".join(f"{c} {w:.2f}" for c, w in zip(info.classes, weights.tolist()))))
+        say(
+            "class weights (median-frequency balancing ** {}): {}".format(
+                config.class_balance, ", ".join(f"{c} {w:.2f}" for c, w in zip(info.classes, weights.tolist()))
+            )
+        )
     task = build_task(config, model, info, weights)
     net: MultiExitNet | None = getattr(task, "net", None)
     if config.init_exits and net is not None:
@@ -245,8 +288,10 @@ def _train(config: TrainConfig, *, resume: bool, model: nn.Module | None,
             raise TrainingError("init_exits starts heads from stage 1's exits: give the stage-1 model.pt as init")
         loaded = artifacts.load_exit_heads(config.init, net)
         if not loaded:
-            raise TrainingError(f"{config.init}: none of its exit heads is a configuration of this exit space "
-                                f"({config.exit_space}); drop init_exits or add stage 1's configuration")
+            raise TrainingError(
+                f"{config.init}: none of its exit heads is a configuration of this exit space "
+                f"({config.exit_space}); drop init_exits or add stage 1's configuration"
+            )
         say(f"heads started from stage 1's exits: {', '.join(f'{i}:{s}' for i, s in loaded)}")
     if env.distributed and config.sync_bn:
         sync_batchnorm(task.module, env.device)
@@ -263,20 +308,39 @@ def _train(config: TrainConfig, *, resume: bool, model: nn.Module | None,
         + (f", exits at {[e.module for e in net.exits]}, {len(net.heads['1'])} head(s) per exit" if net else "")
     )
     outcome = fit(
-        task, config=config, env=env, train_set=train_set, val_set=val_set, run_dir=run_dir,
-        ignore_index=info.ignore_index, resume=resume, evaluate_before=config.stage == "pretrain", log=say,
+        task,
+        config=config,
+        env=env,
+        train_set=train_set,
+        val_set=val_set,
+        run_dir=run_dir,
+        ignore_index=info.ignore_index,
+        resume=resume,
+        evaluate_before=config.stage == "pretrain",
+        log=say,
     )
-    meta = {"model": name, "num_classes": info.num_classes, "dataset": config.dataset, "classes": list(info.classes),
-            "ignore_index": info.ignore_index, "stage": config.stage, "convert": dict(config.convert),
-            "weights": started_from}
+    meta = {
+        "model": name,
+        "num_classes": info.num_classes,
+        "dataset": config.dataset,
+        "classes": list(info.classes),
+        "ignore_index": info.ignore_index,
+        "stage": config.stage,
+        "convert": dict(config.convert),
+        "weights": started_from,
+    }
     if source is not None:
         recorded = source.recorded()
         meta["model_source"] = recorded.to_dict()
         if (signature := sign(recorded)) is not None:  # this machine's record: reloading it here needs no consent
             meta[SIGNATURE_KEY] = signature
     result = run_dir / RESULT_FILES[config.stage]
-    guard_finite(net if net is not None else model, env, where=f"before writing {result}",
-                 kept=f"{run_dir / CHECKPOINT} holds the last finite epoch")
+    guard_finite(
+        net if net is not None else model,
+        env,
+        where=f"before writing {result}",
+        kept=f"{run_dir / CHECKPOINT} holds the last finite epoch",
+    )
     if env.is_main:
         if config.stage == "exits":
             artifacts.save_multi_exit(result, net, model, meta)

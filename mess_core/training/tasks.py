@@ -76,8 +76,9 @@ class _ExitBank(nn.Module):
         super().__init__()
         self.net = net
         self.seed = seed
-        self.training_heads: set[tuple[int, str]] = {(i, spec) for i in range(1, net.num_exits)
-                                                     for spec in net.heads[str(i)]}
+        self.training_heads: set[tuple[int, str]] = {
+            (i, spec) for i in range(1, net.num_exits) for spec in net.heads[str(i)]
+        }
 
     def forward(self, images: torch.Tensor, step: int = 0) -> tuple[dict[tuple[int, str], torch.Tensor], torch.Tensor]:
         with torch.no_grad():
@@ -108,8 +109,9 @@ class _Task:
         return {}
 
     def _ce(self, logits: torch.Tensor, labels: torch.Tensor, num_valid: float) -> torch.Tensor:
-        return reduce_pixels(ce_map(logits, labels, ignore_index=self.ignore_index, class_weights=self.class_weights),
-                             num_valid)
+        return reduce_pixels(
+            ce_map(logits, labels, ignore_index=self.ignore_index, class_weights=self.class_weights), num_valid
+        )
 
     def row_extras(self) -> dict[str, Any]:
         """Figures of the task itself for the epoch's metrics row."""
@@ -152,8 +154,14 @@ class BackboneTask(_Task):
 
     def evaluate(self, loader: Iterable, device: torch.device) -> tuple[dict[str, float], dict[str, Any]]:
         num_classes = len(self.class_names)
-        cm = evaluate_model(self.model, loader, num_classes=num_classes, ignore_index=self.ignore_index, device=device,
-                            output_key=self.output_key)
+        cm = evaluate_model(
+            self.model,
+            loader,
+            num_classes=num_classes,
+            ignore_index=self.ignore_index,
+            device=device,
+            output_key=self.output_key,
+        )
         return {"miou_final": cm.miou()}, {"final": self._summary(cm)}
 
 
@@ -191,8 +199,16 @@ class ExitsTask(_Task):
 
     stage = "exits"
 
-    def __init__(self, net: MultiExitNet, *, exit_loss: ExitLoss, seed: int = 0, prune_at: Iterable[int] = (),
-                 prune_margin: Iterable[float] = (), **kw: Any):
+    def __init__(
+        self,
+        net: MultiExitNet,
+        *,
+        exit_loss: ExitLoss,
+        seed: int = 0,
+        prune_at: Iterable[int] = (),
+        prune_margin: Iterable[float] = (),
+        **kw: Any,
+    ):
         super().__init__(**kw)
         self.net, self.exit_loss = net, exit_loss
         for p in net.stages.parameters():
@@ -224,8 +240,9 @@ class ExitsTask(_Task):
 
     def loss(self, outputs, labels: torch.Tensor, step: int, num_valid: float):
         heads, teacher = outputs
-        targets = self.exit_loss.targets(teacher, labels, ignore_index=self.ignore_index,
-                                         class_weights=self.class_weights)
+        targets = self.exit_loss.targets(
+            teacher, labels, ignore_index=self.ignore_index, class_weights=self.class_weights
+        )
         per_exit: dict[int, torch.Tensor] = {}
         counts: dict[int, int] = {}
         total = torch.zeros((), device=labels.device)
@@ -239,8 +256,10 @@ class ExitsTask(_Task):
         return total, parts
 
     def evaluate(self, loader: Iterable, device: torch.device) -> tuple[dict[str, float], dict[str, Any]]:
-        training = {i: [s for s in self.net.heads[str(i)] if (i, s) in self.module.training_heads]
-                    for i in range(1, self.net.num_exits)}
+        training = {
+            i: [s for s in self.net.heads[str(i)] if (i, s) in self.module.training_heads]
+            for i in range(1, self.net.num_exits)
+        }
         heads, final = evaluate_exits(self.net, loader, ignore_index=self.ignore_index, device=device, heads=training)
         flat: dict[str, float] = {}
         detail: dict[str, Any] = {"final": self._summary(final), "exits": {}}
@@ -275,19 +294,31 @@ class ExitsTask(_Task):
             self.module.training_heads.discard(h)
             self.stopped[self._key(*h)] = epoch
             self.frozen[self._key(*h)] = self._last[h]
-        self.halving.append({
-            "epoch": epoch, "margin_pp": self.rungs[epoch], "final_miou": self._final,
-            "final_gflops": sum(stages) / 1e9,
-            "heads": [{"exit": h[0], "config": h[1], "gflops": cost[h] / 1e9, "miou": miou[h], "stopped": h in stop}
-                      for h in sorted(self._last)],
-        })
-        log(f"successive halving after epoch {epoch} (margin {self.rungs[epoch]} mIoU points): {len(stop)} of "
-            f"{len(self._last)} heads stop, {len(self.module.training_heads)} go on")
+        self.halving.append(
+            {
+                "epoch": epoch,
+                "margin_pp": self.rungs[epoch],
+                "final_miou": self._final,
+                "final_gflops": sum(stages) / 1e9,
+                "heads": [
+                    {"exit": h[0], "config": h[1], "gflops": cost[h] / 1e9, "miou": miou[h], "stopped": h in stop}
+                    for h in sorted(self._last)
+                ],
+            }
+        )
+        log(
+            f"successive halving after epoch {epoch} (margin {self.rungs[epoch]} mIoU points): {len(stop)} of "
+            f"{len(self._last)} heads stop, {len(self.module.training_heads)} go on"
+        )
         return {"stopped": dict(self.stopped), "halving": list(self.halving)}
 
     def state(self) -> dict[str, Any]:
-        return {"training": sorted(self._key(*h) for h in self.module.training_heads), "stopped": self.stopped,
-                "frozen": self.frozen, "halving": self.halving}
+        return {
+            "training": sorted(self._key(*h) for h in self.module.training_heads),
+            "stopped": self.stopped,
+            "frozen": self.frozen,
+            "halving": self.halving,
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
         if not state:
