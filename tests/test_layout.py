@@ -4,6 +4,8 @@ command line or the app, and no function in the engine or the app grows past the
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,11 @@ def test_no_function_is_longer_than_a_reader_can_hold(package):
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(REPO)}::{node.name} ({lines} lines)")
     assert not long, "split these into named steps: " + ", ".join(long)
+
+
+@pytest.mark.parametrize("command", [["check"], ["format", "--check"]], ids=["lint", "format"])
+def test_the_tree_is_lint_clean_and_formatted(command):
+    """ruff, as configured in pyproject.toml: the CI runs it through this test."""
+    ruff = Path(sys.executable).with_name("ruff")
+    done = subprocess.run([str(ruff), *command, "."], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
