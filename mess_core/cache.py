@@ -37,7 +37,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Callable, Hashable, Iterable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -79,7 +79,7 @@ class EvaluationCache:
     head_gflops: np.ndarray  # (N-1, C)
     stage_ms: np.ndarray | None = None  # (N,) measured, or None
     head_ms: np.ndarray | None = None  # (N-1, C)
-    _derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _derived: dict[Hashable, Any] = field(default_factory=dict, repr=False, compare=False)
 
     # ------------------------------------------------------------------------------------------------ layout
     @property
@@ -193,11 +193,22 @@ class EvaluationCache:
             return self.stage_ms, self.head_ms  # type: ignore[return-value]
         raise CacheError(f"cost unit must be 'gflops' or 'ms', not {unit!r}")
 
+    def memo(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """What ``compute()`` returns, computed once per cache and ``key`` (figures derived from the arrays: image
+        confidences, the search's per-exit options); :meth:`forget` drops them when the arrays change."""
+        if key not in self._derived:
+            self._derived[key] = compute()
+        return self._derived[key]
+
+    def forget(self) -> None:
+        """Drop every memo (after the cache's arrays were replaced)."""
+        self._derived.clear()
+
     def image_confidence(self, *, policy: str = "mess", th_pix: float | None = None) -> np.ndarray:
         """(B, H) image confidence c_img of every image at every head under ``policy`` ("mess": fraction of
         edge-masked pixel confidences >= th_pix; "plain": the same without edge masking; "naive": mean confidence)."""
-        key = f"cimg:{policy}:{th_pix}"
-        if key not in self._derived:
+
+        def compute() -> np.ndarray:
             if policy == "naive":
                 value = self.conf_sum / self.pixels[:, None]
             elif policy in ("mess", "plain"):
@@ -207,8 +218,9 @@ class EvaluationCache:
                 value = counts / self.pixels[:, None]
             else:
                 raise CacheError(f"policy must be one of {POLICIES}, not {policy!r}")
-            self._derived[key] = value.astype(np.float64)
-        return self._derived[key]
+            return value.astype(np.float64)
+
+        return self.memo(("image_confidence", policy, th_pix), compute)
 
     def miou_of(self, tp: np.ndarray, pred: np.ndarray) -> np.ndarray:
         """mIoU from summed (..., K) true-positive and prediction counts over the whole split (classes absent from
@@ -225,13 +237,15 @@ class EvaluationCache:
 
     def image_miou(self) -> np.ndarray:
         """(B, H) per-image mIoU of every head (classes present in the image's labels or predictions)."""
-        if "image_miou" not in self._derived:
+
+        def compute() -> np.ndarray:
             tp = self.tp.astype(np.float64)
             union = self.label[:, None, :] + self.pred - tp
             present = union > 0
             iou = np.divide(tp, union, out=np.zeros_like(tp), where=present)
-            self._derived["image_miou"] = iou.sum(-1) / np.maximum(present.sum(-1), 1)
-        return self._derived["image_miou"]
+            return iou.sum(-1) / np.maximum(present.sum(-1), 1)
+
+        return self.memo("image_miou", compute)
 
     def compatible_with(self, other: "EvaluationCache") -> None:
         """Raise unless ``other`` comes from the same network and space (for reporting on another split)."""

@@ -125,7 +125,7 @@ def with_costs_of(cache: EvaluationCache, source: EvaluationCache) -> Evaluation
         if config in source.configs:
             head_ms[:, c] = source.head_ms[:, source.config_index(config)]
     cache.stage_ms, cache.head_ms = np.asarray(source.stage_ms), head_ms
-    cache._derived.clear()
+    cache.forget()
     return cache
 
 

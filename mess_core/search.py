@@ -492,9 +492,7 @@ class _Engine:
                 self.unit,
                 self.dtype,
             )
-            if shared not in self.cache._derived:
-                self.cache._derived[shared] = self._build_options(exit, th_pix)
-            self._options[key] = self.cache._derived[shared]
+            self._options[key] = self.cache.memo(shared, lambda: self._build_options(exit, th_pix))
         return self._options[key]
 
     def _build_options(self, exit: int, th_pix: float | None) -> _Options:
@@ -910,9 +908,12 @@ def _uniform_grid(
     """Cost and mIoU of every uniform-exit instance (configuration x th_pix x th_img) with its key: the same for
     every constraint, so computed once per cache, space and unit (a live search under a new constraint only picks
     from it: ~25 ms less on a 2-core machine)."""
-    memo = f"uniform-grid:{unit}:{space!r}"
-    if memo in cache._derived:
-        return cache._derived[memo]
+    return cache.memo(("uniform-grid", unit, repr(space)), lambda: _compute_uniform_grid(cache, space, unit))
+
+
+def _compute_uniform_grid(
+    cache: EvaluationCache, space: SearchSpace, unit: str
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, float | None, float]]]:
     exits, configs, th_pixes = space.resolve(cache)
     cum = cache.reach_cost(unit)  # type: ignore[arg-type]
     head = cache.head_cost(unit)  # type: ignore[arg-type]
@@ -937,5 +938,4 @@ def _uniform_grid(
             keys += [(c, p, t) for t in grid]
     cost, miou = np.concatenate(costs), np.concatenate(accs)
     cost.flags.writeable = miou.flags.writeable = False  # shared by every later search
-    cache._derived[memo] = (cost, miou, keys)
-    return cache._derived[memo]
+    return cost, miou, keys
