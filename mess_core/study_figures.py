@@ -4,7 +4,7 @@ and scores with every configuration (from the evaluation cache).
 
 Example:
     >>> from mess_core.cache import EvaluationCache
-    >>> space = exit_space(EvaluationCache.random(images=8, exits=3, configs=2, classes=3, seed=0))
+    >>> space = space_table(EvaluationCache.random(images=8, exits=3, configs=2, classes=3, seed=0))
     >>> space.cost.shape, list(space.cost.columns)
     ((2, 2), ['exit 1', 'exit 2'])
 """
@@ -18,11 +18,11 @@ import pandas as pd
 
 from .cache import EvaluationCache
 
-__all__ = ["WorkloadProfile", "workload_profile", "ExitSpace", "exit_space"]
+__all__ = ["ProfileTable", "profile_table", "SpaceTable", "space_table"]
 
 
 @dataclass(frozen=True)
-class WorkloadProfile:
+class ProfileTable:
     """The workload of one image layer by layer, in execution order, and where the candidate exits sit in it."""
 
     layers: pd.DataFrame  # name, gflops (of the layer), cumulative (GFLOPs up to and including it); index: position
@@ -30,7 +30,7 @@ class WorkloadProfile:
     exits: pd.DataFrame  # one row per exit: index, node, module, cost_fraction, gflops (to here), channels, stride
 
 
-def workload_profile(profile: Mapping[str, Any]) -> WorkloadProfile:
+def profile_table(profile: Mapping[str, Any]) -> ProfileTable:
     """The Study page's workload figure from a study's profile (``{"profile": {"nodes": [...]}, "exits": [...]}``,
     :meth:`mess_core.study.Study.profile`): GFLOPs per layer and cumulated, and the layer each exit branches from."""
     nodes = pd.DataFrame(profile["profile"]["nodes"])
@@ -42,11 +42,11 @@ def workload_profile(profile: Mapping[str, Any]) -> WorkloadProfile:
         if len(hit):
             positions[int(e["index"])] = int(hit[0])
     exits = pd.DataFrame(profile["exits"])[["index", "node", "module", "cost_fraction", "gflops", "channels", "stride"]]
-    return WorkloadProfile(layers, positions, exits)
+    return ProfileTable(layers, positions, exits)
 
 
 @dataclass(frozen=True)
-class ExitSpace:
+class SpaceTable:
     """Every early exit with every configuration on the cache's split: rows are configurations, columns exits
     ("exit 1" ...)."""
 
@@ -56,13 +56,13 @@ class ExitSpace:
     backbone_gflops: float  # the backbone's GFLOPs per image
 
 
-def exit_space(cache: EvaluationCache) -> ExitSpace:
+def space_table(cache: EvaluationCache) -> SpaceTable:
     """The exit space's cost and accuracy from an evaluation cache, beside the backbone's."""
     reach = cache.reach_cost("gflops")
     exits = [f"exit {i}" for i in range(1, cache.num_exits)]
     cost = pd.DataFrame(reach[1 : cache.num_exits, None] + cache.head_gflops, index=exits, columns=cache.configs).T
     miou = cache.head_miou()[:-1].reshape(cache.num_exits - 1, len(cache.configs))
-    return ExitSpace(
+    return SpaceTable(
         cost=cost,
         miou=pd.DataFrame(miou, index=exits, columns=cache.configs).T,
         final_miou=float(cache.head_miou()[cache.final_head]),

@@ -5,7 +5,7 @@ import pytest
 
 from mess_core.cache import EvaluationCache
 from mess_core.study import open_study
-from mess_core.study_figures import exit_space, workload_profile
+from mess_core.study_figures import profile_table, space_table
 
 
 def test_the_workload_cumulates_to_the_total_and_places_every_exit_on_its_layer():
@@ -39,7 +39,7 @@ def test_the_workload_cumulates_to_the_total_and_places_every_exit_on_its_layer(
             },
         ],
     }
-    workload = workload_profile(profile)
+    workload = profile_table(profile)
     np.testing.assert_allclose(workload.layers["gflops"], [2, 1, 3, 0.5])
     np.testing.assert_allclose(workload.layers["cumulative"], [2, 3, 6, 6.5])
     assert workload.exit_positions == {1: 1}  # an exit whose node is not among the layers is not drawn
@@ -48,7 +48,7 @@ def test_the_workload_cumulates_to_the_total_and_places_every_exit_on_its_layer(
 
 def test_the_workload_of_a_real_study_agrees_with_its_cache(tiny_study):
     study = open_study(tiny_study[2])
-    workload = workload_profile(study.profile())
+    workload = profile_table(study.profile())
     assert sorted(workload.exit_positions) == list(range(1, study.cache.num_exits))
     positions = [workload.exit_positions[i] for i in sorted(workload.exit_positions)]
     assert positions == sorted(positions)  # deeper exits branch from later layers
@@ -63,7 +63,7 @@ def test_the_workload_of_a_real_study_agrees_with_its_cache(tiny_study):
 
 def test_the_exit_space_is_each_exits_reach_plus_its_head_and_its_miou():
     cache = EvaluationCache.random(images=12, exits=4, configs=3, classes=4, seed=2)
-    space = exit_space(cache)
+    space = space_table(cache)
     assert list(space.cost.index) == list(cache.configs) == list(space.miou.index)
     assert list(space.cost.columns) == ["exit 1", "exit 2", "exit 3"] == list(space.miou.columns)
     reach = cache.reach_cost("gflops")

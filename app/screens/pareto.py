@@ -403,7 +403,7 @@ def export_zip(study_path: str, instance: Instance, size: tuple[int, int]) -> by
 
 
 @st.cache_resource(show_spinner=False, max_entries=512)
-def searched(study_path: str, objective: Objective, mode: str, _cache: Any) -> LiveSearch:
+def live_result(study_path: str, objective: Objective, mode: str, _cache: Any) -> LiveSearch:
     """The search and its peers for one constraint, once per study: a slider back at a value it had is answered at
     once (a search is 20-200 ms on a 2-core machine; the answer never changes for a given cache)."""
     return live_search(_cache, objective, mode=mode)
@@ -413,7 +413,7 @@ def searched(study_path: str, objective: Objective, mode: str, _cache: Any) -> L
 def search_area(study: Study) -> None:
     cache = study.cache
     objective, mode = constraint(cache)
-    found = searched(str(study.path), objective, mode, cache)
+    found = live_result(str(study.path), objective, mode, cache)
     points = plot_points(cloud(str(study.path)), fronts(str(study.path)), found)
     chosen = found.chosen.instance
     if chosen is None:

@@ -15,10 +15,10 @@ from mess_core.instance import MODES
 from mess_core.report import interval_texts
 from mess_core.study import Study, end_to_end_table, headline, policy_comparison
 from mess_core.study.protocol import protocol_table, protocol_warning
-from mess_core.study_figures import ExitSpace, WorkloadProfile, exit_space, workload_profile
+from mess_core.study_figures import ProfileTable, SpaceTable, profile_table, space_table
 
 
-def profile_figure(workload: WorkloadProfile) -> go.Figure:
+def profile_figure(workload: ProfileTable) -> go.Figure:
     layers = workload.layers
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     fig.add_trace(
@@ -61,7 +61,7 @@ def profile_figure(workload: WorkloadProfile) -> go.Figure:
     return fig
 
 
-def heatmap(frame: pd.DataFrame, title: str, scale: str, fmt: str) -> go.Figure:
+def space_heatmap(frame: pd.DataFrame, title: str, scale: str, fmt: str) -> go.Figure:
     fig = go.Figure(
         go.Heatmap(
             z=frame.to_numpy(),
@@ -119,7 +119,7 @@ def report_set_section(study: Study) -> None:
     )
 
 
-def overview_section(study: Study, space: ExitSpace) -> None:
+def overview_section(study: Study, space: SpaceTable) -> None:
     manifest, cache = study.manifest, study.cache
     if manifest.get("description"):
         st.write(manifest["description"])
@@ -144,11 +144,11 @@ def overview_section(study: Study, space: ExitSpace) -> None:
         st.warning(warning)
 
 
-def space_section(study: Study, space: ExitSpace) -> None:
+def space_section(study: Study, space: SpaceTable) -> None:
     cache = study.cache
     st.subheader("Workload profile")
     if study.is_packed or code_allowed(study, where="study"):  # a run folder's profile is computed from its network
-        workload = workload_profile(study.profile(consent=True))
+        workload = profile_table(study.profile(consent=True))
         st.plotly_chart(profile_figure(workload), key="profile_chart", width="stretch")
         st.dataframe(
             workload.exits.rename(
@@ -165,8 +165,8 @@ def space_section(study: Study, space: ExitSpace) -> None:
         f"(final exit {pct(space.final_miou)}, {space.backbone_gflops:.3f} GFLOPs)"
     )
     left, right = st.columns(2)
-    left.plotly_chart(heatmap(space.cost, "GFLOPs per image", "Blues", ".3f"), key="space_cost", width="stretch")
-    right.plotly_chart(heatmap(100 * space.miou, "mIoU (%)", "Greens", ".1f"), key="space_miou", width="stretch")
+    left.plotly_chart(space_heatmap(space.cost, "GFLOPs per image", "Blues", ".3f"), key="space_cost", width="stretch")
+    right.plotly_chart(space_heatmap(100 * space.miou, "mIoU (%)", "Greens", ".1f"), key="space_miou", width="stretch")
 
 
 def results_section(study: Study) -> None:
@@ -267,7 +267,7 @@ def classes_and_build_section(study: Study) -> None:
 @guarded
 def page(study: Study) -> None:
     st.title(study.name)
-    space = exit_space(study.cache)
+    space = space_table(study.cache)
     overview_section(study, space)
     space_section(study, space)
     results_section(study)
