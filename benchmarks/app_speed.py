@@ -6,7 +6,7 @@
 * an uploaded 360x480 image through every exit: decoding, every exit's head and the final exit, the per-exit maps,
   and the whole page rerun with the upload at its own size.
 
-Usage: .venv/bin/python benchmarks/app_speed.py [--repeats 5] [--browser-only]
+Usage: .venv/bin/python -m benchmarks.app_speed [--repeats 5] [--browser-only]
 (``--browser-only``: only the Chromium part, which runs when ``/usr/bin/chromium`` exists.)
 """
 
@@ -36,7 +36,6 @@ def main() -> None:
     from streamlit.testing.v1 import AppTest
     from streamlit.util import calc_hash
 
-    sys.path[:0] = [str(REPO)]  # a script run by path: the repository is not on sys.path by itself
     for name in ("study", "explorer", "thresholds", "pareto"):  # what the app imports
         importlib.import_module(f"app.screens.{name}")
     from mess_core.bench import machine
@@ -310,7 +309,6 @@ def in_browser(study: str, repeats: int) -> None:
 
 if __name__ == "__main__":
     if "--browser-only" in sys.argv:
-        sys.path[:0] = [str(REPO)]
         from mess_core.bench import machine
         from mess_core.study import DEFAULT_STUDY
 

@@ -1,7 +1,7 @@
 """Promises you can trust (issue 18): does a promised mIoU drop hold on images the search never saw?
 
 Usage:
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/confidence_coverage.py [CACHE ...] [--splits 100] [--confidence 0.9]
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.confidence_coverage [CACHE ...] [--splits 100] [--confidence 0.9]
         [--max-drops 1,0.5] [--seed 0]
 
 For each cache (default: the shipped CamVid and synthetic val caches) it draws ``--splits`` random halves of the
@@ -37,7 +37,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's mess_core, wherever it runs from
 from mess_core.cache import EvaluationCache
 from mess_core.instance import Instance, evaluate
 from mess_core.search import Objective, SearchSpace, confident_search, search

@@ -14,7 +14,7 @@ A fault is handled when the exit status is 2 (or the command refuses with 1 when
 ``study check`` does), there is no traceback, one line, and nothing else changed. The last line counts the cases that
 are not.
 
-Usage: .venv/bin/python benchmarks/fault_sweep.py [--keep DIR] [--only WORD]
+Usage: .venv/bin/python -m benchmarks.fault_sweep [--keep DIR] [--only WORD]
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import struct
-import sys
 import tempfile
 import time
 import zlib
@@ -689,7 +688,6 @@ def main() -> None:
     parser.add_argument("--keep", help="use (and keep) this scratch folder instead of a temporary one")
     parser.add_argument("--only", help="run only the cases whose name contains this word")
     args = parser.parse_args()
-    sys.path[:0] = [str(REPO)]
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from mess_core.bench import machine
 

@@ -28,7 +28,6 @@ __all__ = [
     "teardown",
     "all_reduce_sum",
     "all_gather_objects",
-    "broadcast_object",
     "sync_batchnorm",
     "GlobalBatchNorm2d",
     "shard_indices",
@@ -123,15 +122,6 @@ def all_gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
-
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Rank ``src``'s ``obj`` on every process."""
-    if not _active():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
 
 
 def barrier() -> None:

@@ -591,10 +591,6 @@ class CutPoint:
     module: str
     in_chain: bool = False  # between a convolution and its normalisation/activation (see _inside_chain)
 
-    @property
-    def num_live_tensors(self) -> int:
-        return len(self.live)
-
 
 def _is_container(qualname: str, typ: type, transparent: frozenset[str]) -> bool:
     return qualname in transparent or typ is nn.Sequential or issubclass(typ, (nn.ModuleList, nn.ModuleDict))

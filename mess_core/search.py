@@ -227,10 +227,6 @@ class SearchResult:
     interval: DropInterval | None = None
     candidates: list[DropInterval] | None = None
 
-    @property
-    def instances_per_second(self) -> float:
-        return self.evaluated / self.seconds if self.seconds > 0 else float("inf")
-
 
 # ------------------------------------------------------------------------------------------------- collectors
 class _Collector:
