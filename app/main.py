@@ -13,16 +13,10 @@ from __future__ import annotations
 import streamlit as st
 
 from app.common import settle_heap
-from app.screens import explorer, images, pareto, study, thresholds
+from app.routes import PAGES, route
 
 st.set_page_config(page_title="MESS Explorer", layout="wide")
 st.navigation(
-    [
-        st.Page(study.page, title="Study", url_path="study", default=True),
-        st.Page(explorer.page, title="Confidence explorer", url_path="explorer"),
-        st.Page(thresholds.page, title="Thresholds", url_path="thresholds"),
-        st.Page(pareto.page, title="Pareto and search", url_path="pareto"),
-        st.Page(images.page, title="Image browser", url_path="images"),
-    ]
+    [st.Page(route(name), title=title, url_path=name, default=i == 0) for i, (name, title) in enumerate(PAGES.items())]
 ).run()
 settle_heap()

@@ -34,7 +34,8 @@ def main() -> None:
     import numpy as np
     import torch
     from streamlit.testing.v1 import AppTest
-    from streamlit.util import calc_hash
+
+    from app.routes import route
 
     for name in ("study", "explorer", "thresholds", "pareto"):  # what the app imports
         importlib.import_module(f"app.screens.{name}")
@@ -71,9 +72,8 @@ def main() -> None:
             times.append(time.perf_counter() - t)
         return statistics.median(times), max(times)
 
-    def goto(app, url_path):  # AppTest.switch_page finds file pages only; the app's pages are callables
-        app._page_hash = calc_hash(url_path)
-        return app.run()
+    def goto(app, url_path):  # Streamlit's public page switch (the pages are files: app/routes)
+        return app.switch_page(route(url_path)).run()
 
     t = time.perf_counter()
     app = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=300).run()

@@ -1,21 +1,19 @@
 """Driving the app through Streamlit's test harness, shared by the app's test files."""
 
 from streamlit.testing.v1 import AppTest
-from streamlit.util import calc_hash
+
+from app.routes import PAGES as REGISTERED
+from app.routes import route
 
 from .paths import APP
 
-PAGES = ["study", "explorer", "thresholds", "pareto", "images"]  # the URL paths app/main.py gives its pages
+PAGES = list(REGISTERED)  # the URL paths app/main.py gives its pages
 
 
 def goto(app, url_path):
-    """Open the page at ``url_path`` and run it, as a browser at ``/url_path`` does. ``AppTest.switch_page`` only
-    finds pages that are files; the app's pages are callables, which Streamlit knows by the hash of their URL path,
-    so the request carries that hash (``_page_hash`` is what ``switch_page`` itself sets)."""
-    app._page_hash = calc_hash(url_path)
-    app.run()
-    assert app._finished_page_script_hash == calc_hash(url_path), f"did not land on /{url_path}"
-    return app
+    """Open the page at ``url_path`` and run it, as a browser at ``/url_path`` does (Streamlit's public
+    ``AppTest.switch_page``, which refuses a page the app did not register)."""
+    return app.switch_page(route(url_path)).run()
 
 
 def start(monkeypatch, root, default=None):

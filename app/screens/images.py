@@ -8,6 +8,7 @@ import streamlit as st
 
 from app import state
 from app.common import REPO, guarded
+from app.routes import route
 from app.screens import explorer
 from mess_core.explore import dataset_sample, dataset_source
 from mess_core.image_table import PRESETS, image_table, select_images
@@ -64,7 +65,7 @@ def chosen_image(study: Study, instance: Instance | None, row) -> None:
         help="every exit's maps for this image, with the same instance",
     ):
         state.send_to_explorer(study, index, instance)
-        st.switch_page(st.Page(explorer.page, title="Confidence explorer", url_path="explorer"))
+        st.switch_page(route("explorer"))
 
 
 @guarded

@@ -1,0 +1,5 @@
+"""The Pareto and search page (see ``app/routes``)."""
+
+from app.screens import pareto
+
+pareto.page()
