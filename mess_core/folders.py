@@ -32,7 +32,7 @@ from typing import Callable, Iterator
 
 from .io import OutputError, environment_fault
 
-__all__ = ["LOCK", "claim_folder", "folder_lock", "is_leftover"]
+__all__ = ["LOCK", "claim_folder", "folder_lock", "is_leftover", "written_by_others"]
 
 LOCK = ".mess.lock"
 
@@ -46,13 +46,18 @@ def claim_folder(path: str | os.PathLike, *, own: Callable[[Path], bool], what: 
             return
         if not path.is_dir():
             raise OutputError(f"{path}: is a file, not a folder; {hint}")
-        entries = sorted(p.name for p in path.iterdir() if p.name != LOCK and not is_leftover(p.name))
+        entries = written_by_others(path)
     except OSError as exc:
         raise environment_fault(path, exc) or exc from None
     if not entries or own(path):
         return
     shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
     raise OutputError(f"{path}: holds {shown}, which {what} did not write; {hint}")
+
+
+def written_by_others(folder: Path) -> list[str]:
+    """The names in ``folder`` besides the lock and a killed writer's leftovers: what a writer has to recognise."""
+    return sorted(p.name for p in folder.iterdir() if p.name != LOCK and not is_leftover(p.name))
 
 
 def is_leftover(name: str) -> bool:

@@ -449,6 +449,16 @@ def test_weights_from_elsewhere_whose_record_runs_code_need_consent(user_studies
     assert main(command + ["--trust-model-code"]) == 0 and cache.is_file()
 
 
+def _naming(user_studies, tmp_path, record):
+    """A copy of the model-file study whose manifest names ``record`` as its model source."""
+    copy = tmp_path / "copy"
+    shutil.copytree(user_studies["byo-file"][0], copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["model_source"] = record
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
 @pytest.mark.parametrize(
     "record, message",
     [
@@ -470,12 +480,7 @@ def test_weights_from_elsewhere_whose_record_runs_code_need_consent(user_studies
 def test_a_study_naming_code_a_study_may_not_name_is_refused_by_every_reader(
     user_studies, tmp_path, capsys, record, message
 ):
-    out, _, _ = user_studies["byo-file"]
-    copy = tmp_path / "copy"
-    shutil.copytree(out, copy)
-    manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["model_source"] = record
-    (copy / "manifest.json").write_text(json.dumps(manifest))
+    copy = _naming(user_studies, tmp_path, record)
     with pytest.raises(StudyError, match=f"manifest.json: model_source: .*{re.escape(message)}"):
         open_study(copy)
     for command in (
@@ -497,12 +502,7 @@ def test_a_study_naming_code_a_study_may_not_name_is_refused_by_every_reader(
 def test_a_study_whose_model_this_machine_cannot_build_opens_for_its_figures_only(
     user_studies, tmp_path, capsys, record, message
 ):
-    out, _, _ = user_studies["byo-file"]
-    copy = tmp_path / "copy"
-    shutil.copytree(out, copy)
-    manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["model_source"] = record
-    (copy / "manifest.json").write_text(json.dumps(manifest))
+    copy = _naming(user_studies, tmp_path, record)
     study = open_study(copy)
     assert study.results("input-dependent") is not None
     with pytest.raises(UntrustedCodeError, match=f"manifest.json: model_source: .*{message}"):
@@ -540,55 +540,6 @@ def test_the_app_asks_before_running_model_code_from_elsewhere(user_studies, mon
 
 
 # ------------------------------------------------------------------------------------------- misbehaving model code
-BAD_MODELS = """\
-import sys
-
-import torch
-from torch import nn
-
-
-def body(out_channels, stride=1):
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, out_channels, 3, stride, 1))
-
-
-class Half(nn.Module):  # logits at half the input size
-    def __init__(self, num_classes=7):
-        super().__init__()
-        self.c = body(num_classes, stride=2)
-
-    def forward(self, x):
-        return self.c(x)
-
-
-class Pair(Half):  # a tuple
-    def forward(self, x):
-        return nn.functional.interpolate(self.c(x), size=x.shape[-2:]), x
-
-
-class ThreeClasses(nn.Module):  # ignores num_classes
-    def __init__(self, num_classes=7):
-        super().__init__()
-        self.c = body(3)
-
-    def forward(self, x):
-        return self.c(x)
-
-
-class ExitsInForward(Half):
-    def forward(self, x):
-        sys.exit(3)
-
-
-class ExitsInInit(nn.Module):
-    def __init__(self, num_classes=7):
-        raise SystemExit(0)
-
-
-class InterruptsInInit(nn.Module):
-    def __init__(self, num_classes=7):
-        raise KeyboardInterrupt
-"""
 
 
 @pytest.mark.parametrize(
@@ -606,7 +557,7 @@ class InterruptsInInit(nn.Module):
 def test_model_code_that_misbehaves_gets_the_same_clear_message_at_every_entry_point(
     tmp_path, capsys, name, message, stage
 ):
-    (tmp_path / "bad.py").write_text(BAD_MODELS)
+    shutil.copyfile(HERE / "bad_models.py", tmp_path / "bad.py")
     model = f"{tmp_path / 'bad.py'}:{name}"
     out = tmp_path / "run"
     if stage == "profile":
@@ -643,17 +594,7 @@ def test_model_code_that_misbehaves_gets_the_same_clear_message_at_every_entry_p
 
 
 def test_a_model_far_too_slow_at_the_size_is_named_by_the_time_limit(tmp_path, monkeypatch, capsys):
-    (tmp_path / "slow.py").write_text(
-        BAD_MODELS
-        + """
-
-class Slow(Half):
-    def forward(self, x):
-        import time
-        time.sleep(30)
-        return self.c(x)
-"""
-    )
+    shutil.copyfile(HERE / "bad_models.py", tmp_path / "slow.py")
     monkeypatch.setenv("MESS_TIME_LIMIT", "0.5")
     assert main(["profile", "--model", f"{tmp_path / 'slow.py'}:Slow", "--size", "48", "64", "--exits", "2"]) == 2
     err = capsys.readouterr().err

@@ -28,7 +28,7 @@ from ..data.selection import describe_groups
 from ..errors import MessError
 from ..evaluation import evaluate_model
 from ..exits import ExitSpec
-from ..folders import LOCK, claim_folder, folder_lock, is_leftover
+from ..folders import claim_folder, folder_lock, written_by_others
 from ..instance import MODES
 from ..io import atomic_write_text, read_json
 from ..models.source import ModelSource, load_user_weights
@@ -117,9 +117,8 @@ WORK_ENTRIES = frozenset([*STAGES, "variants", "build_times.json", WEIGHTS, USER
 
 def _holds_build_work(folder: Path) -> bool:
     return all(
-        p.name in WORK_ENTRIES or (p.suffix == ".npz" and p.is_file())
-        for p in folder.iterdir()
-        if p.name != LOCK and not is_leftover(p.name)
+        name in WORK_ENTRIES or (Path(name).suffix == ".npz" and (folder / name).is_file())
+        for name in written_by_others(folder)
     )
 
 

@@ -68,12 +68,16 @@ class Study:
         return self.manifest.get("format") == STUDY_FORMAT
 
     @cached_property
+    def weights_meta(self) -> dict[str, Any]:
+        """The metadata in the weights file (read once: a run folder's cache check and its consent check use it)."""
+        meta = checkpoint.load(self.weights_path).get("meta")
+        return meta if isinstance(meta, dict) else {}
+
+    @cached_property
     def cache(self) -> EvaluationCache:
         cache = self._load_cache(self.cache_path)
         if not self.is_packed:  # a packed study's manifest hashes both; a run folder's cache may be anyone's
-            _check_cache_fits(
-                cache, self.cache_path, checkpoint.load(self.weights_path).get("meta", {}), self.weights_path
-            )
+            _check_cache_fits(cache, self.cache_path, self.weights_meta, self.weights_path)
         return cache
 
     @cached_property
@@ -125,8 +129,7 @@ class Study:
                 stored=ModelSource.from_dict(self.manifest["model_source"]),
             )
             return
-        meta = checkpoint.load(self.weights_path).get("meta")
-        meta = meta if isinstance(meta, dict) else {}
+        meta = self.weights_meta
         where = f"{self.weights_path}: model_source"
         if isinstance(meta.get("model_source"), dict):
             record = meta["model_source"]

@@ -22,7 +22,7 @@ from ..data import DatasetInfo, build_dataset, eval_transform, train_transform
 from ..distributed import DistEnv, barrier, setup, sync_batchnorm
 from ..errors import MessError, TrainingError
 from ..exits import LIGHT_EXIT, exit_space
-from ..folders import LOCK, claim_folder, folder_lock, is_leftover
+from ..folders import claim_folder, folder_lock, written_by_others
 from ..io import atomic_write_text, read_yaml
 from ..losses import ExitLoss
 from ..models.source import ModelSource, load_user_weights
@@ -228,7 +228,7 @@ RUN_ENTRIES = frozenset([CONFIG_FILE, CHECKPOINT, METRICS, EVAL, "summary.json",
 def _holds_a_run(folder: Path) -> bool:
     """A folder train wrote: nothing but what a run writes, or a config.yaml that is a run's (a stage and an out
     folder; files beside it, such as the weights it starts from, are kept: train writes only its own names)."""
-    if all(p.name in RUN_ENTRIES or p.name == LOCK or is_leftover(p.name) for p in folder.iterdir()):
+    if set(written_by_others(folder)) <= RUN_ENTRIES:
         return (folder / CONFIG_FILE).is_file()
     try:
         data = read_yaml(folder / CONFIG_FILE, TrainingError, "missing")
