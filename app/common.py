@@ -17,16 +17,16 @@ from typing import Any, Callable, Iterator, ParamSpec
 import pandas as pd
 import streamlit as st
 
-from mess_core.cache import EvaluationCache
+from app.views.pareto import sample_instances, thin_cloud
 from mess_core.errors import MessError
-from mess_core.explore import sample_instances, thin_cloud
-from mess_core.heldout import check_report_set
+from mess_core.evaluate.cache import EvaluationCache
 from mess_core.io import expand_home
 from mess_core.models.trust import key_path
-from mess_core.report import exit_class_iou, with_drop_intervals
+from mess_core.search.heldout import check_report_set
+from mess_core.search.report import exit_class_iou, with_drop_intervals
+from mess_core.search.transfer import transfer_beside
 from mess_core.study import DEFAULT_STUDY, Study, StudyError, list_studies, open_study
 from mess_core.study.evaluate import score_rows
-from mess_core.transfer import transfer_beside
 
 REPO = Path(__file__).resolve().parents[1]
 OTHER = "another folder..."
@@ -123,8 +123,8 @@ def load_network(path: str) -> tuple[Any, dict[str, Any]]:
 
 @st.cache_resource(show_spinner="Tuning on one part of the images, scoring on the other...", max_entries=8)
 def transfer(path: str, compute: bool) -> pd.DataFrame | None:
-    """The transfer check beside the study's input-dependent rows (:func:`mess_core.transfer.transfer_beside`): the
-    build's, or computed from the cache when ``compute`` (studies built before it)."""
+    """The transfer check beside the study's input-dependent rows (:func:`mess_core.search.transfer.transfer_beside`):
+    the build's, or computed from the cache when ``compute`` (studies built before it)."""
     study = load_study(path)
     check = study.transfer_check(compute=compute)
     return None if check is None else transfer_beside(study.results("input-dependent"), check)

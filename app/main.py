@@ -4,8 +4,8 @@ figures, search accuracy-vs-cost fronts under constraints and browse the split i
 ``python -m streamlit run app/main.py`` from the repository root: ``python -m`` puts that folder on ``sys.path``,
 so the ``app`` package and ``mess_core`` import as they are, with no path set up here.
 
-The pages only lay out: every figure comes from a tested ``mess_core`` function (``mess_core.explore``,
-``mess_core.study_figures``, ``mess_core.study``, ``mess_core.search``) on the study the sidebar chooses.
+The pages only lay out: every figure comes from a tested ``mess_core`` function (``app.views.explore``,
+``app.views.study_figures``, ``mess_core.study``, ``mess_core.search.constrained``) on the study the sidebar chooses.
 """
 
 from __future__ import annotations

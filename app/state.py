@@ -9,8 +9,8 @@ from typing import Any
 import streamlit as st
 
 from app.common import results
-from mess_core.instance import Instance
-from mess_core.report import Row
+from mess_core.evaluate.instance import Instance
+from mess_core.search.report import Row
 from mess_core.study import Study
 
 CURRENT, PINNED, SENT = "current_instance", "pinned_instance", "explorer_sent"

@@ -39,23 +39,21 @@ def main() -> None:
 
     for name in ("study", "explorer", "thresholds", "pareto"):  # what the app imports
         importlib.import_module(f"app.screens.{name}")
-    from mess_core.bench import machine
-    from mess_core.explore import (
+    from app.views.one_image import (
         colorize,
-        decode_image,
         exit_views,
         heatmap,
-        instance_from_settings,
-        live_search,
         measure_early_exit,
         palette_for,
         path_gflops,
         run_exits,
-        threshold_summary,
-        to_input,
     )
-    from mess_core.policy import EdgeMasking
-    from mess_core.search import Objective
+    from app.views.pareto import live_search
+    from app.views.thresholds import instance_from_settings, threshold_summary
+    from app.views.upload import decode_image, to_input
+    from mess_core.deploy.bench import machine
+    from mess_core.evaluate.policy import EdgeMasking
+    from mess_core.search.constrained import Objective
     from mess_core.study import DEFAULT_STUDY, open_study
 
     imports = time.perf_counter() - t0
@@ -309,7 +307,7 @@ def in_browser(study: str, repeats: int) -> None:
 
 if __name__ == "__main__":
     if "--browser-only" in sys.argv:
-        from mess_core.bench import machine
+        from mess_core.deploy.bench import machine
         from mess_core.study import DEFAULT_STUDY
 
         print(f"machine: {machine()}")

@@ -20,8 +20,8 @@ backbone, the mean drop promised (tuning half) and found (held-out half), and wh
 its promise at least as often as it says. Last, without any choice on the halves: one fixed instance (the plain
 <= 1 pp choice on the whole cache) on the same halves, how often its held-out drop stays under the bounds computed
 on the tuning half (separates the bootstrap's own accuracy from the search's selection). Every figure comes from
-``mess_core.search`` and ``mess_core.instance.evaluate`` on subsets of the caches (``EvaluationCache.subset``);
-nothing is simulated.
+``mess_core.search.constrained`` and ``mess_core.evaluate.instance.evaluate`` on subsets of the caches
+(``EvaluationCache.subset``); nothing is simulated.
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mess_core.cache import EvaluationCache
-from mess_core.instance import Instance, evaluate
-from mess_core.search import Objective, SearchSpace, confident_search, search
-from mess_core.uncertainty import drop_interval
+from mess_core.evaluate.cache import EvaluationCache
+from mess_core.evaluate.instance import Instance, evaluate
+from mess_core.search.constrained import Objective, SearchSpace, confident_search, search
+from mess_core.search.uncertainty import drop_interval
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CACHES = [

@@ -576,7 +576,7 @@ def damaged_cache(root: Path, tag: str, change: str) -> None:
     """A copy of the shipped cache with its metadata contradicting its arrays (``save`` does not validate)."""
     import numpy as np
 
-    from mess_core.cache import EvaluationCache
+    from mess_core.evaluate.cache import EvaluationCache
 
     cache = EvaluationCache.load(root / "study" / "val.npz")
     meta = dict(cache.meta)
@@ -629,8 +629,8 @@ def _created_output(path: Path, case: Case) -> bool:
 
 
 def upload_bomb(root: Path) -> str:
+    from app.views.upload import decode_image
     from mess_core.errors import MessError
-    from mess_core.explore import decode_image
 
     try:
         decode_image((root / "bomb.png").read_bytes(), name="bomb.png")
@@ -647,7 +647,7 @@ def main() -> None:
     parser.add_argument("--only", help="run only the cases whose name contains this word")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from mess_core.bench import machine
+    from mess_core.deploy.bench import machine
 
     root = Path(args.keep or tempfile.mkdtemp(prefix="fault_sweep_"))
     root.mkdir(parents=True, exist_ok=True)

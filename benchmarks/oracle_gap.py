@@ -5,7 +5,7 @@ Usage:
 
 Each trial draws ``--images`` images of the cache and an instance with one or two kept exits (random exits and
 configurations), then solves "least average cost with the sub-problem's mIoU >= its final-exit mIoU - drop" twice:
-greedily (:func:`mess_core.oracle.assign`, what studies report) and exactly, by enumerating every assignment of
+greedily (:func:`mess_core.search.oracle.assign`, what studies report) and exactly, by enumerating every assignment of
 images to outputs. Prints how often the greedy is optimal and its worst and mean excess cost over the optimum.
 """
 
@@ -15,9 +15,9 @@ import argparse
 
 import numpy as np
 
-from mess_core.cache import EvaluationCache
-from mess_core.instance import Instance, KeptExit, output_costs
-from mess_core.oracle import _miou, assign, exact_assign
+from mess_core.evaluate.cache import EvaluationCache
+from mess_core.evaluate.instance import Instance, KeptExit, output_costs
+from mess_core.search.oracle import _miou, assign, exact_assign
 
 
 def main() -> None:

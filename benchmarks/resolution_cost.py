@@ -19,7 +19,7 @@ import torch
 
 from mess_core import models
 from mess_core.data import SyntheticSegmentation
-from mess_core.training import TrainConfig, build_task
+from mess_core.train import TrainConfig, build_task
 
 
 def main() -> None:

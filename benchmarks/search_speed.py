@@ -19,8 +19,8 @@ import time
 
 import torch
 
-from mess_core.cache import EvaluationCache
-from mess_core.search import Objective, SearchSpace, search, uniform_exit
+from mess_core.evaluate.cache import EvaluationCache
+from mess_core.search.constrained import Objective, SearchSpace, search, uniform_exit
 
 
 def timed(fn, repeats):

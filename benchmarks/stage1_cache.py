@@ -6,8 +6,8 @@ Usage:
         --data-root ../shared/datasets/camvid --split train --groups 0006R0 --size 180 240 --out runs/sd-base-0006R0.npz
 
 Stage 1 keeps its light exit (nocrm-b0-fcn) at every exit in model.pt; this rebuilds that multi-exit network from it
-(the same placement) and runs mess_core.cache.build_cache over the images. Its search space is one configuration per
-exit; benchmarks/transfer_rules.py reads the cache.
+(the same placement) and runs mess_core.evaluate.cache.build_cache over the images. Its search space is one
+configuration per exit; benchmarks/transfer_rules.py reads the cache.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from mess_core import artifacts
-from mess_core.cache import build_cache
+from mess_core.conversion.exits import LIGHT_EXIT
+from mess_core.conversion.network import convert
 from mess_core.data import build_dataset, eval_transform
-from mess_core.exits import LIGHT_EXIT
-from mess_core.network import convert
+from mess_core.deploy import artifacts
+from mess_core.evaluate.cache import build_cache
 
 
 def main() -> None:

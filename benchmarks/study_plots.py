@@ -18,7 +18,7 @@ matplotlib.use("Agg")  # files only: no display on a server
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mess_core.report import Row  # noqa: E402
+from mess_core.search.report import Row  # noqa: E402
 from mess_core.study import open_study  # noqa: E402
 
 SERIES = [

@@ -3,7 +3,7 @@
 Prints, for one model and input size on this machine:
 
 * images per second of each stage (backbone, pretrain, exits with the full default exit space), measured by the real
-  training loop (``mess_core.training.fit``) over ``--steps`` optimiser steps after one warm-up step;
+  training loop (``mess_core.train.fit``) over ``--steps`` optimiser steps after one warm-up step;
 * for stage 2, in the same run: the time of one frozen backbone forward, of every head's forward and backward on
   those features, their sum, the measured step time, and the step time the backbone would cost if it ran once per
   head. The measured step must be close to "one backbone + all heads", never to "one backbone per head".
@@ -24,8 +24,8 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from mess_core import models
-from mess_core.distributed import setup
-from mess_core.training import TrainConfig, build_datasets, build_task, fit
+from mess_core.train import TrainConfig, build_datasets, build_task, fit
+from mess_core.train.distributed import setup
 
 
 def cpu_name() -> str:

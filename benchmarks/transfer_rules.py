@@ -3,15 +3,15 @@
 Usage:
     .venv/bin/python benchmarks/transfer_rules.py CACHE.npz [--parts 2] [--block 10] [--drops 1 0.1]
 
-The cache's images are cut into scene parts (:func:`mess_core.transfer.scene_parts`: its groups, or contiguous runs of
-each group's frames). For each ordered pair (tune on A, report on B) and each rule, the cheapest instance promising a
-drop <= D is chosen on A and scored on B against B's own final exit. Rules: the plain min-cost search; the
+The cache's images are cut into scene parts (:func:`mess_core.search.transfer.scene_parts`: its groups, or contiguous
+runs of each group's frames). For each ordered pair (tune on A, report on B) and each rule, the cheapest instance
+promising a drop <= D is chosen on A and scored on B against B's own final exit. Rules: the plain min-cost search; the
 confidence-aware search with a predictive bound for a fresh sample of |B| images, over single images ("iid") and over
 scene blocks of --block consecutive frames ("blocks"); and two walks up A's Pareto front by cost, taking the first
 instance that also keeps the drop when every th_img is lowered by --shift ("shift": decisions stable under a
 confidence rise), or on each of A's own two scene parts ("every part"). Prints one line per (rule, D, direction)
 and a summary per (rule, D): how often the promise held on the other part and the mean speedup kept there. Nothing
-is simulated: every figure is mess_core.instance.evaluate on the cache.
+is simulated: every figure is mess_core.evaluate.instance.evaluate on the cache.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import argparse
 
 import pandas as pd
 
-from mess_core.cache import EvaluationCache
-from mess_core.instance import Instance, KeptExit, evaluate
-from mess_core.search import Objective, SearchSpace, confident_search, search
-from mess_core.transfer import part_names, scene_parts
+from mess_core.evaluate.cache import EvaluationCache
+from mess_core.evaluate.instance import Instance, KeptExit, evaluate
+from mess_core.search.constrained import Objective, SearchSpace, confident_search, search
+from mess_core.search.transfer import part_names, scene_parts
 
 
 def drop_of(cache: EvaluationCache, instance: Instance) -> float:

@@ -7,9 +7,8 @@
 """
 
 from . import models
+from .conversion import LIGHT_EXIT, ExitHead, ExitPoint, ExitSpace, ExitSpec, MultiExitNet, WorkloadProfile, convert
 from .errors import ConversionError, GuardFailure, MessError, SpecError, TraceFailure
-from .exits import LIGHT_EXIT, ExitHead, ExitSpace, ExitSpec
-from .network import ExitPoint, MultiExitNet, WorkloadProfile, convert
 
 __version__ = "0.1.0"
 

@@ -1,5 +1,5 @@
 """Check settings against their type annotations before any work starts: one checker for every settings dataclass
-(:class:`~mess_core.training.TrainConfig`, :class:`~mess_core.study.StudyConfig`) and for keyword arguments (dataset
+(:class:`~mess_core.train.TrainConfig`, :class:`~mess_core.study.StudyConfig`) and for keyword arguments (dataset
 options), so that ``batch_size: 1.5`` in a YAML file is refused when the file is read, not hours into training.
 
     >>> from dataclasses import dataclass

@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from mess_core.report import TARGETS
 from mess_core.study import DEFAULT_STUDY, list_studies
+from mess_core.study.report import TARGETS
 
 from .apptest import PAGES, goto, metrics, problems, start
 from .paths import PRECOMPUTED
@@ -212,7 +212,7 @@ def test_the_study_page_shows_protocol_transfer_and_rows_on_a_report_set_which_t
     app.text_input(key="report_set_path").input(str(mine)).run()
     assert not problems(app) and len(table("images leave")) >= 2
     foreign = tmp_path / "foreign.npz"
-    from mess_core.cache import EvaluationCache
+    from mess_core.evaluate.cache import EvaluationCache
 
     EvaluationCache.random().save(foreign)
     app.text_input(key="report_set_path").input(str(foreign)).run()

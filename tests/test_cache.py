@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from mess_core import artifacts, models
-from mess_core.cache import CacheError, EvaluationCache, build_cache
+from mess_core import models
 from mess_core.cli import main
+from mess_core.conversion.network import convert
 from mess_core.data import SyntheticSegmentation, eval_transform
-from mess_core.evaluation import ConfusionMatrix
-from mess_core.instance import Instance, KeptExit, evaluate
-from mess_core.network import convert
-from mess_core.policy import ConfidencePolicy, EdgeMasking
+from mess_core.deploy import artifacts
+from mess_core.evaluate.cache import CacheError, EvaluationCache, build_cache
+from mess_core.evaluate.evaluation import ConfusionMatrix
+from mess_core.evaluate.instance import Instance, KeptExit, evaluate
+from mess_core.evaluate.policy import ConfidencePolicy, EdgeMasking
 
 SIZE = (48, 64)
 SPACE = ["nocrm-b0-fcn", "crm25p-b1-rdi-fcn", "crm50p-b0-deeplab"]
@@ -330,7 +331,7 @@ def test_cache_and_search_commands_end_to_end(setup, tmp_path, capsys):
 def test_a_network_missing_a_head_at_one_exit_gives_a_partial_cache_that_refuses_that_head_only(setup):
     import copy
 
-    from mess_core.search import Objective, SearchSpace, search
+    from mess_core.search.constrained import Objective, SearchSpace, search
 
     net, data, whole, _ = setup
     partial_net = copy.deepcopy(net)

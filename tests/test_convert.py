@@ -9,7 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import mess_core
 from mess_core import models
-from mess_core.placement import equidistant_targets
+from mess_core.conversion.placement import equidistant_targets
 
 NUM_CLASSES = 5
 EXAMPLE = (2, 3, 64, 96)  # H != W so transposed shapes would show; divisible by 32 as smp requires

@@ -8,7 +8,7 @@ import torch
 
 import mess_core
 from mess_core import ConversionError, TraceFailure
-from mess_core.graph import find_cut_points, trace
+from mess_core.conversion.graph import find_cut_points, trace
 
 from .user_models import (
     FunctionalActivations,
@@ -165,9 +165,9 @@ def test_fx_containers_are_named_in_the_users_words():
 
 
 def test_stage_inputs_that_share_memory_export_to_onnx_and_run_like_the_network(tmp_path):
-    from mess_core.export import OnnxRunner, export_onnx
-    from mess_core.instance import Instance, KeptExit
-    from mess_core.runtime import deploy
+    from mess_core.deploy.export import OnnxRunner, export_onnx
+    from mess_core.deploy.runtime import deploy
+    from mess_core.evaluate.instance import Instance, KeptExit
 
     net = mess_core.convert(SkipSliceInplace().eval(), torch.randn(1, 3, 32, 48), num_exits=4, backbone="")
     assert [e.module for e in net.exits] == ["stem.0", "block.0", "block2.0"]  # exit 2 cuts beside the skip's base

@@ -17,8 +17,8 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from mess_core import checkpoint
-from mess_core.distributed import setup, sync_batchnorm, teardown
-from mess_core.training import TrainConfig, build_datasets, build_task, fit
+from mess_core.train import TrainConfig, build_datasets, build_task, fit
+from mess_core.train.distributed import setup, sync_batchnorm, teardown
 
 from .user_models import TinyUNet
 

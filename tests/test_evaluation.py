@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mess_core.evaluation import ConfusionMatrix
+from mess_core.evaluate.evaluation import ConfusionMatrix
 
 
 def brute_force_miou(pred, label, num_classes, ignore):

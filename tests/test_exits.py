@@ -7,7 +7,7 @@ import torch
 
 import mess_core
 from mess_core import ExitSpace, ExitSpec, SpecError, models
-from mess_core.exits import ExitHead
+from mess_core.conversion.exits import ExitHead
 
 
 def test_default_space_has_every_meaningful_combination_once():

@@ -10,40 +10,35 @@ import pytest
 import torch
 from PIL import Image
 
-from mess_core.cache import EvaluationCache
-from mess_core.explore import (
-    ImageError,
-    SearchPoint,
+from app.views.one_image import (
     colorize,
-    constraint_line,
-    dataset_sample,
-    dataset_source,
-    decode_image,
     exit_firings,
     exit_taken,
     exit_views,
     explorer_defaults,
-    gflops_budget,
     heatmap,
-    instance_document,
-    instance_from_settings,
-    live_search,
     measure_early_exit,
-    onnx_zip,
     palette_for,
     path_gflops,
-    plot_points,
     run_exits,
-    sample_instances,
     shipped_heads,
-    synthetic_sample,
-    threshold_defaults,
-    threshold_summary,
-    to_input,
 )
-from mess_core.instance import Instance, KeptExit, evaluate, output_costs
-from mess_core.policy import ConfidencePolicy, EdgeMasking
-from mess_core.search import Objective, SearchError, SearchSpace, search
+from app.views.pareto import (
+    SearchPoint,
+    constraint_line,
+    gflops_budget,
+    instance_document,
+    live_search,
+    onnx_zip,
+    plot_points,
+    sample_instances,
+)
+from app.views.thresholds import instance_from_settings, threshold_defaults, threshold_summary
+from app.views.upload import ImageError, dataset_sample, dataset_source, decode_image, synthetic_sample, to_input
+from mess_core.evaluate.cache import EvaluationCache
+from mess_core.evaluate.instance import Instance, KeptExit, evaluate, output_costs
+from mess_core.evaluate.policy import ConfidencePolicy, EdgeMasking
+from mess_core.search.constrained import Objective, SearchError, SearchSpace, search
 from mess_core.study import open_study
 
 
@@ -216,7 +211,7 @@ def test_live_search_chooses_what_the_search_chooses_and_reports_peers(cache, ob
 
 
 def test_live_search_carries_the_chosen_drop_interval_and_takes_a_confidence(cache):
-    from mess_core.uncertainty import drop_interval
+    from mess_core.search.uncertainty import drop_interval
 
     space = SearchSpace(th_pix=(0.7,), th_img=(0.3, 0.6, 0.9))
     plain = live_search(cache, Objective("min-cost", max_drop=2.0), mode="input-dependent", space=space)
@@ -387,7 +382,7 @@ def test_the_onnx_zip_holds_the_exported_files_with_their_manifest(explored):
 
 
 def test_the_thinned_cloud_keeps_the_first_point_of_every_occupied_cell(cache):
-    from mess_core.explore import thin_cloud
+    from app.views.pareto import thin_cloud
 
     cloud = sample_instances(cache, count=200, seed=2).assign(position=lambda f: np.arange(len(f)))
     thin = thin_cloud(cloud, cells=(20, 10))

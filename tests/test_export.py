@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from mess_core.export import ExportError, OnnxRunner, export_onnx
-from mess_core.instance import Instance, KeptExit
-from mess_core.runtime import deploy
+from mess_core.deploy.export import ExportError, OnnxRunner, export_onnx
+from mess_core.deploy.runtime import deploy
+from mess_core.evaluate.instance import Instance, KeptExit
 
 from .test_runtime import CONFIGS, SIZE, build, images, instance_with_a_mix
 from .user_models import ShapeCarrier

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from mess_core.cli import main
-from mess_core.export import OnnxRunner
-from mess_core.report import Row
-from mess_core.runtime import deploy
+from mess_core.deploy.export import OnnxRunner
+from mess_core.deploy.runtime import deploy
+from mess_core.search.report import Row
 from mess_core.study import open_study
 
 from .paths import PRECOMPUTED, REPO

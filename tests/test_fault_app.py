@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from app.views.upload import MAX_PIXELS, ImageError, decode_image
 from mess_core.cli import main
-from mess_core.explore import MAX_PIXELS, ImageError, decode_image
 
 from .apptest import PAGES, goto, metrics, problems, start
 from .paths import PRECOMPUTED, folder_digest

@@ -12,7 +12,7 @@ import yaml
 from mess_core.cli import main
 from mess_core.errors import TrainingError
 from mess_core.study.config import StudyConfig, StudyError
-from mess_core.training import TrainConfig
+from mess_core.train import TrainConfig
 from tests.paths import REPO, folder_digest
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="cuda is refused only where there is none")

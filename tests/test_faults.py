@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mess_core.cache import CacheError, EvaluationCache
 from mess_core.cli import main
-from mess_core.search import MAX_SPACE_SIZE, Objective, SearchError, SearchSpace, search
+from mess_core.evaluate.cache import CacheError, EvaluationCache
+from mess_core.search.constrained import MAX_SPACE_SIZE, Objective, SearchError, SearchSpace, search
 from mess_core.study import open_study
 from mess_core.study.config import StudyError
 
@@ -335,8 +335,8 @@ def test_a_cache_or_weights_path_that_is_not_such_a_file_says_what_it_is(tmp_pat
 def test_nan_weights_are_named_not_called_nondeterminism():
     import torch
 
+    from mess_core.conversion.network import convert
     from mess_core.errors import ConversionError
-    from mess_core.network import convert
 
     from .user_models import TinyUNet
 

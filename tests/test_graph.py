@@ -8,7 +8,7 @@ import torchvision
 
 import mess_core
 from mess_core import ConversionError, GuardFailure, TraceFailure, models
-from mess_core.graph import find_cut_points, trace
+from mess_core.conversion.graph import find_cut_points, trace
 
 from .user_models import (
     DataDependent,

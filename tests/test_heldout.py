@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from mess_core.cli import main
-from mess_core.heldout import PROMISES, evaluate_rows
-from mess_core.instance import Instance, evaluate
-from mess_core.report import Row
-from mess_core.runtime import deploy
+from mess_core.deploy.runtime import deploy
+from mess_core.evaluate.instance import Instance, evaluate
+from mess_core.search.heldout import PROMISES, evaluate_rows
+from mess_core.search.report import Row
 from mess_core.study import StudyError, open_study
 from mess_core.study.evaluate import EvaluationData, evaluate_on, evaluation_dataset
 

@@ -4,8 +4,7 @@ recomputed by hand from its counts, filters that return exactly the matching ima
 import numpy as np
 import pytest
 
-from mess_core.cache import EvaluationCache
-from mess_core.image_table import (
+from app.views.image_table import (
     PRESETS,
     ImageTableError,
     compare_figures,
@@ -15,7 +14,8 @@ from mess_core.image_table import (
     linked_view,
     select_images,
 )
-from mess_core.instance import Instance, KeptExit, evaluate
+from mess_core.evaluate.cache import EvaluationCache
+from mess_core.evaluate.instance import Instance, KeptExit, evaluate
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
-"""The code's shape, checked: the engine's imports (deferred ones included) form no circle, no engine module imports the
-command line or the app, and no function in the engine or the app grows past the length one reader can hold."""
+"""The code's shape, checked: the engine's imports (deferred ones included) form no circle and run only down its
+floors, no engine module imports the command line or the app, and no function in the engine or the app grows past
+the length one reader can hold."""
 
 from __future__ import annotations
 
@@ -80,6 +81,49 @@ def test_the_engine_imports_form_no_circle():
     for node in sorted(graph):
         if node not in state:
             visit(node)
+
+
+# The engine's floors, lowest first: a module imports its own package and the floors below it, never a floor
+# above nor a neighbour on its own floor. The bottom floor's modules are the shared base, free to use each other.
+FLOORS = (
+    ("errors", "fields", "io", "seeding", "checkpoint", "folders", "timelimit"),
+    ("models", "data", "conversion"),
+    ("evaluate",),
+    ("search", "deploy"),
+    ("train",),
+    ("study",),
+    ("cli",),
+    ("__main__",),
+)
+FLOOR = {package: level for level, packages in enumerate(FLOORS) for package in packages}
+
+
+def _floor(module: str) -> tuple[int, str]:
+    """The floor of an engine module and the unit it belongs to (its package, or "base" on the bottom floor)."""
+    top = module.split(".")[1]
+    level = FLOOR[top]
+    return level, "base" if level == 0 else top
+
+
+def test_every_engine_module_sits_on_a_floor():
+    graph = _graph()
+    lost = sorted(m for m in graph if m != "mess_core" and m.split(".")[1] not in FLOOR)
+    assert not lost, f"give these a floor in FLOORS: {lost}"
+
+
+def test_imports_run_down_the_floors_only():
+    """convert, data < evaluate < search, deploy < train < study < cli: evaluation never imports training, the
+    search never imports deployment, and nothing imports the command line."""
+    upward = []
+    for module, deps in sorted(_graph().items()):
+        if module == "mess_core":
+            continue  # the package facade re-exports the public names of the floors it names
+        level, unit = _floor(module)
+        for dep in sorted(d for d in deps if d.startswith("mess_core.")):
+            dep_level, dep_unit = _floor(dep)
+            if dep_unit != unit and dep_level >= level:
+                upward.append(f"{module} -> {dep}")
+    assert not upward, "these imports run up or sideways: " + ", ".join(upward)
 
 
 def test_no_engine_module_imports_the_command_line_or_the_app():

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from mess_core.losses import ExitLoss, ce_map, kd_map, pfd_map, positive_mask, reduce_pixels
+from mess_core.train.losses import ExitLoss, ce_map, kd_map, pfd_map, positive_mask, reduce_pixels
 
 IGNORE = 255
 

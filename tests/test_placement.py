@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from mess_core.placement import equidistant_targets, last_of_equal_runs, snap_stable, snap_to_cuts
+from mess_core.conversion.placement import equidistant_targets, last_of_equal_runs, snap_stable, snap_to_cuts
 
 
 def brute_force(costs, targets):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from mess_core.policy import (
+from mess_core.evaluate.policy import (
     ConfidencePolicy,
     EdgeMasking,
     confidence_curve,

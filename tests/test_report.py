@@ -1,4 +1,4 @@
-"""A study's tables and headline (mess_core.report) on a built study and on the shipped ones, and the results
+"""A study's tables and headline (mess_core.search.report) on a built study and on the shipped ones, and the results
 table's rows identified by id whatever label they were stored under."""
 
 import json
@@ -8,19 +8,9 @@ import numpy as np
 import pytest
 
 from mess_core.cli import main
-from mess_core.report import (
-    ROW_LABELS,
-    TARGETS,
-    Row,
-    end_to_end_table,
-    headline,
-    headline_figures,
-    policy_comparison,
-    results_table,
-    row_id,
-    with_row_ids,
-)
+from mess_core.search.report import ROW_LABELS, Row, results_table, row_id, with_row_ids
 from mess_core.study import StudyError, list_studies, open_study
+from mess_core.study.report import TARGETS, end_to_end_table, headline, headline_figures, policy_comparison
 
 from .paths import PRECOMPUTED
 

@@ -10,9 +10,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import mess_core
-from mess_core.instance import Instance, InstanceError, KeptExit
-from mess_core.policy import ConfidencePolicy
-from mess_core.runtime import AnytimeNet, BudgetedNet, EarlyExitNet, deploy
+from mess_core.deploy.runtime import AnytimeNet, BudgetedNet, EarlyExitNet, deploy
+from mess_core.evaluate.instance import Instance, InstanceError, KeptExit
+from mess_core.evaluate.policy import ConfidencePolicy
 
 from .user_models import ShapeCarrier, TinyUNet
 

@@ -8,11 +8,19 @@ import json
 import numpy as np
 import pytest
 
-from mess_core.cache import EvaluationCache
-from mess_core.instance import Instance, InstanceError, KeptExit, evaluate, exit_histogram
-from mess_core.policy import ConfidencePolicy
-from mess_core.report import all_fronts, format_table, results_table
-from mess_core.search import Objective, SearchError, SearchSpace, _Collector, pareto_front, search, uniform_exit
+from mess_core.evaluate.cache import EvaluationCache
+from mess_core.evaluate.instance import Instance, InstanceError, KeptExit, evaluate, exit_histogram
+from mess_core.evaluate.policy import ConfidencePolicy
+from mess_core.search.constrained import (
+    Objective,
+    SearchError,
+    SearchSpace,
+    _Collector,
+    pareto_front,
+    search,
+    uniform_exit,
+)
+from mess_core.search.report import all_fronts, format_table, results_table
 
 OBJECTIVES = [
     Objective("min-cost", max_drop=0.0),

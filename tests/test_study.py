@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from mess_core import checkpoint
-from mess_core.cache import EvaluationCache
-from mess_core.instance import MODES, evaluate
-from mess_core.report import results_table
+from mess_core.evaluate.cache import EvaluationCache
+from mess_core.evaluate.instance import MODES, evaluate
+from mess_core.search.report import results_table
 from mess_core.study import StudyConfig, StudyError, build, list_studies, open_study
 
 
@@ -335,7 +335,7 @@ def test_camvid_studies_default_to_the_scene_disjoint_protocol_and_say_otherwise
 
 
 def test_the_build_stores_the_transfer_check_that_the_cache_gives(tiny_study):
-    from mess_core.transfer import transfer_check
+    from mess_core.search.transfer import transfer_check
 
     _, _, out, _ = tiny_study
     study = open_study(out)

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from mess_core.cache import EvaluationCache
+from app.views.study_figures import profile_table, space_table
+from mess_core.evaluate.cache import EvaluationCache
 from mess_core.study import open_study
-from mess_core.study_figures import profile_table, space_table
 
 
 def test_the_workload_cumulates_to_the_total_and_places_every_exit_on_its_layer():

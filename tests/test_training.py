@@ -10,15 +10,16 @@ import pytest
 import torch
 from torch import nn
 
-from mess_core import artifacts, checkpoint
+from mess_core import checkpoint
+from mess_core.conversion.network import convert
 from mess_core.data import SyntheticSegmentation, eval_transform, train_transform
-from mess_core.distributed import setup
+from mess_core.deploy import artifacts
 from mess_core.errors import TrainingError
-from mess_core.losses import ExitLoss, ce_map
-from mess_core.network import convert
-from mess_core.training import TrainConfig, build_datasets, exits_due, fit, train
-from mess_core.training.run import class_weights
-from mess_core.training.tasks import ExitsTask
+from mess_core.train import TrainConfig, build_datasets, exits_due, fit, train
+from mess_core.train.distributed import setup
+from mess_core.train.losses import ExitLoss, ce_map
+from mess_core.train.run import class_weights
+from mess_core.train.tasks import ExitsTask
 
 from .paths import folder_digest
 from .user_models import TinyUNet
@@ -449,7 +450,7 @@ def test_stage_2_can_start_stage_1s_configuration_from_stage_1s_exits(tmp_path):
 def test_resuming_a_copied_run_writes_only_into_the_copy_and_ends_like_resuming_in_place(tmp_path):
     import shutil
 
-    from mess_core.training import load_run_config
+    from mess_core.train import load_run_config
 
     train(config(tmp_path, "backbone", name="orig", epochs=1), model=tiny(), log=silent)
     shutil.copytree(tmp_path / "orig", tmp_path / "copy")
@@ -480,7 +481,7 @@ def test_resuming_a_copied_run_writes_only_into_the_copy_and_ends_like_resuming_
 
 
 def test_resuming_a_moved_run_works_where_it_is_and_creates_nothing_at_the_old_path(tmp_path):
-    from mess_core.training import load_run_config
+    from mess_core.train import load_run_config
 
     init = tmp_path / "old" / "start.pt"  # a recorded path inside the run folder moves with it
     train(config(tmp_path, "backbone", name="old", epochs=1), model=tiny(), log=silent)
@@ -498,7 +499,7 @@ def test_resuming_a_moved_run_works_where_it_is_and_creates_nothing_at_the_old_p
 
 
 def test_resuming_with_a_lower_lr_scales_the_schedule_from_where_it_was(tmp_path):
-    from mess_core.training import load_run_config
+    from mess_core.train import load_run_config
 
     poly = dict(lr_schedule="poly", train_limit=8, val_limit=2)
     train(config(tmp_path, "backbone", name="run", epochs=1, schedule_epochs=3, **poly), model=tiny(), log=silent)

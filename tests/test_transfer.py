@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from mess_core.cache import EvaluationCache
-from mess_core.instance import Instance, evaluate
-from mess_core.report import results_table
-from mess_core.search import SearchSpace
-from mess_core.transfer import part_names, scene_parts, transfer_check, transfer_summary
+from mess_core.evaluate.cache import EvaluationCache
+from mess_core.evaluate.instance import Instance, evaluate
+from mess_core.search.constrained import SearchSpace
+from mess_core.search.report import results_table
+from mess_core.search.transfer import part_names, scene_parts, transfer_check, transfer_summary
 
 SPACE = SearchSpace(th_pix=(0.5, 0.7), th_img=(0.3, 0.6, 0.9))
 

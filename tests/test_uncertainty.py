@@ -1,5 +1,5 @@
-"""The uncertainty of a promise (mess_core.uncertainty): the bootstrap interval of an instance's mIoU drop against
-the backbone, checked against a slow loop over the same resamples, and the confidence-aware objective, checked
+"""The uncertainty of a promise (mess_core.search.uncertainty): the bootstrap interval of an instance's mIoU drop
+against the backbone, checked against a slow loop over the same resamples, and the confidence-aware objective, checked
 against brute force over the Pareto front."""
 
 import json
@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from mess_core.cache import CacheError, EvaluationCache
 from mess_core.cli import main
-from mess_core.instance import Instance, KeptExit, evaluate
-from mess_core.report import format_table, interval_texts, results_table, with_drop_intervals
-from mess_core.search import Objective, SearchError, SearchSpace, pareto_front, search
-from mess_core.uncertainty import (
+from mess_core.evaluate.cache import CacheError, EvaluationCache
+from mess_core.evaluate.instance import Instance, KeptExit, evaluate
+from mess_core.search.constrained import Objective, SearchError, SearchSpace, pareto_front, search
+from mess_core.search.report import format_table, interval_texts, results_table, with_drop_intervals
+from mess_core.search.uncertainty import (
     UncertaintyError,
     confident_choice,
     drop_interval,
@@ -249,8 +249,8 @@ def test_results_tables_carry_each_rows_interval():
 
 
 def test_a_shipped_study_reports_intervals_without_a_rebuild():
-    from mess_core.report import markdown_report
     from mess_core.study import open_study
+    from mess_core.study.report import markdown_report
 
     from .paths import PRECOMPUTED
 
@@ -307,7 +307,7 @@ def test_the_search_command_bounds_a_fresh_sample_when_asked(tmp_path, capsys):
 
 
 def test_the_thresholds_page_figures_carry_the_drop_interval():
-    from mess_core.explore import threshold_summary
+    from app.views.thresholds import threshold_summary
 
     cache = EvaluationCache.random(images=20, exits=3, configs=2, seed=1)
     inst = _instances(cache)[3]
@@ -318,7 +318,7 @@ def test_the_thresholds_page_figures_carry_the_drop_interval():
 
 
 def test_scene_blocks_resample_whole_runs_of_frames_and_equal_a_slow_loop_over_the_drawn_blocks():
-    from mess_core.uncertainty import scene_blocks
+    from mess_core.search.uncertainty import scene_blocks
 
     cache = EvaluationCache.random(images=12, exits=3, configs=2, classes=4, seed=3)
     cache.meta["image_groups"] = ["a"] * 7 + ["b"] * 5

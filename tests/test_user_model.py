@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from mess_core import artifacts
 from mess_core.cli import main
-from mess_core.export import OnnxRunner, export_onnx
+from mess_core.deploy import artifacts
+from mess_core.deploy.export import OnnxRunner, export_onnx
+from mess_core.deploy.runtime import deploy
 from mess_core.models import ModelSource, ModelSourceError, convert_options, load_user_weights
 from mess_core.models.trust import KEY_ENV, UntrustedCodeError
-from mess_core.report import markdown_report
-from mess_core.runtime import deploy
 from mess_core.study import StudyConfig, StudyError, build, open_study
-from mess_core.training import TrainConfig
+from mess_core.study.report import markdown_report
+from mess_core.train import TrainConfig
 
 from .apptest import PAGES, goto, metrics, problems, start
 from .user_models import EncoderUNet, TinyUNet

@@ -14,31 +14,27 @@ import streamlit as st
 
 from app import state
 from app.common import REPO, code_allowed, guarded, load_network, pct
-from mess_core.data import build_dataset
-from mess_core.errors import MessError
-from mess_core.explore import (
+from app.views.one_image import (
     EarlyExitTiming,
     PathCost,
     colorize,
-    dataset_sample,
-    dataset_source,
-    decode_image,
     exit_firings,
     exit_taken,
     exit_views,
     explorer_defaults,
     heatmap,
-    instance_from_settings,
     measure_early_exit,
     palette_for,
     path_gflops,
     run_exits,
     shipped_heads,
-    synthetic_sample,
-    to_input,
 )
-from mess_core.instance import Instance
-from mess_core.policy import EdgeMasking
+from app.views.thresholds import instance_from_settings
+from app.views.upload import dataset_sample, dataset_source, decode_image, synthetic_sample, to_input
+from mess_core.data import build_dataset
+from mess_core.errors import MessError
+from mess_core.evaluate.instance import Instance
+from mess_core.evaluate.policy import EdgeMasking
 from mess_core.study import Study
 
 SOURCES = ("dataset image", "generated synthetic sample", "upload")

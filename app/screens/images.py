@@ -10,9 +10,9 @@ from app import state
 from app.common import REPO, guarded
 from app.routes import route
 from app.screens import explorer
-from mess_core.explore import dataset_sample, dataset_source
-from mess_core.image_table import PRESETS, image_table, select_images
-from mess_core.instance import Instance
+from app.views.image_table import PRESETS, image_table, select_images
+from app.views.upload import dataset_sample, dataset_source
+from mess_core.evaluate.instance import Instance
 from mess_core.study import Study
 
 ANY_CLASS = "any class"

@@ -16,24 +16,23 @@ import streamlit as st
 from app import state
 from app.common import REPO, cloud, code_allowed, fronts, guarded, guarded_fragment, load_network, pct, report_set
 from app.screens.explorer import dataset_of
-from mess_core.errors import MessError
-from mess_core.explore import (
+from app.views.image_table import LinkedView, compare_figures, linked_view
+from app.views.pareto import (
     LiveSearch,
     PlotPoint,
     constraint_line,
-    dataset_sample,
-    dataset_source,
     gflops_budget,
     instance_document,
     live_search,
     onnx_zip,
     plot_points,
-    threshold_summary,
 )
-from mess_core.heldout import mix_text, score_instance
-from mess_core.image_table import LinkedView, compare_figures, linked_view
-from mess_core.instance import MODES, Instance
-from mess_core.search import Objective
+from app.views.thresholds import threshold_summary
+from app.views.upload import dataset_sample, dataset_source
+from mess_core.errors import MessError
+from mess_core.evaluate.instance import MODES, Instance
+from mess_core.search.constrained import Objective
+from mess_core.search.heldout import mix_text, score_instance
 from mess_core.study import Study
 
 SERIES_STYLE = {

@@ -10,12 +10,12 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from app.common import choose_report_set, class_iou, code_allowed, guarded, pct, report_rows, results, transfer
-from mess_core.heldout import mix_text
-from mess_core.instance import MODES
-from mess_core.report import interval_texts
+from app.views.study_figures import ProfileTable, SpaceTable, profile_table, space_table
+from mess_core.evaluate.instance import MODES
+from mess_core.search.heldout import mix_text
+from mess_core.search.report import interval_texts
 from mess_core.study import Study, end_to_end_table, headline, policy_comparison
 from mess_core.study.protocol import protocol_table, protocol_warning
-from mess_core.study_figures import ProfileTable, SpaceTable, profile_table, space_table
 
 
 def profile_figure(workload: ProfileTable) -> go.Figure:

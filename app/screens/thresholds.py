@@ -8,8 +8,8 @@ import streamlit as st
 
 from app import state
 from app.common import guarded, guarded_fragment, pct, results
-from mess_core.explore import instance_from_settings, threshold_defaults, threshold_summary
-from mess_core.report import Row
+from app.views.thresholds import instance_from_settings, threshold_defaults, threshold_summary
+from mess_core.search.report import Row
 from mess_core.study import Study
 
 OPTIMUM_ROW = Row.MIN_COST_1PP

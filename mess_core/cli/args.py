@@ -27,10 +27,10 @@ import yaml
 
 from ..data import build_dataset, eval_transform
 from ..data.selection import SPLIT_SEPARATOR, parse_splits
-from ..distributed import device_problem
 from ..errors import MessError
 from ..io import OutputError, output_target
 from ..models.trust import CONSENT_FLAG
+from ..train.distributed import device_problem
 
 __all__ = [
     "Parser",
@@ -98,7 +98,7 @@ MODEL_HELP = (
 )
 
 
-MAX_SIDE = 16_384  # pixels a side, as a study's crop (mess_core.training.config.SIZE_LIMIT)
+MAX_SIDE = 16_384  # pixels a side, as a study's crop (mess_core.train.config.SIZE_LIMIT)
 MAX_CLASSES = 4_096  # more than any segmentation dataset has; 10**8 would ask for terabytes of logits
 
 

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..artifacts import load_multi_exit_and_model
-from ..bench import ENGINES, bench, machine, policy_overhead, stage_latency
-from ..cache import EvaluationCache
-from ..instance import Instance
+from ..deploy.artifacts import load_multi_exit_and_model
+from ..deploy.bench import ENGINES, bench, machine, policy_overhead, stage_latency
+from ..evaluate.cache import EvaluationCache
+from ..evaluate.instance import Instance
 from ..io import atomic_write_text
 from .args import (
     add_data_option,

@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 
-from ..artifacts import load_multi_exit
-from ..cache import TH_PIX_GRID, build_cache
-from ..policy import EdgeMasking
+from ..deploy.artifacts import load_multi_exit
+from ..evaluate.cache import TH_PIX_GRID, build_cache
+from ..evaluate.policy import EdgeMasking
 from .args import (
     add_data_option,
     add_selection,

@@ -4,9 +4,10 @@
 
 The instance comes from a JSON file (the app's Pareto page downloads one, ``search`` writes one) or from a row of the
 study's results table. Every check that needs no export runs first (output folder, study, instance, heads the study
-ships); the files are then written by :func:`mess_core.export.export_onnx` into a temporary folder beside ``DIR``,
-run with :class:`mess_core.export.OnnxRunner` on a sample batch and compared with the PyTorch deployed instance
-(:func:`mess_core.runtime.deploy`), and only then renamed to ``DIR``: a failed or disagreeing export leaves nothing.
+ships); the files are then written by :func:`mess_core.deploy.export.export_onnx` into a temporary folder beside
+``DIR``, run with :class:`mess_core.deploy.export.OnnxRunner` on a sample batch and compared with the PyTorch deployed
+instance (:func:`mess_core.deploy.runtime.deploy`), and only then renamed to ``DIR``: a failed or disagreeing export
+leaves nothing.
 
 No TorchScript: ``torch.jit`` is deprecated in the PyTorch this project runs, ``torch.jit.script`` cannot compile the
 deployed modules (fx stages in a ModuleList, Python-side batch compaction), and ``torch.jit.trace`` of an
@@ -24,12 +25,12 @@ from typing import Any
 
 import torch
 
+from ..deploy.export import ExportError, OnnxRunner, export_onnx
+from ..deploy.runtime import check_instance, deploy
 from ..errors import MessError
-from ..export import ExportError, OnnxRunner, export_onnx
-from ..instance import MODES, Instance, InstanceError, KeptExit
+from ..evaluate.instance import MODES, Instance, InstanceError, KeptExit
 from ..io import expand_home
-from ..report import Row
-from ..runtime import check_instance, deploy
+from ..search.report import Row
 from ..study import open_study
 from ..study.config import StudyConfig
 from .args import add_trust, declare_files, folder, positive_int, size
@@ -212,5 +213,5 @@ def run(args: argparse.Namespace) -> int:
         f"verified with onnxruntime on {sample}: every output within {TOLERANCE:g} of PyTorch"
         + (f", same exit decisions (exit taken per image: {decisions})" if decisions else "")
     )
-    print(f"run it: OnnxRunner({str(out)!r})(x) from mess_core.export (see the README)")
+    print(f"run it: OnnxRunner({str(out)!r})(x) from mess_core.deploy.export (see the README)")
     return 0

@@ -10,11 +10,11 @@ from typing import Any
 import torch
 
 from .. import models
+from ..conversion.network import convert
+from ..conversion.workload import format_profile, profile_report
 from ..errors import ConversionError, MessError
 from ..io import atomic_write_text
 from ..models import ModelSource
-from ..network import convert
-from ..workload import format_profile, profile_report
 from .args import (
     MODEL_HELP,
     add_convert_options,

@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..cache import EvaluationCache
-from ..instance import outcome_figures
+from ..evaluate.cache import EvaluationCache
+from ..evaluate.instance import outcome_figures
 from ..io import atomic_open
-from ..report import format_table, results_table, with_drop_intervals
-from ..search import Objective, SearchSpace, search
-from ..uncertainty import DEFAULT_LEVEL, DropInterval, drop_interval
+from ..search.constrained import Objective, SearchSpace, search
+from ..search.report import format_table, results_table, with_drop_intervals
+from ..search.uncertainty import DEFAULT_LEVEL, DropInterval, drop_interval
 from .args import (
     confidence_level,
     declare_files,

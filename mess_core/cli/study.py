@@ -7,12 +7,12 @@ import argparse
 import json
 from typing import Any
 
-from ..heldout import evaluation_markdown
 from ..io import atomic_write_text
-from ..report import markdown_report
+from ..search.heldout import evaluation_markdown
+from ..search.transfer import transfer_markdown
 from ..study import STAGES, build, open_study
 from ..study.evaluate import EvaluationData, evaluate_on, evaluation_dataset, evaluation_record
-from ..transfer import transfer_markdown
+from ..study.report import markdown_report
 from .args import add_data_option, add_selection, add_trust, declare_files, folder, output_file, positive_int
 
 

@@ -7,8 +7,8 @@ import sys
 from typing import Any
 
 from .. import models
-from ..distributed import teardown
-from ..training import TrainConfig, load_run_config, train
+from ..train import TrainConfig, load_run_config, train
+from ..train.distributed import teardown
 from .args import (
     MODEL_HELP,
     add_convert_options,

@@ -19,7 +19,7 @@ and renamed, so it is either complete or absent.
 Modules: :mod:`.config` (what a study is built from, its file names), :mod:`.protocol` (which groups fed which
 step; no tuning on training scenes), :mod:`.steps` (numbered, timed steps), :mod:`.build` (the steps of a build),
 :mod:`.pack` (weights, tables and hashes as files), :mod:`.folder` (opening a study), :mod:`.evaluate` (a study, as
-shipped, on other labelled images). A study's tables and headline are :mod:`mess_core.report`'s, re-exported here
+shipped, on other labelled images). A study's tables and headline are :mod:`mess_core.search.report`'s, re-exported here
 for those who read them off a study.
 
 Example:
@@ -29,10 +29,18 @@ Example:
     ('demo', 'pfd')
 """
 
-from ..report import TARGETS, Target, end_to_end_table, headline, headline_figures, markdown_report, policy_comparison
 from .build import build
 from .config import DEFAULT_STUDY, STAGES, STUDY_FORMAT, StudyConfig, StudyError
 from .folder import Study, list_studies, open_study
+from .report import (
+    TARGETS,
+    Target,
+    end_to_end_table,
+    headline,
+    headline_figures,
+    markdown_report,
+    policy_comparison,
+)
 
 __all__ = [
     "StudyError",

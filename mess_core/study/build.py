@@ -21,25 +21,25 @@ import torch
 import yaml
 from torch.utils.data import Subset
 
-from .. import artifacts
-from ..bench import bench, machine
-from ..cache import EvaluationCache, build_cache
+from ..conversion.exits import ExitSpec
+from ..conversion.workload import profile_report
 from ..data.selection import describe_groups
+from ..deploy import artifacts
+from ..deploy.bench import bench, machine
 from ..errors import MessError
-from ..evaluation import evaluate_model
-from ..exits import ExitSpec
+from ..evaluate.cache import EvaluationCache, build_cache
+from ..evaluate.evaluation import evaluate_model
+from ..evaluate.instance import MODES
 from ..folders import claim_folder, folder_lock, written_by_others
-from ..instance import MODES
 from ..io import atomic_write_text, read_json
 from ..models.source import ModelSource, load_user_weights
 from ..models.trust import SIGNATURE_KEY, sign
-from ..report import Row, all_fronts, policy_versus_oracle, results_table
-from ..search import SearchSpace
-from ..training import TrainConfig, load_run_config, train
-from ..training.loop import CHECKPOINT
-from ..training.run import RESULT_FILES
-from ..transfer import transfer_check
-from ..workload import profile_report
+from ..search.constrained import SearchSpace
+from ..search.report import Row, all_fronts, policy_versus_oracle, results_table
+from ..search.transfer import transfer_check
+from ..train import TrainConfig, load_run_config, train
+from ..train.loop import CHECKPOINT
+from ..train.run import RESULT_FILES
 from .config import (
     CONFIG,
     FRONTS,

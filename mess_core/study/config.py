@@ -14,18 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
-from ..bench import ENGINES
+from ..conversion.exits import ExitSpec, exit_space
+from ..conversion.network import check_module_names
 from ..data import build_dataset, check_dataset, eval_transform, list_datasets
 from ..data.registry import default_selections
 from ..data.selection import parse_splits
+from ..deploy.bench import ENGINES
 from ..errors import MessError
-from ..exits import ExitSpec, exit_space
 from ..fields import check_fields
 from ..io import expand_home, read_yaml
 from ..models.source import ModelSource, convert_options
-from ..network import check_module_names
-from ..training import TrainConfig
-from ..training.config import SIZE_LIMIT
+from ..train import TrainConfig
+from ..train.config import SIZE_LIMIT
 
 __all__ = [
     "StudyError",
@@ -151,7 +151,7 @@ class StudyConfig:
     max_exits: int = 2
     # how the results rows keep their promise: with a confidence, the min-cost rows (and the naive peer) keep their
     # drop at that confidence on a fresh sample of as many images as the tuning set (a predictive bootstrap bound),
-    # over scene blocks of promise_block consecutive images of a group when given (see mess_core.uncertainty)
+    # over scene blocks of promise_block consecutive images of a group when given (see mess_core.search.uncertainty)
     promise_confidence: float | None = None
     promise_block: int | None = None
     # stage-2 variants for the training table: name -> {exit_loss, init ("pretrain" or "backbone"), other stage
@@ -258,12 +258,12 @@ class StudyConfig:
         }
 
     def stage_fields(self, stage: str) -> dict[str, Any]:
-        """The :class:`~mess_core.training.TrainConfig` fields of one stage (without ``stage``/``out``/``init``)."""
+        """The :class:`~mess_core.train.TrainConfig` fields of one stage (without ``stage``/``out``/``init``)."""
         overrides = self.stages.get(stage) or {}
         return {**self._common_fields(), **_STAGE_DEFAULTS[stage], **overrides}
 
     def _common_fields(self) -> dict[str, Any]:
-        """The :class:`~mess_core.training.TrainConfig` fields every stage takes from the study's own settings."""
+        """The :class:`~mess_core.train.TrainConfig` fields every stage takes from the study's own settings."""
         return {
             "model": self.model,
             "convert": dict(self.convert),

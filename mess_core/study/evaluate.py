@@ -1,7 +1,7 @@
 """A study, as shipped, on your own labelled images (``python -m mess_core study evaluate``): one pass of the study's
 network over them into an evaluation cache (partial where the study ships a heavy head only at some exits), then
-every results row scored there (:func:`mess_core.heldout.evaluate_rows`). Images of another size are resized to the
-study's input size, and the notes say so."""
+every results row scored there (:func:`mess_core.search.heldout.evaluate_rows`). Images of another size are resized to
+the study's input size, and the notes say so."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any, Callable, Iterable, Sequence
 
 import pandas as pd
 
-from ..cache import EvaluationCache, build_cache
 from ..data import build_dataset, eval_transform
-from ..heldout import evaluate_rows, with_costs_of
-from ..uncertainty import DEFAULT_LEVEL
+from ..evaluate.cache import EvaluationCache, build_cache
+from ..search.heldout import evaluate_rows, with_costs_of
+from ..search.uncertainty import DEFAULT_LEVEL
 from .config import StudyError
 from .folder import Study
 from .pack import frame_json

@@ -14,16 +14,16 @@ import numpy as np
 import pandas as pd
 
 from .. import checkpoint
-from ..artifacts import load_multi_exit
-from ..cache import EvaluationCache, build_cache
+from ..conversion.workload import profile_report
+from ..deploy.artifacts import load_multi_exit
 from ..errors import MessError
-from ..instance import MODES
+from ..evaluate.cache import EvaluationCache, build_cache
+from ..evaluate.instance import MODES
 from ..io import expand_home, read_json
 from ..models.source import ModelSource
 from ..models.trust import SIGNATURE_KEY, UntrustedCodeError, check_study_source, describe_code, require_consent
-from ..report import all_fronts, results_table, with_row_ids
-from ..transfer import transfer_check
-from ..workload import profile_report
+from ..search.report import all_fronts, results_table, with_row_ids
+from ..search.transfer import transfer_check
 from .config import (
     FRONTS,
     LATENCY,
@@ -144,7 +144,7 @@ class Study:
     @property
     def promise_rule(self) -> dict[str, Any]:
         """How the study's results rows keep their promise: ``confidence`` and ``block`` (None: the plain search),
-        as :func:`mess_core.report.results_table` takes them."""
+        as :func:`mess_core.search.report.results_table` takes them."""
         config = self.manifest.get("config") if isinstance(self.manifest.get("config"), dict) else {}
         return {"confidence": config.get("promise_confidence"), "block": config.get("promise_block")}
 
@@ -167,8 +167,10 @@ class Study:
         return read_json(self.path / name, StudyError, "missing from the study; rebuild it with its manifest's command")
 
     def results(self, mode: str) -> pd.DataFrame:
-        """The seed-shaped results table of ``mode`` (see :func:`mess_core.report.results_table`), rows identified by
-        :class:`~mess_core.report.Row` in column ``id`` (from their stored labels in studies built before ids)."""
+        """The seed-shaped results table of ``mode`` (see :func:`mess_core.search.report.results_table`), rows
+        identified by
+        :class:`~mess_core.search.report.Row` in column ``id`` (from their stored labels in studies built before
+        ids)."""
         if mode not in MODES:
             raise StudyError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         if not self.is_packed:
@@ -186,7 +188,7 @@ class Study:
             ) from None
 
     def fronts(self) -> pd.DataFrame:
-        """Accuracy-vs-GFLOPs fronts of every mode and peer (see :func:`mess_core.report.all_fronts`)."""
+        """Accuracy-vs-GFLOPs fronts of every mode and peer (see :func:`mess_core.search.report.all_fronts`)."""
         if not self.is_packed:
             return all_fronts(self.cache)
         try:
@@ -222,14 +224,14 @@ class Study:
 
     def policy_versus_oracle(self) -> pd.DataFrame | None:
         """The policy's speedup against the oracle bound's at every allowed drop (see
-        :func:`mess_core.report.policy_versus_oracle`), computed by the build; None for run folders and for studies
-        built before it existed (the bound takes about a minute: the app does not wait for it)."""
+        :func:`mess_core.search.report.policy_versus_oracle`), computed by the build; None for run folders and for
+        studies built before it existed (the bound takes about a minute: the app does not wait for it)."""
         return pd.DataFrame(self._json(ORACLE)) if self.is_packed and (self.path / ORACLE).is_file() else None
 
     def transfer_check(self, *, compute: bool = False) -> pd.DataFrame | None:
-        """The transfer check of the input-dependent rows (:func:`mess_core.transfer.transfer_check`, with the study's
-        promise rule): stored by the build; for studies built before it, computed from the cache with ``compute``
-        (about 10 s on CamVid's 101 images), else None."""
+        """The transfer check of the input-dependent rows (:func:`mess_core.search.transfer.transfer_check`, with the
+        study's promise rule): stored by the build; for studies built before it, computed from the cache with
+        ``compute`` (about 10 s on CamVid's 101 images), else None."""
         if self.is_packed and (self.path / TRANSFER).is_file():
             try:
                 return frame_from_json(self._json(TRANSFER), str(self.path / TRANSFER))

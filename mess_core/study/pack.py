@@ -26,7 +26,7 @@ import torch
 import torchvision
 
 from .. import checkpoint
-from ..instance import Instance
+from ..evaluate.instance import Instance
 from ..io import atomic_write_text
 
 __all__ = [
@@ -112,8 +112,8 @@ def frame_json(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def frame_from_json(rows: list[dict[str, Any]], where: str, columns: Sequence[str] = ()) -> pd.DataFrame:
-    """The table :func:`frame_json` wrote (instances back as :class:`~mess_core.instance.Instance`, null as NaN);
-    ``columns`` must all be there (a ValueError names the file and the missing ones)."""
+    """The table :func:`frame_json` wrote (instances back as :class:`~mess_core.evaluate.instance.Instance`, null as
+    NaN); ``columns`` must all be there (a ValueError names the file and the missing ones)."""
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise ValueError(f"{where}: expected a list of rows (objects), got {type(rows).__name__}")
     df = pd.DataFrame(rows)
