@@ -1,4 +1,4 @@
-"""Promises you can trust (issue 18): does a promised mIoU drop hold on images the search never saw?
+"""Promises you can trust: does a promised mIoU drop hold on images the search never saw?
 
 Usage:
     OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.confidence_coverage [CACHE ...] [--splits 100] [--confidence 0.9]
@@ -37,12 +37,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks import REPO
 from mess_core.evaluate.cache import EvaluationCache
 from mess_core.evaluate.instance import Instance, evaluate
 from mess_core.search.constrained import Objective, SearchSpace, confident_search, search
 from mess_core.search.uncertainty import drop_interval
 
-REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CACHES = [
     REPO / "precomputed/camvid-mobilenetv2-fcn/val.npz",
     REPO / "precomputed/synthetic-mobilenetv2-fcn/val.npz",

@@ -1,7 +1,7 @@
 """mIoU and per-class IoU of every exit of training runs, as the markdown tables BENCHMARKS.md records per lever.
 
 Usage:
-    .venv/bin/python benchmarks/exit_table.py RUN [RUN ...] [--config ID] [--names A B ...]
+    .venv/bin/python -m benchmarks.exit_table RUN [RUN ...] [--config ID] [--names A B ...]
 
 A RUN is a run folder of stage 1 (``pretrain``: its light exits) or stage 2 (``exits``: the best head per exit by
 mIoU, or the head ``--config`` names), read from its ``eval.json`` (the last evaluation) and ``metrics.csv``. Prints

@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks import REPO
+
 SYNTHETIC = REPO / "precomputed" / "synthetic-mobilenetv2-fcn"
 TINY_DATA = ["--data-option", "length=4", "--data-option", "size=[48, 64]", "--crop", "48x64"]
 
@@ -155,7 +156,7 @@ def prepare(root: Path) -> None:
     if status != 0:
         raise SystemExit("could not train the tiny run the resume cases need")
     shutil.copytree(root / "run", root / "run_copy")
-    # issue 24: text files that are not settings, a model that misbehaves, a folder holding someone's work
+    # text files that are not settings, a model that misbehaves, a folder holding someone's work
     (root / "latin1.yaml").write_bytes("name: x\ndescription: caf\xe9\n".encode("latin-1"))
     (root / "utf16.yaml").write_bytes("name: x\n".encode("utf-16"))
     (root / "binary.yaml").write_bytes(bytes(range(256)))
@@ -426,7 +427,7 @@ def cases(root: Path) -> list[Case]:
         ["check-data", "--data", "folder", "--data-root", f"{r}/folder_data", "--split", "train"],
         expect=(1,),
     )
-    issue_24_cases(root, add, train)
+    trust_and_containment_cases(root, add, train)
     return out
 
 
@@ -451,8 +452,8 @@ def _live_lock(root: Path) -> None:
     _HELD.append(fd)
 
 
-def issue_24_cases(root: Path, add: Callable[..., None], train: list[str]) -> None:
-    """Issue 24: code a study names, outputs onto inputs and foreign folders, misbehaving model code, caches whose
+def trust_and_containment_cases(root: Path, add: Callable[..., None], train: list[str]) -> None:
+    """Code a study names, outputs onto inputs and foreign folders, misbehaving model code, caches whose
     metadata contradict their arrays, text files that are not settings, and numbers beyond any sane setting."""
     r = str(root)
     study, cache, weights = f"{r}/study", f"{r}/study/val.npz", f"{r}/study/multi_exit.pt"

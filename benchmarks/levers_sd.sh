@@ -3,7 +3,7 @@
 # runs at a time with one torch thread each (2 cores). Each is `study build --stop-after pretrain`, so running this
 # again resumes every unfinished run from its last checkpoint and skips finished ones. Logs: runs/logs/sd-NAME.log.
 #   bash benchmarks/levers_sd.sh [NAME ...]          # default: every studies/experiments/camvid-sd-*.yaml
-#   .venv/bin/python benchmarks/exit_table.py runs/camvid-sd-*/pretrain   # the tables BENCHMARKS.md records
+#   .venv/bin/python -m benchmarks.exit_table runs/camvid-sd-*/pretrain   # the tables BENCHMARKS.md records
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p runs/logs

@@ -1,7 +1,7 @@
 """How far the greedy oracle is from the exact optimum, on sub-problems of a real evaluation cache.
 
 Usage:
-    .venv/bin/python benchmarks/oracle_gap.py --cache FILE [--images 12] [--trials 200] [--drop 0.1 1 2]
+    .venv/bin/python -m benchmarks.oracle_gap --cache FILE [--images 12] [--trials 200] [--drop 0.1 1 2]
 
 Each trial draws ``--images`` images of the cache and an instance with one or two kept exits (random exits and
 configurations), then solves "least average cost with the sub-problem's mIoU >= its final-exit mIoU - drop" twice:

@@ -1,8 +1,8 @@
-"""What stage 1 (exit-aware training) and inference cost at 360x480 against 180x240 on this machine: the estimate
-issue 23 asks for where a full 360x480 study does not fit the build budget.
+"""What stage 1 (exit-aware training) and inference cost at 360x480 against 180x240 on this machine: what a study
+at CamVid's full 360x480 would cost to build, where one does not fit the build budget.
 
 Usage:
-    .venv/bin/python benchmarks/resolution_cost.py [--rounds 5] [--batch-size 8]
+    .venv/bin/python -m benchmarks.resolution_cost [--rounds 5] [--batch-size 8]
 
 Builds the stage-1 network (MobileNetV2-FCN, 6 exits, the light exit at each) once per input size and times, in
 alternating rounds so that both sizes see the same machine load, one training step (forward of every exit, the

@@ -1,7 +1,7 @@
 """How fast the exit search answers on a real evaluation cache (what the app's sliders wait for).
 
 Usage:
-    .venv/bin/python benchmarks/search_speed.py --cache FILE [--repeats 5] [--max-exits 2 3]
+    .venv/bin/python -m benchmarks.search_speed --cache FILE [--repeats 5] [--max-exits 2 3]
 
 Prints, for every objective of the results table and for the full Pareto front: the wall-clock time of the first
 search after the cache is loaded (cold: nothing derived from the cache yet) and the median of ``--repeats``, the

@@ -1,7 +1,7 @@
 """Plots of a built study for BENCHMARKS.md: accuracy against average GFLOPs (the front of every mode and exit
 policy, the results table's rows) and what every exit head reaches on its own.
 
-    .venv/bin/python benchmarks/study_plots.py precomputed/camvid-mobilenetv2-fcn --out docs/benchmarks
+    .venv/bin/python -m benchmarks.study_plots precomputed/camvid-mobilenetv2-fcn --out docs/benchmarks
 
 Every value drawn comes from the study's files through ``mess_core.study`` (the same functions the app and
 ``study report`` use); nothing is recomputed here. Needs matplotlib (in requirements.txt).

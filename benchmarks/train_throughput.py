@@ -8,7 +8,7 @@ Prints, for one model and input size on this machine:
   those features, their sum, the measured step time, and the step time the backbone would cost if it ran once per
   head. The measured step must be close to "one backbone + all heads", never to "one backbone per head".
 
-    .venv/bin/python benchmarks/train_throughput.py --model mobilenetv2_fcn --size 180 240
+    .venv/bin/python -m benchmarks.train_throughput --model mobilenetv2_fcn --size 180 240
 """
 
 from __future__ import annotations

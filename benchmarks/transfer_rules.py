@@ -1,7 +1,7 @@
 """How each objective's choice moves from one scene to another, and which search rule keeps its promise there.
 
 Usage:
-    .venv/bin/python benchmarks/transfer_rules.py CACHE.npz [--parts 2] [--block 10] [--drops 1 0.1]
+    .venv/bin/python -m benchmarks.transfer_rules CACHE.npz [--parts 2] [--block 10] [--drops 1 0.1]
 
 The cache's images are cut into scene parts (:func:`mess_core.search.transfer.scene_parts`: its groups, or contiguous
 runs of each group's frames). For each ordered pair (tune on A, report on B) and each rule, the cheapest instance

@@ -1,4 +1,4 @@
-"""Conversion defects found on models nobody here wrote (issue 16): training-mode code, late shape reads,
+"""Conversion defects found on models nobody here wrote: training-mode code, late shape reads,
 multi-branch exits, latency placement, traced sizes, exit names."""
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def test_exits_never_split_a_convolution_from_its_norm_or_activation():
     assert [e.module for e in net.exits] == ["relu", "relu_1"]  # not conv2|relu_1, two exits at the same cost
 
 
-# ------------------------------------------------------------------------------------------- issue 24
+# ------------------------------------------------------------------ arguments, shared memory, crops and assignments
 def test_a_forward_with_a_defaulted_argument_converts_and_runs_with_its_default():
     model = ReturnAux().eval()
     net = mess_core.convert(model, torch.randn(1, 3, 32, 48), num_exits=3)

@@ -19,12 +19,11 @@ from torch import nn
 from mess_core import checkpoint
 from mess_core.train import TrainConfig, build_datasets, build_task, fit
 from mess_core.train.distributed import setup, sync_batchnorm, teardown
-
-from .user_models import TinyUNet
+from tests.paths import REPO
+from tests.user_models import TinyUNet
 
 SIZE = (48, 64)
 GLOBAL_BATCH = 4
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -186,7 +185,7 @@ def test_the_train_command_runs_under_torchrun_with_two_processes(tmp_path):
         )[1:],
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("2 process(es) on cpu") == 1  # only rank 0 talks
     assert (out / "model.pt").is_file() and (out / "metrics.csv").read_text().count("\n") == 2
@@ -196,13 +195,13 @@ def test_a_killed_command_resumes_to_the_result_of_an_uninterrupted_run(tmp_path
     args = ("--stage", "backbone", "--epochs", "5", "--train-limit", "48", "--val-limit", "4", "--batch-size", "4")
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     full = subprocess.run(
-        cli(*args, "--out", str(tmp_path / "full")), cwd=ROOT, capture_output=True, text=True, timeout=300, env=env
+        cli(*args, "--out", str(tmp_path / "full")), cwd=REPO, capture_output=True, text=True, timeout=300, env=env
     )
     assert full.returncode == 0, full.stderr[-3000:]
 
     killed_dir = tmp_path / "killed"
     proc = subprocess.Popen(
-        cli(*args, "--out", str(killed_dir)), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+        cli(*args, "--out", str(killed_dir)), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
     )
     deadline = time.monotonic() + 240
     while not (killed_dir / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -214,7 +213,7 @@ def test_a_killed_command_resumes_to_the_result_of_an_uninterrupted_run(tmp_path
     assert not (killed_dir / "model.pt").exists()
 
     resumed = subprocess.run(
-        cli("--resume", "--out", str(killed_dir)), cwd=ROOT, capture_output=True, text=True, timeout=300, env=env
+        cli("--resume", "--out", str(killed_dir)), cwd=REPO, capture_output=True, text=True, timeout=300, env=env
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming {killed_dir / 'checkpoint.pt'} after epoch {interrupted_at}" in resumed.stdout

@@ -1,4 +1,4 @@
-"""Bad values at every boundary are refused before any work starts (issue 17): study YAML settings, training
+"""Bad values at every boundary are refused before any work starts: study YAML settings, training
 configuration fields and command-line arguments, each with one message naming where, the setting and the value."""
 
 from __future__ import annotations

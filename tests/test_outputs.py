@@ -15,10 +15,10 @@ import pytest
 from mess_core.cli import main
 from mess_core.folders import LOCK, folder_lock
 from mess_core.io import OutputError, atomic_open, atomic_write_text
+from tests.conftest import TINY_STUDY
+from tests.paths import PRECOMPUTED
 
-from .conftest import TINY_STUDY
-
-SHIPPED = Path(__file__).resolve().parents[1] / "precomputed" / "synthetic-mobilenetv2-fcn"
+SHIPPED = PRECOMPUTED / "synthetic-mobilenetv2-fcn"
 
 
 def _digest(path: Path) -> str:
@@ -201,15 +201,15 @@ def test_own_folders_are_recognised_and_others_refused(tmp_path, capsys):
 
 
 def test_a_work_folder_with_a_killed_writers_temporary_file_still_resumes(tmp_path):
-    from mess_core.study.build import _holds_build_work
+    from mess_core.study.runs import holds_build_work
 
     work = tmp_path / "work"
     (work / "pretrain").mkdir(parents=True)
     (work / "build_times.json").write_text("{}")
     (work / ".multi_exit.pt.x1y2.tmp").write_bytes(b"cut short")
-    assert _holds_build_work(work)
+    assert holds_build_work(work)
     (work / "notes.txt").write_text("mine")
-    assert not _holds_build_work(work)
+    assert not holds_build_work(work)
 
 
 def test_yaml_aliases_are_walked_once(tmp_path):

@@ -3,7 +3,6 @@ messages when a folder is incomplete, damaged or from another version."""
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ from mess_core.evaluate.cache import EvaluationCache
 from mess_core.evaluate.instance import MODES, evaluate
 from mess_core.search.report import results_table
 from mess_core.study import StudyConfig, StudyError, build, list_studies, open_study
+from tests.paths import REPO
 
 
 def test_build_writes_every_file_the_manifest_lists_with_matching_hashes(tiny_study):
@@ -330,7 +330,7 @@ def test_camvid_studies_default_to_the_scene_disjoint_protocol_and_say_otherwise
     own = StudyConfig.from_dict({"name": "c", "dataset": "camvid", "data_root": "anywhere", "cache_split": "val"})
     assert own.selection("tune") == ("val", ())  # what the YAML says wins, step by step
     assert StudyConfig.from_dict({"name": "s"}).selection("tune") == ("val", ())
-    shipped = StudyConfig.from_yaml(Path(__file__).parents[1] / "studies" / "camvid-mobilenetv2-fcn.yaml")
+    shipped = StudyConfig.from_yaml(REPO / "studies" / "camvid-mobilenetv2-fcn.yaml")
     assert set(shipped.train_groups).isdisjoint(shipped.cache_groups)
 
 

@@ -311,7 +311,7 @@ class TwoBranch(nn.Module):
         return self.classifier(self.backbone(x))
 
 
-# ---------------------------------------------------------------------------------------- issue 24's conversion defects
+# ----------------------------------------------------- shared memory, defaulted arguments, crops, in-place assignments
 class SkipSliceInplace(nn.Module):
     """A slice kept as a skip crosses a cut beside the map it views, and the next block starts with ReLU(inplace):
     two stage inputs share memory and the stage writes into one."""

@@ -6,7 +6,6 @@ of the training table, the evaluation caches, the search, the latency run and th
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -30,15 +29,14 @@ from ..errors import MessError
 from ..evaluate.cache import EvaluationCache, build_cache
 from ..evaluate.evaluation import evaluate_model
 from ..evaluate.instance import MODES
-from ..folders import claim_folder, folder_lock, written_by_others
+from ..folders import claim_folder, folder_lock
 from ..io import atomic_write_text, read_json
 from ..models.source import ModelSource, load_user_weights
 from ..models.trust import SIGNATURE_KEY, sign
 from ..search.constrained import SearchSpace
 from ..search.report import Row, all_fronts, policy_versus_oracle, results_table
 from ..search.transfer import transfer_check
-from ..train import TrainConfig, load_run_config, train
-from ..train.loop import CHECKPOINT
+from ..train import TrainConfig
 from ..train.run import RESULT_FILES
 from .config import (
     CONFIG,
@@ -69,6 +67,7 @@ from .pack import (
     write_json,
 )
 from .protocol import data_protocol
+from .runs import holds_build_work, study_name, train_or_resume
 from .steps import Step, StepLog, StepTimes, run_steps
 
 __all__ = ["build"]
@@ -97,37 +96,18 @@ def build(
     protocol = data_protocol(cfg)  # refuses to tune on scenes it trains on before anything is written
     claim_folder(
         work,
-        own=_holds_build_work,
+        own=holds_build_work,
         what="study build",
         hint="choose a new or empty --work folder (a build resumes only in its own)",
     )
     claim_folder(
         out,
-        own=lambda p: _study_name(p) == cfg.name,
+        own=lambda p: study_name(p) == cfg.name,
         what="study build",
         hint=f"choose a new or empty --out (a build replaces only an earlier build of study {cfg.name})",
     )
     with folder_lock(work, what=f"study build {config_path}"):
         return _build_in(cfg, config_path, work, out, protocol, stop_after, log)
-
-
-# what a build writes into its work folder (besides *.npz caches)
-WORK_ENTRIES = frozenset([*STAGES, "variants", "build_times.json", WEIGHTS, USER_MODEL, LATENCY])
-
-
-def _holds_build_work(folder: Path) -> bool:
-    return all(
-        name in WORK_ENTRIES or (Path(name).suffix == ".npz" and (folder / name).is_file())
-        for name in written_by_others(folder)
-    )
-
-
-def _study_name(folder: Path) -> str | None:
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    return manifest.get("name") if isinstance(manifest, dict) else None
 
 
 def _build_in(
@@ -154,52 +134,6 @@ def _build_in(
         f"steps took {sum(run.times.seconds.values()) / 60:.1f} min in all)"
     )
     return out
-
-
-def _check_run(run_dir: Path, wanted: dict[str, Any]) -> None:
-    """Refuse to reuse a run folder trained with other settings than the study asks for now."""
-    if not (run_dir / "config.yaml").is_file():
-        return
-
-    def plain(value: Any) -> Any:  # tuples from YAML-built configs and lists from files compare equal
-        return json.loads(json.dumps(value))
-
-    held = plain(load_run_config(run_dir).to_dict())
-    wanted = plain(wanted)
-    # a run written before a setting existed ran with that setting's default
-    defaults = plain(
-        {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
-    )
-    # where a run lives (out, and init: the previous stage in the same work folder) may change when a folder moves,
-    # but whether it started from another run or from scratch may not; how it runs (loader processes, device, a
-    # progress bar) does not change what it computes (every sample's augmentation is seeded by its own index)
-    differ = sorted(
-        k
-        for k in wanted
-        if k not in ("out", "init", "progress", "workers", "device") and held.get(k, defaults.get(k)) != wanted[k]
-    )
-    if (held.get("init") is None) != (wanted.get("init") is None):
-        differ.append("init")
-    if differ:
-        detail = ", ".join(f"{k}: {held.get(k)!r} there, {wanted[k]!r} now" for k in differ[:4])
-        raise StudyError(
-            f"{run_dir}: holds a run with other settings ({detail}); delete that folder to retrain it "
-            "with these, or build into another --work folder"
-        )
-
-
-def _train_or_resume(say: StepLog, what: str, wanted: TrainConfig, *, starting: str = "training") -> None:
-    """Train the run ``wanted`` describes, resume it from its checkpoint, or skip it when its result exists; a run
-    folder holding other settings is refused."""
-    run_dir = Path(wanted.out)
-    _check_run(run_dir, wanted.to_dict())
-    result = run_dir / RESULT_FILES[wanted.stage]
-    if result.is_file():
-        say(f"{what}: done earlier ({result})")
-        return
-    resume = (run_dir / CHECKPOINT).is_file()
-    say(f"{what}: {'resuming from its checkpoint' if resume else starting}")
-    train(wanted, resume=resume, log=lambda msg: say.detail(f"{what}: {msg}"))
 
 
 class _Build:
@@ -264,7 +198,7 @@ class _Build:
             return
         start = {} if stage == "backbone" else self._start(STAGES[STAGES.index(stage) - 1])
         wanted = TrainConfig(**{**cfg.stage_fields(stage), **start}, stage=stage, out=str(self.work / stage))
-        _train_or_resume(say, stage, wanted)
+        train_or_resume(say, stage, wanted)
 
     @cached_property
     def _variant_config(self) -> str:
@@ -295,7 +229,7 @@ class _Build:
             run_dir = self.work / "exits"
             say(f"variant {name}: stage 2's own settings, read from {run_dir}")
         else:
-            _train_or_resume(
+            train_or_resume(
                 say, f"variant {name}", wanted, starting=f"stage 2 with {wanted.exit_loss}, from {init_stage}"
             )
         detail = read_json(run_dir / "eval.json", StudyError, "missing: the variant's run did not evaluate")

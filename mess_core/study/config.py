@@ -60,7 +60,7 @@ LATENCY = "latency.json"
 ORACLE = "oracle.json"
 TRANSFER = "transfer.json"
 USER_MODEL = "user_model.json"  # in the work folder: the user's model as given, evaluated (studies with weights:)
-# the shipped study the app opens first: the CPU reference study on real driving scenes (issue 7)
+# the shipped study the app opens first: the CPU reference study on real driving scenes
 DEFAULT_STUDY = "camvid-mobilenetv2-fcn"
 STAGES = ("backbone", "pretrain", "exits")
 _STAGE_DEFAULTS: dict[str, dict[str, Any]] = {

@@ -225,13 +225,13 @@ class Study:
     def policy_versus_oracle(self) -> pd.DataFrame | None:
         """The policy's speedup against the oracle bound's at every allowed drop (see
         :func:`mess_core.search.report.policy_versus_oracle`), computed by the build; None for run folders and for
-        studies built before it existed (the bound takes about a minute: the app does not wait for it)."""
+        studies built before it existed (the bound is too slow to compute while a page waits)."""
         return pd.DataFrame(self._json(ORACLE)) if self.is_packed and (self.path / ORACLE).is_file() else None
 
     def transfer_check(self, *, compute: bool = False) -> pd.DataFrame | None:
         """The transfer check of the input-dependent rows (:func:`mess_core.search.transfer.transfer_check`, with the
         study's promise rule): stored by the build; for studies built before it, computed from the cache with
-        ``compute`` (about 10 s on CamVid's 101 images), else None."""
+        ``compute``, else None."""
         if self.is_packed and (self.path / TRANSFER).is_file():
             try:
                 return frame_from_json(self._json(TRANSFER), str(self.path / TRANSFER))

@@ -150,7 +150,7 @@ class Target:
     unit: str = "x"
 
 
-# what the reference study is held to (issue 14), with the paper's own figures as context in the texts
+# what the reference study is held to, with the paper's own figures as context in the texts
 TARGETS = (
     Target(
         "gflops_1pp", "MESS <= 1 pp drop: fewer average GFLOPs than the backbone (the paper's MobileNetV2: 2.5x)", 2.0
