@@ -36,6 +36,7 @@ def main() -> None:
     from streamlit.testing.v1 import AppTest
 
     from app.routes import route
+    from app.state import EXPLORER
 
     for name in ("study", "explorer", "thresholds", "pareto"):  # what the app imports
         importlib.import_module(f"app.screens.{name}")
@@ -53,7 +54,7 @@ def main() -> None:
     from app.views.upload import decode_image, to_input
     from mess_core.deploy.bench import machine
     from mess_core.evaluate.policy import EdgeMasking
-    from mess_core.search.constrained import Objective
+    from mess_core.search.problem import Objective
     from mess_core.study import DEFAULT_STUDY, open_study
 
     imports = time.perf_counter() - t0
@@ -149,18 +150,18 @@ def main() -> None:
     )
 
     goto(app, "explorer")
-    app.radio(key="explorer_source").set_value("upload").run()
+    app.radio(key=EXPLORER.source).set_value("upload").run()
     counter = iter(range(10**6))
 
     def page_with_a_new_upload():  # a different file each time: nothing is served from the cache
         image = rng.integers(0, 256, (360, 480, 3), dtype=np.uint8)
         image[0, 0, 0] = next(counter) % 256
         data = cv2.imencode(".png", image)[1].tobytes()
-        app.file_uploader(key="explorer_upload").set_value((f"u{next(counter)}.png", data, "image/png")).run()
+        app.file_uploader(key=EXPLORER.upload).set_value((f"u{next(counter)}.png", data, "image/png")).run()
         assert not app.exception and not app.error, (app.exception, app.error)
 
     page_with_a_new_upload()
-    app.toggle(key="explorer_native").set_value(True).run()  # the upload's own 360x480, not the study's size
+    app.toggle(key=EXPLORER.native).set_value(True).run()  # the upload's own 360x480, not the study's size
     median, worst = timed(page_with_a_new_upload, repeats=max(3, args.repeats // 2))
     print(
         f"Explorer page with a new 360x480 upload, whole rerun (maps, then the timing below them): "

@@ -40,7 +40,8 @@ import pandas as pd
 from benchmarks import REPO
 from mess_core.evaluate.cache import EvaluationCache
 from mess_core.evaluate.instance import Instance, evaluate
-from mess_core.search.constrained import Objective, SearchSpace, confident_search, search
+from mess_core.search.constrained import confident_search, search
+from mess_core.search.problem import Objective, SearchSpace
 from mess_core.search.uncertainty import drop_interval
 
 DEFAULT_CACHES = [

@@ -20,7 +20,8 @@ import time
 import torch
 
 from mess_core.evaluate.cache import EvaluationCache
-from mess_core.search.constrained import Objective, SearchSpace, search, uniform_exit
+from mess_core.search.constrained import search, uniform_exit
+from mess_core.search.problem import Objective, SearchSpace
 
 
 def timed(fn, repeats):

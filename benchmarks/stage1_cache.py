@@ -6,7 +6,7 @@ Usage:
         --data-root ../shared/datasets/camvid --split train --groups 0006R0 --size 180 240 --out runs/sd-base-0006R0.npz
 
 Stage 1 keeps its light exit (nocrm-b0-fcn) at every exit in model.pt; this rebuilds that multi-exit network from it
-(the same placement) and runs mess_core.evaluate.cache.build_cache over the images. Its search space is one
+(the same placement) and runs mess_core.evaluate.cache_build.build_cache over the images. Its search space is one
 configuration per exit; benchmarks/transfer_rules.py reads the cache.
 """
 
@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 from mess_core.conversion.exits import LIGHT_EXIT
-from mess_core.conversion.network import convert
+from mess_core.conversion.pipeline import convert
 from mess_core.data import build_dataset, eval_transform
 from mess_core.deploy import artifacts
-from mess_core.evaluate.cache import build_cache
+from mess_core.evaluate.cache_build import build_cache
 
 
 def main() -> None:

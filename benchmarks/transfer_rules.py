@@ -22,7 +22,8 @@ import pandas as pd
 
 from mess_core.evaluate.cache import EvaluationCache
 from mess_core.evaluate.instance import Instance, KeptExit, evaluate
-from mess_core.search.constrained import Objective, SearchSpace, confident_search, search
+from mess_core.search.constrained import confident_search, search
+from mess_core.search.problem import Objective, SearchSpace
 from mess_core.search.transfer import part_names, scene_parts
 
 

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from app.views.pareto import PointId, PointKind
 from mess_core.study import DEFAULT_STUDY, list_studies
 from mess_core.study.report import TARGETS
 
@@ -168,7 +169,7 @@ def test_the_pareto_page_links_a_selected_instance_and_compares_it_with_a_pinned
     app = goto(tiny_app, "pareto")
     assert any("Click a point" in i.value for i in app.info)
     app.button(key="par_pin").click().run()  # the searched instance
-    app.session_state["par_selected"] = "front:0"  # what a click on the plot sets
+    app.session_state["par_selected"] = PointId(PointKind.FRONT, index=0)  # what a click on the plot sets
     app.run()
     assert not problems(app)
     titles = [m.value for m in app.markdown if m.value.startswith("**A: pinned**") or m.value.startswith("**B: ")]

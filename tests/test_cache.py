@@ -9,10 +9,11 @@ import torch
 
 from mess_core import models
 from mess_core.cli import main
-from mess_core.conversion.network import convert
+from mess_core.conversion.pipeline import convert
 from mess_core.data import SyntheticSegmentation, eval_transform
 from mess_core.deploy import artifacts
-from mess_core.evaluate.cache import CacheError, EvaluationCache, build_cache
+from mess_core.evaluate.cache import CacheError, EvaluationCache
+from mess_core.evaluate.cache_build import build_cache
 from mess_core.evaluate.evaluation import ConfusionMatrix
 from mess_core.evaluate.instance import Instance, KeptExit, evaluate
 from mess_core.evaluate.policy import ConfidencePolicy, EdgeMasking
@@ -331,7 +332,8 @@ def test_cache_and_search_commands_end_to_end(setup, tmp_path, capsys):
 def test_a_network_missing_a_head_at_one_exit_gives_a_partial_cache_that_refuses_that_head_only(setup):
     import copy
 
-    from mess_core.search.constrained import Objective, SearchSpace, search
+    from mess_core.search.constrained import search
+    from mess_core.search.problem import Objective, SearchSpace
 
     net, data, whole, _ = setup
     partial_net = copy.deepcopy(net)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from app.views.instance_bars import NARROW, WIDE, class_iou_figure, exit_mix_figure
 from app.views.one_image import (
     colorize,
     exit_firings,
@@ -24,21 +25,27 @@ from app.views.one_image import (
     shipped_heads,
 )
 from app.views.pareto import (
+    SEARCHED,
+    PointId,
+    PointKind,
     SearchPoint,
     constraint_line,
     gflops_budget,
     instance_document,
     live_search,
     onnx_zip,
+    parse_point_id,
     plot_points,
     sample_instances,
 )
+from app.views.pareto_figures import axes_ranges, search_figure, study_figure
 from app.views.thresholds import instance_from_settings, threshold_defaults, threshold_summary
 from app.views.upload import ImageError, dataset_sample, dataset_source, decode_image, synthetic_sample, to_input
 from mess_core.evaluate.cache import EvaluationCache
 from mess_core.evaluate.instance import Instance, KeptExit, evaluate, output_costs
 from mess_core.evaluate.policy import ConfidencePolicy, EdgeMasking
-from mess_core.search.constrained import Objective, SearchError, SearchSpace, search
+from mess_core.search.constrained import search
+from mess_core.search.problem import Objective, SearchError, SearchSpace
 from mess_core.study import open_study
 
 
@@ -185,6 +192,19 @@ def test_threshold_summary_is_the_exact_evaluation(cache):
     assert figures.left_early == pytest.approx(leaving)
     assert list(figures.scalars()) == ["miou", "gflops", "speedup", "backbone_miou", "backbone_gflops", "drop_pp"]
     assert not figures.measured  # a random cache has no measured latency
+
+
+def test_an_instances_bars_show_where_its_images_leave_and_its_iou_per_class_beside_the_backbone(cache):
+    inst = instance_from_settings("input-dependent", {2: 0.5}, {2: cache.configs[1]}, th_pix=0.7, edges=EdgeMasking())
+    figures = threshold_summary(cache, inst)
+    for layout in (WIDE, NARROW):
+        mix, classes = exit_mix_figure(figures.histogram, layout), class_iou_figure(figures.per_class, layout)
+        assert sum(mix.data[0].y) == cache.num_images and mix.layout.height == layout.mix_height
+        assert [t.name for t in classes.data] == ["this instance", "backbone"]
+        np.testing.assert_allclose(classes.data[0].y, 100 * figures.per_class["IoU"])
+        np.testing.assert_allclose(classes.data[1].y, 100 * figures.per_class["backbone IoU"])
+    assert exit_mix_figure(figures.histogram, WIDE).data[0].x[0] == f"exit 2 ({cache.configs[1]})"
+    assert exit_mix_figure(figures.histogram, NARROW).data[0].x[0] == "exit 2"
 
 
 @pytest.mark.parametrize("objective", [Objective("min-cost", max_drop=1.0), Objective("max-acc", budget=0.7)])
@@ -335,17 +355,58 @@ def test_plot_points_hold_the_cloud_the_fronts_the_finite_peers_and_the_searched
     fronts = cloud.head(3).assign(series="front: test")
     found = live_search(cache, Objective("min-cost", max_drop=1.0), mode="input-dependent", space=space)
     points = plot_points(cloud, fronts, found)
-    assert sum(k.startswith("cloud:") for k in points) == len(cloud)
-    assert sum(k.startswith("front:") for k in points) == 3
-    assert points["front:0"].series == "front: test" and points["front:0"].instance == cloud["instance"].iloc[0]
-    assert points["peer:backbone"].cost == found.backbone.cost
+    assert all(key == point.id for key, point in points.items())
+    assert sum(p.kind is PointKind.CLOUD for p in points.values()) == len(cloud)
+    assert sum(p.kind is PointKind.FRONT for p in points.values()) == 3
+    first_front = points[PointId(PointKind.FRONT, index=0)]
+    assert first_front.series == "front: test" and first_front.instance == cloud["instance"].iloc[0]
+    assert points[PointId(PointKind.PEER, name="backbone")].cost == found.backbone.cost
     for name, peer in found.peers().items():
-        assert (f"peer:{name}" in points) == bool(np.isfinite(peer.cost))
-    assert ("chosen" in points) == (found.chosen.instance is not None)
-    if "chosen" in points:
-        assert points["chosen"].series == "searched" and points["chosen"].miou == found.chosen.miou
+        assert (PointId(PointKind.PEER, name=name) in points) == bool(np.isfinite(peer.cost))
+    assert (SEARCHED in points) == (found.chosen.instance is not None)
+    if SEARCHED in points:
+        assert points[SEARCHED].series == "searched" and points[SEARCHED].miou == found.chosen.miou
     impossible = live_search(cache, Objective("max-acc", budget=1e-6), mode="budgeted", space=space)
-    assert "chosen" not in plot_points(cloud, fronts, impossible)
+    assert SEARCHED not in plot_points(cloud, fronts, impossible)
+
+
+def test_a_point_id_goes_through_plotly_as_text_and_back():
+    ids = [
+        PointId(PointKind.CLOUD, index=0),
+        PointId(PointKind.FRONT, index=12),
+        PointId(PointKind.PEER, name="uniform-exit MESS"),
+        SEARCHED,
+    ]
+    assert [i.text for i in ids] == ["cloud:0", "front:12", "peer:uniform-exit MESS", "chosen"]
+    assert [parse_point_id(i.text) for i in ids] == ids
+    for text in [None, 3, "", "cloud", "cloud:", "cloud:-1", "front:x", "peer:", "chosen:1", "other:1"]:
+        assert parse_point_id(text) is None, text
+
+
+def test_the_pareto_figures_carry_every_clickable_point_by_its_id(cache):
+    space = SearchSpace(th_pix=(0.7,), th_img=(0.3, 0.6, 0.9))
+    cloud = sample_instances(cache, count=5, seed=0, space=space)
+    fronts = cloud.head(3).assign(series="budgeted")
+    found = live_search(cache, Objective("max-acc", budget=0.8), mode="input-dependent", space=space)
+    points = plot_points(cloud, fronts, found)
+
+    def clickable(figure):  # what a click hands back, one per point, in order
+        rows = [row for trace in figure.data if trace.customdata is not None for row in trace.customdata]
+        return sorted((parse_point_id(row[0]) for row in rows), key=lambda i: i.text)
+
+    def of_kinds(*kinds):
+        return sorted((k for k, p in points.items() if p.kind in kinds), key=lambda i: i.text)
+
+    front = PointId(PointKind.FRONT, index=1)
+    study = study_figure(points, front)
+    assert clickable(study) == of_kinds(PointKind.CLOUD, PointKind.FRONT)
+    assert study.data[-1].name == "selected" and study.data[-1].x == (points[front].cost,)
+    peer = PointId(PointKind.PEER, name="backbone")
+    search = search_figure(points, Objective("max-acc", budget=0.8), found, peer)
+    assert clickable(search) == of_kinds(PointKind.PEER, PointKind.CHOSEN)
+    assert search.data[-1].name == "selected" and search.data[-1].x == (points[peer].cost,)
+    assert search.layout.shapes[0].x0 == pytest.approx(0.8 * found.backbone.cost)
+    assert study.layout.xaxis.range == search.layout.xaxis.range == tuple(axes_ranges(points)[0])
 
 
 def test_a_downloaded_instance_reads_back_and_carries_its_figures_and_source(cache):

@@ -151,8 +151,8 @@ def test_an_error_inside_a_fragment_gets_a_message(studies, monkeypatch, module,
 
 def test_every_fragment_of_the_app_is_guarded():
     app = Path(__file__).resolve().parents[1] / "app"
-    bare = [str(p) for p in app.rglob("*.py") if p.name != "common.py" and "st.fragment" in p.read_text()]
-    assert not bare, f"use app.common.guarded_fragment, not a bare st.fragment: {bare}"
+    bare = [str(p) for p in app.rglob("*.py") if p.name != "boundaries.py" and "st.fragment" in p.read_text()]
+    assert not bare, f"use app.boundaries.guarded_fragment, not a bare st.fragment: {bare}"
 
 
 # --- uploads ------------------------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ import pytest
 
 from mess_core.cli import main
 from mess_core.evaluate.cache import CacheError, EvaluationCache
-from mess_core.search.constrained import MAX_SPACE_SIZE, Objective, SearchError, SearchSpace, search
+from mess_core.search.constrained import MAX_SPACE_SIZE, search
+from mess_core.search.problem import Objective, SearchError, SearchSpace
 from mess_core.study import open_study
 from mess_core.study.config import StudyError
 
@@ -335,7 +336,7 @@ def test_a_cache_or_weights_path_that_is_not_such_a_file_says_what_it_is(tmp_pat
 def test_nan_weights_are_named_not_called_nondeterminism():
     import torch
 
-    from mess_core.conversion.network import convert
+    from mess_core.conversion.pipeline import convert
     from mess_core.errors import ConversionError
 
     from .user_models import TinyUNet

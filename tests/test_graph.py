@@ -8,7 +8,8 @@ import torchvision
 
 import mess_core
 from mess_core import ConversionError, GuardFailure, TraceFailure, models
-from mess_core.conversion.graph import find_cut_points, trace
+from mess_core.conversion.cuts import find_cut_points
+from mess_core.conversion.tracing import trace
 
 from .user_models import (
     DataDependent,

@@ -153,3 +153,57 @@ def test_the_tree_is_lint_clean_and_formatted(command):
     ruff = Path(sys.executable).with_name("ruff")
     done = subprocess.run([str(ruff), *command, "."], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+
+
+# The app's layers: app/views holds the figure code, tested without Streamlit; app/screens holds one page each, laid
+# out from the views and the app's shared modules (app/figures, app/loaders, app/state, ...), never from another page.
+def _app_imports() -> dict[str, set[str]]:
+    """Every app module's imports (deferred ones included), by module name."""
+    modules = _modules("app")
+    graph = {}
+    for name, (path, is_package) in modules.items():
+        nodes = _imports(ast.parse(path.read_text()))
+        graph[name] = set().union(*(_imported(name, is_package, node, set(modules)) for node in nodes))
+    return graph
+
+
+def _is_in(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def test_the_app_views_are_free_of_streamlit():
+    """A view imports neither Streamlit nor an app module outside app/views (the screens, loaders, state, sidebar
+    and boundaries all run Streamlit), so that its tests run without it."""
+    offenders = sorted(
+        f"{module} -> {dep}"
+        for module, deps in _app_imports().items()
+        if _is_in(module, "app.views")
+        for dep in deps
+        if _is_in(dep, "streamlit") or (_is_in(dep, "app") and not _is_in(dep, "app.views"))
+    )
+    assert not offenders, "app/views must not import these: " + ", ".join(offenders)
+
+
+def test_no_screen_imports_another_screen():
+    """Pages share code through app/figures, app/views, app/loaders and app/state, never through each other."""
+    imports = _app_imports()
+    screens = {m for m in imports if m.startswith("app.screens.")}
+    offenders = sorted(f"{m} -> {d}" for m in screens for d in imports[m] if d in screens and d != m)
+    assert not offenders, "move what these share out of the screen they import: " + ", ".join(offenders)
+
+
+APP_MAX_FUNCTION_LINES, APP_MAX_MODULE_LINES = 80, 500
+
+
+def test_the_app_keeps_its_functions_and_modules_short():
+    """The app's own, stricter bounds: a page is laid out in named steps (def to last line, docstring included)."""
+    long = []
+    for path in sorted((REPO / "app").rglob("*.py")):
+        text = path.read_text()
+        if len(text.splitlines()) > APP_MAX_MODULE_LINES:
+            long.append(f"{path.relative_to(REPO)} ({len(text.splitlines())} lines)")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if node.end_lineno - node.lineno + 1 > APP_MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(REPO)}::{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, "split these: " + ", ".join(long)

@@ -11,8 +11,9 @@ import pytest
 from mess_core.errors import MessError
 from mess_core.evaluate.cache import EvaluationCache
 from mess_core.evaluate.instance import Instance, KeptExit, evaluate, output_costs
-from mess_core.search.constrained import Objective, SearchSpace, search
+from mess_core.search.constrained import search
 from mess_core.search.oracle import assign, exact_assign, oracle, oracle_bound
+from mess_core.search.problem import Objective, SearchSpace
 
 TH_PIX = (0.5, 0.7, 0.9)
 TH_IMG = (0.2, 0.4, 0.6, 0.8)

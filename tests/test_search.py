@@ -11,15 +11,9 @@ import pytest
 from mess_core.evaluate.cache import EvaluationCache
 from mess_core.evaluate.instance import Instance, InstanceError, KeptExit, evaluate, exit_histogram
 from mess_core.evaluate.policy import ConfidencePolicy
-from mess_core.search.constrained import (
-    Objective,
-    SearchError,
-    SearchSpace,
-    _Collector,
-    pareto_front,
-    search,
-    uniform_exit,
-)
+from mess_core.search.collector import Collector
+from mess_core.search.constrained import pareto_front, search, uniform_exit
+from mess_core.search.problem import Objective, SearchError, SearchSpace
 from mess_core.search.report import all_fronts, format_table, results_table
 
 OBJECTIVES = [
@@ -153,7 +147,7 @@ def test_the_approximate_shortlist_decides_exactly_as_scoring_everything(objecti
         miou = 0.5 + rng.choice([-1, 0, 1], n) * rng.choice([0.0, 1e-12, 1e-7, 1e-6, 3e-6, 1e-3], n)
         approx = miou + rng.uniform(-tol, tol, n)
         valid = rng.random(n) < 0.8
-        everything, shortlisted = (_Collector(objective, target_miou=0.5, budget_cost=1.0) for _ in range(2))
+        everything, shortlisted = (Collector(objective, target_miou=0.5, budget_cost=1.0) for _ in range(2))
         every = np.flatnonzero(valid)
         everything.offer(cost[every], miou[every], key=lambda i: int(every[i]))
         short = np.flatnonzero(shortlisted.shortlist(cost, approx, valid, tol))

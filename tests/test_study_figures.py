@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from app.views.study_figures import profile_table, space_table
+from app.views.study_figures import profile_figure, profile_table, space_heatmap, space_table
 from mess_core.evaluate.cache import EvaluationCache
 from mess_core.study import open_study
 
@@ -74,3 +74,28 @@ def test_the_exit_space_is_each_exits_reach_plus_its_head_and_its_miou():
             assert space.miou.loc[config, f"exit {e}"] == pytest.approx(heads[(e - 1) * len(cache.configs) + c])
     assert space.final_miou == pytest.approx(heads[cache.final_head])
     assert space.backbone_gflops == pytest.approx(cache.stage_gflops.sum())
+
+
+def test_the_study_figures_draw_the_tables_they_are_given():
+    profile = {
+        "profile": {"nodes": [{"name": "conv1", "flops": 2e9}, {"name": "block1", "flops": 1e9}]},
+        "exits": [
+            {
+                "index": 1,
+                "node": "conv1",
+                "module": "features.0",
+                "cost_fraction": 2 / 3,
+                "gflops": 2.0,
+                "channels": 8,
+                "stride": 2,
+            }
+        ],
+    }
+    figure = profile_figure(profile_table(profile))
+    assert [trace.type for trace in figure.data] == ["bar", "scatter"]
+    assert list(figure.data[1].y) == [2, 3]  # the cumulative line, on its own axis
+    assert [shape.x0 for shape in figure.layout.shapes] == [0]  # the exit's dotted line, at its layer
+    space = space_table(EvaluationCache.random(images=8, exits=3, configs=2, classes=3, seed=0))
+    heatmap = space_heatmap(space.cost, "GFLOPs per image", "Blues", ".3f")
+    np.testing.assert_allclose(heatmap.data[0].z, space.cost.to_numpy())
+    assert heatmap.layout.height == 90 + 28 * len(space.cost)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from mess_core import checkpoint
-from mess_core.conversion.network import convert
+from mess_core.conversion.pipeline import convert
 from mess_core.data import SyntheticSegmentation, eval_transform, train_transform
 from mess_core.deploy import artifacts
 from mess_core.errors import TrainingError

@@ -5,7 +5,7 @@ import pytest
 
 from mess_core.evaluate.cache import EvaluationCache
 from mess_core.evaluate.instance import Instance, evaluate
-from mess_core.search.constrained import SearchSpace
+from mess_core.search.problem import SearchSpace
 from mess_core.search.report import results_table
 from mess_core.search.transfer import part_names, scene_parts, transfer_check, transfer_summary
 

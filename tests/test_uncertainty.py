@@ -10,7 +10,8 @@ import pytest
 from mess_core.cli import main
 from mess_core.evaluate.cache import CacheError, EvaluationCache
 from mess_core.evaluate.instance import Instance, KeptExit, evaluate
-from mess_core.search.constrained import Objective, SearchError, SearchSpace, pareto_front, search
+from mess_core.search.constrained import pareto_front, search
+from mess_core.search.problem import Objective, SearchError, SearchSpace
 from mess_core.search.report import format_table, interval_texts, results_table, with_drop_intervals
 from mess_core.search.uncertainty import (
     UncertaintyError,

@@ -7,11 +7,12 @@ from __future__ import annotations
 import streamlit as st
 
 from app import state
-from app.common import REPO, guarded
+from app.boundaries import guarded
+from app.loaders import dataset_of, dataset_origin
 from app.routes import route
-from app.screens import explorer
 from app.views.image_table import PRESETS, image_table, select_images
-from app.views.upload import dataset_sample, dataset_source
+from app.views.one_image import enlarge
+from app.views.upload import dataset_sample
 from mess_core.evaluate.instance import Instance
 from mess_core.study import Study
 
@@ -19,8 +20,8 @@ ANY_CLASS = "any class"
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def table_of(study_path: str, description: str, _study: Study, _instance: Instance):
-    return image_table(_study.cache, _instance)
+def table_of(study_path: str, instance: Instance, _study: Study):
+    return image_table(_study.cache, instance)
 
 
 def filters(study: Study) -> tuple[str, str | None]:
@@ -42,7 +43,7 @@ def filters(study: Study) -> tuple[str, str | None]:
 
 def chosen_image(study: Study, instance: Instance | None, row) -> None:
     """The selected image: a preview where the dataset is here, and the button that opens it in the explorer."""
-    origin = dataset_source(study.manifest.get("config") or {}, study.cache.meta, REPO)
+    origin = dataset_origin(study)
     index = int(row["image"])
     left, right = st.columns([1, 2])
     if not origin.on_disk:
@@ -51,9 +52,8 @@ def chosen_image(study: Study, instance: Instance | None, row) -> None:
             "cannot be shown or opened in the explorer here; its figures above come from the study's cache."
         )
         return
-    dataset = explorer.dataset_of(origin.name, origin.root, origin.options, origin.split, origin.groups)
-    rgb, _ = dataset_sample(dataset, index)
-    left.image(explorer.enlarge(rgb), caption=f"image {index}: {row['name']}")
+    rgb, _ = dataset_sample(dataset_of(origin), index)
+    left.image(enlarge(rgb), caption=f"image {index}: {row['name']}")
     right.markdown(
         f"**image {index}** leaves at exit {row['exit']} ({row['config']}): IoU {100 * row['IoU']:.1f}% "
         f"there, {100 * row['final IoU']:.1f}% at the final exit"
@@ -80,7 +80,7 @@ def page(study: Study) -> None:
         f"({instance.mode}), {source}: change it on the Thresholds or Pareto page. IoU is the image's own mIoU "
         "(classes in its labels or prediction); loss = final IoU - IoU."
     )
-    table = table_of(str(study.path), f"{instance.mode} {instance.describe()}", study, instance)
+    table = table_of(str(study.path), instance, study)
     preset, contains = filters(study)
     shown = select_images(cache, table, preset, contains)
     st.caption(f"{len(shown)} images: {PRESETS[preset]}" + (f", containing {contains}" if contains else ""))

@@ -8,73 +8,69 @@ import json
 from typing import Any
 
 import cv2
-import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
 from app import state
-from app.common import REPO, cloud, code_allowed, fronts, guarded, guarded_fragment, load_network, pct, report_set
-from app.screens.explorer import dataset_of
+from app.boundaries import guarded, guarded_fragment
+from app.consent import code_allowed, load_network
+from app.figures import instance_bars
+from app.loaders import cloud, dataset_of, dataset_origin, fronts
+from app.views.formats import pct
 from app.views.image_table import LinkedView, compare_figures, linked_view
+from app.views.instance_bars import NARROW
 from app.views.pareto import (
+    SEARCHED,
     LiveSearch,
     PlotPoint,
-    constraint_line,
+    PointId,
+    PointKind,
     gflops_budget,
     instance_document,
     live_search,
     onnx_zip,
-    plot_points,
+    parse_point_id,
+    search_points,
+    study_points,
 )
-from app.views.thresholds import threshold_summary
-from app.views.upload import dataset_sample, dataset_source
+from app.views.pareto_figures import STUDY_KINDS, search_figure, study_figure
+from app.views.thresholds import ThresholdFigures, threshold_summary
+from app.views.upload import dataset_sample
 from mess_core.errors import MessError
+from mess_core.evaluate.cache import EvaluationCache
 from mess_core.evaluate.instance import MODES, Instance
-from mess_core.search.constrained import Objective
 from mess_core.search.heldout import mix_text, score_instance
+from mess_core.search.problem import Objective
 from mess_core.study import Study
 
-SERIES_STYLE = {
-    "budgeted": ("#ff7f0e", "lines+markers"),
-    "anytime (first output)": ("#2ca02c", "lines+markers"),
-    "MESS input-dependent": ("#1f77b4", "lines+markers"),
-    "no edge masking": ("#9467bd", "lines"),
-    "naive policy": ("#8c564b", "lines"),
-}
-SELECTED = "selected on the Pareto page"
-PEER_STYLE = {
-    "backbone": ("black", "square"),
-    "uniform-exit MESS": ("#17becf", "diamond"),
-    "naive policy": ("#8c564b", "triangle-up"),
-    "oracle": ("#e377c2", "cross"),
-}
+SELECTED = "selected on the Pareto page"  # where the current instance came from (app.state.remember)
+SELECTED_KEY = "par_selected"  # the PointId clicked last
+EXPORTS_KEY = "par_onnx_exports"  # the ONNX zips this session exported, by (study path, instance)
 
 
-def constraint(cache: Any) -> tuple[Objective, str]:
-    cols = st.columns([1.2, 1.3, 2])
-    mode = cols[0].radio("mode", MODES, index=2, key="par_mode")
-    kind = cols[1].radio("objective", ["min cost, mIoU drop at most", "max mIoU, cost at most"], key="par_objective")
-    if kind.startswith("min cost"):
-        drop = cols[2].slider("allowed mIoU drop (pp)", 0.0, 10.0, 1.0, 0.1, key="par_drop")
-        sure = cols[2].toggle(
-            "keep it on new images, at a confidence",
-            key="par_sure",
-            help="choose the cheapest instance of the Pareto front whose drop on a fresh set of as "
-            "many images as this split stays within the bound at this confidence (a predictive "
-            "bootstrap bound), not only on these images; BENCHMARKS.md measures how often it holds",
-        )
-        confidence = cols[2].select_slider(
-            "confidence",
-            [0.8, 0.9, 0.95],
-            value=0.9,
-            key="par_confidence",
-            disabled=not sure,
-            format_func=lambda c: f"{100 * c:g}%",
-        )
-        if not sure:
-            return Objective("min-cost", max_drop=drop), mode
-        return Objective("min-cost", max_drop=drop, confidence=confidence, fresh_images=cache.num_images), mode
+def min_cost_objective(cols: Any, cache: EvaluationCache) -> Objective:
+    drop = cols[2].slider("allowed mIoU drop (pp)", 0.0, 10.0, 1.0, 0.1, key="par_drop")
+    sure = cols[2].toggle(
+        "keep it on new images, at a confidence",
+        key="par_sure",
+        help="choose the cheapest instance of the Pareto front whose drop on a fresh set of as "
+        "many images as this split stays within the bound at this confidence (a predictive "
+        "bootstrap bound), not only on these images; BENCHMARKS.md measures how often it holds",
+    )
+    confidence = cols[2].select_slider(
+        "confidence",
+        [0.8, 0.9, 0.95],
+        value=0.9,
+        key="par_confidence",
+        disabled=not sure,
+        format_func=lambda c: f"{100 * c:g}%",
+    )
+    if not sure:
+        return Objective("min-cost", max_drop=drop)
+    return Objective("min-cost", max_drop=drop, confidence=confidence, fresh_images=cache.num_images)
+
+
+def max_accuracy_objective(cols: Any, cache: EvaluationCache) -> Objective:
     unit = cols[2].radio("budget in", ["x backbone", "GFLOPs"], horizontal=True, key="par_budget_unit")
     if unit == "x backbone":
         budget = cols[2].slider("cost budget (x backbone)", 0.05, 1.5, 1.0, 0.01, key="par_budget_x")
@@ -84,252 +80,104 @@ def constraint(cache: Any) -> tuple[Objective, str]:
             "cost budget (GFLOPs)", slider.low, slider.high, slider.value, slider.step, key="par_budget_g"
         )
         budget = slider.fraction(gflops)
-    return Objective("max-acc", budget=budget), mode
+    return Objective("max-acc", budget=budget)
 
 
-HOVER = "%{customdata[1]}<br>%{x:.3f} GFLOPs, %{y:.2f}%<extra></extra>"
+def constraint(cache: EvaluationCache) -> tuple[Objective, str]:
+    """The mode and the objective the page's controls set."""
+    cols = st.columns([1.2, 1.3, 2])
+    mode = cols[0].radio("mode", MODES, index=2, key="par_mode")
+    kind = cols[1].radio("objective", ["min cost, mIoU drop at most", "max mIoU, cost at most"], key="par_objective")
+    objective = min_cost_objective(cols, cache) if kind.startswith("min cost") else max_accuracy_objective(cols, cache)
+    return objective, mode
 
 
-def frame_of(points: dict[str, PlotPoint], prefix: str) -> pd.DataFrame:
-    rows = [
-        (k, p.series, p.miou, p.cost, p.instance.describe() if p.instance is not None else "oracle bound")
-        for k, p in points.items()
-        if k.startswith(prefix)
-    ]
-    return pd.DataFrame(rows, columns=["id", "series", "miou", "cost", "text"])
-
-
-def ranges(points: dict[str, PlotPoint]) -> tuple[list[float], list[float]]:
-    """Both plots' axes: the evaluated instances' and fronts' extent (GFLOPs, mIoU %), padded."""
-    static = [p for k, p in points.items() if k.startswith(("cloud:", "front:")) and np.isfinite(p.cost)]
-    cost, miou = [p.cost for p in static], [100 * p.miou for p in static]
-    pad_x, pad_y = 0.04 * (max(cost) - min(cost) or 1), 0.06 * (max(miou) - min(miou) or 1)
-    return [min(cost) - pad_x, max(cost) + pad_x], [min(miou) - pad_y, max(miou) + pad_y]
-
-
-def ring(fig: go.Figure, point: PlotPoint) -> None:
-    fig.add_trace(
-        go.Scatter(
-            x=[point.cost],
-            y=[100 * point.miou],
-            mode="markers",
-            name="selected",
-            hoverinfo="skip",
-            marker={"color": "rgba(0,0,0,0)", "size": 22, "line": {"color": "#d62728", "width": 3}},
-        )
-    )
-
-
-def layout(fig: go.Figure, axes: tuple[list[float], list[float]], height: int) -> go.Figure:
-    fig.update_layout(
-        height=height,
-        xaxis_title="average GFLOPs per image",
-        yaxis_title="mIoU (%)",
-        legend={"orientation": "h", "y": -0.18},
-        margin={"t": 30},
-        clickmode="event+select",
-        dragmode="pan",
-        xaxis_range=axes[0],
-        yaxis_range=axes[1],
-    )
-    return fig
+@st.cache_resource(show_spinner=False, max_entries=8)
+def evaluated_points(study_path: str) -> dict[PointId, PlotPoint]:
+    """The study's own points (the cloud and the fronts), once per study: a slider move only adds the search's."""
+    return study_points(cloud(study_path), fronts(study_path))
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
-def static_chart(study_path: str, ring_on: str | None, _points: dict[str, PlotPoint]) -> go.Figure:
-    """:func:`static_figure`, once per study and ringed point (a slider move changes neither): plotly_chart only
-    copies it (~20 ms of building saved on every move)."""
-    return static_figure(_points, ring_on)
+def study_chart(study_path: str, ring_on: PointId | None) -> go.Figure:
+    """:func:`app.views.pareto_figures.study_figure`, once per study and ringed point (a slider move changes
+    neither): plotly_chart only copies it."""
+    return study_figure(evaluated_points(study_path), ring_on)
 
 
-def static_figure(points: dict[str, PlotPoint], selected: str | None) -> go.Figure:
-    """Every evaluated instance and the study's fronts: nothing here depends on the constraint, so a slider move
-    sends the same figure and the browser keeps it as drawn (a changed figure is drawn anew, point by point)."""
-    fig = go.Figure()
-    cloud_rows = frame_of(points, "cloud:")
-    fig.add_trace(
-        go.Scatter(
-            x=cloud_rows["cost"],
-            y=100 * cloud_rows["miou"],
-            mode="markers",
-            name="evaluated instances",
-            marker={"color": "#c7c7c7", "size": 5},
-            customdata=cloud_rows[["id", "text"]],
-            hovertemplate=HOVER,
-        )
-    )
-    for series, rows in frame_of(points, "front:").groupby("series", sort=False):
-        colour, mode = SERIES_STYLE.get(series, ("#7f7f7f", "lines"))
-        rows = rows.sort_values("cost")
-        fig.add_trace(
-            go.Scatter(
-                x=rows["cost"],
-                y=100 * rows["miou"],
-                mode=mode,
-                name=f"front: {series}",
-                line={"color": colour, "shape": "hv"},
-                marker={"size": 6},
-                customdata=rows[["id", "text"]],
-                hovertemplate=HOVER,
-            )
-        )
-    if selected in points and selected.startswith(("cloud:", "front:")):
-        ring(fig, points[selected])
-    fig.update_layout(title="every evaluated instance and the fronts (click to select)")
-    return layout(fig, ranges(points), 560)
+@st.cache_resource(show_spinner=False, max_entries=512)
+def live_result(study_path: str, objective: Objective, mode: str, _cache: Any) -> LiveSearch:
+    """The search and its peers for one constraint, once per study: a slider back at a value it had is answered at
+    once (the answer never changes for a given cache; BENCHMARKS.md times a search)."""
+    return live_search(_cache, objective, mode=mode)
 
 
-def rows_of(points: dict[str, PlotPoint], prefix: str) -> dict[str, list[Any]]:
-    """The points whose id starts with ``prefix`` as plain columns (the small figure is rebuilt on every slider move:
-    lists, not a data frame, keep plotly's checks short)."""
-    ids = [k for k in points if k.startswith(prefix)]
-    return {
-        "id": ids,
-        "x": [points[k].cost for k in ids],
-        "y": [100 * points[k].miou for k in ids],
-        "customdata": [
-            [k, points[k].instance.describe() if points[k].instance is not None else "oracle bound"] for k in ids
-        ],
-    }
-
-
-def front_lines(points: dict[str, PlotPoint]) -> list[dict[str, Any]]:
-    """The fronts as thin lines without hover, one trace per series, sorted by cost."""
-    lines: dict[str, list[PlotPoint]] = {}
-    for key, p in points.items():
-        if key.startswith("front:"):
-            lines.setdefault(p.series, []).append(p)
-    traces = []
-    for series, pts in lines.items():
-        pts = sorted(pts, key=lambda p: p.cost)
-        traces.append(
-            {
-                "type": "scatter",
-                "x": [p.cost for p in pts],
-                "y": [100 * p.miou for p in pts],
-                "mode": "lines",
-                "showlegend": False,
-                "hoverinfo": "skip",
-                "line": {"color": SERIES_STYLE.get(series, ("#7f7f7f",))[0], "shape": "hv", "width": 1},
-            }
-        )
-    return traces
-
-
-def search_figure(
-    points: dict[str, PlotPoint], objective: Objective, found: LiveSearch, selected: str | None
-) -> go.Figure:
-    """The search under the constraint: the searched instance, its peers and the constraint line over the fronts
-    (as lines): the few points a slider move redraws. Built from plain lists and dicts in one go (every slider move
-    builds it: a figure put together trace by trace with add_trace and add_hline took ~25 ms on 2 cores)."""
-    traces = front_lines(points)
-    for name, (colour, symbol) in PEER_STYLE.items():
-        row = rows_of(points, f"peer:{name}")
-        if row["id"]:
-            traces.append(
-                {
-                    "type": "scatter",
-                    "x": row["x"],
-                    "y": row["y"],
-                    "mode": "markers",
-                    "name": name,
-                    "marker": {"color": colour, "symbol": symbol, "size": 12},
-                    "customdata": row["customdata"],
-                    "hovertemplate": f"{name}: " + HOVER,
-                }
-            )
-    chosen = rows_of(points, "chosen")
-    if chosen["id"]:
-        traces.append(
-            {
-                "type": "scatter",
-                "x": chosen["x"],
-                "y": chosen["y"],
-                "mode": "markers",
-                "name": "searched",
-                "marker": {"color": "#d62728", "symbol": "star", "size": 18, "line": {"color": "white", "width": 1}},
-                "customdata": chosen["customdata"],
-                "hovertemplate": "searched: " + HOVER,
-            }
-        )
-    if selected in points and selected.startswith("peer:"):
-        point = points[selected]
-        traces.append(
-            {
-                "type": "scatter",
-                "x": [point.cost],
-                "y": [100 * point.miou],
-                "mode": "markers",
-                "name": "selected",
-                "hoverinfo": "skip",
-                "marker": {"color": "rgba(0,0,0,0)", "size": 22, "line": {"color": "#d62728", "width": 3}},
-            }
-        )
-    line = constraint_line(objective, found.backbone)
-    dash = {"type": "line", "line": {"dash": "dash", "color": "#d62728"}}
-    if line.axis == "miou":
-        shape = dash | {"xref": "x domain", "x0": 0, "x1": 1, "yref": "y", "y0": line.at, "y1": line.at}
-        note = {
-            "text": f"{objective.max_drop:g} pp below the backbone",
-            "xref": "x domain",
-            "x": 1,
-            "yref": "y",
-            "y": line.at,
-            "xanchor": "right",
-            "yanchor": "bottom",
-            "showarrow": False,
-        }
-    else:
-        shape = dash | {"yref": "y domain", "y0": 0, "y1": 1, "xref": "x", "x0": line.at, "x1": line.at}
-        note = {
-            "text": f"budget {objective.budget:.2f}x",
-            "yref": "y domain",
-            "y": 1,
-            "xref": "x",
-            "x": line.at,
-            "xanchor": "left",
-            "yanchor": "top",
-            "showarrow": False,
-        }
-    axes = ranges(points)
-    return go.Figure(
-        data=traces,
-        layout={
-            "title": {"text": "this search: the searched instance and its peers"},
-            "height": 560,
-            "xaxis": {"title": {"text": "average GFLOPs per image"}, "range": axes[0]},
-            "yaxis": {"title": {"text": "mIoU (%)"}, "range": axes[1]},
-            "legend": {"orientation": "h", "y": -0.18},
-            "margin": {"t": 30},
-            "clickmode": "event+select",
-            "dragmode": "pan",
-            "shapes": [shape],
-            "annotations": [note],
-        },
-    )
-
-
-def clicked(event: Any, key: str) -> str | None:
-    """The point id a chart's selection names when it changed since the last run (a chart keeps its selection)."""
-    ids = [p.get("customdata") for p in (event.selection.points if event else [])]
-    ids = [c[0] if isinstance(c, (list, tuple)) else c for c in ids if c]
+def clicked(event: Any, key: str) -> PointId | None:
+    """The point a chart's selection names when it changed since the last run (a chart keeps its selection)."""
+    texts = [p.get("customdata") for p in (event.selection.points if event else [])]
+    ids = [parse_point_id(c[0] if isinstance(c, (list, tuple)) else c) for c in texts if c]
     seen_key = f"{key}_seen"
     new = ids[0] if ids and ids[0] != st.session_state.get(seen_key) else None
     st.session_state[seen_key] = ids[0] if ids else None
     return new
 
 
-def details(study: Study, point: PlotPoint) -> None:
-    instance, series = point.instance, point.series
-    if instance is None:
-        st.info(
-            f"The oracle ({pct(point.miou)}, {point.cost:.3f} GFLOPs) is a bound: it knows each image's labels, "
-            "so it cannot be deployed. Pick another point."
-        )
+def search_outcome(found: LiveSearch, objective: Objective, mode: str) -> None:
+    chosen = found.chosen.instance
+    if chosen is None:
+        st.warning(f"No {mode} instance meets '{objective.describe()}'. Loosen the constraint.")
         return
+    interval = found.chosen.interval
+    st.success(
+        f"searched {found.space_size:,} instances in {1e3 * found.seconds:.0f} ms: "
+        f"{chosen.describe()}: mIoU {pct(found.chosen.miou)}, {found.chosen.cost:.3f} GFLOPs "
+        f"({found.speedup:.2f}x)" + (f"; {interval.describe()}" if interval is not None else "")
+    )
+
+
+def charts(study: Study, points: dict[PointId, PlotPoint], found: LiveSearch, objective: Objective) -> None:
+    """Both plots side by side; a click on either selects its point and reruns the whole page (the linked views
+    below the search fragment follow the selection)."""
+    selected = st.session_state.get(SELECTED_KEY)
+    ring_on = selected if isinstance(selected, PointId) and selected.kind in STUDY_KINDS else None
+    left, right = st.columns([3, 2])
+    events = {
+        key: col.plotly_chart(fig, key=key, on_select="rerun", selection_mode="points", width="stretch")
+        for col, key, fig in [
+            (left, "par_plot", study_chart(str(study.path), ring_on)),
+            (right, "par_search_plot", search_figure(points, objective, found, selected)),
+        ]
+    }
+    picked = [p for p in (clicked(event, key) for key, event in events.items()) if p in points]
+    if picked and picked[0] != selected:
+        st.session_state[SELECTED_KEY] = picked[0]
+        st.rerun()
+
+
+@guarded_fragment
+def search_area(study: Study) -> None:
     cache = study.cache
-    figures = threshold_summary(cache, instance)
-    st.markdown(f"**{series}**: `{instance.describe()}` ({instance.mode})")
+    objective, mode = constraint(cache)
+    found = live_result(str(study.path), objective, mode, cache)
+    points = evaluated_points(str(study.path)) | search_points(found)
+    search_outcome(found, objective, mode)
+    charts(study, points, found, objective)
+    selected = st.session_state.get(SELECTED_KEY)
+    if selected not in points:
+        selected = SEARCHED if SEARCHED in points else None
+    if selected is None:
+        return
+    point = points[selected]
+    if point.kind is not PointKind.CHOSEN and point.instance is not None:  # the oracle is a bound, not an instance
+        state.remember(study, point.instance, SELECTED)
+    st.subheader("selected instance" if point.kind is not PointKind.CHOSEN else "searched instance")
+    if point.kind is not PointKind.CHOSEN and st.button("back to the searched instance", key="par_reset"):
+        st.session_state.pop(SELECTED_KEY, None)
+        st.rerun()
+    details(study, point)
+
+
+def instance_metrics(figures: ThresholdFigures) -> None:
     m = st.columns(4)
     interval = figures.drop_interval
     m[0].metric(
@@ -346,15 +194,34 @@ def details(study: Study, point: PlotPoint) -> None:
         )
     if interval is not None:
         st.caption(f"mIoU {interval.describe()}")
-    if (chosen := report_set(study)) is not None:
-        _, other = chosen
-        there = score_instance(other, instance)
-        st.caption(
-            f"On the report set ({other.meta.get('dataset')} {other.meta.get('split')}, {other.num_images} "
-            f"images, chosen on the Study page): mIoU {pct(there['miou'])}, drop {there['drop_pp']:.2f} pp "
-            f"[{there['drop_low']:.2f}, {there['drop_high']:.2f}], {there['speedup']:.2f}x fewer GFLOPs; "
-            f"images leave {mix_text(there['exit_mix'])}"
+
+
+def on_report_set(study: Study, instance: Instance) -> None:
+    """The instance's figures on the report set chosen on the Study page, when there is one."""
+    if (chosen := state.report_set(study)) is None:
+        return
+    _, other = chosen
+    there = score_instance(other, instance)
+    st.caption(
+        f"On the report set ({other.meta.get('dataset')} {other.meta.get('split')}, {other.num_images} "
+        f"images, chosen on the Study page): mIoU {pct(there['miou'])}, drop {there['drop_pp']:.2f} pp "
+        f"[{there['drop_low']:.2f}, {there['drop_high']:.2f}], {there['speedup']:.2f}x fewer GFLOPs; "
+        f"images leave {mix_text(there['exit_mix'])}"
+    )
+
+
+def details(study: Study, point: PlotPoint) -> None:
+    instance = point.instance
+    if instance is None:
+        st.info(
+            f"The oracle ({pct(point.miou)}, {point.cost:.3f} GFLOPs) is a bound: it knows each image's labels, "
+            "so it cannot be deployed. Pick another point."
         )
+        return
+    figures = threshold_summary(study.cache, instance)
+    st.markdown(f"**{point.series}**: `{instance.describe()}` ({instance.mode})")
+    instance_metrics(figures)
+    on_report_set(study, instance)
     if instance.exits:  # a line, not a data grid: this part is redrawn on every slider move
         st.markdown(
             "kept exits: "
@@ -364,91 +231,41 @@ def details(study: Study, point: PlotPoint) -> None:
             )
         )
     pin_button(study, instance)
+    downloads(study, instance, figures)
+
+
+def downloads(study: Study, instance: Instance, figures: ThresholdFigures) -> None:
+    """The instance as JSON, and exported to ONNX once the user asks (the export builds the network)."""
     left, right = st.columns(2)
     # the document is written when the button is pressed, not on every slider move
     left.download_button(
         "download instance (JSON)",
-        lambda: json.dumps(instance_document(cache, study.name, instance, figures), indent=2),
+        lambda: json.dumps(instance_document(study.cache, study.name, instance, figures), indent=2),
         file_name="instance.json",
         mime="application/json",
         key="par_json",
     )
-    if not code_allowed(study, where="pareto"):  # the export builds the network
+    if not code_allowed(study, where="pareto"):
         return
-    export_key = f"onnx::{study.path}::{json.dumps(instance.to_dict(), sort_keys=True)}"
+    exports = st.session_state.setdefault(EXPORTS_KEY, {})
+    exported = (str(study.path), instance)
     if right.button(
         "export to ONNX", key="par_onnx", help="per-stage and per-head ONNX files with a manifest, for onnxruntime"
     ):
         with st.spinner("Exporting with torch.onnx (dynamo)..."):
             try:
-                st.session_state[export_key] = export_zip(
-                    str(study.path), instance, tuple(cache.meta.get("input_size", (120, 160)))
-                )
+                net, _ = load_network(str(study.path))
+                exports[exported] = onnx_zip(net, instance, tuple(study.cache.meta.get("input_size", (120, 160))))
             except MessError as exc:
                 st.error(f"ONNX export is not possible for this instance: {exc}")
-    if export_key in st.session_state:
+    if exported in exports:
         right.download_button(
             "download ONNX (zip)",
-            st.session_state[export_key],
+            exports[exported],
             file_name="mess_onnx.zip",
             mime="application/zip",
             key="par_onnx_zip",
         )
-
-
-def export_zip(study_path: str, instance: Instance, size: tuple[int, int]) -> bytes:
-    net, _ = load_network(study_path)
-    return onnx_zip(net, instance, size)
-
-
-@st.cache_resource(show_spinner=False, max_entries=512)
-def live_result(study_path: str, objective: Objective, mode: str, _cache: Any) -> LiveSearch:
-    """The search and its peers for one constraint, once per study: a slider back at a value it had is answered at
-    once (a search is 20-200 ms on a 2-core machine; the answer never changes for a given cache)."""
-    return live_search(_cache, objective, mode=mode)
-
-
-@guarded_fragment
-def search_area(study: Study) -> None:
-    cache = study.cache
-    objective, mode = constraint(cache)
-    found = live_result(str(study.path), objective, mode, cache)
-    points = plot_points(cloud(str(study.path)), fronts(str(study.path)), found)
-    chosen = found.chosen.instance
-    if chosen is None:
-        st.warning(f"No {mode} instance meets '{objective.describe()}'. Loosen the constraint.")
-    else:
-        interval = found.chosen.interval
-        st.success(
-            f"searched {found.space_size:,} instances in {1e3 * found.seconds:.0f} ms: "
-            f"{chosen.describe()}: mIoU {pct(found.chosen.miou)}, {found.chosen.cost:.3f} GFLOPs "
-            f"({found.speedup:.2f}x)" + (f"; {interval.describe()}" if interval is not None else "")
-        )
-    selected = st.session_state.get("par_selected")
-    ring_on = selected if str(selected).startswith(("cloud:", "front:")) else None
-    left, right = st.columns([3, 2])
-    events = {
-        key: col.plotly_chart(fig, key=key, on_select="rerun", selection_mode="points", width="stretch")
-        for col, key, fig in [
-            (left, "par_plot", static_chart(str(study.path), ring_on, points)),
-            (right, "par_search_plot", search_figure(points, objective, found, selected)),
-        ]
-    }
-    picked = [p for p in (clicked(event, key) for key, event in events.items()) if p in points]
-    if picked and picked[0] != selected:
-        st.session_state["par_selected"] = picked[0]
-        st.rerun()  # the whole page: the linked views below the fragment follow the selection
-    if selected not in points:
-        selected = "chosen" if "chosen" in points else None
-    if selected is None:
-        return
-    if selected != "chosen" and points[selected].instance is not None:  # the oracle is a bound, not an instance
-        state.remember(study, points[selected].instance, SELECTED)
-    st.subheader("selected instance" if selected != "chosen" else "searched instance")
-    if selected != "chosen" and st.button("back to the searched instance", key="par_reset"):
-        st.session_state.pop("par_selected", None)
-        st.rerun()
-    details(study, points[selected])
 
 
 @guarded
@@ -483,38 +300,16 @@ def pin_button(study: Study, instance: Instance) -> None:
 def selected_instance(study: Study) -> Instance | None:
     """The instance clicked on the plot (None: nothing clicked, the oracle, or another study's)."""
     instance, source = state.current(study)
-    return instance if source == SELECTED and "par_selected" in st.session_state else None
+    return instance if source == SELECTED and SELECTED_KEY in st.session_state else None
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def thumbnail(study_path: str, index: int, _study: Study):
-    origin = dataset_source(_study.manifest.get("config") or {}, _study.cache.meta, REPO)
+    origin = dataset_origin(_study)
     if not origin.on_disk:
         return None
-    rgb, _ = dataset_sample(dataset_of(origin.name, origin.root, origin.options, origin.split, origin.groups), index)
+    rgb, _ = dataset_sample(dataset_of(origin), index)
     return cv2.resize(rgb, (160, round(160 * rgb.shape[0] / rgb.shape[1])), interpolation=cv2.INTER_AREA)
-
-
-def bars(view: LinkedView, key: str) -> None:
-    hist, per_class = view.figures.histogram, view.figures.per_class
-    labels = [f"exit {e}" for e in hist["exit"]]
-    fig = go.Figure(go.Bar(x=labels, y=hist["images"], text=[f"{100 * f:.0f}%" for f in hist["fraction"]]))
-    fig.update_layout(title="where images leave", height=260, margin={"t": 40, "b": 10}, yaxis_title="images")
-    st.plotly_chart(fig, key=f"{key}_hist", width="stretch")
-    fig = go.Figure(
-        [
-            go.Bar(x=per_class["class"], y=100 * per_class["IoU"], name="this instance"),
-            go.Bar(x=per_class["class"], y=100 * per_class["backbone IoU"], name="backbone"),
-        ]
-    )
-    fig.update_layout(
-        title="IoU per class (%)",
-        height=300,
-        margin={"t": 40, "b": 10},
-        barmode="group",
-        legend={"orientation": "h", "y": -0.35},
-    )
-    st.plotly_chart(fig, key=f"{key}_classes", width="stretch")
 
 
 def examples(study: Study, view: LinkedView) -> None:
@@ -531,7 +326,7 @@ def examples(study: Study, view: LinkedView) -> None:
 def linked_column(study: Study, instance: Instance, title: str, key: str) -> LinkedView:
     view = linked_view(study.cache, instance)
     st.markdown(f"**{title}**: `{instance.describe()}` ({instance.mode})")
-    bars(view, key)
+    instance_bars(view.figures, key, NARROW)
     examples(study, view)
     return view
 
@@ -550,9 +345,8 @@ def linked_views(study: Study) -> None:
     st.subheader("linked views" if pinned is None else "pinned (A) and selected (B), side by side")
     shown = [(pinned, "A: pinned", "par_a")] if pinned is not None else []
     shown += [(chosen, "B: selected" if pinned is not None else "selected", "par_b")] if chosen is not None else []
-    cols = st.columns(len(shown))
     views = []
-    for col, (instance, title, key) in zip(cols, shown):
+    for col, (instance, title, key) in zip(st.columns(len(shown)), shown):
         with col:
             views.append(linked_column(study, instance, title, key))
     if len(views) == 2:

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
-from app.common import choose_report_set, class_iou, code_allowed, guarded, pct, report_rows, results, transfer
-from app.views.study_figures import ProfileTable, SpaceTable, profile_table, space_table
+from app import state
+from app.boundaries import guarded
+from app.consent import code_allowed
+from app.loaders import class_iou, report_rows, results, transfer
+from app.views.formats import pct
+from app.views.study_figures import SpaceTable, profile_figure, profile_table, space_heatmap, space_table
+from mess_core.evaluate.cache import EvaluationCache
 from mess_core.evaluate.instance import MODES
 from mess_core.search.heldout import mix_text
 from mess_core.search.report import interval_texts
@@ -18,63 +21,26 @@ from mess_core.study import Study, end_to_end_table, headline, policy_comparison
 from mess_core.study.protocol import protocol_table, protocol_warning
 
 
-def profile_figure(workload: ProfileTable) -> go.Figure:
-    layers = workload.layers
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.add_trace(
-        go.Bar(
-            x=layers.index,
-            y=layers["gflops"],
-            name="GFLOPs of the layer",
-            marker_color="#9aa5b1",
-            customdata=layers[["name"]],
-            hovertemplate="%{customdata[0]}<br>%{y:.4f} GFLOPs<extra></extra>",
-        ),
-        secondary_y=False,
+def choose_report_set(study: Study) -> tuple[str, EvaluationCache] | None:
+    """The report set's chooser: none, the study's own report split, or a cache `study evaluate --cache` wrote; the
+    choice is kept for the other pages (:func:`app.state.report_set`)."""
+    options = {"none": None}
+    if study.manifest.get("report_cache"):
+        shipped = study.manifest["report_cache"]
+        options[f"its report split ({shipped})"] = str(study.path / shipped)
+    options["a cache written by `study evaluate --cache`..."] = ""
+    chosen = st.selectbox(
+        "report set: other labelled images to score every row on, as shipped", list(options), key="report_set_choice"
     )
-    fig.add_trace(
-        go.Scatter(
-            x=layers.index,
-            y=layers["cumulative"],
-            name="cumulative GFLOPs",
-            mode="lines",
-            line={"color": "#1f77b4", "width": 2},
-        ),
-        secondary_y=True,
-    )
-    for index, position in workload.exit_positions.items():
-        fig.add_vline(
-            x=position,
-            line_dash="dot",
-            line_color="#d62728",
-            annotation_text=f"exit {index}",
-            annotation_position="top",
-        )
-    fig.update_layout(
-        height=380,
-        margin={"t": 30, "b": 10},
-        legend={"orientation": "h", "y": -0.2},
-        xaxis_title="layer (graph node, in execution order)",
-    )
-    fig.update_yaxes(title_text="GFLOPs per layer", secondary_y=False, rangemode="tozero")
-    fig.update_yaxes(title_text="cumulative GFLOPs", secondary_y=True, rangemode="tozero", showgrid=False)
-    return fig
-
-
-def space_heatmap(frame: pd.DataFrame, title: str, scale: str, fmt: str) -> go.Figure:
-    fig = go.Figure(
-        go.Heatmap(
-            z=frame.to_numpy(),
-            x=list(frame.columns),
-            y=list(frame.index),
-            colorscale=scale,
-            texttemplate=f"%{{z:{fmt}}}",
-            hovertemplate="%{y} at %{x}: %{z:" + fmt + "}<extra></extra>",
-        )
-    )
-    fig.update_layout(title=title, height=90 + 28 * len(frame), margin={"t": 40, "b": 10, "l": 10, "r": 10})
-    fig.update_yaxes(autorange="reversed")
-    return fig
+    path = options[chosen]
+    if path == "":
+        path = st.text_input(
+            "cache file (.npz)",
+            key="report_set_path",
+            placeholder="python -m mess_core study evaluate STUDY --data ... --cache FILE",
+        ).strip()
+    state.keep_report_set(study, path or None)
+    return state.report_set(study)
 
 
 def report_set_section(study: Study) -> None:

@@ -1,7 +1,7 @@
 """One image through every exit, computed without Streamlit: each exit's prediction and its per-pixel and
 edge-masked confidence maps, where the image leaves under given thresholds and what that saves (GFLOPs counted on the
-path, time measured on the deployed instance), the colours they are drawn in, and what the explorer starts from (the
-heads the study ships, its thresholds)."""
+path, time measured on the deployed instance), the colours and size they are drawn at, and what the explorer starts
+from (the heads the study ships, its thresholds)."""
 
 from __future__ import annotations
 
@@ -180,6 +180,23 @@ def heatmap(values: np.ndarray, *, low: float = 0.0, high: float = 1.0) -> np.nd
     scaled = np.clip((values - low) / max(high - low, 1e-9), 0, 1)
     bgr = cv2.applyColorMap((scaled * 255).round().astype(np.uint8), cv2.COLORMAP_VIRIDIS)
     return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+DISPLAY_WIDTH = 320
+
+
+def enlarge(image: np.ndarray, width: int = DISPLAY_WIDTH) -> np.ndarray:
+    """Nearest-neighbour upscaling to ``width`` for display, so small study images show their pixels instead of blur
+    (an image as wide already is returned as it is).
+
+    Example:
+        >>> enlarge(np.zeros((2, 4, 3), np.uint8), 8).shape, enlarge(np.zeros((2, 40), np.uint8), 8).shape
+        ((4, 8, 3), (2, 40))
+    """
+    h, w = image.shape[:2]
+    if w >= width:
+        return image
+    return cv2.resize(image, (width, round(h * (width / w))), interpolation=cv2.INTER_NEAREST)
 
 
 def shipped_heads(net: MultiExitNet) -> dict[int, list[str]]:

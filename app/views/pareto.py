@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -15,11 +16,10 @@ import pandas as pd
 from mess_core.conversion.network import MultiExitNet
 from mess_core.evaluate.cache import EvaluationCache
 from mess_core.evaluate.instance import Instance, KeptExit, evaluate
-from mess_core.evaluate.policy import (
-    ConfidencePolicy,
-)
-from mess_core.search.constrained import Objective, SearchSpace, search, uniform_exit
+from mess_core.evaluate.policy import ConfidencePolicy
+from mess_core.search.constrained import search, uniform_exit
 from mess_core.search.oracle import oracle
+from mess_core.search.problem import Objective, SearchSpace
 from mess_core.search.uncertainty import DEFAULT_LEVEL, DropInterval, drop_interval
 
 from .thresholds import ThresholdFigures
@@ -183,31 +183,109 @@ def gflops_budget(backbone_gflops: float, *, low: float = 0.05, high: float = 1.
     return GflopsBudget(b, round(low * b, 3), round(high * b, 3), round(b, 3), round(b / 200, 4))
 
 
+class PointKind(Enum):
+    """What a point of the Pareto plot stands for."""
+
+    CLOUD = "cloud"  # an evaluated instance (:func:`sample_instances`)
+    FRONT = "front"  # a point of one of the study's fronts
+    PEER = "peer"  # one of the search's peers (:meth:`LiveSearch.peers`)
+    CHOSEN = "chosen"  # the searched instance
+
+
+@dataclass(frozen=True)
+class PointId:
+    """Which point of the Pareto plot: its kind, with its row for the cloud and the fronts, its name for a peer.
+    Plotly hands a clicked point back as text: :attr:`text` writes it into the point's customdata and
+    :func:`parse_point_id` reads it back, the one place where a point is named by a string.
+
+    Example:
+        >>> PointId(PointKind.PEER, name="oracle").text
+        'peer:oracle'
+        >>> parse_point_id("front:3") == PointId(PointKind.FRONT, index=3)
+        True
+    """
+
+    kind: PointKind
+    index: int | None = None  # the row of the cloud or of the fronts
+    name: str | None = None  # the peer's name
+
+    @property
+    def text(self) -> str:
+        """The id as plotly carries it: ``cloud:i``, ``front:i``, ``peer:NAME`` or ``chosen``."""
+        if self.kind is PointKind.CHOSEN:
+            return self.kind.value
+        return f"{self.kind.value}:{self.name if self.kind is PointKind.PEER else self.index}"
+
+
+SEARCHED = PointId(PointKind.CHOSEN)
+
+
+def parse_point_id(text: Any) -> PointId | None:
+    """The point that :attr:`PointId.text` wrote, or None for anything else (text no point carries, no text).
+
+    Example:
+        >>> parse_point_id("chosen") == SEARCHED, parse_point_id("peer:naive policy").name, parse_point_id("cloud:x")
+        (True, 'naive policy', None)
+    """
+    if not isinstance(text, str):
+        return None
+    kind, colon, at = text.partition(":")
+    if kind == PointKind.CHOSEN.value and not colon:
+        return SEARCHED
+    if kind == PointKind.PEER.value and at:
+        return PointId(PointKind.PEER, name=at)
+    if kind in (PointKind.CLOUD.value, PointKind.FRONT.value) and at.isdigit():
+        return PointId(PointKind(kind), index=int(at))
+    return None
+
+
 @dataclass(frozen=True)
 class PlotPoint:
     """One point of the Pareto plot."""
 
+    id: PointId
     series: str  # the series (evaluated cloud, front, peer name, "searched") it belongs to
     instance: Instance | None  # None: the oracle bound
     miou: float
     cost: float
 
+    @property
+    def kind(self) -> PointKind:
+        return self.id.kind
 
-def plot_points(cloud: pd.DataFrame, fronts: pd.DataFrame, found: LiveSearch) -> dict[str, PlotPoint]:
-    """Every point of the Pareto plot by id: ``cloud:i`` (evaluated instances, :func:`sample_instances`),
-    ``front:i`` (the study's fronts), ``peer:NAME`` (the search's peers with a finite cost, :meth:`LiveSearch.peers`)
-    and ``chosen`` (the searched instance, when one meets the constraint)."""
-    points: dict[str, PlotPoint] = {}
-    for i, r in enumerate(cloud.itertuples()):
-        points[f"cloud:{i}"] = PlotPoint(r.series, r.instance, r.miou, r.cost)
-    for i, r in enumerate(fronts.itertuples()):
-        points[f"front:{i}"] = PlotPoint(r.series, r.instance, r.miou, r.cost)
+    @property
+    def label(self) -> str:
+        """What its hover names: the instance, or the oracle's bound."""
+        return self.instance.describe() if self.instance is not None else "oracle bound"
+
+
+def study_points(cloud: pd.DataFrame, fronts: pd.DataFrame) -> dict[PointId, PlotPoint]:
+    """The points that depend on the study alone, by id: the evaluated instances (:func:`sample_instances`) and the
+    study's fronts, each numbered by its row."""
+    points: dict[PointId, PlotPoint] = {}
+    for kind, frame in ((PointKind.CLOUD, cloud), (PointKind.FRONT, fronts)):
+        for i, r in enumerate(frame.itertuples()):
+            key = PointId(kind, index=i)
+            points[key] = PlotPoint(key, r.series, r.instance, r.miou, r.cost)
+    return points
+
+
+def search_points(found: LiveSearch) -> dict[PointId, PlotPoint]:
+    """The points of one search, by id: its peers with a finite cost (:meth:`LiveSearch.peers`) and the searched
+    instance, when one meets the constraint."""
+    points: dict[PointId, PlotPoint] = {}
     for name, peer in found.peers().items():
         if np.isfinite(peer.cost):
-            points[f"peer:{name}"] = PlotPoint(name, peer.instance, peer.miou, peer.cost)
+            key = PointId(PointKind.PEER, name=name)
+            points[key] = PlotPoint(key, name, peer.instance, peer.miou, peer.cost)
     if found.chosen.instance is not None:
-        points["chosen"] = PlotPoint("searched", found.chosen.instance, found.chosen.miou, found.chosen.cost)
+        points[SEARCHED] = PlotPoint(SEARCHED, "searched", found.chosen.instance, found.chosen.miou, found.chosen.cost)
     return points
+
+
+def plot_points(cloud: pd.DataFrame, fronts: pd.DataFrame, found: LiveSearch) -> dict[PointId, PlotPoint]:
+    """Every point of the Pareto plot by id: :func:`study_points` and :func:`search_points`."""
+    return study_points(cloud, fronts) | search_points(found)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The figures of a study's overview, computed without Streamlit: where the workload sits layer by layer and where
 the candidate exits cut it (from :meth:`mess_core.study.Study.profile`), and the exit space, what every exit costs
-and scores with every configuration (from the evaluation cache).
+and scores with every configuration (from the evaluation cache), as tables and as the plotly figures the Study page
+shows.
 
 Example:
     >>> from mess_core.evaluate.cache import EvaluationCache
@@ -15,10 +16,12 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from mess_core.evaluate.cache import EvaluationCache
 
-__all__ = ["ProfileTable", "profile_table", "SpaceTable", "space_table"]
+__all__ = ["ProfileTable", "profile_table", "profile_figure", "SpaceTable", "space_table", "space_heatmap"]
 
 
 @dataclass(frozen=True)
@@ -68,3 +71,66 @@ def space_table(cache: EvaluationCache) -> SpaceTable:
         final_miou=float(cache.head_miou()[cache.final_head]),
         backbone_gflops=float(cache.stage_gflops.sum()),
     )
+
+
+def profile_figure(workload: ProfileTable) -> go.Figure:
+    """The workload layer by layer (bars) and summed up (a line, on its own axis), with a dotted line where each
+    candidate exit branches off."""
+    layers = workload.layers
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(
+        go.Bar(
+            x=layers.index,
+            y=layers["gflops"],
+            name="GFLOPs of the layer",
+            marker_color="#9aa5b1",
+            customdata=layers[["name"]],
+            hovertemplate="%{customdata[0]}<br>%{y:.4f} GFLOPs<extra></extra>",
+        ),
+        secondary_y=False,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=layers.index,
+            y=layers["cumulative"],
+            name="cumulative GFLOPs",
+            mode="lines",
+            line={"color": "#1f77b4", "width": 2},
+        ),
+        secondary_y=True,
+    )
+    for index, position in workload.exit_positions.items():
+        fig.add_vline(
+            x=position,
+            line_dash="dot",
+            line_color="#d62728",
+            annotation_text=f"exit {index}",
+            annotation_position="top",
+        )
+    fig.update_layout(
+        height=380,
+        margin={"t": 30, "b": 10},
+        legend={"orientation": "h", "y": -0.2},
+        xaxis_title="layer (graph node, in execution order)",
+    )
+    fig.update_yaxes(title_text="GFLOPs per layer", secondary_y=False, rangemode="tozero")
+    fig.update_yaxes(title_text="cumulative GFLOPs", secondary_y=True, rangemode="tozero", showgrid=False)
+    return fig
+
+
+def space_heatmap(frame: pd.DataFrame, title: str, scale: str, fmt: str) -> go.Figure:
+    """A :class:`SpaceTable` table (configurations x exits) as a heatmap, each cell written in ``fmt``, in the
+    colours of plotly's ``scale``."""
+    fig = go.Figure(
+        go.Heatmap(
+            z=frame.to_numpy(),
+            x=list(frame.columns),
+            y=list(frame.index),
+            colorscale=scale,
+            texttemplate=f"%{{z:{fmt}}}",
+            hovertemplate="%{y} at %{x}: %{z:" + fmt + "}<extra></extra>",
+        )
+    )
+    fig.update_layout(title=title, height=90 + 28 * len(frame), margin={"t": 40, "b": 10, "l": 10, "r": 10})
+    fig.update_yaxes(autorange="reversed")
+    return fig

@@ -9,7 +9,8 @@ from typing import Any
 import torch
 
 from ..deploy.artifacts import load_multi_exit
-from ..evaluate.cache import TH_PIX_GRID, build_cache
+from ..evaluate.cache import TH_PIX_GRID
+from ..evaluate.cache_build import build_cache
 from ..evaluate.policy import EdgeMasking
 from .args import (
     add_data_option,

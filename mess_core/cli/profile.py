@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from .. import models
-from ..conversion.network import convert
+from ..conversion.pipeline import convert
 from ..conversion.workload import format_profile, profile_report
 from ..errors import ConversionError, MessError
 from ..io import atomic_write_text

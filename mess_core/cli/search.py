@@ -7,10 +7,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from ..evaluate.cache import EvaluationCache
-from ..evaluate.instance import outcome_figures
+from ..evaluate.instance import Instance, outcome_figures
 from ..io import atomic_open
-from ..search.constrained import Objective, SearchSpace, search
+from ..search.constrained import SearchResult, search
+from ..search.problem import Objective, SearchSpace
 from ..search.report import format_table, results_table, with_drop_intervals
 from ..search.uncertainty import DEFAULT_LEVEL, DropInterval, drop_interval
 from .args import (
@@ -98,19 +101,19 @@ def _figures(
     return {**outcome_figures(cache, instance), "uncertainty": interval.to_dict()}, interval
 
 
-def run(args: argparse.Namespace) -> int:
-    cache = EvaluationCache.load(args.cache)
-    eval_cache = EvaluationCache.load(args.eval_cache) if args.eval_cache else None
+def _option_error(args: argparse.Namespace) -> str | None:
+    """What makes the options contradict each other, or None."""
     if args.confidence is not None and args.objective != "min-cost":
-        print(f"error: --confidence applies to --objective min-cost, not {args.objective}", file=sys.stderr)
-        return 2
+        return f"--confidence applies to --objective min-cost, not {args.objective}"
     if args.fresh_images is not None and args.confidence is None:
-        print("error: --fresh-images needs --confidence", file=sys.stderr)
-        return 2
+        return "--fresh-images needs --confidence"
     if args.block is not None and args.confidence is None:
-        print("error: --block needs --confidence", file=sys.stderr)
-        return 2
-    objective = Objective(
+        return "--block needs --confidence"
+    return None
+
+
+def _objective(args: argparse.Namespace) -> Objective:
+    return Objective(
         args.objective,
         max_drop=args.max_drop if args.objective == "min-cost" else None,
         budget=args.budget if args.objective == "max-acc" else None,
@@ -118,48 +121,65 @@ def run(args: argparse.Namespace) -> int:
         fresh_images=args.fresh_images,
         block=args.block,
     )
-    space = _space(args)
-    unit = "ms" if args.cost == "latency" else "gflops"
-    wanted = objective.describe()
-    result = search(cache, objective, mode=args.mode, unit=unit, space=space)
+
+
+def _print_heading(cache: EvaluationCache, mode: str, wanted: str, unit: str, result: SearchResult) -> None:
+    """What was searched, for what, and how much of the space was scored."""
     meta = cache.meta
     print(
         f"{meta['model']} on {meta['dataset']} {meta['split']} ({cache.num_images} images, "
-        f"{'x'.join(map(str, meta['input_size']))}); {args.mode}; {wanted}; cost in {unit}"
+        f"{'x'.join(map(str, meta['input_size']))}); {mode}; {wanted}; cost in {unit}"
     )
     print(
         f"searched {result.space_size:,} instances ({result.evaluated:,} scored after lossless pruning) in "
         f"{1e3 * result.seconds:.0f} ms"
     )
-    if objective.kind == "pareto":
-        front = result.front
-        print(front[["cost", "miou", "description"]].to_string(index=False))
-        if args.front_csv:
-            with atomic_open(args.front_csv, "w") as f:
-                front.drop(columns=["instance"]).to_csv(f, index=False)
-            print(f"wrote {args.front_csv}")
-        return 0
-    confidence = args.confidence or DEFAULT_LEVEL
+
+
+def _print_front(front: pd.DataFrame, front_csv: str | None) -> None:
+    """The Pareto front, also written to ``front_csv`` when given."""
+    print(front[["cost", "miou", "description"]].to_string(index=False))
+    if front_csv:
+        with atomic_open(front_csv, "w") as f:
+            front.drop(columns=["instance"]).to_csv(f, index=False)
+        print(f"wrote {front_csv}")
+
+
+def _print_table(
+    cache: EvaluationCache,
+    eval_cache: EvaluationCache | None,
+    mode: str,
+    unit: str,
+    space: SearchSpace,
+    confidence: float,
+) -> None:
+    """The results table of ``cache``, with ``eval_cache``'s figures as starred columns when given."""
     table = with_drop_intervals(
-        results_table(cache, mode=args.mode, unit=unit, space=space, eval_cache=eval_cache),
+        results_table(cache, mode=mode, unit=unit, space=space, eval_cache=eval_cache),
         cache,
         confidence=confidence,
     )
     title = (
-        f"\nresults on {meta['split']}"
+        f"\nresults on {cache.meta['split']}"
         + (f" (* = {eval_cache.meta['split']})" if eval_cache else "")
         + "; speedup in GFLOPs vs the backbone"
     )
     print(format_table(table, title=title))
-    if result.instance is None:
-        # a constraint nothing meets is a request that cannot be met as given, not a bug: status 2, as bad input
-        print(
-            f"\nerror: no instance meets '{objective.describe()}'; nothing written: loosen it (a larger --budget "
-            "or --max-drop)",
-            file=sys.stderr,
-        )
-        return 2
-    tuned, tuned_interval = _figures(cache, result.instance, confidence, args.block)
+
+
+def _save_choice(
+    args: argparse.Namespace,
+    cache: EvaluationCache,
+    eval_cache: EvaluationCache | None,
+    instance: Instance,
+    wanted: str,
+    unit: str,
+    confidence: float,
+) -> None:
+    """Write the chosen instance's file (what it was chosen for and its figures on each split) and print its
+    drops."""
+    meta = cache.meta
+    tuned, tuned_interval = _figures(cache, instance, confidence, args.block)
     extra = {
         "objective": wanted,
         "cost_unit": unit,
@@ -170,21 +190,50 @@ def run(args: argparse.Namespace) -> int:
     fresh = (
         None
         if args.fresh_images is None
-        else drop_interval(cache, result.instance, confidence=confidence, fresh_images=args.fresh_images)
+        else drop_interval(cache, instance, confidence=confidence, fresh_images=args.fresh_images)
     )
     if fresh is not None:
         extra["tuned"]["uncertainty_fresh"] = fresh.to_dict()
     reported_interval = None
     if eval_cache is not None:
-        reported, reported_interval = _figures(eval_cache, result.instance, confidence, args.block)
+        reported, reported_interval = _figures(eval_cache, instance, confidence, args.block)
         extra["reported"] = {"split": eval_cache.meta.get("split"), **reported}
     out = args.out or str(Path(args.cache).with_suffix("")) + ".instance.json"
-    result.instance.save(out, **extra)
-    print(f"\nchosen: {result.instance.describe()}")
+    instance.save(out, **extra)
+    print(f"\nchosen: {instance.describe()}")
     print(f"  on {meta['split']}: {tuned_interval.describe()}")
     if fresh is not None:
         print(f"  predicted: {fresh.describe()}")
     if reported_interval is not None:
         print(f"  on {eval_cache.meta['split']}*: {reported_interval.describe()}")
     print(f"wrote {out}")
+
+
+def run(args: argparse.Namespace) -> int:
+    cache = EvaluationCache.load(args.cache)
+    eval_cache = EvaluationCache.load(args.eval_cache) if args.eval_cache else None
+    error = _option_error(args)
+    if error is not None:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    objective = _objective(args)
+    space = _space(args)
+    unit = "ms" if args.cost == "latency" else "gflops"
+    wanted = objective.describe()
+    result = search(cache, objective, mode=args.mode, unit=unit, space=space)
+    _print_heading(cache, args.mode, wanted, unit, result)
+    if objective.kind == "pareto":
+        _print_front(result.front, args.front_csv)
+        return 0
+    confidence = args.confidence or DEFAULT_LEVEL
+    _print_table(cache, eval_cache, args.mode, unit, space, confidence)
+    if result.instance is None:
+        # a constraint nothing meets is a request that cannot be met as given, not a bug: status 2, as bad input
+        print(
+            f"\nerror: no instance meets '{objective.describe()}'; nothing written: loosen it (a larger --budget "
+            "or --max-drop)",
+            file=sys.stderr,
+        )
+        return 2
+    _save_choice(args, cache, eval_cache, result.instance, wanted, unit, confidence)
     return 0

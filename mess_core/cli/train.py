@@ -29,117 +29,159 @@ from .args import (
 
 
 def add_parser(sub: Any) -> None:
-    t = sub.add_parser(
+    parser = sub.add_parser(
         "train",
         help="train a backbone, pre-train it exit-aware (stage 1) or train every exit configuration (stage 2)",
         description="One stage of MESS training. Runs as one process, or under torchrun --nproc-per-node K.",
     )
-    t.add_argument("--stage", choices=("backbone", "pretrain", "exits"), help="required unless --resume")
-    t.add_argument(
+    _add_run_options(parser)
+    _add_data_options(parser)
+    _add_stage_options(parser)
+    _add_augmentation_options(parser)
+    _add_optimisation_options(parser)
+    _add_execution_options(parser)
+    declare_files(parser, reads=("model", "weights", "init"), writes=("out",))
+    parser.set_defaults(run=run)
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The run: its stage and folder, and the model it trains."""
+    parser.add_argument("--stage", choices=("backbone", "pretrain", "exits"), help="required unless --resume")
+    parser.add_argument(
         "--out", required=True, type=folder, help="run directory (config.yaml, checkpoint.pt, metrics.csv, result)"
     )
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    t.add_argument("--model", help=MODEL_HELP.format(", ".join(models.list_models())) + "; default mobilenetv2_fcn")
-    t.add_argument(
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument(
+        "--model", help=MODEL_HELP.format(", ".join(models.list_models())) + "; default mobilenetv2_fcn"
+    )
+    parser.add_argument(
         "--weights",
         help="your trained weights: a state dict, or a checkpoint holding one (under "
         "state_dict, model, ...), loaded before --init",
     )
-    add_convert_options(t)
-    t.add_argument("--data", help="synthetic (default), camvid, cityscapes, voc or folder")
-    t.add_argument("--data-root", help="dataset folder (all but synthetic)")
-    add_data_option(t, help="extra dataset argument, e.g. length=512 or size=[120,160] for synthetic (repeatable)")
-    t.add_argument(
+    add_convert_options(parser)
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    """The images it trains on and evaluates on."""
+    parser.add_argument("--data", help="synthetic (default), camvid, cityscapes, voc or folder")
+    parser.add_argument("--data-root", help="dataset folder (all but synthetic)")
+    add_data_option(parser, help="extra dataset argument, e.g. length=512 or size=[120,160] for synthetic (repeatable)")
+    parser.add_argument(
         "--train-split",
         type=split_expression,
         help="the training images: a split or splits pooled with '+' (default train)",
     )
-    t.add_argument(
+    parser.add_argument(
         "--train-groups",
         type=groups,
         metavar="G1,G2",
         help="train only on these groups (scenes: CamVid's sequence, Cityscapes' city)",
     )
-    t.add_argument("--val-split", type=split_expression, help="the images evaluated during training (default val)")
-    t.add_argument("--val-groups", type=groups, metavar="G1,G2", help="evaluate only on these groups")
-    t.add_argument("--init", help="model.pt (or checkpoint) of a previous stage to start from")
-    t.add_argument("--exits", type=positive_int, help="N, exits including the final one (default 6)")
-    t.add_argument("--profile-size", type=size, metavar="HxW", help="input size exits are placed for (default: crop)")
-    t.add_argument("--space", help="stage 2 exit space: default (30 configurations), light, or comma-separated ids")
-    t.add_argument("--loss", choices=("pfd", "kd", "ce"), help="stage 2 exit loss (default pfd)")
-    t.add_argument("--alpha", type=fraction, help="PFD weight of the filtered cross-entropy (default 0.5)")
-    t.add_argument("--temperature", type=positive_float, help="distillation temperature (default 1)")
-    t.add_argument(
+    parser.add_argument("--val-split", type=split_expression, help="the images evaluated during training (default val)")
+    parser.add_argument("--val-groups", type=groups, metavar="G1,G2", help="evaluate only on these groups")
+
+
+def _add_stage_options(parser: argparse.ArgumentParser) -> None:
+    """What the stage starts from, where its exits go and what trains them (loss, class balance, halving)."""
+    parser.add_argument("--init", help="model.pt (or checkpoint) of a previous stage to start from")
+    parser.add_argument("--exits", type=positive_int, help="N, exits including the final one (default 6)")
+    parser.add_argument(
+        "--profile-size", type=size, metavar="HxW", help="input size exits are placed for (default: crop)"
+    )
+    parser.add_argument(
+        "--space", help="stage 2 exit space: default (30 configurations), light, or comma-separated ids"
+    )
+    parser.add_argument("--loss", choices=("pfd", "kd", "ce"), help="stage 2 exit loss (default pfd)")
+    parser.add_argument("--alpha", type=fraction, help="PFD weight of the filtered cross-entropy (default 0.5)")
+    parser.add_argument("--temperature", type=positive_float, help="distillation temperature (default 1)")
+    parser.add_argument(
         "--exit-schedule",
         choices=("modulo", "every"),
         help="stage 1: exit i counts on every i-th step (modulo, default) or on every step",
     )
-    t.add_argument(
+    parser.add_argument(
         "--class-balance",
         type=non_negative_float,
         metavar="P",
         help="weigh each pixel's loss by (median f / f_class) ** P (median-frequency balancing at 1; default 0)",
     )
-    t.add_argument(
+    parser.add_argument(
         "--prune-at",
         type=positive_int,
         nargs="+",
         metavar="EPOCH",
         help="stage 2, successive halving: after these epochs stop the heads that cannot reach the front",
     )
-    t.add_argument(
+    parser.add_argument(
         "--prune-margin",
         type=positive_float,
         nargs="+",
         metavar="PP",
         help="with --prune-at: one margin per epoch, in mIoU points (a head beaten by that much at no more cost stops)",
     )
-    t.add_argument(
+    parser.add_argument(
         "--init-exits",
         action="store_true",
         help="stage 2: start the configuration stage 1 trained (nocrm-b0-fcn) from the exits kept in the "
         "--init model.pt instead of random weights",
     )
-    t.add_argument("--crop", type=size, metavar="HxW", help="training crop (default 180x240)")
-    t.add_argument(
+
+
+def _add_augmentation_options(parser: argparse.ArgumentParser) -> None:
+    """How training images are cropped and augmented, and validation images sized."""
+    parser.add_argument("--crop", type=size, metavar="HxW", help="training crop (default 180x240)")
+    parser.add_argument(
         "--scale", type=positive_float, nargs=2, metavar=("MIN", "MAX"), help="random scale range (default 0.5 2)"
     )
-    t.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
-    t.add_argument("--jitter", type=non_negative_float, help="colour jitter strength (default 0.2)")
-    t.add_argument("--hue", type=non_negative_float, help="hue shift of the colour jitter, at most 0.5 (default 0)")
-    t.add_argument("--blur", type=fraction, help="probability of a Gaussian blur (default 0)")
-    t.add_argument(
+    parser.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
+    parser.add_argument("--jitter", type=non_negative_float, help="colour jitter strength (default 0.2)")
+    parser.add_argument(
+        "--hue", type=non_negative_float, help="hue shift of the colour jitter, at most 0.5 (default 0)"
+    )
+    parser.add_argument("--blur", type=fraction, help="probability of a Gaussian blur (default 0)")
+    parser.add_argument(
         "--noise",
         type=non_negative_float,
         help="standard deviation of Gaussian noise on half the images, of the 0-1 range (default 0)",
     )
-    t.add_argument("--eval-size", type=size, metavar="HxW", help="resize validation images (default: native size)")
-    t.add_argument("--epochs", type=positive_int, help="default 10")
-    t.add_argument("--batch-size", type=positive_int, help="per process and accumulation step (default 8)")
-    t.add_argument("--accumulate", type=positive_int, help="gradient accumulation steps (default 1)")
-    t.add_argument("--optimizer", choices=("sgd", "adamw"))
-    t.add_argument("--lr", type=positive_float, help="default 0.01 (sgd) or 0.001 (adamw)")
-    t.add_argument("--weight-decay", type=non_negative_float)
-    t.add_argument("--lr-schedule", choices=("poly", "constant"))
-    t.add_argument(
+    parser.add_argument("--eval-size", type=size, metavar="HxW", help="resize validation images (default: native size)")
+
+
+def _add_optimisation_options(parser: argparse.ArgumentParser) -> None:
+    """How long and how the weights are optimised."""
+    parser.add_argument("--epochs", type=positive_int, help="default 10")
+    parser.add_argument("--batch-size", type=positive_int, help="per process and accumulation step (default 8)")
+    parser.add_argument("--accumulate", type=positive_int, help="gradient accumulation steps (default 1)")
+    parser.add_argument("--optimizer", choices=("sgd", "adamw"))
+    parser.add_argument("--lr", type=positive_float, help="default 0.01 (sgd) or 0.001 (adamw)")
+    parser.add_argument("--weight-decay", type=non_negative_float)
+    parser.add_argument("--lr-schedule", choices=("poly", "constant"))
+    parser.add_argument(
         "--ema",
         type=fraction,
         metavar="DECAY",
         help="keep an exponential moving average of the weights (e.g. 0.999); evaluations and the result "
         "use it (default 0: none)",
     )
-    t.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="mixed precision (fp16 needs CUDA)")
-    t.add_argument("--device", type=device, help="cuda or cpu (default: cuda when available)")
-    t.add_argument("--workers", type=non_negative_int, help="data loading processes per training process (default 2)")
-    t.add_argument("--seed", type=non_negative_int)
-    t.add_argument("--no-sync-bn", action="store_true", help="keep BatchNorm statistics per process under torchrun")
-    t.add_argument("--eval-every", type=positive_int, help="evaluate every K epochs (and after the last)")
-    t.add_argument("--train-limit", type=positive_int, help="use only the first N training images")
-    t.add_argument("--val-limit", type=positive_int, help="evaluate on the first N validation images")
-    t.add_argument("--steps-per-epoch", type=positive_int, help="cap optimiser steps per epoch")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines are still printed)")
-    declare_files(t, reads=("model", "weights", "init"), writes=("out",))
-    t.set_defaults(run=run)
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="mixed precision (fp16 needs CUDA)")
+
+
+def _add_execution_options(parser: argparse.ArgumentParser) -> None:
+    """Where and how the run executes: devices, data loading, evaluation, limits, output."""
+    parser.add_argument("--device", type=device, help="cuda or cpu (default: cuda when available)")
+    parser.add_argument(
+        "--workers", type=non_negative_int, help="data loading processes per training process (default 2)"
+    )
+    parser.add_argument("--seed", type=non_negative_int)
+    parser.add_argument(
+        "--no-sync-bn", action="store_true", help="keep BatchNorm statistics per process under torchrun"
+    )
+    parser.add_argument("--eval-every", type=positive_int, help="evaluate every K epochs (and after the last)")
+    parser.add_argument("--train-limit", type=positive_int, help="use only the first N training images")
+    parser.add_argument("--val-limit", type=positive_int, help="evaluate on the first N validation images")
+    parser.add_argument("--steps-per-epoch", type=positive_int, help="cap optimiser steps per epoch")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines are still printed)")
 
 
 # what a resumed run may change: how long it trains, how fast it learns after a divergence, and where and how it

@@ -6,7 +6,7 @@ monotone assignment solved exactly by dynamic programming). Among cut points of 
 convolution costs no FLOPs) the later one wins, so an exit sees the activated feature map at the same cost.
 
 Cut points inside a convolution-normalisation-activation chain are never used while enough others exist (see
-:func:`mess_core.conversion.graph.find_cut_points`, ``in_chain``). With measured latency (``cost="latency"``) placement
+:func:`mess_core.conversion.cuts.find_cut_points`, ``in_chain``). With measured latency (``cost="latency"``) placement
 must not move with timing noise, so :func:`snap_stable`:
 
 * keeps one cut per run of cut points of equal cumulative FLOPs (the last), so noise in the few microseconds of a

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from .. import checkpoint
-from ..conversion.network import MultiExitNet, convert
+from ..conversion.network import MultiExitNet
+from ..conversion.pipeline import convert
 from ..errors import TrainingError
 from ..models.source import ModelSource, ModelSourceError
 from ..models.trust import SIGNATURE_KEY, require_consent

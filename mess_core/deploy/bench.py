@@ -193,11 +193,11 @@ def stage_latency(
     net: MultiExitNet, size: tuple[int, int], *, repeats: int = 10, device: str | torch.device = "cpu"
 ) -> tuple[np.ndarray, dict[int, dict[str, float]]]:
     """Median milliseconds of every stage and every attached head for one image: the search's latency cost."""
-    from ..evaluate.cache import _measure_latency
+    from ..evaluate.cache_build import measure_latency
 
     configs = sorted({c for bank in net.heads.values() for c in bank.keys()})
     with torch.inference_mode():
-        stage_ms, head_ms = _measure_latency(net, configs, size, torch.device(device), repeats)
+        stage_ms, head_ms = measure_latency(net, configs, size, torch.device(device), repeats)
     table = {
         i: {c: float(head_ms[i - 1, j]) for j, c in enumerate(configs) if c in net.heads[str(i)]}
         for i in range(1, net.num_exits)

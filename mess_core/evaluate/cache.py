@@ -13,7 +13,8 @@ For every image b and every *head* h (each configuration at each early exit, the
   and, when measured, the same in milliseconds (``stage_ms``, ``head_ms``).
 
 It is one ``.npz`` file with a JSON ``meta`` entry (model, dataset, split, input size, classes, exits, space,
-threshold grid, edge masking, what was measured where).
+threshold grid, edge masking, what was measured where). This module holds the data, its file and what follows from
+it; :mod:`.cache_build` runs the network pass that fills it, :mod:`.cache_checks` refuses figures no pass produces.
 
 A network that does not carry every configuration at every exit (a shipped study keeps heavy heads only where a
 stored instance uses them) gives a *partial* cache: ``meta["absent_heads"]`` lists the (exit, configuration) pairs
@@ -40,15 +41,13 @@ from pathlib import Path
 from typing import Any, Callable, Hashable, Iterable, Literal, Sequence
 
 import numpy as np
-import torch
 
 from ..conversion.exits import ExitSpec
-from ..conversion.profiling import evaluating, time_call
 from ..errors import MessError
 from ..io import atomic_open, input_file
-from .policy import EdgeMasking, edge_masked_confidence, pixel_confidence, pixels_at_least, predicted_labels
+from .cache_checks import count_problem, meta_problem
 
-__all__ = ["EvaluationCache", "CacheError", "build_cache", "TH_PIX_GRID", "CACHE_FORMAT", "POLICIES"]
+__all__ = ["EvaluationCache", "CacheError", "TH_PIX_GRID", "CACHE_FORMAT", "POLICIES"]
 
 CACHE_FORMAT = "mess-cache/1"
 # th_pix values the cache can answer for: every search and the app pick th_pix from this grid
@@ -61,6 +60,11 @@ _ARRAYS = ("tp", "pred", "label", "above", "above_plain", "conf_sum", "pixels", 
 
 class CacheError(MessError):
     """An evaluation cache file that cannot be used, or a request it cannot answer."""
+
+
+def _refuse(problem: str | None) -> None:
+    if problem is not None:
+        raise CacheError(problem)
 
 
 @dataclass
@@ -350,7 +354,9 @@ class EvaluationCache:
         return cache
 
     def validate(self, where: str = "cache") -> None:
-        self._validate_meta(where)
+        """Raise :class:`CacheError` (naming ``where``) on anything no evaluation can produce: metadata or counts that
+        contradict themselves (see :mod:`.cache_checks`), arrays of the wrong shape, unknown absent heads."""
+        _refuse(meta_problem(self.meta, self.tp, where))
         b, h, k = self.tp.shape
         n = self.stage_gflops.shape[0]
         c = len(self.configs)
@@ -384,109 +390,11 @@ class EvaluationCache:
                 f"{where}: meta field 'absent_heads' is {absent!r}, expected early exits (1..{n - 1}) "
                 "mapped to lists of configurations of its space; rebuild the cache"
             )
-        self._validate_counts(where)
-
-    def _validate_meta(self, where: str) -> None:
-        """Refuse metadata that contradicts itself or the arrays: the grid (numbers in (0, 1], strictly increasing:
-        the search reads it by position), the space (unique configuration ids), the class count and names, the
-        input size, and the image names."""
-        fix = "the file is damaged or was edited; rebuild it with `python -m mess_core cache`"
-        meta = self.meta
-        grid = meta.get("th_pix_grid")
-        if (
-            not isinstance(grid, list)
-            or not grid
-            or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t <= 1 for t in grid)
-            or any(a >= b for a, b in zip(grid, grid[1:]))
-        ):
-            raise CacheError(
-                f"{where}: meta field 'th_pix_grid' is {str(grid)[:120]}, expected increasing numbers in (0, 1]; {fix}"
-            )
-        space = meta.get("space")
-        if not isinstance(space, list) or not space or not all(isinstance(c, str) and c for c in space):
-            raise CacheError(f"{where}: meta field 'space' is {str(space)[:120]}, expected configuration ids; {fix}")
-        if len(set(space)) != len(space):
-            twice = sorted({c for c in space if space.count(c) > 1})
-            raise CacheError(f"{where}: meta field 'space' lists {', '.join(twice)} more than once; {fix}")
-        k = self.tp.shape[2] if self.tp.ndim == 3 else None
-        if "num_classes" in meta and meta["num_classes"] != k:
-            raise CacheError(
-                f"{where}: meta field 'num_classes' is {meta['num_classes']!r} but the arrays hold {k} classes; {fix}"
-            )
-        classes = meta.get("classes")
-        if classes is not None and (not isinstance(classes, list) or len(classes) != k):
-            raise CacheError(
-                f"{where}: meta field 'classes' names {str(classes)[:120]}, not the {k} classes of the arrays; {fix}"
-            )
-        size = meta.get("input_size")
-        if (
-            not isinstance(size, list)
-            or len(size) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
-        ):
-            raise CacheError(f"{where}: meta field 'input_size' is {str(size)[:120]}, expected [height, width]; {fix}")
-        if self.tp.ndim != 3 or self.tp.shape[0] == 0:
-            raise CacheError(f"{where}: holds no images; build the cache on a split with images")
-        names = meta.get("images")
-        if names is not None and (not isinstance(names, list) or len(names) != self.tp.shape[0]):
-            raise CacheError(
-                f"{where}: meta field 'images' names {len(names) if isinstance(names, list) else names!r} "
-                f"images but the arrays hold {self.tp.shape[0]}; {fix}"
-            )
-
-    def _validate_counts(self, where: str) -> None:
-        """Refuse counts no evaluation can produce (a damaged or hand-edited file would otherwise give nonsense such
-        as a negative mIoU): every count is finite and >= 0, a class's true positives never exceed its predictions
-        nor its labels, and no image has more predicted, labelled or confident pixels than it has pixels."""
-        fix = "the file is damaged or was edited; rebuild it with `python -m mess_core cache`"
-
-        def where_first(name: str, bad: np.ndarray, detail: str) -> None:
-            idx = tuple(int(i) for i in np.argwhere(bad)[0])
-            count = int(bad.sum())
-            raise CacheError(
-                f"{where}: array '{name}' {detail} at index {list(idx)} ({count} entr"
-                f"{'y' if count == 1 else 'ies'} in all); {fix}"
-            )
-
         arrays = {name: np.asarray(getattr(self, name)) for name in _ARRAYS}
         for extra in ("stage_ms", "head_ms"):
             if getattr(self, extra) is not None:
                 arrays[extra] = np.asarray(getattr(self, extra))
-        for name, arr in arrays.items():
-            if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-                raise CacheError(f"{where}: array '{name}' holds {arr.dtype} values, expected numbers; {fix}")
-            if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
-                where_first(name, ~np.isfinite(arr), "holds a non-finite value")
-            if (arr < 0).any():
-                first = arr[tuple(np.argwhere(arr < 0)[0])]
-                where_first(name, arr < 0, f"holds a negative value ({first})")
-        tp, pred, label, pixels = arrays["tp"], arrays["pred"], arrays["label"], arrays["pixels"]
-        if (tp > pred).any():
-            where_first("tp", tp > pred, "exceeds 'pred' (more true positives than predictions)")
-        if (tp > label[:, None, :]).any():
-            where_first("tp", tp > label[:, None, :], "exceeds 'label' (more true positives than labelled pixels)")
-        if (pixels == 0).any():
-            where_first("pixels", pixels == 0, "is 0 (an image without pixels)")
-        px = pixels.astype(np.float64)
-        for name, total in (("label", label.sum(-1)), ("pred", pred.sum(-1))):
-            over = total > (px if total.ndim == 1 else px[:, None])
-            if over.any():
-                where_first(name, over, "sums to more pixels than the image has (see 'pixels')")
-        for name in ("above", "above_plain"):
-            over = arrays[name] > px[:, None, None]
-            if over.any():
-                where_first(name, over, "counts more confident pixels than the image has (see 'pixels')")
-        over = arrays["conf_sum"] > px[:, None] * (1 + 1e-6) + 1e-6
-        if over.any():
-            where_first("conf_sum", over, "exceeds the image's pixel count (confidences are at most 1)")
-        if label.sum() == 0:
-            raise CacheError(
-                f"{where}: array 'label' holds no labelled pixel at all: no accuracy can be measured; {fix}"
-            )
-        for name in ("above", "above_plain"):  # a higher threshold never finds more confident pixels
-            rising = np.diff(arrays[name].astype(np.int64), axis=-1) > 0
-            if rising.any():
-                where_first(name, rising, "counts more confident pixels at a higher th_pix (see 'th_pix_grid')")
+        _refuse(count_problem(arrays, where))
 
     # ------------------------------------------------------------------------------------------------ testing aid
     @classmethod
@@ -553,231 +461,3 @@ class EvaluationCache:
             stage_ms=stage * 3.0 if latency else None,
             head_ms=head * 5.0 if latency else None,
         )
-
-
-# ---------------------------------------------------------------------------------------------------- building
-def _measure_latency(
-    net: Any, specs: Sequence[ExitSpec], input_size: tuple[int, int], device: torch.device, repeats: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Median milliseconds of every stage and every head the network carries (0 for an absent head) for one image
-    on ``device``."""
-    x = torch.randn(1, 3, *input_size, device=device)
-    stage_ms = []
-    head_ms = np.zeros((net.num_exits - 1, len(specs)))
-    inputs: Any = (x,)  # what the stage the walk just ran took, to time that stage again on its own
-    for step in net.walk(x):
-        stage_ms.append(1e3 * time_call(lambda: net.run_stage(step.index, inputs), repeats=repeats))
-        inputs = step.live
-        if not step.final:
-            for c, spec in enumerate(specs):
-                if ExitSpec.coerce(spec).id not in net.heads[str(step.index)]:
-                    continue
-                head = net.head(step.index, spec)
-                head_ms[step.index - 1, c] = 1e3 * time_call(lambda: head(step.features, input_size), repeats=repeats)
-    return np.asarray(stage_ms), head_ms
-
-
-def _exit_space(net: Any) -> tuple[list[str], dict[str, list[str]]]:
-    """The configurations any early exit carries (in the order the exits list them), and per exit those it lacks."""
-    spaces = {i: list(net.heads[str(i)].keys()) for i in range(1, net.num_exits)}
-    specs = list(dict.fromkeys(c for ids in spaces.values() for c in ids))
-    if not specs:
-        raise CacheError("the network has no exit heads attached; load a stage-2 multi_exit.pt")
-    absent = {str(i): [c for c in specs if c not in ids] for i, ids in spaces.items()}
-    return specs, {i: missing for i, missing in absent.items() if missing}
-
-
-def _image_name(dataset: Any, i: int) -> str:
-    return dataset.name_of(i) if hasattr(dataset, "name_of") else str(i)
-
-
-def _load_batch(
-    dataset: Any, idx: list[int], size: tuple[int, int] | None, device: torch.device, k: int, ignore: int
-) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
-    """Images and labels of dataset items ``idx`` on ``device``, and the input size every image must share (the
-    first batch's, unless ``size`` is already known)."""
-    pairs = [dataset[i] for i in idx]
-    shapes = {tuple(img.shape[-2:]) for img, _ in pairs}
-    size = size or next(iter(shapes))
-    if shapes != {size}:
-        bad = next(_image_name(dataset, i) for i, (img, _) in zip(idx, pairs) if tuple(img.shape[-2:]) != size)
-        raise CacheError(
-            f"image '{bad}' is {sorted(shapes - {size})[0]} pixels but the cache is {size}: costs "
-            "are per input size, so resize every image to one size (--size HxW)"
-        )
-    images = torch.stack([torch.as_tensor(img).as_subclass(torch.Tensor) for img, _ in pairs]).to(device)
-    labels = torch.stack([torch.as_tensor(lab).as_subclass(torch.Tensor) for _, lab in pairs]).to(device).long()
-    bad_labels = (labels != ignore) & ((labels < 0) | (labels >= k))
-    if bool(bad_labels.any()):
-        raise CacheError(
-            f"labels {sorted(set(labels[bad_labels].unique().tolist()))} lie outside "
-            f"0..{k - 1} and are not the ignore index {ignore}"
-        )
-    return images, labels, size
-
-
-@dataclass
-class _Statistics:
-    """The per-image arrays of :class:`EvaluationCache` that :func:`build_cache` fills batch by batch."""
-
-    tp: np.ndarray
-    pred: np.ndarray
-    label: np.ndarray
-    above: np.ndarray
-    above_plain: np.ndarray
-    conf_sum: np.ndarray
-    pixels: np.ndarray
-    thresholds: torch.Tensor  # the th_pix grid, on the device the network runs on
-    ignore: int
-    edges: EdgeMasking
-
-    @classmethod
-    def zeros(
-        cls,
-        images: int,
-        heads: int,
-        k: int,
-        grid: Sequence[float],
-        device: torch.device,
-        ignore: int,
-        edges: EdgeMasking,
-    ) -> "_Statistics":
-        above = np.zeros((images, heads, len(grid)), np.int64)
-        return cls(
-            tp=np.zeros((images, heads, k), np.int64),
-            pred=np.zeros((images, heads, k), np.int64),
-            label=np.zeros((images, k), np.int64),
-            above=above,
-            above_plain=np.zeros_like(above),
-            conf_sum=np.zeros((images, heads), np.float64),
-            pixels=np.zeros(images, np.int64),
-            thresholds=torch.tensor(grid, device=device),
-            ignore=ignore,
-            edges=edges,
-        )
-
-    @property
-    def num_classes(self) -> int:
-        return self.tp.shape[2]
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        names = ("tp", "pred", "label", "above", "above_plain", "conf_sum", "pixels")
-        return {name: getattr(self, name) for name in names}
-
-    def count_labels(self, rows: slice, labels: torch.Tensor, size: tuple[int, int]) -> None:
-        """The labelled pixels of each class and the pixel count of images ``rows``."""
-        k, n = self.num_classes, labels.shape[0]
-        valid = labels != self.ignore
-        image = torch.arange(n, device=labels.device)[:, None, None].expand_as(labels)
-        self.label[rows] = torch.bincount((image * k + labels)[valid], minlength=n * k).view(-1, k).cpu().numpy()
-        self.pixels[rows] = size[0] * size[1]
-
-    def record(self, h: int, rows: slice, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        """Head ``h``'s statistics on images ``rows`` from its ``logits``."""
-        k, edges, thresholds = self.num_classes, self.edges, self.thresholds
-        conf = pixel_confidence(logits)
-        classes = predicted_labels(logits)
-        masked = edge_masked_confidence(conf, classes, size=edges.size, window=edges.window)
-        self.above[rows, h] = pixels_at_least(masked, thresholds).cpu().numpy()
-        self.above_plain[rows, h] = pixels_at_least(conf, thresholds).cpu().numpy()
-        self.conf_sum[rows, h] = conf.double().flatten(1).sum(1).cpu().numpy()
-        n = classes.shape[0]
-        valid = labels != self.ignore
-        image = torch.arange(n, device=labels.device)[:, None, None].expand_as(labels)
-        hit = valid & (classes == labels)
-        self.tp[rows, h] = torch.bincount((image * k + labels)[hit], minlength=n * k).view(n, k).cpu().numpy()
-        self.pred[rows, h] = torch.bincount((image * k + classes)[valid], minlength=n * k).view(n, k).cpu().numpy()
-
-
-def build_cache(
-    net: Any,
-    dataset: Any,
-    *,
-    model: str,
-    dataset_name: str,
-    split: str,
-    batch_size: int = 4,
-    device: torch.device | str = "cpu",
-    th_pix_grid: Sequence[float] = TH_PIX_GRID,
-    edges: EdgeMasking = EdgeMasking(),
-    latency: bool = False,
-    latency_repeats: int = 10,
-    limit: int | None = None,
-    progress: Iterable | None = None,
-    extra_meta: dict[str, Any] | None = None,
-) -> EvaluationCache:
-    """One pass of a trained :class:`~mess_core.MultiExitNet` over ``dataset`` (items (image, label) of one size)
-    computing every statistic of :class:`EvaluationCache`. An exit that lacks a configuration others carry gives a
-    partial cache (``meta["absent_heads"]``)."""
-    device = torch.device(device)
-    specs, absent = _exit_space(net)
-    grid = sorted(float(v) for v in th_pix_grid)
-    info = dataset.info
-    k, ignore = info.num_classes, info.ignore_index
-    if k != net.num_classes:
-        raise CacheError(f"the dataset has {k} classes but the network predicts {net.num_classes}")
-    count = len(dataset) if limit is None else min(limit, len(dataset))
-    if count == 0:
-        raise CacheError("the split is empty: nothing to evaluate")
-    heads = (net.num_exits - 1) * len(specs) + 1
-    stats = _Statistics.zeros(count, heads, k, grid, device, ignore, edges)
-    size: tuple[int, int] | None = None
-    names: list[str] = []
-    groups: list[str] = []  # each image's group (scene), where the dataset says
-
-    batches = range(0, count, batch_size)
-    with evaluating(net):
-        for start in progress(batches) if progress else batches:
-            idx = list(range(start, min(start + batch_size, count)))
-            images, labels, size = _load_batch(dataset, idx, size, device, k, ignore)
-            rows = slice(start, start + len(idx))
-            names += [_image_name(dataset, i) for i in idx]
-            groups += [str(dataset.group_of(i)) for i in idx] if hasattr(dataset, "group_of") else []
-            stats.count_labels(rows, labels, size)
-            features, final = net.forward_features(images)
-            for i, feat in enumerate(features, start=1):
-                for c, spec in enumerate(specs):
-                    if spec in absent.get(str(i), ()):
-                        continue  # its rows stay zero; meta["absent_heads"] makes head_index refuse them
-                    stats.record((i - 1) * len(specs) + c, rows, net.head(i, spec)(feat, size), labels)
-            stats.record(heads - 1, rows, final, labels)
-    assert size is not None
-    stage_gflops = np.asarray(net.stage_flops(size)) / 1e9
-    head_gflops = np.array([[net.head_flops(i, s, size) / 1e9 for s in specs] for i in range(1, net.num_exits)])
-    stage_ms = head_ms = None
-    if latency:
-        with evaluating(net):
-            stage_ms, head_ms = _measure_latency(net, [ExitSpec.parse(s) for s in specs], size, device, latency_repeats)
-    meta = {
-        "format": CACHE_FORMAT,
-        "model": model,
-        "dataset": dataset_name,
-        "split": split,
-        "input_size": list(size),
-        "num_classes": k,
-        "classes": list(info.classes),
-        "ignore_index": ignore,
-        "exits": [{"index": e.index, "module": e.module} for e in net.exits],
-        "space": list(specs),
-        "th_pix_grid": grid,
-        "edge_masking": {"size": edges.size, "window": edges.window},
-        "images": names,
-        **({"image_groups": groups} if len(groups) == len(names) else {}),
-        **({"absent_heads": absent} if absent else {}),
-        "latency_device": (
-            torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}"
-        )
-        if latency
-        else None,
-        **(extra_meta or {}),
-    }
-    cache = EvaluationCache(
-        meta=meta,
-        **stats.arrays(),
-        stage_gflops=stage_gflops,
-        head_gflops=head_gflops,
-        stage_ms=stage_ms,
-        head_ms=head_ms,
-    )
-    cache.validate()
-    return cache

@@ -9,7 +9,7 @@ the images leave, and whether the row's promise held (:data:`PROMISES`). Nothing
 Example:
     >>> from mess_core.evaluate.cache import EvaluationCache
     >>> from mess_core.search.report import results_table
-    >>> from mess_core.search.constrained import SearchSpace
+    >>> from mess_core.search.problem import SearchSpace
     >>> tune = EvaluationCache.random(images=24, exits=3, configs=2, seed=1)
     >>> other = EvaluationCache.random(images=20, exits=3, configs=2, seed=2)
     >>> table = results_table(tune, space=SearchSpace(th_pix=(0.7,)), oracle=False)

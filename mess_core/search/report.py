@@ -7,7 +7,7 @@ Rows of the results table are identified by :class:`Row` (column ``id``); ``row`
 
 Example:
     >>> from mess_core.evaluate.cache import EvaluationCache
-    >>> from mess_core.search.constrained import SearchSpace
+    >>> from mess_core.search.problem import SearchSpace
     >>> cache = EvaluationCache.random(images=16, exits=4, configs=2, seed=2)
     >>> table = results_table(cache, space=SearchSpace(th_pix=(0.7,), th_img=(0.4, 0.8)))
     >>> list(table["row"])[:2]
@@ -26,8 +26,9 @@ import pandas as pd
 
 from ..evaluate.cache import EvaluationCache
 from ..evaluate.instance import Instance, evaluate
-from .constrained import Objective, SearchResult, SearchSpace, pareto_front, search, uniform_exit
+from .constrained import SearchResult, pareto_front, search, uniform_exit
 from .oracle import oracle, oracle_bound
+from .problem import Objective, SearchSpace
 from .uncertainty import DEFAULT_LEVEL, drop_intervals
 
 __all__ = [

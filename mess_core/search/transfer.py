@@ -10,7 +10,7 @@ speedup it had and the one it kept.
 
 Example:
     >>> from mess_core.evaluate.cache import EvaluationCache
-    >>> from mess_core.search.constrained import SearchSpace
+    >>> from mess_core.search.problem import SearchSpace
     >>> cache = EvaluationCache.random(images=24, exits=3, configs=2, seed=1)
     >>> [len(p) for p in scene_parts(cache)], part_names(cache)
     ([12, 12], ['images 1-12', 'images 13-24'])
@@ -31,8 +31,8 @@ import pandas as pd
 
 from ..evaluate.cache import EvaluationCache
 from ..evaluate.instance import Instance, evaluate
-from .constrained import SearchSpace
 from .heldout import PROMISES
+from .problem import SearchSpace
 from .report import Row, results_table
 
 __all__ = ["scene_parts", "part_names", "transfer_check", "transfer_summary", "transfer_beside", "transfer_markdown"]

@@ -26,14 +26,15 @@ from ..data.selection import describe_groups
 from ..deploy import artifacts
 from ..deploy.bench import bench, machine
 from ..errors import MessError
-from ..evaluate.cache import EvaluationCache, build_cache
+from ..evaluate.cache import EvaluationCache
+from ..evaluate.cache_build import build_cache
 from ..evaluate.evaluation import evaluate_model
 from ..evaluate.instance import MODES
 from ..folders import claim_folder, folder_lock
 from ..io import atomic_write_text, read_json
 from ..models.source import ModelSource, load_user_weights
 from ..models.trust import SIGNATURE_KEY, sign
-from ..search.constrained import SearchSpace
+from ..search.problem import SearchSpace
 from ..search.report import Row, all_fronts, policy_versus_oracle, results_table
 from ..search.transfer import transfer_check
 from ..train import TrainConfig

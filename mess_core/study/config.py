@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 from ..conversion.exits import ExitSpec, exit_space
-from ..conversion.network import check_module_names
+from ..conversion.pipeline import check_module_names
 from ..data import build_dataset, check_dataset, eval_transform, list_datasets
 from ..data.registry import default_selections
 from ..data.selection import parse_splits

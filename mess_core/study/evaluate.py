@@ -12,7 +12,8 @@ from typing import Any, Callable, Iterable, Sequence
 import pandas as pd
 
 from ..data import build_dataset, eval_transform
-from ..evaluate.cache import EvaluationCache, build_cache
+from ..evaluate.cache import EvaluationCache
+from ..evaluate.cache_build import build_cache
 from ..search.heldout import evaluate_rows, with_costs_of
 from ..search.uncertainty import DEFAULT_LEVEL
 from .config import StudyError

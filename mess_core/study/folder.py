@@ -17,7 +17,8 @@ from .. import checkpoint
 from ..conversion.workload import profile_report
 from ..deploy.artifacts import load_multi_exit
 from ..errors import MessError
-from ..evaluate.cache import EvaluationCache, build_cache
+from ..evaluate.cache import EvaluationCache
+from ..evaluate.cache_build import build_cache
 from ..evaluate.instance import MODES
 from ..io import expand_home, read_json
 from ..models.source import ModelSource

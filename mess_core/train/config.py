@@ -42,6 +42,9 @@ TRAIN_LIMITS = {
     "prune_at": 100_000,
 }
 
+# the fields that hold pairs or lists (YAML gives them as lists)
+_TUPLE_FIELDS = ("crop", "scale", "profile_size", "eval_size", "prune_at", "prune_margin", "train_groups", "val_groups")
+
 
 @dataclass
 class TrainConfig:
@@ -126,30 +129,47 @@ class TrainConfig:
     data_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in (
-            "crop",
-            "scale",
-            "profile_size",
-            "eval_size",
-            "prune_at",
-            "prune_margin",
-            "train_groups",
-            "val_groups",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, list):  # YAML gives lists; anything else is left for the type check to name
-                setattr(self, name, tuple(value))
+        self._tuples_from_yaml()
         if self.convert is None:  # no conversion options, as convert_options reads it
             self.convert = {}
         # types first (batch_size: 1.5, lr: fast), so that the range checks below compare numbers
         check_fields(self, where="", error=TrainingError)
         checks = [
+            *self._choice_checks(),
+            *self._size_checks(),
+            *self._optimisation_checks(),
+            *self._augmentation_checks(),
+            *self._data_checks(),
+            *self._stage_two_checks(),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise TrainingError(message)
+        self._check_references()
+        self.convert = convert_options(self.convert)
+
+    def _tuples_from_yaml(self) -> None:
+        for name in _TUPLE_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, list):  # YAML gives lists; anything else is left for the type check to name
+                setattr(self, name, tuple(value))
+
+    # Each group of checks below is a list of (holds, what the user is told when it does not); every check is
+    # evaluated before the first failing one is reported, in the order the groups are listed.
+    def _choice_checks(self) -> list[tuple[bool, str]]:
+        """Settings that name one of a fixed set."""
+        return [
             (self.stage in STAGES, f"stage must be one of {STAGES}, not {self.stage!r}"),
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, not {self.precision!r}"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}"),
             (self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {LR_SCHEDULES}, not {self.lr_schedule!r}"),
             (self.exit_schedule in EXIT_SCHEDULES, f"exit_schedule must be one of {EXIT_SCHEDULES}"),
             (self.exit_loss in EXIT_LOSSES, f"exit_loss must be one of {EXIT_LOSSES}, not {self.exit_loss!r}"),
+        ]
+
+    def _size_checks(self) -> list[tuple[bool, str]]:
+        """How long the run trains, on how much at a time, with how many exits, at what input sizes."""
+        return [
             (self.epochs >= 1, f"epochs must be >= 1, not {self.epochs}"),
             (
                 self.schedule_epochs is None or self.schedule_epochs >= self.epochs,
@@ -165,6 +185,11 @@ class TrainConfig:
                 f"profile_size and eval_size must be (H, W) of at least 8 pixels, not {self.profile_size} and "
                 f"{self.eval_size}",
             ),
+        ]
+
+    def _optimisation_checks(self) -> list[tuple[bool, str]]:
+        """The optimiser, its schedule, the weight average and the exit loss."""
+        return [
             (self.lr is None or self.lr > 0, f"lr must be > 0 (or null for the optimizer's default), not {self.lr}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, not {self.weight_decay}"),
             (0 <= self.momentum < 1, f"momentum must be in [0, 1), not {self.momentum}"),
@@ -172,11 +197,21 @@ class TrainConfig:
             (self.poly_power > 0, f"poly_power must be > 0, not {self.poly_power}"),
             (0 <= self.alpha <= 1, f"alpha must be in [0, 1], not {self.alpha}"),
             (self.temperature > 0, f"temperature must be > 0, not {self.temperature}"),
+        ]
+
+    def _augmentation_checks(self) -> list[tuple[bool, str]]:
+        """The random changes made to training images."""
+        return [
             (self.jitter >= 0, f"jitter must be >= 0 (0: no colour jitter), not {self.jitter}"),
             (0 <= self.hue <= 0.5, f"hue must be in [0, 0.5] (0: no hue shift), not {self.hue}"),
             (0 <= self.blur <= 1, f"blur must be a probability in [0, 1], not {self.blur}"),
             (0 <= self.noise <= 1, f"noise must be a standard deviation in [0, 1] of the 0-1 range, not {self.noise}"),
             (0 < self.scale[0] <= self.scale[1], f"scale must be (min, max) with 0 < min <= max, not {self.scale}"),
+        ]
+
+    def _data_checks(self) -> list[tuple[bool, str]]:
+        """How the data is loaded, shuffled, limited and balanced."""
+        return [
             (self.workers >= 0, f"workers must be >= 0 (0: load data in the training process), not {self.workers}"),
             (self.seed >= 0, f"seed must be >= 0, not {self.seed}"),
             (
@@ -185,6 +220,11 @@ class TrainConfig:
                 f"{self.val_limit} and {self.steps_per_epoch}",
             ),
             (self.class_balance >= 0, f"class_balance must be >= 0 (0: no balancing), not {self.class_balance}"),
+        ]
+
+    def _stage_two_checks(self) -> list[tuple[bool, str]]:
+        """Successive halving and heads started from stage 1: settings of stage 2 only."""
+        return [
             (
                 len(self.prune_at) == len(self.prune_margin),
                 f"prune_at {list(self.prune_at)} and prune_margin {list(self.prune_margin)} need one margin per epoch",
@@ -200,9 +240,9 @@ class TrainConfig:
             (not self.prune_at or self.stage == "exits", "prune_at (successive halving) applies to stage 2 (exits)"),
             (not self.init_exits or self.stage == "exits", "init_exits applies to stage 2 (exits)"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise TrainingError(message)
+
+    def _check_references(self) -> None:
+        """What the settings name must exist: the model, the device, every exit id, the dataset and its splits."""
         ModelSource.parse(self.model)  # a name that is not registered, or no callable named: refused now
         if self.device is not None and (problem := device_problem(self.device, fix="set device: cpu (or null)")):
             raise TrainingError(f"device: {problem}")
@@ -216,7 +256,6 @@ class TrainConfig:
             parse_splits(self.train_split), parse_splits(self.val_split)
         except MessError as exc:
             raise TrainingError(str(exc)) from None
-        self.convert = convert_options(self.convert)
 
     @property
     def learning_rate(self) -> float:

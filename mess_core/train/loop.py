@@ -11,7 +11,8 @@ After every epoch rank 0 writes ``checkpoint.pt`` atomically (weights, optimiser
 process's RNG state, the epoch, the configuration and the metric history) and rewrites ``metrics.csv`` from that
 history, so the two never disagree. A non-finite loss stops the run before the optimiser touches the weights; a
 non-finite value anywhere in the trained state (parameters, buffers such as BatchNorm statistics, optimiser state)
-stops it after the epoch, before anything is written, so every checkpoint (and result file) is finite by construction.
+stops it after the epoch, before anything is written, so every checkpoint (and result file) is finite by construction
+(see :mod:`.divergence`).
 
 With ``ema`` a copy of the weights (and BatchNorm statistics) averaged exponentially over the optimiser steps is
 kept beside them: evaluations read the average, the checkpoint holds both, and the run's result is the average.
@@ -42,8 +43,9 @@ from ..errors import TrainingError
 from ..io import atomic_write_text
 from .config import TrainConfig
 from .distributed import DistEnv, all_gather_objects, all_reduce_sum, barrier, rng_state, set_rng_state, shard_indices
+from .divergence import guard_finite
 
-__all__ = ["fit", "CHECKPOINT", "METRICS", "write_metrics_csv", "non_finite_tensors", "guard_finite"]
+__all__ = ["fit", "CHECKPOINT", "METRICS", "write_metrics_csv"]
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
@@ -114,62 +116,6 @@ def write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
     for row in history:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     atomic_write_text(path, buffer.getvalue())
-
-
-def non_finite_tensors(named: dict[str, torch.Tensor]) -> list[str]:
-    """Names of the floating-point tensors of ``named`` holding a NaN or an infinity, each with what it holds
-    (``"bn.running_var (inf)"``); one fused check, one device synchronisation."""
-    items = [(k, t) for k, t in named.items() if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel()]
-    if not items:
-        return []
-    flags = torch.stack([torch.isfinite(t).all().to(items[0][1].device) for _, t in items])
-    bad = (~flags).nonzero().flatten().tolist()
-    names = []
-    for i in bad:
-        name, t = items[i]
-        kinds = [w for w, has in (("nan", torch.isnan(t).any()), ("inf", torch.isinf(t).any())) if bool(has)]
-        names.append(f"{name} ({'/'.join(kinds)})")
-    return names
-
-
-def _trained_state(module: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, torch.Tensor]:
-    state = dict(module.state_dict(keep_vars=False))
-    if optimizer is not None:
-        names = {id(p): n for n, p in module.named_parameters()}
-        for param, values in optimizer.state.items():
-            for key, value in values.items():
-                if isinstance(value, torch.Tensor):
-                    state[f"optimizer {key} of {names.get(id(param), 'a parameter')}"] = value
-    return state
-
-
-def guard_finite(
-    module: nn.Module,
-    env: DistEnv,
-    *,
-    where: str,
-    kept: str,
-    lr: float | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
-) -> None:
-    """Raise :class:`TrainingError` on every process when any process's trained state holds a non-finite value
-    (a collective call: each process checks its own copy, then they agree). ``where``: when it was found; ``kept``:
-    what the run directory still holds."""
-    bad = non_finite_tensors(_trained_state(module, optimizer))
-    count = int(all_reduce_sum(torch.tensor([len(bad)], dtype=torch.int64, device=env.device)))
-    if not count:
-        return
-    shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-    what = (
-        f"non-finite values in {len(bad)} tensor(s) of the trained state: {shown}"
-        if bad
-        else "non-finite values in the trained state of another process"
-    )
-    rate = f" (now {lr:.3g})" if lr is not None else ""
-    raise TrainingError(
-        f"training diverged {where}: {what}; nothing of it was written and {kept}. Lower the learning rate{rate} or "
-        "use fp32/bf16 instead of fp16, and resume from the last checkpoint (it is finite) or start a new run"
-    )
 
 
 def _kept(run: "_Run", epoch: int) -> str:

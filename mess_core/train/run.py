@@ -18,7 +18,8 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from ..conversion.exits import LIGHT_EXIT, exit_space
-from ..conversion.network import MultiExitNet, check_model_output, check_module_names, convert
+from ..conversion.network import MultiExitNet
+from ..conversion.pipeline import check_model_output, check_module_names, convert
 from ..data import DatasetInfo, build_dataset, eval_transform, train_transform
 from ..deploy import artifacts
 from ..errors import MessError, TrainingError
@@ -28,7 +29,8 @@ from ..models.source import ModelSource, load_user_weights
 from ..models.trust import SIGNATURE_KEY, sign
 from .config import TrainConfig
 from .distributed import DistEnv, barrier, setup, sync_batchnorm
-from .loop import CHECKPOINT, EVAL, METRICS, fit, guard_finite
+from .divergence import guard_finite
+from .loop import CHECKPOINT, EVAL, METRICS, fit
 from .losses import ExitLoss
 from .tasks import BackboneTask, ExitsTask, PretrainTask
 
@@ -264,35 +266,11 @@ def _train(
     name = source.name if source is not None else type(model).__name__
     if source is not None:
         model = source.build(info.num_classes)
-    if config.weights:
-        load_user_weights(config.weights, model)
-        say(f"weights: {config.weights} loaded into {name}")
-    started_from = config.weights  # the user's weights this run's model descends from, if any
-    if config.init:
-        model, init_meta = artifacts.load_model(config.init, model)
-        started_from = started_from or init_meta.get("weights")
-        if "model" in init_meta and init_meta["model"] != name:
-            raise TrainingError(f"{config.init}: trained for model '{init_meta['model']}', not '{name}'")
-    weights = None
-    if config.class_balance > 0:
-        weights = class_weights(train_set, info, config.class_balance)
-        say(
-            "class weights (median-frequency balancing ** {}): {}".format(
-                config.class_balance, ", ".join(f"{c} {w:.2f}" for c, w in zip(info.classes, weights.tolist()))
-            )
-        )
-    task = build_task(config, model, info, weights)
+    model, started_from = _load_weights(config, model, name, say)
+    task = build_task(config, model, info, _class_weights_of(config, train_set, info, say))
     net: MultiExitNet | None = getattr(task, "net", None)
     if config.init_exits and net is not None:
-        if not config.init:
-            raise TrainingError("init_exits starts heads from stage 1's exits: give the stage-1 model.pt as init")
-        loaded = artifacts.load_exit_heads(config.init, net)
-        if not loaded:
-            raise TrainingError(
-                f"{config.init}: none of its exit heads is a configuration of this exit space "
-                f"({config.exit_space}); drop init_exits or add stage 1's configuration"
-            )
-        say(f"heads started from stage 1's exits: {', '.join(f'{i}:{s}' for i, s in loaded)}")
+        _start_heads_from_stage_one(config, net, say)
     if env.distributed and config.sync_bn:
         sync_batchnorm(task.module, env.device)
     # the run folder is created only now, once data, model, weights and init have loaded: a run refused for bad input
@@ -319,6 +297,60 @@ def _train(
         evaluate_before=config.stage == "pretrain",
         log=say,
     )
+    meta = _result_meta(config, name, info, source, started_from)
+    result = _write_result(config, env, net, model, meta, outcome["history"], say)
+    return {**outcome, "result": result, "net": net, "model": model}
+
+
+def _load_weights(
+    config: TrainConfig, model: nn.Module, name: str, say: Callable[[str], None]
+) -> tuple[nn.Module, str | None]:
+    """``model`` with the user's weights and then ``config.init`` loaded into it, and the user's weights it descends
+    from (``config.weights``, or those ``init`` was trained from), if any."""
+    if config.weights:
+        load_user_weights(config.weights, model)
+        say(f"weights: {config.weights} loaded into {name}")
+    started_from = config.weights
+    if config.init:
+        model, init_meta = artifacts.load_model(config.init, model)
+        started_from = started_from or init_meta.get("weights")
+        if "model" in init_meta and init_meta["model"] != name:
+            raise TrainingError(f"{config.init}: trained for model '{init_meta['model']}', not '{name}'")
+    return model, started_from
+
+
+def _class_weights_of(
+    config: TrainConfig, train_set: Dataset, info: DatasetInfo, say: Callable[[str], None]
+) -> torch.Tensor | None:
+    """The per-class loss weights ``config.class_balance`` asks for (None: no balancing)."""
+    weights = None
+    if config.class_balance > 0:
+        weights = class_weights(train_set, info, config.class_balance)
+        say(
+            "class weights (median-frequency balancing ** {}): {}".format(
+                config.class_balance, ", ".join(f"{c} {w:.2f}" for c, w in zip(info.classes, weights.tolist()))
+            )
+        )
+    return weights
+
+
+def _start_heads_from_stage_one(config: TrainConfig, net: MultiExitNet, say: Callable[[str], None]) -> None:
+    """``init_exits``: the heads of the configuration stage 1 trained take its exits' weights."""
+    if not config.init:
+        raise TrainingError("init_exits starts heads from stage 1's exits: give the stage-1 model.pt as init")
+    loaded = artifacts.load_exit_heads(config.init, net)
+    if not loaded:
+        raise TrainingError(
+            f"{config.init}: none of its exit heads is a configuration of this exit space "
+            f"({config.exit_space}); drop init_exits or add stage 1's configuration"
+        )
+    say(f"heads started from stage 1's exits: {', '.join(f'{i}:{s}' for i, s in loaded)}")
+
+
+def _result_meta(
+    config: TrainConfig, name: str, info: DatasetInfo, source: ModelSource | None, started_from: str | None
+) -> dict[str, Any]:
+    """What the result file records about the model it holds and how it was trained."""
     meta = {
         "model": name,
         "num_classes": info.num_classes,
@@ -334,6 +366,20 @@ def _train(
         meta["model_source"] = recorded.to_dict()
         if (signature := sign(recorded)) is not None:  # this machine's record: reloading it here needs no consent
             meta[SIGNATURE_KEY] = signature
+    return meta
+
+
+def _write_result(
+    config: TrainConfig,
+    env: DistEnv,
+    net: MultiExitNet | None,
+    model: nn.Module,
+    meta: dict[str, Any],
+    history: list[dict[str, Any]],
+    say: Callable[[str], None],
+) -> Path:
+    """Rank 0 writes the stage's result file and summary.json, once every process found the weights finite."""
+    run_dir = Path(config.out)
     result = run_dir / RESULT_FILES[config.stage]
     guard_finite(
         net if net is not None else model,
@@ -346,13 +392,13 @@ def _train(
             artifacts.save_multi_exit(result, net, model, meta)
         else:  # stage 1 keeps its exits beside the model: stage 2 may start from them (init_exits)
             artifacts.save_model(result, model, meta, net=net)
-        summary = _summary(config, outcome["history"])
+        summary = _summary(config, history)
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
         for line in summary.get("notes", []):
             say(line)
         say(f"wrote {result}")
     barrier()
-    return {**outcome, "result": result, "net": net, "model": model}
+    return result
 
 
 def _summary(config: TrainConfig, history: list[dict[str, Any]]) -> dict[str, Any]:

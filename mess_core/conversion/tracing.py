@@ -1,4 +1,4 @@
-"""Graph cutting: trace a model with torch.fx, find where its execution can be cut, and split it into stages.
+"""Tracing: a model becomes a torch.fx graph whose every node's value on the example input is known.
 
 Tracing carries the concrete values of the example input alongside the symbolic ones (a "concrete" tracer):
 
@@ -10,23 +10,16 @@ Tracing carries the concrete values of the example input alongside the symbolic 
   message naming the module and the source line.
 * Reads of ``x.shape`` are metadata: they are moved up to just after the tensor they read, so the graph keeps the
   (small) shape value alive, not the tensor (``F.interpolate(y, size=x.shape[-2:])`` at the end of forward hands
-  on the input's size across the cuts, not the image).
+  on the input's size across the cuts, not the image; see :mod:`.shape_reads`).
 
-A *cut point* is a position in topological order where execution can stop and resume later: everything computed
-before it that is used after it (the *live set*) is known, and consists of tensors and shape metadata only. Cuts are
-only placed between blocks: a cut inside a call of a module that is not a plain container (``nn.Sequential``,
-``nn.ModuleList``, ``nn.ModuleDict`` or the backbone itself) is not a cut point, so exits never split a residual
-block from its skip connection. Models with skip connections (U-Net, FPN, DeepLabV3+) carry several live tensors
-across their cut points; the exit attaches to the most recent 4-D feature map of the live set, or, with
-``exit_feature="highest-resolution"`` (for multi-branch backbones such as HRNet), to the one with the most pixels
-(ties: most channels, then most recent).
+A model that fails to trace is explained by :mod:`.trace_failures`; modules whose code differs in training mode are
+kept opaque (see :func:`trace`).
 """
 
 from __future__ import annotations
 
 import inspect
 import math
-import operator
 import os
 import re
 import traceback
@@ -34,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import torch
-import torch.nn.functional as F
 import torchvision
 from torch import fx, nn
 from torch.fx.node import map_aggregate, map_arg
@@ -42,16 +34,15 @@ from torch.fx.node import map_aggregate, map_arg
 from ..errors import GuardFailure, TraceFailure
 from ..timelimit import TimeLimitExceeded
 from .profiling import evaluating
+from .shape_reads import hoist_shape_reads, is_metadata
+from .trace_failures import _DataDependentControlFlow, explain_trace_failures
 
 __all__ = [
     "ValueInfo",
     "TracedModel",
-    "CutPoint",
     "trace",
-    "find_cut_points",
-    "region_span",
-    "split",
     "shape_guard",
+    "is_container",
 ]
 
 # Classes exported by torchvision.ops are kept as single graph nodes (as torchvision's own feature extractor does):
@@ -81,20 +72,12 @@ class ValueInfo:
         return self.kind == "tensor" and self.shape is not None and len(self.shape) == 4
 
 
-def _is_metadata(value: Any) -> bool:
-    if value is None or isinstance(value, (bool, int, float, str, torch.Size, torch.dtype, torch.device)):
-        return True
-    if isinstance(value, (tuple, list)):
-        return all(_is_metadata(v) for v in value)
-    return False
-
-
 def describe(value: Any) -> ValueInfo:
     if isinstance(value, torch.Tensor):
         return ValueInfo("tensor", tuple(value.shape), str(value.dtype).replace("torch.", ""))
-    if _is_metadata(value):
+    if is_metadata(value):
         return ValueInfo("meta")
-    if isinstance(value, (tuple, list)) and all(isinstance(v, torch.Tensor) or _is_metadata(v) for v in value):
+    if isinstance(value, (tuple, list)) and all(isinstance(v, torch.Tensor) or is_metadata(v) for v in value):
         return ValueInfo("tensors")
     return ValueInfo("other")
 
@@ -107,10 +90,6 @@ def shape_guard(value: Any, expected: bool, where: str) -> None:
             f"with (the condition was {expected} there). Convert the model with an example input of this size, "
             f"or make that code independent of the input size."
         )
-
-
-class _DataDependentControlFlow(fx.proxy.TraceError):
-    pass
 
 
 class _ConcreteTracer(fx.Tracer):
@@ -231,7 +210,7 @@ class TracedModel:
     module_calls: dict[str, tuple[tuple[str, str, type], ...]]
     specialisations: list[str]
     output: Any
-    # shape reads moved up to just after the tensor they read (see _hoist_shape_reads): never a cut of their own
+    # shape reads moved up to just after the tensor they read (see hoist_shape_reads): never a cut of their own
     hoisted: frozenset[str] = frozenset()
     # modules kept opaque because their code differs in training mode (see trace())
     training_leaves: tuple[str, ...] = ()
@@ -276,7 +255,7 @@ def trace(
         training_leaves.append(moded)
     _fix_defaults(graph)
     gm = fx.GraphModule(tracer.root, graph, class_name=type(model).__name__ + "Traced")
-    hoisted = _hoist_shape_reads(gm.graph, tracer.values)
+    hoisted = hoist_shape_reads(gm.graph, tracer.values)
     gm.recompile()
     nodes = list(gm.graph.nodes)
     info = {n.name: describe(tracer.values.get(n)) for n in nodes if n.op != "output"}
@@ -365,68 +344,7 @@ def _trace_reporting_all(
         if not failures:
             return result
         break
-    raise _explain_trace_failures(model, failures) from failures[0][0]
-
-
-_CONSTRUCTOR = re.compile(r"torch\.(zeros|ones|empty|full|rand|randn|randint|normal|eye|arange|linspace|tensor)\(")
-
-
-def _cause_and_fix(exc: Exception, where: str) -> tuple[str, str]:
-    """What went wrong, in words, and how to rewrite the line."""
-    if isinstance(exc, _DataDependentControlFlow):
-        return "Python control flow on tensor values", "rewrite that line without Python control flow on tensor values"
-    if isinstance(exc, TypeError) and "does not support item assignment" in str(exc):
-        return (
-            "an assignment into part of a traced tensor (y[...] = value), which torch.fx cannot record",
-            "write it without assigning into the tensor, e.g. y = torch.cat([...], 1), y = torch.where(mask, value, "
-            "y) or y = y.index_fill(1, index, value)",
-        )
-    if isinstance(exc, TypeError) and ("Proxy" in str(exc) or _CONSTRUCTOR.search(where)):
-        return (
-            "a tensor constructor (torch.zeros, torch.rand, ...) was given sizes read from a traced tensor's shape "
-            "as separate arguments, which torch.fx cannot pass through",
-            "build the tensor from the traced one instead, e.g. x.new_zeros((n, c, h, w)) or "
-            "torch.zeros_like(...), or pass the sizes as one tuple: torch.zeros(x.shape)",
-        )
-    return "code torch.fx cannot trace", "rewrite that line so that torch.fx can trace it"
-
-
-def _explain_trace_failures(model: nn.Module, failures: Sequence[tuple[Exception, str]]) -> TraceFailure:
-    parts, paths, fixes = [], [], []
-    for exc, where in failures:
-        module_path, module_type = getattr(exc, "_mess_module", ("", type(model).__name__))
-        shown = f"in module '{module_path}' ({module_type})" if module_path else f"in {module_type}.forward itself"
-        cause, fix = _cause_and_fix(exc, where)
-        parts.append(f"{shown} at {where}: {type(exc).__name__}: {exc} (cause: {cause})")
-        if module_path:
-            paths.append(module_path)
-        if fix not in fixes:
-            fixes.append(fix)
-    if paths:
-        hint = (
-            f"pass leaf_modules={paths!r} to convert() to keep {'that module' if len(paths) == 1 else 'those modules'} "
-            "as one opaque step (no exit can be placed inside)"
-        )
-    else:
-        hint = "wrap the offending code in a submodule and pass its name in leaf_modules"
-    if paths and len(paths) < len(failures):
-        hint += "; code in the model's own forward cannot be kept opaque, so wrap it in a submodule first"
-    head = (
-        "torch.fx could not trace the model: "
-        if len(parts) == 1
-        else (f"torch.fx could not trace the model in {len(parts)} places: ")
-    )
-    body = parts[0] if len(parts) == 1 else "; ".join(f"({i}) {p}" for i, p in enumerate(parts, start=1))
-    return TraceFailure(_plain(f"{head}{body}. To work around it, {hint}, or {'; or '.join(fixes)}."))
-
-
-def _plain(text: str) -> str:
-    """torch.fx's own words for the containers it records (``a immutable_list``) in the user's words."""
-    return (
-        re.sub(r"\ba immutable_(list|dict)\b", r"a \1", text)
-        .replace("immutable_list", "list")
-        .replace("immutable_dict", "dict")
-    )
+    raise explain_trace_failures(model, failures) from failures[0][0]
 
 
 def _signature(nodes: Sequence[fx.Node]) -> list[tuple]:
@@ -512,7 +430,7 @@ def _mode_dependent_module(
         if qual and qual not in leaf_names and _forward_reads_training(typ):
             return qual
     for _, (qual, typ) in reversed(common):
-        if qual and qual not in leaf_names and not _is_container(qual, typ, frozenset()):
+        if qual and qual not in leaf_names and not is_container(qual, typ, frozenset()):
             return qual
     where = next((_stack_trace_location(n.stack_trace) for n in here if n.stack_trace), "")
     shown = f" at {where}" if where else ""
@@ -524,302 +442,7 @@ def _mode_dependent_module(
     )
 
 
-_SHAPE_ATTRIBUTES = frozenset({"shape", "ndim", "dtype", "device", "is_cuda"})
-_SHAPE_METHODS = frozenset({"size", "dim", "numel", "nelement", "get_device"})
-_METADATA_FUNCTIONS = frozenset(
-    {
-        operator.getitem,
-        operator.add,
-        operator.sub,
-        operator.mul,
-        operator.floordiv,
-        operator.truediv,
-        operator.mod,
-        operator.neg,
-        len,
-        int,
-    }
-)
-
-
-def _hoist_shape_reads(graph: fx.Graph, values: dict[fx.Node, Any]) -> frozenset[str]:
-    """Move every read of a tensor's metadata (``x.shape``, ``x.size()``, ...), and arithmetic or indexing on such
-    reads alone, up to just after the values it needs. Returns the names of the nodes moved or eligible.
-
-    fx records ``x.shape`` where it is used: ``F.interpolate(y, size=x.shape[-2:])`` at the end of forward would keep
-    the input ``x`` live across every cut, and every stage would carry the image. Read at once, only the (small)
-    shape crosses the cuts. These reads are pure, so moving them up changes no result.
-    """
-    hoisted: set[fx.Node] = set()
-    for n in list(graph.nodes):
-        inputs = n.all_input_nodes
-        if not inputs or not _is_metadata(values.get(n)):
-            continue
-        shape_read = isinstance(values.get(inputs[0]), torch.Tensor) and (
-            (n.op == "call_function" and n.target is getattr and len(n.args) == 2 and n.args[1] in _SHAPE_ATTRIBUTES)
-            or (n.op == "call_method" and n.target in _SHAPE_METHODS)
-        )
-        derived = n.op == "call_function" and n.target in _METADATA_FUNCTIONS and all(a in hoisted for a in inputs)
-        if not (shape_read or derived):
-            continue
-        position = {m: i for i, m in enumerate(graph.nodes)}
-        anchor = max(inputs, key=position.__getitem__)
-        while anchor.next.op == "placeholder":
-            anchor = anchor.next
-        while anchor.next in hoisted and anchor.next is not n:
-            anchor = anchor.next
-        if anchor.next is not n:
-            anchor.append(n)
-        hoisted.add(n)
-    return frozenset(n.name for n in hoisted)
-
-
-@dataclass(frozen=True)
-class CutPoint:
-    """A place where execution can stop after node ``position`` and resume later from the ``live`` values.
-
-    ``node`` is the last node computed before the cut except metadata reads moved up to it (``position`` counts
-    those). ``module`` names what has just been computed, never empty: the outermost module call that ends at the cut
-    (a block, or a whole layer), else the leaf module just called, else the node's name qualified by the module whose
-    forward computes it (``backbone.relu_1``; in the model's own forward the bare node name, ``relu_1``).
-    """
-
-    position: int
-    node: str
-    live: tuple[str, ...]
-    feature: str
-    module: str
-    in_chain: bool = False  # between a convolution and its normalisation/activation (see _inside_chain)
-
-
-def _is_container(qualname: str, typ: type, transparent: frozenset[str]) -> bool:
+def is_container(qualname: str, typ: type, transparent: frozenset[str]) -> bool:
+    """Whether a call of module ``qualname`` of type ``typ`` is a plain container, which a cut may fall inside:
+    ``nn.Sequential``, ``nn.ModuleList``, ``nn.ModuleDict``, or a name in ``transparent``."""
     return qualname in transparent or typ is nn.Sequential or issubclass(typ, (nn.ModuleList, nn.ModuleDict))
-
-
-def live_sets(traced: TracedModel) -> list[tuple[int, ...]]:
-    """For every position p, the indices of values computed at or before p and used after p (graph order).
-
-    get_attr nodes (parameters and buffers) are constants, re-read by every stage that needs them, never live.
-    """
-    index = {n: i for i, n in enumerate(traced.nodes)}
-    last_use = {}
-    for i, n in enumerate(traced.nodes):
-        if n.op in ("get_attr", "output") or not n.users:
-            continue
-        last_use[i] = max(index[u] for u in n.users)
-    live: set[int] = set()
-    result = []
-    for p in range(len(traced.nodes)):
-        if p in last_use:
-            live.add(p)
-        live = {i for i in live if last_use[i] > p}
-        result.append(tuple(sorted(live)))
-    return result
-
-
-def region_span(traced: TracedModel, region: str) -> tuple[int, int]:
-    """Indices of the first and last node of the first call of submodule ``region`` ('' = the whole model's
-    computing nodes). Raises KeyError if the submodule is never called."""
-    nodes = traced.nodes
-    if not region:
-        return next(i for i, n in enumerate(nodes) if n.op != "placeholder"), len(nodes) - 2
-    inside = [i for i, n in enumerate(nodes) if any(q == region for _, q, _ in traced.module_calls[n.name])]
-    if not inside:
-        raise KeyError(region)
-    first_key = next(k for k, q, _ in traced.module_calls[nodes[inside[0]].name] if q == region)
-    inside = [i for i in inside if any(k == first_key for k, _, _ in traced.module_calls[nodes[i].name])]
-    return inside[0], inside[-1]
-
-
-def _cut_label(a: fx.Node, ending: Sequence[str], calls: Sequence[tuple[str, str, type]]) -> str:
-    """Never empty: the outermost module call ending at the cut, else the leaf module node ``a`` calls, else node
-    ``a``'s own name qualified by the module whose forward computes it (a bare node name in the model's forward)."""
-    if ending:
-        return ending[0]
-    if a.op == "call_module":
-        return str(a.target)
-    return f"{calls[-1][1]}.{a.name}" if calls else a.name
-
-
-EXIT_FEATURE_RULES = ("latest", "highest-resolution")
-
-
-_CONVS: tuple[type, ...] = (nn.modules.conv._ConvNd,)
-_NORMS: tuple[type, ...] = (
-    nn.modules.batchnorm._NormBase,
-    nn.GroupNorm,
-    nn.LayerNorm,
-    torchvision.ops.FrozenBatchNorm2d,
-)
-_ACTIVATIONS: tuple[type, ...] = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.ELU,
-    nn.CELU,
-    nn.SELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Hardswish,
-    nn.Hardsigmoid,
-    nn.Hardtanh,
-    nn.Sigmoid,
-    nn.Tanh,
-)
-_CONV_FUNCTIONS = frozenset({torch.conv1d, torch.conv2d, torch.conv3d, F.conv1d, F.conv2d, F.conv3d})
-_NORM_FUNCTIONS = frozenset({F.batch_norm, F.group_norm, F.layer_norm, F.instance_norm, torch.batch_norm})
-_ACTIVATION_FUNCTIONS = frozenset(
-    {
-        F.relu,
-        torch.relu,
-        F.relu_,
-        torch.relu_,
-        F.relu6,
-        F.leaky_relu,
-        F.elu,
-        F.gelu,
-        F.silu,
-        F.mish,
-        F.hardswish,
-        F.hardsigmoid,
-        F.hardtanh,
-        torch.sigmoid,
-        F.sigmoid,
-        torch.tanh,
-        F.tanh,
-    }
-)
-_ACTIVATION_METHODS = frozenset({"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_"})
-
-
-def _layer_kind(traced: TracedModel, n: fx.Node) -> str | None:
-    """``"conv"``, ``"norm"``, ``"act"`` or None for a graph node."""
-    if n.op == "call_module":
-        m = traced.graph_module.get_submodule(str(n.target))
-        for kind, types in (("conv", _CONVS), ("norm", _NORMS), ("act", _ACTIVATIONS)):
-            if isinstance(m, types):
-                return kind
-    elif n.op == "call_function":
-        for kind, targets in (("conv", _CONV_FUNCTIONS), ("norm", _NORM_FUNCTIONS), ("act", _ACTIVATION_FUNCTIONS)):
-            if n.target in targets:
-                return kind
-    elif n.op == "call_method" and n.target in _ACTIVATION_METHODS:
-        return "act"
-    return None
-
-
-def _inside_chain(traced: TracedModel, a: fx.Node, b: fx.Node) -> bool:
-    """Whether a cut between ``a`` and ``b`` splits a convolution from its normalisation or activation (conv|BN,
-    BN|ReLU, conv|ReLU): ``b`` is the only consumer of ``a`` and takes it as its input. An exit there reads a map
-    that is not yet normalised or activated, at the same FLOPs as after the chain, and latency noise would move it."""
-    if not b.args or b.args[0] is not a or len(a.users) != 1:
-        return False
-    kinds = (_layer_kind(traced, a), _layer_kind(traced, b))
-    return kinds in {("conv", "norm"), ("conv", "act"), ("norm", "act")}
-
-
-def _exit_feature(traced: TracedModel, features: Sequence[str], rule: str) -> str:
-    """The feature map an exit reads among the live 4-D ``features`` (graph order), by ``rule``:
-
-    * ``"latest"``: the most recently computed one (the deepest, for a single-path backbone; in a U-Net the newest
-      encoder output, not an older skip);
-    * ``"highest-resolution"``: the one with the most pixels, ties broken by the most channels, then the most
-      recent. For multi-branch backbones (HRNet) where the coarsest branch is often computed last.
-    """
-    if rule == "latest":
-        return features[-1]
-    if rule == "highest-resolution":
-
-        def key(item: tuple[int, str]) -> tuple[int, int, int]:
-            shape = traced.info[item[1]].shape
-            return shape[2] * shape[3], shape[1], item[0]
-
-        return max(enumerate(features), key=key)[1]
-    raise ValueError(f"exit_feature must be one of {EXIT_FEATURE_RULES}, not {rule!r}")
-
-
-def find_cut_points(traced: TracedModel, *, region: str = "", exit_feature: str = "latest") -> list[CutPoint]:
-    """Every valid cut point inside the call of submodule ``region`` ('' = the whole model), in graph order.
-    ``exit_feature`` is the rule that chooses the feature map an exit reads (see :func:`_exit_feature`)."""
-    if exit_feature not in EXIT_FEATURE_RULES:
-        raise ValueError(f"exit_feature must be one of {EXIT_FEATURE_RULES}, not {exit_feature!r}")
-    nodes = traced.nodes
-    transparent = frozenset({region, ""})
-    start, end = region_span(traced, region)
-    if not region:
-        end -= 1  # leave at least the last computing node after the cut, or the exit saves nothing
-    live = live_sets(traced)
-    batch = traced.info[nodes[0].name].shape[0]
-    cuts = []
-    for p in range(start, end + 1):
-        if nodes[p].name in traced.hoisted:
-            continue  # a shape read moved up: it belongs to the cut before it
-        q = p  # the cut falls after the shape reads that follow node p, so that only the shapes cross it
-        while nodes[q + 1].name in traced.hoisted:
-            q += 1
-        if nodes[q + 1].op == "output":
-            continue
-        a, b = nodes[p], nodes[q + 1]
-        calls_a, calls_b = traced.module_calls[a.name], traced.module_calls[b.name]
-        shared = [c for c, d in zip(calls_a, calls_b) if c[0] == d[0]]
-        if any(not _is_container(qual, typ, transparent) for _, qual, typ in shared):
-            continue  # inside a block: cutting here would split it from its own skip path
-        names = tuple(nodes[i].name for i in live[q])
-        infos = [traced.info[n] for n in names]
-        if not names or any(i.kind == "other" for i in infos):
-            continue
-        features = [
-            n
-            for n, i in zip(names, infos)
-            if i.is_feature_map and i.shape[0] == batch and nodes[traced.index(n)].op != "placeholder"
-        ]
-        if not features:
-            continue
-        ending = [qual for key, qual, _ in calls_a if key not in {c[0] for c in shared} and qual != region]
-        module = _cut_label(a, ending, calls_a)
-        feature = _exit_feature(traced, features, exit_feature)
-        cuts.append(CutPoint(q, a.name, names, feature, module, _inside_chain(traced, a, b)))
-    return cuts
-
-
-def split(traced: TracedModel, positions: Sequence[int]) -> list[fx.GraphModule]:
-    """Split the graph after each position into len(positions)+1 sequential stages.
-
-    Stage k takes the live values at cut k-1 (stage 0 takes the model's input) and returns the live values at cut k
-    as a tuple in graph order; the last stage returns whatever the model returns. Stages share the model's
-    submodules and parameters (no copies).
-    """
-    nodes = traced.nodes
-    live = live_sets(traced)
-    bounds = [-1, *positions, len(nodes) - 1]
-    placeholders = [n for n in nodes if n.op == "placeholder"]
-    stages = []
-    for k in range(len(bounds) - 1):
-        lo, hi = bounds[k], bounds[k + 1]
-        graph = fx.Graph()
-        env: dict[fx.Node, fx.Node] = {}
-        inputs = placeholders if k == 0 else [nodes[i] for i in live[lo]]
-        for n in inputs:
-            env[n] = graph.placeholder(n.name)
-
-        def lookup(a: fx.Node) -> fx.Node:
-            if a not in env:
-                if a.op != "get_attr":
-                    raise AssertionError(f"stage {k} uses {a.name}, which is neither live nor a constant")
-                env[a] = graph.get_attr(a.target)
-            return env[a]
-
-        for n in nodes[lo + 1 : hi + 1]:
-            if n.op == "placeholder":
-                continue
-            if n.op == "output":
-                graph.output(map_arg(n.args[0], lookup))
-            else:
-                env[n] = graph.node_copy(n, lookup)
-        if k < len(bounds) - 2:
-            graph.output(tuple(lookup(nodes[i]) for i in live[hi]))
-        graph.lint()
-        stages.append(fx.GraphModule(traced.graph_module, graph, class_name=f"Stage{k + 1}"))
-    return stages
