@@ -4,8 +4,7 @@ from streamlit.testing.v1 import AppTest
 
 from app.routes import PAGES as REGISTERED
 from app.routes import route
-
-from .paths import APP
+from tests.paths import APP
 
 PAGES = list(REGISTERED)  # the URL paths app/main.py gives its pages
 

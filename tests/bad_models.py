@@ -1,4 +1,4 @@
-"""User models that misbehave, each in one way: the model-code containment cases of tests/test_user_model.py
+"""User models that misbehave, each in one way: the model-code containment cases of tests/engine/study/test_own_model.py
 and benchmarks/fault_sweep.py copy this file and name its classes (it is never imported by the engine)."""
 
 import sys

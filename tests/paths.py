@@ -1,6 +1,7 @@
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+TESTS = REPO / "tests"
 APP = REPO / "app" / "main.py"
 PRECOMPUTED = REPO / "precomputed"
 

@@ -19,11 +19,11 @@ from mess_core.models.trust import KEY_ENV, UntrustedCodeError
 from mess_core.study import StudyConfig, StudyError, build, open_study
 from mess_core.study.report import markdown_report
 from mess_core.train import TrainConfig
+from tests.apptest import PAGES, goto, metrics, problems, start
+from tests.paths import TESTS
+from tests.user_models import EncoderUNet, TinyUNet
 
-from .apptest import PAGES, goto, metrics, problems, start
-from .user_models import EncoderUNet, TinyUNet
-
-HERE = Path(__file__).resolve().parent
+HERE = TESTS  # the test models live beside the shared test helpers
 CLASSES = 7  # the synthetic dataset's
 SIZE = (48, 64)
 

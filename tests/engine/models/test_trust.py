@@ -1,5 +1,5 @@
 """The trust boundary's parts (mess_core.models.trust): this machine's signature, the consent rule, and what a study
-may name; the study, CLI and app behaviour is in tests/test_user_model.py."""
+may name; the study, CLI and app behaviour is in tests/engine/study/test_own_model.py."""
 
 import stat
 

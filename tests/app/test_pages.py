@@ -10,9 +10,8 @@ import pytest
 from app.views.pareto import PointId, PointKind
 from mess_core.study import DEFAULT_STUDY, list_studies
 from mess_core.study.report import TARGETS
-
-from .apptest import PAGES, goto, metrics, problems, start
-from .paths import PRECOMPUTED
+from tests.apptest import PAGES, goto, metrics, problems, start
+from tests.paths import PRECOMPUTED
 
 
 @pytest.fixture

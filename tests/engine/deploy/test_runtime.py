@@ -13,8 +13,7 @@ import mess_core
 from mess_core.deploy.runtime import AnytimeNet, BudgetedNet, EarlyExitNet, deploy
 from mess_core.evaluate.instance import Instance, InstanceError, KeptExit
 from mess_core.evaluate.policy import ConfidencePolicy
-
-from .user_models import ShapeCarrier, TinyUNet
+from tests.user_models import ShapeCarrier, TinyUNet
 
 SIZE = (32, 48)
 CONFIGS = ("crm50p-b1-fcn", "nocrm-b0-deeplab")

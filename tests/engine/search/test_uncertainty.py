@@ -252,8 +252,7 @@ def test_results_tables_carry_each_rows_interval():
 def test_a_shipped_study_reports_intervals_without_a_rebuild():
     from mess_core.study import open_study
     from mess_core.study.report import markdown_report
-
-    from .paths import PRECOMPUTED
+    from tests.paths import PRECOMPUTED
 
     study = open_study(PRECOMPUTED / "synthetic-mobilenetv2-fcn")
     assert study.verify() == []

@@ -11,8 +11,7 @@ from mess_core.cli import main
 from mess_core.search.report import ROW_LABELS, Row, results_table, row_id, with_row_ids
 from mess_core.study import StudyError, list_studies, open_study
 from mess_core.study.report import TARGETS, end_to_end_table, headline, headline_figures, policy_comparison
-
-from .paths import PRECOMPUTED
+from tests.paths import PRECOMPUTED
 
 
 def test_the_report_command_prints_every_table(tiny_study, capsys):

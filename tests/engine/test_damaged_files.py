@@ -15,8 +15,7 @@ from mess_core.search.constrained import MAX_SPACE_SIZE, search
 from mess_core.search.problem import Objective, SearchError, SearchSpace
 from mess_core.study import open_study
 from mess_core.study.config import StudyError
-
-from .paths import PRECOMPUTED, folder_digest
+from tests.paths import PRECOMPUTED, folder_digest
 
 SYNTHETIC = PRECOMPUTED / "synthetic-mobilenetv2-fcn"
 
@@ -338,8 +337,7 @@ def test_nan_weights_are_named_not_called_nondeterminism():
 
     from mess_core.conversion.pipeline import convert
     from mess_core.errors import ConversionError
-
-    from .user_models import TinyUNet
+    from tests.user_models import TinyUNet
 
     model = TinyUNet(3)
     with torch.no_grad():

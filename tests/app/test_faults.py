@@ -15,10 +15,9 @@ from streamlit.testing.v1 import AppTest
 
 from app.views.upload import MAX_PIXELS, ImageError, decode_image
 from mess_core.cli import main
-
-from .apptest import PAGES, goto, metrics, problems, start
-from .paths import PRECOMPUTED, folder_digest
-from .test_data import folder_dataset, truncate
+from tests.apptest import PAGES, goto, metrics, problems, start
+from tests.engine.data.test_datasets import folder_dataset, truncate
+from tests.paths import PRECOMPUTED, REPO, folder_digest
 
 SHIPPED = PRECOMPUTED / "synthetic-mobilenetv2-fcn"  # the smallest shipped study: copied, never changed
 
@@ -150,7 +149,7 @@ def test_an_error_inside_a_fragment_gets_a_message(studies, monkeypatch, module,
 
 
 def test_every_fragment_of_the_app_is_guarded():
-    app = Path(__file__).resolve().parents[1] / "app"
+    app = REPO / "app"
     bare = [str(p) for p in app.rglob("*.py") if p.name != "boundaries.py" and "st.fragment" in p.read_text()]
     assert not bare, f"use app.boundaries.guarded_fragment, not a bare st.fragment: {bare}"
 

@@ -10,8 +10,7 @@ import mess_core
 from mess_core import ConversionError, TraceFailure
 from mess_core.conversion.cuts import find_cut_points
 from mess_core.conversion.tracing import trace
-
-from .user_models import (
+from tests.user_models import (
     FunctionalActivations,
     IndexAssign,
     LateShapeRead,

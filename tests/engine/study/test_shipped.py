@@ -3,8 +3,7 @@
 import pytest
 
 from mess_core.study import DEFAULT_STUDY, StudyConfig, list_studies, open_study
-
-from .paths import PRECOMPUTED, REPO
+from tests.paths import PRECOMPUTED, REPO
 
 STUDIES = list_studies(PRECOMPUTED)
 

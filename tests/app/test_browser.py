@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import pytest
 
-from .paths import APP, REPO
+from tests.paths import APP, REPO
 
 CHROMIUM = os.environ.get("MESS_CHROMIUM", "/usr/bin/chromium")
 # the README's screenshots are refreshed with MESS_SCREENSHOTS=docs/screenshots; otherwise they go to a temp folder

@@ -16,7 +16,7 @@ from mess_core.cli import main
 from mess_core.folders import LOCK, folder_lock
 from mess_core.io import OutputError, atomic_open, atomic_write_text
 from tests.conftest import TINY_STUDY
-from tests.paths import PRECOMPUTED
+from tests.paths import PRECOMPUTED, TESTS
 
 SHIPPED = PRECOMPUTED / "synthetic-mobilenetv2-fcn"
 
@@ -30,7 +30,7 @@ def inputs(tmp_path):
     """Copies of a shipped cache and weights, to be named as inputs."""
     shutil.copyfile(SHIPPED / "val.npz", tmp_path / "val.npz")
     shutil.copyfile(SHIPPED / "multi_exit.pt", tmp_path / "w.pt")
-    shutil.copyfile(Path(__file__).with_name("user_models.py"), tmp_path / "m.py")
+    shutil.copyfile(TESTS / "user_models.py", tmp_path / "m.py")
     return tmp_path
 
 

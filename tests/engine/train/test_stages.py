@@ -20,9 +20,8 @@ from mess_core.train.distributed import setup
 from mess_core.train.losses import ExitLoss, ce_map
 from mess_core.train.run import class_weights
 from mess_core.train.tasks import ExitsTask
-
-from .paths import folder_digest
-from .user_models import TinyUNet
+from tests.paths import folder_digest
+from tests.user_models import TinyUNet
 
 SIZE = (48, 64)
 QUIET = dict(progress=False, workers=0)

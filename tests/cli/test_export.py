@@ -18,8 +18,7 @@ from mess_core.deploy.export import OnnxRunner
 from mess_core.deploy.runtime import deploy
 from mess_core.search.report import Row
 from mess_core.study import open_study
-
-from .paths import PRECOMPUTED, REPO
+from tests.paths import PRECOMPUTED, REPO
 
 STUDY = PRECOMPUTED / "synthetic-mobilenetv2-fcn"
 README_SECTION = "## Use a chosen instance in your code"

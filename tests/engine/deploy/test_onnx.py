@@ -10,9 +10,8 @@ import torch
 from mess_core.deploy.export import ExportError, OnnxRunner, export_onnx
 from mess_core.deploy.runtime import deploy
 from mess_core.evaluate.instance import Instance, KeptExit
-
-from .test_runtime import CONFIGS, SIZE, build, images, instance_with_a_mix
-from .user_models import ShapeCarrier
+from tests.engine.deploy.test_runtime import CONFIGS, SIZE, build, images, instance_with_a_mix
+from tests.user_models import ShapeCarrier
 
 
 @pytest.fixture(scope="module")
