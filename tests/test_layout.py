@@ -196,3 +196,20 @@ def test_no_screen_imports_another_screen():
     screens = {m for m in imports if m.startswith("app.screens.")}
     offenders = sorted(f"{m} -> {d}" for m in screens for d in imports[m] if d in screens and d != m)
     assert not offenders, "move what these share out of the screen they import: " + ", ".join(offenders)
+
+
+# every command module and every page implements the same small protocol under the same names
+PROTOCOL_NAMES = {"add_parser", "run", "page"}
+
+
+def test_no_two_public_names_collide():
+    """A public class or function name means one thing across the engine and the app (the package facades and the
+    page registry re-export; they define nothing)."""
+    where: dict[str, list[str]] = {}
+    for package in ("mess_core", "app"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            for node in ast.parse(path.read_text()).body:
+                if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+                    where.setdefault(node.name, []).append(str(path.relative_to(REPO)))
+    collisions = {name: paths for name, paths in where.items() if len(paths) > 1 and name not in PROTOCOL_NAMES}
+    assert not collisions, f"rename one of each: {collisions}"

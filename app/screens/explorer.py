@@ -192,7 +192,7 @@ class ImageRun:
     num_exits: int  # the study's, the final exit's index
 
 
-def headline(run: ImageRun, choice: ExitChoice) -> tuple[Any, Any]:
+def image_metrics(run: ImageRun, choice: ExitChoice) -> tuple[Any, Any]:
     """The metrics above the maps; returns the slots the measured timing and its warning fill in last."""
     n, size = run.num_exits, run.size
     cost = gflops_of(run.study_path, size, tuple(sorted((i, choice.configs[i]) for i in choice.th_img)), run.leave)
@@ -320,7 +320,7 @@ def page(study: Study) -> None:
         return
     choice = settings(study)
     run, x = run_image(study, picked, choice)
-    slots = headline(run, choice)
+    slots = image_metrics(run, choice)
     anytime_strip(run)
     every_exit(run, choice)
     measured_timing(run, choice, picked[2], x, slots)

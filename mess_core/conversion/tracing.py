@@ -72,7 +72,8 @@ class ValueInfo:
         return self.kind == "tensor" and self.shape is not None and len(self.shape) == 4
 
 
-def describe(value: Any) -> ValueInfo:
+def value_info(value: Any) -> ValueInfo:
+    """What a traced value is: a tensor (with its shape and dtype), metadata, a sequence of tensors, or other."""
     if isinstance(value, torch.Tensor):
         return ValueInfo("tensor", tuple(value.shape), str(value.dtype).replace("torch.", ""))
     if is_metadata(value):
@@ -258,7 +259,7 @@ def trace(
     hoisted = hoist_shape_reads(gm.graph, tracer.values)
     gm.recompile()
     nodes = list(gm.graph.nodes)
-    info = {n.name: describe(tracer.values.get(n)) for n in nodes if n.op != "output"}
+    info = {n.name: value_info(tracer.values.get(n)) for n in nodes if n.op != "output"}
     output_node = nodes[-1]
     output = map_aggregate(output_node.args[0], lambda a: tracer.values[a] if isinstance(a, fx.Node) else a)
     calls = {}
