@@ -58,8 +58,9 @@ def never_exits(instance: Instance) -> Instance:
     return dataclasses.replace(instance, exits=exits, policy=dataclasses.replace(instance.policy, th_pix=1.0))
 
 
-class _Final(nn.Module):
-    """The original model returning its logits tensor (torchvision returns a dict)."""
+class OriginalModel(nn.Module):
+    """The original model returning its logits tensor (torchvision returns a dict): what savings are measured
+    against."""
 
     def __init__(self, model: nn.Module, output_key: str | int | None):
         super().__init__()
@@ -79,7 +80,7 @@ def _runners(
     size: tuple[int, int],
     workdir: Path,
 ) -> dict[str, Callable[[torch.Tensor], Any]]:
-    variants: dict[str, Any] = {"original": _Final(model, net.output_key), "converted": Instance("budgeted")}
+    variants: dict[str, Any] = {"original": OriginalModel(model, net.output_key), "converted": Instance("budgeted")}
     for name, inst in instances.items():
         variants[name] = inst
         if inst.mode == "input-dependent" and inst.exits:

@@ -211,36 +211,52 @@ class EarlyExitNet(DeployedNet):
         self.batch_slots = {exit: slots[exit - 1] for exit in self.exits}
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out, taken, _ = self._run(x, record=False)
+        return out, taken
+
+    def forward_with_confidence(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`forward` plus ``(B, kept exits)`` float32: each sample's image confidence at every kept exit it
+        reached (the figure its rule compared with ``th_img``), NaN at the exits after the one it left at. The same
+        work as :meth:`forward`: the confidences are the ones the rule computed anyway."""
+        out, taken, confidence = self._run(x, record=True)
+        assert confidence is not None
+        return out, taken, confidence
+
+    def _run(self, x: torch.Tensor, *, record: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         size = x.shape[-2:]
         batch = x.shape[0]
         taken = torch.full((batch,), self.num_exits, dtype=torch.long, device=x.device)
+        confidence = torch.full((batch, len(self.exits)), float("nan"), device=x.device) if record else None
         running = torch.arange(batch, device=x.device)  # input positions of the samples still running
         out: torch.Tensor | None = None
         live: Any = (x,)
         done = 0
-        for exit, th_img in zip(self.exits, self.th_img):
+        for k, (exit, th_img) in enumerate(zip(self.exits, self.th_img)):
             step = self.walk_to(live=live, start=done + 1, stop=exit)
             live, done = step.live, exit
             logits = self.head_logits(step, size)
             if out is None:
                 out = logits.new_empty((batch, *logits.shape[1:]))
-            leave = self.policy.exits(logits, th_img)
+            c_img = self.policy.image_confidence(logits)
+            if confidence is not None:
+                confidence[running, k] = c_img.float()
+            leave = c_img >= th_img  # the policy's rule (ConfidencePolicy.exits), its confidence kept
             n_leave = int(leave.sum())  # the one host sync per exit: it decides how much work follows
             if n_leave:
                 where = running[leave]
                 out[where] = logits[leave]
                 taken[where] = exit
             if n_leave == running.numel():
-                return out, taken
+                return out, taken, confidence
             if n_leave:
                 stay = (~leave).nonzero().squeeze(1)
                 running = running[stay]
                 live = compact_live(live, stay, self.batch_slots[exit])
         final = self.walk_to(live=live, start=done + 1).logits
         if out is None:
-            return final, taken
+            return final, taken, confidence
         out[running] = final
-        return out, taken
+        return out, taken, confidence
 
 
 _BUILDERS = {"budgeted": BudgetedNet, "anytime": AnytimeNet, "input-dependent": EarlyExitNet}
