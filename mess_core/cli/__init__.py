@@ -10,13 +10,13 @@ from typing import Sequence
 
 from ..errors import MessError
 from ..io import environment_fault
-from . import bench, cache, check_data, export, profile, search, study, train
+from . import bench, cache, check_data, drive, export, profile, search, study, train
 from .args import Parser, check_outputs
 
 __all__ = ["build_parser", "main", "COMMANDS"]
 
 # in the order ``--help`` lists them
-COMMANDS = (profile, train, check_data, cache, search, bench, study, export)
+COMMANDS = (profile, train, check_data, cache, search, bench, study, export, drive)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,17 +20,20 @@ import inspect
 import os
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from ..errors import DataError
 from ..fields import check_arguments
 from .base import SegmentationDataset, Transform
 from .camvid import CamVid
 from .cityscapes import Cityscapes
 from .folder import FolderDataset
+from .info import distinct_palette
 from .selection import SPLIT_SEPARATOR, PooledDataset, parse_splits
 from .synthetic import SyntheticSegmentation
 from .voc import PascalVOC
 
-__all__ = ["build_dataset", "list_datasets", "check_dataset", "default_selections"]
+__all__ = ["build_dataset", "list_datasets", "check_dataset", "default_selections", "palette_for"]
 
 # which images a study trains, tunes and reports on when its YAML does not say: (split, groups) per step. CamVid's
 # SegNet val frames come from a drive (0016E5) that also gives 204 training frames, so its default is scene-disjoint:
@@ -127,3 +130,20 @@ def _build_one(
     if root is None:
         raise DataError(f"dataset {name!r} reads files: pass root=<{root_is}>")
     return cls(root, split=split, transform=transform, seed=seed, **options)
+
+
+def palette_for(dataset: str, num_classes: int) -> np.ndarray:
+    """(K, 3) uint8 display colours: the dataset's own palette when it is a registered dataset with ``num_classes``
+    classes, else well separated hues.
+
+    >>> palette_for("camvid", 11)[0].tolist(), palette_for("my-data", 3).shape
+    ([128, 128, 128], (3, 3))
+    """
+    from .camvid import CAMVID_INFO
+    from .cityscapes import CITYSCAPES_INFO
+    from .synthetic import SYNTHETIC_INFO
+
+    known = {"camvid": CAMVID_INFO, "cityscapes": CITYSCAPES_INFO, "synthetic": SYNTHETIC_INFO}
+    info = known.get(dataset)
+    colours = info.palette if info is not None and info.num_classes == num_classes else distinct_palette(num_classes)
+    return np.asarray(colours, np.uint8)

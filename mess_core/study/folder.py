@@ -15,7 +15,7 @@ import pandas as pd
 
 from .. import checkpoint
 from ..conversion.workload import profile_report
-from ..deploy.artifacts import load_multi_exit
+from ..deploy.artifacts import load_multi_exit, load_multi_exit_and_model
 from ..errors import MessError
 from ..evaluate.cache import EvaluationCache
 from ..evaluate.cache_build import build_cache
@@ -161,6 +161,15 @@ class Study:
         self._require_consent(consent=consent)
         try:
             return load_multi_exit(self.weights_path, source=self.model_source, consent=True)
+        except MessError as exc:
+            raise StudyError(f"study {self.name}: {exc}") from None
+
+    def load_network_and_model(self, *, consent: bool = False) -> tuple[Any, dict[str, Any], Any]:
+        """:meth:`load_network`, plus the original model it was converted from (sharing its trained weights): what
+        a drive or a benchmark compares the deployed instance against."""
+        self._require_consent(consent=consent)
+        try:
+            return load_multi_exit_and_model(self.weights_path, source=self.model_source, consent=True)
         except MessError as exc:
             raise StudyError(f"study {self.name}: {exc}") from None
 
