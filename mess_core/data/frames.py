@@ -32,6 +32,8 @@ import cv2
 import numpy as np
 
 from ..errors import MessError
+from .base import SegmentationDataset
+from .info import DatasetInfo
 
 __all__ = [
     "Frame",
@@ -40,6 +42,7 @@ __all__ = [
     "VideoFile",
     "FrameFolder",
     "DatasetSequence",
+    "FrameDataset",
     "GeneratedDrive",
     "open_frames",
     "frame_number",
@@ -330,6 +333,30 @@ class DatasetSequence(FrameSource):
             rgb = image.permute(1, 2, 0).numpy()
             labels = _resize_labels(mask.numpy().astype(np.int64), self.size)
             yield Frame(index, self.dataset.name_of(i), _resize_rgb(rgb, self.size), labels)
+
+
+class FrameDataset(SegmentationDataset):
+    """Labelled frames as a dataset, so that an evaluation cache can be built on exactly the frames a drive ran."""
+
+    def __init__(self, frames: Sequence[Frame], info: DatasetInfo) -> None:
+        super().__init__()
+        if any(f.labels is None for f in frames):
+            raise FrameError("every frame needs labels to be evaluated; this drive has frames without them")
+        self.info, self.frames = info, list(frames)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def load(self, index: int) -> tuple[Any, Any]:
+        import torch
+        from torchvision import tv_tensors
+
+        frame = self.frames[index]
+        image = torch.from_numpy(np.ascontiguousarray(frame.rgb)).permute(2, 0, 1).contiguous()
+        return tv_tensors.Image(image), tv_tensors.Mask(torch.from_numpy(frame.labels.astype(np.int64)))
+
+    def name_of(self, index: int) -> str:
+        return self.frames[index].name
 
 
 # --------------------------------------------------------------------------------------------- a generated drive
