@@ -24,7 +24,6 @@ from app.views.one_image import (
     ExitFiring,
     ExitView,
     PathCost,
-    colorize,
     enlarge,
     exit_firings,
     exit_taken,
@@ -32,13 +31,14 @@ from app.views.one_image import (
     explorer_defaults,
     heatmap,
     measure_early_exit,
-    palette_for,
     path_gflops,
     run_exits,
     shipped_heads,
 )
 from app.views.thresholds import instance_from_settings
 from app.views.upload import dataset_sample, decode_image, synthetic_sample, to_input
+from mess_core.data.info import colorize
+from mess_core.data.registry import palette_for
 from mess_core.errors import MessError
 from mess_core.evaluate.instance import Instance
 from mess_core.evaluate.policy import EdgeMasking

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from mess_core.conversion.network import MultiExitNet
-from mess_core.data.info import distinct_palette
 from mess_core.evaluate.cache import EvaluationCache
 from mess_core.evaluate.instance import Instance
 from mess_core.evaluate.policy import (
@@ -152,27 +151,6 @@ def measure_early_exit(net: MultiExitNet, instance: Instance, x: torch.Tensor, *
     return EarlyExitTiming(
         full_ms=1e3 * float(np.median(full_times)), early_exit_ms=1e3 * float(np.median(exit_times)), exit=int(taken[0])
     )
-
-
-def palette_for(dataset: str, num_classes: int) -> np.ndarray:
-    """(K, 3) uint8 display colours: the dataset's own palette when it is a registered dataset with ``num_classes``
-    classes, else well separated hues."""
-    from mess_core.data.camvid import CAMVID_INFO
-    from mess_core.data.cityscapes import CITYSCAPES_INFO
-    from mess_core.data.synthetic import SYNTHETIC_INFO
-
-    known = {"camvid": CAMVID_INFO, "cityscapes": CITYSCAPES_INFO, "synthetic": SYNTHETIC_INFO}
-    info = known.get(dataset)
-    colours = info.palette if info is not None and info.num_classes == num_classes else distinct_palette(num_classes)
-    return np.asarray(colours, np.uint8)
-
-
-def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    """(H, W) class ids -> (H, W, 3) uint8 colours (ids outside the palette black)."""
-    safe = np.where((labels >= 0) & (labels < len(palette)), labels, 0)
-    out = palette[safe]
-    out[(labels < 0) | (labels >= len(palette))] = 0
-    return out
 
 
 def heatmap(values: np.ndarray, *, low: float = 0.0, high: float = 1.0) -> np.ndarray:

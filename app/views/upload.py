@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from mess_core.data.transforms import MEAN, STD
+from mess_core.data.transforms import frame_tensor
 from mess_core.errors import MessError
 
 MIN_SIDE = 32  # the reference backbones downsample 32x: smaller images have no feature map left
@@ -170,9 +170,7 @@ def to_input(rgb: np.ndarray, size: Sequence[int] | None = None) -> torch.Tensor
     when given."""
     if size is not None and tuple(rgb.shape[:2]) != tuple(size):
         rgb = cv2.resize(rgb, (int(size[1]), int(size[0])), interpolation=cv2.INTER_AREA)
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
-    x = (x - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
-    return x[None].contiguous()
+    return frame_tensor(rgb)
 
 
 @dataclass(frozen=True)

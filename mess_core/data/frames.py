@@ -260,18 +260,25 @@ class FrameFolder(FrameSource):
         return len(self.files)
 
     def _read(self, path: Path) -> np.ndarray:
+        import warnings
+
         from PIL import Image
 
+        huge = FrameError(
+            f"{path}: more pixels than this tool decodes ({MAX_PIXELS // 1_000_000} megapixels at most); downscale "
+            "the frames first"
+        )
         try:
-            with Image.open(path) as img:  # the header alone: refuse a huge frame before decoding it
-                width, height = img.size
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is the one that counts
+                with Image.open(path) as img:  # the header alone: refuse a huge frame before decoding it
+                    width, height = img.size
+        except Image.DecompressionBombError:  # Pillow refuses twice its own limit in open() itself
+            raise huge from None
         except Exception:  # not identified by Pillow: OpenCV's decode below says whether it is an image at all
             width = height = 0
         if width * height > MAX_PIXELS:
-            raise FrameError(
-                f"{path}: {height}x{width} pixels is more than this tool decodes ({MAX_PIXELS // 1_000_000} "
-                "megapixels at most); downscale the frames first"
-            )
+            raise huge
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if bgr is None:
             raise FrameError(f"{path}: not an image OpenCV can read; remove it from the folder or convert it to PNG")

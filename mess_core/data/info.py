@@ -15,9 +15,11 @@ from __future__ import annotations
 import colorsys
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import DataError
 
-__all__ = ["DatasetInfo", "distinct_palette"]
+__all__ = ["DatasetInfo", "distinct_palette", "colorize"]
 
 Colour = tuple[int, int, int]
 
@@ -63,3 +65,11 @@ def distinct_palette(count: int) -> tuple[Colour, ...]:
         r, g, b = colorsys.hsv_to_rgb(hue, 0.9, value)
         colours.append((round(r * 255), round(g * 255), round(b * 255)))
     return tuple(colours[:count])
+
+
+def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """(H, W) class ids -> (H, W, 3) uint8 colours; ids outside the palette (the ignore index) black."""
+    inside = (labels >= 0) & (labels < len(palette))
+    out = palette[np.where(inside, labels, 0)]
+    out[~inside] = 0
+    return out

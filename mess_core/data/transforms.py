@@ -42,6 +42,7 @@ from torchvision.transforms.v2 import functional as F
 __all__ = [
     "MEAN",
     "STD",
+    "frame_tensor",
     "PairTransform",
     "JointResize",
     "train_transform",
@@ -206,3 +207,10 @@ def _as_mask(mask: Any) -> tv_tensors.Mask:
     if isinstance(mask, np.ndarray):
         mask = torch.from_numpy(np.ascontiguousarray(mask))
     return tv_tensors.Mask(mask)
+
+
+def frame_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 3, H, W) float32, normalised like the training data."""
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
+    x = (x - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
+    return x[None].contiguous()

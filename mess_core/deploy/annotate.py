@@ -22,12 +22,12 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from ..data.info import colorize
 from ..errors import MessError
 from ..io import atomic_write_text
 from .drive import DriveTotals, FrameResult
 
 __all__ = [
-    "colorize",
     "overlay",
     "exit_colour",
     "annotate",
@@ -39,14 +39,6 @@ __all__ = [
 
 # what OpenCV's writer encodes here without extra libraries, by suffix
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".avi": "MJPG", ".mov": "mp4v", ".mkv": "MJPG"}
-
-
-def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    """(H, W) class ids -> (H, W, 3) uint8 colours; ids outside the palette (the ignore index) black."""
-    inside = (labels >= 0) & (labels < len(palette))
-    out = palette[np.where(inside, labels, 0)]
-    out[~inside] = 0
-    return out
 
 
 def overlay(rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray, *, alpha: float = 0.5) -> np.ndarray:

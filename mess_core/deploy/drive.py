@@ -40,13 +40,13 @@ from torch import nn
 
 from ..conversion.network import MultiExitNet
 from ..data.frames import Frame
-from ..data.transforms import MEAN, STD
+from ..data.transforms import frame_tensor
 from ..errors import MessError
 from ..evaluate.instance import Instance
 from .bench import OriginalModel
 from .runtime import EarlyExitNet, deploy
 
-__all__ = ["FrameResult", "DriveTotals", "Driver", "DriveError", "frame_tensor", "ENGINES", "FRAME_COLUMNS"]
+__all__ = ["FrameResult", "DriveTotals", "Driver", "DriveError", "ENGINES", "FRAME_COLUMNS"]
 
 # the engines a drive can run the instance on: PyTorch eager, or the instance's ONNX files through onnxruntime
 ENGINES = ("torch", "onnx")
@@ -54,13 +54,6 @@ ENGINES = ("torch", "onnx")
 
 class DriveError(MessError):
     """An instance or an engine a drive cannot run; the message says what to choose instead."""
-
-
-def frame_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (1, 3, H, W) float32, normalised like the training data."""
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
-    x = (x - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
-    return x[None].contiguous()
 
 
 @dataclass(frozen=True)

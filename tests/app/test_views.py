@@ -12,14 +12,12 @@ from PIL import Image
 
 from app.views.instance_bars import NARROW, WIDE, class_iou_figure, exit_mix_figure
 from app.views.one_image import (
-    colorize,
     exit_firings,
     exit_taken,
     exit_views,
     explorer_defaults,
     heatmap,
     measure_early_exit,
-    palette_for,
     path_gflops,
     run_exits,
     shipped_heads,
@@ -41,6 +39,8 @@ from app.views.pareto import (
 from app.views.pareto_figures import axes_ranges, search_figure, study_figure
 from app.views.thresholds import instance_from_settings, threshold_defaults, threshold_summary
 from app.views.upload import ImageError, dataset_sample, dataset_source, decode_image, synthetic_sample, to_input
+from mess_core.data.info import colorize
+from mess_core.data.registry import palette_for
 from mess_core.evaluate.cache import EvaluationCache
 from mess_core.evaluate.instance import Instance, KeptExit, evaluate, output_costs
 from mess_core.evaluate.policy import ConfidencePolicy, EdgeMasking
