@@ -57,6 +57,12 @@ def readable_scale(width: int) -> int:
     return max(1, -(-640 // max(1, int(width))))
 
 
+def _shade(image: np.ndarray, top_left: tuple[int, int], bottom_right: tuple[int, int]) -> None:
+    (x0, y0), (x1, y1) = top_left, bottom_right
+    region = image[max(0, y0) : y1, max(0, x0) : x1]
+    region[:] = (region * 0.35).astype(np.uint8)
+
+
 def _text(image: np.ndarray, text: str, origin: tuple[int, int], scale: float, colour=(255, 255, 255)) -> None:
     thickness = max(1, int(round(scale * 2)))
     cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
@@ -88,9 +94,13 @@ def annotate(
     (tw, th), _ = cv2.getTextSize(badge, cv2.FONT_HERSHEY_SIMPLEX, font, max(1, int(round(font * 2))))
     cv2.rectangle(image, (4, 4), (14 + tw, 14 + th + 6), exit_colour(result.exit, num_exits), -1)
     _text(image, badge, (9, 9 + th + 2), font)
+    # dark panels under the text: legible over any scene, and steady under a lossy codec
+    panel_w = int(200 * font / 0.6)
+    _shade(image, (w - panel_w - 4, 4), (w - 4, 12 + line * len(kept)))
+    _shade(image, (0, h - 2 * line - 14), (w, h))
     for k, (exit, c) in enumerate(zip(kept, result.c_img)):
         shown = "-" if np.isnan(c) else f"{c:.2f}"
-        _text(image, f"c_img@{exit} {shown}", (w - int(170 * font / 0.6), 9 + line * (k + 1) - line // 3), font * 0.8)
+        _text(image, f"c_img at exit {exit}: {shown}", (w - panel_w, 9 + line * (k + 1) - line // 3), font * 0.8)
     frame_line = f"this frame: {result.ms:.0f} ms (original model {result.original_ms:.0f} ms)"
     drive_line = (
         f"so far: {totals.speedup:.2f}x, {totals.ms_saved / 1000:.1f} s and {totals.gflops_saved:.1f} GFLOPs saved"
@@ -147,6 +157,13 @@ class AnnotatedVideo:
             self.abandon()
 
 
+def _cell(value: Any) -> Any:
+    """A CSV cell: empty for what does not exist (no labels, an exit the frame never reached)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    return f"{value:.4f}" if isinstance(value, float) else value
+
+
 def frames_csv(path: str | Path, results: Sequence[FrameResult], kept: Sequence[int]) -> Path:
     """The per-frame CSV (see :meth:`FrameResult.row`), written atomically."""
     buffer = io.StringIO()
@@ -155,6 +172,6 @@ def frames_csv(path: str | Path, results: Sequence[FrameResult], kept: Sequence[
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if v is None else f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
+        writer.writerow({k: _cell(v) for k, v in row.items()})
     atomic_write_text(Path(path), buffer.getvalue())
     return Path(path)
