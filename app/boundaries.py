@@ -53,14 +53,15 @@ def guarded(page: Callable[[Study], None]) -> Callable[[], None]:
 P = ParamSpec("P")
 
 
-def guarded_fragment(body: Callable[P, None]) -> Callable[P, None]:
+def guarded_fragment(body: Callable[P, None], *, run_every: float | None = None) -> Callable[P, None]:
     """``st.fragment`` with :func:`error_boundary` inside: a fragment reruns alone, outside its page's boundary, so
     every fragment of the app is made with this (never with a bare ``st.fragment``). ``functools.wraps`` keeps the
-    body's module and name, which Streamlit uses to tell fragments apart."""
+    body's module and name, which Streamlit uses to tell fragments apart. ``run_every`` (seconds): the fragment
+    also reruns on its own that often (playback)."""
 
     @functools.wraps(body)
     def run(*args: P.args, **kwargs: P.kwargs) -> None:
         with error_boundary():
             body(*args, **kwargs)
 
-    return st.fragment(run)
+    return st.fragment(run, run_every=run_every)

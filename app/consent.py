@@ -15,7 +15,7 @@ from mess_core.study import Study
 CONSENT_KEY = "code_consent"  # the set of study paths this session consented to
 
 
-def _consented(path: str) -> bool:
+def consented(path: str) -> bool:
     return path in st.session_state.get(CONSENT_KEY, set())
 
 
@@ -28,7 +28,7 @@ def code_allowed(study: Study, *, where: str) -> bool:
     except MessError as exc:  # a model this machine cannot build at all (a package not installed)
         st.error(str(exc))
         return False
-    if code is None or _consented(path):
+    if code is None or consented(path):
         return True
     st.warning(
         f"Building this study's model runs {code}. It was not recorded on this machine (the study comes from "
@@ -43,4 +43,4 @@ def code_allowed(study: Study, *, where: str) -> bool:
 
 def load_network(path: str) -> tuple[Any, dict[str, Any]]:
     """The study's network, shared by every session that may build it (see :func:`code_allowed`)."""
-    return network(path, _consented(path))
+    return network(path, consented(path))

@@ -13,6 +13,7 @@ PAGES = {
     "thresholds": "Thresholds",
     "pareto": "Pareto and search",
     "images": "Image browser",
+    "drive": "Drive",
 }
 
 

@@ -217,3 +217,20 @@ def test_the_study_page_shows_protocol_transfer_and_rows_on_a_report_set_which_t
     EvaluationCache.random().save(foreign)
     app.text_input(key="report_set_path").input(str(foreign)).run()
     assert any("comes from another network" in e.value or "study evaluate" in e.value for e in app.error)
+
+
+def test_the_drive_page_runs_frames_of_the_current_instance_and_steps_through_them(tiny_app):
+    app = goto(tiny_app, "thresholds")
+    app.multiselect(key="thr_exits").set_value([2]).run()
+    app.slider(key="thr_th_img_2").set_value(0.0).run()  # every frame leaves at exit 2
+    app = goto(app, "drive")
+    assert not problems(app)
+    assert app.radio(key="drive_kind").value == "a generated drive"  # a synthetic study has no sequences
+    assert metrics(app)["exit taken"] == "exit 2 of 6" and metrics(app)["frames played"] == "1"
+    app.button(key="drive_step").click().run()
+    assert app.slider(key="drive_position").value == 1 and metrics(app)["frames played"] == "2"
+    app.button(key="drive_all").click().run()
+    assert not problems(app) and metrics(app)["frames played"] == "80"
+    assert metrics(app)["GFLOPs saved"] != "-" and len(app.get("plotly_chart")) == 1
+    app.slider(key="drive_position").set_value(41).run()  # seeking shows a played frame: nothing runs again
+    assert not problems(app) and metrics(app)["frames played"] == "80" and metrics(app)["exit taken"] == "exit 2 of 6"
