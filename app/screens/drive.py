@@ -107,7 +107,7 @@ def _totals(played: dict[int, Any]) -> DriveTotals:
     return totals
 
 
-def controls(count: int) -> None:
+def playback_controls(count: int) -> None:
     cols = st.columns([1, 1, 1, 2, 5])
     position = st.session_state.get(POSITION, 0)
     if cols[0].button("step back", key="drive_back", disabled=position == 0):
@@ -200,7 +200,7 @@ def page(study: Study) -> None:
     drive = driver(str(study.path), consented(str(study.path)), instance, study)
     played = _played((source, instance))
     palette = palette_for(str(study.cache.meta.get("dataset", "")), study.cache.num_classes)
-    controls(len(frames))
+    playback_controls(len(frames))
     every = 1.0 / st.session_state.get("drive_rate", 10) if st.session_state.get(PLAYING) else None
     guarded_fragment(show_frame, run_every=every)(study, drive, frames, played, palette)
     if st.button(f"play every frame now ({len(frames) - len(played)} left)", key="drive_all"):

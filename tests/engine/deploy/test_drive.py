@@ -183,14 +183,14 @@ def test_an_interrupted_video_leaves_nothing_and_an_existing_one_is_kept(tmp_pat
 def test_the_drive_command_writes_the_video_and_one_csv_row_per_frame(tmp_path, capsys, drive):
     net, instance, _, _ = drive
     video = tmp_path / "in.avi"
-    write_video(video, frames=6, size=(60, 80))
+    write_video(video, frames=4, size=(60, 80))
     out, table = tmp_path / "out.mp4", tmp_path / "frames.csv"
     args = [str(SYNTHETIC), "--row", "min_cost_1pp", "--input", str(video), "--out", str(out), "--csv", str(table)]
     assert main(["drive", *args]) == 0
     rows = list(csv.DictReader(table.open()))
-    assert len(rows) == 6 and {f"c_img_exit{e.exit}" for e in instance.exits} <= set(rows[0])
+    assert len(rows) == 4 and {f"c_img_exit{e.exit}" for e in instance.exits} <= set(rows[0])
     capture = cv2.VideoCapture(str(out))
-    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
-    assert "6 frames" in capsys.readouterr().out
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
+    assert "4 frames" in capsys.readouterr().out
     assert main(["drive", *args]) == 2  # the outputs exist now: refused, kept
-    assert len(list(csv.DictReader(table.open()))) == 6
+    assert len(list(csv.DictReader(table.open()))) == 4
