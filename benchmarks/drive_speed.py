@@ -1,0 +1,180 @@
+"""What a drive costs and saves on this machine, in one run (BENCHMARKS.md, "Watch it drive").
+
+Usage:
+    .venv/bin/python -m benchmarks.drive_speed [--study precomputed/camvid-mobilenetv2-fcn] [--row min_cost_1pp]
+        [--sequence NAME] [--frames N] [--rounds 3]
+
+On one sequence of the study's dataset (default: the sequence the study tuned on, scenes the network never trained
+on), every frame at batch 1, rounds interleaved so that load on the machine falls on every variant alike:
+
+1. The page's loop, without the browser: per frame, the deployed instance and the original model (the Driver),
+   drawing the annotated frame, and encoding it as the PNG Streamlit sends; the frames per second this leaves, and
+   the share of each part.
+2. The annotated-video command's loop (read, run, draw, encode into the video) against the deployed runtime's own
+   loop on the same frames (only ``deploy(net, instance)(x)``), and against the model work the command has to do
+   (the instance and the original model): the ratios of their frame rates.
+3. The time the instance saved over the sequence, measured (original model minus instance, frame by frame), against
+   what the study's evaluation cache predicts from its measured stage and head latencies for the same exits.
+
+Prints measurements only; nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from benchmarks import REPO
+from mess_core.data.frames import DatasetSequence, sequences
+from mess_core.data.registry import palette_for
+from mess_core.data.transforms import frame_tensor
+from mess_core.deploy.annotate import AnnotatedVideo, annotate
+from mess_core.deploy.drive import Driver, DriveTotals
+from mess_core.deploy.runtime import deploy
+from mess_core.evaluate.instance import evaluate
+from mess_core.search.report import Row
+from mess_core.study import open_study
+from mess_core.study.config import StudyConfig
+
+
+def _frames(study, name: str | None, limit: int | None):
+    cfg = StudyConfig.from_dict(study.manifest["config"])
+    size = tuple(int(s) for s in study.cache.meta["input_size"])
+    split = study.cache.meta.get("split", "train")
+    groups = study.cache.meta.get("groups") or []
+    dataset = cfg.eval_dataset(split, size)
+    name = name or (groups[0] if groups else next(iter(sequences(dataset))))
+    source = DatasetSequence(dataset, name, size=size, max_frames=limit or 10**6)
+    return source.read_all(), name, size
+
+
+def _time(call) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def page_loop(driver: Driver, frames, palette) -> dict[str, float]:
+    """Seconds per frame of each part of the page's loop."""
+    parts = {"models": 0.0, "draw": 0.0, "encode": 0.0}
+    totals = DriveTotals()
+    for frame in frames:
+        start = time.perf_counter()
+        result, prediction = driver.run(frame)
+        parts["models"] += time.perf_counter() - start
+        totals.add(result)
+        start = time.perf_counter()
+        image = annotate(frame.rgb, prediction, result, totals, palette, kept=driver.kept, num_exits=driver.num_exits)
+        parts["draw"] += time.perf_counter() - start
+        start = time.perf_counter()
+        cv2.imencode(".png", image)
+        parts["encode"] += time.perf_counter() - start
+    return {k: v / len(frames) for k, v in parts.items()}
+
+
+def command_loop(driver: Driver, frames, palette, size, scale: int) -> float:
+    """Seconds for the command's loop over ``frames`` (video written to a temporary folder)."""
+    totals = DriveTotals()
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        with AnnotatedVideo(Path(tmp) / "out.mp4", fps=30, size=(size[0] * scale, size[1] * scale)) as video:
+            for frame in frames:
+                result, prediction = driver.run(frame)
+                totals.add(result)
+                video.write(
+                    annotate(
+                        frame.rgb,
+                        prediction,
+                        result,
+                        totals,
+                        palette,
+                        kept=driver.kept,
+                        num_exits=driver.num_exits,
+                        scale=scale,
+                    )
+                )
+            video.close()
+        return time.perf_counter() - start
+
+
+def runtime_loop(deployed, frames) -> float:
+    with torch.inference_mode():
+        start = time.perf_counter()
+        for frame in frames:
+            deployed(frame_tensor(frame.rgb))
+        return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--study", default=str(REPO / "precomputed" / "camvid-mobilenetv2-fcn"))
+    parser.add_argument("--row", default=Row.MIN_COST_1PP.value)
+    parser.add_argument("--sequence")
+    parser.add_argument("--frames", type=int)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    study = open_study(args.study)
+    table = study.results("input-dependent")
+    instance = table.loc[[r is Row(args.row) for r in table["id"]], "instance"].iloc[0]
+    net, meta, model = study.load_network_and_model()
+    frames, name, size = _frames(study, args.sequence, args.frames)
+    palette = palette_for(str(meta.get("dataset", "")), net.num_classes)
+    driver = Driver(net, model, instance, ignore_index=int(meta.get("ignore_index", 255)))
+    deployed = deploy(net, instance)
+    scale = 3
+    print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"study {study.name}, {instance.describe()}, sequence {name}: {len(frames)} frames at {size[0]}x{size[1]}")
+
+    pages, commands, runtimes, models = [], [], [], []
+    for _ in range(args.rounds):  # interleaved: every variant sees the same load
+        pages.append(page_loop(driver, frames, palette))
+        commands.append(command_loop(driver, frames, palette, size, scale))
+        runtimes.append(runtime_loop(deployed, frames))
+        models.append(pages[-1]["models"] * len(frames))
+    page = {k: statistics.median(p[k] for p in pages) for k in pages[0]}
+    per_frame = sum(page.values())
+    print("\n1. the page's loop without the browser (median of rounds, ms per frame):")
+    for k, v in page.items():
+        print(f"   {k:<7} {1000 * v:7.1f} ms  ({100 * v / per_frame:4.1f}%)")
+    print(f"   total   {1000 * per_frame:7.1f} ms  -> {1 / per_frame:.1f} frames per second before the browser")
+
+    command, runtime, model_work = (statistics.median(x) for x in (commands, runtimes, models))
+    print("\n2. the annotated-video command (median of rounds, frames per second):")
+    print(
+        f"   command {len(frames) / command:6.1f}   deployed runtime alone {len(frames) / runtime:6.1f}   "
+        f"instance + original model {len(frames) / model_work:6.1f}"
+    )
+    print(
+        f"   command / runtime alone: {runtime / command:.2f}x;  command / its model work: {model_work / command:.2f}x"
+    )
+
+    results = [driver.run(f)[0] for f in frames]
+    measured = sum(r.original_ms - r.ms for r in results)
+    exits = [r.exit for r in results]
+    if study.cache.has_latency and study.cache.num_images == len(frames):
+        outcome = evaluate(study.cache, instance, unit="ms")
+        outputs = [e.exit for e in instance.exits] + [net.num_exits]
+        cached_exits = [outputs[m] for m in outcome.exit_taken]
+        full = float(study.cache.reach_cost("ms")[-1])
+        predicted = float(np.sum(full - outcome.image_cost))
+        agree = sum(a == b for a, b in zip(exits, cached_exits))
+        print("\n3. time saved over the sequence:")
+        print(
+            f"   measured {measured / 1000:.2f} s, predicted by the cache {predicted / 1000:.2f} s "
+            f"({100 * (measured - predicted) / predicted:+.1f}%); the same exit on {agree} of {len(frames)} frames"
+        )
+    else:
+        print(f"\n3. measured time saved {measured / 1000:.2f} s; the cache has no latency or other images to compare")
+
+
+if __name__ == "__main__":
+    main()
