@@ -50,7 +50,7 @@ def drive(study):
     net, meta, model = study.load_network_and_model()
     instance = study.results("input-dependent").set_index("id").loc[Row.MIN_COST_1PP, "instance"]
     size = tuple(study.cache.meta["input_size"])
-    frames = GeneratedDrive(size=size, shots=4, frames_per_shot=3, seed=1).read_all()
+    frames = GeneratedDrive(size=size, shots=4, frames_per_shot=2, seed=1).read_all()
     driver = Driver(net, model, instance, warmup=0)
     runs = [driver.run(f) for f in frames]
     return net, instance, frames, runs
