@@ -25,7 +25,7 @@ from mess_core.errors import MessError
 from mess_core.evaluate.instance import Instance
 from mess_core.study import Study
 
-POSITION, PLAYING, PLAYED = "drive_position", "drive_playing", "drive_played"
+POSITION, PLAYING, PLAYED, SCRUB = "drive_position", "drive_playing", "drive_played", "drive_scrub"
 VIDEO_TYPES = ["mp4", "avi", "webm", "mov", "mkv", "m4v"]
 GENERATED = "a generated drive"
 
@@ -107,20 +107,30 @@ def _totals(played: dict[int, Any]) -> DriveTotals:
     return totals
 
 
+def _seek() -> None:
+    st.session_state[POSITION] = st.session_state[SCRUB]
+    st.session_state[PLAYING] = False
+
+
 def playback_controls(count: int) -> None:
+    """Step, play or pause, the rate, and the scrubber. The frame shown is ``POSITION``, which playback advances
+    from inside its fragment; the scrubber is a widget of its own, set from it before it is drawn and setting it
+    back when moved (a widget's own key cannot change after it is drawn in a run)."""
     cols = st.columns([1, 1, 1, 2, 5])
     position = st.session_state.get(POSITION, 0)
-    if cols[0].button("step back", key="drive_back", disabled=position == 0):
-        st.session_state[POSITION] = position - 1
+    if cols[0].button("back", key="drive_back", disabled=position == 0):
+        position = st.session_state[POSITION] = position - 1
         st.session_state[PLAYING] = False
     playing = st.session_state.get(PLAYING, False)
     if cols[1].button("pause" if playing else "play", key="drive_play", type="primary"):
         st.session_state[PLAYING] = not playing
+        st.rerun()  # the fragment's timer follows the new state
     if cols[2].button("step", key="drive_step", disabled=position >= count - 1):
-        st.session_state[POSITION] = position + 1
+        position = st.session_state[POSITION] = position + 1
         st.session_state[PLAYING] = False
     cols[3].selectbox("frames per second", RATES, index=RATES.index(10), key="drive_rate")
-    cols[4].slider("frame", 0, max(0, count - 1), key=POSITION, disabled=count < 2)
+    st.session_state[SCRUB] = min(position, max(0, count - 1))
+    cols[4].slider("frame", 0, max(1, count - 1), key=SCRUB, on_change=_seek, disabled=count < 2)
 
 
 def show_frame(study: Study, drive: Driver, frames: list, played: dict[int, Any], palette: Any) -> None:
@@ -135,7 +145,9 @@ def show_frame(study: Study, drive: Driver, frames: list, played: dict[int, Any]
     left.image(image, caption=f"frame {position + 1} of {len(frames)}: {result.name}", width="stretch")
     final = result.exit == drive.num_exits
     right.metric("exit taken", f"exit {result.exit}" + (" (final)" if final else f" of {drive.num_exits}"))
-    right.metric("latency", f"{result.ms:.1f} ms", f"{result.ms - result.original_ms:+.1f} ms vs original")
+    right.metric(  # less time than the original is the good direction
+        "latency", f"{result.ms:.1f} ms", f"{result.ms - result.original_ms:+.1f} ms vs original", delta_color="inverse"
+    )
     right.metric("agrees with the original model", f"{100 * result.agreement:.1f}% of pixels")
     if result.miou is not None:
         right.metric(

@@ -228,9 +228,15 @@ def test_the_drive_page_runs_frames_of_the_current_instance_and_steps_through_th
     assert app.radio(key="drive_kind").value == "a generated drive"  # a synthetic study has no sequences
     assert metrics(app)["exit taken"] == "exit 2 of 6" and metrics(app)["frames played"] == "1"
     app.button(key="drive_step").click().run()
-    assert app.slider(key="drive_position").value == 1 and metrics(app)["frames played"] == "2"
+    assert app.slider(key="drive_scrub").value == 1 and metrics(app)["frames played"] == "2"
+    app.button(key="drive_play").click().run()
+    assert not problems(app) and app.button(key="drive_play").label == "pause"
+    app.run()  # what the fragment's timer does while playing: the next frame
+    assert not problems(app) and metrics(app)["frames played"] == "3"
+    app.button(key="drive_play").click().run()
+    assert not problems(app) and app.button(key="drive_play").label == "play"
     app.button(key="drive_all").click().run()
     assert not problems(app) and metrics(app)["frames played"] == "80"
     assert metrics(app)["GFLOPs saved"] != "-" and len(app.get("plotly_chart")) == 1
-    app.slider(key="drive_position").set_value(41).run()  # seeking shows a played frame: nothing runs again
+    app.slider(key="drive_scrub").set_value(41).run()  # seeking shows a played frame: nothing runs again
     assert not problems(app) and metrics(app)["frames played"] == "80" and metrics(app)["exit taken"] == "exit 2 of 6"
