@@ -108,9 +108,8 @@ class PathCost:
 def path_gflops(net: MultiExitNet, size: Sequence[int], kept: Mapping[int, str], leave_at: int) -> PathCost:
     """What an image of input ``size`` costs when it leaves at ``leave_at`` with the heads ``kept`` evaluated on the
     way: the stages up to the exit plus every kept head up to and including it, beside the original model."""
-    stages = net.stage_flops(tuple(size))
-    heads = sum(net.head_flops(i, spec, tuple(size)) for i, spec in kept.items() if i <= leave_at)
-    return PathCost(gflops=(sum(stages[:leave_at]) + heads) / 1e9, full_gflops=sum(stages) / 1e9)
+    path, full = net.path_flops(kept, leave_at, tuple(size))
+    return PathCost(gflops=path / 1e9, full_gflops=full / 1e9)
 
 
 @dataclass(frozen=True)

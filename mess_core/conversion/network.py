@@ -312,6 +312,16 @@ class MultiExitNet(StagedModule):
         """FLOPs of each of the N stages for one image of ``input_size`` (default: the example's size)."""
         return list(self._shapes_and_stage_flops(input_size)[1])
 
+    def path_flops(
+        self, kept: Mapping[int, ExitSpec | str], leave_at: int, input_size: Sequence[int] | None = None
+    ) -> tuple[float, float]:
+        """(FLOPs of an image that leaves at exit ``leave_at`` with the heads ``kept`` (exit -> spec) evaluated on
+        the way: the stages up to the exit plus every kept head up to and including it, FLOPs of the original
+        model's path: every stage, no head) for one image of ``input_size``."""
+        stages = self.stage_flops(input_size)
+        heads = sum(self.head_flops(i, spec, input_size) for i, spec in kept.items() if i <= leave_at)
+        return sum(stages[:leave_at]) + heads, sum(stages)
+
     def head_flops(self, index: int, spec: ExitSpec | str, input_size: Sequence[int] | None = None) -> float:
         """FLOPs of one head (``spec``) at early exit ``index`` for one image of ``input_size``, upsampling
         included. The head need not be attached: it is built on the meta device, costing no memory."""

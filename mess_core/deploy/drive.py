@@ -42,7 +42,7 @@ from ..conversion.network import MultiExitNet
 from ..data.frames import Frame
 from ..data.transforms import frame_tensor
 from ..errors import MessError
-from ..evaluate.instance import Instance
+from ..evaluate.instance import Instance, iou_of_counts, mean_iou
 from .bench import OriginalModel
 from .runtime import EarlyExitNet, deploy
 
@@ -133,14 +133,8 @@ def _frame_miou(labels: np.ndarray, prediction: np.ndarray, num_classes: int, ig
     ``image_miou``), ignoring unlabelled pixels."""
     keep = labels != ignore_index
     lab, pred = labels[keep], prediction[keep]
-    tp = np.bincount(lab[lab == pred], minlength=num_classes)[:num_classes]
-    union = (
-        np.bincount(lab, minlength=num_classes)[:num_classes]
-        + np.bincount(pred, minlength=num_classes)[:num_classes]
-        - tp
-    )
-    present = union > 0
-    return float((tp[present] / union[present]).mean()) if present.any() else math.nan
+    counts = [np.bincount(v, minlength=num_classes)[:num_classes] for v in (lab, lab[lab == pred], pred)]
+    return float(mean_iou(iou_of_counts(*counts)))
 
 
 def _timed(call: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
@@ -222,9 +216,9 @@ class Driver:
         image of ``size``."""
         key = (int(size[0]), int(size[1])), int(exit)
         if key not in self._path_gflops:
-            stages = self._net.stage_flops(key[0])
-            heads = sum(self._net.head_flops(e.exit, e.config, key[0]) for e in self.instance.exits if e.exit <= exit)
-            self._path_gflops[key] = ((sum(stages[:exit]) + heads) / 1e9, sum(stages) / 1e9)
+            kept = {e.exit: e.config for e in self.instance.exits}
+            path, full = self._net.path_flops(kept, exit, key[0])
+            self._path_gflops[key] = (path / 1e9, full / 1e9)
         return self._path_gflops[key]
 
     def run(self, frame: Frame) -> tuple[FrameResult, np.ndarray]:
