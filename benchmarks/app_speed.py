@@ -18,9 +18,8 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks import REPO
 
 
 def main() -> None:
@@ -172,50 +171,16 @@ def main() -> None:
 def in_browser(study: str, repeats: int) -> None:
     """The same interactions as a person makes them: Chromium against `streamlit run`, timed from the key press to the
     changed figure on screen with Streamlit's run finished."""
-    import socket
-    import subprocess
-    import urllib.request
-
     from playwright.sync_api import sync_playwright
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "MESS_DEFAULT_STUDY": study}
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(REPO / "app" / "main.py"),
-            "--server.headless",
-            "true",
-            "--server.port",
-            str(port),
-            "--browser.gatherUsageStats",
-            "false",
-            "--server.fileWatcherType",
-            "none",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
+    from app.server import served
+
     idle = '[data-testid="stApp"][data-test-script-state="notRunning"]'
-    try:
+    start = time.perf_counter()
+    with served({**os.environ, "MESS_DEFAULT_STUDY": study}) as url:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            while True:
-                try:
-                    urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.05)
             page.goto(url)
             page.locator('[data-testid="stPlotlyChart"] .main-svg').first.wait_for(timeout=120_000)
             page.wait_for_selector(idle)
@@ -301,9 +266,6 @@ def in_browser(study: str, repeats: int) -> None:
                 times.append(timed_change(lambda: thumb.press("ArrowRight"), line_js, old))
             report("Pareto allowed-drop slider, a new value each time -> search result", times)
             browser.close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Usage:
     .venv/bin/python -m benchmarks.drive_speed [--study precomputed/camvid-mobilenetv2-fcn] [--row min_cost_1pp]
-        [--sequence NAME] [--frames N] [--rounds 3]
+        [--sequence NAME] [--frames N] [--rounds 3] [--rates 10 30] [--count 60]
 
 On one sequence of the study's dataset (default: the sequence the study tuned on, scenes the network never trained
 on), every frame at batch 1, rounds interleaved so that load on the machine falls on every variant alike:
@@ -15,6 +15,10 @@ on), every frame at batch 1, rounds interleaved so that load on the machine fall
    (the instance and the original model): the ratios of their frame rates.
 3. The time the instance saved over the sequence, measured (original model minus instance, frame by frame), against
    what the study's evaluation cache predicts from its measured stage and head latencies for the same exits.
+4. The Drive page itself in Chromium (where ``/usr/bin/chromium`` and Playwright are here) against ``streamlit run``
+   on the same study: a fresh session plays the page's default sequence at each offered rate; the frames per second
+   shown on screen, the browser's own main-thread work per frame, and the split of a frame's time between the
+   models, drawing, the PNG, Streamlit's run and transport, and the browser.
 
 Prints measurements only; nothing is written.
 """
@@ -22,6 +26,7 @@ Prints measurements only; nothing is written.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import tempfile
@@ -113,6 +118,66 @@ def runtime_loop(deployed, frames) -> float:
         return time.perf_counter() - start
 
 
+# the frame the Drive page shows, from its image's caption ("frame N of M: name")
+SHOWN_JS = """() => { for (const c of document.querySelectorAll('[data-testid="stImageCaption"]')) {
+    const m = /frame (\\d+) of/.exec(c.textContent); if (m) return parseInt(m[1]); } return 0; }"""
+
+
+def in_browser(study: str, rates: list[int], count: int, page_parts: dict[str, float]) -> None:
+    """4. The Drive page in Chromium: frames per second on screen at each rate, from a fresh session each time."""
+    from playwright.sync_api import sync_playwright
+
+    from app.server import served
+
+    idle = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+    print(
+        "\n4. the Drive page in Chromium against `streamlit run` (a fresh session per rate; the page's default "
+        "sequence and instance, the study's searched <= 1 pp row):"
+    )
+    with served({**os.environ, "MESS_DEFAULT_STUDY": study}) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(300_000)
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("Performance.enable")
+
+        def busy() -> float:  # seconds of the renderer's main thread on tasks so far (Chrome's TaskDuration)
+            return next(
+                m["value"] for m in cdp.send("Performance.getMetrics")["metrics"] if m["name"] == "TaskDuration"
+            )
+
+        def reached(frame: int) -> tuple[float, float]:
+            page.wait_for_function(f"() => ({SHOWN_JS})() >= {frame}", polling=5)
+            return time.perf_counter(), busy()
+
+        for rate in rates:
+            page.goto(f"{url}/drive")  # a new session: nothing played yet
+            page.locator('[data-testid="stImage"] img').first.wait_for()
+            page.wait_for_selector(idle)
+            total = int(
+                page.locator('[data-testid="stImageCaption"]').first.inner_text().split(" of ")[1].split(":")[0]
+            )
+            frames = min(count, total - 4)
+            page.locator('[data-testid="stSelectbox"]').filter(has_text="frames per second").click()
+            page.get_by_role("option", name=str(rate), exact=True).click()
+            page.wait_for_selector(idle)
+            page.get_by_role("button", name="play", exact=True).click()
+            t0, b0 = reached(4)  # the first frames pay for the fragment's first timer
+            t1, b1 = reached(4 + frames)
+            page.get_by_role("button", name="pause", exact=True).click()
+            period, work = (t1 - t0) / frames, (b1 - b0) / frames
+            print(
+                f"   at {rate:2d} frames per second asked: {1 / period:5.1f} shown per second over {frames} frames; "
+                f"browser main-thread work {1000 * work:.1f} ms per frame"
+            )
+        browser.close()
+    server = sum(page_parts.values())
+    rest = period - server - work
+    print(f"   a frame's {1000 * period:.1f} ms at {rates[-1]} frames per second asked:")
+    for name, seconds in [*page_parts.items(), ("Streamlit's run and transport (the rest)", rest), ("browser", work)]:
+        print(f"     {name:<42} {1000 * seconds:7.1f} ms  ({100 * seconds / period:4.1f}%)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--study", default=str(REPO / "precomputed" / "camvid-mobilenetv2-fcn"))
@@ -120,6 +185,8 @@ def main() -> None:
     parser.add_argument("--sequence")
     parser.add_argument("--frames", type=int)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rates", type=int, nargs="+", default=[10, 30], help="playback rates asked in the browser")
+    parser.add_argument("--count", type=int, default=60, help="frames timed in the browser at each rate")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     study = open_study(args.study)
@@ -174,6 +241,8 @@ def main() -> None:
         )
     else:
         print(f"\n3. measured time saved {measured / 1000:.2f} s; the cache has no latency or other images to compare")
+    if os.path.exists("/usr/bin/chromium"):
+        in_browser(str(study.path), args.rates, args.count, page)
 
 
 if __name__ == "__main__":

@@ -9,23 +9,15 @@ absence is a failure.
 
 import os
 import re
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.request
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from tests.paths import APP, REPO
+from app.server import served
+from tests.paths import REPO, SHOTS
 
 CHROMIUM = os.environ.get("MESS_CHROMIUM", "/usr/bin/chromium")
-# the README's screenshots are refreshed with MESS_SCREENSHOTS=docs/screenshots; otherwise they go to a temp folder
-SHOTS = Path(os.environ.get("MESS_SCREENSHOTS", Path(tempfile.gettempdir()) / "mess-screenshots"))
 WAIT_MS = 120_000
 
 try:
@@ -47,58 +39,12 @@ if _missing and os.environ.get("MESS_REQUIRE_BROWSER") == "1":
 pytestmark = pytest.mark.skipif(_missing is not None, reason=_missing or "")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server():
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "MESS_DEFAULT_STUDY"}  # the default a fresh clone opens
     env["MESS_STUDIES"] = str(REPO / "precomputed")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(APP),
-            "--server.headless",
-            "true",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--browser.gatherUsageStats",
-            "false",
-            "--server.fileWatcherType",
-            "none",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:  # the server's own health endpoint says when it accepts sessions
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"streamlit did not start:\n{proc.stdout.read()}")
-            time.sleep(0.2)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with served(env) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -321,5 +267,5 @@ def test_the_drive_page_plays_frames_and_its_timeline_seeks(page, server):
 
 def test_shots_are_where_the_readme_points():
     readme = (REPO / "README.md").read_text()
-    for name in ("study", "explorer", "thresholds", "pareto", "images", "pareto-linked"):
+    for name in ("study", "explorer", "thresholds", "pareto", "images", "pareto-linked", "drive", "drive-frames"):
         assert f"docs/screenshots/{name}.png" in readme
