@@ -1,9 +1,13 @@
+import os
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = REPO / "tests"
 APP = REPO / "app" / "main.py"
 PRECOMPUTED = REPO / "precomputed"
+# the README's pictures are refreshed with MESS_SCREENSHOTS=docs/screenshots; otherwise they go to a temp folder
+SHOTS = Path(os.environ.get("MESS_SCREENSHOTS", Path(tempfile.gettempdir()) / "mess-screenshots"))
 
 
 def folder_digest(folder: Path) -> dict[str, str]:

@@ -15,8 +15,9 @@ import streamlit as st
 from app import state
 from app.boundaries import guarded, guarded_fragment
 from app.consent import code_allowed, consented
-from app.loaders import dataset_of, dataset_origin
+from app.loaders import dataset_origin
 from app.views.drive import RATES, DriveSource, frame_of_click, timeline_figure, totals_metrics
+from app.views.upload import DatasetSource
 from mess_core.data.frames import DatasetSequence, FrameError, GeneratedDrive, open_frames, sequences
 from mess_core.data.registry import palette_for
 from mess_core.deploy.annotate import annotate
@@ -24,6 +25,7 @@ from mess_core.deploy.drive import Driver, DriveTotals
 from mess_core.errors import MessError
 from mess_core.evaluate.instance import Instance
 from mess_core.study import Study
+from mess_core.study.config import StudyConfig
 
 POSITION, PLAYING, PLAYED, SCRUB = "drive_position", "drive_playing", "drive_played", "drive_scrub"
 VIDEO_TYPES = ["mp4", "avi", "webm", "mov", "mkv", "m4v"]
@@ -34,6 +36,12 @@ GENERATED = "a generated drive"
 def driver(study_path: str, consent: bool, instance: Instance, _study: Study) -> Driver:
     net, meta, model = _study.load_network_and_model(consent=consent)
     return Driver(net, model, instance, ignore_index=int(meta.get("ignore_index", 255)))
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def drive_dataset(origin: DatasetSource, _study: Study) -> Any:
+    """Every split of the study's dataset that is here, pooled (``StudyConfig.drive_dataset``); ``origin`` keys it."""
+    return StudyConfig.from_dict(_study.manifest["config"]).drive_dataset(root=origin.root)
 
 
 @st.cache_resource(show_spinner="Reading the frames...", max_entries=4)
@@ -59,14 +67,19 @@ def choose_source(study: Study) -> tuple[DriveSource, Any] | None:
     """The source the user picks: a sequence of the study's dataset where it is here, a generated drive, an uploaded
     video or a folder of frames."""
     origin = dataset_origin(study)
-    options = ([f"a sequence of {origin.name}"] if origin.on_disk and origin.name != "synthetic" else []) + [
+    here = origin.on_disk and origin.name != "synthetic" and isinstance(study.manifest.get("config"), dict)
+    options = ([f"a sequence of {origin.name}"] if here else []) + [
         GENERATED,
         "a video file",
         "a folder of frames",
     ]
     kind = st.radio("play", options, horizontal=True, key="drive_kind")
     if kind.startswith("a sequence"):
-        dataset = dataset_of(type(origin)(origin.name, origin.root, origin.options, origin.split, ()))
+        try:
+            dataset = drive_dataset(origin, study)
+        except MessError as exc:
+            st.error(str(exc))
+            return None
         names = list(sequences(dataset))
         tuned = origin.groups[0] if origin.groups and origin.groups[0] in names else names[0]
         name = st.selectbox(

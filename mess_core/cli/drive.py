@@ -70,26 +70,15 @@ def _dataset_sequence(study: Any, name: str, size: tuple[int, int], root: str | 
     config = study.manifest.get("config")
     if not isinstance(config, dict):
         raise FrameError(f"study {study.name}: records no dataset to read sequence {name!r} from; use --input")
-    cfg = StudyConfig.from_dict(config)
-    splits = "+".join(s for s in ("train", "val", "test") if _has_split(cfg, s, size, root))
-    if not splits:
-        raise FrameError(
-            f"study {study.name}: its dataset {cfg.dataset!r} is not on this machine (data_root "
-            f"{cfg.data_root!r}); pass --data-root, or use --input with a video"
-        )
-    dataset = cfg.eval_dataset(splits, size, root=root)
+    try:
+        dataset = StudyConfig.from_dict(config).drive_dataset(root=root)
+    except MessError as exc:
+        raise FrameError(f"study {study.name}: {exc}, or use --input with a video") from None
     if name not in sequences(dataset):
         raise FrameError(
             f"sequence {name!r} is not in study {study.name}'s dataset; it has {', '.join(sequences(dataset))}"
         )
     return DatasetSequence(dataset, name, size=size, max_frames=limit)
-
-
-def _has_split(cfg: StudyConfig, split: str, size: tuple[int, int], root: str | None) -> bool:
-    try:
-        return len(cfg.eval_dataset(split, size, root=root)) > 0
-    except (MessError, OSError):
-        return False
 
 
 def _check_outputs(args: argparse.Namespace) -> None:

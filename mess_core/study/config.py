@@ -18,9 +18,9 @@ from ..conversion.exits import ExitSpec, exit_space
 from ..conversion.pipeline import check_module_names
 from ..data import build_dataset, check_dataset, eval_transform, list_datasets
 from ..data.registry import default_selections
-from ..data.selection import parse_splits
+from ..data.selection import SPLIT_SEPARATOR, parse_splits
 from ..deploy.bench import ENGINES
-from ..errors import MessError
+from ..errors import DataError, MessError
 from ..fields import check_fields
 from ..io import expand_home, read_yaml
 from ..models.source import ModelSource, convert_options
@@ -299,6 +299,37 @@ class StudyConfig:
             split=split,
             groups=tuple(groups),
             transform=eval_transform(size=tuple(size)),
+            **self.data_options,
+        )
+
+    def drive_dataset(self, *, root: str | os.PathLike | None = None) -> Any:
+        """Every split this study's steps read (train, tune, report) that is on this machine, pooled and at full
+        size: a drive is the whole of its sequence, whichever split holds each frame (CamVid's drive 0016E5 has
+        frames in train and in val). The Drive page and the ``drive`` command read sequences from here.
+
+        Raises:
+            DataError: no split of the study's dataset is under its folder (or ``root``).
+        """
+        splits = dict.fromkeys(
+            part for split in (self.train_split, self.cache_split, self.report_split) for part in parse_splits(split)
+        )
+        here = []
+        for split in splits:
+            try:
+                if len(self.eval_dataset(split, (1, 1), root=root)) > 0:
+                    here.append(split)
+            except (MessError, OSError):
+                continue
+        if not here:
+            where = root if root is not None else self.data_root
+            raise DataError(
+                f"dataset {self.dataset!r} is not on this machine: none of the study's splits "
+                f"{', '.join(splits)} under {where!r}; pass its folder (--data-root)"
+            )
+        return build_dataset(
+            self.dataset,
+            root=root if root is not None else self.data_root,
+            split=SPLIT_SEPARATOR.join(here),
             **self.data_options,
         )
 

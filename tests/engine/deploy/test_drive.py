@@ -14,19 +14,22 @@ import pytest
 import torch
 
 from mess_core.cli import main
-from mess_core.data.frames import FrameDataset, FrameError, GeneratedDrive, open_frames
+from mess_core.data.frames import DatasetSequence, FrameDataset, FrameError, GeneratedDrive, open_frames, sequences
 from mess_core.data.synthetic import SYNTHETIC_INFO
 from mess_core.data.transforms import frame_tensor
 from mess_core.deploy.annotate import AnnotatedVideo
 from mess_core.deploy.drive import Driver, DriveTotals
 from mess_core.deploy.runtime import deploy
+from mess_core.errors import MessError
 from mess_core.evaluate.cache_build import build_cache
 from mess_core.evaluate.instance import evaluate
 from mess_core.search.report import Row
 from mess_core.study import open_study
-from tests.paths import PRECOMPUTED
+from mess_core.study.config import StudyConfig
+from tests.paths import PRECOMPUTED, SHOTS
 
 SYNTHETIC = PRECOMPUTED / "synthetic-mobilenetv2-fcn"
+CAMVID = PRECOMPUTED / "camvid-mobilenetv2-fcn"
 
 
 def write_video(path, frames: int = 12, size=(48, 64), fourcc: str = "MJPG") -> None:
@@ -194,3 +197,50 @@ def test_the_drive_command_writes_the_video_and_one_csv_row_per_frame(tmp_path, 
     assert "4 frames" in capsys.readouterr().out
     assert main(["drive", *args]) == 2  # the outputs exist now: refused, kept
     assert len(list(csv.DictReader(table.open()))) == 4
+
+
+def test_the_drive_command_on_the_shipped_study_exits_where_the_runtime_does(tmp_path):
+    """The app's default study on frames of its tuning drive, where the dataset is on this machine: the command's
+    exit per frame is the deployed runtime's on the same frames; three of its frames, one per exit taken where the
+    drive has several, are the README's picture of an annotated video."""
+    study = open_study(CAMVID)
+    size = tuple(int(s) for s in study.cache.meta["input_size"])
+    try:
+        dataset = StudyConfig.from_dict(study.manifest["config"]).drive_dataset()
+    except MessError as exc:
+        pytest.skip(f"the study's dataset is not on this machine: {exc}")
+    name = (study.cache.meta.get("groups") or list(sequences(dataset)))[0]
+    out, table = tmp_path / "drive.mp4", tmp_path / "frames.csv"
+    args = [str(CAMVID), "--row", "min_cost_1pp", "--sequence", name, "--max-frames", "24"]
+    assert main(["drive", *args, "--out", str(out), "--csv", str(table)]) == 0
+    exits = [int(row["exit"]) for row in csv.DictReader(table.open())]
+    frames = DatasetSequence(dataset, name, size=size, max_frames=24).read_all()
+    net, _, _ = study.load_network_and_model()
+    instance = study.results("input-dependent").set_index("id").loc[Row.MIN_COST_1PP, "instance"]
+    with torch.no_grad():
+        _, taken = deploy(net, instance)(torch.cat([frame_tensor(f.rgb) for f in frames]))
+    assert taken.tolist() == exits and len(exits) == 24
+    capture = cv2.VideoCapture(str(out))
+    shown = []
+    for index in range(len(exits)):
+        ok, image = capture.read()
+        assert ok, f"frame {index} of the annotated video cannot be read"
+        if exits[index] not in {exits[i] for i in shown}:
+            shown.append(index)
+    shown = (shown + [i for i in (0, len(exits) // 2, len(exits) - 1) if i not in shown])[:3]
+    capture = cv2.VideoCapture(str(out))
+    pictures = [capture.read()[1] for _ in range(max(shown) + 1)]
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    strip = cv2.hconcat([pictures[i] for i in sorted(shown)])
+    width = min(strip.shape[1], 1440)  # the README's width; a smaller file
+    strip = cv2.resize(strip, (width, round(strip.shape[0] * width / strip.shape[1])), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(SHOTS / "drive-frames.png"), strip)
+
+
+def test_a_sequence_of_a_dataset_that_is_not_here_says_what_to_pass(tmp_path, capsys):
+    out = tmp_path / "out.mp4"
+    args = [str(CAMVID), "--row", "min_cost_1pp", "--sequence", "0006R0", "--out", str(out)]
+    assert main(["drive", *args, "--data-root", str(tmp_path / "nowhere")]) == 2
+    message = capsys.readouterr().err
+    assert "'camvid' is not on this machine" in message and "--data-root" in message and "nowhere" in message
+    assert not out.exists()
