@@ -155,29 +155,43 @@ def show_frame(study: Study, drive: Driver, frames: list, played: dict[int, Any]
         frames[position].rgb, prediction, result, totals, palette, kept=drive.kept, num_exits=drive.num_exits
     )
     left, right = st.columns([3, 2])
-    left.image(image, caption=f"frame {position + 1} of {len(frames)}: {result.name}", width="stretch")
+    # JPEG: Streamlit's PNG of a numpy frame costs ~25 ms a frame, a tenth of the page's budget at 10 frames/s
+    caption = f"frame {position + 1} of {len(frames)}: {result.name}"
+    left.image(image, caption=caption, width="stretch", output_format="JPEG")
+    playing = st.session_state.get(PLAYING)
+    if playing:  # the browser's work per frame grows with every element redrawn: the frame carries its own figures
+        right.caption(
+            "Playing: the frame shows the exit it took, c_img at each kept exit, both latencies and the saving so "
+            "far. Pause for the figures, the running totals and the timeline."
+        )
+    else:
+        frame_figures(right, drive, result, totals)
+    if playing and position < len(frames) - 1:
+        st.session_state[POSITION] = position + 1
+    elif playing:
+        st.session_state[PLAYING] = False
+
+
+def frame_figures(column: Any, drive: Driver, result: Any, totals: DriveTotals) -> None:
+    """The frame's exit, latency, agreement, mIoU and confidences in ``column``; the running totals under it."""
     final = result.exit == drive.num_exits
-    right.metric("exit taken", f"exit {result.exit}" + (" (final)" if final else f" of {drive.num_exits}"))
-    right.metric(  # less time than the original is the good direction
+    column.metric("exit taken", f"exit {result.exit}" + (" (final)" if final else f" of {drive.num_exits}"))
+    column.metric(  # less time than the original is the good direction
         "latency", f"{result.ms:.1f} ms", f"{result.ms - result.original_ms:+.1f} ms vs original", delta_color="inverse"
     )
-    right.metric("agrees with the original model", f"{100 * result.agreement:.1f}% of pixels")
+    column.metric("agrees with the original model", f"{100 * result.agreement:.1f}% of pixels")
     if result.miou is not None:
-        right.metric(
+        column.metric(
             "mIoU against the labels", f"{100 * result.miou:.1f}%", f"original {100 * result.original_miou:.1f}%"
         )
     confidences = ", ".join(
         f"exit {e}: {'-' if c != c else f'{c:.2f}'} (th {k.th_img:.2f})"
         for e, c, k in zip(drive.kept, result.c_img, drive.instance.exits)
     )
-    right.caption(f"c_img at the kept exits: {confidences}")
+    column.caption(f"c_img at the kept exits: {confidences}")
     cols = st.columns(4)
     for col, (label, value) in zip(cols, totals_metrics(totals).items()):
         col.metric(label, value)
-    if st.session_state.get(PLAYING) and position < len(frames) - 1:
-        st.session_state[POSITION] = position + 1
-    elif st.session_state.get(PLAYING):
-        st.session_state[PLAYING] = False
 
 
 def timeline(drive: Driver, played: dict[int, Any]) -> None:

@@ -43,6 +43,7 @@ from ..data.frames import Frame
 from ..data.transforms import frame_tensor
 from ..errors import MessError
 from ..evaluate.instance import Instance, iou_of_counts, mean_iou
+from ..evaluate.policy import predicted_labels
 from .bench import OriginalModel
 from .runtime import EarlyExitNet, deploy
 
@@ -234,8 +235,8 @@ class Driver:
             if self._onnx is not None:
                 (logits, onnx_taken), ms = _timed(lambda: self._onnx(x.cpu()), torch.device("cpu"))
                 exit = int(onnx_taken[0])
-        prediction = logits[0].argmax(0).cpu().numpy()
-        original = full[0].argmax(0).cpu().numpy()
+        prediction = predicted_labels(logits)[0].cpu().numpy()
+        original = predicted_labels(full)[0].cpu().numpy()
         gflops, original_gflops = self.path_gflops(frame.rgb.shape[:2], exit)
         labelled = frame.labels is not None
         result = FrameResult(

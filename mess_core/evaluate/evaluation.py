@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..conversion.profiling import evaluating
+from .policy import predicted_labels
 
 __all__ = ["ConfusionMatrix", "evaluate_model", "evaluate_exits", "model_logits"]
 
@@ -114,7 +115,7 @@ def evaluate_model(
     cm = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=device)
     with evaluating(model):
         for images, labels in _batches(loader, device):
-            cm.update(model_logits(model(images), output_key).argmax(1), labels)
+            cm.update(predicted_labels(model_logits(model(images), output_key)), labels)
     return cm.all_reduce()
 
 
@@ -143,8 +144,8 @@ def evaluate_exits(
             for i, feat in enumerate(features, start=1):
                 for spec in chosen[i]:
                     logits = net.heads[str(i)][spec](feat, images.shape[-2:])
-                    matrices[i][spec].update(logits.argmax(1), labels)
-            final.update(final_logits.argmax(1), labels)
+                    matrices[i][spec].update(predicted_labels(logits), labels)
+            final.update(predicted_labels(final_logits), labels)
     for by_spec in matrices.values():
         for cm in by_spec.values():
             cm.all_reduce()

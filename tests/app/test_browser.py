@@ -231,9 +231,9 @@ def test_the_drive_page_plays_frames_and_its_timeline_seeks(page, server):
     )
     settle(page)
     page.get_by_role("button", name="play", exact=True).click()  # the fragment plays on its own from here
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('[data-testid=\"stMetric\"]')].some(m => "
-        "m.innerText.includes('frames played') && parseInt(m.innerText.split('\\n').pop()) >= 5)",
+    page.wait_for_function(  # while playing the frame alone is redrawn: its caption says which it is
+        "() => [...document.querySelectorAll('[data-testid=\"stImageCaption\"]')].some(c => "
+        "parseInt((/frame (\\d+) of/.exec(c.textContent) || [0, 0])[1]) >= 5)",
         timeout=WAIT_MS,
     )
     page.get_by_role("button", name="pause", exact=True).click()

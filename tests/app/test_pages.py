@@ -231,10 +231,12 @@ def test_the_drive_page_runs_frames_of_the_current_instance_and_steps_through_th
     assert app.slider(key="drive_scrub").value == 1 and metrics(app)["frames played"] == "2"
     app.button(key="drive_play").click().run()
     assert not problems(app) and app.button(key="drive_play").label == "pause"
-    app.run()  # what the fragment's timer does while playing: the next frame
-    assert not problems(app) and metrics(app)["frames played"] == "3"
-    app.button(key="drive_play").click().run()
+    app.run()  # what the fragment's timer does while playing: the next frame, drawn alone
+    assert not problems(app) and app.slider(key="drive_scrub").value == 2 and "frames played" not in metrics(app)
+    assert any(c.value.startswith("Playing:") for c in app.caption)
+    app.button(key="drive_play").click().run()  # pause: the frame it stopped on, with its figures
     assert not problems(app) and app.button(key="drive_play").label == "play"
+    assert metrics(app)["frames played"] == "4" and app.slider(key="drive_scrub").value == 3
     app.button(key="drive_all").click().run()
     assert not problems(app) and metrics(app)["frames played"] == "80"
     assert metrics(app)["GFLOPs saved"] != "-" and len(app.get("plotly_chart")) == 1
