@@ -264,7 +264,7 @@ def main() -> None:
         uncounted = reached * decide_ms
         print(
             f"   the decision at each kept exit a frame reaches (c_img, {decide_ms:.2f} ms, {reached} times) is not in "
-            f"the cache's costs; less it, the predictions are {(predicted - uncounted) / 1000:.2f} s "
+            f"the cache's costs; counting it, the predictions are {(predicted - uncounted) / 1000:.2f} s "
             f"({100 * (measured - predicted + uncounted) / (predicted - uncounted):+.1f}%) and "
             f"{(predicted_now - uncounted) / 1000:.2f} s "
             f"({100 * (measured - predicted_now + uncounted) / (predicted_now - uncounted):+.1f}%)"
