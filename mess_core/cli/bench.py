@@ -11,10 +11,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..conversion.profiling import evaluating
 from ..deploy.artifacts import load_multi_exit_and_model
 from ..deploy.bench import ENGINES, bench, machine, policy_overhead, stage_latency
 from ..evaluate.cache import EvaluationCache
+from ..evaluate.cache_build import measure_decisions
 from ..evaluate.instance import Instance
+from ..evaluate.policy import EdgeMasking
 from ..io import atomic_write_text
 from .args import (
     add_data_option,
@@ -74,7 +77,9 @@ def _print_table(table: pd.DataFrame) -> None:
         )
 
 
-def _into_cache(path: str, size: tuple[int, ...], stage_ms: Any, head_ms: dict[int, dict[str, float]]) -> int:
+def _into_cache(
+    path: str, size: tuple[int, ...], stage_ms: Any, head_ms: dict[int, dict[str, float]], net: Any, repeats: int
+) -> int:
     cache = EvaluationCache.load(path)
     if tuple(cache.meta.get("input_size", ())) != size:
         print(
@@ -84,6 +89,10 @@ def _into_cache(path: str, size: tuple[int, ...], stage_ms: Any, head_ms: dict[i
         return 1
     cache.stage_ms = np.asarray(stage_ms, float)
     cache.head_ms = np.asarray([[head_ms[e][c] for c in cache.configs] for e in range(1, cache.num_exits)])
+    edges = EdgeMasking(**cache.meta.get("edge_masking", {}))
+    with evaluating(net), torch.inference_mode():
+        final = net.walk_to(torch.randn(1, 3, *size)).logits
+    cache.meta["decision_ms"] = measure_decisions(final, edges, repeats)
     cache.meta["latency_device"] = machine()
     cache.save(path)
     print(f"wrote the latency table into {path} (search with --cost latency)")
@@ -133,4 +142,6 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         atomic_write_text(args.out, table.to_json(orient="records", indent=1))
         print(f"wrote {args.out}")
-    return _into_cache(args.into_cache, size, stage_ms, head_ms) if args.into_cache else 0
+    if not args.into_cache:
+        return 0
+    return _into_cache(args.into_cache, size, stage_ms, head_ms, net, repeats=args.repeats * 2)

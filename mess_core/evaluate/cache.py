@@ -10,7 +10,8 @@ For every image b and every *head* h (each configuration at each early exit, the
   ``th_pix_grid[g]``, so the MESS image confidence c_img = above / pixels for every th_pix on the grid;
 * ``conf_sum[b, h]``: the sum of pixel confidences, for the naive policy's mean confidence;
 * ``stage_gflops[s]`` for the N stages and ``head_gflops[i - 1, c]`` for every configuration at every early exit,
-  and, when measured, the same in milliseconds (``stage_ms``, ``head_ms``).
+  and, when measured, the same in milliseconds (``stage_ms``, ``head_ms``), with the milliseconds of each policy's
+  decision at an exit (``meta["decision_ms"]``).
 
 It is one ``.npz`` file with a JSON ``meta`` entry (model, dataset, split, input size, classes, exits, space,
 threshold grid, edge masking, what was measured where). This module holds the data, its file and what follows from
@@ -187,6 +188,20 @@ class EvaluationCache:
     def head_cost(self, unit: Unit = "gflops") -> np.ndarray:
         """(N-1, C) per-image cost of each head."""
         return self._cost(unit)[1]
+
+    def exit_cost(self, policy: str, unit: Unit = "gflops") -> np.ndarray:
+        """(N-1, C) per-image cost of an exit of an input-dependent instance: the head, then the decision."""
+        return self.head_cost(unit) + self.decision_cost(policy, unit)
+
+    def decision_cost(self, policy: str, unit: Unit = "gflops") -> float:
+        """Per image, the cost of deciding at one exit under ``policy`` (its c_img, compared with th_img), which an
+        input-dependent instance pays at every kept exit an image reaches: the milliseconds measured with the
+        latency (``meta["decision_ms"]``), 0 where they were not (caches built before they were) and in GFLOPs (a
+        softmax and a mask over the output, a few MFLOPs)."""
+        if policy not in POLICIES:
+            raise CacheError(f"policy must be one of {POLICIES}, not {policy!r}")
+        self._cost(unit)  # the unit is known, and ms are measured
+        return float((self.meta.get("decision_ms") or {}).get(policy, 0.0)) if unit == "ms" else 0.0
 
     def _cost(self, unit: str) -> tuple[np.ndarray, np.ndarray]:
         if unit == "gflops":
@@ -447,6 +462,8 @@ class EvaluationCache:
             "edge_masking": {"size": 3, "window": 7},
             "images": [f"img{b}" for b in range(images)],
         }
+        if latency:  # drawn last: the arrays above are the same with or without latency
+            meta["decision_ms"] = dict(zip(POLICIES, (float(v) for v in rng.uniform(0.2, 1.0, len(POLICIES)))))
         return cls(
             meta=meta,
             tp=tp,

@@ -15,9 +15,16 @@ import torch
 from ..conversion.exits import ExitSpec
 from ..conversion.profiling import evaluating, time_call
 from .cache import CACHE_FORMAT, TH_PIX_GRID, CacheError, EvaluationCache
-from .policy import EdgeMasking, edge_masked_confidence, pixel_confidence, pixels_at_least, predicted_labels
+from .policy import (
+    ConfidencePolicy,
+    EdgeMasking,
+    edge_masked_confidence,
+    pixel_confidence,
+    pixels_at_least,
+    predicted_labels,
+)
 
-__all__ = ["build_cache", "measure_latency"]
+__all__ = ["build_cache", "measure_latency", "measure_decisions"]
 
 
 def measure_latency(
@@ -39,6 +46,21 @@ def measure_latency(
                 head = net.head(step.index, spec)
                 head_ms[step.index - 1, c] = 1e3 * time_call(lambda: head(step.features, input_size), repeats=repeats)
     return np.asarray(stage_ms), head_ms
+
+
+def measure_decisions(logits: torch.Tensor, edges: EdgeMasking, repeats: int) -> dict[str, float]:
+    """Median milliseconds of each policy's decision at one exit for one image (``logits``: (1, K, H, W) at the
+    input size): the c_img an input-dependent instance computes at every kept exit an image reaches."""
+    rules = {
+        "mess": ConfidencePolicy(edges=edges),
+        "plain": ConfidencePolicy(edges=None),
+        "naive": ConfidencePolicy(naive=True),
+    }
+    with torch.inference_mode():
+        return {
+            name: 1e3 * time_call(lambda r=rule: r.image_confidence(logits), repeats=repeats)
+            for name, rule in rules.items()
+        }
 
 
 def _exit_space(net: Any) -> tuple[list[str], dict[str, list[str]]]:
@@ -190,7 +212,8 @@ def build_cache(
     stats = _Statistics.zeros(count, heads, info.num_classes, grid, device, info.ignore_index, edges)
     with evaluating(net):
         seen = _evaluate_split(net, dataset, stats, specs, absent, batch_size, device, progress)
-    costs = _costs(net, specs, seen.size, device, latency, latency_repeats)
+    costs = _costs(net, specs, seen.size, device, latency, latency_repeats, edges)
+    decision_ms = costs.pop("decision_ms")
     meta = {
         "format": CACHE_FORMAT,
         "model": model,
@@ -208,6 +231,7 @@ def build_cache(
         **({"image_groups": seen.groups} if len(seen.groups) == len(seen.names) else {}),
         **({"absent_heads": absent} if absent else {}),
         "latency_device": _device_name(device) if latency else None,
+        **({"decision_ms": decision_ms} if decision_ms is not None else {}),
         **(extra_meta or {}),
     }
     cache = EvaluationCache(meta=meta, **stats.arrays(), **costs)
@@ -271,16 +295,31 @@ def _evaluate_split(
 
 
 def _costs(
-    net: Any, specs: list[str], size: tuple[int, int], device: torch.device, latency: bool, repeats: int
-) -> dict[str, np.ndarray | None]:
-    """Per-image cost of every stage and head in GFLOPs and, with ``latency``, in measured milliseconds."""
+    net: Any,
+    specs: list[str],
+    size: tuple[int, int],
+    device: torch.device,
+    latency: bool,
+    repeats: int,
+    edges: EdgeMasking,
+) -> dict[str, Any]:
+    """Per-image cost of every stage and head in GFLOPs and, with ``latency``, in measured milliseconds, with the
+    milliseconds of each policy's decision at an exit."""
     stage_gflops = np.asarray(net.stage_flops(size)) / 1e9
     head_gflops = np.array([[net.head_flops(i, s, size) / 1e9 for s in specs] for i in range(1, net.num_exits)])
-    stage_ms = head_ms = None
+    stage_ms = head_ms = decision_ms = None
     if latency:
-        with evaluating(net):
+        with evaluating(net), torch.inference_mode():
             stage_ms, head_ms = measure_latency(net, [ExitSpec.parse(s) for s in specs], size, device, repeats)
-    return {"stage_gflops": stage_gflops, "head_gflops": head_gflops, "stage_ms": stage_ms, "head_ms": head_ms}
+            final = net.walk_to(torch.randn(1, 3, *size, device=device)).logits
+        decision_ms = measure_decisions(final, edges, repeats)
+    return {
+        "stage_gflops": stage_gflops,
+        "head_gflops": head_gflops,
+        "stage_ms": stage_ms,
+        "head_ms": head_ms,
+        "decision_ms": decision_ms,
+    }
 
 
 def _device_name(device: torch.device) -> str:

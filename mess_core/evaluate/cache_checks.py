@@ -56,6 +56,15 @@ def meta_problem(meta: dict[str, Any], tp: np.ndarray, where: str) -> str | None
         return f"{where}: meta field 'input_size' is {str(size)[:120]}, expected [height, width]; {_FIX}"
     if tp.ndim != 3 or tp.shape[0] == 0:
         return f"{where}: holds no images; build the cache on a split with images"
+    decision = meta.get("decision_ms")
+    if decision is not None and not (
+        isinstance(decision, dict)
+        and all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v >= 0
+            for k, v in decision.items()
+        )
+    ):
+        return f"{where}: meta field 'decision_ms' is {str(decision)[:120]}, expected milliseconds per policy; {_FIX}"
     names = meta.get("images")
     if names is not None and (not isinstance(names, list) or len(names) != tp.shape[0]):
         return (

@@ -242,8 +242,12 @@ class Outcome:
 
 def output_costs(cache: EvaluationCache, instance: Instance, *, unit: str = "gflops") -> np.ndarray:
     """Per-image cost of reaching each output of ``instance`` (its kept exits, then the final exit): the stages up
-    to it plus every kept head up to and including its own."""
-    cum, head = cache.reach_cost(unit), cache.head_cost(unit)  # type: ignore[arg-type]
+    to it plus every kept head up to and including its own, and, input-dependent, the decision at each of them."""
+    cum = cache.reach_cost(unit)  # type: ignore[arg-type]
+    if instance.mode == "input-dependent":
+        head = cache.exit_cost(instance.policy_name, unit)  # type: ignore[arg-type]
+    else:
+        head = cache.head_cost(unit)  # type: ignore[arg-type]
     paid = (
         np.cumsum([head[e.exit - 1, cache.config_index(e.config)] for e in instance.exits])
         if instance.exits

@@ -308,7 +308,7 @@ def _compute_uniform_grid(
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, float | None, float]]]:
     exits, configs, th_pixes = space.resolve(cache)
     cum = cache.reach_cost(unit)  # type: ignore[arg-type]
-    head = cache.head_cost(unit)  # type: ignore[arg-type]
+    head = cache.exit_cost(space.policy, unit)  # type: ignore[arg-type]
     grid = np.asarray(sorted(space.th_img))
     b = cache.num_images
     counts = np.concatenate([cache.tp, cache.pred], axis=2).astype(np.float64)

@@ -96,7 +96,7 @@ class Engine:
         self.exits, self.configs, self.th_pix = space.resolve(cache)
         self.unit = unit
         self.cum = cache.reach_cost(unit)  # type: ignore[arg-type]
-        self.head = cache.head_cost(unit)  # type: ignore[arg-type]
+        self.head = cache.exit_cost(space.policy, unit)  # type: ignore[arg-type]
         self.n_exits = cache.num_exits
         self.b = cache.num_images
         self.k = cache.num_classes

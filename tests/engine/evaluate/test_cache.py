@@ -134,6 +134,8 @@ def test_cache_round_trips_through_its_file_with_metadata(setup, tmp_path):
     assert again.meta["model"] == "mobilenetv3_lraspp" and again.meta["split"] == "val"
     assert again.meta["input_size"] == list(SIZE) and again.configs == SPACE
     assert again.has_latency and again.stage_ms.shape == (4,) and (again.head_ms > 0).all()
+    decisions = again.meta["decision_ms"]  # each rule's c_img at an exit, timed with the heads
+    assert set(decisions) == {"mess", "plain", "naive"} and all(v > 0 for v in decisions.values())
     for name in ("tp", "pred", "label", "above", "above_plain", "conf_sum", "pixels", "stage_gflops", "head_gflops"):
         np.testing.assert_array_equal(getattr(again, name), getattr(cache, name))
 
@@ -305,6 +307,7 @@ def test_cache_and_search_commands_end_to_end(setup, tmp_path, capsys):
     assert all(r["ms_per_image"] > 0 and r["runs"] == 4 // r["batch"] for r in rows)
     timed = EvaluationCache.load(tmp_path / "train.npz")
     assert timed.has_latency and timed.stage_ms.shape == (net.num_exits,) and (timed.head_ms > 0).all()
+    assert set(timed.meta["decision_ms"]) == {"mess", "plain", "naive"}
     assert (
         main(
             [

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mess_core.evaluate.cache import EvaluationCache
-from mess_core.evaluate.instance import Instance, InstanceError, KeptExit, evaluate, exit_histogram
+from mess_core.evaluate.instance import Instance, InstanceError, KeptExit, evaluate, exit_histogram, output_costs
 from mess_core.evaluate.policy import ConfidencePolicy
 from mess_core.search.collector import Collector
 from mess_core.search.constrained import pareto_front, search, uniform_exit
@@ -51,25 +51,25 @@ def every_instance(cache, space, mode):
     return out
 
 
-def brute_force_best(cache, instances, objective):
-    out = [evaluate(cache, i) for i in instances]
+def brute_force_best(cache, instances, objective, unit="gflops"):
+    out = [evaluate(cache, i, unit=unit) for i in instances]
     cost = np.array([o.cost for o in out])
     miou = np.array([o.miou for o in out])
-    final = evaluate(cache, Instance("budgeted")).miou
+    final = evaluate(cache, Instance("budgeted"), unit=unit).miou
     if objective.kind == "min-cost":
         ok = miou >= final - objective.max_drop / 100 - 1e-12
         best_cost = cost[ok].min()
         return best_cost, miou[ok & np.isclose(cost, best_cost, rtol=0, atol=1e-12)].max()
-    ok = cost <= objective.budget * evaluate(cache, Instance("budgeted")).cost + 1e-12
+    ok = cost <= objective.budget * evaluate(cache, Instance("budgeted"), unit=unit).cost + 1e-12
     if not ok.any():
         return None
     best = miou[ok].max()
     return cost[ok & np.isclose(miou, best, rtol=0, atol=1e-12)].min(), best
 
 
-def brute_force_front(cache, instances):
+def brute_force_front(cache, instances, unit="gflops"):
     pts = sorted(
-        {(round(o.cost, 12), round(o.miou, 12)) for o in (evaluate(cache, i) for i in instances)},
+        {(round(o.cost, 12), round(o.miou, 12)) for o in (evaluate(cache, i, unit=unit) for i in instances)},
         key=lambda p: (p[0], -p[1]),
     )
     front, best = [], -np.inf
@@ -94,6 +94,35 @@ def test_input_dependent_search_equals_brute_force(seed, exits, configs, max_exi
     cache = EvaluationCache.random(images=14, exits=exits, configs=configs, classes=3, seed=seed)
     space = SearchSpace(th_pix=(0.5, 0.7), th_img=(0.2, 0.45, 0.7, 0.9), max_exits=max_exits, policy=policy)
     assert_search_equals_brute_force(cache, space)
+
+
+@pytest.mark.parametrize("policy", ["mess", "plain", "naive"])
+def test_search_by_latency_equals_brute_force_counting_each_decision(policy):
+    """In milliseconds an input-dependent instance also pays its rule's measured decision at every kept exit an
+    image reaches (``meta["decision_ms"]``); the search and the brute force score the same costs."""
+    cache = EvaluationCache.random(images=14, exits=4, configs=2, classes=3, seed=5, latency=True)
+    space = SearchSpace(th_pix=(0.5, 0.7), th_img=(0.2, 0.45, 0.7, 0.9), max_exits=2, policy=policy)
+    assert_search_equals_brute_force(cache, space, unit="ms")
+
+
+def test_each_kept_exit_an_image_reaches_costs_its_rules_decision_in_milliseconds_only():
+    cache = EvaluationCache.random(images=9, exits=4, configs=2, classes=3, seed=3, latency=True)
+    decide = cache.meta["decision_ms"]
+    assert decide["mess"] > 0 and cache.decision_cost("mess", "gflops") == 0.0
+    kept = (KeptExit(1, cache.configs[0], 0.6), KeptExit(3, cache.configs[1], 0.4))
+    for policy, rule in [("mess", ConfidencePolicy()), ("naive", ConfidencePolicy(naive=True))]:
+        instance = Instance("input-dependent", kept, rule)
+        reach, head = cache.reach_cost("ms"), cache.head_cost("ms")
+        first, second = head[0, 0] + decide[policy], head[2, 1] + decide[policy]
+        expected = [reach[1] + first, reach[3] + first + second, reach[-1] + first + second]
+        assert output_costs(cache, instance, unit="ms") == pytest.approx(expected)
+    static = Instance("budgeted", (KeptExit(2, cache.configs[0]),))  # no rule, no decision
+    assert output_costs(cache, static, unit="ms")[0] == pytest.approx(cache.reach_cost("ms")[2] + head[1, 0])
+    without = EvaluationCache.random(images=9, exits=4, configs=2, classes=3, seed=3, latency=True)
+    del without.meta["decision_ms"]  # a cache built before decisions were measured costs them nothing
+    assert output_costs(without, Instance("input-dependent", kept, ConfidencePolicy()), unit="ms")[-1] == pytest.approx(
+        cache.reach_cost("ms")[-1] + head[0, 0] + head[2, 1]
+    )
 
 
 def test_search_equals_brute_force_with_a_class_nobody_labelled():
@@ -162,25 +191,25 @@ def test_the_approximate_shortlist_decides_exactly_as_scoring_everything(objecti
             assert shortlisted.best[:2] == pytest.approx(everything.best[:2], abs=1e-12)
 
 
-def assert_search_equals_brute_force(cache, space):
+def assert_search_equals_brute_force(cache, space, unit="gflops"):
     """The search gives the best (and the Pareto front of) every instance of the space, enumerated with no pruning."""
     policy = space.policy
     instances = every_instance(cache, space, "input-dependent")
     assert space.size(cache, "input-dependent") == len(instances) if policy != "naive" else True
     for objective in OBJECTIVES:
-        result = search(cache, objective, mode="input-dependent", space=space)
-        expected = brute_force_best(cache, instances, objective)
+        result = search(cache, objective, mode="input-dependent", space=space, unit=unit)
+        expected = brute_force_best(cache, instances, objective, unit)
         if expected is None:
             assert result.instance is None
             continue
         assert (result.cost, result.miou) == pytest.approx(expected, abs=1e-12), objective
         # the returned instance really has the figures reported
-        check = evaluate(cache, result.instance)
+        check = evaluate(cache, result.instance, unit=unit)
         assert (check.cost, check.miou) == pytest.approx((result.cost, result.miou), abs=1e-12)
         assert_thresholds_are_the_highest_with_their_outcome(cache, result.instance, space.th_img)
-    front = search(cache, Objective("pareto"), mode="input-dependent", space=space).front
+    front = search(cache, Objective("pareto"), mode="input-dependent", space=space, unit=unit).front
     got = [(round(c, 12), round(m, 12)) for c, m in zip(front["cost"], front["miou"])]
-    assert got == brute_force_front(cache, instances)
+    assert got == brute_force_front(cache, instances, unit)
     for instance in front["instance"]:
         assert_thresholds_are_the_highest_with_their_outcome(cache, instance, space.th_img)
 
@@ -270,18 +299,20 @@ def test_accuracy_never_falls_as_thresholds_rise_when_later_outputs_are_better_p
 
 
 # ------------------------------------------------------------------------------------------------ peers
-def test_uniform_exit_equals_brute_force_over_its_own_space():
-    cache = EvaluationCache.random(images=12, exits=4, configs=3, seed=9)
+@pytest.mark.parametrize("unit", ["gflops", "ms"])
+def test_uniform_exit_equals_brute_force_over_its_own_space(unit):
+    cache = EvaluationCache.random(images=12, exits=4, configs=3, seed=9, latency=True)
     space = SearchSpace(th_pix=(0.5, 0.9), th_img=(0.3, 0.6, 0.9))
     objective = Objective("min-cost", max_drop=2.0)
-    result = uniform_exit(cache, objective, space=space)
+    result = uniform_exit(cache, objective, space=space, unit=unit)
     instances = [
         Instance.input_dependent([KeptExit(e, c, t) for e in (1, 2, 3)], th_pix=p)
         for c in cache.configs
         for p in space.th_pix
         for t in space.th_img
     ]
-    assert (result.cost, result.miou) == pytest.approx(brute_force_best(cache, instances, objective), abs=1e-12)
+    expected = brute_force_best(cache, instances, objective, unit)
+    assert (result.cost, result.miou) == pytest.approx(expected, abs=1e-12)
     assert len({e.config for e in result.instance.exits}) == 1
 
 
