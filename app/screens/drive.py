@@ -141,7 +141,14 @@ def playback_controls(count: int) -> None:
     if cols[2].button("step", key="drive_step", disabled=position >= count - 1):
         position = st.session_state[POSITION] = position + 1
         st.session_state[PLAYING] = False
-    cols[3].selectbox("frames per second", RATES, index=RATES.index(10), key="drive_rate")
+    cols[3].selectbox(
+        "frames per second",
+        RATES,
+        index=RATES.index(10),
+        key="drive_rate",
+        help="The rate asked. Every frame runs the instance and the original model before it is drawn, so a machine "
+        "that cannot keep up shows fewer, and asking for far more than it makes shows fewer still.",
+    )
     st.session_state[SCRUB] = min(position, max(0, count - 1))
     cols[4].slider("frame", 0, max(1, count - 1), key=SCRUB, on_change=_seek, disabled=count < 2)
 
