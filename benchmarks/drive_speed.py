@@ -250,12 +250,16 @@ def main() -> None:
         now = dataclasses.replace(study.cache, meta=meta, stage_ms=stage_ms, head_ms=head_ms, _derived={})
         full_now = float(now.reach_cost("ms")[-1])
         predicted_now = float(np.sum(full_now - evaluate(now, instance, unit="ms").image_cost))
-        stored = "with" if "decision_ms" in study.cache.meta else "without (built before they were measured)"
+        stored = (
+            "the decision at each exit counted"
+            if "decision_ms" in study.cache.meta
+            else "the decision at each exit not counted: the cache predates its measurement"
+        )
         print("\n3. time saved over the sequence:")
         print(
             f"   measured {measured / 1000:.2f} s, predicted by the cache {predicted / 1000:.2f} s "
-            f"({100 * (measured - predicted) / predicted:+.1f}%; {stored} the decision at each exit); the same exit "
-            f"on {agree} of {len(frames)} frames"
+            f"({100 * (measured - predicted) / predicted:+.1f}%; {stored}); the same exit on {agree} of "
+            f"{len(frames)} frames"
         )
         print(
             f"   predicted from the cache's latency table measured again now, the decision at each exit "
