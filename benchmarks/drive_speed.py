@@ -18,7 +18,7 @@ on), every frame at batch 1, rounds interleaved so that load on the machine fall
 4. The Drive page itself in Chromium (where ``/usr/bin/chromium`` and Playwright are here) against ``streamlit run``
    on the same study: a fresh session plays the page's default sequence at each offered rate; the frames per second
    shown on screen, the browser's own main-thread work per frame, and the split of a frame's time between the
-   models, drawing, the PNG, Streamlit's run and transport, and the browser.
+   models, drawing, the JPEG, Streamlit's run and transport, and the browser.
 
 Prints measurements only; nothing is written.
 """
@@ -243,9 +243,8 @@ def main() -> None:
         # machine: the stored figures were measured when the study was built, under whatever load it had then
         with evaluating(net), torch.inference_mode():
             stage_ms, head_ms = measure_latency(net, study.cache.configs, size, torch.device("cpu"), repeats=20)
-            final = net.walk_to(torch.randn(1, 3, *size)).logits
         edges = EdgeMasking(**study.cache.meta.get("edge_masking", {}))
-        decisions = measure_decisions(final, edges, repeats=20)
+        decisions = measure_decisions(net, size, edges, torch.device("cpu"), repeats=20)
         meta = {**study.cache.meta, "decision_ms": decisions}
         now = dataclasses.replace(study.cache, meta=meta, stage_ms=stage_ms, head_ms=head_ms, _derived={})
         full_now = float(now.reach_cost("ms")[-1])

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..conversion.profiling import evaluating
 from ..deploy.artifacts import load_multi_exit_and_model
 from ..deploy.bench import ENGINES, bench, machine, policy_overhead, stage_latency
 from ..evaluate.cache import EvaluationCache
@@ -90,9 +89,7 @@ def _into_cache(
     cache.stage_ms = np.asarray(stage_ms, float)
     cache.head_ms = np.asarray([[head_ms[e][c] for c in cache.configs] for e in range(1, cache.num_exits)])
     edges = EdgeMasking(**cache.meta.get("edge_masking", {}))
-    with evaluating(net), torch.inference_mode():
-        final = net.walk_to(torch.randn(1, 3, *size)).logits
-    cache.meta["decision_ms"] = measure_decisions(final, edges, repeats)
+    cache.meta["decision_ms"] = measure_decisions(net, size, edges, torch.device("cpu"), repeats)
     cache.meta["latency_device"] = machine()
     cache.save(path)
     print(f"wrote the latency table into {path} (search with --cost latency)")

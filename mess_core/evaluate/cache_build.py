@@ -48,15 +48,19 @@ def measure_latency(
     return np.asarray(stage_ms), head_ms
 
 
-def measure_decisions(logits: torch.Tensor, edges: EdgeMasking, repeats: int) -> dict[str, float]:
-    """Median milliseconds of each policy's decision at one exit for one image (``logits``: (1, K, H, W) at the
-    input size): the c_img an input-dependent instance computes at every kept exit an image reaches."""
+def measure_decisions(
+    net: Any, input_size: tuple[int, int], edges: EdgeMasking, device: torch.device, repeats: int
+) -> dict[str, float]:
+    """Median milliseconds of each policy's decision at one exit for one image of ``input_size`` on ``device``
+    (timed on the network's final logits, which have every exit's shape): the c_img an input-dependent instance
+    computes at every kept exit an image reaches."""
     rules = {
         "mess": ConfidencePolicy(edges=edges),
         "plain": ConfidencePolicy(edges=None),
         "naive": ConfidencePolicy(naive=True),
     }
-    with torch.inference_mode():
+    with evaluating(net), torch.inference_mode():
+        logits = net.walk_to(torch.randn(1, 3, *input_size, device=device)).logits
         return {
             name: 1e3 * time_call(lambda r=rule: r.image_confidence(logits), repeats=repeats)
             for name, rule in rules.items()
@@ -309,10 +313,9 @@ def _costs(
     head_gflops = np.array([[net.head_flops(i, s, size) / 1e9 for s in specs] for i in range(1, net.num_exits)])
     stage_ms = head_ms = decision_ms = None
     if latency:
-        with evaluating(net), torch.inference_mode():
+        with evaluating(net):
             stage_ms, head_ms = measure_latency(net, [ExitSpec.parse(s) for s in specs], size, device, repeats)
-            final = net.walk_to(torch.randn(1, 3, *size, device=device)).logits
-        decision_ms = measure_decisions(final, edges, repeats)
+        decision_ms = measure_decisions(net, size, edges, device, repeats)
     return {
         "stage_gflops": stage_gflops,
         "head_gflops": head_gflops,

@@ -78,6 +78,27 @@ def settle(page) -> None:
     ).first.inner_text()
 
 
+def click_point(page, point, answer) -> None:
+    """Click a plotly ``point`` until ``answer`` (a locator) appears, then settle. Plotly clicks the point it hovers,
+    and a redraw under load can move the point or swallow the click, so hover and click again until it answers."""
+    for attempt in range(6):
+        box = point.bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x - 6, y - 6)
+        page.mouse.move(x, y, steps=3)
+        try:
+            page.locator(".hoverlayer .hovertext").first.wait_for(timeout=10_000)
+            page.mouse.down()
+            page.mouse.up()
+            answer.wait_for(timeout=20_000)
+            break
+        except Exception:
+            if attempt == 5:
+                raise
+            settle(page)
+    settle(page)
+
+
 def open_page(page, server, path: str, ready: str, drawn: str = '[data-testid="stPlotlyChart"] .main-svg') -> None:
     """Open a page and wait for its run to finish with ``ready`` text and a ``drawn`` element on screen."""
     page.goto(f"{server}/{path}")
@@ -168,24 +189,7 @@ def test_clicking_a_point_on_the_pareto_plot_selects_it(page, server):
     point = trace.locator("path.point").first
     # the whole plot in view (a point at the very top would lie under Streamlit's header bar)
     page.locator('[data-testid="stPlotlyChart"]').first.evaluate("e => e.scrollIntoView({block: 'center'})")
-    # plotly clicks the point it hovers; a redraw under load can move the point or swallow the click, so hover and
-    # click again until the selection arrives
-    for attempt in range(6):
-        box = point.bounding_box()
-        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-        page.mouse.move(x - 6, y - 6)
-        page.mouse.move(x, y, steps=3)
-        try:
-            page.locator(".hoverlayer .hovertext").first.wait_for(timeout=10_000)
-            page.mouse.down()
-            page.mouse.up()
-            page.get_by_text("selected instance").wait_for(timeout=20_000)
-            break
-        except Exception:
-            if attempt == 5:
-                raise
-            settle(page)
-    settle(page)
+    click_point(page, point, page.get_by_text("selected instance"))
     assert page.get_by_text("back to the searched instance").count() == 1
     shoot(page, "pareto-selected")
     # the linked views: the pinned instance (A) beside the clicked one (B), each with where its images leave
@@ -246,22 +250,7 @@ def test_the_drive_page_plays_frames_and_its_timeline_seeks(page, server):
     chart = page.locator('[data-testid="stPlotlyChart"]').first
     chart.evaluate("e => e.scrollIntoView({block: 'center'})")
     point = chart.locator(".scatterlayer .trace").first.locator("path.point").first
-    for attempt in range(6):  # as on the Pareto page: hover until plotly answers, then click
-        box = point.bounding_box()
-        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-        page.mouse.move(x - 6, y - 6)
-        page.mouse.move(x, y, steps=3)
-        try:
-            page.locator(".hoverlayer .hovertext").first.wait_for(timeout=10_000)
-            page.mouse.down()
-            page.mouse.up()
-            page.get_by_text("frame 1 of", exact=False).first.wait_for(timeout=20_000)
-            break
-        except Exception:
-            if attempt == 5:
-                raise
-            settle(page)
-    settle(page)
+    click_point(page, point, page.get_by_text("frame 1 of", exact=False).first)
     assert _frames_played(page) == played  # seeking shows a frame already run: nothing runs again
 
 
