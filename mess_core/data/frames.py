@@ -30,10 +30,12 @@ from typing import Any, Iterator, Sequence
 
 import cv2
 import numpy as np
+import torch
 
 from ..errors import MessError
 from .base import SegmentationDataset
 from .info import DatasetInfo
+from .transforms import resize_image, resize_mask
 
 __all__ = [
     "Frame",
@@ -77,16 +79,14 @@ class Frame:
 def _resize_rgb(rgb: np.ndarray, size: Sequence[int]) -> np.ndarray:
     if tuple(rgb.shape[:2]) == tuple(size):
         return np.ascontiguousarray(rgb)
-    return cv2.resize(rgb, (int(size[1]), int(size[0])), interpolation=cv2.INTER_AREA)
+    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
+    return resize_image(image, size).permute(1, 2, 0).contiguous().numpy()
 
 
 def _resize_labels(labels: np.ndarray, size: Sequence[int]) -> np.ndarray:
     if tuple(labels.shape) == tuple(size):
         return labels
-    # nearest neighbour: a label is a class id, never a mix of two
-    return cv2.resize(labels.astype(np.int32), (int(size[1]), int(size[0])), interpolation=cv2.INTER_NEAREST).astype(
-        np.int64
-    )
+    return resize_mask(torch.from_numpy(labels.astype(np.int64))[None], size)[0].numpy()
 
 
 class FrameSource(ABC):
@@ -355,7 +355,6 @@ class FrameDataset(SegmentationDataset):
         return len(self.frames)
 
     def load(self, index: int) -> tuple[Any, Any]:
-        import torch
         from torchvision import tv_tensors
 
         frame = self.frames[index]

@@ -45,6 +45,8 @@ __all__ = [
     "frame_tensor",
     "PairTransform",
     "JointResize",
+    "resize_image",
+    "resize_mask",
     "train_transform",
     "eval_transform",
     "pad_collate",
@@ -81,10 +83,22 @@ class JointResize(v2.Transform):
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, tv_tensors.Mask):
-            return F.resize(inpt, params["size"], interpolation=InterpolationMode.NEAREST_EXACT)
+            return resize_mask(inpt, params["size"])
         if isinstance(inpt, tv_tensors.Image):
-            return F.resize(inpt, params["size"], interpolation=InterpolationMode.BILINEAR, antialias=True)
+            return resize_image(inpt, params["size"])
         return inpt
+
+
+def resize_image(image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """An image (C, H, W) resized to ``size`` (H, W), bilinear and antialiased: the one resize of every image an
+    evaluation or a drive reads, so that a drive's frame of a dataset is bit for bit the image its study evaluated."""
+    return F.resize(image, [int(size[0]), int(size[1])], interpolation=InterpolationMode.BILINEAR, antialias=True)
+
+
+def resize_mask(mask: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """A label map (H, W) resized to ``size`` by centred nearest neighbour: a label is a class id, never a mix of
+    two."""
+    return F.resize(mask, [int(size[0]), int(size[1])], interpolation=InterpolationMode.NEAREST_EXACT)
 
 
 class PairTransform:
@@ -193,6 +207,9 @@ def _to_normalised_float() -> list[Callable[..., Any]]:
     return [v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True), v2.Normalize(MEAN, STD)]
 
 
+_NORMALISE = v2.Compose(_to_normalised_float())
+
+
 def _as_image(image: Any) -> tv_tensors.Image:
     if isinstance(image, tv_tensors.Image):
         return image
@@ -210,7 +227,7 @@ def _as_mask(mask: Any) -> tv_tensors.Mask:
 
 
 def frame_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (1, 3, H, W) float32, normalised like the training data."""
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
-    x = (x - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
+    """(H, W, 3) uint8 -> (1, 3, H, W) float32, normalised by the evaluation's own steps, so that a frame of a dataset
+    is bit for bit the image its study evaluated."""
+    x = _NORMALISE(_as_image(rgb)).as_subclass(torch.Tensor)
     return x[None].contiguous()

@@ -201,8 +201,9 @@ def test_the_drive_command_writes_the_video_and_one_csv_row_per_frame(tmp_path, 
 
 def test_the_drive_command_on_the_shipped_study_exits_where_the_runtime_does(tmp_path):
     """The app's default study on frames of its tuning drive, where the dataset is on this machine: the command's
-    exit per frame is the deployed runtime's on the same frames; three of its frames, one per exit taken where the
-    drive has several, are the README's picture of an annotated video."""
+    exit per frame is the deployed runtime's on the same frames, and the study's cache's on the frames it holds;
+    three of its frames, one per exit taken where the drive has several, are the README's picture of an annotated
+    video."""
     study = open_study(CAMVID)
     size = tuple(int(s) for s in study.cache.meta["input_size"])
     try:
@@ -220,6 +221,13 @@ def test_the_drive_command_on_the_shipped_study_exits_where_the_runtime_does(tmp
     with torch.no_grad():
         _, taken = deploy(net, instance)(torch.cat([frame_tensor(f.rgb) for f in frames]))
     assert taken.tolist() == exits and len(exits) == 24
+    # a frame of the drive that is an image of the study's cache is that image, bit for bit (one resize, one
+    # normalisation): it exits where the cache, and so every figure of the study, says it does
+    cached = {image: i for i, image in enumerate(study.cache.meta["images"])}
+    shared = [(k, cached[f.name]) for k, f in enumerate(frames) if f.name in cached]
+    outputs = [e.exit for e in instance.exits] + [net.num_exits]
+    taken_there = evaluate(study.cache, instance).exit_taken
+    assert shared and [exits[k] for k, _ in shared] == [outputs[taken_there[i]] for _, i in shared]
     capture = cv2.VideoCapture(str(out))
     pictures = []
     for index in range(len(exits)):
