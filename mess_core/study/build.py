@@ -280,7 +280,7 @@ class _Build:
         except MessError as exc:
             if tune:
                 raise
-            say(f"cache: no '{name}' images here ({str(exc).splitlines()[0][:120]}); figures on the tuning images only")
+            say(f"cache: no '{name}' images here ({str(exc).splitlines()[0]}); figures on the tuning images only")
             return
         self.caches["tune" if tune else "report"] = path
         if path.is_file():
