@@ -103,8 +103,19 @@ def protocol_table(manifest: dict[str, Any]) -> pd.DataFrame | None:
                 }
             )
         elif step == "report":
-            rows.append({"step": what, "split": None, "groups": "not on the build machine", "images": 0})
+            rows.append(
+                {"step": what, "split": _report_split(manifest), "groups": "not on the build machine", "images": 0}
+            )
     return pd.DataFrame(rows)
+
+
+def _report_split(manifest: dict[str, Any]) -> str | None:
+    """The split a study would have reported on (from its configuration; None when that cannot be read): a report
+    split that was not on the build machine is recorded without its name."""
+    try:
+        return StudyConfig.from_dict(manifest["config"]).selection("report")[0]
+    except (MessError, KeyError, TypeError):
+        return None
 
 
 def protocol_warning(manifest: dict[str, Any]) -> str | None:

@@ -5,6 +5,7 @@ import json
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -13,6 +14,7 @@ from mess_core.evaluate.cache import EvaluationCache
 from mess_core.evaluate.instance import MODES, evaluate
 from mess_core.search.report import results_table
 from mess_core.study import StudyConfig, StudyError, build, list_studies, open_study
+from mess_core.study.protocol import protocol_table
 from tests.paths import REPO
 
 
@@ -283,6 +285,16 @@ def test_the_manifest_says_which_groups_fed_which_step(tiny_study):
     assert data["train"] == {"split": "train", "groups": {"train": 10}, "images": 10}
     assert data["tune"]["groups"] == {"val": 10} and data["report"]["groups"] == {"test": 10}
     assert data["shared_train_tune"] == [] and data["tune_on_training_groups"] is False
+
+
+def test_a_report_split_that_was_not_on_the_build_machine_is_named_in_the_protocol_table(tiny_study):
+    _, _, out, _ = tiny_study
+    manifest = open_study(out).manifest
+    missing = {**manifest, "data": {**manifest["data"], "report": None}}  # how a build records a split it lacks
+    row = protocol_table(missing).iloc[-1]
+    assert (row["split"], row["groups"], row["images"]) == ("test", "not on the build machine", 0)
+    row = protocol_table({**missing, "config": "damaged"}).iloc[-1]
+    assert row["groups"] == "not on the build machine" and pd.isna(row["split"])
 
 
 def test_a_study_that_would_tune_on_scenes_it_trains_on_is_refused_unless_its_yaml_says_so(tiny_study, tmp_path):
