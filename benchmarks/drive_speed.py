@@ -234,8 +234,7 @@ def main() -> None:
     exits = [r.exit for r in results]
     if study.cache.has_latency and study.cache.num_images == len(frames):
         outcome = evaluate(study.cache, instance, unit="ms")
-        outputs = [e.exit for e in instance.exits] + [net.num_exits]
-        cached_exits = [outputs[m] for m in outcome.exit_taken]
+        cached_exits = outcome.exit_left_at.tolist()
         full = float(study.cache.reach_cost("ms")[-1])
         predicted = float(np.sum(full - outcome.image_cost))
         agree = sum(a == b for a, b in zip(exits, cached_exits))

@@ -60,7 +60,6 @@ def image_table(cache: EvaluationCache, instance: Instance) -> pd.DataFrame:
     out = evaluate(cache, instance)
     per_image = cache.image_miou()  # (B, H)
     b = np.arange(cache.num_images)
-    exits = [e.exit for e in instance.exits] + [cache.num_exits]
     configs = [e.config for e in instance.exits] + ["final"]
     names = list(cache.meta.get("images") or [str(i) for i in b])
     iou, final = per_image[b, out.head_taken], per_image[:, cache.final_head]
@@ -68,7 +67,7 @@ def image_table(cache: EvaluationCache, instance: Instance) -> pd.DataFrame:
         {
             "image": b,
             "name": names,
-            "exit": np.asarray(exits)[out.exit_taken],
+            "exit": out.exit_left_at,
             "config": np.asarray(configs, dtype=object)[out.exit_taken],
             "IoU": iou,
             "final IoU": final,

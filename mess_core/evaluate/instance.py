@@ -239,6 +239,11 @@ class Outcome:
     steps: list[dict[str, Any]]  # per output: exit, config, miou, cumulative cost (anytime: after each output)
     total_cost: float  # anytime: everything run; otherwise equal to cost
 
+    @property
+    def exit_left_at(self) -> np.ndarray:
+        """(B,) per image: the exit it left at (1..N, N = the final exit), as ``deploy()`` reports it."""
+        return np.asarray([s["exit"] for s in self.steps])[self.exit_taken]
+
 
 def output_costs(cache: EvaluationCache, instance: Instance, *, unit: str = "gflops") -> np.ndarray:
     """Per-image cost of reaching each output of ``instance`` (its kept exits, then the final exit): the stages up

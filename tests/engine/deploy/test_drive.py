@@ -69,9 +69,7 @@ def test_each_frame_leaves_where_the_runtime_and_the_cache_send_it(drive):
     for (result, prediction), row in zip(runs, logits):
         assert np.array_equal(prediction, row.argmax(0).numpy())
     cache = build_cache(net, FrameDataset(frames, SYNTHETIC_INFO), model="m", dataset_name="synthetic", split="drive")
-    outcome = evaluate(cache, instance)
-    outputs = [e.exit for e in instance.exits] + [net.num_exits]
-    assert [outputs[m] for m in outcome.exit_taken] == exits
+    assert evaluate(cache, instance).exit_left_at.tolist() == exits
 
 
 def test_frame_results_say_what_each_frame_did(drive):
@@ -225,9 +223,8 @@ def test_the_drive_command_on_the_shipped_study_exits_where_the_runtime_does(tmp
     # normalisation): it exits where the cache, and so every figure of the study, says it does
     cached = {image: i for i, image in enumerate(study.cache.meta["images"])}
     shared = [(k, cached[f.name]) for k, f in enumerate(frames) if f.name in cached]
-    outputs = [e.exit for e in instance.exits] + [net.num_exits]
-    taken_there = evaluate(study.cache, instance).exit_taken
-    assert shared and [exits[k] for k, _ in shared] == [outputs[taken_there[i]] for _, i in shared]
+    left_there = evaluate(study.cache, instance).exit_left_at
+    assert shared and [exits[k] for k, _ in shared] == [left_there[i] for _, i in shared]
     capture = cv2.VideoCapture(str(out))
     pictures = []
     for index in range(len(exits)):
