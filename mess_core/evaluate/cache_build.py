@@ -24,7 +24,7 @@ from .policy import (
     predicted_labels,
 )
 
-__all__ = ["build_cache", "measure_latency", "measure_decisions"]
+__all__ = ["build_cache", "count_heads", "HeadCounts", "measure_latency", "measure_decisions"]
 
 
 def measure_latency(
@@ -187,6 +187,58 @@ class _Statistics:
         self.pred[rows, h] = torch.bincount((image * k + classes)[valid], minlength=n * k).view(n, k).cpu().numpy()
 
 
+@dataclass
+class _Seen:
+    """What the pass learnt about the images besides their statistics."""
+
+    size: tuple[int, int]  # the input size every image shares
+    names: list[str]
+    groups: list[str]  # each image's group (scene), where the dataset says
+
+
+@dataclass
+class HeadCounts:
+    """What one pass of every head a network carries counted over the first images of a split: the per-image arrays
+    of :class:`EvaluationCache` (``stats.arrays()``), with the configurations they are laid out by."""
+
+    specs: list[str]  # the configurations any early exit carries: columns (exit - 1) * len(specs) + c, then the final
+    absent: dict[str, list[str]]  # exit -> the configurations it lacks (their columns stay zero)
+    th_pix_grid: list[float]  # the thresholds ``above`` and ``above_plain`` count at, ascending
+    stats: _Statistics
+    seen: _Seen
+
+    def column(self, exit: int, spec: str) -> int:
+        """Column of head ``spec`` at early exit ``exit`` (1..N-1), or the final exit's (``exit`` = N, any ``spec``)."""
+        if exit == (self.stats.num_heads - 1) // len(self.specs) + 1:
+            return self.stats.num_heads - 1
+        return (exit - 1) * len(self.specs) + self.specs.index(spec)
+
+
+def count_heads(
+    net: Any,
+    dataset: Any,
+    *,
+    batch_size: int = 4,
+    device: torch.device | str = "cpu",
+    th_pix_grid: Sequence[float] = TH_PIX_GRID,
+    edges: EdgeMasking = EdgeMasking(),
+    limit: int | None = None,
+    progress: Iterable | None = None,
+) -> HeadCounts:
+    """Run every head a trained :class:`~mess_core.MultiExitNet` carries over the first ``limit`` images of
+    ``dataset`` (items (image, label) of one size) and count what :class:`EvaluationCache` holds per image: the
+    torch pass of :func:`build_cache`, without the costs."""
+    device = torch.device(device)
+    specs, absent = _exit_space(net)
+    grid = sorted(float(v) for v in th_pix_grid)
+    count = _images_to_evaluate(net, dataset, limit)
+    heads = (net.num_exits - 1) * len(specs) + 1
+    stats = _Statistics.zeros(count, heads, dataset.info.num_classes, grid, device, dataset.info.ignore_index, edges)
+    with evaluating(net):
+        seen = _evaluate_split(net, dataset, stats, specs, absent, batch_size, device, progress)
+    return HeadCounts(specs=specs, absent=absent, th_pix_grid=grid, stats=stats, seen=seen)
+
+
 def build_cache(
     net: Any,
     dataset: Any,
@@ -205,17 +257,20 @@ def build_cache(
     extra_meta: dict[str, Any] | None = None,
 ) -> EvaluationCache:
     """One pass of a trained :class:`~mess_core.MultiExitNet` over ``dataset`` (items (image, label) of one size)
-    computing every statistic of :class:`EvaluationCache`. An exit that lacks a configuration others carry gives a
-    partial cache (``meta["absent_heads"]``)."""
+    computing every statistic of :class:`EvaluationCache` (:func:`count_heads`), then the costs. An exit that lacks a
+    configuration others carry gives a partial cache (``meta["absent_heads"]``)."""
     device = torch.device(device)
-    specs, absent = _exit_space(net)
-    grid = sorted(float(v) for v in th_pix_grid)
-    info = dataset.info
-    count = _images_to_evaluate(net, dataset, limit)
-    heads = (net.num_exits - 1) * len(specs) + 1
-    stats = _Statistics.zeros(count, heads, info.num_classes, grid, device, info.ignore_index, edges)
-    with evaluating(net):
-        seen = _evaluate_split(net, dataset, stats, specs, absent, batch_size, device, progress)
+    counts = count_heads(
+        net,
+        dataset,
+        batch_size=batch_size,
+        device=device,
+        th_pix_grid=th_pix_grid,
+        edges=edges,
+        limit=limit,
+        progress=progress,
+    )
+    specs, absent, seen, info = counts.specs, counts.absent, counts.seen, dataset.info
     costs = _costs(net, specs, seen.size, device, latency, latency_repeats, edges)
     decision_ms = costs.pop("decision_ms")
     meta = {
@@ -229,7 +284,7 @@ def build_cache(
         "ignore_index": info.ignore_index,
         "exits": [{"index": e.index, "module": e.module} for e in net.exits],
         "space": list(specs),
-        "th_pix_grid": grid,
+        "th_pix_grid": counts.th_pix_grid,
         "edge_masking": {"size": edges.size, "window": edges.window},
         "images": seen.names,
         **({"image_groups": seen.groups} if len(seen.groups) == len(seen.names) else {}),
@@ -238,7 +293,7 @@ def build_cache(
         **({"decision_ms": decision_ms} if decision_ms is not None else {}),
         **(extra_meta or {}),
     }
-    cache = EvaluationCache(meta=meta, **stats.arrays(), **costs)
+    cache = EvaluationCache(meta=meta, **counts.stats.arrays(), **costs)
     cache.validate()
     return cache
 
@@ -252,15 +307,6 @@ def _images_to_evaluate(net: Any, dataset: Any, limit: int | None) -> int:
     if count == 0:
         raise CacheError("the split is empty: nothing to evaluate")
     return count
-
-
-@dataclass
-class _Seen:
-    """What the pass learnt about the images besides their statistics."""
-
-    size: tuple[int, int]  # the input size every image shares
-    names: list[str]
-    groups: list[str]  # each image's group (scene), where the dataset says
 
 
 def _evaluate_split(

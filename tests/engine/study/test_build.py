@@ -78,22 +78,25 @@ def test_heavy_heads_ship_only_where_an_instance_uses_them(tiny_study):
     assert study.cache.configs == ["crm25p-b0-fcn", "nocrm-b0-fcn"]  # the figures of every head stay
 
 
-def test_changed_weights_are_caught_by_the_consistency_check(tiny_study, tmp_path):
+@pytest.mark.parametrize("config", ["crm25p-b0-fcn", "nocrm-b0-fcn"], ids=["at-every-exit", "only-where-used"])
+def test_changed_weights_are_caught_by_the_consistency_check(tiny_study, tmp_path, config):
     from mess_core import checkpoint
 
     _, _, out, _ = tiny_study
+    net, _ = open_study(out).load_network()
+    exit = next(i for i in range(1, net.num_exits) if config in net.heads[str(i)].keys())
     changed = tmp_path / "changed"
     shutil.copytree(out, changed)
     payload = checkpoint.load(changed / "multi_exit.pt")
     # make the head predict, everywhere, the class it predicted least: whatever it learned, its counts must change
     cache = open_study(out).cache
-    rarest = int(cache.pred[:3, cache.head_index(2, "crm25p-b0-fcn")].sum(0).argmin())
-    key = "2.crm25p-b0-fcn.head.4.bias"
+    rarest = int(cache.pred[:3, cache.head_index(exit, config)].sum(0).argmin())
+    key = f"{exit}.{config}.head.4.bias"
     bias = torch.full_like(payload["heads"][key], -100.0)
     bias[rarest] = 100.0
     payload["heads"][key] = bias
     checkpoint.save(changed / "multi_exit.pt", payload)
-    assert any("exit 2 crm25p-b0-fcn: counts differ" in p for p in open_study(changed).check_weights())
+    assert any(f"exit {exit} {config}: counts differ" in p for p in open_study(changed).check_weights())
 
 
 def test_results_and_fronts_are_what_the_engine_computes_from_the_cache(tiny_study):
