@@ -111,8 +111,8 @@ class TrainConfig:
     lr: float | None = None  # default per optimizer: DEFAULT_LR
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    # exponential moving average of the weights, per optimiser step (0: none, e.g. 0.999): evaluations and the result
-    # use the average (see mess_core.train.loop)
+    # exponential moving average of the weights, per optimiser step, with a warm-up (0: none, e.g. 0.999): evaluations
+    # and the result use the average (see mess_core.train.averaging)
     ema: float = 0.0
     lr_schedule: str = "poly"
     poly_power: float = 0.9

@@ -14,8 +14,9 @@ non-finite value anywhere in the trained state (parameters, buffers such as Batc
 stops it after the epoch, before anything is written, so every checkpoint (and result file) is finite by construction
 (see :mod:`.divergence`).
 
-With ``ema`` a copy of the weights (and BatchNorm statistics) averaged exponentially over the optimiser steps is
-kept beside them: evaluations read the average, the checkpoint holds both, and the run's result is the average.
+With ``ema`` a copy of the weights (and BatchNorm statistics) averaged exponentially over the optimiser steps
+(:mod:`.averaging`) is kept beside them: evaluations read the average, the checkpoint holds both, and the run's
+result is the average.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from ..data import pad_collate
 from ..data.loader import plain_error_loader
 from ..errors import TrainingError
 from ..io import atomic_write_text
+from .averaging import weight_average
 from .config import TrainConfig
 from .distributed import DistEnv, all_gather_objects, all_reduce_sum, barrier, rng_state, set_rng_state, shard_indices
 from .divergence import guard_finite
@@ -421,7 +423,7 @@ def fit(
         ignore_index=ignore_index,
         run_dir=Path(run_dir),
         log=log,
-        ema=_weight_average(task.module, config.ema),
+        ema=weight_average(task.module, config.ema),
     )
 
     history: list[dict[str, Any]] = []
@@ -454,12 +456,3 @@ def fit(
     if val_loader is not None and not detail:  # resumed after its last epoch: its final weights were not evaluated
         detail = _evaluate_final_weights(run, val_loader, history)
     return {"history": history, "detail": detail}
-
-
-def _weight_average(module: nn.Module, decay: float) -> Any:
-    """An exponential moving average of ``module``'s weights and buffers (BatchNorm statistics), or None at 0."""
-    if not decay:
-        return None
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-    return AveragedModel(module, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
