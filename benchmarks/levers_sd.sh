@@ -4,6 +4,9 @@
 # again resumes every unfinished run from its last checkpoint and skips finished ones. Logs: runs/logs/sd-NAME.log.
 #   bash benchmarks/levers_sd.sh [NAME ...]          # default: every studies/experiments/camvid-sd-*.yaml
 #   .venv/bin/python -m benchmarks.exit_table runs/camvid-sd-*/pretrain   # the tables BENCHMARKS.md records
+#   .venv/bin/python -m benchmarks.stage1_cache runs/camvid-sd-NAME/pretrain --data camvid \
+#       --data-root ../shared/datasets/camvid --split train --groups 0006R0 --size 180 240 --out runs/sd-NAME-0006R0.npz
+#   .venv/bin/python -m benchmarks.lever_delta runs/sd-base-0006R0.npz runs/sd-*-0006R0.npz   # with 90% intervals
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p runs/logs
