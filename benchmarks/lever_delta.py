@@ -56,9 +56,7 @@ def main() -> None:
         if cache.meta["images"] != ref.meta["images"]:
             raise SystemExit(f"{path}: holds other images than {args.reference}; build both on the same split")
         delta = exit_mious(cache, weights) - base
-        cells = [
-            f"{d[-1]:+.2f} [{np.percentile(d[:-1], lo):+.2f}, {np.percentile(d[:-1], hi):+.2f}]" for d in delta
-        ]
+        cells = [f"{d[-1]:+.2f} [{np.percentile(d[:-1], lo):+.2f}, {np.percentile(d[:-1], hi):+.2f}]" for d in delta]
         print(f"| {path.stem} | " + " | ".join(cells) + " |")
 
 
