@@ -19,7 +19,7 @@ import numpy as np
 
 from mess_core.evaluate.cache import EvaluationCache
 from mess_core.evaluate.instance import iou_of_counts, mean_iou
-from mess_core.search.uncertainty import resample_weights, scene_blocks
+from mess_core.search.uncertainty import UncertaintyError, check_confidence, resample_weights, scene_blocks
 
 
 def exit_mious(cache: EvaluationCache, weights: np.ndarray) -> np.ndarray:
@@ -40,21 +40,34 @@ def main() -> None:
     parser.add_argument("reference", type=Path)
     parser.add_argument("levers", type=Path, nargs="+")
     parser.add_argument("--block", type=int, default=10, help="frames per scene block (default 10)")
-    parser.add_argument("--resamples", type=int, default=2000)
-    parser.add_argument("--confidence", type=float, default=0.9)
+    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    parser.add_argument("--confidence", type=float, default=0.9, help="the interval's coverage (default 0.9)")
     args = parser.parse_args()
+    try:
+        confidence = check_confidence(args.confidence)
+    except UncertaintyError as exc:
+        raise SystemExit(f"--confidence: {exc}") from None
     ref = EvaluationCache.load(args.reference)
     weights = resample_weights(ref.num_images, args.resamples, blocks=scene_blocks(ref, args.block))
     base = exit_mious(ref, weights)
-    lo, hi = 50 * (1 - args.confidence), 50 * (1 + args.confidence)
+    lo, hi = 50 * (1 - confidence), 50 * (1 + confidence)
     names = [f"exit {i}" for i in range(1, ref.num_exits)] + ["final"]
-    print(f"mIoU % minus {args.reference.name}'s, [{100 * args.confidence:.0f}% interval, blocks of {args.block}]\n")
+    print(f"mIoU % minus {args.reference.name}'s, [{100 * confidence:.0f}% interval, blocks of {args.block}]\n")
     print("| run | " + " | ".join(names) + " |")
     print("|---" * (len(names) + 1) + "|")
     for path in args.levers:
         cache = EvaluationCache.load(path)
-        if cache.meta["images"] != ref.meta["images"]:
-            raise SystemExit(f"{path}: holds other images than {args.reference}; build both on the same split")
+        for what, mine, theirs in (
+            ("images", cache.meta["images"], ref.meta["images"]),
+            ("exits", cache.num_exits, ref.num_exits),
+            ("first configuration", cache.configs[0], ref.configs[0]),
+            ("classes", cache.meta["classes"], ref.meta["classes"]),
+        ):
+            if mine != theirs:
+                raise SystemExit(
+                    f"{path}: its {what} differ from {args.reference}'s; build both with benchmarks/stage1_cache.py "
+                    "on the same split from runs of the same network"
+                )
         delta = exit_mious(cache, weights) - base
         cells = [f"{d[-1]:+.2f} [{np.percentile(d[:-1], lo):+.2f}, {np.percentile(d[:-1], hi):+.2f}]" for d in delta]
         print(f"| {path.stem} | " + " | ".join(cells) + " |")

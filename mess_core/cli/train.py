@@ -161,8 +161,8 @@ def _add_optimisation_options(parser: argparse.ArgumentParser) -> None:
         "--ema",
         type=fraction,
         metavar="DECAY",
-        help="keep an exponential moving average of the weights (e.g. 0.999, reached after a warm-up of "
-        "(1 + n) / (10 + n) at update n); evaluations and the result use it (default 0: none)",
+        help="keep an exponential moving average of the weights; DECAY (e.g. 0.999) is the ceiling of a warm-up "
+        "decay (1 + n) / (10 + n) after n updates; evaluations and the result use it (default 0: none)",
     )
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="mixed precision (fp16 needs CUDA)")
 

@@ -108,7 +108,7 @@ def _load_batch(
 
 @dataclass
 class _Statistics:
-    """The per-image arrays of :class:`EvaluationCache` that :func:`build_cache` fills batch by batch."""
+    """The per-image arrays of :class:`EvaluationCache` that :func:`count_heads` fills batch by batch."""
 
     tp: np.ndarray
     pred: np.ndarray
@@ -199,18 +199,26 @@ class _Seen:
 @dataclass
 class HeadCounts:
     """What one pass of every head a network carries counted over the first images of a split: the per-image arrays
-    of :class:`EvaluationCache` (``stats.arrays()``), with the configurations they are laid out by."""
+    of :class:`EvaluationCache`, with the configurations they are laid out by."""
 
     specs: list[str]  # the configurations any early exit carries: columns (exit - 1) * len(specs) + c, then the final
     absent: dict[str, list[str]]  # exit -> the configurations it lacks (their columns stay zero)
     th_pix_grid: list[float]  # the thresholds ``above`` and ``above_plain`` count at, ascending
-    stats: _Statistics
-    seen: _Seen
+    arrays: dict[str, np.ndarray]  # tp, pred, label, above, above_plain, conf_sum, pixels (see EvaluationCache)
+    size: tuple[int, int]  # the input size every image shares
+    names: list[str]
+    groups: list[str]  # each image's group (scene), where the dataset says; else empty
+
+    @property
+    def num_exits(self) -> int:
+        return (self.arrays["tp"].shape[1] - 1) // len(self.specs) + 1
 
     def column(self, exit: int, spec: str) -> int:
         """Column of head ``spec`` at early exit ``exit`` (1..N-1), or the final exit's (``exit`` = N, any ``spec``)."""
-        if exit == (self.stats.num_heads - 1) // len(self.specs) + 1:
-            return self.stats.num_heads - 1
+        if not 1 <= exit <= self.num_exits:
+            raise CacheError(f"exit {exit} is not an exit of these counts: exits are 1..{self.num_exits}")
+        if exit == self.num_exits:
+            return self.arrays["tp"].shape[1] - 1
         return (exit - 1) * len(self.specs) + self.specs.index(spec)
 
 
@@ -236,7 +244,15 @@ def count_heads(
     stats = _Statistics.zeros(count, heads, dataset.info.num_classes, grid, device, dataset.info.ignore_index, edges)
     with evaluating(net):
         seen = _evaluate_split(net, dataset, stats, specs, absent, batch_size, device, progress)
-    return HeadCounts(specs=specs, absent=absent, th_pix_grid=grid, stats=stats, seen=seen)
+    return HeadCounts(
+        specs=specs,
+        absent=absent,
+        th_pix_grid=grid,
+        arrays=stats.arrays(),
+        size=seen.size,
+        names=seen.names,
+        groups=seen.groups,
+    )
 
 
 def build_cache(
@@ -270,15 +286,15 @@ def build_cache(
         limit=limit,
         progress=progress,
     )
-    specs, absent, seen, info = counts.specs, counts.absent, counts.seen, dataset.info
-    costs = _costs(net, specs, seen.size, device, latency, latency_repeats, edges)
+    specs, absent, info = counts.specs, counts.absent, dataset.info
+    costs = _costs(net, specs, counts.size, device, latency, latency_repeats, edges)
     decision_ms = costs.pop("decision_ms")
     meta = {
         "format": CACHE_FORMAT,
         "model": model,
         "dataset": dataset_name,
         "split": split,
-        "input_size": list(seen.size),
+        "input_size": list(counts.size),
         "num_classes": info.num_classes,
         "classes": list(info.classes),
         "ignore_index": info.ignore_index,
@@ -286,14 +302,14 @@ def build_cache(
         "space": list(specs),
         "th_pix_grid": counts.th_pix_grid,
         "edge_masking": {"size": edges.size, "window": edges.window},
-        "images": seen.names,
-        **({"image_groups": seen.groups} if len(seen.groups) == len(seen.names) else {}),
+        "images": counts.names,
+        **({"image_groups": counts.groups} if len(counts.groups) == len(counts.names) else {}),
         **({"absent_heads": absent} if absent else {}),
         "latency_device": _device_name(device) if latency else None,
         **({"decision_ms": decision_ms} if decision_ms is not None else {}),
         **(extra_meta or {}),
     }
-    cache = EvaluationCache(meta=meta, **counts.stats.arrays(), **costs)
+    cache = EvaluationCache(meta=meta, **counts.arrays, **costs)
     cache.validate()
     return cache
 

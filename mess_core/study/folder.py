@@ -269,8 +269,13 @@ class Study:
         groups = tuple(shipped.meta.get("groups") or ())  # the cache's images: a scene-disjoint study's tuning drive
         data = cfg.eval_dataset(split, tuple(shipped.meta["input_size"]), root=data_root, groups=groups)
         again = count_heads(net, data, batch_size=1, limit=images)  # the counts only: the costs are not re-checked
+        if again.num_exits != shipped.num_exits:
+            return [
+                f"{self.cache_path}: has {shipped.num_exits} exits but {self.weights_path} has {again.num_exits}; "
+                "the two come from different networks: rebuild the study"
+            ]
         problems = []
-        if not np.array_equal(again.stats.label, shipped.label[:images]):
+        if not np.array_equal(again.arrays["label"], shipped.label[:images]):
             problems.append(f"{self.cache_path}: its labels differ from the dataset's first {images} images")
         budget = 0.001 * shipped.pixels[:images].sum()
         carried = [(e, c) for e in range(1, net.num_exits) for c in net.heads[str(e)].keys()]
@@ -278,9 +283,12 @@ class Study:
             try:
                 b = shipped.head_index(e, c)
             except CacheError:
-                problems.append(f"{self.cache_path}: has no counts for exit {e} {c}, which {self.weights_path} carries")
+                problems.append(
+                    f"{self.cache_path}: has no counts for exit {e} {c}, which {self.weights_path} carries; the two "
+                    "come from different networks: rebuild the study"
+                )
                 continue
-            if np.abs(again.stats.tp[:, again.column(e, c)] - shipped.tp[:images, b]).sum() > budget:
+            if np.abs(again.arrays["tp"][:, again.column(e, c)] - shipped.tp[:images, b]).sum() > budget:
                 problems.append(f"{self.cache_path}: exit {e} {c}: counts differ from re-running {self.weights_path}")
         return problems
 

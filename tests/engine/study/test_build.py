@@ -99,6 +99,21 @@ def test_changed_weights_are_caught_by_the_consistency_check(tiny_study, tmp_pat
     assert any(f"exit {exit} {config}: counts differ" in p for p in open_study(changed).check_weights())
 
 
+def test_a_head_the_weights_carry_but_the_cache_lacks_is_named(tiny_study, tmp_path):
+    _, _, out, _ = tiny_study
+    changed = tmp_path / "changed"
+    shutil.copytree(out, changed)
+    study = open_study(changed)
+    cache = study.cache
+    cache.meta["absent_heads"] = {"3": ["crm25p-b0-fcn"]}  # a cache of another network, without that head
+    cache.save(study.cache_path)
+    problems = open_study(changed).check_weights(images=3)
+    assert problems == [
+        f"{study.cache_path}: has no counts for exit 3 crm25p-b0-fcn, which {study.weights_path} carries; the two "
+        "come from different networks: rebuild the study"
+    ]
+
+
 def test_results_and_fronts_are_what_the_engine_computes_from_the_cache(tiny_study):
     _, _, out, _ = tiny_study
     study = open_study(out)
