@@ -114,6 +114,23 @@ def test_a_head_the_weights_carry_but_the_cache_lacks_is_named(tiny_study, tmp_p
     ]
 
 
+def test_a_cache_of_another_exit_count_is_refused_by_name(tiny_study, tmp_path):
+    from mess_core.evaluate.cache import EvaluationCache
+
+    _, _, out, _ = tiny_study
+    changed = tmp_path / "changed"
+    shutil.copytree(out, changed)
+    study = open_study(changed)
+    real = study.cache
+    other = EvaluationCache.random(exits=real.num_exits - 1, classes=real.num_classes, images=4)
+    other.meta.update({k: real.meta[k] for k in ("split", "input_size", "groups") if k in real.meta})
+    other.save(study.cache_path)
+    assert open_study(changed).check_weights(images=3) == [
+        f"{study.cache_path}: has {real.num_exits - 1} exits but {study.weights_path} has {real.num_exits}; "
+        "the two come from different networks: rebuild the study"
+    ]
+
+
 def test_results_and_fronts_are_what_the_engine_computes_from_the_cache(tiny_study):
     _, _, out, _ = tiny_study
     study = open_study(out)
