@@ -48,7 +48,7 @@ from ..errors import MessError
 from ..io import atomic_open, input_file
 from .cache_checks import count_problem, meta_problem
 
-__all__ = ["EvaluationCache", "CacheError", "TH_PIX_GRID", "CACHE_FORMAT", "POLICIES"]
+__all__ = ["EvaluationCache", "CacheError", "TH_PIX_GRID", "CACHE_FORMAT", "POLICIES", "head_row"]
 
 CACHE_FORMAT = "mess-cache/1"
 # th_pix values the cache can answer for: every search and the app pick th_pix from this grid
@@ -61,6 +61,17 @@ _ARRAYS = ("tp", "pred", "label", "above", "above_plain", "conf_sum", "pixels", 
 
 class CacheError(MessError):
     """An evaluation cache file that cannot be used, or a request it cannot answer."""
+
+
+def head_row(exit: int, config: int, configs: int) -> int:
+    """Row of ``tp``/``above``/... of configuration number ``config`` (of ``configs`` in the space) at early exit
+    ``exit``: every early exit's heads in exit order, each in the space's order, then the final exit's, which is
+    ``head_row(N, 0, configs)`` (so a cache of N exits has ``head_row(N, 0, configs) + 1`` rows).
+
+        >>> head_row(2, 1, 3), head_row(4, 0, 3)
+        (4, 9)
+    """
+    return (exit - 1) * configs + config
 
 
 def _refuse(problem: str | None) -> None:
@@ -137,7 +148,7 @@ class EvaluationCache:
                 "was evaluated from does not carry that head there (a shipped study keeps heavy heads "
                 "only where a stored instance uses them); choose an instance whose heads it carries"
             )
-        return (exit - 1) * len(self.configs) + index
+        return head_row(exit, index, len(self.configs))
 
     @property
     def image_groups(self) -> list[str] | None:
@@ -390,7 +401,7 @@ class EvaluationCache:
         for name, shape in expected.items():
             if getattr(self, name).shape != shape:
                 raise CacheError(f"{where}: array '{name}' has shape {getattr(self, name).shape}, expected {shape}")
-        if h != (n - 1) * c + 1:
+        if h != head_row(n, 0, c) + 1:
             raise CacheError(f"{where}: {h} heads do not match {n - 1} early exits x {c} configurations + the final")
         absent = self.meta.get("absent_heads") or {}
         if not isinstance(absent, dict) or not all(

@@ -14,7 +14,7 @@ import torch
 
 from ..conversion.exits import ExitSpec
 from ..conversion.profiling import evaluating, time_call
-from .cache import CACHE_FORMAT, TH_PIX_GRID, CacheError, EvaluationCache
+from .cache import CACHE_FORMAT, TH_PIX_GRID, CacheError, EvaluationCache, head_row
 from .policy import (
     ConfidencePolicy,
     EdgeMasking,
@@ -201,7 +201,7 @@ class HeadCounts:
     """What one pass of every head a network carries counted over the first images of a split: the per-image arrays
     of :class:`EvaluationCache`, with the configurations they are laid out by."""
 
-    specs: list[str]  # the configurations any early exit carries: columns (exit - 1) * len(specs) + c, then the final
+    specs: list[str]  # the configurations any early exit carries, in the order the columns follow (see head_row)
     absent: dict[str, list[str]]  # exit -> the configurations it lacks (their columns stay zero)
     th_pix_grid: list[float]  # the thresholds ``above`` and ``above_plain`` count at, ascending
     arrays: dict[str, np.ndarray]  # tp, pred, label, above, above_plain, conf_sum, pixels (see EvaluationCache)
@@ -217,9 +217,7 @@ class HeadCounts:
         """Column of head ``spec`` at early exit ``exit`` (1..N-1), or the final exit's (``exit`` = N, any ``spec``)."""
         if not 1 <= exit <= self.num_exits:
             raise CacheError(f"exit {exit} is not an exit of these counts: exits are 1..{self.num_exits}")
-        if exit == self.num_exits:
-            return self.arrays["tp"].shape[1] - 1
-        return (exit - 1) * len(self.specs) + self.specs.index(spec)
+        return head_row(exit, 0 if exit == self.num_exits else self.specs.index(spec), len(self.specs))
 
 
 def count_heads(
@@ -240,7 +238,7 @@ def count_heads(
     specs, absent = _exit_space(net)
     grid = sorted(float(v) for v in th_pix_grid)
     count = _images_to_evaluate(net, dataset, limit)
-    heads = (net.num_exits - 1) * len(specs) + 1
+    heads = head_row(net.num_exits, 0, len(specs)) + 1
     stats = _Statistics.zeros(count, heads, dataset.info.num_classes, grid, device, dataset.info.ignore_index, edges)
     with evaluating(net):
         seen = _evaluate_split(net, dataset, stats, specs, absent, batch_size, device, progress)
@@ -354,7 +352,7 @@ def _evaluate_split(
             for c, spec in enumerate(specs):
                 if spec in absent.get(str(i), ()):
                     continue  # its rows stay zero; meta["absent_heads"] makes head_index refuse them
-                stats.record((i - 1) * len(specs) + c, rows, net.head(i, spec)(feat, size), labels)
+                stats.record(head_row(i, c, len(specs)), rows, net.head(i, spec)(feat, size), labels)
         stats.record(stats.num_heads - 1, rows, final, labels)
     assert size is not None
     return _Seen(size=size, names=names, groups=groups)
