@@ -58,12 +58,12 @@ def network(path: str, consent: bool) -> tuple[Any, dict[str, Any]]:
 
 
 @st.cache_resource(show_spinner="Tuning on one part of the images, scoring on the other...", max_entries=8)
-def transfer(path: str, compute: bool) -> pd.DataFrame | None:
-    """The transfer check beside the study's input-dependent rows (:func:`mess_core.search.transfer.transfer_beside`):
-    the build's, or computed from the cache when ``compute`` (studies built before it)."""
+def transfer(path: str, mode: str, compute: bool) -> pd.DataFrame | None:
+    """The transfer check beside the study's rows of ``mode`` (:func:`mess_core.search.transfer.transfer_beside`):
+    the build's, or computed from the cache when ``compute`` (studies built before the build stored it)."""
     study = load_study(path)
-    check = study.transfer_check(compute=compute)
-    return None if check is None else transfer_beside(study.results("input-dependent"), check)
+    check = study.transfer_check(mode, compute=compute)
+    return None if check is None else transfer_beside(study.results(mode), check)
 
 
 @st.cache_resource(show_spinner="Reading the report set...", max_entries=8)

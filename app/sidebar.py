@@ -39,7 +39,7 @@ def _typed_folder() -> str | None:
 def _caption(study: Study) -> None:
     meta = study.cache.meta
     st.sidebar.caption(
-        f"**{study.name}**  \n{meta.get('model')} on {meta.get('dataset')} {meta.get('split')}, "
+        f"**{study.name}**  \n{meta.get('model')} on {meta.get('dataset')} {study.cache.split_label}, "
         f"{'x'.join(map(str, meta.get('input_size', [])))}, {study.cache.num_images} images, "
         f"{study.cache.num_exits} exits x {len(study.cache.configs)} configurations"
     )

@@ -76,7 +76,7 @@ def page(study: Study) -> None:
         instance, source = Instance("input-dependent"), "the backbone (the study has no searched instance)"
     cache = study.cache
     st.caption(
-        f"Every image of the {cache.meta.get('split')} split ({cache.num_images}) under `{instance.describe()}` "
+        f"Every image of {cache.split_label} ({cache.num_images}) under `{instance.describe()}` "
         f"({instance.mode}), {source}: change it on the Thresholds or Pareto page. IoU is the image's own mIoU "
         "(classes in its labels or prediction); loss = final IoU - IoU."
     )

@@ -203,7 +203,7 @@ def on_report_set(study: Study, instance: Instance) -> None:
     _, other = chosen
     there = score_instance(other, instance)
     st.caption(
-        f"On the report set ({other.meta.get('dataset')} {other.meta.get('split')}, {other.num_images} "
+        f"On the report set ({other.meta.get('dataset')} {other.split_label}, {other.num_images} "
         f"images, chosen on the Study page): mIoU {pct(there['miou'])}, drop {there['drop_pp']:.2f} pp "
         f"[{there['drop_low']:.2f}, {there['drop_high']:.2f}], {there['speedup']:.2f}x fewer GFLOPs; "
         f"images leave {mix_text(there['exit_mix'])}"

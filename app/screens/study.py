@@ -56,9 +56,8 @@ def report_set_section(study: Study) -> None:
     path, other = chosen
     rows = report_rows(str(study.path), path)
     st.markdown(
-        f"**{other.meta.get('dataset')} {other.meta.get('split')}"
-        + (f" [{','.join(other.meta['groups'])}]" if other.meta.get("groups") else "")
-        + f"**: {other.num_images} images, backbone {pct(float(other.head_miou()[other.final_head]))}; "
+        f"**{other.meta.get('dataset')} {other.split_label}**: {other.num_images} images, "
+        f"backbone {pct(float(other.head_miou()[other.final_head]))}; "
         f"{int(rows['held'].dropna().sum())} of {len(rows['held'].dropna())} promises held"
     )
     shown = pd.DataFrame(
@@ -90,8 +89,8 @@ def overview_section(study: Study, space: SpaceTable) -> None:
     if manifest.get("description"):
         st.write(manifest["description"])
     st.markdown(
-        f"**{cache.meta.get('model', '?')}** on **{cache.meta.get('dataset')}**, figures on its "
-        f"`{cache.meta.get('split')}` split ({cache.num_images} images)"
+        f"**{cache.meta.get('model', '?')}** on **{cache.meta.get('dataset')}**, figures on its tuning images "
+        f"`{cache.split_label}` ({cache.num_images} images)"
     )
     cols = st.columns(5)
     cols[0].metric("input", "x".join(map(str, cache.meta.get("input_size", []))))
@@ -127,7 +126,7 @@ def space_section(study: Study, space: SpaceTable) -> None:
     st.subheader("Exit space")
     st.caption(
         f"{len(cache.configs)} configurations at each of {cache.num_exits - 1} early exits: GFLOPs to reach the "
-        f"exit and run its head, and the exit's mIoU on {cache.meta.get('split')} "
+        f"exit and run its head, and the exit's mIoU on {cache.split_label} "
         f"(final exit {pct(space.final_miou)}, {space.backbone_gflops:.3f} GFLOPs)"
     )
     left, right = st.columns(2)
@@ -166,7 +165,7 @@ def results_section(study: Study) -> None:
         }
     )
     if "eval_miou" in table and study.report_cache is not None:
-        shown.insert(2, f"mIoU % ({study.report_cache.meta.get('split')})", 100 * table["eval_miou"])
+        shown.insert(2, f"mIoU % ({study.report_cache.split_label})", 100 * table["eval_miou"])
     st.dataframe(
         shown.style.format(
             {c: "{:.2f}" for c in shown.columns if c.startswith("mIoU")}
@@ -176,23 +175,28 @@ def results_section(study: Study) -> None:
         hide_index=True,
         key="results_table",
     )
+    transfer_section(study, mode)
     if mode == "input-dependent":
         input_dependent_section(study)
 
 
-def input_dependent_section(study: Study) -> None:
+def transfer_section(study: Study, mode: str) -> None:
     st.markdown(
-        "**Transfer check**: each row's objective searched on one scene part of the tuning images and "
+        f"**Transfer check** ({mode}): each row's objective searched on one scene part of the tuning images and "
         "scored on the other (both ways), against that part's final exit; a promise that only holds "
         "where it was tuned will not hold on new scenes"
     )
-    check = transfer(str(study.path), False)
+    check = transfer(str(study.path), mode, False)
     if check is None and st.button(
-        "run the transfer check (this study was built before it; ~10 s)", key="transfer_run"
+        f"run the {mode} transfer check (this study was built before the build stored it; ~1-10 s)",
+        key="transfer_run",
     ):
-        check = transfer(str(study.path), True)
+        check = transfer(str(study.path), mode, True)
     if check is not None:
         st.dataframe(check, hide_index=True, key="transfer_table")
+
+
+def input_dependent_section(study: Study) -> None:
     st.markdown(
         "**Exit policies at equal accuracy** (speedup in average GFLOPs against the backbone, read off "
         "each policy's front), against the oracle bound: the least cost any per-image exit choice over "

@@ -115,7 +115,7 @@ def controls_and_figures(study: Study) -> None:
 def page(study: Study) -> None:
     st.title("Thresholds")
     st.caption(
-        f"Every figure is exact on the {study.cache.meta.get('split')} split ({study.cache.num_images} images) "
+        f"Every figure is exact on the tuning images {study.cache.split_label} ({study.cache.num_images}) "
         "from the study's evaluation cache: no network runs while you move a slider."
     )
     controls_and_figures(study)

@@ -9,7 +9,6 @@ from typing import Any
 
 from ..io import atomic_write_text
 from ..search.heldout import evaluation_markdown
-from ..search.transfer import transfer_markdown
 from ..study import STAGES, build, open_study
 from ..study.evaluate import EvaluationData, evaluate_on, evaluation_dataset, evaluation_record
 from ..study.report import markdown_report
@@ -74,8 +73,6 @@ def _check(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     study = open_study(args.study)
     print(markdown_report(study))
-    print()
-    print(transfer_markdown(study.results("input-dependent"), study.transfer_check(compute=True), study.cache))
     return 0
 
 

@@ -158,6 +158,23 @@ class EvaluationCache:
         return groups if isinstance(groups, list) and len(groups) == self.num_images else None
 
     @property
+    def split_label(self) -> str:
+        """The images' name in tables: the split and, where the cache records them, their groups (``train 0006R0``),
+        so that figures on a scene-disjoint part of a split are not read as figures on the whole split.
+
+        >>> cache = EvaluationCache.random(images=4)
+        >>> cache.meta["split"], cache.meta["image_groups"] = "train", ["b", "a", "b", "b"]
+        >>> cache.split_label
+        'train b+a'
+        >>> cache.meta["image_groups"] = ["train"] * 4  # a dataset without groups of its own
+        >>> cache.split_label
+        'train'
+        """
+        split = str(self.meta.get("split", "?"))
+        groups = list(dict.fromkeys(self.image_groups or self.meta.get("groups") or []))
+        return split if groups in ([], [split]) else f"{split} {'+'.join(groups)}"
+
+    @property
     def absent_heads(self) -> dict[int, frozenset[str]]:
         """Early exit -> the configurations this (partial) cache has no figures for there; empty for a whole cache."""
         held = self.meta.get("absent_heads") or {}

@@ -4,9 +4,9 @@ ways.
 A results row is chosen on the tuning images; the images it will run on are other scenes. The tuning images are cut
 into parts that are scenes of their own: their groups when there are several (drives, cities), else contiguous runs
 of each group's images in their order (frames of one drive: its first half and its second half are different
-stretches of road). For each ordered pair of parts, every row is searched on the first with the row's own objective
-and scored on the second, against the second's final exit: the drop it promised there and the drop it kept, the
-speedup it had and the one it kept.
+stretches of road). For each ordered pair of parts and each deployment mode, every row is searched on the first with
+the row's own objective and scored on the second, against the second's final exit: the drop it promised there and
+the drop it kept, the speedup it had and the one it kept.
 
 Example:
     >>> from mess_core.evaluate.cache import EvaluationCache
@@ -15,27 +15,38 @@ Example:
     >>> [len(p) for p in scene_parts(cache)], part_names(cache)
     ([12, 12], ['images 1-12', 'images 13-24'])
     >>> table = transfer_check(cache, space=SearchSpace(th_pix=(0.7,)))
-    >>> sorted(set(table["tuned_on"])), list(table.columns[:4])
-    (['images 1-12', 'images 13-24'], ['id', 'row', 'tuned_on', 'reported_on'])
-    >>> summary = transfer_summary(table)
+    >>> sorted(set(table["tuned_on"])), list(table.columns[:5])
+    (['images 1-12', 'images 13-24'], ['mode', 'id', 'row', 'tuned_on', 'reported_on'])
+    >>> sorted(set(table["mode"])) == sorted(MODES)
+    True
+    >>> summary = transfer_summary(of_mode(table, "budgeted"))
     >>> list(summary.columns)
     ['id', 'row', 'drop_pp', 'speedup', 'worst_drop_pp', 'least_speedup', 'held', 'text']
 """
 
 from __future__ import annotations
 
-from typing import Any
+import itertools
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..evaluate.cache import EvaluationCache
-from ..evaluate.instance import Instance, evaluate
+from ..evaluate.instance import MODES, Instance, evaluate
 from .heldout import PROMISES
 from .problem import SearchSpace
 from .report import Row, results_table
 
-__all__ = ["scene_parts", "part_names", "transfer_check", "transfer_summary", "transfer_beside", "transfer_markdown"]
+__all__ = [
+    "scene_parts",
+    "part_names",
+    "transfer_check",
+    "of_mode",
+    "transfer_summary",
+    "transfer_beside",
+    "transfer_markdown",
+]
 
 
 def scene_parts(cache: EvaluationCache, parts: int = 2) -> list[np.ndarray]:
@@ -75,20 +86,22 @@ def part_names(cache: EvaluationCache, parts: int = 2) -> list[str]:
 def transfer_check(
     cache: EvaluationCache,
     *,
-    mode: str = "input-dependent",
+    modes: Sequence[str] = MODES,
     space: SearchSpace | None = None,
     parts: int = 2,
     confidence: float | None = None,
     block: int | None = None,
 ) -> pd.DataFrame:
-    """Every results row tuned on each part of ``cache`` and scored on each other part, each row searched as the
-    study searches it (``confidence`` and ``block``: :func:`mess_core.search.report.results_table`). Columns: id, row,
-    tuned_on, reported_on, tuned_drop_pp and tuned_speedup (on the part it was tuned on), drop_pp and speedup (on the
-    other, against its own final exit), held (its promise there; None for the backbone), exits."""
+    """Every results row of each of ``modes`` tuned on each part of ``cache`` and scored on each other part, each row
+    searched as the study searches it (``confidence`` and ``block``: :func:`mess_core.search.report.results_table`).
+    Columns: mode, id, row, tuned_on, reported_on, tuned_drop_pp and tuned_speedup (on the part it was tuned on),
+    drop_pp and speedup (on the other, against its own final exit), held (its promise there; None for the backbone),
+    exits."""
     pieces = [cache.subset(p) for p in scene_parts(cache, parts)]
     names = part_names(cache, parts)
     rows: list[dict[str, Any]] = []
-    for a, tuned in enumerate(pieces):
+    for mode, a in itertools.product(modes, range(len(pieces))):
+        tuned = pieces[a]
         table = results_table(tuned, mode=mode, space=space, oracle=False, confidence=confidence, block=block)
         tuned_final = float(tuned.head_miou()[tuned.final_head])
         for b, other in enumerate(pieces):
@@ -103,6 +116,7 @@ def transfer_check(
                 promise = PROMISES.get(r.id)
                 rows.append(
                     {
+                        "mode": mode,
                         "id": r.id.value,
                         "row": r.row,
                         "tuned_on": names[a],
@@ -118,14 +132,24 @@ def transfer_check(
     return pd.DataFrame(rows)
 
 
+def of_mode(check: pd.DataFrame, mode: str) -> pd.DataFrame | None:
+    """The rows of ``check`` for deployment ``mode``; None when it has none. A check stored before it covered every
+    mode (no ``mode`` column) holds the input-dependent rows only."""
+    if "mode" not in check.columns:
+        return check if mode == "input-dependent" else None
+    mine = check[check["mode"] == mode]
+    return mine.reset_index(drop=True) if len(mine) else None
+
+
 def _held_every_way(held: pd.Series) -> bool | None:
     """Whether a row's promise held in every direction; None for a row that promises nothing (the backbone)."""
     return None if held.isna().all() else bool(held.astype(bool).all())
 
 
 def transfer_summary(check: pd.DataFrame) -> pd.DataFrame:
-    """One line per row of :func:`transfer_check`: the mean drop and speedup over the directions, the worst drop and
-    the least speedup, whether the promise held in every direction, and a short text for tables."""
+    """One line per row of one mode's :func:`transfer_check` (:func:`of_mode`): the mean drop and speedup over the
+    directions, the worst drop and the least speedup, whether the promise held in every direction, and a short text
+    for tables."""
     out = []
     for rid, group in check.groupby("id", sort=False):
         every = _held_every_way(group["held"])
@@ -148,9 +172,9 @@ def transfer_summary(check: pd.DataFrame) -> pd.DataFrame:
 
 
 def transfer_beside(table: pd.DataFrame, check: pd.DataFrame) -> pd.DataFrame:
-    """A study's results ``table`` (tuned on the whole tuning split) with its transfer check beside each row: the
-    tuned drop and speedup, then per direction of ``check`` the drop and speedup the row's objective kept on the
-    other part, and whether the promise held every way."""
+    """A study's results ``table`` of one mode (tuned on the whole tuning split) with that mode's transfer
+    ``check`` (:func:`of_mode`) beside each row: the tuned drop and speedup, then per direction the drop and speedup
+    the row's objective kept on the other part, and whether the promise held every way."""
     final = table.loc[table["id"].map(lambda r: getattr(r, "value", r)) == "backbone", "miou"]
     base = float(final.iloc[0]) if len(final) else np.nan
     out = []
@@ -169,8 +193,8 @@ def transfer_beside(table: pd.DataFrame, check: pd.DataFrame) -> pd.DataFrame:
 
 
 def transfer_markdown(table: pd.DataFrame, check: pd.DataFrame, cache: EvaluationCache) -> str:
-    """A study's input-dependent rows and their transfer ``check`` (:func:`transfer_check` on ``cache``) as markdown
-    (``study report``)."""
+    """A study's results ``table`` of one mode and that mode's transfer ``check`` (:func:`of_mode` of
+    :func:`transfer_check` on ``cache``) as markdown (``study report``)."""
     beside = transfer_beside(table, check)
     header = "| " + " | ".join(beside.columns) + " |"
     lines = [header, "|" + "---|" * len(beside.columns)]
@@ -186,8 +210,8 @@ def transfer_markdown(table: pd.DataFrame, check: pd.DataFrame, cache: Evaluatio
     return "\n".join(
         [
             f"Transfer check: each row's objective searched on one scene part of the {cache.num_images} "
-            f"tuning images and scored on the other ({' and '.join(names)}), against that part's final "
-            "exit:",
+            f"tuning images ({cache.split_label}) and scored on the other ({' and '.join(names)}), against that "
+            "part's final exit:",
             "",
             *lines,
         ]

@@ -361,7 +361,7 @@ class _Build:
         self.fronts = all_fronts(cache, space=space)
         say(f"the policy against the oracle bound at every allowed drop (label-aware, {space.max_exits} exits)")
         self.versus = json.loads(policy_versus_oracle(cache, space=space).to_json(orient="records"))
-        say("the transfer check: every row tuned on one scene part of the tuning images, scored on the other")
+        say("the transfer check: each mode's rows tuned on one scene part of the tuning images, scored on the other")
         self.transfer = transfer_check(cache, space=space, confidence=cfg.promise_confidence, block=cfg.promise_block)
         self.profile = profile_report(self.network[0], model_name=cfg.model_source.name)
 

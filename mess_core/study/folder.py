@@ -24,7 +24,7 @@ from ..io import expand_home, read_json
 from ..models.source import ModelSource
 from ..models.trust import SIGNATURE_KEY, UntrustedCodeError, check_study_source, describe_code, require_consent
 from ..search.report import all_fronts, results_table, with_row_ids
-from ..search.transfer import transfer_check
+from ..search.transfer import of_mode, transfer_check
 from .config import (
     FRONTS,
     LATENCY,
@@ -238,16 +238,18 @@ class Study:
         studies built before it existed (the bound is too slow to compute while a page waits)."""
         return pd.DataFrame(self._json(ORACLE)) if self.is_packed and (self.path / ORACLE).is_file() else None
 
-    def transfer_check(self, *, compute: bool = False) -> pd.DataFrame | None:
-        """The transfer check of the input-dependent rows (:func:`mess_core.search.transfer.transfer_check`, with the
-        study's promise rule): stored by the build; for studies built before it, computed from the cache with
-        ``compute``, else None."""
+    def transfer_check(self, mode: str = "input-dependent", *, compute: bool = False) -> pd.DataFrame | None:
+        """The transfer check of the results rows of ``mode`` (:func:`mess_core.search.transfer.transfer_check`, with
+        the study's promise rule): stored by the build; where a study was built before the build stored it for
+        ``mode``, computed from the cache with ``compute``, else None."""
         if self.is_packed and (self.path / TRANSFER).is_file():
             try:
-                return frame_from_json(self._json(TRANSFER), str(self.path / TRANSFER))
+                stored = of_mode(frame_from_json(self._json(TRANSFER), str(self.path / TRANSFER)), mode)
             except ValueError as exc:
                 raise StudyError(f"{exc}; rebuild the study with this version") from None
-        return transfer_check(self.cache, **self.promise_rule) if compute else None
+            if stored is not None:
+                return stored
+        return of_mode(transfer_check(self.cache, modes=(mode,), **self.promise_rule), mode) if compute else None
 
     def latency(self) -> pd.DataFrame | None:
         """Measured latency of the results' instances against the original model (one run); None if not built.

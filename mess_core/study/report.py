@@ -13,6 +13,7 @@ import pandas as pd
 from ..evaluate.cache import EvaluationCache
 from ..evaluate.instance import Instance
 from ..search.report import Row, interval_texts, with_drop_intervals
+from ..search.transfer import transfer_markdown
 from ..search.uncertainty import DEFAULT_LEVEL
 
 __all__ = [
@@ -52,6 +53,8 @@ class StudyView(Protocol):
 
     def training_table(self) -> pd.DataFrame | None: ...
 
+    def transfer_check(self, mode: str = "input-dependent", *, compute: bool = False) -> pd.DataFrame | None: ...
+
 
 # the bench's name for the original model, which an instance without early exits runs as
 ORIGINAL = "original"
@@ -79,7 +82,7 @@ def _measured(latency: pd.DataFrame, rid: Row, instance: Instance | None, column
 def _interval_column(study: StudyView, table: pd.DataFrame) -> tuple[str, list[str]]:
     """The name and texts of a column of each row's drop against the backbone with its bootstrap interval, computed
     now from the study's cache (a study built before intervals existed needs no rebuild)."""
-    name = f"drop pp [{100 * DEFAULT_LEVEL:g}% interval] ({study.cache.meta.get('split')})"
+    name = f"drop pp [{100 * DEFAULT_LEVEL:g}% interval] ({study.cache.split_label})"
     return name, interval_texts(with_drop_intervals(table, study.cache))
 
 
@@ -90,12 +93,12 @@ def end_to_end_table(study: StudyView, *, intervals: bool = False) -> pd.DataFra
     size (eager), speedups against the backbone, exits used."""
     table = study.results("input-dependent")
     latency = study.latency()
-    out = pd.DataFrame({"": table["row"], f"mIoU % ({study.cache.meta.get('split')})": (100 * table["miou"]).round(2)})
+    out = pd.DataFrame({"": table["row"], f"mIoU % ({study.cache.split_label})": (100 * table["miou"]).round(2)})
     if intervals:
         name, texts = _interval_column(study, table)
         out[name] = texts
     if "eval_miou" in table:
-        out[f"mIoU % ({study.report_cache.meta.get('split') if study.report_cache else 'report'})"] = (
+        out[f"mIoU % ({study.report_cache.split_label if study.report_cache else 'report'})"] = (
             100 * table["eval_miou"]
         ).round(2)
     out["GFLOPs"] = table["gflops"].round(3)
@@ -205,6 +208,12 @@ def headline(study: StudyView) -> list[str]:
     return lines
 
 
+def _transfer(study: StudyView, mode: str) -> str:
+    """``mode``'s transfer check beside its rows: the build's, or computed now for a study built before it."""
+    check = study.transfer_check(mode, compute=True)
+    return "" if check is None else transfer_markdown(study.results(mode), check, study.cache)
+
+
 def markdown_report(study: StudyView) -> str:
     """Every table BENCHMARKS.md records for a study, as markdown."""
     parts = [
@@ -216,6 +225,8 @@ def markdown_report(study: StudyView) -> str:
         "End to end (input-dependent):",
         "",
         _md(end_to_end_table(study, intervals=True)),
+        "",
+        _transfer(study, "input-dependent"),
     ]
     given = study.manifest.get("user_model")
     if given:  # a study built from the user's weights: the reference is their model as given, before our stages
@@ -244,11 +255,13 @@ def markdown_report(study: StudyView) -> str:
                     }
                 )
             ),
+            "",
+            _transfer(study, mode),
         ]
     parts += [
         "",
         f"drop pp: mIoU points below the backbone with a {100 * DEFAULT_LEVEL:g}% bootstrap interval over "
-        f"the {study.cache.num_images} images of the {study.cache.meta.get('split')} split (1000 resamples, "
+        f"the {study.cache.num_images} tuning images ({study.cache.split_label}; 1000 resamples, "
         "paired with the backbone, computed from the cache).",
     ]
     parts += [

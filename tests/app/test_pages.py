@@ -195,6 +195,11 @@ def test_the_study_page_shows_protocol_transfer_and_rows_on_a_report_set_which_t
     assert list(protocol["groups"]) == ["train (10)", "val (10)", "test (10)"]
     transfer = table("held every way")
     assert list(transfer["row"])[0] == "Backbone"
+    app.radio(key="study_mode").set_value("budgeted").run()  # every mode's rows have their transfer check
+    assert not problems(app) and any(m.value.startswith("**Transfer check** (budgeted)") for m in app.markdown)
+    static = table("held every way")
+    assert list(static["row"])[0] == "Backbone" and set(static["row"]) <= set(table("exits used")[""])
+    app.radio(key="study_mode").set_value("input-dependent").run()
     app.selectbox(key="report_set_choice").set_value("its report split (test.npz)").run()
     assert not problems(app)
     rows = table("images leave")

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from mess_core.evaluate.cache import EvaluationCache
-from mess_core.evaluate.instance import Instance, evaluate
+from mess_core.evaluate.instance import MODES, Instance, evaluate
 from mess_core.search.problem import SearchSpace
 from mess_core.search.report import results_table
-from mess_core.search.transfer import part_names, scene_parts, transfer_check, transfer_summary
+from mess_core.search.transfer import of_mode, part_names, scene_parts, transfer_check, transfer_summary
 
 SPACE = SearchSpace(th_pix=(0.5, 0.7), th_img=(0.3, 0.6, 0.9))
 
@@ -22,19 +22,40 @@ def test_parts_are_whole_groups_when_there_are_enough_else_runs_of_each_groups_f
     assert sorted(np.concatenate(three).tolist()) == list(range(10))
 
 
-def test_each_direction_is_the_row_searched_on_one_part_and_evaluated_on_the_other():
+@pytest.fixture(scope="module")
+def checked():
     cache = EvaluationCache.random(images=30, exits=4, configs=2, seed=7)
-    check = transfer_check(cache, space=SPACE)
+    return cache, transfer_check(cache, space=SPACE)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_each_direction_is_the_row_searched_on_one_part_and_evaluated_on_the_other(checked, mode):
+    cache, every = checked
+    check = of_mode(every, mode)
     first, second = (cache.subset(p) for p in scene_parts(cache))
-    table = results_table(first, space=SPACE, oracle=False)
-    base = evaluate(second, Instance("input-dependent"))
+    table = results_table(first, mode=mode, space=SPACE, oracle=False)
+    base = evaluate(second, Instance(mode))
     forward = check[check["tuned_on"] == part_names(cache)[0]]
-    for r, (_, c) in zip([r for r in table.itertuples() if r.instance is not None], forward.iterrows()):
+    searched = [r for r in table.itertuples() if r.instance is not None]
+    assert len(forward) == len(searched) > 1
+    for r, (_, c) in zip(searched, forward.iterrows()):
+        assert c["id"] == r.id.value and c["exits"] == r.exits
         there = evaluate(second, r.instance)
         assert c["drop_pp"] == pytest.approx(100 * (base.miou - there.miou))
         assert c["speedup"] == pytest.approx(base.cost / there.cost)
         if c["id"] == "min_cost_1pp":
             assert c["held"] == (c["drop_pp"] <= 1.0 + 1e-9)
+
+
+def test_a_check_stored_before_it_covered_every_mode_holds_the_input_dependent_rows(checked):
+    _, every = checked
+    old = of_mode(every, "input-dependent").drop(columns="mode")
+    assert of_mode(old, "input-dependent") is old and of_mode(old, "budgeted") is None
+
+
+def test_the_summary_takes_every_direction_of_a_row(checked):
+    _, every = checked
+    check = of_mode(every, "input-dependent")
     summary = transfer_summary(check)
     row = summary.set_index("id").loc["min_cost_1pp"]
     both = check[check["id"] == "min_cost_1pp"]

@@ -381,13 +381,15 @@ def test_camvid_studies_default_to_the_scene_disjoint_protocol_and_say_otherwise
     assert set(shipped.train_groups).isdisjoint(shipped.cache_groups)
 
 
-def test_the_build_stores_the_transfer_check_that_the_cache_gives(tiny_study):
-    from mess_core.search.transfer import transfer_check
+def test_the_build_stores_the_transfer_check_of_every_mode_that_the_cache_gives(tiny_study):
+    from mess_core.evaluate.instance import MODES
+    from mess_core.search.transfer import of_mode, transfer_check
 
     _, _, out, _ = tiny_study
     study = open_study(out)
-    stored = study.transfer_check()
     again = transfer_check(study.cache, **study.promise_rule)
-    assert list(stored["id"]) == list(again["id"]) and len(stored) > 0
-    np.testing.assert_allclose(stored["drop_pp"], again["drop_pp"])
-    np.testing.assert_allclose(stored["speedup"], again["speedup"])
+    for mode in MODES:
+        stored, want = study.transfer_check(mode), of_mode(again, mode)
+        assert list(stored["id"]) == list(want["id"]) and len(stored) > 0 and set(stored["mode"]) == {mode}
+        np.testing.assert_allclose(stored["drop_pp"], want["drop_pp"])
+        np.testing.assert_allclose(stored["speedup"], want["speedup"])

@@ -21,6 +21,21 @@ def test_the_report_command_prints_every_table(tiny_study, capsys):
     assert "End to end (input-dependent):" in text and "| Backbone |" in text
     assert "mIoU % (test)" in text and "ms/img b1" in text and "Training table" in text
     assert "Exit policies at equal accuracy" in text and "target >= 2x" in text and "oracle bound" in text
+    # each mode's results table is followed by its transfer check, on the tuning images named with their groups
+    for mode in ("End to end (input-dependent):", "budgeted:", "anytime:"):
+        after = text.split(mode, 1)[1]
+        assert after.index("Transfer check:") < after.index("Exit policies at equal accuracy")
+    assert text.count("Transfer check:") == 3 and text.count("| held every way |") == 3
+
+
+def test_a_study_stored_before_the_check_covered_every_mode_gets_the_others_computed():
+    shipped = open_study(PRECOMPUTED / "camvid-mobilenetv2-fcn")
+    assert "mode" not in json.loads((shipped.path / "transfer.json").read_text())[0]
+    stored = shipped.transfer_check("input-dependent")
+    assert len(stored) == 12 and shipped.transfer_check("budgeted") is None
+    budgeted = shipped.transfer_check("budgeted", compute=True)
+    assert set(budgeted["mode"]) == {"budgeted"} and list(budgeted["id"]) == list(stored["id"])
+    assert shipped.transfer_check("anytime", compute=True)["tuned_on"].nunique() == 2
 
 
 def test_policy_comparison_reads_the_fronts_at_equal_accuracy(tiny_study):
