@@ -48,26 +48,47 @@ SELECTED_KEY = "par_selected"  # the PointId clicked last
 EXPORTS_KEY = "par_onnx_exports"  # the ONNX zips this session exported, by (study path, instance)
 
 
-def min_cost_objective(cols: Any, cache: EvaluationCache) -> Objective:
+def min_cost_objective(cols: Any, cache: EvaluationCache, rule: dict[str, Any]) -> Objective:
+    """The min-cost objective; "keep it on new images" starts as the study's own promise rule (``rule``:
+    :attr:`mess_core.study.Study.promise_rule`), so the page's search finds the study's min-cost rows."""
     drop = cols[2].slider("allowed mIoU drop (pp)", 0.0, 10.0, 1.0, 0.1, key="par_drop")
     sure = cols[2].toggle(
         "keep it on new images, at a confidence",
+        value=rule["confidence"] is not None,
         key="par_sure",
         help="choose the cheapest instance of the Pareto front whose drop on a fresh set of as "
         "many images as this split stays within the bound at this confidence (a predictive "
-        "bootstrap bound), not only on these images; BENCHMARKS.md measures how often it holds",
+        "bootstrap bound), not only on these images; on by default when the study chose its rows "
+        "this way. BENCHMARKS.md measures how often it holds",
     )
     confidence = cols[2].select_slider(
         "confidence",
         [0.8, 0.9, 0.95],
-        value=0.9,
+        value=rule["confidence"] if rule["confidence"] in (0.8, 0.9, 0.95) else 0.9,
         key="par_confidence",
         disabled=not sure,
         format_func=lambda c: f"{100 * c:g}%",
     )
+    block = cols[2].number_input(
+        "resample scene blocks of (images; 1: single images)",
+        min_value=1,
+        max_value=max(1, cache.num_images),
+        value=min(rule["block"] or 1, max(1, cache.num_images)),
+        step=1,
+        key="par_block",
+        disabled=not sure,
+        help="frames of one drive are not independent draws: resampling runs of this many consecutive "
+        "images of a scene puts the scene-to-scene spread into the bound (BENCHMARKS.md, issue 23)",
+    )
     if not sure:
         return Objective("min-cost", max_drop=drop)
-    return Objective("min-cost", max_drop=drop, confidence=confidence, fresh_images=cache.num_images)
+    return Objective(
+        "min-cost",
+        max_drop=drop,
+        confidence=confidence,
+        fresh_images=cache.num_images,
+        block=int(block) if block > 1 else None,
+    )
 
 
 def max_accuracy_objective(cols: Any, cache: EvaluationCache) -> Objective:
@@ -83,13 +104,15 @@ def max_accuracy_objective(cols: Any, cache: EvaluationCache) -> Objective:
     return Objective("max-acc", budget=budget)
 
 
-def constraint(cache: EvaluationCache) -> tuple[Objective, str]:
+def constraint(study: Study) -> tuple[Objective, str]:
     """The mode and the objective the page's controls set."""
+    cache = study.cache
     cols = st.columns([1.2, 1.3, 2])
     mode = cols[0].radio("mode", MODES, index=2, key="par_mode")
     kind = cols[1].radio("objective", ["min cost, mIoU drop at most", "max mIoU, cost at most"], key="par_objective")
-    objective = min_cost_objective(cols, cache) if kind.startswith("min cost") else max_accuracy_objective(cols, cache)
-    return objective, mode
+    if kind.startswith("min cost"):
+        return min_cost_objective(cols, cache, study.promise_rule), mode
+    return max_accuracy_objective(cols, cache), mode
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -157,7 +180,7 @@ def charts(study: Study, points: dict[PointId, PlotPoint], found: LiveSearch, ob
 @guarded_fragment
 def search_area(study: Study) -> None:
     cache = study.cache
-    objective, mode = constraint(cache)
+    objective, mode = constraint(study)
     found = live_result(str(study.path), objective, mode, cache)
     points = evaluated_points(str(study.path)) | search_points(found)
     search_outcome(found, objective, mode)

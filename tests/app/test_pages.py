@@ -72,13 +72,17 @@ def test_the_search_reruns_when_the_constraint_moves(tiny_app):
 
 def test_every_drop_shown_carries_its_interval_and_the_search_takes_a_confidence(tiny_app):
     app = goto(tiny_app, "pareto")
-    plain = app.success[0].value if app.success else app.warning[0].value
-    assert "% interval" in plain and "% confidence" in plain
-    app.toggle(key="par_sure").set_value(True).run()
-    assert not problems(app)
+    # the page's search starts from the study's own rule (the default: 90%, scene blocks of 10 images)
+    assert app.toggle(key="par_sure").value and app.number_input(key="par_block").value == 10
     sure = app.success[0].value if app.success else app.warning[0].value
-    assert "% interval" in sure
+    assert "% interval" in sure and "% confidence" in sure
+    app.toggle(key="par_sure").set_value(False).run()
+    assert not problems(app) and app.number_input(key="par_block").disabled
+    plain = app.success[0].value if app.success else app.warning[0].value
+    assert "% interval" in plain
+    app.toggle(key="par_sure").set_value(True).run()
     app.select_slider(key="par_confidence").set_value(0.95).run()
+    app.number_input(key="par_block").set_value(1).run()
     assert not problems(app)
     goto(app, "thresholds")
     assert any("% interval" in c.value for c in app.caption)

@@ -364,6 +364,11 @@ def test_a_results_table_can_keep_its_promises_for_fresh_scenes_and_a_study_says
     assert table.attrs == {"confidence": 0.9, "block": 5}
     plain = results_table(cache, space=SPACE, oracle=False).set_index("id")
     assert plain.loc["max_acc_1x", "instance"] == table.set_index("id").loc["max_acc_1x", "instance"]
-    assert StudyConfig.from_dict({"name": "x", "promise_confidence": 0.9, "promise_block": 10}).promise_block == 10
+    # a study keeps its promises for fresh scenes unless its YAML says otherwise; null confidence: the plain search
+    default = StudyConfig.from_dict({"name": "x"})
+    assert (default.promise_confidence, default.promise_block) == (0.9, 10)
+    plain_study = StudyConfig.from_dict({"name": "x", "promise_confidence": None})
+    assert (plain_study.promise_confidence, plain_study.promise_block) == (None, None)
+    assert StudyConfig.from_dict({"name": "x", "promise_confidence": 0.95, "promise_block": 1}).promise_block == 1
     with pytest.raises(StudyError, match="promise_block needs promise_confidence"):
-        StudyConfig.from_dict({"name": "x", "promise_block": 10})
+        StudyConfig.from_dict({"name": "x", "promise_confidence": None, "promise_block": 10})

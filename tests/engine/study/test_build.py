@@ -134,8 +134,9 @@ def test_a_cache_of_another_exit_count_is_refused_by_name(tiny_study, tmp_path):
 def test_results_and_fronts_are_what_the_engine_computes_from_the_cache(tiny_study):
     _, _, out, _ = tiny_study
     study = open_study(out)
+    assert study.promise_rule == {"confidence": 0.9, "block": 10}  # the default rule, recorded with the study
     for mode in MODES:
-        stored, fresh = study.results(mode), results_table(study.cache, mode=mode)
+        stored, fresh = study.results(mode), results_table(study.cache, mode=mode, **study.promise_rule)
         assert list(stored["row"]) == list(fresh["row"])
         np.testing.assert_allclose(stored["miou"], fresh["miou"], equal_nan=True)
         np.testing.assert_allclose(stored["gflops"], fresh["gflops"], equal_nan=True)
