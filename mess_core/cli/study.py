@@ -79,7 +79,7 @@ def _report(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     study = open_study(args.study)
     wanted = EvaluationData(args.split, tuple(args.groups), args.data, args.data_root, dict(args.data_option))
-    dataset, data, notes = evaluation_dataset(study, wanted)
+    dataset, data, notes = evaluation_dataset(study, wanted, limit=args.limit)
     count = len(dataset) if args.limit is None else min(args.limit, len(dataset))
     print(f"study {study.name} on {data.describe()}: {count} images", flush=True)
     for note in notes:

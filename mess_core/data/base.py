@@ -87,6 +87,11 @@ class SegmentationDataset(Dataset, ABC):
         name = self.name_of(index)
         return name, name
 
+    def size_of(self, index: int) -> tuple[int, int]:
+        """(H, W) of image ``index`` as stored, before any transform. This default loads the sample; file datasets
+        read only the file's header."""
+        return tuple(int(v) for v in self.load(index)[0].shape[-2:])  # type: ignore[return-value]
+
     # --- what the base provides --------------------------------------------------------------------------------
 
     @property

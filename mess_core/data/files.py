@@ -115,6 +115,17 @@ class FilePairDataset(SegmentationDataset):
     def files_of(self, index: int) -> tuple[str, str]:
         return str(self.images[index]), str(self.labels[index])
 
+    def size_of(self, index: int) -> tuple[int, int]:
+        path = self.images[index]
+        try:
+            with Image.open(path) as image:  # reads the header only
+                width, height = image.size
+        except FileNotFoundError:
+            raise DataError(f"{path}: file not found; check the path and that the dataset is complete") from None
+        except _CORRUPT as error:
+            raise _corrupt(path, "image", error) from error
+        return height, width
+
     def __repr__(self) -> str:
         split = "" if self.split is None else f", split={self.split!r}"
         return f"{type(self).__name__}({str(self.root)!r}{split}, {len(self)} samples)"

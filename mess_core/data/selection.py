@@ -119,6 +119,10 @@ class PooledDataset(SegmentationDataset):
         part, i = self.index[index]
         return self.parts[part].group_of(i)
 
+    def size_of(self, index: int) -> tuple[int, int]:
+        part, i = self.index[index]
+        return self.parts[part].size_of(i)
+
     def split_of(self, index: int) -> str:
         """Which pooled split sample ``index`` comes from."""
         return str(self.parts[self.index[index][0]].split)

@@ -110,6 +110,9 @@ class SyntheticSegmentation(SegmentationDataset):
             tv_tensors.Mask(torch.from_numpy(label.astype(np.int64))),
         )
 
+    def size_of(self, index: int) -> tuple[int, int]:
+        return self.size
+
     def __repr__(self) -> str:
         return f"SyntheticSegmentation(split={self.split!r}, length={self.length}, size={self.size}, seed={self.seed})"
 

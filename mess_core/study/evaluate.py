@@ -6,6 +6,7 @@ the study's input size, and the notes say so."""
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -41,9 +42,12 @@ class EvaluationData:
         return " ".join(filter(None, [self.dataset, self.split or "", groups]))
 
 
-def evaluation_dataset(study: Study, data: EvaluationData) -> tuple[Any, EvaluationData, list[str]]:
+def evaluation_dataset(
+    study: Study, data: EvaluationData, *, limit: int | None = None
+) -> tuple[Any, EvaluationData, list[str]]:
     """The images ``data`` names, resized to the study's input size; the selection with the study's defaults filled
-    in; and notes for the reader (resizing, class names that differ)."""
+    in; and notes for the reader (how many of the first ``limit`` images are resized, from which sizes; class names
+    that differ)."""
     config = study.manifest.get("config") if isinstance(study.manifest.get("config"), dict) else {}
     name = data.dataset or config.get("dataset") or study.cache.meta.get("dataset")
     if not name:
@@ -70,13 +74,14 @@ def evaluation_dataset(study: Study, data: EvaluationData) -> tuple[Any, Evaluat
             f"class names differ ({', '.join(dataset.info.classes)} here, {', '.join(classes)} in the study); "
             "they are matched by index"
         )
-    if len(dataset):
-        native = tuple(dataset.load(0)[0].shape[-2:])
-        if native != size:
-            notes.append(
-                f"images are resized to the study's input size {size[0]}x{size[1]} (the first is "
-                f"{native[0]}x{native[1]})"
-            )
+    sizes = Counter(dataset.size_of(i) for i in range(len(dataset) if limit is None else min(limit, len(dataset))))
+    other = {hw: n for hw, n in sizes.items() if hw != size}
+    if other:
+        seen = ", ".join(f"{n} at {h}x{w}" for (h, w), n in sorted(other.items(), key=lambda kv: -kv[1]))
+        notes.append(
+            f"{sum(other.values())} of {sum(sizes.values())} images are resized to the study's input size "
+            f"{size[0]}x{size[1]} ({seen})"
+        )
     return dataset, chosen, notes
 
 

@@ -338,6 +338,20 @@ def test_folder_dataset_missing_yaml_and_empty_folder(tmp_path):
         FolderDataset(tmp_path / "nowhere")
 
 
+def test_an_images_stored_size_is_read_from_its_header_and_agrees_with_loading_it(tmp_path):
+    root = folder_dataset(tmp_path / "ds", stems=("a",))
+    write_rgb(root / "images" / "b.png", 20, 30, seed=1)
+    write_label(root / "masks" / "b.png", np.zeros((20, 30)))
+    data = FolderDataset(root)
+    assert [data.size_of(i) for i in range(2)] == [tuple(data.load(i)[0].shape[-2:]) for i in range(2)]
+    assert data.size_of(1) == (20, 30)
+    synthetic = SyntheticSegmentation(length=2, size=(24, 40))
+    assert synthetic.size_of(1) == tuple(synthetic.load(1)[0].shape[-2:]) == (24, 40)
+    (root / "images" / "b.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match=r"b\.png: cannot read this image file"):
+        data.size_of(1)
+
+
 def test_truncated_png_is_a_data_error_naming_the_file(tmp_path):
     root = folder_dataset(tmp_path / "ds", height=64, width=64)
     truncate(root / "images" / "a.png")
@@ -524,7 +538,7 @@ def test_camvid_groups_are_drives_and_selections_pool_splits_and_keep_groups(tmp
     ]
     assert pooled.split_of(2) == "val" and pooled.files_of(2)[0].endswith("val/0016E5_07959.png")
     image, mask = pooled[0]
-    assert image.shape == (3, 12, 16) and mask.shape == (12, 16)
+    assert image.shape == (3, 12, 16) and mask.shape == (12, 16) and pooled.size_of(2) == (12, 16)
     with pytest.raises(DataError, match=r"holds no image of group\(s\) Seq05VD; its groups are: 0001TP \(1\)"):
         build_dataset("camvid", root=root, split="train", groups=("Seq05VD",))
 

@@ -83,7 +83,7 @@ def test_the_command_prints_the_table_writes_json_and_the_cache_and_notes_resizi
     )
     printed = capsys.readouterr().out
     assert code == 0
-    assert "note: images are resized to the study's input size 48x64 (the first is 60x80)" in printed
+    assert "note: 6 of 6 images are resized to the study's input size 48x64 (6 at 60x80)" in printed
     assert "| input-dependent | MESS min-cost <= 1pp drop |" in printed and "promises held" in printed
     data = json.loads(record.read_text())
     assert data["data"]["images"] == 6 and data["data"]["input_size"] == [48, 64]
