@@ -38,9 +38,15 @@ __all__ = ["build_dataset", "list_datasets", "check_dataset", "default_selection
 # which images a study trains, tunes and reports on when its YAML does not say: (split, groups) per step. CamVid's
 # SegNet val frames come from a drive (0016E5) that also gives 204 training frames, so its default is scene-disjoint:
 # train on the drives 0016E5 and 0001TP of train + val (367 frames), tune on 0006R0 (101 frames of a drive it never
-# sees); the other datasets' splits share no scene (Cityscapes' val cities are not its train cities)
+# sees) and report on Seq05VD (the 171 test frames of a drive neither train nor val holds; the other 62 test frames
+# are of 0001TP, a training drive); the other datasets' splits share no scene (Cityscapes' val cities are not its
+# train cities)
 _SELECTIONS: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
-    "camvid": {"train": ("train+val", ("0016E5", "0001TP")), "tune": ("train", ("0006R0",)), "report": ("test", ())},
+    "camvid": {
+        "train": ("train+val", ("0016E5", "0001TP")),
+        "tune": ("train", ("0006R0",)),
+        "report": ("test", ("Seq05VD",)),
+    },
 }
 _PLAIN_SELECTIONS = {"train": ("train", ()), "tune": ("val", ()), "report": ("test", ())}
 

@@ -74,7 +74,17 @@ def evaluation_dataset(
             f"class names differ ({', '.join(dataset.info.classes)} here, {', '.join(classes)} in the study); "
             "they are matched by index"
         )
-    sizes = Counter(dataset.size_of(i) for i in range(len(dataset) if limit is None else min(limit, len(dataset))))
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    trained = study.manifest.get("data", {}).get("train") if isinstance(study.manifest.get("data"), dict) else None
+    if same and isinstance(trained, dict) and isinstance(trained.get("groups"), dict):
+        seen = Counter(g for g in (dataset.group_of(i) for i in range(count)) if g in trained["groups"])
+        if seen:
+            notes.append(
+                f"{sum(seen.values())} of {count} images are of group(s) the network trained on "
+                f"({', '.join(f'{g}: {n}' for g, n in seen.items())}): figures on them describe scenes it saw, "
+                "not new ones; --groups keeps the others"
+            )
+    sizes = Counter(dataset.size_of(i) for i in range(count))
     other = {hw: n for hw, n in sizes.items() if hw != size}
     if other:
         seen = ", ".join(f"{n} at {h}x{w}" for (h, w), n in sorted(other.items(), key=lambda kv: -kv[1]))

@@ -69,6 +69,7 @@ def data_protocol(cfg: StudyConfig) -> dict[str, Any]:
     protocol["tune_on_training_groups"] = cfg.tune_on_training_groups
     shared = overlap(protocol)
     protocol["shared_train_tune"] = shared
+    protocol["shared_train_report"] = overlap(protocol, "train", "report")
     if shared and not cfg.tune_on_training_groups:
         tune = protocol["tune"]["groups"]
         n = sum(tune[g] for g in shared)
@@ -130,10 +131,17 @@ def protocol_warning(manifest: dict[str, Any]) -> str | None:
             "share scenes; its figures may not hold on scenes the network never saw. `study evaluate` measures "
             "them on your own images."
         )
+    lines = []
     shared = data.get("shared_train_tune") or []
     if shared:
-        return (
+        lines.append(
             f"Tuned on group(s) {', '.join(shared)}, which it also trained on (tune_on_training_groups: true): "
             "its figures describe scenes the network saw; expect less on new ones."
         )
-    return None
+    reported = data.get("shared_train_report") or []
+    if reported:
+        lines.append(
+            f"Its report split holds group(s) {', '.join(reported)}, which it also trained on: the report figures "
+            "mix scenes the network saw with new ones (report_groups chooses the others)."
+        )
+    return " ".join(lines) or None

@@ -27,6 +27,15 @@ def evaluated(tiny_study):
     return study, dataset, cache, rows, notes
 
 
+def test_images_of_groups_the_network_trained_on_are_counted_in_a_note(tiny_study):
+    _, _, out, _ = tiny_study
+    _, _, notes = evaluation_dataset(open_study(out), EvaluationData(split="train"), limit=3)
+    assert notes == [
+        "3 of 3 images are of group(s) the network trained on (train: 3): figures on them describe scenes it saw, "
+        "not new ones; --groups keeps the others"
+    ]
+
+
 def test_the_exits_it_reports_are_the_ones_the_deployed_runtime_takes(evaluated):
     study, dataset, cache, rows, _ = evaluated
     net, _ = study.load_network()

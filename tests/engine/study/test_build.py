@@ -371,10 +371,21 @@ def test_groups_select_the_images_every_step_reads(tmp_path):
         StudyConfig.from_dict({"name": "g", "train_split": "train++val"})
 
 
+def test_a_report_split_that_shares_groups_with_training_is_recorded_and_said():
+    from mess_core.study.protocol import data_protocol, protocol_warning
+
+    base = {"name": "r", "dataset": "synthetic", "data_options": {"length": 4}}
+    assert protocol_warning({"data": data_protocol(StudyConfig.from_dict(base))}) is None
+    mixed = data_protocol(StudyConfig.from_dict({**base, "report_split": "train+test"}))
+    assert mixed["shared_train_report"] == ["train"] and mixed["shared_train_tune"] == []
+    assert "report split holds group(s) train, which it also trained on" in protocol_warning({"data": mixed})
+
+
 def test_camvid_studies_default_to_the_scene_disjoint_protocol_and_say_otherwise_explicitly():
     cfg = StudyConfig.from_dict({"name": "c", "dataset": "camvid", "data_root": "anywhere"})
     assert cfg.selection("train") == ("train+val", ("0016E5", "0001TP"))
     assert cfg.selection("tune") == ("train", ("0006R0",))
+    assert cfg.selection("report") == ("test", ("Seq05VD",))  # test's other drive, 0001TP, is a training drive
     own = StudyConfig.from_dict({"name": "c", "dataset": "camvid", "data_root": "anywhere", "cache_split": "val"})
     assert own.selection("tune") == ("val", ())  # what the YAML says wins, step by step
     assert StudyConfig.from_dict({"name": "s"}).selection("tune") == ("val", ())
