@@ -23,8 +23,8 @@ from .pack import frame_json
 
 __all__ = ["EvaluationData", "evaluation_dataset", "evaluate_on", "score_rows", "evaluation_record", "EVALUATED_MODES"]
 
-# the deployable modes, the one people deploy first: anytime rows are budgeted ones that also report later outputs
-EVALUATED_MODES = ("input-dependent", "budgeted")
+# every mode, the one people deploy first first; an anytime row is scored by its first output (its headline)
+EVALUATED_MODES = ("input-dependent", "budgeted", "anytime")
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ def test_every_row_is_scored_on_the_new_images_and_says_whether_its_promise_held
     backbone = float(cache.head_miou()[cache.final_head])
     deployable = [r for r in study.results("input-dependent").itertuples() if isinstance(r.instance, Instance)]
     assert len(rows[rows["mode"] == "input-dependent"]) == len(deployable)
+    assert set(rows["mode"]) == {"input-dependent", "budgeted", "anytime"}  # every row of the study
     for r in rows.itertuples():
         assert r.miou == pytest.approx(evaluate(cache, r.instance).miou)
         assert r.drop_pp == pytest.approx(100 * (backbone - r.miou))
