@@ -224,7 +224,7 @@ def on_report_set(study: Study, instance: Instance) -> None:
     if (chosen := state.report_set(study)) is None:
         return
     _, other = chosen
-    there = score_instance(other, instance)
+    there = score_instance(other, instance, block=study.promise_rule["block"])
     st.caption(
         f"On the report set ({other.meta.get('dataset')} {other.split_label}, {other.num_images} "
         f"images, chosen on the Study page): mIoU {pct(there['miou'])}, drop {there['drop_pp']:.2f} pp "

@@ -136,18 +136,20 @@ def score_instance(
     level: float = DEFAULT_LEVEL,
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
+    block: int | None = None,
 ) -> dict[str, Any]:
     """One instance on ``cache``'s images: miou, gflops, speedup, latency_ms and latency_speedup (with measured
-    latency), exit_mix, and drop_pp with drop_low/drop_high (the central ``level`` bootstrap interval)."""
-    return _scored(cache, [instance], level=level, resamples=resamples, seed=seed)[0]
+    latency), exit_mix, and drop_pp with drop_low/drop_high (the central ``level`` bootstrap interval, over scene
+    blocks of ``block`` images when given)."""
+    return _scored(cache, [instance], level=level, resamples=resamples, seed=seed, block=block)[0]
 
 
 def _scored(
-    cache: EvaluationCache, instances: list[Instance], *, level: float, resamples: int, seed: int
+    cache: EvaluationCache, instances: list[Instance], *, level: float, resamples: int, seed: int, block: int | None
 ) -> list[dict[str, Any]]:
     base = evaluate(cache, Instance("budgeted"))
     base_ms = evaluate(cache, Instance("budgeted"), unit="ms").cost if cache.has_latency else np.nan
-    intervals = drop_intervals(cache, instances, resamples=resamples, level=level, seed=seed)
+    intervals = drop_intervals(cache, instances, resamples=resamples, level=level, seed=seed, block=block)
     out = []
     for instance, interval in zip(instances, intervals):
         figures = evaluate(cache, instance)
@@ -176,8 +178,11 @@ def evaluate_rows(
     level: float = DEFAULT_LEVEL,
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
+    block: int | None = None,
 ) -> pd.DataFrame:
     """Every row of ``tables`` (mode -> a study's results table) that deploys an instance, scored on ``cache``.
+    With ``block``, the intervals resample scene blocks of that many consecutive images of a group (as the study
+    chose its rows), not single images; ``attrs["block"]`` records it.
 
     Columns: mode, id, row, exits, tuned_miou and tuned_speedup (the figures the row was chosen on), miou, drop_pp
     with drop_low/drop_high (the central ``level`` bootstrap interval over ``cache``'s images, paired with the final
@@ -208,7 +213,7 @@ def evaluate_rows(
                     "instance": instance,
                 }
             )
-    scores = _scored(cache, [r["instance"] for r in found], level=level, resamples=resamples, seed=seed)
+    scores = _scored(cache, [r["instance"] for r in found], level=level, resamples=resamples, seed=seed, block=block)
     for row, score in zip(found, scores):
         promise = PROMISES.get(Row(row["id"]))
         row.update(
@@ -236,15 +241,19 @@ def evaluate_rows(
         "held",
         "instance",
     ]
-    return pd.DataFrame(found, columns=columns)
+    out = pd.DataFrame(found, columns=columns)
+    out.attrs["block"] = block
+    return out
 
 
 def evaluation_markdown(rows: pd.DataFrame, *, title: str = "") -> str:
     """``rows`` (:func:`evaluate_rows`) as a markdown table: mIoU in percent with two decimals, the drop with its
     interval, speedups, where images leave and whether each promise held."""
     lines = [f"### {title}", ""] if title else []
+    block = rows.attrs.get("block")
+    interval = "90%" + (f", scene blocks of {block}" if block else "")
     lines += [
-        "| mode | row | tuned mIoU | tuned speedup | mIoU | drop pp [90%] | GFLOPs speedup | images leave | "
+        f"| mode | row | tuned mIoU | tuned speedup | mIoU | drop pp [{interval}] | GFLOPs speedup | images leave | "
         "promise | held |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]

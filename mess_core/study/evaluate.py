@@ -128,8 +128,11 @@ def evaluate_on(
 def score_rows(
     study: Study, cache: EvaluationCache, *, modes: Sequence[str] = EVALUATED_MODES, level: float = DEFAULT_LEVEL
 ) -> pd.DataFrame:
-    """Every results row of ``modes`` of ``study``, as shipped, scored on ``cache`` (other images of its network)."""
-    return evaluate_rows({mode: study.results(mode) for mode in modes}, cache, level=level)
+    """Every results row of ``modes`` of ``study``, as shipped, scored on ``cache`` (other images of its network);
+    the drop intervals resample the study's scene blocks, as its rows were chosen (single images for a study
+    without them)."""
+    tables = {mode: study.results(mode) for mode in modes}
+    return evaluate_rows(tables, cache, level=level, block=study.promise_rule["block"])
 
 
 def evaluation_record(

@@ -14,6 +14,7 @@ from mess_core.deploy.runtime import deploy
 from mess_core.evaluate.instance import Instance, evaluate
 from mess_core.search.heldout import PROMISES, evaluate_rows
 from mess_core.search.report import Row
+from mess_core.search.uncertainty import drop_interval
 from mess_core.study import StudyError, open_study
 from mess_core.study.evaluate import EvaluationData, evaluate_on, evaluation_dataset
 
@@ -59,6 +60,11 @@ def test_every_row_is_scored_on_the_new_images_and_says_whether_its_promise_held
     deployable = [r for r in study.results("input-dependent").itertuples() if isinstance(r.instance, Instance)]
     assert len(rows[rows["mode"] == "input-dependent"]) == len(deployable)
     assert set(rows["mode"]) == {"input-dependent", "budgeted", "anytime"}  # every row of the study
+    # the intervals resample the study's scene blocks, as its rows were chosen
+    assert rows.attrs["block"] == study.promise_rule["block"] == 10
+    one = rows.iloc[-1]
+    interval = drop_interval(cache, one["instance"], block=10)
+    assert (one["drop_low"], one["drop_high"]) == pytest.approx((interval.low, interval.high))
     for r in rows.itertuples():
         assert r.miou == pytest.approx(evaluate(cache, r.instance).miou)
         assert r.drop_pp == pytest.approx(100 * (backbone - r.miou))
