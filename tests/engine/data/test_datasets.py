@@ -455,6 +455,7 @@ def test_cityscapes_maps_label_ids_to_train_ids(tmp_path):
     write_label(tmp_path / "gtFine" / "train" / city / "aachen_000001_000019_gtFine_labelIds.png", ids)
     data = Cityscapes(tmp_path, split="train")
     assert len(data) == 1 and data.info.num_classes == 19 and data.info.classes[13] == "car"
+    assert data.group_of(0) == "aachen"  # a city is a group: Cityscapes' val cities are not its train cities
     assert data.raw(0)[1].tolist() == [[0, 13, 255, 18], [11, 255, 10, 255]]
     with pytest.raises(DataError, match=r"leftImg8bit/val.*gtFine/val"):
         Cityscapes(tmp_path, split="val")
