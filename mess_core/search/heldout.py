@@ -166,6 +166,7 @@ def _scored(
                 "drop_low": interval.low,
                 "drop_high": interval.high,
                 "cost_ratio": figures.cost / base.cost,
+                "interval_block": interval.block,  # None where too few blocks to resample (single images)
             }
         )
     return out
@@ -182,7 +183,8 @@ def evaluate_rows(
 ) -> pd.DataFrame:
     """Every row of ``tables`` (mode -> a study's results table) that deploys an instance, scored on ``cache``.
     With ``block``, the intervals resample scene blocks of that many consecutive images of a group (as the study
-    chose its rows), not single images; ``attrs["block"]`` records it.
+    chose its rows), not single images; ``attrs["block"]`` records the block the intervals used (None: single
+    images, also when the images make too few blocks).
 
     Columns: mode, id, row, exits, tuned_miou and tuned_speedup (the figures the row was chosen on), miou, drop_pp
     with drop_low/drop_high (the central ``level`` bootstrap interval over ``cache``'s images, paired with the final
@@ -242,7 +244,7 @@ def evaluate_rows(
         "instance",
     ]
     out = pd.DataFrame(found, columns=columns)
-    out.attrs["block"] = block
+    out.attrs["block"] = scores[0]["interval_block"] if scores else None
     return out
 
 

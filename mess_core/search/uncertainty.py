@@ -24,7 +24,9 @@ these images (thresholds fitted to them look better here than elsewhere): BENCHM
 Images of one scene are not independent draws (frames a second apart of one drive look alike, and are alike hard
 for the network): with ``block=B`` the bootstrap resamples *scene blocks* instead of images, B consecutive images of
 one group (the cache's ``image_groups``, in its image order; see :func:`scene_blocks`), so the interval carries the
-scene-to-scene spread too. A fresh sample of M images is then M/B fresh blocks.
+scene-to-scene spread too. A fresh sample of M images is then M/B fresh blocks. Fewer than :data:`MIN_BLOCKS` blocks
+cannot be resampled into an interval (one block gives every resample the same images, an interval of zero width):
+the bootstrap then resamples single images, and the interval records ``block=None``.
 
 It is vectorised: the chosen head's per-image counts (N, K) of every instance, a (resamples, N) matrix of multinomial
 resample counts, one matrix product per instance for the (resamples, K) totals.
@@ -78,6 +80,8 @@ __all__ = [
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_LEVEL = 0.9
+# the fewest scene blocks a block bootstrap resamples; with fewer, single images are resampled instead
+MIN_BLOCKS = 5
 
 
 class UncertaintyError(MessError):
@@ -266,6 +270,8 @@ def drop_intervals(
     if not instances:
         return []
     blocks = None if block is None else scene_blocks(cache, block)
+    if blocks is not None and int(blocks.max()) + 1 < MIN_BLOCKS:
+        blocks, block = None, None  # too few blocks to resample: single images
     weights = resample_weights(cache.num_images, resamples, seed, blocks=blocks)
     heads = np.stack([image_heads(cache, inst) for inst in instances])
     point, drops = bootstrap_drops(cache, heads, weights)

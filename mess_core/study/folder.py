@@ -23,6 +23,7 @@ from ..evaluate.instance import MODES
 from ..io import expand_home, read_json
 from ..models.source import ModelSource
 from ..models.trust import SIGNATURE_KEY, UntrustedCodeError, check_study_source, describe_code, require_consent
+from ..search.problem import SearchSpace
 from ..search.report import all_fronts, results_table, with_row_ids
 from ..search.transfer import of_mode, transfer_check
 from .config import (
@@ -150,6 +151,14 @@ class Study:
         return {"confidence": config.get("promise_confidence"), "block": config.get("promise_block")}
 
     @property
+    def search_space(self) -> SearchSpace:
+        """The space the study's rows were searched in (its ``max_exits``), for anything searched again from its
+        cache: a row searched in another space is another row."""
+        config = self.manifest.get("config") if isinstance(self.manifest.get("config"), dict) else {}
+        max_exits = config.get("max_exits")
+        return SearchSpace(max_exits=max_exits) if isinstance(max_exits, int) else SearchSpace()
+
+    @property
     def user_model(self) -> dict[str, Any] | None:
         """For a study built from the user's weights: their model as given, evaluated (mIoU on the cache split)."""
         return self.manifest.get("user_model")
@@ -184,7 +193,8 @@ class Study:
         if mode not in MODES:
             raise StudyError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         if not self.is_packed:
-            return results_table(self.cache, mode=mode, oracle=False)  # the bound is the build's work
+            # the oracle bound is the build's work, too slow for a page
+            return results_table(self.cache, mode=mode, space=self.search_space, oracle=False)
         data = self._json(RESULTS)
         where = self.path / RESULTS
         if not isinstance(data, dict) or mode not in data:
@@ -200,7 +210,7 @@ class Study:
     def fronts(self) -> pd.DataFrame:
         """Accuracy-vs-GFLOPs fronts of every mode and peer (see :func:`mess_core.search.report.all_fronts`)."""
         if not self.is_packed:
-            return all_fronts(self.cache)
+            return all_fronts(self.cache, space=self.search_space)
         try:
             return frame_from_json(self._json(FRONTS), str(self.path / FRONTS), FRONT_COLUMNS)
         except ValueError as exc:
@@ -249,7 +259,9 @@ class Study:
                 raise StudyError(f"{exc}; rebuild the study with this version") from None
             if stored is not None:
                 return stored
-        return of_mode(transfer_check(self.cache, modes=(mode,), **self.promise_rule), mode) if compute else None
+        if not compute:
+            return None
+        return of_mode(transfer_check(self.cache, modes=(mode,), space=self.search_space, **self.promise_rule), mode)
 
     def latency(self) -> pd.DataFrame | None:
         """Measured latency of the results' instances against the original model (one run); None if not built.

@@ -352,6 +352,18 @@ def test_frames_that_move_together_widen_the_interval_when_resampled_as_scenes()
     assert scenes.high - scenes.low > frames.high - frames.low
 
 
+def test_too_few_scene_blocks_to_resample_fall_back_to_single_images():
+    from mess_core.search.uncertainty import MIN_BLOCKS
+
+    cache = EvaluationCache.random(images=10, exits=3, configs=2, classes=4, seed=2)
+    inst = _instances(cache)[1]
+    one_block = drop_interval(cache, inst, block=10)  # every resample would draw the same ten images
+    assert one_block == drop_interval(cache, inst) and one_block.block is None
+    assert one_block.high > one_block.low
+    enough = drop_interval(cache, inst, block=10 // MIN_BLOCKS)
+    assert enough.block == 10 // MIN_BLOCKS and "scene blocks of 2" in enough.describe()
+
+
 def test_a_results_table_can_keep_its_promises_for_fresh_scenes_and_a_study_says_so():
     from mess_core.study import StudyConfig, StudyError
 

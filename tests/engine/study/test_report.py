@@ -28,6 +28,25 @@ def test_the_report_command_prints_every_table(tiny_study, capsys):
     assert text.count("Transfer check:") == 3 and text.count("| held every way |") == 3
 
 
+def test_a_transfer_check_computed_for_a_study_searches_the_study_s_own_space(tiny_study, tmp_path):
+    from mess_core.search.problem import SearchSpace
+    from mess_core.search.transfer import of_mode, transfer_check
+
+    _, _, out, _ = tiny_study
+    copy = shutil.copytree(out, tmp_path / "one-exit")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["config"]["max_exits"] = 1  # as if built with one early exit at most
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    (copy / "transfer.json").unlink()  # as if built before the build stored the check
+    study = open_study(copy)
+    assert study.search_space == SearchSpace(max_exits=1)
+    found = study.transfer_check("input-dependent", compute=True)
+    want = transfer_check(study.cache, modes=("input-dependent",), space=SearchSpace(max_exits=1), **study.promise_rule)
+    assert list(found["exits"]) == list(of_mode(want, "input-dependent")["exits"])
+    mess = found[found["id"].str.startswith(("max_acc", "min_cost"))]
+    assert len(mess) and all(e.count(">") <= 1 for e in mess["exits"])  # one early exit at most, then the final
+
+
 def test_a_study_stored_before_the_check_covered_every_mode_gets_the_others_computed():
     shipped = open_study(PRECOMPUTED / "camvid-mobilenetv2-fcn")
     assert "mode" not in json.loads((shipped.path / "transfer.json").read_text())[0]
