@@ -58,11 +58,11 @@ def network(path: str, consent: bool) -> tuple[Any, dict[str, Any]]:
 
 
 @st.cache_resource(show_spinner="Tuning on one part of the images, scoring on the other...", max_entries=8)
-def transfer(path: str, mode: str, compute: bool) -> pd.DataFrame | None:
+def transfer(path: str, mode: str) -> pd.DataFrame | None:
     """The transfer check beside the study's rows of ``mode`` (:func:`mess_core.search.transfer.transfer_beside`):
-    the build's, or computed from the cache when ``compute`` (studies built before the build stored it)."""
+    the build's, or computed from the cache for a study built before the build stored it."""
     study = load_study(path)
-    check = study.transfer_check(mode, compute=compute)
+    check = study.transfer_check(mode, compute=True)
     return None if check is None else transfer_beside(study.results(mode), check)
 
 

@@ -106,6 +106,16 @@ def sent(study: Study) -> tuple[int, Instance | None] | None:
     return _get(SENT, study)
 
 
+def start_from_study(study: Study, keys: tuple[str, ...], *, marker: str) -> None:
+    """Drop the widget ``keys`` when the study changed since they were last drawn (``marker`` holds the study they
+    belong to): a widget's ``value=`` counts only when its key is new, so defaults taken from a study (its promise
+    rule) would otherwise stay those of the study shown before."""
+    if st.session_state.get(marker) != str(study.path):
+        for key in keys:
+            st.session_state.pop(key, None)
+        st.session_state[marker] = str(study.path)
+
+
 def keep_report_set(study: Study, path: str | None) -> None:
     """The report set chosen on the Study page for this study: a cache file's path, or None for none."""
     st.session_state.setdefault(REPORT_SET, {})[str(study.path)] = path

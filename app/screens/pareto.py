@@ -41,6 +41,7 @@ from mess_core.evaluate.cache import EvaluationCache
 from mess_core.evaluate.instance import MODES, Instance
 from mess_core.search.heldout import mix_text, score_instance
 from mess_core.search.problem import Objective
+from mess_core.search.uncertainty import MIN_BLOCKS
 from mess_core.study import Study
 
 SELECTED = "selected on the Pareto page"  # where the current instance came from (app.state.remember)
@@ -48,9 +49,15 @@ SELECTED_KEY = "par_selected"  # the PointId clicked last
 EXPORTS_KEY = "par_onnx_exports"  # the ONNX zips this session exported, by (study path, instance)
 
 
-def min_cost_objective(cols: Any, cache: EvaluationCache, rule: dict[str, Any]) -> Objective:
-    """The min-cost objective; "keep it on new images" starts as the study's own promise rule (``rule``:
-    :attr:`mess_core.study.Study.promise_rule`), so the page's search finds the study's min-cost rows."""
+RULE_KEYS = ("par_sure", "par_confidence", "par_block")  # the controls that start from the study's promise rule
+
+
+def min_cost_objective(cols: Any, study: Study) -> Objective:
+    """The min-cost objective; "keep it on new images" starts as the study's own promise rule
+    (:attr:`mess_core.study.Study.promise_rule`), so the page's search finds the study's min-cost rows."""
+    cache, rule = study.cache, study.promise_rule
+    state.start_from_study(study, RULE_KEYS, marker="par_rule_study")
+    most_block = max(1, cache.num_images // MIN_BLOCKS)  # fewer blocks cannot be resampled
     drop = cols[2].slider("allowed mIoU drop (pp)", 0.0, 10.0, 1.0, 0.1, key="par_drop")
     sure = cols[2].toggle(
         "keep it on new images, at a confidence",
@@ -72,8 +79,9 @@ def min_cost_objective(cols: Any, cache: EvaluationCache, rule: dict[str, Any]) 
     block = cols[2].number_input(
         "resample scene blocks of (images; 1: single images)",
         min_value=1,
-        max_value=max(1, cache.num_images),
-        value=min(rule["block"] or 1, max(1, cache.num_images)),
+        max_value=most_block,
+        # a block too big for these images is resampled as single images, as the study's own rows were
+        value=rule["block"] if rule["block"] and rule["block"] <= most_block else 1,
         step=1,
         key="par_block",
         disabled=not sure,
@@ -111,7 +119,7 @@ def constraint(study: Study) -> tuple[Objective, str]:
     mode = cols[0].radio("mode", MODES, index=2, key="par_mode")
     kind = cols[1].radio("objective", ["min cost, mIoU drop at most", "max mIoU, cost at most"], key="par_objective")
     if kind.startswith("min cost"):
-        return min_cost_objective(cols, cache, study.promise_rule), mode
+        return min_cost_objective(cols, study), mode
     return max_accuracy_objective(cols, cache), mode
 
 

@@ -186,12 +186,8 @@ def transfer_section(study: Study, mode: str) -> None:
         "scored on the other (both ways), against that part's final exit; a promise that only holds "
         "where it was tuned will not hold on new scenes"
     )
-    check = transfer(str(study.path), mode, False)
-    if check is None and st.button(
-        f"run the {mode} transfer check (this study was built before the build stored it; ~1-10 s)",
-        key="transfer_run",
-    ):
-        check = transfer(str(study.path), mode, True)
+    # the build stores it; for a study built before that, it is computed from the cache (1-10 s, once per study)
+    check = transfer(str(study.path), mode)
     if check is not None:
         st.dataframe(check, hide_index=True, key="transfer_table")
 

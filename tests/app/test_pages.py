@@ -72,8 +72,10 @@ def test_the_search_reruns_when_the_constraint_moves(tiny_app):
 
 def test_every_drop_shown_carries_its_interval_and_the_search_takes_a_confidence(tiny_app):
     app = goto(tiny_app, "pareto")
-    # the page's search starts from the study's own rule (the default: 90%, scene blocks of 10 images)
-    assert app.toggle(key="par_sure").value and app.number_input(key="par_block").value == 10
+    # the page's search starts from the study's own rule (the default: 90%, scene blocks of 10 images; its 10 images
+    # make one block, too few to resample, so single images, as the study's rows were chosen)
+    assert app.toggle(key="par_sure").value and app.number_input(key="par_block").value == 1
+    assert app.number_input(key="par_block").max == 2  # 10 images make at least 5 blocks of at most 2
     sure = app.success[0].value if app.success else app.warning[0].value
     assert "% interval" in sure and "% confidence" in sure
     app.toggle(key="par_sure").set_value(False).run()
@@ -82,8 +84,12 @@ def test_every_drop_shown_carries_its_interval_and_the_search_takes_a_confidence
     assert "% interval" in plain
     app.toggle(key="par_sure").set_value(True).run()
     app.select_slider(key="par_confidence").set_value(0.95).run()
-    app.number_input(key="par_block").set_value(1).run()
+    app.number_input(key="par_block").set_value(2).run()
     assert not problems(app)
+    app.toggle(key="par_sure").set_value(False).run()
+    app.session_state["par_rule_study"] = "another study"  # as after choosing another study in the sidebar
+    app.run()
+    assert app.toggle(key="par_sure").value and app.number_input(key="par_block").value == 1  # this study's rule
     goto(app, "thresholds")
     assert any("% interval" in c.value for c in app.caption)
     goto(app, "study")
