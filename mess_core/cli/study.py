@@ -42,7 +42,12 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--data", help="dataset (synthetic, camvid, cityscapes, voc or folder; default: the study's)")
     e.add_argument("--data-root", help="dataset folder (default: the study's, when --data is its dataset)")
     add_data_option(e)
-    add_selection(e, default=None, default_help="test (a folder dataset without splits: the folder itself)")
+    add_selection(
+        e,
+        default=None,
+        default_help="the study's report split and groups on its own images (CamVid: test, Seq05VD), else test "
+        "(a folder dataset without splits: the folder itself)",
+    )
     e.add_argument("--limit", type=positive_int, help="only the first N images")
     e.add_argument("--batch-size", type=positive_int, default=8)
     e.add_argument("--json", type=output_file, help="also write every row's figures as JSON here")

@@ -13,11 +13,12 @@ from typing import Any, Callable, Iterable, Sequence
 import pandas as pd
 
 from ..data import build_dataset, eval_transform
+from ..errors import MessError
 from ..evaluate.cache import EvaluationCache
 from ..evaluate.cache_build import build_cache
 from ..search.heldout import evaluate_rows, with_costs_of
 from ..search.uncertainty import DEFAULT_LEVEL
-from .config import StudyError
+from .config import StudyConfig, StudyError
 from .folder import Study
 from .pack import frame_json
 
@@ -31,7 +32,9 @@ EVALUATED_MODES = ("input-dependent", "budgeted", "anytime")
 class EvaluationData:
     """Which labelled images to evaluate a study on; ``dataset``/``root``/``options`` default to the study's own."""
 
-    split: str | None = None  # None: "test", or a folder dataset's images sitting in the folder itself
+    # None: the study's report selection on its own images, else "test", or a folder dataset's images sitting in
+    # the folder itself
+    split: str | None = None
     groups: tuple[str, ...] = ()
     dataset: str | None = None
     root: str | None = None
@@ -55,12 +58,15 @@ def evaluation_dataset(
     same = name == config.get("dataset")
     root = data.root if data.root is not None else (config.get("data_root") if same else None)
     options = data.options if (data.options or not same) else dict(config.get("data_options") or {})
+    # the images the study was built from (same dataset, root and options): their groups are the study's groups
+    own = same and _same_root(root, config.get("data_root")) and options == dict(config.get("data_options") or {})
     size = tuple(int(v) for v in study.cache.meta["input_size"])
-    split = data.split if data.split is not None or name == "folder" else "test"
-    dataset = build_dataset(
-        name, root=root, split=split, groups=data.groups, transform=eval_transform(size=size), **options
-    )
-    chosen = EvaluationData(split, tuple(data.groups), name, root, dict(options))
+    split, groups = data.split, tuple(data.groups)
+    if split is None and name != "folder":
+        split, report_groups = _report_selection(config) if own else ("test", ())
+        groups = groups or report_groups
+    dataset = build_dataset(name, root=root, split=split, groups=groups, transform=eval_transform(size=size), **options)
+    chosen = EvaluationData(split, groups, name, root, dict(options))
     notes = []
     classes = study.cache.meta.get("classes") or []
     if dataset.info.num_classes != study.cache.num_classes:
@@ -76,7 +82,7 @@ def evaluation_dataset(
         )
     count = len(dataset) if limit is None else min(limit, len(dataset))
     trained = study.manifest.get("data", {}).get("train") if isinstance(study.manifest.get("data"), dict) else None
-    if same and isinstance(trained, dict) and isinstance(trained.get("groups"), dict):
+    if own and isinstance(trained, dict) and isinstance(trained.get("groups"), dict):
         seen = Counter(g for g in (dataset.group_of(i) for i in range(count)) if g in trained["groups"])
         if seen:
             notes.append(
@@ -93,6 +99,22 @@ def evaluation_dataset(
             f"{size[0]}x{size[1]} ({seen})"
         )
     return dataset, chosen, notes
+
+
+def _same_root(a: Any, b: Any) -> bool:
+    """Whether two dataset roots name the same folder (both None: a dataset without files)."""
+    if a is None or b is None:
+        return a is b
+    return os.path.realpath(os.path.expanduser(str(a))) == os.path.realpath(os.path.expanduser(str(b)))
+
+
+def _report_selection(config: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """The report split and groups a study's configuration names (its dataset's defaults where it is silent), or
+    ("test", ()) when it cannot be read."""
+    try:
+        return StudyConfig.from_dict(config).selection("report")
+    except (MessError, TypeError):
+        return "test", ()
 
 
 def evaluate_on(

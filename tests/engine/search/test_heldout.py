@@ -30,11 +30,18 @@ def evaluated(tiny_study):
 
 def test_images_of_groups_the_network_trained_on_are_counted_in_a_note(tiny_study):
     _, _, out, _ = tiny_study
-    _, _, notes = evaluation_dataset(open_study(out), EvaluationData(split="train"), limit=3)
+    study = open_study(out)
+    _, _, notes = evaluation_dataset(study, EvaluationData(split="train"), limit=3)
     assert notes == [
         "3 of 3 images are of group(s) the network trained on (train: 3): figures on them describe scenes it saw, "
         "not new ones; --groups keeps the others"
     ]
+    # other images of the same dataset (here: generated with other options) are not the ones it trained on
+    other = EvaluationData(split="train", options={"size": [48, 64], "length": 4, "seed": 7})
+    assert evaluation_dataset(study, other, limit=3)[2] == []
+    # with no split named, the study's own report selection
+    _, chosen, _ = evaluation_dataset(study, EvaluationData())
+    assert (chosen.split, chosen.groups) == (study.manifest["config"]["report_split"], ())
 
 
 def test_the_exits_it_reports_are_the_ones_the_deployed_runtime_takes(evaluated):
