@@ -169,10 +169,23 @@ class EvaluationCache:
         >>> cache.meta["image_groups"] = ["train"] * 4  # a dataset without groups of its own
         >>> cache.split_label
         'train'
+        >>> cache.meta["split"], cache.meta["image_groups"] = "train+val", ["train", "val", "val", "val"]
+        >>> cache.split_label  # pooled splits of a dataset whose groups are its splits
+        'train+val'
+        >>> cache.meta["split"], cache.meta["image_groups"] = None, ["a", "b", "c", "d"]  # a folder without splits
+        >>> cache.split_label
+        'images a+b+c+d'
+        >>> cache = EvaluationCache.random(images=6)
+        >>> cache.meta["split"], cache.meta["image_groups"] = "train", [f"city{i}" for i in range(6)]
+        >>> cache.split_label  # many groups are counted, not listed
+        'train city0+city1+city2 and 3 more groups'
         """
-        split = str(self.meta.get("split", "?"))
+        split = self.meta.get("split") or "images"
         groups = list(dict.fromkeys(self.image_groups or self.meta.get("groups") or []))
-        return split if groups in ([], [split]) else f"{split} {'+'.join(groups)}"
+        if groups in ([], [split]) or "+".join(groups) == split:
+            return str(split)
+        shown = "+".join(groups) if len(groups) <= 4 else f"{'+'.join(groups[:3])} and {len(groups) - 3} more groups"
+        return f"{split} {shown}"
 
     @property
     def absent_heads(self) -> dict[int, frozenset[str]]:

@@ -138,7 +138,8 @@ def protocol_warning(manifest: dict[str, Any]) -> str | None:
             f"Tuned on group(s) {', '.join(shared)}, which it also trained on (tune_on_training_groups: true): "
             "its figures describe scenes the network saw; expect less on new ones."
         )
-    reported = data.get("shared_train_report") or []
+    # a manifest written before the build recorded the overlap still holds both steps' groups
+    reported = data.get("shared_train_report", overlap(data, "train", "report")) or []
     if reported:
         lines.append(
             f"Its report split holds group(s) {', '.join(reported)}, which it also trained on: the report figures "
