@@ -82,9 +82,10 @@ def report_rows(study_path: str, cache_path: str) -> pd.DataFrame:
 
 @st.cache_resource(show_spinner="Reading the results...", max_entries=16)
 def results(path: str, mode: str) -> pd.DataFrame:
-    """The study's results table with every row's drop and its bootstrap interval (computed from the cache)."""
+    """The study's results table with every row's drop and its bootstrap interval (computed from the cache, over the
+    study's scene blocks)."""
     study = load_study(path)
-    return with_drop_intervals(study.results(mode), study.cache)
+    return with_drop_intervals(study.results(mode), study.cache, block=study.promise_rule["block"])
 
 
 @st.cache_resource(show_spinner="Reading the fronts...", max_entries=8)

@@ -16,7 +16,7 @@ from app.views.study_figures import SpaceTable, profile_figure, profile_table, s
 from mess_core.evaluate.cache import EvaluationCache
 from mess_core.evaluate.instance import MODES
 from mess_core.search.heldout import mix_text
-from mess_core.search.report import interval_texts
+from mess_core.search.report import interval_name, interval_texts
 from mess_core.study import Study, end_to_end_table, headline, policy_comparison
 from mess_core.study.protocol import protocol_table, protocol_warning
 
@@ -67,7 +67,9 @@ def report_set_section(study: Study) -> None:
             "tuned mIoU %": 100 * rows["tuned_miou"],
             "tuned speedup": rows["tuned_speedup"],
             "mIoU % here": 100 * rows["miou"],
-            "drop pp [90%]": [f"{r.drop_pp:.2f} [{r.drop_low:.2f}, {r.drop_high:.2f}]" for r in rows.itertuples()],
+            "drop pp [90%" + (f", scene blocks of {rows.attrs['block']}" if rows.attrs.get("block") else "") + "]": [
+                f"{r.drop_pp:.2f} [{r.drop_low:.2f}, {r.drop_high:.2f}]" for r in rows.itertuples()
+            ],
             "speedup here": rows["speedup"],
             "images leave": [mix_text(m) for m in rows["exit_mix"]],
             "promise": rows["promise"],
@@ -156,7 +158,7 @@ def results_section(study: Study) -> None:
         {
             "": table["row"],
             "mIoU %": 100 * table["miou"],
-            f"drop pp [{100 * table.attrs.get('drop_level', 0.9):g}% interval]": interval_texts(table),
+            f"drop pp [{interval_name(table)}]": interval_texts(table),
             "GFLOPs": table["gflops"],
             "CPU ms": table["latency_ms"],
             "speedup (GFLOPs)": table["speedup"],

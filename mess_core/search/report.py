@@ -45,6 +45,7 @@ __all__ = [
     "policy_versus_oracle",
     "exit_class_iou",
     "with_drop_intervals",
+    "interval_name",
     "interval_texts",
 ]
 
@@ -308,21 +309,39 @@ def exit_class_iou(cache: EvaluationCache, *, config: str | None = None) -> pd.D
 
 
 def with_drop_intervals(
-    table: pd.DataFrame, cache: EvaluationCache, *, level: float = DEFAULT_LEVEL, confidence: float = DEFAULT_LEVEL
+    table: pd.DataFrame,
+    cache: EvaluationCache,
+    *,
+    level: float = DEFAULT_LEVEL,
+    confidence: float = DEFAULT_LEVEL,
+    block: int | None = None,
 ) -> pd.DataFrame:
     """``table`` (a results table) with each row's mIoU drop against the backbone on ``cache``'s split and its
     bootstrap uncertainty (:mod:`mess_core.search.uncertainty`), computed now from the cache: columns ``drop_pp``,
     ``drop_low``, ``drop_high`` (central ``level`` interval) and ``drop_upper`` (one-sided bound at ``confidence``),
-    in percentage points; NaN for rows without an instance (the oracle bound)."""
+    in percentage points; NaN for rows without an instance (the oracle bound). With ``block``, over scene blocks of
+    that many images (a study's own rule); ``attrs["drop_block"]`` records the block used (None: single images)."""
     out = table.copy()
     at = [i for i, inst in enumerate(out["instance"]) if inst is not None]
-    found = drop_intervals(cache, [out["instance"].iloc[i] for i in at], level=level, confidence=confidence)
+    found = drop_intervals(
+        cache, [out["instance"].iloc[i] for i in at], level=level, confidence=confidence, block=block
+    )
     for column, field in (("drop_pp", "point"), ("drop_low", "low"), ("drop_high", "high"), ("drop_upper", "upper")):
         values = np.full(len(out), np.nan)
         values[at] = [getattr(f, field) for f in found]
         out[column] = values
     out.attrs["drop_level"] = level
+    out.attrs["drop_block"] = found[0].block if found else None
     return out
+
+
+def interval_name(table: pd.DataFrame) -> str:
+    """The interval's name in a column header, e.g. ``90% interval, scene blocks of 10``; ``table`` from
+    :func:`with_drop_intervals`."""
+    block = table.attrs.get("drop_block")
+    return f"{100 * table.attrs.get('drop_level', DEFAULT_LEVEL):g}% interval" + (
+        f", scene blocks of {block}" if block else ""
+    )
 
 
 def interval_texts(table: pd.DataFrame) -> list[str]:

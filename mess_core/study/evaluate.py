@@ -175,6 +175,7 @@ def evaluation_record(
             "input_size": list(cache.meta["input_size"]),
         },
         "notes": list(notes),
+        "interval": {"level": DEFAULT_LEVEL, "scene_block": rows.attrs.get("block")},  # None: single images
         "backbone_miou": float(cache.head_miou()[cache.final_head]),
         "rows": frame_json(rows),
     }

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..evaluate.cache import EvaluationCache
 from ..evaluate.instance import Instance
-from ..search.report import Row, interval_texts, with_drop_intervals
+from ..search.report import Row, interval_name, interval_texts, with_drop_intervals
 from ..search.transfer import transfer_markdown
 from ..search.uncertainty import DEFAULT_LEVEL
 
@@ -55,6 +55,9 @@ class StudyView(Protocol):
 
     def transfer_check(self, mode: str = "input-dependent", *, compute: bool = False) -> pd.DataFrame | None: ...
 
+    @property
+    def promise_rule(self) -> dict[str, Any]: ...
+
 
 # the bench's name for the original model, which an instance without early exits runs as
 ORIGINAL = "original"
@@ -82,8 +85,8 @@ def _measured(latency: pd.DataFrame, rid: Row, instance: Instance | None, column
 def _interval_column(study: StudyView, table: pd.DataFrame) -> tuple[str, list[str]]:
     """The name and texts of a column of each row's drop against the backbone with its bootstrap interval, computed
     now from the study's cache (a study built before intervals existed needs no rebuild)."""
-    name = f"drop pp [{100 * DEFAULT_LEVEL:g}% interval] ({study.cache.split_label})"
-    return name, interval_texts(with_drop_intervals(table, study.cache))
+    shown = with_drop_intervals(table, study.cache, block=study.promise_rule["block"])
+    return f"drop pp [{interval_name(shown)}] ({study.cache.split_label})", interval_texts(shown)
 
 
 def end_to_end_table(study: StudyView, *, intervals: bool = False) -> pd.DataFrame:
@@ -261,8 +264,8 @@ def markdown_report(study: StudyView) -> str:
     parts += [
         "",
         f"drop pp: mIoU points below the backbone with a {100 * DEFAULT_LEVEL:g}% bootstrap interval over "
-        f"the {study.cache.num_images} tuning images ({study.cache.split_label}; 1000 resamples, "
-        "paired with the backbone, computed from the cache).",
+        f"the {study.cache.num_images} tuning images ({study.cache.split_label}; 1000 resamples of images, or "
+        "of the study's scene blocks where the header says so, paired with the backbone, computed from the cache).",
     ]
     parts += [
         "",

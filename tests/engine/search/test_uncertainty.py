@@ -12,7 +12,7 @@ from mess_core.evaluate.cache import CacheError, EvaluationCache
 from mess_core.evaluate.instance import Instance, KeptExit, evaluate
 from mess_core.search.constrained import pareto_front, search
 from mess_core.search.problem import Objective, SearchError, SearchSpace
-from mess_core.search.report import format_table, interval_texts, results_table, with_drop_intervals
+from mess_core.search.report import format_table, interval_name, interval_texts, results_table, with_drop_intervals
 from mess_core.search.uncertainty import (
     UncertaintyError,
     confident_choice,
@@ -247,6 +247,12 @@ def test_results_tables_carry_each_rows_interval():
     assert (table["drop_low"][has] <= table["drop_pp"][has] + 1e-9).all()
     assert interval_texts(table)[0] == "0.00 [0.00, 0.00]" and interval_texts(table)[-1] == "-"
     assert "drop pp [90%]" in format_table(table)
+    assert table.attrs["drop_block"] is None and interval_name(table) == "90% interval"
+    scenes = with_drop_intervals(table, cache, block=4)  # 5 blocks of 4 images: a study's own rule
+    row = scenes[has].iloc[-1]
+    want = drop_interval(cache, row["instance"], block=4)
+    assert (row["drop_low"], row["drop_high"]) == pytest.approx((want.low, want.high))
+    assert interval_name(scenes) == "90% interval, scene blocks of 4"
 
 
 def test_a_shipped_study_reports_intervals_without_a_rebuild():
