@@ -57,6 +57,8 @@ def surest_gain(
     ``or_backbone``: the backbone unless that bound is below 0)."""
     base = evaluate(cache, Instance("input-dependent")).cost
     within = front[front["cost"] <= base + 1e-9]
+    if within.empty:
+        return Instance("input-dependent")
     bounds = drop_intervals(
         cache, list(within["instance"]), confidence=confidence, fresh_images=cache.num_images, block=block
     )
