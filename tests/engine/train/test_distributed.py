@@ -98,15 +98,15 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
 def assert_same_training(single: dict, ddp: dict) -> None:
     """Gradients all-reduced across ranks are summed in another order than one process sums them, so the two runs
     drift apart by float rounding, amplified by every step. The drift is measured against how far training moved
-    each tensor: averaging gradients wrongly (a sum, one rank's share, unsynchronised batch norm) moves it by a
-    sizeable fraction of that, rounding by far less than 1%."""
+    each tensor. Measured on this test: rounding drifts up to 1.1% of it with one torch thread (0.5% with two);
+    batch norm left unsynchronised across ranks drifts 70-300%. 5% keeps a wide margin from both."""
     for key, value in single["state"].items():
         other = ddp["state"][key]
         assert torch.equal(single["initial"][key], ddp["initial"][key]), key
         if value.is_floating_point():
             moved = (value - single["initial"][key]).norm()
             drift = (value - other).norm()
-            assert drift <= 1e-2 * moved + 1e-6, (key, float(drift), float(moved))
+            assert drift <= 5e-2 * moved + 1e-6, (key, float(drift), float(moved))
         else:
             assert torch.equal(value, other), key
     rows = [(a, b) for a, b in zip(single["history"], ddp["history"])]
