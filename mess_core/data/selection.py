@@ -35,7 +35,7 @@ from torchvision import tv_tensors
 from ..errors import DataError
 from .base import SegmentationDataset, Transform
 
-__all__ = ["parse_splits", "PooledDataset", "group_counts", "describe_groups", "SPLIT_SEPARATOR"]
+__all__ = ["parse_splits", "PooledDataset", "group_counts", "describe_groups", "selection_label", "SPLIT_SEPARATOR"]
 
 SPLIT_SEPARATOR = "+"
 
@@ -142,3 +142,23 @@ def describe_groups(counts: dict[str, int], limit: int = 12) -> str:
     items = [f"{group} ({n})" for group, n in counts.items()]
     shown = ", ".join(items[:limit])
     return shown if len(items) <= limit else f"{shown} ... ({len(items)} groups)"
+
+
+def selection_label(split: str | None, groups: Sequence[str]) -> str:
+    """The name of a selection of images in tables: its split and, when they say more than the split, its groups
+    (each image's, in order), so that figures on a scene-disjoint part of a split do not read as figures on the
+    whole split.
+
+    >>> selection_label("train", ["0006R0"] * 3), selection_label("train", ["train"] * 3)
+    ('train 0006R0', 'train')
+    >>> selection_label("train+val", ["train", "val"]), selection_label(None, ["a", "b"])  # pooled; no split
+    ('train+val', 'images a+b')
+    >>> selection_label("train", [f"city{i}" for i in range(6)])  # many groups are counted, not listed
+    'train city0+city1+city2 and 3 more groups'
+    """
+    name = split or "images"
+    found = list(dict.fromkeys(groups))
+    if found in ([], [name]) or "+".join(found) == name:
+        return str(name)
+    shown = "+".join(found) if len(found) <= 4 else f"{'+'.join(found[:3])} and {len(found) - 3} more groups"
+    return f"{name} {shown}"

@@ -44,6 +44,7 @@ from typing import Any, Callable, Hashable, Iterable, Literal, Sequence
 import numpy as np
 
 from ..conversion.exits import ExitSpec
+from ..data.selection import selection_label
 from ..errors import MessError
 from ..io import atomic_open, input_file
 from .cache_checks import count_problem, meta_problem
@@ -159,33 +160,9 @@ class EvaluationCache:
 
     @property
     def split_label(self) -> str:
-        """The images' name in tables: the split and, where the cache records them, their groups (``train 0006R0``),
-        so that figures on a scene-disjoint part of a split are not read as figures on the whole split.
-
-        >>> cache = EvaluationCache.random(images=4)
-        >>> cache.meta["split"], cache.meta["image_groups"] = "train", ["b", "a", "b", "b"]
-        >>> cache.split_label
-        'train b+a'
-        >>> cache.meta["image_groups"] = ["train"] * 4  # a dataset without groups of its own
-        >>> cache.split_label
-        'train'
-        >>> cache.meta["split"], cache.meta["image_groups"] = "train+val", ["train", "val", "val", "val"]
-        >>> cache.split_label  # pooled splits of a dataset whose groups are its splits
-        'train+val'
-        >>> cache.meta["split"], cache.meta["image_groups"] = None, ["a", "b", "c", "d"]  # a folder without splits
-        >>> cache.split_label
-        'images a+b+c+d'
-        >>> cache = EvaluationCache.random(images=6)
-        >>> cache.meta["split"], cache.meta["image_groups"] = "train", [f"city{i}" for i in range(6)]
-        >>> cache.split_label  # many groups are counted, not listed
-        'train city0+city1+city2 and 3 more groups'
-        """
-        split = self.meta.get("split") or "images"
-        groups = list(dict.fromkeys(self.image_groups or self.meta.get("groups") or []))
-        if groups in ([], [split]) or "+".join(groups) == split:
-            return str(split)
-        shown = "+".join(groups) if len(groups) <= 4 else f"{'+'.join(groups[:3])} and {len(groups) - 3} more groups"
-        return f"{split} {shown}"
+        """The images' name in tables (:func:`mess_core.data.selection.selection_label`): the split and, where the
+        cache records them, their groups (``train 0006R0``)."""
+        return selection_label(self.meta.get("split"), self.image_groups or self.meta.get("groups") or [])
 
     @property
     def absent_heads(self) -> dict[int, frozenset[str]]:
