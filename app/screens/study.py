@@ -67,7 +67,7 @@ def report_set_section(study: Study) -> None:
             "tuned mIoU %": 100 * rows["tuned_miou"],
             "tuned speedup": rows["tuned_speedup"],
             "mIoU % here": 100 * rows["miou"],
-            "drop pp [90%" + (f", scene blocks of {rows.attrs['block']}" if rows.attrs.get("block") else "") + "]": [
+            f"drop pp [{interval_name(rows)}]": [
                 f"{r.drop_pp:.2f} [{r.drop_low:.2f}, {r.drop_high:.2f}]" for r in rows.itertuples()
             ],
             "speedup here": rows["speedup"],

@@ -70,7 +70,7 @@ def _open(path: str | os.PathLike, role: str) -> Iterator[Image.Image]:
     """Image.open + full decode, with missing and corrupt files reported as DataError."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: file not found; check the path and that the dataset is complete")
+        raise _not_found(path)
     try:
         image = Image.open(path)
     except _CORRUPT as error:
@@ -82,6 +82,10 @@ def _open(path: str | os.PathLike, role: str) -> Iterator[Image.Image]:
         except _CORRUPT as error:
             raise _corrupt(path, role, error) from error
         yield image
+
+
+def _not_found(path: str | os.PathLike) -> DataError:
+    return DataError(f"{path}: file not found; check the path and that the dataset is complete")
 
 
 def _corrupt(path: str | os.PathLike, role: str, error: BaseException) -> DataError:
@@ -121,7 +125,7 @@ class FilePairDataset(SegmentationDataset):
             with Image.open(path) as image:  # reads the header only
                 width, height = image.size
         except FileNotFoundError:
-            raise DataError(f"{path}: file not found; check the path and that the dataset is complete") from None
+            raise _not_found(path) from None
         except _CORRUPT as error:
             raise _corrupt(path, "image", error) from error
         return height, width

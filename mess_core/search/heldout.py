@@ -30,7 +30,7 @@ import pandas as pd
 
 from ..evaluate.cache import CacheError, EvaluationCache
 from ..evaluate.instance import Instance, Outcome, evaluate
-from .report import Row
+from .report import Row, interval_name
 from .uncertainty import DEFAULT_LEVEL, DEFAULT_RESAMPLES, drop_intervals
 
 __all__ = [
@@ -183,8 +183,9 @@ def evaluate_rows(
 ) -> pd.DataFrame:
     """Every row of ``tables`` (mode -> a study's results table) that deploys an instance, scored on ``cache``.
     With ``block``, the intervals resample scene blocks of that many consecutive images of a group (as the study
-    chose its rows), not single images; ``attrs["block"]`` records the block the intervals used (None: single
-    images, also when the images make too few blocks).
+    chose its rows), not single images; ``attrs["drop_level"]`` and ``attrs["drop_block"]`` record the interval's
+    level and the block it used (None: single images, also when the images make too few blocks), as
+    :func:`mess_core.search.report.with_drop_intervals` does.
 
     Columns: mode, id, row, exits, tuned_miou and tuned_speedup (the figures the row was chosen on), miou, drop_pp
     with drop_low/drop_high (the central ``level`` bootstrap interval over ``cache``'s images, paired with the final
@@ -244,7 +245,8 @@ def evaluate_rows(
         "instance",
     ]
     out = pd.DataFrame(found, columns=columns)
-    out.attrs["block"] = scores[0]["interval_block"] if scores else None
+    out.attrs["drop_level"] = level
+    out.attrs["drop_block"] = scores[0]["interval_block"] if scores else None
     return out
 
 
@@ -252,10 +254,9 @@ def evaluation_markdown(rows: pd.DataFrame, *, title: str = "") -> str:
     """``rows`` (:func:`evaluate_rows`) as a markdown table: mIoU in percent with two decimals, the drop with its
     interval, speedups, where images leave and whether each promise held."""
     lines = [f"### {title}", ""] if title else []
-    block = rows.attrs.get("block")
-    interval = "90%" + (f", scene blocks of {block}" if block else "")
     lines += [
-        f"| mode | row | tuned mIoU | tuned speedup | mIoU | drop pp [{interval}] | GFLOPs speedup | images leave | "
+        f"| mode | row | tuned mIoU | tuned speedup | mIoU | drop pp [{interval_name(rows)}] | GFLOPs speedup | "
+        "images leave | "
         "promise | held |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]

@@ -175,7 +175,8 @@ def evaluation_record(
             "input_size": list(cache.meta["input_size"]),
         },
         "notes": list(notes),
-        "interval": {"level": DEFAULT_LEVEL, "scene_block": rows.attrs.get("block")},  # None: single images
+        # the block None: single images
+        "interval": {"level": rows.attrs.get("drop_level"), "scene_block": rows.attrs.get("drop_block")},
         "backbone_miou": float(cache.head_miou()[cache.final_head]),
         "rows": frame_json(rows),
     }

@@ -69,12 +69,12 @@ def test_every_row_is_scored_on_the_new_images_and_says_whether_its_promise_held
     assert set(rows["mode"]) == {"input-dependent", "budgeted", "anytime"}  # every row of the study
     # the intervals resample the study's scene blocks, as its rows were chosen; ten images make one block of 10,
     # too few to resample, so they resample single images, and say so
-    assert study.promise_rule["block"] == 10 and rows.attrs["block"] is None
+    assert study.promise_rule["block"] == 10 and rows.attrs["drop_block"] is None
     one = rows.iloc[-1]
     interval = drop_interval(cache, one["instance"])
     assert (one["drop_low"], one["drop_high"]) == pytest.approx((interval.low, interval.high))
     blocks = evaluate_rows({"input-dependent": study.results("input-dependent")}, cache, block=2)
-    assert blocks.attrs["block"] == 2
+    assert blocks.attrs["drop_block"] == 2
     again = drop_interval(cache, blocks.iloc[-1]["instance"], block=2)
     assert (blocks.iloc[-1]["drop_low"], blocks.iloc[-1]["drop_high"]) == pytest.approx((again.low, again.high))
     for r in rows.itertuples():
