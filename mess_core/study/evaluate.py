@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable, Sequence
 import pandas as pd
 
 from ..data import build_dataset, eval_transform
+from ..data.selection import group_counts
 from ..errors import MessError
 from ..evaluate.cache import EvaluationCache
 from ..evaluate.cache_build import build_cache
@@ -81,9 +82,9 @@ def evaluation_dataset(
             "they are matched by index"
         )
     count = len(dataset) if limit is None else min(limit, len(dataset))
-    trained = study.manifest.get("data", {}).get("train") if isinstance(study.manifest.get("data"), dict) else None
-    if own and isinstance(trained, dict) and isinstance(trained.get("groups"), dict):
-        seen = Counter(g for g in (dataset.group_of(i) for i in range(count)) if g in trained["groups"])
+    trained = _trained_groups(study.manifest) if own else None
+    if trained:
+        seen = Counter(g for g in (dataset.group_of(i) for i in range(count)) if g in trained)
         if seen:
             notes.append(
                 f"{sum(seen.values())} of {count} images are of group(s) the network trained on "
@@ -99,6 +100,27 @@ def evaluation_dataset(
             f"{size[0]}x{size[1]} ({seen})"
         )
     return dataset, chosen, notes
+
+
+def _trained_groups(manifest: dict[str, Any]) -> dict[str, int] | None:
+    """The groups the study's network trained on: the manifest's record, or, for a study built before groups were
+    recorded (it trained on the whole of its training split), that split's groups read again from the same images;
+    None when neither can be read."""
+    data = manifest.get("data")
+    if isinstance(data, dict):
+        held = data.get("train")
+        return held["groups"] if isinstance(held, dict) and isinstance(held.get("groups"), dict) else None
+    config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
+    try:  # today's defaults would read such a configuration as today's selection, not the one it trained on
+        dataset = build_dataset(
+            config["dataset"],
+            root=config.get("data_root"),
+            split=config.get("train_split") or "train",
+            **dict(config.get("data_options") or {}),
+        )
+    except (MessError, KeyError, TypeError):
+        return None
+    return group_counts(dataset)
 
 
 def _same_root(a: Any, b: Any) -> bool:

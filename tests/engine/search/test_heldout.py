@@ -3,6 +3,7 @@ the ones the deployed runtime takes, image by image."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -39,6 +40,16 @@ def test_images_of_groups_the_network_trained_on_are_counted_in_a_note(tiny_stud
     # other images of the same dataset (here: generated with other options) are not the ones it trained on
     other = EvaluationData(split="train", options={"size": [48, 64], "length": 4, "seed": 7})
     assert evaluation_dataset(study, other, limit=3)[2] == []
+    # a study built before groups were recorded trained on the whole of its training split: those images are noted
+    # too, from the split named in its configuration (not from today's default selection)
+    old = {k: v for k, v in study.manifest.items() if k != "data"}
+    old["config"] = {**old["config"], "train_split": "test"}
+    before = dataclasses.replace(study, manifest=old)
+    assert evaluation_dataset(before, EvaluationData(split="train"), limit=3)[2] == []
+    assert evaluation_dataset(before, EvaluationData(split="test"), limit=3)[2] == [
+        "3 of 3 images are of group(s) the network trained on (test: 3): figures on them describe scenes it saw, "
+        "not new ones; --groups keeps the others"
+    ]
     # with no split named, the study's own report selection
     _, chosen, _ = evaluation_dataset(study, EvaluationData())
     assert (chosen.split, chosen.groups) == (study.manifest["config"]["report_split"], ())
