@@ -185,6 +185,38 @@ def test_train_transform_keeps_image_and_mask_aligned():
         assert torch.equal(nearest[check], y[check])
 
 
+def test_photometric_steps_change_the_image_as_named_and_never_the_mask():
+    # the crop is the image's own size and nothing else is random: any change comes from the step under test
+    def draws(image, seeds=range(12), **step):
+        transform = train_transform(crop=(24, 32), scale=(1.0, 1.0), hflip=False, jitter=0.0, ignore_index=255, **step)
+        out = []
+        for seed in seeds:
+            torch.manual_seed(seed)
+            x, y = transform(image, mask)
+            assert torch.equal(y, mask.as_subclass(torch.Tensor))
+            out.append(denormalize(x).astype(np.int16))
+        return out
+
+    mask = tv_tensors.Mask(torch.arange(24 * 32).reshape(24, 32) % 5)
+    grey, _ = _pair(24, 32)
+    red = tv_tensors.Image(torch.zeros(3, 24, 32, dtype=torch.uint8))
+    red[0] = 200
+    edge = tv_tensors.Image(torch.zeros(3, 24, 32, dtype=torch.uint8))
+    edge[:, :, 16:] = 255
+    assert all((d == 200).all() for d in draws(grey))  # no step asked: the pixels come back as they were
+
+    # hue turns colours and leaves greys alone
+    assert all((d == 200).all() for d in draws(grey, hue=0.5))
+    assert sum(not (d == [200, 0, 0]).all() for d in draws(red, hue=0.5)) >= 10
+    # blur with probability 1 blends the two sides of an edge (sigma is drawn from 0.1-2, the smallest barely blurs)
+    blends = [int(((d > 0) & (d < 255)).sum()) for d in draws(edge, blur=1.0)]
+    assert sum(n > 0 for n in blends) >= 9 and max(blends) <= 24 * 3 * 4  # a 5-wide kernel: two columns each side
+    # noise of 0.1 (of the 0-1 range) on half of the images: a flat image gets a spread of about 25 of 255
+    spreads = [float(d.std()) for d in draws(grey, seeds=range(40), noise=0.1)]
+    noisy = [v for v in spreads if v > 0]
+    assert 10 <= len(noisy) <= 30 and all(15 < v < 35 for v in noisy)
+
+
 def test_eval_transform_resizes_mask_with_nearest_labels():
     image, _ = _pair(20, 30)
     mask = tv_tensors.Mask(torch.arange(20 * 30).reshape(20, 30) % 4)
