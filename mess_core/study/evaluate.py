@@ -82,7 +82,7 @@ def evaluation_dataset(
             "they are matched by index"
         )
     count = len(dataset) if limit is None else min(limit, len(dataset))
-    trained = _trained_groups(study.manifest) if own else None
+    trained = _trained_groups(study.manifest, root) if own else None
     if trained:
         seen = Counter(g for g in (dataset.group_of(i) for i in range(count)) if g in trained)
         if seen:
@@ -102,10 +102,10 @@ def evaluation_dataset(
     return dataset, chosen, notes
 
 
-def _trained_groups(manifest: dict[str, Any]) -> dict[str, int] | None:
+def _trained_groups(manifest: dict[str, Any], root: Any) -> dict[str, int] | None:
     """The groups the study's network trained on: the manifest's record, or, for a study built before groups were
-    recorded (it trained on the whole of its training split), that split's groups read again from the same images;
-    None when neither can be read."""
+    recorded (it trained on the whole of its training split), that split's groups read again from its images under
+    ``root`` (the folder being evaluated, the study's own); None when neither can be read."""
     data = manifest.get("data")
     if isinstance(data, dict):
         held = data.get("train")
@@ -114,7 +114,7 @@ def _trained_groups(manifest: dict[str, Any]) -> dict[str, int] | None:
     try:  # today's defaults would read such a configuration as today's selection, not the one it trained on
         dataset = build_dataset(
             config["dataset"],
-            root=config.get("data_root"),
+            root=root,
             split=config.get("train_split") or "train",
             **dict(config.get("data_options") or {}),
         )
