@@ -22,6 +22,7 @@ from ..search.uncertainty import DEFAULT_LEVEL
 from .config import StudyConfig, StudyError
 from .folder import Study
 from .pack import frame_json
+from .protocol import pre_groups_train_split
 
 __all__ = ["EvaluationData", "evaluation_dataset", "evaluate_on", "score_rows", "evaluation_record", "EVALUATED_MODES"]
 
@@ -111,11 +112,11 @@ def _trained_groups(manifest: dict[str, Any], root: Any) -> dict[str, int] | Non
         held = data.get("train")
         return held["groups"] if isinstance(held, dict) and isinstance(held.get("groups"), dict) else None
     config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
-    try:  # today's defaults would read such a configuration as today's selection, not the one it trained on
+    try:
         dataset = build_dataset(
             config["dataset"],
             root=root,
-            split=config.get("train_split") or "train",
+            split=pre_groups_train_split(config),
             **dict(config.get("data_options") or {}),
         )
     except (MessError, KeyError, TypeError):
@@ -197,7 +198,7 @@ def evaluation_record(
             "input_size": list(cache.meta["input_size"]),
         },
         "notes": list(notes),
-        # the block None: single images
+        # scene_block None: single images
         "interval": {"level": rows.attrs.get("drop_level"), "scene_block": rows.attrs.get("drop_block")},
         "backbone_miou": float(cache.head_miou()[cache.final_head]),
         "rows": frame_json(rows),

@@ -34,7 +34,14 @@ from ..data.selection import describe_groups, group_counts
 from ..errors import MessError
 from .config import SELECTIONS, StudyConfig, StudyError
 
-__all__ = ["data_protocol", "selection_summary", "overlap", "protocol_table", "protocol_warning"]
+__all__ = [
+    "data_protocol",
+    "selection_summary",
+    "overlap",
+    "protocol_table",
+    "protocol_warning",
+    "pre_groups_train_split",
+]
 
 _STEPS = {
     "train": "training (stages 1 and 2)",
@@ -119,6 +126,12 @@ def _report_split(manifest: dict[str, Any]) -> str | None:
         return None
 
 
+def pre_groups_train_split(config: dict[str, Any]) -> str:
+    """The split a study built before groups were recorded trained on, all of it, from its stored configuration:
+    reading that configuration as a :class:`StudyConfig` would fill in today's default selection instead."""
+    return config.get("train_split") or "train"
+
+
 def protocol_warning(manifest: dict[str, Any]) -> str | None:
     """What a reader must know about how a study's tuning images relate to its training images, or None when they
     share no group."""
@@ -127,7 +140,7 @@ def protocol_warning(manifest: dict[str, Any]) -> str | None:
         config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
         return (
             f"This study was built before groups (scenes) were recorded: it trained on "
-            f"'{config.get('train_split', 'train')}' and tuned on '{config.get('cache_split', 'val')}', which may "
+            f"'{pre_groups_train_split(config)}' and tuned on '{config.get('cache_split', 'val')}', which may "
             "share scenes; its figures may not hold on scenes the network never saw. `study evaluate` measures "
             "them on your own images."
         )
